@@ -1,0 +1,25 @@
+"""Ordering-key chains: only the oldest unfinished job of a (target, ordering key) may run.
+
+Every transaction that adds to a chain or finishes its head calls :func:`settle` before
+committing: it takes the chains' advisory locks (sorted, so never a deadlock) and, in a
+statement that therefore sees every earlier change to those chains, holds all but the head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from herald_queue import sql
+from herald_queue.db import AsyncConn
+
+J = sql.load("jobs")
+
+
+async def settle(conn: AsyncConn, chains: Iterable[tuple[int, str]]) -> None:
+    """Normalize the given (target_id, ordering_key) chains; ``conn`` is in a transaction."""
+    unique = sorted(set(chains))
+    if not unique:
+        return
+    params = {"target_ids": [t for t, _ in unique], "keys": [k for _, k in unique]}
+    await conn.execute(J["lock_chains"], params)
+    await conn.execute(J["normalize_chains"], params)

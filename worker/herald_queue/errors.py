@@ -1,0 +1,66 @@
+"""One base error for the queue; subclasses carry the data a caller needs.
+
+Every message says what was wrong and what to do about it: these texts reach people
+through the HTTP API, the CLI and custom resource status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class HeraldError(Exception):
+    """Base class of every error Herald raises on purpose."""
+
+
+class InvalidRequest(HeraldError):
+    """Bad input: names the field and the problem."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class TargetNotFound(HeraldError):
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(
+            f"target {ref!r} is not registered: apply its PublishingTarget "
+            "(kubectl apply, or `herald targets apply PATH` locally) first"
+        )
+
+
+class AmbiguousTarget(HeraldError):
+    def __init__(self, name: str, namespaces: Sequence[str]) -> None:
+        self.name = name
+        self.namespaces = list(namespaces)
+        choices = ", ".join(f"{ns}/{name}" for ns in namespaces)
+        super().__init__(
+            f"target name {name!r} exists in several namespaces; name it as one of: {choices}"
+        )
+
+
+class InvalidTarget(HeraldError):
+    """A PublishingTarget (or its Secret) that cannot be used as written."""
+
+
+class DatabaseUnavailable(HeraldError):
+    """PostgreSQL cannot be reached; the message never contains credentials."""
+
+
+class MigrationError(HeraldError):
+    pass
+
+
+class SchemaOutOfDate(HeraldError):
+    def __init__(self, current: int, expected: int) -> None:
+        self.current = current
+        self.expected = expected
+        if current > expected:
+            hint = "this Herald is older than the database schema: upgrade Herald"
+        else:
+            hint = "run `herald migrate`"
+        super().__init__(
+            f"database schema is at version {current}, this Herald needs {expected}: {hint}"
+        )

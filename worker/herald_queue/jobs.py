@@ -1,0 +1,457 @@
+"""The job store: enqueue, claim, settle (complete, fail, release), rescue, cancel, read.
+
+Every operation is a few statements of named SQL (``sql/jobs.sql``); batches stay
+batches all the way to PostgreSQL. Time comes from the database (``now()``), so workers
+with skewed clocks still agree on leases, backoff and circuits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from herald_queue import admission, chains, sql
+from herald_queue.db import AsyncConn
+from herald_queue.errors import InvalidRequest, TargetNotFound
+from herald_queue.ids import uuid7
+from herald_queue.models import (
+    ClaimedJob,
+    CompleteOutcome,
+    EnqueueResult,
+    Failure,
+    FailureOutcome,
+    JobRecord,
+)
+from herald_queue.registry import TargetRegistry
+from herald_queue.requests import JobRequest
+from herald_queue.retry import decide
+from herald_queue.settings import QueueSettings
+from herald_queue.spec import RetryPolicy
+from herald_queue.states import CircuitState, ErrorClass, JobState, Priority
+
+J = sql.load("jobs")
+T = sql.load("targets")
+
+# Batches at least this large, without idempotency or ordering keys, are written with COPY.
+COPY_THRESHOLD = 32
+# How often the list of targets that need quota claims (rate limits, probes) is re-read.
+QUOTA_REFRESH_SECONDS = 0.5
+
+
+def _copy_escape(text: str) -> str:
+    # COPY's text format: backslash is the escape character. Compact JSON has no raw
+    # tabs or newlines (json.dumps escapes control characters).
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+class JobStore:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConn],
+        registry: TargetRegistry,
+        settings: QueueSettings,
+        *,
+        retry_after_cap: float = 3600.0,
+    ) -> None:
+        self._pool = pool
+        self.registry = registry
+        self.settings = settings
+        self.retry_after_cap = retry_after_cap
+        self._policies: dict[int, RetryPolicy] = {}
+        self._policies_loaded = 0.0
+        self._quota_targets: list[int] = []
+        self._quota_checked = 0.0
+
+    # -- enqueue -----------------------------------------------------------------------
+
+    async def enqueue(self, request: JobRequest) -> EnqueueResult:
+        return (await self.enqueue_many([request]))[0]
+
+    async def enqueue_many(self, requests: Sequence[JobRequest]) -> list[EnqueueResult]:
+        """Enqueue in one transaction; results in the order given. A request whose
+        idempotency key matches an existing job of its target returns that job."""
+        if not requests:
+            return []
+        resolved = [await self.registry.resolve(r.target) for r in requests]
+        try:
+            return await self._enqueue_resolved(requests, resolved)
+        except psycopg.errors.ForeignKeyViolation:
+            # A target was deleted (maybe recreated) since it was resolved: look again.
+            self.registry.invalidate()
+            resolved = [await self.registry.resolve(r.target) for r in requests]
+            try:
+                return await self._enqueue_resolved(requests, resolved)
+            except psycopg.errors.ForeignKeyViolation:
+                raise TargetNotFound(requests[0].target) from None
+
+    async def _enqueue_resolved(
+        self, requests: Sequence[JobRequest], resolved: Sequence[tuple[int, str]]
+    ) -> list[EnqueueResult]:
+        ids = [uuid7() for _ in requests]
+        keyed = any(r.idempotency_key or r.ordering_key or r.run_at for r in requests)
+        if not keyed and len(requests) >= COPY_THRESHOLD:
+            await self._copy(requests, resolved, ids)
+            return [
+                EnqueueResult(id=i, target=ref, state=JobState.QUEUED, created=True)
+                for i, (_, ref) in zip(ids, resolved, strict=True)
+            ]
+        batch = ",".join(
+            _record_json(job_id, target_id, r, self.settings.budget(r.priority))
+            for job_id, r, (target_id, _) in zip(ids, requests, resolved, strict=True)
+        )
+        ordered = [(t, r.ordering_key) for r, (t, _) in zip(requests, resolved, strict=True)
+                   if r.ordering_key]
+        dedupe = [(t, r.idempotency_key) for r, (t, _) in zip(requests, resolved, strict=True)
+                  if r.idempotency_key]
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(J["enqueue_many"], {"batch": f"[{batch}]"})
+            inserted = {row[0] for row in await cur.fetchall()}
+            existing: dict[tuple[int, str], tuple[uuid.UUID, str]] = {}
+            if len(inserted) < len(requests) and dedupe:
+                cur = await conn.execute(
+                    J["find_by_idempotency_keys"],
+                    {"target_ids": [t for t, _ in dedupe], "keys": [k for _, k in dedupe]},
+                )
+                for job_id, target_id, key, state in await cur.fetchall():
+                    existing[(target_id, key)] = (job_id, state)  # type: ignore[index]
+            await chains.settle(conn, ordered)  # type: ignore[arg-type]
+        results = []
+        for job_id, r, (target_id, ref) in zip(ids, requests, resolved, strict=True):
+            if job_id in inserted:
+                results.append(EnqueueResult(job_id, ref, JobState.QUEUED, created=True))
+                continue
+            found = existing.get((target_id, r.idempotency_key or ""))
+            if found is None:  # pragma: no cover - the unique index makes this impossible
+                raise RuntimeError(f"job {job_id} was neither inserted nor a duplicate")
+            results.append(EnqueueResult(found[0], ref, JobState(found[1]), created=False))
+        return results
+
+    async def _copy(
+        self, requests: Sequence[JobRequest], resolved: Sequence[tuple[int, str]],
+        ids: Sequence[uuid.UUID],
+    ) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT now()")
+            row = await cur.fetchone()
+            assert row is not None
+            now: dt.datetime = row[0]  # type: ignore[assignment]
+            run_at = now.isoformat()
+            deadlines = {
+                p: (now + dt.timedelta(seconds=self.settings.budget(p))).isoformat()
+                for p in Priority
+            }
+            async with conn.cursor() as copy_cur, copy_cur.copy(J["copy_jobs"]) as copy:
+                chunk: list[str] = []
+                for job_id, r, (target_id, _) in zip(ids, requests, resolved, strict=True):
+                    chunk.append(
+                        f"{job_id}\t{target_id}\t{r.priority.value}\t"
+                        f"{_copy_escape(r.payload_json)}\t{run_at}\t{deadlines[r.priority]}\n"
+                    )
+                    if len(chunk) == 500:
+                        await copy.write("".join(chunk))
+                        chunk.clear()
+                if chunk:
+                    await copy.write("".join(chunk))
+
+    # -- claim -------------------------------------------------------------------------
+
+    async def claim(
+        self, worker: str, limit: int, *, per_target_limits: dict[int, int] | None = None
+    ) -> list[ClaimedJob]:
+        """Claim up to ``limit`` ready jobs under a lease, earliest deadline first.
+
+        Targets that are paused, or whose circuit is open, give nothing; a half-open circuit
+        gives at most its probes and a rate limit its tokens (shared by all workers).
+        ``per_target_limits`` caps what this claim takes from particular targets.
+        """
+        if limit <= 0:
+            return []
+        caps = per_target_limits or {}
+        async with self._pool.connection() as conn:
+            jobs = await self._claim(conn, worker, limit, caps, with_quotas=False)
+            if len(jobs) < limit:
+                quota_ids = [t for t in await self._quota_target_ids(conn) if caps.get(t, 1) > 0]
+                if quota_ids:
+                    jobs += await self._claim_with_quotas(
+                        conn, worker, limit - len(jobs), quota_ids, caps
+                    )
+        return jobs
+
+    async def _quota_target_ids(self, conn: AsyncConn) -> list[int]:
+        now = time.monotonic()
+        if now - self._quota_checked >= QUOTA_REFRESH_SECONDS:
+            cur = await conn.execute(T["quota_targets"])
+            self._quota_targets = [int(r[0]) for r in await cur.fetchall()]  # type: ignore[call-overload]
+            self._quota_checked = now
+        return self._quota_targets
+
+    async def _claim(
+        self, conn: AsyncConn, worker: str, limit: int, limits: dict[int, int], *,
+        with_quotas: bool,
+    ) -> list[ClaimedJob]:
+        cur = await conn.cursor(row_factory=dict_row).execute(
+            J["claim"],
+            {
+                "worker": worker,
+                "limit": limit,
+                "lease_seconds": self.settings.lease,
+                "quota_targets": list(limits),
+                "quota_limits": list(limits.values()),
+                "with_quotas": with_quotas,
+            },
+        )
+        return [_claimed(row) for row in await cur.fetchall()]
+
+    async def _claim_with_quotas(
+        self, conn: AsyncConn, worker: str, limit: int, target_ids: list[int],
+        caps: dict[int, int],
+    ) -> list[ClaimedJob]:
+        async with conn.transaction():
+            await conn.execute(T["lock_targets"], {"ids": target_ids})
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                T["quota_state"], {"ids": target_ids}
+            )
+            grants = {}
+            for state in await cur.fetchall():
+                g = admission.grant(state, min(limit, caps.get(state["id"], limit)))
+                if g.limit > 0:
+                    grants[g.target_id] = g
+            if not grants:
+                return []
+            jobs = await self._claim(
+                conn, worker, limit, {t: g.limit for t, g in grants.items()}, with_quotas=True
+            )
+            taken: dict[int, int] = {}
+            for job in jobs:
+                taken[job.target_id] = taken.get(job.target_id, 0) + 1
+            spent = {t: admission.spend(g, taken.get(t, 0)) for t, g in grants.items()}
+            await conn.execute(
+                T["spend_quota"],
+                {
+                    "ids": list(spent),
+                    "probing": [probe for probe, _ in spent.values()],
+                    "tokens": [tokens for _, tokens in spent.values()],
+                },
+            )
+        return jobs
+
+    # -- settle ------------------------------------------------------------------------
+
+    async def complete(self, worker: str, jobs: Sequence[ClaimedJob]) -> CompleteOutcome:
+        """Mark delivered jobs succeeded, in one statement (one transaction when some
+        carry an ordering key, whose chains then move on)."""
+        if not jobs:
+            return CompleteOutcome(completed=[], lost=[], recovered=[])
+        params = {"ids": [j.id for j in jobs], "worker": worker}
+        keyed = [(j.target_id, j.ordering_key) for j in jobs if j.ordering_key]
+        async with self._pool.connection() as conn:
+            if keyed:
+                async with conn.transaction():
+                    row = await (await conn.execute(J["complete"], params)).fetchone()
+                    await chains.settle(conn, keyed)  # type: ignore[arg-type]
+            else:
+                row = await (await conn.execute(J["complete"], params)).fetchone()
+        assert row is not None
+        completed: list[uuid.UUID] = list(row[0])  # type: ignore[call-overload]
+        done = set(completed)
+        return CompleteOutcome(
+            completed=completed,
+            lost=[j.id for j in jobs if j.id not in done],
+            recovered=list(row[1]),  # type: ignore[call-overload]
+        )
+
+    async def fail(self, worker: str, failures: Sequence[Failure]) -> list[FailureOutcome]:
+        """Record failed attempts: each job is retried after its backoff (honouring
+        Retry-After), or dead-lettered when permanent or out of attempts, and the failures
+        move their targets' circuit breakers. See the ``fail`` query for the rules."""
+        return await self._fail(
+            failures, leased_by=[worker] * len(failures), rescue=False
+        )
+
+    async def _fail(
+        self, failures: Sequence[Failure], *, leased_by: Sequence[str], rescue: bool
+    ) -> list[FailureOutcome]:
+        if not failures:
+            return []
+        now = dt.datetime.now(dt.UTC)
+        delays, exhausted = [], []
+        for f in failures:
+            policy = await self._policy(f.job.target_id)
+            decision = decide(
+                policy, f.error_class, f.job.attempts, now,
+                retry_after=f.retry_after, retry_after_cap=self.retry_after_cap,
+            )
+            delays.append(decision.delay)
+            exhausted.append(decision.exhausted)
+        params = {
+            "ids": [f.job.id for f in failures],
+            "leased_by": list(leased_by),
+            "classes": [f.error_class.value for f in failures],
+            "messages": [_clip(f.message) for f in failures],
+            "statuses": [f.http_status for f in failures],
+            "delays": delays,
+            "exhausted": exhausted,
+            "counts": [f.counts_for_breaker for f in failures],
+            "rescue": [rescue] * len(failures),
+            "budget_medium": self.settings.budget_medium,
+            "budget_low": self.settings.budget_low,
+        }
+        keyed = [(f.job.target_id, f.job.ordering_key) for f in failures if f.job.ordering_key]
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.cursor(row_factory=dict_row).execute(J["fail"], params)
+            rows = await cur.fetchall()
+            await chains.settle(conn, keyed)  # type: ignore[arg-type]
+        return [
+            FailureOutcome(
+                id=r["id"], target=r["target"], state=JobState(r["state"]),
+                attempts=r["attempts"], run_at=r["run_at"], refunded=r["refund"],
+                tripped=r["trips"], circuit_before=CircuitState(r["circuit_before"]),
+                circuit_after=CircuitState(r["circuit_after"]),
+            )
+            for r in rows
+        ]
+
+    async def _policy(self, target_id: int) -> RetryPolicy:
+        if target_id not in self._policies or time.monotonic() - self._policies_loaded > 5:
+            self._policies = {t.id: t.spec.retry for t in await self.registry.list()}
+            self._policies_loaded = time.monotonic()
+        return self._policies.get(target_id, RetryPolicy())
+
+    async def heartbeat(self, worker: str, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Extend the leases of jobs being delivered; returns those no longer held."""
+        if not ids:
+            return []
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                J["heartbeat"],
+                {"ids": list(ids), "worker": worker, "lease_seconds": self.settings.lease},
+            )
+            row = await cur.fetchone()
+        return list(row[0]) if row else []  # type: ignore[call-overload]
+
+    async def release(self, worker: str, ids: Sequence[uuid.UUID]) -> int:
+        """Give back claimed jobs not started (shutdown): not counted as attempts, and
+        claimable at once by other workers, in the place they had."""
+        if not ids:
+            return 0
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(J["release"], {"ids": list(ids), "worker": worker})
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    async def rescue_expired(self, limit: int = 1000) -> list[FailureOutcome]:
+        """Jobs whose lease expired (their worker died or lost the database) are tried
+        again: the attempt counts, as the delivery may have happened, and a job out of
+        attempts goes to the DLQ. It does not count against the target's circuit."""
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                J["expired_leases"], {"limit": limit}
+            )
+            rows = await cur.fetchall()
+        if not rows:
+            return []
+        failures = [
+            Failure(
+                job=ClaimedJob(
+                    id=r["id"], target_id=r["target_id"], priority=Priority(r["priority"]),
+                    payload=None, attempts=r["attempts"], idempotency_key=None,
+                    ordering_key=r["ordering_key"], created_at=dt.datetime.now(dt.UTC),
+                    run_at=dt.datetime.now(dt.UTC), lease_expires_at=dt.datetime.now(dt.UTC),
+                ),
+                error_class=ErrorClass.UNKNOWN,
+                message=f"lease expired: worker {r['leased_by']} stopped renewing it "
+                "(it died or lost the database); the delivery may or may not have happened",
+                counts_for_breaker=False,
+            )
+            for r in rows
+        ]
+        outcomes = await self._fail(failures, leased_by=[r["leased_by"] for r in rows], rescue=True)
+        if outcomes:
+            async with self._pool.connection() as conn:
+                await conn.execute("SELECT pg_notify('herald_jobs', '')")
+        return outcomes
+
+    async def cancel(self, ids: Sequence[uuid.UUID], *, reason: str = "cancelled") -> list[uuid.UUID]:
+        """Cancel waiting jobs (not running ones): they become dead, reason ``cancelled``,
+        and can be replayed from the dead-letter queue."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(J["cancel"], {"ids": list(ids), "message": reason})
+            rows = await cur.fetchall()
+            await chains.settle(conn, [(r[1], r[2]) for r in rows if r[2]])  # type: ignore[misc]
+        return [r[0] for r in rows]  # type: ignore[misc]
+
+    # -- read --------------------------------------------------------------------------
+
+    async def get(self, job_id: uuid.UUID) -> JobRecord | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(J["get_job"], {"id": job_id})
+            row = await cur.fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    async def list(
+        self, *, state: JobState | None = None, target: str | None = None,
+        priority: Priority | None = None, before: uuid.UUID | None = None, limit: int = 50,
+    ) -> list[JobRecord]:
+        """Most recent first; pass the last id as ``before`` for the next page."""
+        if not 1 <= limit <= 1000:
+            raise InvalidRequest("limit", f"must be from 1 to 1000, got {limit}")
+        target_id = (await self.registry.resolve(target))[0] if target else None
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                J["list_jobs"],
+                {"state": state.value if state else None, "target_id": target_id,
+                 "priority": priority.value if priority else None, "before": before,
+                 "limit": limit},
+            )
+            return [JobRecord.from_row(r) for r in await cur.fetchall()]
+
+    async def prune(self, *, batch: int = 5000) -> int:
+        """Retention: delete finished jobs older than the job retention period."""
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.job_retention)
+        total = 0
+        async with self._pool.connection() as conn:
+            while True:
+                cur = await conn.execute(J["prune_finished"], {"cutoff": cutoff, "limit": batch})
+                total += cur.rowcount
+                if cur.rowcount < batch:
+                    return total
+
+
+def _claimed(row: dict[str, Any]) -> ClaimedJob:
+    return ClaimedJob(
+        id=row["id"], target_id=row["target_id"], priority=Priority(row["priority"]),
+        payload=row["payload"], attempts=row["attempts"],
+        idempotency_key=row["idempotency_key"], ordering_key=row["ordering_key"],
+        created_at=row["created_at"], run_at=row["run_at"],
+        lease_expires_at=row["lease_expires_at"],
+    )
+
+
+def _json_str(value: str | None) -> str:
+    import json
+
+    return "null" if value is None else json.dumps(value)
+
+
+def _record_json(job_id: uuid.UUID, target_id: int, r: JobRequest, budget: float) -> str:
+    run_at = "null" if r.run_at is None else f'"{r.run_at.isoformat()}"'
+    return (
+        f'{{"id":"{job_id}","target_id":{target_id},"priority":"{r.priority.value}",'
+        f'"payload":{r.payload_json},"idempotency_key":{_json_str(r.idempotency_key)},'
+        f'"ordering_key":{_json_str(r.ordering_key)},"run_at":{run_at},"budget":{budget}}}'
+    )
+
+
+def _clip(message: str, limit: int = 2000) -> str:
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def chains_of(jobs: Iterable[ClaimedJob]) -> list[tuple[int, str]]:
+    return [(j.target_id, j.ordering_key) for j in jobs if j.ordering_key]

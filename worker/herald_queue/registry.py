@@ -1,0 +1,231 @@
+"""The target registry in PostgreSQL: register PublishingTargets, look them up by name,
+remove them without dropping their jobs, and read their shared live state."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from herald_queue import sql
+from herald_queue.db import AsyncConn
+from herald_queue.errors import AmbiguousTarget, TargetNotFound
+from herald_queue.models import iso
+from herald_queue.spec import PublishingTarget, TargetSpec, parse_spec
+from herald_queue.states import CircuitState
+
+Q = sql.load("targets")
+J = sql.load("jobs")
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetRow:
+    """A registered target with its shared live state."""
+
+    id: int
+    namespace: str
+    name: str
+    type: str
+    spec: TargetSpec
+    generation: int
+    paused: bool
+    auto_paused_reason: str | None
+    auto_paused_at: dt.datetime | None
+    circuit_state: CircuitState
+    consecutive_failures: int
+    circuit_changed_at: dt.datetime | None
+    circuit_open_until: dt.datetime | None
+    circuit_trips_total: int
+    circuit_recoveries_total: int
+    delivered_total: int
+    failed_attempts_total: int
+    dead_lettered_total: int
+    last_delivery_at: dt.datetime | None
+    last_error: str | None
+    last_error_class: str | None
+    last_error_at: dt.datetime | None
+    registered_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def holding(self) -> bool:
+        """Jobs wait: paused by spec, or paused after the receiver answered 410 Gone."""
+        return self.paused or self.auto_paused_reason is not None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TargetRow:
+        values = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row}
+        values["spec"] = parse_spec(row["config"])
+        values["circuit_state"] = CircuitState(row["circuit_state"])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "type": self.type,
+            "url": self.spec.url,
+            "generation": self.generation,
+            "paused": self.paused,
+            "autoPausedReason": self.auto_paused_reason,
+            "circuit": {
+                "state": self.circuit_state.value,
+                "consecutiveFailures": self.consecutive_failures,
+                "changedAt": iso(self.circuit_changed_at),
+                "openUntil": iso(self.circuit_open_until),
+                "trips": self.circuit_trips_total,
+                "recoveries": self.circuit_recoveries_total,
+            },
+            "delivered": self.delivered_total,
+            "failedAttempts": self.failed_attempts_total,
+            "deadLettered": self.dead_lettered_total,
+            "lastDeliveryAt": iso(self.last_delivery_at),
+            "lastError": self.last_error,
+            "lastErrorClass": self.last_error_class,
+            "lastErrorAt": iso(self.last_error_at),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyResult:
+    id: int
+    ref: str
+    created: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteResult:
+    deleted: bool
+    dead_lettered: int
+    """Waiting jobs moved to the dead-letter queue with reason target-deleted."""
+    running: int
+    """Deliveries still in flight; the target is kept until they finish."""
+
+
+class TargetRegistry:
+    def __init__(
+        self, pool: AsyncConnectionPool[AsyncConn], *, default_namespace: str = "default",
+        cache_seconds: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self.default_namespace = default_namespace
+        self._cache_seconds = cache_seconds
+        self._ids: dict[str, tuple[float, int, str]] = {}
+
+    async def apply(self, target: PublishingTarget) -> ApplyResult:
+        spec = target.spec
+        params = {
+            "namespace": target.namespace,
+            "name": target.name,
+            "type": spec.type,
+            "config": Jsonb(spec.to_config()),
+            "generation": target.generation,
+            "paused": spec.paused,
+            "max_attempts": spec.retry.max_attempts,
+            "failure_threshold": spec.circuit_breaker.failure_threshold,
+            "open_seconds": spec.circuit_breaker.open_seconds,
+            "half_open_probes": spec.circuit_breaker.half_open_probes,
+            "rate_per_second": spec.rate_limit.requests_per_second if spec.rate_limit else None,
+            "rate_burst": spec.rate_limit.burst if spec.rate_limit else None,
+        }
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(Q["upsert_target"], params)
+            row = await cur.fetchone()
+        assert row is not None
+        self.invalidate()
+        return ApplyResult(id=row["id"], ref=target.ref, created=row["created"])
+
+    async def list(self, namespace: str | None = None, name: str | None = None) -> list[TargetRow]:
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                Q["list_targets"], {"namespace": namespace, "name": name}
+            )
+            return [TargetRow.from_row(r) for r in await cur.fetchall()]
+
+    def split(self, ref: str) -> tuple[str | None, str]:
+        namespace, _, name = ref.rpartition("/")
+        return (namespace or None), name
+
+    async def get(self, ref: str) -> TargetRow:
+        """The target named ``namespace/name``, or ``name`` (see :meth:`resolve`)."""
+        target_id, full = await self.resolve(ref)
+        namespace, name = full.split("/", 1)
+        rows = await self.list(namespace, name)
+        if not rows:
+            raise TargetNotFound(ref)
+        return rows[0]
+
+    async def resolve(self, ref: str) -> tuple[int, str]:
+        """(id, ``namespace/name``) of a target named ``namespace/name`` or ``name``.
+
+        A bare name means the default namespace's target of that name; failing that, the
+        only target of that name in any namespace. Answers are cached for a few seconds.
+        """
+        cached = self._ids.get(ref)
+        now = time.monotonic()
+        if cached and now - cached[0] < self._cache_seconds:
+            return cached[1], cached[2]
+        namespace, name = self.split(ref)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(Q["find_target_namespaces"], {"name": name})
+            found = {str(ns): int(i) for i, ns in await cur.fetchall()}  # type: ignore[call-overload]
+        if namespace is not None:
+            chosen = namespace if namespace in found else None
+        elif self.default_namespace in found:
+            chosen = self.default_namespace
+        elif len(found) == 1:
+            chosen = next(iter(found))
+        elif found:
+            raise AmbiguousTarget(name, sorted(found))
+        else:
+            chosen = None
+        if chosen is None:
+            raise TargetNotFound(ref)
+        result = (found[chosen], f"{chosen}/{name}")
+        self._ids[ref] = (now, *result)
+        return result
+
+    def invalidate(self) -> None:
+        self._ids.clear()
+
+    async def delete(self, ref: str) -> DeleteResult:
+        """Remove a target. Its waiting jobs go to the dead-letter queue (reason
+        ``target-deleted``) first; while deliveries are in flight the target stays and the
+        caller tries again (the operator's finalizer does)."""
+        target_id, full = await self.resolve(ref)
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(Q["lock_targets"], {"ids": [target_id]})
+            cur = await conn.execute(
+                J["bury_target_jobs"],
+                {"target_id": target_id,
+                 "message": f"target {full} was deleted while this job waited"},
+            )
+            buried = len(await cur.fetchall())
+            cur = await conn.execute(J["count_running_for_target"], {"target_id": target_id})
+            row = await cur.fetchone()
+            running = int(row[0]) if row else 0  # type: ignore[call-overload]
+            if running:
+                return DeleteResult(deleted=False, dead_lettered=buried, running=running)
+            await conn.execute(Q["delete_target"], {"id": target_id})
+        self.invalidate()
+        return DeleteResult(deleted=True, dead_lettered=buried, running=0)
+
+    async def auto_pause(self, target_id: int, reason: str) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(Q["auto_pause_target"], {"id": target_id, "reason": reason})
+            return await cur.fetchone() is not None
+
+    async def resume(self, ref: str) -> None:
+        """Clear a 410 auto-pause and close the circuit (an operator's explicit word)."""
+        target_id, _ = await self.resolve(ref)
+        async with self._pool.connection() as conn:
+            await conn.execute(Q["resume_target"], {"id": target_id})

@@ -1,0 +1,118 @@
+"""A job submission, checked field by field before anything is written.
+
+The shape is the API's ``POST /v1/jobs`` body; the CLI's JSON lines use the same one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from herald_queue.errors import InvalidRequest
+from herald_queue.states import Priority
+
+_TARGET = re.compile(r"^(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+KEY_MAX = 256
+FIELDS = ("target", "payload", "priority", "idempotencyKey", "orderingKey", "runAt")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRequest:
+    target: str
+    payload_json: str
+    """The payload, serialised once (compact JSON), as it will be stored and sent."""
+    priority: Priority = Priority.MEDIUM
+    idempotency_key: str | None = None
+    ordering_key: str | None = None
+    run_at: dt.datetime | None = None
+
+    @property
+    def payload(self) -> Any:
+        return json.loads(self.payload_json)
+
+
+def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> str:
+    """Compact JSON of ``payload``; refuses what PostgreSQL's jsonb cannot hold."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise InvalidRequest(field, "NaN and Infinity are not valid JSON numbers") from None
+    except TypeError as exc:
+        raise InvalidRequest(field, f"is not JSON-serialisable ({exc})") from None
+    if "\\u0000" in text:
+        raise InvalidRequest(field, "contains a NUL character (\\u0000), which cannot be stored")
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise InvalidRequest(
+            field, f"is {size} bytes of JSON, more than the limit of {max_bytes} bytes "
+            "(HERALD_MAX_PAYLOAD_BYTES)"
+        )
+    return text
+
+
+def _key(body: Mapping[str, Any], name: str, prefix: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{prefix}{name}", "must be a non-empty string")
+    if len(value) > KEY_MAX:
+        raise InvalidRequest(f"{prefix}{name}", f"must be at most {KEY_MAX} characters")
+    if "\x00" in value:
+        raise InvalidRequest(f"{prefix}{name}", "must not contain a NUL character")
+    return value
+
+
+def parse_time(value: Any, field: str) -> dt.datetime:
+    if not isinstance(value, str):
+        raise InvalidRequest(field, "must be an RFC 3339 timestamp string, e.g. 2026-11-20T10:00:00Z")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            field, f"{value!r} is not an RFC 3339 timestamp (e.g. 2026-11-20T10:00:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidRequest(field, f"{value!r} has no time zone offset (add Z or +00:00)")
+    return parsed
+
+
+def parse_priority(value: Any, field: str = "priority") -> Priority:
+    try:
+        return Priority(value)
+    except ValueError:
+        choices = ", ".join(p.value for p in Priority)
+        raise InvalidRequest(field, f"must be one of {choices}, got {value!r}") from None
+
+
+def parse_job(body: Any, *, max_payload_bytes: int, prefix: str = "") -> JobRequest:
+    """A :class:`JobRequest` from a decoded JSON body; ``prefix`` names it in a list."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequest(prefix.rstrip(".") or "body", "must be a JSON object")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise InvalidRequest(
+            f"{prefix}{unknown[0]}", f"unknown field (accepted: {', '.join(FIELDS)})"
+        )
+    target = body.get("target")
+    if not isinstance(target, str) or not target:
+        raise InvalidRequest(f"{prefix}target", "is required: the PublishingTarget name or namespace/name")
+    if not _TARGET.match(target):
+        raise InvalidRequest(f"{prefix}target", f"{target!r} is not a target name or namespace/name")
+    if "payload" not in body:
+        raise InvalidRequest(f"{prefix}payload", "is required (any JSON value)")
+    payload_json = encode_payload(body["payload"], max_bytes=max_payload_bytes, field=f"{prefix}payload")
+    priority = parse_priority(body.get("priority", "medium"), f"{prefix}priority")
+    run_at = body.get("runAt")
+    return JobRequest(
+        target=target,
+        payload_json=payload_json,
+        priority=priority,
+        idempotency_key=_key(body, "idempotencyKey", prefix),
+        ordering_key=_key(body, "orderingKey", prefix),
+        run_at=None if run_at is None else parse_time(run_at, f"{prefix}runAt"),
+    )

@@ -1,0 +1,312 @@
+"""The PublishingTarget spec: parsed, checked and completed with defaults.
+
+The defaults here are the CRD's defaults (``crds/publishingtargets.yaml``; a test keeps
+them equal), so a target registered from a local manifest behaves exactly like one the
+operator registered from the cluster. Every problem is reported with the field's path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from herald_queue.errors import InvalidTarget
+
+API_VERSION = "herald.dev/v1alpha1"
+KIND = "PublishingTarget"
+TYPES = ("webhook", "slack", "pagerduty")
+
+# DNS-1123 subdomain, as Kubernetes requires of object names.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers Herald sets itself; a target may not override them.
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "webhook-id", "webhook-timestamp",
+     "webhook-signature", "user-agent"}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_backoff: float = 2.0
+    max_backoff: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 1.0
+    # An explicit schedule (seconds before attempt 2, 3, ...) replaces the exponential one;
+    # its last step repeats. Seed 000's schedule is (60, 300, 900, 3600, 14400).
+    schedule: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class CircuitBreakerPolicy:
+    failure_threshold: int = 5
+    open_seconds: float = 30.0
+    half_open_probes: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimit:
+    requests_per_second: float
+    burst: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    type: str
+    url: str | None = None
+    secret_name: str | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    timeout: float = 10.0
+    retry: RetryPolicy = RetryPolicy()
+    circuit_breaker: CircuitBreakerPolicy = CircuitBreakerPolicy()
+    rate_limit: RateLimit | None = None
+    paused: bool = False
+
+    def to_config(self) -> dict[str, Any]:
+        """The spec as stored in the registry: camelCase, defaults filled in."""
+        config: dict[str, Any] = {
+            "type": self.type,
+            "headers": dict(self.headers),
+            "timeoutSeconds": self.timeout,
+            "retry": {
+                "maxAttempts": self.retry.max_attempts,
+                "initialBackoffSeconds": self.retry.initial_backoff,
+                "maxBackoffSeconds": self.retry.max_backoff,
+                "multiplier": self.retry.multiplier,
+                "jitterSeconds": self.retry.jitter,
+            },
+            "circuitBreaker": {
+                "failureThreshold": self.circuit_breaker.failure_threshold,
+                "openSeconds": self.circuit_breaker.open_seconds,
+                "halfOpenProbes": self.circuit_breaker.half_open_probes,
+            },
+            "paused": self.paused,
+        }
+        if self.url is not None:
+            config["url"] = self.url
+        if self.secret_name is not None:
+            config["secretRef"] = {"name": self.secret_name}
+        if self.retry.schedule:
+            config["retry"]["scheduleSeconds"] = list(self.retry.schedule)
+        if self.rate_limit is not None:
+            config["rateLimit"] = {
+                "requestsPerSecond": self.rate_limit.requests_per_second,
+                "burst": self.rate_limit.burst,
+            }
+        return config
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishingTarget:
+    namespace: str
+    name: str
+    spec: TargetSpec
+    generation: int = 0
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class _Problems:
+    """Collects every problem of a spec so one error names them all."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}")
+
+
+def _number(
+    problems: _Problems, data: Mapping[str, Any], key: str, path: str, default: float, *,
+    minimum: float, maximum: float, integer: bool = False, exclusive_min: bool = False,
+) -> float:
+    if key not in data or data[key] is None:
+        return default
+    value = data[key]
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+        integer and not float(value).is_integer()
+    ) or not math.isfinite(value):
+        problems.add(f"{path}.{key}", f"must be {kind}, got {value!r}")
+        return default
+    low_ok = value > minimum if exclusive_min else value >= minimum
+    if not low_ok or value > maximum:
+        bound = f"greater than {minimum:g}" if exclusive_min else f"at least {minimum:g}"
+        problems.add(f"{path}.{key}", f"must be {bound} and at most {maximum:g}, got {value!r}")
+        return default
+    return int(value) if integer else float(value)
+
+
+def _mapping(problems: _Problems, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.add(f"{path}.{key}", f"must be an object, got {type(value).__name__}")
+        return {}
+    return value
+
+
+def check_url(url: str) -> str | None:
+    """Why ``url`` is not a usable http(s) endpoint, or None when it is."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"must be an http:// or https:// URL, got {url!r}"
+    if not parts.hostname:
+        return f"has no host: {url!r}"
+    return None
+
+
+def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
+    """Check a PublishingTarget spec and complete it with defaults."""
+    problems = _Problems()
+    if not isinstance(spec, Mapping):
+        raise InvalidTarget(f"spec: must be an object, got {type(spec).__name__}")
+    known = {"type", "url", "secretRef", "headers", "timeoutSeconds", "retry",
+             "circuitBreaker", "rateLimit", "paused"}
+    for key in spec:
+        if key not in known:
+            problems.add(f"spec.{key}", f"unknown field (known: {', '.join(sorted(known))})")
+
+    kind = spec.get("type")
+    if kind not in TYPES:
+        problems.add("spec.type", f"must be one of {', '.join(TYPES)}, got {kind!r}")
+
+    url = spec.get("url")
+    if url is not None:
+        if not isinstance(url, str):
+            problems.add("spec.url", f"must be a string, got {type(url).__name__}")
+            url = None
+        elif (why := check_url(url)) is not None:
+            problems.add("spec.url", why)
+
+    secret_name = None
+    secret_ref = _mapping(problems, spec, "secretRef", "spec")
+    if secret_ref:
+        secret_name = secret_ref.get("name")
+        if not isinstance(secret_name, str) or not _NAME.match(secret_name):
+            problems.add("spec.secretRef.name", f"must be a Secret name, got {secret_name!r}")
+            secret_name = None
+
+    headers: dict[str, str] = {}
+    for name, value in _mapping(problems, spec, "headers", "spec").items():
+        path = f"spec.headers.{name}"
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            problems.add(path, "is not a valid HTTP header name")
+        elif name.lower() in RESERVED_HEADERS:
+            problems.add(path, "is set by Herald and cannot be overridden")
+        elif not isinstance(value, str) or "\n" in value or "\r" in value:
+            problems.add(path, "must be a single-line string")
+        else:
+            headers[name] = value
+
+    timeout = _number(problems, spec, "timeoutSeconds", "spec", 10.0, minimum=0, maximum=300,
+                      exclusive_min=True)
+
+    r = _mapping(problems, spec, "retry", "spec")
+    retry = RetryPolicy(
+        max_attempts=int(_number(problems, r, "maxAttempts", "spec.retry", 5, minimum=1,
+                                 maximum=100, integer=True)),
+        initial_backoff=_number(problems, r, "initialBackoffSeconds", "spec.retry", 2.0,
+                                minimum=0, maximum=86_400),
+        max_backoff=_number(problems, r, "maxBackoffSeconds", "spec.retry", 30.0, minimum=0,
+                            maximum=86_400),
+        multiplier=_number(problems, r, "multiplier", "spec.retry", 2.0, minimum=1,
+                           maximum=10),
+        jitter=_number(problems, r, "jitterSeconds", "spec.retry", 1.0, minimum=0,
+                       maximum=3_600),
+        schedule=_schedule(problems, r.get("scheduleSeconds")),
+    )
+    if retry.max_backoff < retry.initial_backoff:
+        problems.add("spec.retry.maxBackoffSeconds",
+                     f"must be at least initialBackoffSeconds ({retry.initial_backoff:g}), "
+                     f"got {retry.max_backoff:g}")
+
+    c = _mapping(problems, spec, "circuitBreaker", "spec")
+    breaker = CircuitBreakerPolicy(
+        failure_threshold=int(_number(problems, c, "failureThreshold", "spec.circuitBreaker", 5,
+                                      minimum=1, maximum=1_000, integer=True)),
+        open_seconds=_number(problems, c, "openSeconds", "spec.circuitBreaker", 30.0,
+                             minimum=0, maximum=86_400, exclusive_min=True),
+        half_open_probes=int(_number(problems, c, "halfOpenProbes", "spec.circuitBreaker", 1,
+                                     minimum=1, maximum=100, integer=True)),
+    )
+
+    rate_limit = None
+    rl = _mapping(problems, spec, "rateLimit", "spec")
+    if rl:
+        if "requestsPerSecond" not in rl:
+            problems.add("spec.rateLimit.requestsPerSecond", "is required when rateLimit is set")
+        else:
+            rps = _number(problems, rl, "requestsPerSecond", "spec.rateLimit", 1.0, minimum=0,
+                          maximum=100_000, exclusive_min=True)
+            burst = int(_number(problems, rl, "burst", "spec.rateLimit",
+                                max(1, math.ceil(rps)), minimum=1, maximum=1_000_000,
+                                integer=True))
+            rate_limit = RateLimit(requests_per_second=rps, burst=burst)
+
+    paused = spec.get("paused", False)
+    if not isinstance(paused, bool):
+        problems.add("spec.paused", f"must be true or false, got {paused!r}")
+        paused = False
+
+    if problems.items:
+        raise InvalidTarget("; ".join(problems.items))
+    assert isinstance(kind, str)
+    return TargetSpec(type=kind, url=url, secret_name=secret_name, headers=headers,
+                      timeout=timeout, retry=retry, circuit_breaker=breaker,
+                      rate_limit=rate_limit, paused=paused)
+
+
+def _schedule(problems: _Problems, value: Any) -> tuple[float, ...]:
+    if value is None:
+        return ()
+    path = "spec.retry.scheduleSeconds"
+    if not isinstance(value, list) or not value or len(value) > 100:
+        problems.add(path, "must be a list of 1 to 100 delays in seconds")
+        return ()
+    steps = []
+    for i, step in enumerate(value):
+        if isinstance(step, bool) or not isinstance(step, int | float) or not 0 <= step <= 86_400:
+            problems.add(f"{path}[{i}]", f"must be a number of seconds from 0 to 86400, got {step!r}")
+            return ()
+        steps.append(float(step))
+    return tuple(steps)
+
+
+def parse_target(manifest: Mapping[str, Any], *, default_namespace: str = "default") -> (
+    PublishingTarget
+):
+    """A PublishingTarget from a manifest (as ``kubectl apply`` takes it)."""
+    if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
+        raise InvalidTarget(
+            f"expected apiVersion {API_VERSION} and kind {KIND}, got "
+            f"{manifest.get('apiVersion')!r} {manifest.get('kind')!r}"
+        )
+    metadata = manifest.get("metadata") or {}
+    name = metadata.get("name")
+    namespace = metadata.get("namespace") or default_namespace
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidTarget(f"metadata.name: must be a Kubernetes object name, got {name!r}")
+    if not isinstance(namespace, str) or not _NAME.match(namespace):
+        raise InvalidTarget(f"metadata.namespace: must be a namespace name, got {namespace!r}")
+    try:
+        spec = parse_spec(manifest.get("spec") or {})
+    except InvalidTarget as exc:
+        raise InvalidTarget(f"PublishingTarget {namespace}/{name}: {exc}") from None
+    generation = metadata.get("generation")
+    return PublishingTarget(
+        namespace=namespace, name=name, spec=spec,
+        generation=generation if isinstance(generation, int) else 0,
+    )

@@ -1,0 +1,53 @@
+"""Named SQL, loaded once from the ``.sql`` files beside this module.
+
+A file holds blocks that each start with ``-- name: NAME``; comments after the name line
+document the block and stay in the text PostgreSQL receives. Queries are ``bytes``, which
+psycopg takes as a query without string formatting.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+
+_NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+
+
+@functools.cache
+def load(concern: str) -> dict[str, bytes]:
+    """All named queries of ``<concern>.sql``."""
+    text = resources.files(__package__).joinpath(f"{concern}.sql").read_text("utf-8")
+    parts = _NAME.split(text)
+    queries: dict[str, bytes] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"{concern}.sql defines {name!r} twice")
+        queries[name] = body.strip().rstrip(";").encode()
+    return queries
+
+
+def query(concern: str, name: str) -> bytes:
+    try:
+        return load(concern)[name]
+    except KeyError:
+        raise KeyError(f"no query {name!r} in {concern}.sql") from None
+
+
+def schema() -> str:
+    return resources.files(__package__).joinpath("schema.sql").read_text("utf-8")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every numbered migration, in order."""
+    found = []
+    folder = resources.files(__package__).joinpath("migrations")
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d{4})_([a-z0-9_]+)\.sql", entry.name)
+        if match:
+            found.append((int(match[1]), match[2], entry.read_text("utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migrations must be numbered 0001, 0002, ... without gaps: {versions}")
+    return found

@@ -1,0 +1,309 @@
+-- Queries of the job queue. Each block starts with "-- name: NAME" and is loaded once by
+-- name (herald_queue.sql). Parameters are always bound, never formatted in.
+
+-- name: enqueue_many
+-- The general enqueue path (idempotency keys, ordering keys): the batch arrives as one
+-- JSON document. A duplicate idempotency key inserts nothing; the caller then reads the
+-- existing job. Jobs with an ordering key start held; normalize_chains decides the head.
+INSERT INTO herald.jobs (id, target_id, priority, payload, idempotency_key, ordering_key,
+                         held, run_at, deadline)
+SELECT b.id, b.target_id, b.priority, b.payload, b.idempotency_key, b.ordering_key,
+       b.ordering_key IS NOT NULL,
+       coalesce(b.run_at, now()),
+       coalesce(b.run_at, now()) + make_interval(secs => b.budget)
+FROM json_to_recordset(%(batch)s::json) AS b(
+    id uuid, target_id integer, priority text, payload jsonb, idempotency_key text,
+    ordering_key text, run_at timestamptz, budget double precision)
+ON CONFLICT (target_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: copy_jobs
+-- The fast path for batches without idempotency or ordering keys.
+COPY herald.jobs (id, target_id, priority, payload, run_at, deadline) FROM STDIN;
+
+-- name: find_by_idempotency_keys
+SELECT j.id, j.target_id, j.idempotency_key, j.state
+FROM herald.jobs j
+JOIN unnest(%(target_ids)s::integer[], %(keys)s::text[]) AS k (target_id, idempotency_key)
+  ON j.target_id = k.target_id AND j.idempotency_key = k.idempotency_key;
+
+-- name: lock_chains
+-- Serialises every change to the same ordering-key chains (enqueue, finish, replay), so
+-- that normalize_chains, run next in the same transaction, sees all of them. Keys are
+-- locked in sorted order to rule out deadlocks.
+SELECT pg_advisory_xact_lock(h)
+FROM (SELECT DISTINCT hashtextextended(k.target_id::text || '/' || k.ordering_key, 7078) AS h
+      FROM unnest(%(target_ids)s::integer[], %(keys)s::text[]) AS k (target_id, ordering_key)
+      ORDER BY 1) AS locks;
+
+-- name: normalize_chains
+-- In each chain (unfinished jobs of one target sharing an ordering key) only the oldest
+-- job may run: every other waiting job is held.
+UPDATE herald.jobs j
+SET held = (j.seq <> h.head_seq)
+FROM (SELECT c.target_id, c.ordering_key, min(c.seq) AS head_seq
+      FROM herald.jobs c
+      JOIN (SELECT DISTINCT * FROM unnest(%(target_ids)s::integer[], %(keys)s::text[]))
+           AS k (target_id, ordering_key)
+        ON c.target_id = k.target_id AND c.ordering_key = k.ordering_key
+      WHERE c.state IN ('queued', 'retrying', 'running')
+      GROUP BY c.target_id, c.ordering_key) AS h
+WHERE j.target_id = h.target_id
+  AND j.ordering_key = h.ordering_key
+  AND j.state IN ('queued', 'retrying')
+  AND j.held IS DISTINCT FROM (j.seq <> h.head_seq);
+
+-- name: claim
+-- Claims up to %(limit)s ready jobs, earliest deadline first, under a lease.
+-- eligible: without quotas, every target that is closed, not paused and not rate limited;
+--   with quotas (half-open probes, rate-limit tokens), exactly the targets given, each with
+--   its own limit.
+-- candidates: per eligible target, its first ready jobs from jobs_claim_idx (a read, no
+--   locks), merged by deadline; twice the limit so concurrent claimers find spares.
+-- The inner SELECT locks what it takes with SKIP LOCKED and re-checks the state: a job
+--   another worker took since our snapshot is skipped, never claimed twice.
+UPDATE herald.jobs j
+SET state = 'running',
+    attempts = j.attempts + 1,
+    leased_by = %(worker)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = now()
+WHERE j.id = ANY (ARRAY(
+    SELECT c.id
+    FROM herald.jobs c
+    WHERE c.id = ANY (ARRAY(
+        SELECT r.id
+        FROM (SELECT tg.id, coalesce(q.lim, %(limit)s) AS lim
+              FROM herald.targets tg
+              LEFT JOIN unnest(%(quota_targets)s::integer[], %(quota_limits)s::integer[])
+                   AS q (id, lim) ON q.id = tg.id
+              WHERE NOT tg.paused
+                AND tg.auto_paused_reason IS NULL
+                AND CASE WHEN %(with_quotas)s THEN q.id IS NOT NULL
+                         ELSE tg.circuit_state = 'closed' AND tg.rate_per_second IS NULL
+                    END) AS eligible
+        CROSS JOIN LATERAL (
+            SELECT r.id, r.deadline, r.seq
+            FROM herald.jobs r
+            WHERE r.target_id = eligible.id
+              AND r.state IN ('queued', 'retrying')
+              AND NOT r.held
+              AND r.run_at <= now()
+            ORDER BY r.deadline, r.seq
+            LIMIT eligible.lim) AS r
+        ORDER BY r.deadline, r.seq
+        LIMIT %(limit)s * 2))
+      AND c.state IN ('queued', 'retrying')
+      AND NOT c.held
+      AND c.run_at <= now()
+    ORDER BY c.deadline, c.seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED))
+RETURNING j.id, j.target_id, j.priority, j.payload, j.attempts, j.idempotency_key,
+          j.ordering_key, j.created_at, j.run_at, j.lease_expires_at;
+
+-- name: complete
+-- Marks delivered jobs succeeded (only those this worker still holds) and records the
+-- success on their targets: the failure streak ends and a half-open circuit closes.
+WITH done AS (
+    UPDATE herald.jobs
+    SET state = 'succeeded', finished_at = now(), leased_by = NULL, lease_expires_at = NULL
+    WHERE id = ANY (%(ids)s::uuid[]) AND state = 'running' AND leased_by = %(worker)s
+    RETURNING id, target_id
+), per_target AS (
+    SELECT target_id, count(*) AS n FROM done GROUP BY target_id
+), recorded AS (
+    UPDATE herald.targets t
+    SET delivered_total = t.delivered_total + p.n,
+        last_delivery_at = now(),
+        consecutive_failures = CASE WHEN t.circuit_state = 'open' THEN t.consecutive_failures
+                                    ELSE 0 END,
+        circuit_state = CASE WHEN t.circuit_state = 'half_open' THEN 'closed'
+                             ELSE t.circuit_state END,
+        circuit_changed_at = CASE WHEN t.circuit_state = 'half_open' THEN now()
+                                  ELSE t.circuit_changed_at END,
+        circuit_recoveries_total = t.circuit_recoveries_total
+                                   + (t.circuit_state = 'half_open')::integer
+    FROM per_target p
+    WHERE t.id = p.target_id
+    RETURNING t.id
+), recovered AS (
+    SELECT t.id, t.namespace, t.name FROM herald.targets t
+    WHERE t.id IN (SELECT target_id FROM per_target) AND t.circuit_state = 'half_open'
+)
+SELECT (SELECT coalesce(array_agg(id), '{}') FROM done) AS completed,
+       (SELECT coalesce(array_agg(namespace || '/' || name), '{}') FROM recovered)
+           AS recovered,
+       (SELECT count(*) FROM recorded) AS targets;
+
+-- name: fail
+-- Records failed attempts. Per target, transient and unknown failures extend the failure
+-- streak and may open the circuit (a failed half-open probe reopens it). Per job, what the
+-- caller decided (retry after delay seconds, or dead when the attempts are spent) unless
+-- the target's circuit is now open: then the attempt is given back and the job waits, so
+-- an outage never burns attempts. Permanent failures are dead at once.
+-- owned: the jobs the caller (or, for rescue, the expired lease) still holds, with their
+--   real target; per_target: what the failures say about each target's health.
+WITH f AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(leased_by)s::text[], %(classes)s::text[],
+                         %(messages)s::text[], %(statuses)s::integer[],
+                         %(delays)s::double precision[], %(exhausted)s::boolean[],
+                         %(counts)s::boolean[], %(rescue)s::boolean[])
+        AS f (id, leased_by, error_class, message, http_status, delay, exhausted, counts,
+              rescue)
+), owned AS (
+    SELECT f.*, j.target_id, j.attempts, j.priority
+    FROM f JOIN herald.jobs j ON j.id = f.id
+    WHERE j.state = 'running' AND j.leased_by = f.leased_by
+      AND (NOT f.rescue OR j.lease_expires_at < now())
+), per_target AS (
+    SELECT h.target_id,
+           count(*) FILTER (WHERE h.counts AND h.error_class <> 'permanent') AS unwell,
+           count(*) AS failures,
+           (array_agg(h.message ORDER BY h.id))[1] AS message,
+           (array_agg(h.error_class ORDER BY h.id))[1] AS error_class
+    FROM owned h
+    GROUP BY h.target_id
+), decided AS (
+    SELECT p.*, t.circuit_state AS before,
+           p.unwell > 0 AND (t.circuit_state = 'half_open'
+               OR (t.circuit_state = 'closed'
+                   AND t.consecutive_failures + p.unwell >= t.failure_threshold)) AS trips
+    FROM per_target p JOIN herald.targets t ON t.id = p.target_id
+), breaker AS (
+    UPDATE herald.targets t
+    SET consecutive_failures = t.consecutive_failures + d.unwell,
+        circuit_state = CASE WHEN d.trips THEN 'open' ELSE t.circuit_state END,
+        circuit_open_until = CASE WHEN d.trips THEN now() + make_interval(secs => t.open_seconds)
+                                  ELSE t.circuit_open_until END,
+        circuit_changed_at = CASE WHEN d.trips THEN now() ELSE t.circuit_changed_at END,
+        circuit_trips_total = t.circuit_trips_total + d.trips::integer,
+        failed_attempts_total = t.failed_attempts_total + d.failures,
+        last_error = d.message,
+        last_error_class = d.error_class,
+        last_error_at = now()
+    FROM decided d
+    WHERE t.id = d.target_id
+    RETURNING t.id, t.circuit_state, t.circuit_open_until, t.namespace, t.name, d.trips,
+              d.before
+), outcome AS (
+    SELECT h.*, b.circuit_open_until, now() + make_interval(secs => h.delay) AS retry_at,
+           b.circuit_state = 'open' AND h.counts AND h.error_class <> 'permanent' AS refund
+    FROM owned h JOIN breaker b ON b.id = h.target_id
+), updated AS (
+    UPDATE herald.jobs j
+    SET state = CASE
+            WHEN o.error_class = 'permanent' THEN 'dead'
+            WHEN o.refund THEN CASE WHEN o.attempts > 1 THEN 'retrying' ELSE 'queued' END
+            WHEN o.exhausted THEN 'dead'
+            ELSE 'retrying' END,
+        attempts = o.attempts - o.refund::integer,
+        dead_reason = CASE
+            WHEN o.error_class = 'permanent' THEN 'permanent-error'
+            WHEN o.refund THEN NULL
+            WHEN o.exhausted THEN 'attempts-exhausted' END,
+        run_at = greatest(o.retry_at, CASE WHEN o.refund THEN o.circuit_open_until END),
+        deadline = greatest(o.retry_at, CASE WHEN o.refund THEN o.circuit_open_until END)
+                   + make_interval(secs => CASE o.priority
+                                              WHEN 'high' THEN 0
+                                              WHEN 'medium' THEN %(budget_medium)s
+                                              ELSE %(budget_low)s END),
+        finished_at = CASE
+            WHEN o.error_class = 'permanent' OR (o.exhausted AND NOT o.refund) THEN now() END,
+        held = false,
+        leased_by = NULL,
+        lease_expires_at = NULL,
+        last_error = o.message,
+        last_error_class = o.error_class,
+        last_http_status = o.http_status
+    FROM outcome o
+    WHERE j.id = o.id AND j.state = 'running' AND j.leased_by = o.leased_by
+    RETURNING j.id, j.state, j.attempts, j.run_at, j.ordering_key, j.target_id, o.refund
+)
+SELECT u.id, u.state, u.attempts, u.run_at, u.ordering_key, u.target_id, u.refund,
+       b.namespace || '/' || b.name AS target, b.trips, b.before AS circuit_before,
+       b.circuit_state AS circuit_after
+FROM updated u JOIN breaker b ON b.id = u.target_id;
+
+-- name: heartbeat
+-- Extends the leases this worker still holds; returns the jobs it no longer holds.
+WITH extended AS (
+    UPDATE herald.jobs
+    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    WHERE id = ANY (%(ids)s::uuid[]) AND state = 'running' AND leased_by = %(worker)s
+    RETURNING id
+)
+SELECT array(SELECT unnest(%(ids)s::uuid[]) EXCEPT SELECT id FROM extended) AS lost;
+
+-- name: release
+-- Gives back jobs a stopping worker has not started: the attempt is not counted and the
+-- job keeps its place (run_at and deadline unchanged), so another worker takes it at once.
+WITH released AS (
+    UPDATE herald.jobs
+    SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END,
+        attempts = attempts - 1,
+        leased_by = NULL,
+        lease_expires_at = NULL
+    WHERE id = ANY (%(ids)s::uuid[]) AND state = 'running' AND leased_by = %(worker)s
+    RETURNING id
+)
+SELECT count(*) AS released, pg_notify('herald_jobs', '') IS NULL AS notified FROM released;
+
+-- name: expired_leases
+-- Jobs whose worker stopped renewing its lease (it died, or lost the database).
+SELECT j.id, j.leased_by, j.target_id, j.attempts, j.priority, j.ordering_key
+FROM herald.jobs j
+WHERE j.state = 'running' AND j.lease_expires_at < now()
+ORDER BY j.lease_expires_at
+LIMIT %(limit)s;
+
+-- name: cancel
+-- Cancels waiting jobs: they become dead (reason "cancelled") and can be replayed.
+UPDATE herald.jobs
+SET state = 'dead', dead_reason = 'cancelled', finished_at = now(), held = false,
+    last_error = %(message)s, last_error_class = 'permanent'
+WHERE id = ANY (%(ids)s::uuid[]) AND state IN ('queued', 'retrying')
+RETURNING id, target_id, ordering_key;
+
+-- name: bury_target_jobs
+-- The target is being deleted: its waiting jobs go to the dead-letter queue (reason
+-- "target-deleted") so nothing is dropped and they can be replayed to a recreated target.
+UPDATE herald.jobs
+SET state = 'dead', dead_reason = 'target-deleted', finished_at = now(), held = false,
+    last_error = %(message)s, last_error_class = 'permanent'
+WHERE target_id = %(target_id)s AND state IN ('queued', 'retrying')
+RETURNING id;
+
+-- name: count_running_for_target
+SELECT count(*) AS running FROM herald.jobs WHERE target_id = %(target_id)s
+  AND state = 'running';
+
+-- name: get_job
+SELECT j.id, t.namespace, t.name AS target_name, j.priority, j.state, j.payload,
+       j.idempotency_key, j.ordering_key, j.held, j.attempts, j.run_at, j.created_at,
+       j.started_at, j.finished_at, j.last_error, j.last_error_class, j.last_http_status,
+       j.dead_reason
+FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id
+WHERE j.id = %(id)s;
+
+-- name: list_jobs
+-- Most recent first; id is a UUIDv7, so the primary key orders by enqueue time.
+SELECT j.id, t.namespace, t.name AS target_name, j.priority, j.state, j.payload,
+       j.idempotency_key, j.ordering_key, j.held, j.attempts, j.run_at, j.created_at,
+       j.started_at, j.finished_at, j.last_error, j.last_error_class, j.last_http_status,
+       j.dead_reason
+FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id
+WHERE (%(state)s::text IS NULL OR j.state = %(state)s)
+  AND (%(target_id)s::integer IS NULL OR j.target_id = %(target_id)s)
+  AND (%(priority)s::text IS NULL OR j.priority = %(priority)s)
+  AND (%(before)s::uuid IS NULL OR j.id < %(before)s)
+ORDER BY j.id DESC
+LIMIT %(limit)s;
+
+-- name: prune_finished
+-- Retention: removes finished jobs older than the cutoff, a bounded batch at a time.
+DELETE FROM herald.jobs
+WHERE id = ANY (ARRAY(
+    SELECT id FROM herald.jobs
+    WHERE state IN ('succeeded', 'dead') AND finished_at < %(cutoff)s
+    LIMIT %(limit)s));

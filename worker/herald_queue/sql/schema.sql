@@ -1,0 +1,206 @@
+-- Herald's canonical schema: what a database looks like after every migration in
+-- migrations/ has run. A test applies both to fresh databases and compares the catalogs.
+-- Everything lives in the schema "herald" so Herald can share a database.
+
+CREATE SCHEMA herald;
+
+-- Which migrations have run (written by `herald migrate`, under an advisory lock).
+CREATE TABLE herald.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The target registry: one row per PublishingTarget, written by the operator (or by
+-- `herald targets apply` locally), next to the live state every worker shares.
+CREATE TABLE herald.targets (
+    id                  integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    namespace           text NOT NULL,
+    name                text NOT NULL,
+    type                text NOT NULL CHECK (type IN ('webhook', 'slack', 'pagerduty')),
+    -- The PublishingTarget spec with defaults applied. Never secrets: only secretRef.
+    config              jsonb NOT NULL,
+    generation          bigint NOT NULL DEFAULT 0,
+    paused              boolean NOT NULL DEFAULT false,
+    -- Set by a worker when the receiver answered 410 Gone; cleared by a spec change.
+    auto_paused_reason  text,
+    auto_paused_at      timestamptz,
+    -- Copies of the spec fields the SQL below needs, typed and checked.
+    max_attempts        integer NOT NULL CHECK (max_attempts >= 1),
+    failure_threshold   integer NOT NULL CHECK (failure_threshold >= 1),
+    open_seconds        double precision NOT NULL CHECK (open_seconds > 0),
+    half_open_probes    integer NOT NULL CHECK (half_open_probes >= 1),
+    rate_per_second     double precision CHECK (rate_per_second > 0),
+    rate_burst          integer CHECK (rate_burst >= 1),
+    -- Circuit breaker, shared by all worker replicas.
+    circuit_state       text NOT NULL DEFAULT 'closed'
+                        CHECK (circuit_state IN ('closed', 'open', 'half_open')),
+    consecutive_failures integer NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
+    circuit_changed_at  timestamptz,
+    circuit_open_until  timestamptz,
+    circuit_trips_total bigint NOT NULL DEFAULT 0,
+    circuit_recoveries_total bigint NOT NULL DEFAULT 0,
+    -- Token bucket of the rate limit, shared by all worker replicas.
+    rate_tokens         double precision,
+    rate_updated_at     timestamptz,
+    -- Counters and last outcomes, for the PublishingTarget status.
+    delivered_total     bigint NOT NULL DEFAULT 0,
+    failed_attempts_total bigint NOT NULL DEFAULT 0,
+    dead_lettered_total bigint NOT NULL DEFAULT 0,
+    last_delivery_at    timestamptz,
+    last_error          text,
+    last_error_class    text CHECK (last_error_class IN ('transient', 'permanent', 'unknown')),
+    last_error_at       timestamptz,
+    registered_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT targets_namespace_name_key UNIQUE (namespace, name),
+    CONSTRAINT targets_open_until_check
+        CHECK ((circuit_state = 'open') = (circuit_open_until IS NOT NULL)),
+    CONSTRAINT targets_rate_check CHECK ((rate_per_second IS NULL) = (rate_burst IS NULL)),
+    CONSTRAINT targets_auto_pause_check
+        CHECK ((auto_paused_reason IS NULL) = (auto_paused_at IS NULL))
+);
+
+-- The queue. Live jobs and, until the retention cleaner removes them, finished ones.
+CREATE TABLE herald.jobs (
+    id               uuid PRIMARY KEY,
+    -- Enqueue order, for FIFO among equal deadlines and for ordering-key chains.
+    seq              bigint GENERATED ALWAYS AS IDENTITY,
+    target_id        integer NOT NULL REFERENCES herald.targets (id) ON DELETE CASCADE,
+    priority         text NOT NULL CHECK (priority IN ('high', 'medium', 'low')),
+    state            text NOT NULL DEFAULT 'queued'
+                     CHECK (state IN ('queued', 'running', 'retrying', 'succeeded', 'dead')),
+    payload          jsonb NOT NULL,
+    idempotency_key  text,
+    ordering_key     text,
+    -- True while an earlier job with the same ordering key is unfinished.
+    held             boolean NOT NULL DEFAULT false,
+    -- Earliest time of the next attempt.
+    run_at           timestamptz NOT NULL,
+    -- run_at plus the priority's latency budget: claims take the earliest deadline.
+    deadline         timestamptz NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    leased_by        text,
+    lease_expires_at timestamptz,
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    last_error       text,
+    last_error_class text CHECK (last_error_class IN ('transient', 'permanent', 'unknown')),
+    last_http_status integer,
+    -- Why the job is dead; the dead-letter trigger copies it into dead_letters.reason.
+    dead_reason      text CHECK (dead_reason IN
+                     ('permanent-error', 'attempts-exhausted', 'target-deleted', 'cancelled')),
+    CONSTRAINT jobs_lease_check
+        CHECK ((state = 'running') = (leased_by IS NOT NULL AND lease_expires_at IS NOT NULL)),
+    CONSTRAINT jobs_finished_check
+        CHECK ((state IN ('succeeded', 'dead')) = (finished_at IS NOT NULL)),
+    CONSTRAINT jobs_dead_check CHECK ((state = 'dead') = (dead_reason IS NOT NULL)),
+    CONSTRAINT jobs_retrying_check CHECK (state <> 'retrying' OR attempts > 0),
+    CONSTRAINT jobs_held_check
+        CHECK (NOT held OR (ordering_key IS NOT NULL AND state IN ('queued', 'retrying')))
+);
+
+-- The claim: per target, earliest deadline first, among jobs that may run.
+CREATE INDEX jobs_claim_idx ON herald.jobs (target_id, deadline, seq)
+    WHERE state IN ('queued', 'retrying') AND NOT held;
+-- A duplicate enqueue finds the existing job.
+CREATE UNIQUE INDEX jobs_idempotency_key_idx ON herald.jobs (target_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+-- The unfinished jobs of an ordering-key chain, oldest first.
+CREATE INDEX jobs_ordering_chain_idx ON herald.jobs (target_id, ordering_key, seq)
+    WHERE ordering_key IS NOT NULL AND state IN ('queued', 'retrying', 'running');
+-- The lease rescuer and the per-target count of deliveries in flight.
+CREATE INDEX jobs_running_idx ON herald.jobs (target_id, lease_expires_at)
+    WHERE state = 'running';
+-- The retention cleaner.
+CREATE INDEX jobs_finished_idx ON herald.jobs (finished_at)
+    WHERE state IN ('succeeded', 'dead');
+
+-- The dead-letter queue: what failed, why, with everything needed to replay it even
+-- after the job row itself has been removed by retention.
+CREATE TABLE herald.dead_letters (
+    id               uuid PRIMARY KEY,
+    job_id           uuid NOT NULL,
+    fingerprint      text,
+    target_namespace text NOT NULL,
+    target_name      text NOT NULL,
+    target_type      text NOT NULL,
+    payload          jsonb NOT NULL,
+    target_config    jsonb NOT NULL,
+    error_message    text NOT NULL,
+    error_type       text NOT NULL CHECK (error_type IN ('transient', 'permanent', 'unknown')),
+    reason           text NOT NULL CHECK (reason IN
+                     ('permanent-error', 'attempts-exhausted', 'target-deleted', 'cancelled')),
+    http_status      integer,
+    retry_count      integer NOT NULL CHECK (retry_count >= 0),
+    last_retry_at    timestamptz,
+    priority         text NOT NULL CHECK (priority IN ('high', 'medium', 'low')),
+    idempotency_key  text,
+    ordering_key     text,
+    job_created_at   timestamptz NOT NULL,
+    failed_at        timestamptz NOT NULL DEFAULT now(),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    replayed         boolean NOT NULL DEFAULT false,
+    replayed_at      timestamptz,
+    replay_result    text CHECK (replay_result IN ('queued', 'target-missing')),
+    replayed_by      text,
+    CONSTRAINT dead_letters_replay_check
+        CHECK (replayed = (replayed_at IS NOT NULL AND replay_result IS NOT NULL))
+);
+
+CREATE INDEX dead_letters_target_name_idx
+    ON herald.dead_letters (target_namespace, target_name, failed_at DESC);
+CREATE INDEX dead_letters_error_type_idx ON herald.dead_letters (error_type, failed_at DESC);
+CREATE INDEX dead_letters_failed_at_idx ON herald.dead_letters (failed_at DESC);
+CREATE INDEX dead_letters_unreplayed_idx ON herald.dead_letters (failed_at DESC)
+    WHERE NOT replayed;
+CREATE INDEX dead_letters_fingerprint_idx ON herald.dead_letters (fingerprint)
+    WHERE fingerprint IS NOT NULL;
+CREATE INDEX dead_letters_job_id_idx ON herald.dead_letters (job_id);
+CREATE INDEX dead_letters_replayed_by_idx ON herald.dead_letters (replayed_by)
+    WHERE replayed_by IS NOT NULL;
+
+-- Every job that becomes dead gets its dead letter here, whichever path killed it
+-- (a failure, a cancel, the lease rescuer, the deletion of its target), and its target's
+-- dead-letter counter moves.
+CREATE FUNCTION herald.record_dead_letter() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO herald.dead_letters (
+        id, job_id, fingerprint, target_namespace, target_name, target_type, payload,
+        target_config, error_message, error_type, reason, http_status, retry_count,
+        last_retry_at, priority, idempotency_key, ordering_key, job_created_at, failed_at)
+    SELECT gen_random_uuid(), NEW.id, NEW.payload ->> 'fingerprint', t.namespace, t.name,
+           t.type, NEW.payload, t.config, coalesce(NEW.last_error, NEW.dead_reason),
+           coalesce(NEW.last_error_class, 'permanent'), NEW.dead_reason, NEW.last_http_status,
+           NEW.attempts, NEW.started_at, NEW.priority, NEW.idempotency_key, NEW.ordering_key,
+           NEW.created_at, NEW.finished_at
+    FROM herald.targets t
+    WHERE t.id = NEW.target_id;
+    UPDATE herald.targets SET dead_lettered_total = dead_lettered_total + 1
+    WHERE id = NEW.target_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_record_dead_letter
+    AFTER UPDATE OF state ON herald.jobs
+    FOR EACH ROW WHEN (NEW.state = 'dead' AND OLD.state <> 'dead')
+    EXECUTE FUNCTION herald.record_dead_letter();
+
+-- New jobs wake idle workers (LISTEN herald_jobs): once per statement, so a batch or a
+-- COPY sends one notification.
+CREATE FUNCTION herald.notify_new_jobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('herald_jobs', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_notify_new_jobs
+    AFTER INSERT ON herald.jobs
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION herald.notify_new_jobs();

@@ -1,0 +1,73 @@
+"""Queue statistics: totals per state, then per priority and per target, and the age of
+the oldest job ready to run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from herald_queue import sql
+from herald_queue.db import AsyncConn
+from herald_queue.states import JobState, Priority
+
+S = sql.load("stats")
+
+
+def _zero() -> dict[str, int]:
+    return {s.value: 0 for s in JobState}
+
+
+async def queue_stats(pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False) -> (
+    dict[str, Any]
+):
+    """``{"queued": n, "running": n, "retrying": n, "succeeded": n, "dead": n, "ready": n,
+    "oldestReadyAgeSeconds": s, "byPriority": {...}, "byTarget": {...}}``.
+
+    ``succeeded`` and ``dead`` count the finished jobs still kept (HERALD_JOB_RETENTION);
+    with ``live_only`` they are not counted at all (cheaper, for samplers).
+    """
+    async with pool.connection() as conn:
+        cur = await conn.cursor(row_factory=dict_row).execute(
+            S["job_counts"], {"live_only": live_only}
+        )
+        rows = await cur.fetchall()
+    totals = _zero()
+    by_priority = {p.value: _zero() | {"ready": 0} for p in Priority}
+    by_target: dict[str, dict[str, Any]] = {}
+    oldest: float | None = None
+    ready = 0
+    for r in rows:
+        n = int(r["n"])
+        target = f"{r['namespace']}/{r['name']}"
+        entry = by_target.setdefault(
+            target, _zero() | {"ready": 0, "oldestReadyAgeSeconds": None,
+                               "byPriority": {p.value: 0 for p in Priority}},
+        )
+        totals[r["state"]] += n
+        entry[r["state"]] += n
+        by_priority[r["priority"]][r["state"]] += n
+        if r["state"] in (JobState.QUEUED, JobState.RETRYING):
+            entry["byPriority"][r["priority"]] += n
+        age = r["oldest_ready_age_seconds"]
+        if age is not None:
+            ready += int(r["ready"])
+            entry["ready"] += int(r["ready"])
+            by_priority[r["priority"]]["ready"] += int(r["ready"])
+            oldest = age if oldest is None else max(oldest, age)
+            current = entry["oldestReadyAgeSeconds"]
+            entry["oldestReadyAgeSeconds"] = age if current is None else max(current, age)
+    return totals | {
+        "ready": ready,
+        "oldestReadyAgeSeconds": oldest,
+        "byPriority": by_priority,
+        "byTarget": by_target,
+    }
+
+
+async def ready_for_scaling(pool: AsyncConnectionPool[AsyncConn]) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(S["ready_for_scaling"])
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]
