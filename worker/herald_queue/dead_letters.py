@@ -34,6 +34,9 @@ class DeadLetterFilter:
     failed_before: dt.datetime | None = None
     replayed: bool | None = None
     ids: tuple[uuid.UUID, ...] | None = None
+    """Dead-letter ids."""
+    job_ids: tuple[uuid.UUID, ...] | None = None
+    """Ids of the jobs that died."""
 
     def __post_init__(self) -> None:
         if self.failed_after and self.failed_before and self.failed_before <= self.failed_after:
@@ -50,6 +53,7 @@ class DeadLetterFilter:
             "failed_after": self.failed_after,
             "failed_before": self.failed_before,
             "ids": list(self.ids) if self.ids is not None else None,
+            "job_ids": list(self.job_ids) if self.job_ids is not None else None,
         }
 
 

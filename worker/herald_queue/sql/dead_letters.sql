@@ -15,6 +15,7 @@ WHERE (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
   AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
   AND (%(replayed)s::boolean IS NULL OR d.replayed = %(replayed)s)
   AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
+  AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
   AND (%(after_failed_at)s::timestamptz IS NULL
        OR (d.failed_at, d.id) < (%(after_failed_at)s, %(after_id)s::uuid))
 ORDER BY d.failed_at DESC, d.id DESC
@@ -56,6 +57,7 @@ WITH picked AS (
       AND (%(failed_after)s::timestamptz IS NULL OR d.failed_at >= %(failed_after)s)
       AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
       AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
+  AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
     ORDER BY d.failed_at, d.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -115,6 +117,7 @@ FROM (SELECT * FROM herald.dead_letters d
         AND (%(failed_after)s::timestamptz IS NULL OR d.failed_at >= %(failed_after)s)
         AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
         AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
+  AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
       ORDER BY d.failed_at, d.id
       LIMIT %(limit)s) AS d;
 
