@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -95,6 +96,24 @@ class TargetRow:
         }
 
 
+def _upsert_params(target: PublishingTarget) -> dict[str, Any]:
+    spec = target.spec
+    return {
+        "namespace": target.namespace,
+        "name": target.name,
+        "type": spec.type,
+        "config": Jsonb(spec.to_config()),
+        "generation": target.generation,
+        "paused": spec.paused,
+        "max_attempts": spec.retry.max_attempts,
+        "failure_threshold": spec.circuit_breaker.failure_threshold,
+        "open_seconds": spec.circuit_breaker.open_seconds,
+        "half_open_probes": spec.circuit_breaker.half_open_probes,
+        "rate_per_second": spec.rate_limit.requests_per_second if spec.rate_limit else None,
+        "rate_burst": spec.rate_limit.burst if spec.rate_limit else None,
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class ApplyResult:
     id: int
@@ -122,27 +141,21 @@ class TargetRegistry:
         self._ids: dict[str, tuple[float, int, str]] = {}
 
     async def apply(self, target: PublishingTarget) -> ApplyResult:
-        spec = target.spec
-        params = {
-            "namespace": target.namespace,
-            "name": target.name,
-            "type": spec.type,
-            "config": Jsonb(spec.to_config()),
-            "generation": target.generation,
-            "paused": spec.paused,
-            "max_attempts": spec.retry.max_attempts,
-            "failure_threshold": spec.circuit_breaker.failure_threshold,
-            "open_seconds": spec.circuit_breaker.open_seconds,
-            "half_open_probes": spec.circuit_breaker.half_open_probes,
-            "rate_per_second": spec.rate_limit.requests_per_second if spec.rate_limit else None,
-            "rate_burst": spec.rate_limit.burst if spec.rate_limit else None,
-        }
-        async with self._pool.connection() as conn:
-            cur = await conn.cursor(row_factory=dict_row).execute(Q["upsert_target"], params)
-            row = await cur.fetchone()
-        assert row is not None
+        return (await self.apply_many([target]))[0]
+
+    async def apply_many(self, targets: Sequence[PublishingTarget]) -> list[ApplyResult]:
+        """Register or update targets, all in one transaction."""
+        results = []
+        async with self._pool.connection() as conn, conn.transaction():
+            for target in targets:
+                cur = await conn.cursor(row_factory=dict_row).execute(
+                    Q["upsert_target"], _upsert_params(target)
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                results.append(ApplyResult(id=row["id"], ref=target.ref, created=row["created"]))
         self.invalidate()
-        return ApplyResult(id=row["id"], ref=target.ref, created=row["created"])
+        return results
 
     async def list(self, namespace: str | None = None, name: str | None = None) -> list[TargetRow]:
         async with self._pool.connection() as conn:

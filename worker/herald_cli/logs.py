@@ -1,0 +1,63 @@
+"""Structured logs. Processes (worker, operator) log JSON lines by default, one object per
+line with ``time``, ``level``, ``logger``, ``message`` and the context given in ``extra``
+(``action``, ``job``, ``target``...); commands log plain text. HERALD_LOG_FORMAT and
+HERALD_LOG_LEVEL override both."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+# Attributes every LogRecord has; anything else on a record came from ``extra``.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ).replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                body[key] = value
+        if record.exc_info:
+            body["error"] = self.formatException(record.exc_info)
+        return json.dumps(body, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{k}={v}" for k, v in vars(record).items()
+            if k not in _STANDARD and not k.startswith("_")
+        )
+        line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        if extras:
+            line += f" [{extras}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(level: str | None, *, process: bool) -> None:
+    level_name = (level or os.environ.get("HERALD_LOG_LEVEL") or
+                  ("INFO" if process else "WARNING")).upper()
+    fmt = os.environ.get("HERALD_LOG_FORMAT") or ("json" if process else "text")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level_name, logging.INFO))
+    # Chatty libraries stay at WARNING unless asked for DEBUG.
+    if root.level > logging.DEBUG:
+        for name in ("aiohttp.access", "kubernetes", "urllib3", "psycopg.pool"):
+            logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

@@ -1,0 +1,80 @@
+"""``herald``: one console script for every Herald process and for people at a terminal.
+
+Every failure a user can cause ends in one line on stderr (``herald: error: ...``) and a
+non-zero exit status: 2 for a command line that cannot be understood, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from herald_queue.errors import HeraldError
+
+# (command, module in herald_cli, help): each module has add_arguments(parser) and
+# async run(args) -> int. Modules import their heavy dependencies (kopf, the worker) inside
+# run(), so `herald migrate` never loads kopf.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("migrate", "migrate_cmd", "create or upgrade Herald's tables (idempotent, safe in parallel)"),
+    ("targets", "targets_cmd", "register PublishingTarget manifests and list targets"),
+    ("enqueue", "enqueue_cmd", "submit one job, or JSON lines of jobs from stdin"),
+    ("jobs", "jobs_cmd", "show or list jobs"),
+    ("stats", "stats_cmd", "queue depth per state, priority and target"),
+    ("dlq", "dlq_cmd", "list, show, replay and purge dead letters"),
+    ("db", "db_cmd", "manage the embedded PostgreSQL"),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, like every other error
+        self.exit(2, f"herald: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="herald",
+        description="Herald: a Kubernetes-native publishing queue on PostgreSQL.",
+        epilog="The database is HERALD_DATABASE_URL; without it, an embedded PostgreSQL "
+        "under HERALD_DATA_DIR is started and used.",
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: "
+                        "HERALD_LOG_LEVEL or WARNING for commands, INFO for processes)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, module, help_text in COMMANDS:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(f"herald_cli.{module}").add_arguments(command)
+        command.set_defaults(module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from herald_cli import logs
+
+    logs.configure(args.log_level, process=args.command in ("worker", "operator"))
+    try:
+        run = importlib.import_module(f"herald_cli.{args.module}").run
+        return int(asyncio.run(run(args)) or 0)
+    except HeraldError as exc:
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        print(f"herald: error: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    finally:
+        logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

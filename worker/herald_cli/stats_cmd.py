@@ -1,0 +1,58 @@
+"""``herald stats [--watch] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from herald_cli.context import open_queue
+from herald_cli.output import age, emit_json, table
+from herald_queue.states import JobState, Priority
+
+STATES = [s.value for s in JobState]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until interrupted")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object: totals per state at the top, then breakdowns "
+                        "(with --watch, one object per line)")
+
+
+def render(stats: dict[str, Any]) -> str:
+    head = "  ".join(f"{s}: {stats[s]}" for s in STATES)
+    lines = [head, f"ready now: {stats['ready']}  oldest ready: "
+             f"{age(stats['oldestReadyAgeSeconds'])}", ""]
+    lines.append(table(["priority", *STATES, "ready"],
+                       [[p.value, *(stats["byPriority"][p.value][s] for s in STATES),
+                         stats["byPriority"][p.value]["ready"]] for p in Priority]))
+    if stats["byTarget"]:
+        lines.append("")
+        lines.append(table(["target", *STATES, "ready", "oldest ready"],
+                           [[name, *(t[s] for s in STATES), t["ready"],
+                             age(t["oldestReadyAgeSeconds"])]
+                            for name, t in sorted(stats["byTarget"].items())]))
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    async with open_queue() as queue:
+        while True:
+            stats = await queue.stats()
+            if args.json:
+                if args.watch:
+                    import json
+
+                    print(json.dumps(stats), flush=True)
+                else:
+                    emit_json(stats)
+            else:
+                if args.watch and sys.stdout.isatty():
+                    print("\033[2J\033[H", end="")
+                print(render(stats), flush=True)
+            if not args.watch:
+                return 0
+            await asyncio.sleep(args.watch)
