@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _filters(listing)
     state = listing.add_mutually_exclusive_group()
     state.add_argument("--replayed", action="store_true", default=None, help="only replayed")
-    state.add_argument("--not-replayed", dest="replayed", action="store_false",
-                       help="only those not replayed yet")
+    state.add_argument(
+        "--not-replayed", dest="replayed", action="store_false", help="only those not replayed yet"
+    )
     listing.add_argument("--limit", type=int, default=50, help="page size (1-1000)")
     listing.add_argument("--cursor", help="nextCursor of the previous page")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -49,17 +50,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replay = sub.add_parser("replay", help="put dead letters back on the queue (once each)")
     replay.add_argument("ids", type=job_id, nargs="*", metavar="ID", help="dead-letter ids")
     _filters(replay)
-    replay.add_argument("--job-id", type=job_id, action="append", dest="job_ids",
-                        help="replay the dead letters of this job (repeatable)")
+    replay.add_argument(
+        "--job-id",
+        type=job_id,
+        action="append",
+        dest="job_ids",
+        help="replay the dead letters of this job (repeatable)",
+    )
     replay.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
-    replay.add_argument("--all", action="store_true",
-                        help="required to replay without ids or filters")
+    replay.add_argument(
+        "--all", action="store_true", help="required to replay without ids or filters"
+    )
     replay.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
     replay.add_argument("--json", action="store_true", help="machine-readable output")
 
     purge = sub.add_parser("purge", help="delete dead letters older than a duration")
-    purge.add_argument("--older-than", type=duration, required=True, metavar="DURATION",
-                       help="e.g. 30d, 12h, 90m")
+    purge.add_argument(
+        "--older-than", type=duration, required=True, metavar="DURATION", help="e.g. 30d, 12h, 90m"
+    )
     purge.add_argument("--target", help="only this target (namespace/name or name)")
     purge.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     purge.add_argument("--json", action="store_true", help="machine-readable output")
@@ -73,8 +81,9 @@ def _where(args: argparse.Namespace, *, ids: list[uuid.UUID] | None = None) -> D
         target=args.target,
         error_class=ErrorClass(args.error_class) if args.error_class else None,
         failed_after=parse_time(args.failed_after, "--failed-after") if args.failed_after else None,
-        failed_before=(parse_time(args.failed_before, "--failed-before")
-                       if args.failed_before else None),
+        failed_before=(
+            parse_time(args.failed_before, "--failed-before") if args.failed_before else None
+        ),
         replayed=getattr(args, "replayed", None),
         ids=tuple(ids) if ids else None,
         job_ids=tuple(args.job_ids) if getattr(args, "job_ids", None) else None,
@@ -87,15 +96,25 @@ async def run(args: argparse.Namespace) -> int:
         if args.action == "list":
             page = await store.list(_where(args), limit=args.limit, cursor=args.cursor)
             if args.json:
-                emit_json({"items": [d.to_json() for d in page.items],
-                           "nextCursor": page.next_cursor})
+                emit_json(
+                    {"items": [d.to_json() for d in page.items], "nextCursor": page.next_cursor}
+                )
                 return 0
             print_table(
                 ["id", "target", "class", "reason", "attempts", "failed at", "replayed", "error"],
-                [[d.row["id"], f"{d.row['target_namespace']}/{d.row['target_name']}",
-                  d.row["error_type"], d.row["reason"], d.row["retry_count"],
-                  d.to_json()["failedAt"], "yes" if d.row["replayed"] else "no",
-                  d.row["error_message"][:50]] for d in page.items],
+                [
+                    [
+                        d.row["id"],
+                        f"{d.row['target_namespace']}/{d.row['target_name']}",
+                        d.row["error_type"],
+                        d.row["reason"],
+                        d.row["retry_count"],
+                        d.to_json()["failedAt"],
+                        "yes" if d.row["replayed"] else "no",
+                        d.row["error_message"][:50],
+                    ]
+                    for d in page.items
+                ],
                 empty="no dead letters",
             )
             if page.next_cursor:
@@ -113,22 +132,40 @@ async def run(args: argparse.Namespace) -> int:
                     print(f"{key:16} {shown}")
         elif args.action == "replay":
             where = _where(args, ids=args.ids)
-            selected = any([args.ids, args.target, args.error_class, args.failed_after,
-                            args.failed_before, args.job_ids])
+            selected = any(
+                [
+                    args.ids,
+                    args.target,
+                    args.error_class,
+                    args.failed_after,
+                    args.failed_before,
+                    args.job_ids,
+                ]
+            )
             if not selected and not args.all:
-                raise InvalidRequest("replay", "give dead-letter ids or filters, or --all to "
-                                     "replay every dead letter")
-            result = await store.replay(where, limit=args.limit, dry_run=args.dry_run,
-                                        replayed_by="cli")
+                raise InvalidRequest(
+                    "replay",
+                    "give dead-letter ids or filters, or --all to replay every dead letter",
+                )
+            result = await store.replay(
+                where, limit=args.limit, dry_run=args.dry_run, replayed_by="cli"
+            )
             if args.json:
                 emit_json(result.to_json())
             elif args.dry_run:
-                print(f"would replay {result.replayed} dead letters"
-                      + (f"; {result.skipped} have no target any more" if result.skipped else ""))
+                print(
+                    f"would replay {result.replayed} dead letters"
+                    + (f"; {result.skipped} have no target any more" if result.skipped else "")
+                )
             else:
-                print(f"replayed {result.replayed} dead letters"
-                      + (f"; skipped {result.skipped} whose target no longer exists"
-                         if result.skipped else ""))
+                print(
+                    f"replayed {result.replayed} dead letters"
+                    + (
+                        f"; skipped {result.skipped} whose target no longer exists"
+                        if result.skipped
+                        else ""
+                    )
+                )
         elif args.action == "purge":
             purged = await store.purge(args.older_than, target=args.target, dry_run=args.dry_run)
             if args.json:
@@ -144,6 +181,7 @@ async def run(args: argparse.Namespace) -> int:
             else:
                 print(f"dead letters: {stats['waiting']} waiting, {stats['replayed']} replayed")
                 print_table(["target", "waiting"], sorted(stats["byTarget"].items()), empty="")
-                print_table(["error class", "waiting"], sorted(stats["byErrorClass"].items()),
-                            empty="")
+                print_table(
+                    ["error class", "waiting"], sorted(stats["byErrorClass"].items()), empty=""
+                )
     return 0

@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--payload", help="the payload as JSON, or @FILE to read it from a file")
     parser.add_argument("--priority", default="medium", help="high, medium (default) or low")
     parser.add_argument("--idempotency-key", help="a duplicate enqueue returns the existing job")
-    parser.add_argument("--ordering-key", help="jobs sharing it are delivered one at a time, in order")
+    parser.add_argument(
+        "--ordering-key", help="jobs sharing it are delivered one at a time, in order"
+    )
     parser.add_argument("--run-at", help="not before this RFC 3339 time")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -47,16 +49,24 @@ def _from_flags(args: argparse.Namespace, max_bytes: int) -> list[JobRequest]:
     except json.JSONDecodeError as exc:
         raise InvalidRequest("--payload", f"is not valid JSON: {exc}") from None
     body: dict[str, Any] = {"target": args.target, "payload": payload, "priority": args.priority}
-    for flag, field in (("idempotency_key", "idempotencyKey"), ("ordering_key", "orderingKey"),
-                        ("run_at", "runAt")):
+    for flag, field in (
+        ("idempotency_key", "idempotencyKey"),
+        ("ordering_key", "orderingKey"),
+        ("run_at", "runAt"),
+    ):
         if getattr(args, flag) is not None:
             body[field] = getattr(args, flag)
     try:
         return [parse_job(body, max_payload_bytes=max_bytes)]
     except InvalidRequest as exc:
-        flag = {"target": "--target", "payload": "--payload", "priority": "--priority",
-                "idempotencyKey": "--idempotency-key", "orderingKey": "--ordering-key",
-                "runAt": "--run-at"}.get(exc.field, exc.field)
+        flag = {
+            "target": "--target",
+            "payload": "--payload",
+            "priority": "--priority",
+            "idempotencyKey": "--idempotency-key",
+            "orderingKey": "--ordering-key",
+            "runAt": "--run-at",
+        }.get(exc.field, exc.field)
         raise InvalidRequest(flag, exc.problem) from None
 
 
@@ -79,7 +89,9 @@ async def run(args: argparse.Namespace) -> int:
     max_bytes = queue_settings().max_payload_bytes
     if args.payload is not None or args.target is not None:
         if args.payload is None or args.target is None:
-            raise InvalidRequest("--target/--payload", "give both, or neither and JSON lines on stdin")
+            raise InvalidRequest(
+                "--target/--payload", "give both, or neither and JSON lines on stdin"
+            )
         requests = _from_flags(args, max_bytes)
     else:
         if sys.stdin.isatty():
@@ -90,10 +102,13 @@ async def run(args: argparse.Namespace) -> int:
             await queue.registry.resolve(r)
         results = []
         for start in range(0, len(requests), BATCH):
-            results += await queue.jobs.enqueue_many(requests[start:start + BATCH])
+            results += await queue.jobs.enqueue_many(requests[start : start + BATCH])
     if args.json:
-        emit_json(results[0].to_json() if len(results) == 1 and args.payload else
-                  [r.to_json() for r in results])
+        emit_json(
+            results[0].to_json()
+            if len(results) == 1 and args.payload
+            else [r.to_json() for r in results]
+        )
     elif len(results) == 1:
         r = results[0]
         print(f"{r.id} {r.state.value} -> {r.target}" + ("" if r.created else " (duplicate)"))

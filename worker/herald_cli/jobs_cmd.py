@@ -41,8 +41,11 @@ async def run(args: argparse.Namespace) -> int:
         if args.action == "show":
             record = await queue.jobs.get(args.id)
             if record is None:
-                raise InvalidRequest("id", f"no job {args.id} (finished jobs are kept for "
-                                     "HERALD_JOB_RETENTION; see `herald dlq list`)")
+                raise InvalidRequest(
+                    "id",
+                    f"no job {args.id} (finished jobs are kept for "
+                    "HERALD_JOB_RETENTION; see `herald dlq list`)",
+                )
             if args.json:
                 emit_json(record.to_json())
             else:
@@ -52,8 +55,10 @@ async def run(args: argparse.Namespace) -> int:
         elif args.action == "list":
             priority = parse_priority(args.priority) if args.priority else None
             records = await queue.jobs.list(
-                state=JobState(args.state) if args.state else None, target=args.target,
-                priority=priority, limit=args.limit,
+                state=JobState(args.state) if args.state else None,
+                target=args.target,
+                priority=priority,
+                limit=args.limit,
             )
             if args.json:
                 emit_json([r.to_json(with_payload=False) for r in records])
@@ -61,9 +66,18 @@ async def run(args: argparse.Namespace) -> int:
                 now = dt.datetime.now(dt.UTC)
                 print_table(
                     ["id", "target", "priority", "state", "attempts", "age", "last error"],
-                    [[r.id, r.target, r.priority.value, r.state.value, r.attempts,
-                      f"{(now - r.created_at).total_seconds():.0f}s", (r.last_error or "")[:50]]
-                     for r in records],
+                    [
+                        [
+                            r.id,
+                            r.target,
+                            r.priority.value,
+                            r.state.value,
+                            r.attempts,
+                            f"{(now - r.created_at).total_seconds():.0f}s",
+                            (r.last_error or "")[:50],
+                        ]
+                        for r in records
+                    ],
                     empty="no jobs",
                 )
         else:
@@ -72,6 +86,9 @@ async def run(args: argparse.Namespace) -> int:
             for i in cancelled:
                 print(f"{i} cancelled (now a dead letter, reason cancelled)")
             if missing:
-                raise InvalidRequest("id", "not waiting (running, finished or unknown), not "
-                                     "cancelled: " + ", ".join(map(str, sorted(missing))))
+                raise InvalidRequest(
+                    "id",
+                    "not waiting (running, finished or unknown), not "
+                    "cancelled: " + ", ".join(map(str, sorted(missing))),
+                )
     return 0

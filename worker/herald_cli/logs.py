@@ -19,9 +19,9 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         body: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ).replace("+00:00", "Z"),
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -37,7 +37,8 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
-            f"{k}={v}" for k, v in vars(record).items()
+            f"{k}={v}"
+            for k, v in vars(record).items()
             if k not in _STANDARD and not k.startswith("_")
         )
         line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
@@ -49,8 +50,9 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str | None, *, process: bool) -> None:
-    level_name = (level or os.environ.get("HERALD_LOG_LEVEL") or
-                  ("INFO" if process else "WARNING")).upper()
+    level_name = (
+        level or os.environ.get("HERALD_LOG_LEVEL") or ("INFO" if process else "WARNING")
+    ).upper()
     fmt = os.environ.get("HERALD_LOG_FORMAT") or ("json" if process else "text")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

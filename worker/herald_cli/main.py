@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("jobs", "jobs_cmd", "show or list jobs"),
     ("stats", "stats_cmd", "queue depth per state, priority and target"),
     ("dlq", "dlq_cmd", "list, show, replay and purge dead letters"),
+    ("bench", "bench_cmd", "measure enqueue, drain and latency figures"),
     ("db", "db_cmd", "manage the embedded PostgreSQL"),
 ]
 
@@ -42,8 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The database is HERALD_DATABASE_URL; without it, an embedded PostgreSQL "
         "under HERALD_DATA_DIR is started and used.",
     )
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: "
-                        "HERALD_LOG_LEVEL or WARNING for commands, INFO for processes)")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="DEBUG, INFO, WARNING (default: "
+        "HERALD_LOG_LEVEL or WARNING for commands, INFO for processes)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, module, help_text in COMMANDS:

@@ -15,26 +15,53 @@ STATES = [s.value for s in JobState]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
-                        help="refresh every SECONDS (default 2) until interrupted")
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON object: totals per state at the top, then breakdowns "
-                        "(with --watch, one object per line)")
+    parser.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until interrupted",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object: totals per state at the top, then breakdowns "
+        "(with --watch, one object per line)",
+    )
 
 
 def render(stats: dict[str, Any]) -> str:
     head = "  ".join(f"{s}: {stats[s]}" for s in STATES)
-    lines = [head, f"ready now: {stats['ready']}  oldest ready: "
-             f"{age(stats['oldestReadyAgeSeconds'])}", ""]
-    lines.append(table(["priority", *STATES, "ready"],
-                       [[p.value, *(stats["byPriority"][p.value][s] for s in STATES),
-                         stats["byPriority"][p.value]["ready"]] for p in Priority]))
+    lines = [
+        head,
+        f"ready now: {stats['ready']}  oldest ready: {age(stats['oldestReadyAgeSeconds'])}",
+        "",
+    ]
+    lines.append(
+        table(
+            ["priority", *STATES, "ready"],
+            [
+                [
+                    p.value,
+                    *(stats["byPriority"][p.value][s] for s in STATES),
+                    stats["byPriority"][p.value]["ready"],
+                ]
+                for p in Priority
+            ],
+        )
+    )
     if stats["byTarget"]:
         lines.append("")
-        lines.append(table(["target", *STATES, "ready", "oldest ready"],
-                           [[name, *(t[s] for s in STATES), t["ready"],
-                             age(t["oldestReadyAgeSeconds"])]
-                            for name, t in sorted(stats["byTarget"].items())]))
+        lines.append(
+            table(
+                ["target", *STATES, "ready", "oldest ready"],
+                [
+                    [name, *(t[s] for s in STATES), t["ready"], age(t["oldestReadyAgeSeconds"])]
+                    for name, t in sorted(stats["byTarget"].items())
+                ],
+            )
+        )
     return "\n".join(lines)
 
 

@@ -36,21 +36,34 @@ async def run(args: argparse.Namespace) -> int:
             else:
                 print_table(
                     ["target", "type", "paused", "circuit", "delivered", "dead", "last error"],
-                    [[t.ref, t.type,
-                      "yes" if t.paused else (t.auto_paused_reason and "410 gone") or "no",
-                      t.circuit_state.value, t.delivered_total, t.dead_lettered_total,
-                      (t.last_error or "")[:60]] for t in targets],
+                    [
+                        [
+                            t.ref,
+                            t.type,
+                            "yes" if t.paused else (t.auto_paused_reason and "410 gone") or "no",
+                            t.circuit_state.value,
+                            t.delivered_total,
+                            t.dead_lettered_total,
+                            (t.last_error or "")[:60],
+                        ]
+                        for t in targets
+                    ],
                     empty="no targets registered (herald targets apply PATH)",
                 )
         elif args.action == "delete":
             result = await queue.registry.delete(args.target)
             if result.deleted:
-                print(f"deleted {args.target}; {result.dead_lettered} waiting jobs moved to the "
-                      "dead-letter queue (reason target-deleted)")
+                print(
+                    f"deleted {args.target}; {result.dead_lettered} waiting jobs moved to the "
+                    "dead-letter queue (reason target-deleted)"
+                )
             else:
-                print(f"{args.target}: {result.running} deliveries still in flight; "
-                      f"{result.dead_lettered} waiting jobs moved to the dead-letter queue. "
-                      "Run the command again once they finish.", file=sys.stderr)
+                print(
+                    f"{args.target}: {result.running} deliveries still in flight; "
+                    f"{result.dead_lettered} waiting jobs moved to the dead-letter queue. "
+                    "Run the command again once they finish.",
+                    file=sys.stderr,
+                )
                 return 1
         else:
             await queue.registry.resume(args.target)
@@ -59,8 +72,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _apply(args: argparse.Namespace) -> int:
-    found = manifests.load(args.path, default_namespace=queue_settings().default_namespace,
-                           recursive=args.recursive)
+    found = manifests.load(
+        args.path, default_namespace=queue_settings().default_namespace, recursive=args.recursive
+    )
     for line in found.skipped:
         print(f"skipped {line}: not a PublishingTarget", file=sys.stderr)
     if not found.targets:

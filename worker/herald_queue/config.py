@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
-import re
 from typing import Any, NewType, TypeVar
 
 from herald_queue.errors import HeraldError

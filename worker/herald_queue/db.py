@@ -72,9 +72,9 @@ async def connect(url: str, *, timeout: float = 5.0) -> AsyncConn:
         raise unavailable(url, exc) from None
 
 
-async def open_pool(url: str, settings: DatabaseSettings, *, name: str = "herald") -> (
-    AsyncConnectionPool[AsyncConn]
-):
+async def open_pool(
+    url: str, settings: DatabaseSettings, *, name: str = "herald"
+) -> AsyncConnectionPool[AsyncConn]:
     """Open a pool once the database answers (a clear error if it does not)."""
     probe = await connect(url, timeout=settings.connect_timeout)
     await probe.close()

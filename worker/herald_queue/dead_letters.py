@@ -112,8 +112,13 @@ class ReplayResult:
     dry_run: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"matched": self.matched, "replayed": self.replayed, "skipped": self.skipped,
-                "dryRun": self.dry_run, "jobIds": [str(i) for i in self.job_ids]}
+        return {
+            "matched": self.matched,
+            "replayed": self.replayed,
+            "skipped": self.skipped,
+            "dryRun": self.dry_run,
+            "jobIds": [str(i) for i in self.job_ids],
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +129,12 @@ class PurgeResult:
     dry_run: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"matched": self.matched, "deleted": self.deleted, "olderThan": iso(self.cutoff),
-                "dryRun": self.dry_run}
+        return {
+            "matched": self.matched,
+            "deleted": self.deleted,
+            "olderThan": iso(self.cutoff),
+            "dryRun": self.dry_run,
+        }
 
 
 def encode_cursor(failed_at: dt.datetime, entry_id: uuid.UUID) -> str:
@@ -150,7 +159,10 @@ class DeadLetterStore:
         self.settings = settings
 
     async def list(
-        self, where: DeadLetterFilter = DeadLetterFilter(), *, limit: int = 100,
+        self,
+        where: DeadLetterFilter = DeadLetterFilter(),
+        *,
+        limit: int = 100,
         cursor: str | None = None,
     ) -> Page:
         if not 1 <= limit <= MAX_PAGE:
@@ -188,7 +200,11 @@ class DeadLetterStore:
             return await cur.fetchone()
 
     async def replay(
-        self, where: DeadLetterFilter, *, limit: int = 1000, dry_run: bool = False,
+        self,
+        where: DeadLetterFilter,
+        *,
+        limit: int = 1000,
+        dry_run: bool = False,
         replayed_by: str = "api",
     ) -> ReplayResult:
         """Put unreplayed dead letters matching ``where`` back on the queue (oldest first,
@@ -203,8 +219,13 @@ class DeadLetterStore:
                 row = await cur.fetchone()
             assert row is not None
             matched, missing = int(row[0]), int(row[1])  # type: ignore[call-overload]
-            return ReplayResult(matched=matched, replayed=matched - missing, skipped=missing,
-                                job_ids=[], dry_run=True)
+            return ReplayResult(
+                matched=matched,
+                replayed=matched - missing,
+                skipped=missing,
+                job_ids=[],
+                dry_run=True,
+            )
         replayed, skipped, job_ids = 0, 0, []
         remaining = limit
         while remaining > 0:
@@ -216,8 +237,13 @@ class DeadLetterStore:
             remaining -= batch.matched
             if batch.matched < size:
                 break
-        return ReplayResult(matched=replayed + skipped, replayed=replayed, skipped=skipped,
-                            job_ids=job_ids, dry_run=False)
+        return ReplayResult(
+            matched=replayed + skipped,
+            replayed=replayed,
+            skipped=skipped,
+            job_ids=job_ids,
+            dry_run=False,
+        )
 
     async def replay_batch(
         self, where: DeadLetterFilter, *, limit: int, replayed_by: str
@@ -233,13 +259,22 @@ class DeadLetterStore:
             cur = await conn.cursor(row_factory=dict_row).execute(D["replay_dead_letters"], params)
             rows = await cur.fetchall()
             await chains.settle(
-                conn, [(r["target_id"], r["ordering_key"]) for r in rows
-                       if r["requeued"] and r["ordering_key"]]
+                conn,
+                [
+                    (r["target_id"], r["ordering_key"])
+                    for r in rows
+                    if r["requeued"] and r["ordering_key"]
+                ],
             )
         requeued = [r["job_id"] for r in rows if r["requeued"]]
         skipped = sum(1 for r in rows if r["replay_result"] == "target-missing")
-        return ReplayResult(matched=len(rows), replayed=len(requeued), skipped=skipped,
-                            job_ids=requeued, dry_run=False)
+        return ReplayResult(
+            matched=len(rows),
+            replayed=len(requeued),
+            skipped=skipped,
+            job_ids=requeued,
+            dry_run=False,
+        )
 
     async def replay_counts(self, replayed_by: str) -> tuple[int, int]:
         """(replayed, skipped) so far by the replay named ``replayed_by``."""
@@ -250,7 +285,11 @@ class DeadLetterStore:
         return int(row[0]), int(row[1])  # type: ignore[call-overload]
 
     async def purge(
-        self, older_than: float, *, target: str | None = None, dry_run: bool = False,
+        self,
+        older_than: float,
+        *,
+        target: str | None = None,
+        dry_run: bool = False,
         batch: int = 5000,
     ) -> PurgeResult:
         """Delete dead letters that failed more than ``older_than`` seconds ago."""

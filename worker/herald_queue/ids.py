@@ -1,7 +1,9 @@
 """Job ids: UUIDv7 (RFC 9562), time-ordered so the primary key index stays append-mostly.
 
-Ids made by one process are strictly increasing (a counter fills ``rand_a`` within a
-millisecond), which keeps the jobs of one batch in the order they were given.
+Ids made by one process are strictly increasing (a 12-bit counter fills ``rand_a`` within a
+millisecond, borrowing the next millisecond when it runs out), which keeps the jobs of one
+batch in the order they were given. The other 62 bits come from ``os.urandom``, so
+processes (forked ones included) never collide.
 """
 
 from __future__ import annotations
@@ -14,22 +16,42 @@ import uuid
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_VERSION_VARIANT = (0x7 << 76) | (0b10 << 62)
+_RAND_MASK = (1 << 62) - 1
 
 
-def uuid7() -> uuid.UUID:
+def _reserve(n: int) -> list[tuple[int, int]]:
+    """(millisecond, counter) for ``n`` ids, strictly increasing."""
     global _last_ms, _counter
+    out = []
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms = ms
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave room to count up
+            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # room to count up
         else:
             _counter += 1
-            if _counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
+        for _ in range(n):
+            if _counter > 0xFFF:
                 _last_ms += 1
                 _counter = 0
-            ms = _last_ms
-        counter = _counter
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
-    return uuid.UUID(int=value)
+            out.append((_last_ms, _counter))
+            _counter += 1
+        _counter -= 1
+    return out
+
+
+def uuid7_ints(n: int) -> list[int]:
+    """``n`` UUIDv7 values as 128-bit integers (``uuid.UUID(int=...)`` or ``f"{v:032x}"``)."""
+    rand = os.urandom(8 * n)
+    return [
+        (ms << 80)
+        | (counter << 64)
+        | _VERSION_VARIANT
+        | (int.from_bytes(rand[8 * i : 8 * i + 8], "big") & _RAND_MASK)
+        for i, (ms, counter) in enumerate(_reserve(n))
+    ]
+
+
+def uuid7() -> uuid.UUID:
+    return uuid.UUID(int=uuid7_ints(1)[0])

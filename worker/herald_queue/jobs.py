@@ -7,20 +7,20 @@ with skewed clocks still agree on leases, backoff and circuits.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import admission, chains, sql
 from herald_queue.db import AsyncConn
-from herald_queue.errors import InvalidRequest, TargetNotFound
-from herald_queue.ids import uuid7
+from herald_queue.errors import InvalidRequest
+from herald_queue.ids import uuid7_ints
 from herald_queue.models import (
     ClaimedJob,
     CompleteOutcome,
@@ -35,6 +35,7 @@ from herald_queue.retry import decide
 from herald_queue.settings import QueueSettings
 from herald_queue.spec import RetryPolicy
 from herald_queue.states import CircuitState, ErrorClass, JobState, Priority
+from herald_queue.waker import Waker
 
 J = sql.load("jobs")
 T = sql.load("targets")
@@ -43,6 +44,11 @@ T = sql.load("targets")
 COPY_THRESHOLD = 32
 # How often the list of targets that need quota claims (rate limits, probes) is re-read.
 QUOTA_REFRESH_SECONDS = 0.5
+
+
+@contextlib.asynccontextmanager
+async def _no_transaction() -> AsyncIterator[None]:
+    yield
 
 
 def _copy_escape(text: str) -> str:
@@ -68,6 +74,7 @@ class JobStore:
         self._policies_loaded = 0.0
         self._quota_targets: list[int] = []
         self._quota_checked = 0.0
+        self.waker = Waker(pool)
 
     # -- enqueue -----------------------------------------------------------------------
 
@@ -79,86 +86,89 @@ class JobStore:
         idempotency key matches an existing job of its target returns that job."""
         if not requests:
             return []
-        resolved = [await self.registry.resolve(r.target) for r in requests]
-        try:
-            return await self._enqueue_resolved(requests, resolved)
-        except psycopg.errors.ForeignKeyViolation:
-            # A target was deleted (maybe recreated) since it was resolved: look again.
-            self.registry.invalidate()
-            resolved = [await self.registry.resolve(r.target) for r in requests]
-            try:
-                return await self._enqueue_resolved(requests, resolved)
-            except psycopg.errors.ForeignKeyViolation:
-                raise TargetNotFound(requests[0].target) from None
-
-    async def _enqueue_resolved(
-        self, requests: Sequence[JobRequest], resolved: Sequence[tuple[int, str]]
-    ) -> list[EnqueueResult]:
-        ids = [uuid7() for _ in requests]
-        keyed = any(r.idempotency_key or r.ordering_key or r.run_at for r in requests)
-        if not keyed and len(requests) >= COPY_THRESHOLD:
+        resolved = {t: await self.registry.resolve(t) for t in {r.target for r in requests}}
+        ids = uuid7_ints(len(requests))
+        plain = not any(r.idempotency_key or r.ordering_key or r.run_at for r in requests)
+        if plain and len(requests) >= COPY_THRESHOLD:
             await self._copy(requests, resolved, ids)
-            return [
-                EnqueueResult(id=i, target=ref, state=JobState.QUEUED, created=True)
-                for i, (_, ref) in zip(ids, resolved, strict=True)
+            results = [
+                EnqueueResult(uuid.UUID(int=i), resolved[r.target][1], JobState.QUEUED, True)
+                for i, r in zip(ids, requests, strict=True)
             ]
+        else:
+            results = await self._insert(requests, resolved, ids)
+        self.waker.poke()
+        return results
+
+    async def _insert(
+        self,
+        requests: Sequence[JobRequest],
+        resolved: dict[str, tuple[int, str]],
+        ids: Sequence[int],
+    ) -> list[EnqueueResult]:
         batch = ",".join(
-            _record_json(job_id, target_id, r, self.settings.budget(r.priority))
-            for job_id, r, (target_id, _) in zip(ids, requests, resolved, strict=True)
+            _record_json(job_id, resolved[r.target][0], r, self.settings.budget(r.priority))
+            for job_id, r in zip(ids, requests, strict=True)
         )
-        ordered = [(t, r.ordering_key) for r, (t, _) in zip(requests, resolved, strict=True)
-                   if r.ordering_key]
-        dedupe = [(t, r.idempotency_key) for r, (t, _) in zip(requests, resolved, strict=True)
-                  if r.idempotency_key]
-        async with self._pool.connection() as conn, conn.transaction():
+        ordered = [(resolved[r.target][0], r.ordering_key) for r in requests if r.ordering_key]
+        keyed = [(resolved[r.target][0], r.idempotency_key) for r in requests if r.idempotency_key]
+        existing: dict[tuple[int, str], tuple[uuid.UUID, str]] = {}
+        single = len(requests) == 1 and not ordered  # one autocommitted statement
+        async with (
+            self._pool.connection() as conn,
+            _no_transaction() if single else conn.transaction(),
+        ):
             cur = await conn.execute(J["enqueue_many"], {"batch": f"[{batch}]"})
-            inserted = {row[0] for row in await cur.fetchall()}
-            existing: dict[tuple[int, str], tuple[uuid.UUID, str]] = {}
-            if len(inserted) < len(requests) and dedupe:
+            inserted = {row[0].int for row in await cur.fetchall()}  # type: ignore[attr-defined]
+            if len(inserted) < len(requests) and keyed:
                 cur = await conn.execute(
                     J["find_by_idempotency_keys"],
-                    {"target_ids": [t for t, _ in dedupe], "keys": [k for _, k in dedupe]},
+                    {"target_ids": [t for t, _ in keyed], "keys": [k for _, k in keyed]},
                 )
                 for job_id, target_id, key, state in await cur.fetchall():
                     existing[(target_id, key)] = (job_id, state)  # type: ignore[index]
             await chains.settle(conn, ordered)  # type: ignore[arg-type]
         results = []
-        for job_id, r, (target_id, ref) in zip(ids, requests, resolved, strict=True):
+        for job_id, r in zip(ids, requests, strict=True):
+            target_id, ref = resolved[r.target]
             if job_id in inserted:
-                results.append(EnqueueResult(job_id, ref, JobState.QUEUED, created=True))
-                continue
-            found = existing.get((target_id, r.idempotency_key or ""))
-            if found is None:  # pragma: no cover - the unique index makes this impossible
-                raise RuntimeError(f"job {job_id} was neither inserted nor a duplicate")
-            results.append(EnqueueResult(found[0], ref, JobState(found[1]), created=False))
+                results.append(EnqueueResult(uuid.UUID(int=job_id), ref, JobState.QUEUED, True))
+            else:  # not inserted: only an idempotency key conflict does that
+                found = existing[(target_id, r.idempotency_key or "")]
+                results.append(EnqueueResult(found[0], ref, JobState(found[1]), created=False))
         return results
 
     async def _copy(
-        self, requests: Sequence[JobRequest], resolved: Sequence[tuple[int, str]],
-        ids: Sequence[uuid.UUID],
+        self,
+        requests: Sequence[JobRequest],
+        resolved: dict[str, tuple[int, str]],
+        ids: Sequence[int],
     ) -> None:
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute("SELECT now()")
+            cur = await conn.execute(J["transaction_time"])
             row = await cur.fetchone()
             assert row is not None
             now: dt.datetime = row[0]  # type: ignore[assignment]
-            run_at = now.isoformat()
-            deadlines = {
-                p: (now + dt.timedelta(seconds=self.settings.budget(p))).isoformat()
+            # Everything but the id and the payload is the same for a (target, priority).
+            middles = {
+                (target, p): f"\t{target}\t{p.value}\t"
+                for target, _ in resolved.values()
                 for p in Priority
             }
+            deadlines = {p: now + dt.timedelta(seconds=self.settings.budget(p)) for p in Priority}
+            tails = {p: f"\t{now.isoformat()}\t{deadlines[p].isoformat()}\n" for p in Priority}
             async with conn.cursor() as copy_cur, copy_cur.copy(J["copy_jobs"]) as copy:
-                chunk: list[str] = []
-                for job_id, r, (target_id, _) in zip(ids, requests, resolved, strict=True):
-                    chunk.append(
-                        f"{job_id}\t{target_id}\t{r.priority.value}\t"
-                        f"{_copy_escape(r.payload_json)}\t{run_at}\t{deadlines[r.priority]}\n"
+                for start in range(0, len(requests), 1000):
+                    chunk = requests[start : start + 1000]
+                    await copy.write(
+                        "".join(
+                            [
+                                f"{job_id:032x}{middles[resolved[r.target][0], r.priority]}"
+                                f"{_copy_escape(r.payload_json)}{tails[r.priority]}"
+                                for job_id, r in zip(ids[start : start + 1000], chunk, strict=True)
+                            ]
+                        )
                     )
-                    if len(chunk) == 500:
-                        await copy.write("".join(chunk))
-                        chunk.clear()
-                if chunk:
-                    await copy.write("".join(chunk))
 
     # -- claim -------------------------------------------------------------------------
 
@@ -193,7 +203,12 @@ class JobStore:
         return self._quota_targets
 
     async def _claim(
-        self, conn: AsyncConn, worker: str, limit: int, limits: dict[int, int], *,
+        self,
+        conn: AsyncConn,
+        worker: str,
+        limit: int,
+        limits: dict[int, int],
+        *,
         with_quotas: bool,
     ) -> list[ClaimedJob]:
         cur = await conn.cursor(row_factory=dict_row).execute(
@@ -210,7 +225,11 @@ class JobStore:
         return [_claimed(row) for row in await cur.fetchall()]
 
     async def _claim_with_quotas(
-        self, conn: AsyncConn, worker: str, limit: int, target_ids: list[int],
+        self,
+        conn: AsyncConn,
+        worker: str,
+        limit: int,
+        target_ids: list[int],
         caps: dict[int, int],
     ) -> list[ClaimedJob]:
         async with conn.transaction():
@@ -271,9 +290,7 @@ class JobStore:
         """Record failed attempts: each job is retried after its backoff (honouring
         Retry-After), or dead-lettered when permanent or out of attempts, and the failures
         move their targets' circuit breakers. See the ``fail`` query for the rules."""
-        return await self._fail(
-            failures, leased_by=[worker] * len(failures), rescue=False
-        )
+        return await self._fail(failures, leased_by=[worker] * len(failures), rescue=False)
 
     async def _fail(
         self, failures: Sequence[Failure], *, leased_by: Sequence[str], rescue: bool
@@ -285,8 +302,12 @@ class JobStore:
         for f in failures:
             policy = await self._policy(f.job.target_id)
             decision = decide(
-                policy, f.error_class, f.job.attempts, now,
-                retry_after=f.retry_after, retry_after_cap=self.retry_after_cap,
+                policy,
+                f.error_class,
+                f.job.attempts,
+                now,
+                retry_after=f.retry_after,
+                retry_after_cap=self.retry_after_cap,
             )
             delays.append(decision.delay)
             exhausted.append(decision.exhausted)
@@ -310,9 +331,14 @@ class JobStore:
             await chains.settle(conn, keyed)  # type: ignore[arg-type]
         return [
             FailureOutcome(
-                id=r["id"], target=r["target"], state=JobState(r["state"]),
-                attempts=r["attempts"], run_at=r["run_at"], refunded=r["refund"],
-                tripped=r["trips"], circuit_before=CircuitState(r["circuit_before"]),
+                id=r["id"],
+                target=r["target"],
+                state=JobState(r["state"]),
+                attempts=r["attempts"],
+                run_at=r["run_at"],
+                refunded=r["refund"],
+                tripped=r["trips"],
+                circuit_before=CircuitState(r["circuit_before"]),
                 circuit_after=CircuitState(r["circuit_after"]),
             )
             for r in rows
@@ -360,10 +386,16 @@ class JobStore:
         failures = [
             Failure(
                 job=ClaimedJob(
-                    id=r["id"], target_id=r["target_id"], priority=Priority(r["priority"]),
-                    payload=None, attempts=r["attempts"], idempotency_key=None,
-                    ordering_key=r["ordering_key"], created_at=dt.datetime.now(dt.UTC),
-                    run_at=dt.datetime.now(dt.UTC), lease_expires_at=dt.datetime.now(dt.UTC),
+                    id=r["id"],
+                    target_id=r["target_id"],
+                    priority=Priority(r["priority"]),
+                    payload=None,
+                    attempts=r["attempts"],
+                    idempotency_key=None,
+                    ordering_key=r["ordering_key"],
+                    created_at=dt.datetime.now(dt.UTC),
+                    run_at=dt.datetime.now(dt.UTC),
+                    lease_expires_at=dt.datetime.now(dt.UTC),
                 ),
                 error_class=ErrorClass.UNKNOWN,
                 message=f"lease expired: worker {r['leased_by']} stopped renewing it "
@@ -378,7 +410,9 @@ class JobStore:
                 await conn.execute("SELECT pg_notify('herald_jobs', '')")
         return outcomes
 
-    async def cancel(self, ids: Sequence[uuid.UUID], *, reason: str = "cancelled") -> list[uuid.UUID]:
+    async def cancel(
+        self, ids: Sequence[uuid.UUID], *, reason: str = "cancelled"
+    ) -> list[uuid.UUID]:
         """Cancel waiting jobs (not running ones): they become dead, reason ``cancelled``,
         and can be replayed from the dead-letter queue."""
         async with self._pool.connection() as conn, conn.transaction():
@@ -396,8 +430,13 @@ class JobStore:
         return JobRecord.from_row(row) if row else None
 
     async def list(
-        self, *, state: JobState | None = None, target: str | None = None,
-        priority: Priority | None = None, before: uuid.UUID | None = None, limit: int = 50,
+        self,
+        *,
+        state: JobState | None = None,
+        target: str | None = None,
+        priority: Priority | None = None,
+        before: uuid.UUID | None = None,
+        limit: int = 50,
     ) -> list[JobRecord]:
         """Most recent first; pass the last id as ``before`` for the next page."""
         if not 1 <= limit <= 1000:
@@ -406,9 +445,13 @@ class JobStore:
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
                 J["list_jobs"],
-                {"state": state.value if state else None, "target_id": target_id,
-                 "priority": priority.value if priority else None, "before": before,
-                 "limit": limit},
+                {
+                    "state": state.value if state else None,
+                    "target_id": target_id,
+                    "priority": priority.value if priority else None,
+                    "before": before,
+                    "limit": limit,
+                },
             )
             return [JobRecord.from_row(r) for r in await cur.fetchall()]
 
@@ -426,10 +469,15 @@ class JobStore:
 
 def _claimed(row: dict[str, Any]) -> ClaimedJob:
     return ClaimedJob(
-        id=row["id"], target_id=row["target_id"], priority=Priority(row["priority"]),
-        payload=row["payload"], attempts=row["attempts"],
-        idempotency_key=row["idempotency_key"], ordering_key=row["ordering_key"],
-        created_at=row["created_at"], run_at=row["run_at"],
+        id=row["id"],
+        target_id=row["target_id"],
+        priority=Priority(row["priority"]),
+        payload=row["payload"],
+        attempts=row["attempts"],
+        idempotency_key=row["idempotency_key"],
+        ordering_key=row["ordering_key"],
+        created_at=row["created_at"],
+        run_at=row["run_at"],
         lease_expires_at=row["lease_expires_at"],
     )
 
@@ -440,10 +488,10 @@ def _json_str(value: str | None) -> str:
     return "null" if value is None else json.dumps(value)
 
 
-def _record_json(job_id: uuid.UUID, target_id: int, r: JobRequest, budget: float) -> str:
+def _record_json(job_id: int, target_id: int, r: JobRequest, budget: float) -> str:
     run_at = "null" if r.run_at is None else f'"{r.run_at.isoformat()}"'
     return (
-        f'{{"id":"{job_id}","target_id":{target_id},"priority":"{r.priority.value}",'
+        f'{{"id":"{job_id:032x}","target_id":{target_id},"priority":"{r.priority.value}",'
         f'"payload":{r.payload_json},"idempotency_key":{_json_str(r.idempotency_key)},'
         f'"ordering_key":{_json_str(r.ordering_key)},"run_at":{run_at},"budget":{budget}}}'
     )

@@ -76,9 +76,9 @@ def _secret_data(where: str, doc: Mapping[str, Any]) -> dict[str, str]:
     return data
 
 
-def load(path: str | Path, *, default_namespace: str = "default", recursive: bool = False) -> (
-    Manifests
-):
+def load(
+    path: str | Path, *, default_namespace: str = "default", recursive: bool = False
+) -> Manifests:
     """Every PublishingTarget and Secret under ``path``. All problems are collected and
     raised together, so nothing is applied from a set of files with a mistake in it."""
     targets: list[PublishingTarget] = []
@@ -100,8 +100,10 @@ def load(path: str | Path, *, default_namespace: str = "default", recursive: boo
                     problems.append(f"{where}: {exc}")
                     continue
                 if target.ref in seen:
-                    problems.append(f"{where}: PublishingTarget {target.ref} is also defined in "
-                                    f"{seen[target.ref]}")
+                    problems.append(
+                        f"{where}: PublishingTarget {target.ref} is also defined in "
+                        f"{seen[target.ref]}"
+                    )
                     continue
                 seen[target.ref] = where
                 targets.append(target)

@@ -23,8 +23,12 @@ class EnqueueResult:
     """False when an earlier job had the same idempotency key: this is that job."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": str(self.id), "target": self.target, "state": self.state.value,
-                "duplicate": not self.created}
+        return {
+            "id": str(self.id),
+            "target": self.target,
+            "state": self.state.value,
+            "duplicate": not self.created,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +120,9 @@ class JobRecord:
             started_at=row["started_at"],
             finished_at=row["finished_at"],
             last_error=row["last_error"],
-            last_error_class=ErrorClass(row["last_error_class"]) if row["last_error_class"] else None,
+            last_error_class=ErrorClass(row["last_error_class"])
+            if row["last_error_class"]
+            else None,
             last_http_status=row["last_http_status"],
             dead_reason=row["dead_reason"],
         )

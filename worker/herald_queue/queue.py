@@ -15,8 +15,12 @@ from herald_queue.settings import DatabaseSettings, QueueSettings
 
 class Queue:
     def __init__(
-        self, pool: AsyncConnectionPool[db.AsyncConn], settings: QueueSettings, url: str,
-        *, retry_after_cap: float = 3600.0,
+        self,
+        pool: AsyncConnectionPool[db.AsyncConn],
+        settings: QueueSettings,
+        url: str,
+        *,
+        retry_after_cap: float = 3600.0,
     ) -> None:
         self.pool = pool
         self.url = url
@@ -53,6 +57,7 @@ class Queue:
         return await stats.queue_stats(self.pool, live_only=live_only)
 
     async def close(self) -> None:
+        await self.jobs.waker.flush()
         await self.pool.close()
 
     async def __aenter__(self) -> Queue:

@@ -127,12 +127,15 @@ class DeleteResult:
     dead_lettered: int
     """Waiting jobs moved to the dead-letter queue with reason target-deleted."""
     running: int
-    """Deliveries still in flight; the target is kept until they finish."""
+    """Deliveries in flight; they finish their attempt (a failure goes to the DLQ)."""
 
 
 class TargetRegistry:
     def __init__(
-        self, pool: AsyncConnectionPool[AsyncConn], *, default_namespace: str = "default",
+        self,
+        pool: AsyncConnectionPool[AsyncConn],
+        *,
+        default_namespace: str = "default",
         cache_seconds: float = 5.0,
     ) -> None:
         self._pool = pool
@@ -170,7 +173,7 @@ class TargetRegistry:
 
     async def get(self, ref: str) -> TargetRow:
         """The target named ``namespace/name``, or ``name`` (see :meth:`resolve`)."""
-        target_id, full = await self.resolve(ref)
+        _, full = await self.resolve(ref)
         namespace, name = full.split("/", 1)
         rows = await self.list(namespace, name)
         if not rows:
@@ -211,26 +214,33 @@ class TargetRegistry:
         self._ids.clear()
 
     async def delete(self, ref: str) -> DeleteResult:
-        """Remove a target. Its waiting jobs go to the dead-letter queue (reason
-        ``target-deleted``) first; while deliveries are in flight the target stays and the
-        caller tries again (the operator's finalizer does)."""
-        target_id, full = await self.resolve(ref)
+        """Delete a target. Its waiting jobs go to the dead-letter queue (reason
+        ``target-deleted``), so nothing is dropped and they can be replayed to a recreated
+        target; deliveries in flight finish their attempt (a failed one goes to the DLQ
+        too, via the sweeper). The name is free for a new target at once."""
+        target_id, _ = await self.resolve(ref)
         async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(Q["lock_targets"], {"ids": [target_id]})
-            cur = await conn.execute(
-                J["bury_target_jobs"],
-                {"target_id": target_id,
-                 "message": f"target {full} was deleted while this job waited"},
-            )
+            cur = await conn.execute(Q["mark_target_deleted"], {"id": target_id})
+            deleted = await cur.fetchone() is not None
+            cur = await conn.execute(J["bury_deleted_targets_jobs"], {"target_id": target_id})
             buried = len(await cur.fetchall())
             cur = await conn.execute(J["count_running_for_target"], {"target_id": target_id})
             row = await cur.fetchone()
             running = int(row[0]) if row else 0  # type: ignore[call-overload]
-            if running:
-                return DeleteResult(deleted=False, dead_lettered=buried, running=running)
-            await conn.execute(Q["delete_target"], {"id": target_id})
         self.invalidate()
-        return DeleteResult(deleted=True, dead_lettered=buried, running=0)
+        return DeleteResult(deleted=deleted, dead_lettered=buried, running=running)
+
+    async def sweep_deleted(self) -> int:
+        """Move waiting jobs of deleted targets to the DLQ (the sweeper's job)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(J["bury_deleted_targets_jobs"], {"target_id": None})
+            return len(await cur.fetchall())
+
+    async def purge_tombstones(self, older_than: float) -> int:
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(Q["purge_tombstones"], {"cutoff": cutoff})
+            return len(await cur.fetchall())
 
     async def auto_pause(self, target_id: int, reason: str) -> bool:
         async with self._pool.connection() as conn:

@@ -15,7 +15,9 @@ from typing import Any
 from herald_queue.errors import InvalidRequest
 from herald_queue.states import Priority
 
-_TARGET = re.compile(r"^(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_TARGET = re.compile(
+    r"^(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+)
 KEY_MAX = 256
 FIELDS = ("target", "payload", "priority", "idempotencyKey", "orderingKey", "runAt")
 
@@ -48,8 +50,9 @@ def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> s
     size = len(text.encode("utf-8"))
     if size > max_bytes:
         raise InvalidRequest(
-            field, f"is {size} bytes of JSON, more than the limit of {max_bytes} bytes "
-            "(HERALD_MAX_PAYLOAD_BYTES)"
+            field,
+            f"is {size} bytes of JSON, more than the limit of {max_bytes} bytes "
+            "(HERALD_MAX_PAYLOAD_BYTES)",
         )
     return text
 
@@ -69,7 +72,9 @@ def _key(body: Mapping[str, Any], name: str, prefix: str) -> str | None:
 
 def parse_time(value: Any, field: str) -> dt.datetime:
     if not isinstance(value, str):
-        raise InvalidRequest(field, "must be an RFC 3339 timestamp string, e.g. 2026-11-20T10:00:00Z")
+        raise InvalidRequest(
+            field, "must be an RFC 3339 timestamp string, e.g. 2026-11-20T10:00:00Z"
+        )
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -100,12 +105,18 @@ def parse_job(body: Any, *, max_payload_bytes: int, prefix: str = "") -> JobRequ
         )
     target = body.get("target")
     if not isinstance(target, str) or not target:
-        raise InvalidRequest(f"{prefix}target", "is required: the PublishingTarget name or namespace/name")
+        raise InvalidRequest(
+            f"{prefix}target", "is required: the PublishingTarget name or namespace/name"
+        )
     if not _TARGET.match(target):
-        raise InvalidRequest(f"{prefix}target", f"{target!r} is not a target name or namespace/name")
+        raise InvalidRequest(
+            f"{prefix}target", f"{target!r} is not a target name or namespace/name"
+        )
     if "payload" not in body:
         raise InvalidRequest(f"{prefix}payload", "is required (any JSON value)")
-    payload_json = encode_payload(body["payload"], max_bytes=max_payload_bytes, field=f"{prefix}payload")
+    payload_json = encode_payload(
+        body["payload"], max_bytes=max_payload_bytes, field=f"{prefix}payload"
+    )
     priority = parse_priority(body.get("priority", "medium"), f"{prefix}priority")
     run_at = body.get("runAt")
     return JobRequest(

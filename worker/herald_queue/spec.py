@@ -23,10 +23,18 @@ TYPES = ("webhook", "slack", "pagerduty")
 # DNS-1123 subdomain, as Kubernetes requires of object names.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+MAX_HEADERS = 64
 # Headers Herald sets itself; a target may not override them.
 RESERVED_HEADERS = frozenset(
-    {"content-type", "content-length", "host", "webhook-id", "webhook-timestamp",
-     "webhook-signature", "user-agent"}
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "user-agent",
+    }
 )
 
 
@@ -124,16 +132,27 @@ class _Problems:
 
 
 def _number(
-    problems: _Problems, data: Mapping[str, Any], key: str, path: str, default: float, *,
-    minimum: float, maximum: float, integer: bool = False, exclusive_min: bool = False,
+    problems: _Problems,
+    data: Mapping[str, Any],
+    key: str,
+    path: str,
+    default: float,
+    *,
+    minimum: float,
+    maximum: float,
+    integer: bool = False,
+    exclusive_min: bool = False,
 ) -> float:
     if key not in data or data[key] is None:
         return default
     value = data[key]
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-        integer and not float(value).is_integer()
-    ) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (integer and not float(value).is_integer())
+        or not math.isfinite(value)
+    ):
         problems.add(f"{path}.{key}", f"must be {kind}, got {value!r}")
         return default
     low_ok = value > minimum if exclusive_min else value >= minimum
@@ -144,7 +163,9 @@ def _number(
     return int(value) if integer else float(value)
 
 
-def _mapping(problems: _Problems, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+def _mapping(
+    problems: _Problems, data: Mapping[str, Any], key: str, path: str
+) -> Mapping[str, Any]:
     value = data.get(key)
     if value is None:
         return {}
@@ -165,6 +186,8 @@ def check_url(url: str) -> str | None:
         return f"must be an http:// or https:// URL, got {url!r}"
     if not parts.hostname:
         return f"has no host: {url!r}"
+    if any(c.isspace() for c in url):
+        return f"must not contain whitespace: {url!r}"
     return None
 
 
@@ -173,8 +196,17 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
     problems = _Problems()
     if not isinstance(spec, Mapping):
         raise InvalidTarget(f"spec: must be an object, got {type(spec).__name__}")
-    known = {"type", "url", "secretRef", "headers", "timeoutSeconds", "retry",
-             "circuitBreaker", "rateLimit", "paused"}
+    known = {
+        "type",
+        "url",
+        "secretRef",
+        "headers",
+        "timeoutSeconds",
+        "retry",
+        "circuitBreaker",
+        "rateLimit",
+        "paused",
+    }
     for key in spec:
         if key not in known:
             problems.add(f"spec.{key}", f"unknown field (known: {', '.join(sorted(known))})")
@@ -193,14 +225,17 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
 
     secret_name = None
     secret_ref = _mapping(problems, spec, "secretRef", "spec")
-    if secret_ref:
+    if "secretRef" in spec and spec["secretRef"] is not None:
         secret_name = secret_ref.get("name")
         if not isinstance(secret_name, str) or not _NAME.match(secret_name):
             problems.add("spec.secretRef.name", f"must be a Secret name, got {secret_name!r}")
             secret_name = None
 
     headers: dict[str, str] = {}
-    for name, value in _mapping(problems, spec, "headers", "spec").items():
+    raw_headers = _mapping(problems, spec, "headers", "spec")
+    if len(raw_headers) > MAX_HEADERS:
+        problems.add("spec.headers", f"at most {MAX_HEADERS} headers, got {len(raw_headers)}")
+    for name, value in raw_headers.items():
         path = f"spec.headers.{name}"
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
             problems.add(path, "is not a valid HTTP header name")
@@ -211,49 +246,100 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
         else:
             headers[name] = value
 
-    timeout = _number(problems, spec, "timeoutSeconds", "spec", 10.0, minimum=0, maximum=300,
-                      exclusive_min=True)
+    timeout = _number(
+        problems, spec, "timeoutSeconds", "spec", 10.0, minimum=0, maximum=300, exclusive_min=True
+    )
 
     r = _mapping(problems, spec, "retry", "spec")
     retry = RetryPolicy(
-        max_attempts=int(_number(problems, r, "maxAttempts", "spec.retry", 5, minimum=1,
-                                 maximum=100, integer=True)),
-        initial_backoff=_number(problems, r, "initialBackoffSeconds", "spec.retry", 2.0,
-                                minimum=0, maximum=86_400),
-        max_backoff=_number(problems, r, "maxBackoffSeconds", "spec.retry", 30.0, minimum=0,
-                            maximum=86_400),
-        multiplier=_number(problems, r, "multiplier", "spec.retry", 2.0, minimum=1,
-                           maximum=10),
-        jitter=_number(problems, r, "jitterSeconds", "spec.retry", 1.0, minimum=0,
-                       maximum=3_600),
+        max_attempts=int(
+            _number(
+                problems, r, "maxAttempts", "spec.retry", 5, minimum=1, maximum=100, integer=True
+            )
+        ),
+        initial_backoff=_number(
+            problems, r, "initialBackoffSeconds", "spec.retry", 2.0, minimum=0, maximum=86_400
+        ),
+        max_backoff=_number(
+            problems, r, "maxBackoffSeconds", "spec.retry", 30.0, minimum=0, maximum=86_400
+        ),
+        multiplier=_number(problems, r, "multiplier", "spec.retry", 2.0, minimum=1, maximum=10),
+        jitter=_number(problems, r, "jitterSeconds", "spec.retry", 1.0, minimum=0, maximum=3_600),
         schedule=_schedule(problems, r.get("scheduleSeconds")),
     )
     if retry.max_backoff < retry.initial_backoff:
-        problems.add("spec.retry.maxBackoffSeconds",
-                     f"must be at least initialBackoffSeconds ({retry.initial_backoff:g}), "
-                     f"got {retry.max_backoff:g}")
+        problems.add(
+            "spec.retry.maxBackoffSeconds",
+            f"must be at least initialBackoffSeconds ({retry.initial_backoff:g}), "
+            f"got {retry.max_backoff:g}",
+        )
 
     c = _mapping(problems, spec, "circuitBreaker", "spec")
     breaker = CircuitBreakerPolicy(
-        failure_threshold=int(_number(problems, c, "failureThreshold", "spec.circuitBreaker", 5,
-                                      minimum=1, maximum=1_000, integer=True)),
-        open_seconds=_number(problems, c, "openSeconds", "spec.circuitBreaker", 30.0,
-                             minimum=0, maximum=86_400, exclusive_min=True),
-        half_open_probes=int(_number(problems, c, "halfOpenProbes", "spec.circuitBreaker", 1,
-                                     minimum=1, maximum=100, integer=True)),
+        failure_threshold=int(
+            _number(
+                problems,
+                c,
+                "failureThreshold",
+                "spec.circuitBreaker",
+                5,
+                minimum=1,
+                maximum=1_000,
+                integer=True,
+            )
+        ),
+        open_seconds=_number(
+            problems,
+            c,
+            "openSeconds",
+            "spec.circuitBreaker",
+            30.0,
+            minimum=0,
+            maximum=86_400,
+            exclusive_min=True,
+        ),
+        half_open_probes=int(
+            _number(
+                problems,
+                c,
+                "halfOpenProbes",
+                "spec.circuitBreaker",
+                1,
+                minimum=1,
+                maximum=100,
+                integer=True,
+            )
+        ),
     )
 
     rate_limit = None
     rl = _mapping(problems, spec, "rateLimit", "spec")
-    if rl:
+    if "rateLimit" in spec and spec["rateLimit"] is not None:
         if "requestsPerSecond" not in rl:
             problems.add("spec.rateLimit.requestsPerSecond", "is required when rateLimit is set")
         else:
-            rps = _number(problems, rl, "requestsPerSecond", "spec.rateLimit", 1.0, minimum=0,
-                          maximum=100_000, exclusive_min=True)
-            burst = int(_number(problems, rl, "burst", "spec.rateLimit",
-                                max(1, math.ceil(rps)), minimum=1, maximum=1_000_000,
-                                integer=True))
+            rps = _number(
+                problems,
+                rl,
+                "requestsPerSecond",
+                "spec.rateLimit",
+                1.0,
+                minimum=0,
+                maximum=100_000,
+                exclusive_min=True,
+            )
+            burst = int(
+                _number(
+                    problems,
+                    rl,
+                    "burst",
+                    "spec.rateLimit",
+                    max(1, math.ceil(rps)),
+                    minimum=1,
+                    maximum=1_000_000,
+                    integer=True,
+                )
+            )
             rate_limit = RateLimit(requests_per_second=rps, burst=burst)
 
     paused = spec.get("paused", False)
@@ -261,12 +347,27 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
         problems.add("spec.paused", f"must be true or false, got {paused!r}")
         paused = False
 
+    if kind in ("webhook", "slack") and url is None and secret_name is None:
+        problems.add(
+            "spec.url",
+            "is required unless the Secret named by secretRef holds it (key url) or type is "
+            "pagerduty",
+        )
+
     if problems.items:
         raise InvalidTarget("; ".join(problems.items))
     assert isinstance(kind, str)
-    return TargetSpec(type=kind, url=url, secret_name=secret_name, headers=headers,
-                      timeout=timeout, retry=retry, circuit_breaker=breaker,
-                      rate_limit=rate_limit, paused=paused)
+    return TargetSpec(
+        type=kind,
+        url=url,
+        secret_name=secret_name,
+        headers=headers,
+        timeout=timeout,
+        retry=retry,
+        circuit_breaker=breaker,
+        rate_limit=rate_limit,
+        paused=paused,
+    )
 
 
 def _schedule(problems: _Problems, value: Any) -> tuple[float, ...]:
@@ -279,15 +380,17 @@ def _schedule(problems: _Problems, value: Any) -> tuple[float, ...]:
     steps = []
     for i, step in enumerate(value):
         if isinstance(step, bool) or not isinstance(step, int | float) or not 0 <= step <= 86_400:
-            problems.add(f"{path}[{i}]", f"must be a number of seconds from 0 to 86400, got {step!r}")
+            problems.add(
+                f"{path}[{i}]", f"must be a number of seconds from 0 to 86400, got {step!r}"
+            )
             return ()
         steps.append(float(step))
     return tuple(steps)
 
 
-def parse_target(manifest: Mapping[str, Any], *, default_namespace: str = "default") -> (
-    PublishingTarget
-):
+def parse_target(
+    manifest: Mapping[str, Any], *, default_namespace: str = "default"
+) -> PublishingTarget:
     """A PublishingTarget from a manifest (as ``kubectl apply`` takes it)."""
     if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
         raise InvalidTarget(
@@ -307,6 +410,8 @@ def parse_target(manifest: Mapping[str, Any], *, default_namespace: str = "defau
         raise InvalidTarget(f"PublishingTarget {namespace}/{name}: {exc}") from None
     generation = metadata.get("generation")
     return PublishingTarget(
-        namespace=namespace, name=name, spec=spec,
+        namespace=namespace,
+        name=name,
+        spec=spec,
         generation=generation if isinstance(generation, int) else 0,
     )

@@ -19,9 +19,9 @@ def _zero() -> dict[str, int]:
     return {s.value: 0 for s in JobState}
 
 
-async def queue_stats(pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False) -> (
-    dict[str, Any]
-):
+async def queue_stats(
+    pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False
+) -> dict[str, Any]:
     """``{"queued": n, "running": n, "retrying": n, "succeeded": n, "dead": n, "ready": n,
     "oldestReadyAgeSeconds": s, "byPriority": {...}, "byTarget": {...}}``.
 
@@ -42,8 +42,13 @@ async def queue_stats(pool: AsyncConnectionPool[AsyncConn], *, live_only: bool =
         n = int(r["n"])
         target = f"{r['namespace']}/{r['name']}"
         entry = by_target.setdefault(
-            target, _zero() | {"ready": 0, "oldestReadyAgeSeconds": None,
-                               "byPriority": {p.value: 0 for p in Priority}},
+            target,
+            _zero()
+            | {
+                "ready": 0,
+                "oldestReadyAgeSeconds": None,
+                "byPriority": {p.value: 0 for p in Priority},
+            },
         )
         totals[r["state"]] += n
         entry[r["state"]] += n

@@ -70,6 +70,7 @@ WITH picked AS (
         updated_at = now()
     FROM picked p
     LEFT JOIN herald.targets t ON t.namespace = p.target_namespace AND t.name = p.target_name
+                              AND t.deleted_at IS NULL
     WHERE d.id = p.id
     RETURNING d.id, d.job_id, t.id AS target_id, d.priority, d.payload, d.idempotency_key,
               d.ordering_key, d.job_created_at, d.replay_result
@@ -107,7 +108,8 @@ FROM marked m LEFT JOIN requeued r ON r.id = m.job_id;
 SELECT count(*) AS matched,
        count(*) FILTER (WHERE NOT EXISTS (
            SELECT 1 FROM herald.targets t
-           WHERE t.namespace = d.target_namespace AND t.name = d.target_name))
+           WHERE t.namespace = d.target_namespace AND t.name = d.target_name
+             AND t.deleted_at IS NULL))
            AS target_missing
 FROM (SELECT * FROM herald.dead_letters d
       WHERE NOT d.replayed

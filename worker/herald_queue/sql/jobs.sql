@@ -2,9 +2,9 @@
 -- name (herald_queue.sql). Parameters are always bound, never formatted in.
 
 -- name: enqueue_many
--- The general enqueue path (idempotency keys, ordering keys): the batch arrives as one
--- JSON document. A duplicate idempotency key inserts nothing; the caller then reads the
--- existing job. Jobs with an ordering key start held; normalize_chains decides the head.
+-- The general enqueue path (idempotency keys, ordering keys, run_at): the batch arrives
+-- as one JSON document. A duplicate idempotency key inserts nothing; the caller then reads
+-- the existing job. Jobs with an ordering key start held; normalize_chains picks the head.
 INSERT INTO herald.jobs (id, target_id, priority, payload, idempotency_key, ordering_key,
                          held, run_at, deadline)
 SELECT b.id, b.target_id, b.priority, b.payload, b.idempotency_key, b.ordering_key,
@@ -12,13 +12,17 @@ SELECT b.id, b.target_id, b.priority, b.payload, b.idempotency_key, b.ordering_k
        coalesce(b.run_at, now()),
        coalesce(b.run_at, now()) + make_interval(secs => b.budget)
 FROM json_to_recordset(%(batch)s::json) AS b(
-    id uuid, target_id integer, priority text, payload jsonb, idempotency_key text,
+    id uuid, target_id integer, priority text, payload json, idempotency_key text,
     ordering_key text, run_at timestamptz, budget double precision)
 ON CONFLICT (target_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
+-- name: transaction_time
+-- The COPY path takes run_at (and deadlines) from the transaction's time, like now().
+SELECT now();
+
 -- name: copy_jobs
--- The fast path for batches without idempotency or ordering keys.
+-- The fast path for batches without idempotency keys, ordering keys or run_at.
 COPY herald.jobs (id, target_id, priority, payload, run_at, deadline) FROM STDIN;
 
 -- name: find_by_idempotency_keys
@@ -79,6 +83,7 @@ WHERE j.id = ANY (ARRAY(
                    AS q (id, lim) ON q.id = tg.id
               WHERE NOT tg.paused
                 AND tg.auto_paused_reason IS NULL
+                AND tg.deleted_at IS NULL
                 AND CASE WHEN %(with_quotas)s THEN q.id IS NOT NULL
                          ELSE tg.circuit_state = 'closed' AND tg.rate_per_second IS NULL
                     END) AS eligible
@@ -265,34 +270,42 @@ SET state = 'dead', dead_reason = 'cancelled', finished_at = now(), held = false
 WHERE id = ANY (%(ids)s::uuid[]) AND state IN ('queued', 'retrying')
 RETURNING id, target_id, ordering_key;
 
--- name: bury_target_jobs
--- The target is being deleted: its waiting jobs go to the dead-letter queue (reason
--- "target-deleted") so nothing is dropped and they can be replayed to a recreated target.
-UPDATE herald.jobs
+-- name: bury_deleted_targets_jobs
+-- The waiting jobs of deleted targets go to the dead-letter queue (reason target-deleted),
+-- so nothing is dropped and they can be replayed to a recreated target. Run when a target
+-- is deleted and by the sweeper, which catches jobs enqueued while the deletion ran and
+-- retries of deliveries that were in flight.
+UPDATE herald.jobs j
 SET state = 'dead', dead_reason = 'target-deleted', finished_at = now(), held = false,
-    last_error = %(message)s, last_error_class = 'permanent'
-WHERE target_id = %(target_id)s AND state IN ('queued', 'retrying')
-RETURNING id;
+    last_error = 'target ' || t.namespace || '/' || t.name
+                 || ' was deleted while this job waited',
+    last_error_class = 'permanent'
+FROM herald.targets t
+WHERE t.deleted_at IS NOT NULL AND j.target_id = t.id AND j.state IN ('queued', 'retrying')
+  AND (%(target_id)s::integer IS NULL OR t.id = %(target_id)s)
+RETURNING j.id;
 
 -- name: count_running_for_target
 SELECT count(*) AS running FROM herald.jobs WHERE target_id = %(target_id)s
   AND state = 'running';
 
 -- name: get_job
-SELECT j.id, t.namespace, t.name AS target_name, j.priority, j.state, j.payload,
+SELECT j.id, coalesce(t.namespace, '(deleted)') AS namespace,
+       coalesce(t.name, '(deleted)') AS target_name, j.priority, j.state, j.payload,
        j.idempotency_key, j.ordering_key, j.held, j.attempts, j.run_at, j.created_at,
        j.started_at, j.finished_at, j.last_error, j.last_error_class, j.last_http_status,
        j.dead_reason
-FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id
+FROM herald.jobs j LEFT JOIN herald.targets t ON t.id = j.target_id
 WHERE j.id = %(id)s;
 
 -- name: list_jobs
 -- Most recent first; id is a UUIDv7, so the primary key orders by enqueue time.
-SELECT j.id, t.namespace, t.name AS target_name, j.priority, j.state, j.payload,
+SELECT j.id, coalesce(t.namespace, '(deleted)') AS namespace,
+       coalesce(t.name, '(deleted)') AS target_name, j.priority, j.state, j.payload,
        j.idempotency_key, j.ordering_key, j.held, j.attempts, j.run_at, j.created_at,
        j.started_at, j.finished_at, j.last_error, j.last_error_class, j.last_http_status,
        j.dead_reason
-FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id
+FROM herald.jobs j LEFT JOIN herald.targets t ON t.id = j.target_id
 WHERE (%(state)s::text IS NULL OR j.state = %(state)s)
   AND (%(target_id)s::integer IS NULL OR j.target_id = %(target_id)s)
   AND (%(priority)s::text IS NULL OR j.priority = %(priority)s)

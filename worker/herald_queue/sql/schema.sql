@@ -12,7 +12,9 @@ CREATE TABLE herald.schema_migrations (
 );
 
 -- The target registry: one row per PublishingTarget, written by the operator (or by
--- `herald targets apply` locally), next to the live state every worker shares.
+-- `herald targets apply` locally), next to the live state every worker shares. A deleted
+-- target stays as a tombstone (deleted_at set) while jobs may still reference it, so its
+-- late jobs reach the DLQ under its name; the retention cleaner removes it later.
 CREATE TABLE herald.targets (
     id                  integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     namespace           text NOT NULL,
@@ -53,7 +55,7 @@ CREATE TABLE herald.targets (
     last_error_at       timestamptz,
     registered_at       timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT targets_namespace_name_key UNIQUE (namespace, name),
+    deleted_at          timestamptz,
     CONSTRAINT targets_open_until_check
         CHECK ((circuit_state = 'open') = (circuit_open_until IS NOT NULL)),
     CONSTRAINT targets_rate_check CHECK ((rate_per_second IS NULL) = (rate_burst IS NULL)),
@@ -61,16 +63,25 @@ CREATE TABLE herald.targets (
         CHECK ((auto_paused_reason IS NULL) = (auto_paused_at IS NULL))
 );
 
+-- One live target per namespace/name; tombstones do not count.
+CREATE UNIQUE INDEX targets_namespace_name_key ON herald.targets (namespace, name)
+    WHERE deleted_at IS NULL;
+
 -- The queue. Live jobs and, until the retention cleaner removes them, finished ones.
+-- target_id has no foreign key on purpose (a per-row check and lock on the hot path):
+-- target rows are never deleted while jobs reference them (see herald.targets), and the
+-- jobs of a deleted target are moved to the DLQ by its deletion and by the sweeper.
+-- The payload is json, not jsonb: stored and delivered byte for byte as submitted, and
+-- cheaper to write and read (Herald never queries inside it).
 CREATE TABLE herald.jobs (
     id               uuid PRIMARY KEY,
     -- Enqueue order, for FIFO among equal deadlines and for ordering-key chains.
     seq              bigint GENERATED ALWAYS AS IDENTITY,
-    target_id        integer NOT NULL REFERENCES herald.targets (id) ON DELETE CASCADE,
+    target_id        integer NOT NULL,
     priority         text NOT NULL CHECK (priority IN ('high', 'medium', 'low')),
     state            text NOT NULL DEFAULT 'queued'
                      CHECK (state IN ('queued', 'running', 'retrying', 'succeeded', 'dead')),
-    payload          jsonb NOT NULL,
+    payload          json NOT NULL,
     idempotency_key  text,
     ordering_key     text,
     -- True while an earlier job with the same ordering key is unfinished.
@@ -126,7 +137,7 @@ CREATE TABLE herald.dead_letters (
     target_namespace text NOT NULL,
     target_name      text NOT NULL,
     target_type      text NOT NULL,
-    payload          jsonb NOT NULL,
+    payload          json NOT NULL,
     target_config    jsonb NOT NULL,
     error_message    text NOT NULL,
     error_type       text NOT NULL CHECK (error_type IN ('transient', 'permanent', 'unknown')),
@@ -189,18 +200,3 @@ CREATE TRIGGER jobs_record_dead_letter
     AFTER UPDATE OF state ON herald.jobs
     FOR EACH ROW WHEN (NEW.state = 'dead' AND OLD.state <> 'dead')
     EXECUTE FUNCTION herald.record_dead_letter();
-
--- New jobs wake idle workers (LISTEN herald_jobs): once per statement, so a batch or a
--- COPY sends one notification.
-CREATE FUNCTION herald.notify_new_jobs() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('herald_jobs', '');
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER jobs_notify_new_jobs
-    AFTER INSERT ON herald.jobs
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION herald.notify_new_jobs();

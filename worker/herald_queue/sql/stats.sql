@@ -21,4 +21,5 @@ ORDER BY t.namespace, t.name, j.priority, j.state;
 SELECT count(*)::bigint AS ready
 FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id
 WHERE j.state IN ('queued', 'retrying') AND NOT j.held AND j.run_at <= now()
-  AND NOT t.paused AND t.auto_paused_reason IS NULL AND t.circuit_state <> 'open';
+  AND NOT t.paused AND t.auto_paused_reason IS NULL AND t.deleted_at IS NULL
+  AND t.circuit_state <> 'open';

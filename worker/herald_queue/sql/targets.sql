@@ -9,7 +9,7 @@ INSERT INTO herald.targets AS t (namespace, name, type, config, generation, paus
 VALUES (%(namespace)s, %(name)s, %(type)s, %(config)s, %(generation)s, %(paused)s,
         %(max_attempts)s, %(failure_threshold)s, %(open_seconds)s, %(half_open_probes)s,
         %(rate_per_second)s, %(rate_burst)s)
-ON CONFLICT (namespace, name) DO UPDATE
+ON CONFLICT (namespace, name) WHERE deleted_at IS NULL DO UPDATE
 SET type = EXCLUDED.type,
     config = EXCLUDED.config,
     generation = EXCLUDED.generation,
@@ -40,15 +40,31 @@ SELECT t.id, t.namespace, t.name, t.type, t.config, t.generation, t.paused,
        t.dead_lettered_total, t.last_delivery_at, t.last_error, t.last_error_class,
        t.last_error_at, t.registered_at, t.updated_at
 FROM herald.targets t
-WHERE (%(namespace)s::text IS NULL OR t.namespace = %(namespace)s)
+WHERE t.deleted_at IS NULL
+  AND (%(namespace)s::text IS NULL OR t.namespace = %(namespace)s)
   AND (%(name)s::text IS NULL OR t.name = %(name)s)
 ORDER BY t.namespace, t.name;
 
 -- name: find_target_namespaces
-SELECT id, namespace FROM herald.targets WHERE name = %(name)s ORDER BY namespace;
+SELECT id, namespace FROM herald.targets
+WHERE name = %(name)s AND deleted_at IS NULL
+ORDER BY namespace;
 
--- name: delete_target
-DELETE FROM herald.targets WHERE id = %(id)s RETURNING id;
+-- name: mark_target_deleted
+-- The target becomes a tombstone: nothing is claimed for it any more, its name is free
+-- for a new target, and its jobs still find its name and type for their dead letters.
+UPDATE herald.targets SET deleted_at = now(), updated_at = now()
+WHERE id = %(id)s AND deleted_at IS NULL
+RETURNING id;
+
+-- name: purge_tombstones
+-- Deleted targets no job refers to any more (finished jobs are gone after the job
+-- retention period, which the cutoff includes).
+DELETE FROM herald.targets t
+WHERE t.deleted_at < %(cutoff)s
+  AND NOT EXISTS (SELECT 1 FROM herald.jobs j
+                  WHERE j.target_id = t.id AND j.state IN ('queued', 'retrying', 'running'))
+RETURNING t.id;
 
 -- name: auto_pause_target
 -- The receiver said the endpoint is gone (410): hold every job of the target until its
@@ -71,7 +87,7 @@ RETURNING id, pg_notify('herald_jobs', '') IS NULL AS notified;
 -- Targets whose claims need a quota: rate-limited ones, and those whose circuit lets
 -- probes through (half-open, or open with its open period over).
 SELECT id FROM herald.targets
-WHERE NOT paused AND auto_paused_reason IS NULL
+WHERE NOT paused AND auto_paused_reason IS NULL AND deleted_at IS NULL
   AND (rate_per_second IS NOT NULL
        OR circuit_state = 'half_open'
        OR (circuit_state = 'open' AND circuit_open_until <= now()))
@@ -88,7 +104,8 @@ SELECT t.id, t.circuit_state, coalesce(t.circuit_open_until <= now(), false) AS 
        (SELECT count(*) FROM herald.jobs r
         WHERE r.target_id = t.id AND r.state = 'running')::integer AS running
 FROM herald.targets t
-WHERE t.id = ANY (%(ids)s::integer[]) AND NOT t.paused AND t.auto_paused_reason IS NULL;
+WHERE t.id = ANY (%(ids)s::integer[]) AND NOT t.paused AND t.auto_paused_reason IS NULL
+  AND t.deleted_at IS NULL;
 
 -- name: spend_quota
 -- After a quota claim: probes taken move an open circuit to half-open; tokens spent

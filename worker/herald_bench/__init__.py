@@ -1,0 +1,1 @@
+"""``herald bench``: figures measured, never asserted (see README, Benchmarks)."""
