@@ -63,3 +63,94 @@ async def eventually(
 async def set_db_clock_back(queue: Queue, sql: str, params: dict[str, Any]) -> None:
     async with queue.pool.connection() as conn:
         await conn.execute(sql.encode(), params)
+
+
+# -- helpers of the integration suites (tests/integration) ------------------------------
+
+
+async def open_queue(url: str, *, pool_max: int = 8, retry_after_cap: float = 3600.0,
+                     **settings: Any) -> Queue:
+    """A Queue on ``url`` with QueueSettings overrides (``budget_low=0.5``, ``lease=1``...).
+    Use as ``async with await open_queue(url) as q:`` so its pool is closed."""
+    from herald_queue.settings import DatabaseSettings, QueueSettings
+
+    return await Queue.open(
+        DatabaseSettings(pool_min=1, pool_max=pool_max), QueueSettings(**settings), url=url,
+        retry_after_cap=retry_after_cap,
+    )
+
+
+async def sql_rows(queue: Queue, query: str, params: Any = None) -> list[dict[str, Any]]:
+    """Rows of a statement run on its own (autocommit) connection, as dicts."""
+    from psycopg.rows import dict_row
+
+    async with queue.pool.connection() as conn:
+        cur = await conn.cursor(row_factory=dict_row).execute(query.encode(), params)
+        return await cur.fetchall() if cur.description else []
+
+
+async def sql_value(queue: Queue, query: str, params: Any = None) -> Any:
+    """The first column of the first row (None without rows)."""
+    rows = await sql_rows(queue, query, params)
+    return next(iter(rows[0].values())) if rows else None
+
+
+async def sql_exec(queue: Queue, query: str, params: Any = None) -> int:
+    """Run a statement; the number of rows it touched."""
+    async with queue.pool.connection() as conn:
+        cur = await conn.execute(query.encode(), params)
+        return cur.rowcount
+
+
+async def make_ready(queue: Queue, where: str = "true", params: Any = None) -> int:
+    """Move waiting jobs (queued/retrying) matching ``where`` so that they are due now,
+    keeping the distance between run_at and deadline (the priority budget)."""
+    return await sql_exec(
+        queue,
+        "UPDATE herald.jobs SET deadline = deadline - (run_at - now()) - interval '1 ms', "
+        "run_at = now() - interval '1 ms' "
+        f"WHERE state IN ('queued', 'retrying') AND run_at > now() - interval '1 ms' "
+        f"AND ({where})",
+        params,
+    )
+
+
+async def expire_leases(queue: Queue, worker: str | None = None) -> int:
+    """Make the leases of running jobs (of ``worker``, or all) expired."""
+    return await sql_exec(
+        queue,
+        "UPDATE herald.jobs SET lease_expires_at = now() - interval '1 second' "
+        "WHERE state = 'running' AND (%(w)s::text IS NULL OR leased_by = %(w)s)",
+        {"w": worker},
+    )
+
+
+async def job_rows(queue: Queue, where: str = "true", params: Any = None) -> list[dict[str, Any]]:
+    """herald.jobs rows (in enqueue order) matching ``where``."""
+    return await sql_rows(queue, f"SELECT * FROM herald.jobs WHERE {where} ORDER BY seq", params)
+
+
+async def target_row(queue: Queue, name: str = "hook") -> dict[str, Any]:
+    rows = await sql_rows(queue, "SELECT * FROM herald.targets WHERE name = %s", [name])
+    assert rows, f"no target {name!r}"
+    return rows[0]
+
+
+async def claim_all(queue: Queue, worker: str = "w", limit: int = 1000) -> list[Any]:
+    """Everything claimable now, in claim order (claims until one comes back empty)."""
+    out: list[Any] = []
+    while batch := await queue.jobs.claim(worker, limit):
+        out += batch
+    return out
+
+
+def failure(claimed: Any, error_class: str = "transient", *, message: str = "boom",
+            http_status: int | None = None, retry_after: float | None = None) -> Any:
+    """A Failure of a claimed job (error_class: transient, permanent, unknown)."""
+    from herald_queue.models import Failure
+    from herald_queue.states import ErrorClass
+
+    if http_status is None:
+        http_status = {"transient": 503, "permanent": 400}.get(error_class)
+    return Failure(job=claimed, error_class=ErrorClass(error_class), message=message,
+                   http_status=http_status, retry_after=retry_after)

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
+from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.models import Failure
 from herald_queue.queue import Queue
 from herald_queue.states import ErrorClass, JobState
-
 from tests.helpers import job, register
 
 
@@ -18,13 +18,18 @@ async def test_enqueue_claim_complete(queue: Queue) -> None:
     assert len(claimed) == 41
     out = await queue.jobs.complete("w1", claimed[:30])
     assert len(out.completed) == 30
-    fails = await queue.jobs.fail("w1", [Failure(job=j, error_class=ErrorClass.TRANSIENT, message="boom") for j in claimed[30:35]])
+    fails = await queue.jobs.fail("w1", [
+        Failure(job=j, error_class=ErrorClass.TRANSIENT, message="boom") for j in claimed[30:35]
+    ])
     assert {f.state for f in fails} <= {JobState.RETRYING, JobState.QUEUED}
-    fails = await queue.jobs.fail("w1", [Failure(job=j, error_class=ErrorClass.PERMANENT, message="bad", http_status=400) for j in claimed[35:]])
+    fails = await queue.jobs.fail("w1", [
+        Failure(job=j, error_class=ErrorClass.PERMANENT, message="bad", http_status=400)
+        for j in claimed[35:]
+    ])
     assert {f.state for f in fails} == {JobState.DEAD}
     page = await queue.dead_letters.list()
     assert len(page.items) == 6
     stats = await queue.stats()
     assert stats["succeeded"] == 30 and stats["dead"] == 6
-    rep = await queue.dead_letters.replay(__import__("herald_queue.dead_letters").dead_letters.DeadLetterFilter())
+    rep = await queue.dead_letters.replay(DeadLetterFilter())
     assert rep.replayed == 6
