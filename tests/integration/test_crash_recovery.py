@@ -9,9 +9,11 @@ with reason ``attempts-exhausted`` when its attempts are spent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -35,24 +37,48 @@ from tests.helpers import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def start_holder(url: str, worker: str, *extra: str) -> tuple[asyncio.subprocess.Process,
-                                                                    list[uuid.UUID],
-                                                                    list[uuid.UUID]]:
+@contextlib.asynccontextmanager
+async def holder(url: str, worker: str, *extra: str) -> AsyncIterator[
+    tuple[asyncio.subprocess.Process, list[uuid.UUID], list[uuid.UUID]]
+]:
     """A claimer process that claims one batch, completes some of it and hangs, holding the
-    rest; returns it with the ids it claimed and those it completed."""
+    rest: (the process, the ids it claimed, those it completed). Killed on exit at the
+    latest."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.integration.claimer", url, worker, "--hold", *extra,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    claimed: list[uuid.UUID] = []
-    completed: list[uuid.UUID] = []
-    while True:
-        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().split()
-        assert line, f"claimer exited: {(await proc.communicate())[1].decode()}"
-        if line == ["holding"]:
-            return proc, claimed, completed
-        {"claimed": claimed, "completed": completed}[line[0]].append(uuid.UUID(line[1]))
+    try:
+        assert proc.stdout is not None
+        claimed: list[uuid.UUID] = []
+        completed: list[uuid.UUID] = []
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().split()
+            assert line, "the claimer exited before holding its batch"
+            if line == ["holding"]:
+                break
+            {"claimed": claimed, "completed": completed}[line[0]].append(uuid.UUID(line[1]))
+        yield proc, claimed, completed
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+
+
+async def run_to_end(url: str, worker: str) -> dict[str, list[uuid.UUID]]:
+    """A claimer process that claims and completes until nothing waits; what it did."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.claimer", url, worker, "--batch", "25",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    words = out.decode().split()
+    assert words[-1] == "done"
+    seen: dict[str, list[uuid.UUID]] = {"claimed": [], "completed": [], "lost": []}
+    for verb, value in zip(words[:-1:2], words[1:-1:2], strict=True):
+        seen[verb].append(uuid.UUID(value))
+    return seen
 
 
 async def kill(proc: asyncio.subprocess.Process) -> None:
@@ -65,11 +91,11 @@ async def test_killed_claimer_jobs_are_rescued_and_completed_by_another(queue: Q
     await register(queue, retry={"maxAttempts": 5})
     enqueued = {r.id for r in await queue.jobs.enqueue_many([job(payload={"i": i})
                                                              for i in range(100)])}
-    proc, claimed, completed = await start_holder(
-        queue.url, "victim", "--batch", "60", "--complete", "20")
-    assert len(claimed) == 60 and completed == claimed[:20]
-    held = set(claimed) - set(completed)
-    await kill(proc)
+    async with holder(queue.url, "victim", "--batch", "60", "--complete", "20") as (
+            proc, claimed, completed):
+        assert len(claimed) == 60 and completed == claimed[:20]
+        held = set(claimed) - set(completed)
+        await kill(proc)
 
     # The dead worker's jobs stay leased to it until the lease expires: nothing to rescue.
     assert await queue.jobs.rescue_expired() == []
@@ -87,13 +113,14 @@ async def test_killed_claimer_jobs_are_rescued_and_completed_by_another(queue: Q
     assert all("lease expired" in r["last_error"] for r in rows)
     assert await queue.jobs.rescue_expired() == [], "a rescue is done once"
 
-    # Their backoff over, another claimer takes everything left and completes it.
+    # Their backoff over, another claimer process takes everything left and completes it.
     await make_ready(queue)
-    rest = await claim_all(queue, "survivor")
-    assert {j.id for j in rest} == enqueued - set(completed)
-    assert {j.attempts for j in rest if j.id in held} == {2}
-    done = await queue.jobs.complete("survivor", rest)
-    assert done.lost == []
+    survivor = await run_to_end(queue.url, "survivor")
+    assert sorted(survivor["claimed"]) == sorted(enqueued - set(completed))
+    assert sorted(survivor["completed"]) == sorted(survivor["claimed"])
+    assert survivor["lost"] == []
+    rows = await job_rows(queue, "id = ANY(%s)", [list(held)])
+    assert {(r["state"], r["attempts"]) for r in rows} == {("succeeded", 2)}
 
     # The dead worker's completions stand, and completing as the victim now changes nothing.
     rows = await sql_rows(queue, "SELECT state, count(*) AS n FROM herald.jobs GROUP BY 1")
@@ -105,8 +132,9 @@ async def test_short_lease_expires_by_itself(queue: Queue) -> None:
     """With a real (short) lease instead of SQL: the rescuer finds the jobs once it runs out."""
     await register(queue)
     await queue.jobs.enqueue_many([job(payload={"i": i}) for i in range(10)])
-    proc, claimed, _ = await start_holder(queue.url, "victim", "--batch", "10", "--lease", "0.5")
-    await kill(proc)
+    async with holder(queue.url, "victim", "--batch", "10", "--lease", "0.5") as (
+            proc, claimed, _):
+        await kill(proc)
     lease = await sql_rows(
         queue, "SELECT min(lease_expires_at - started_at) AS lease FROM herald.jobs")
     assert lease[0]["lease"].total_seconds() == pytest.approx(0.5, abs=0.01)
@@ -128,6 +156,25 @@ async def test_lease_renewed_by_heartbeat_is_not_rescued(queue: Queue) -> None:
     assert await queue.jobs.rescue_expired() == []
     assert await queue.jobs.heartbeat("w2", [claimed.id]) == [claimed.id], "not w2's lease"
     assert (await queue.jobs.complete("w1", [claimed])).completed == [claimed.id]
+
+
+async def test_late_settlement_by_the_lost_worker_is_refused(queue: Queue) -> None:
+    """A worker that stalled past its lease (not dead) comes back after the rescue: its
+    completion and its heartbeat report the job as lost; the job is delivered again."""
+    await register(queue)
+    await queue.jobs.enqueue(job())
+    [claimed] = await queue.jobs.claim("slow", 10)
+    await expire_leases(queue)
+    assert len(await queue.jobs.rescue_expired()) == 1
+    assert await queue.jobs.heartbeat("slow", [claimed.id]) == [claimed.id]
+    done = await queue.jobs.complete("slow", [claimed])
+    assert (done.completed, done.lost) == ([], [claimed.id])
+    assert await queue.jobs.fail("slow", [failure(claimed)]) == []
+    [row] = await job_rows(queue)
+    assert (row["state"], row["attempts"]) == ("retrying", 1)
+    await make_ready(queue)
+    [again] = await queue.jobs.claim("fast", 10)
+    assert (again.id, again.attempts) == (claimed.id, 2)
 
 
 async def test_rescue_after_the_last_attempt_dead_letters(queue: Queue) -> None:

@@ -245,7 +245,8 @@ async def test_concurrent_enqueues_to_one_chain_never_run_two_at_once(
             job(payload={"who": "blocker"}, ordering_key=blocker),
         ]))
         await eventually(lambda: sql_value(
-            queue, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"),
+            queue, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
             message="B waits for the blocker's chain lock")
         first = await queue.jobs.enqueue(job(payload={"who": "A"}, ordering_key=key))
         [ja] = await queue.jobs.claim("w", 10)

@@ -19,7 +19,7 @@ import uuid
 
 from herald_queue.models import ClaimedJob
 from herald_queue.states import Priority
-from tests.helpers import claim_all, job, open_queue, register, sql_value
+from tests.helpers import claim_all, eventually, job, open_queue, register, sql_value
 
 HIGH, MEDIUM, LOW = Priority.HIGH, Priority.MEDIUM, Priority.LOW
 
@@ -109,12 +109,15 @@ async def test_low_job_not_starved_by_a_flood_of_high_jobs(db_url: str) -> None:
                 if not batch:
                     await asyncio.sleep(0.001)
 
+        async def backlog(n: int) -> bool:
+            waiting = await sql_value(
+                queue, "SELECT count(*) FROM herald.jobs WHERE state = 'queued'")
+            return bool(waiting >= n)
+
         tasks = [asyncio.create_task(producer()), asyncio.create_task(consumer())]
         try:
             # Mid-flood: once a backlog of high jobs is waiting.
-            while await sql_value(
-                    queue, "SELECT count(*) FROM herald.jobs WHERE state = 'queued'") < 200:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: backlog(200), timeout=20, message="a backlog")
             low_id = (await queue.jobs.enqueue(job(payload={"low": True}, priority=LOW))).id
             await asyncio.wait_for(stop.wait(), timeout=30)
         finally:
