@@ -9,6 +9,7 @@ Retry state lives in the database: after a failure the job is ``retrying`` with
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any
@@ -371,3 +372,25 @@ async def test_rate_limit_is_a_shared_token_bucket(queue: Queue) -> None:
                               "now() - interval '1 second' WHERE id = %s", [hook_id])
         assert len(await other.jobs.claim("w2", 100)) == 5, "5 tokens a second"
         assert len(await queue.jobs.claim("w", 100)) <= 1
+
+
+async def test_replicas_share_probes_and_tokens(queue: Queue) -> None:
+    """Four workers (each its own pool and caches) claim at the same instant: together
+    they take exactly the half-open probes of one target and the burst of another."""
+    await open_circuit(queue, 10, halfOpenProbes=2)
+    limited = await register(queue, "limited", rateLimit={"requestsPerSecond": 1, "burst": 7})
+    await queue.jobs.enqueue_many([job("limited", {"i": i}) for i in range(30)])
+    await end_open_period(queue)
+    replicas = [await open_queue(queue.url, pool_max=2) for _ in range(4)]
+    try:
+        claims = await asyncio.gather(*(
+            r.jobs.claim(f"replica-{n}", 50) for n, r in enumerate(replicas)))
+    finally:
+        for r in replicas:
+            await r.close()
+    taken = [j for c in claims for j in c]
+    assert len({j.id for j in taken}) == len(taken)
+    hook = (await target_row(queue))["id"]
+    assert sum(j.target_id == hook for j in taken) == 2, "the probes, no more"
+    assert sum(j.target_id == limited for j in taken) == 7, "the burst, no more"
+    assert (await target_row(queue))["circuit_state"] == "half_open"
