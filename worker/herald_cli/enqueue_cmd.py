@@ -98,8 +98,8 @@ async def run(args: argparse.Namespace) -> int:
             raise InvalidRequest("stdin", "give --target and --payload, or pipe JSON lines in")
         requests = _from_stdin(max_bytes)
     async with open_queue() as queue:
-        for r in {r.target for r in requests}:  # every target exists before anything is written
-            await queue.registry.resolve(r)
+        for target in {r.target for r in requests}:  # every target exists before writing
+            await queue.registry.resolve(target)
         results = []
         for start in range(0, len(requests), BATCH):
             results += await queue.jobs.enqueue_many(requests[start : start + BATCH])

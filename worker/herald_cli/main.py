@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("jobs", "jobs_cmd", "show or list jobs"),
     ("stats", "stats_cmd", "queue depth per state, priority and target"),
     ("dlq", "dlq_cmd", "list, show, replay and purge dead letters"),
+    ("worker", "worker_cmd", "run the delivery worker (the data plane)"),
     ("bench", "bench_cmd", "measure enqueue, drain and latency figures"),
     ("db", "db_cmd", "manage the embedded PostgreSQL"),
 ]

@@ -15,9 +15,10 @@ from herald_queue.db import AsyncConn
 J = sql.load("jobs")
 
 
-async def settle(conn: AsyncConn, chains: Iterable[tuple[int, str]]) -> None:
-    """Normalize the given (target_id, ordering_key) chains; ``conn`` is in a transaction."""
-    unique = sorted(set(chains))
+async def settle(conn: AsyncConn, chains: Iterable[tuple[int, str | None]]) -> None:
+    """Normalize the given (target_id, ordering_key) chains (entries without a key are
+    ignored); ``conn`` is in a transaction."""
+    unique = sorted({(t, k) for t, k in chains if k is not None})
     if not unique:
         return
     params = {"target_ids": [t for t, _ in unique], "keys": [k for _, k in unique]}

@@ -11,10 +11,11 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from psycopg.rows import dict_row
+from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import admission, chains, sql
@@ -126,8 +127,8 @@ class JobStore:
                     {"target_ids": [t for t, _ in keyed], "keys": [k for _, k in keyed]},
                 )
                 for job_id, target_id, key, state in await cur.fetchall():
-                    existing[(target_id, key)] = (job_id, state)  # type: ignore[index]
-            await chains.settle(conn, ordered)  # type: ignore[arg-type]
+                    existing[(int(str(target_id)), str(key))] = (uuid.UUID(str(job_id)), str(state))
+            await chains.settle(conn, ordered)
         results = []
         for job_id, r in zip(ids, requests, strict=True):
             target_id, ref = resolved[r.target]
@@ -211,7 +212,9 @@ class JobStore:
         *,
         with_quotas: bool,
     ) -> list[ClaimedJob]:
-        cur = await conn.cursor(row_factory=dict_row).execute(
+        cur = conn.cursor(row_factory=dict_row)
+        cur.adapters.register_loader("json", TextLoader)  # payloads stay byte-exact text
+        await cur.execute(
             J["claim"],
             {
                 "worker": worker,
@@ -274,7 +277,7 @@ class JobStore:
             if keyed:
                 async with conn.transaction():
                     row = await (await conn.execute(J["complete"], params)).fetchone()
-                    await chains.settle(conn, keyed)  # type: ignore[arg-type]
+                    await chains.settle(conn, keyed)
             else:
                 row = await (await conn.execute(J["complete"], params)).fetchone()
         assert row is not None
@@ -328,7 +331,7 @@ class JobStore:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.cursor(row_factory=dict_row).execute(J["fail"], params)
             rows = await cur.fetchall()
-            await chains.settle(conn, keyed)  # type: ignore[arg-type]
+            await chains.settle(conn, keyed)
         return [
             FailureOutcome(
                 id=r["id"],
@@ -389,7 +392,7 @@ class JobStore:
                     id=r["id"],
                     target_id=r["target_id"],
                     priority=Priority(r["priority"]),
-                    payload=None,
+                    payload_json="null",
                     attempts=r["attempts"],
                     idempotency_key=None,
                     ordering_key=r["ordering_key"],
@@ -418,7 +421,7 @@ class JobStore:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(J["cancel"], {"ids": list(ids), "message": reason})
             rows = await cur.fetchall()
-            await chains.settle(conn, [(r[1], r[2]) for r in rows if r[2]])  # type: ignore[misc]
+            await chains.settle(conn, [(int(str(r[1])), str(r[2])) for r in rows if r[2]])
         return [r[0] for r in rows]  # type: ignore[misc]
 
     # -- read --------------------------------------------------------------------------
@@ -472,7 +475,7 @@ def _claimed(row: dict[str, Any]) -> ClaimedJob:
         id=row["id"],
         target_id=row["target_id"],
         priority=Priority(row["priority"]),
-        payload=row["payload"],
+        payload_json=row["payload"],
         attempts=row["attempts"],
         idempotency_key=row["idempotency_key"],
         ordering_key=row["ordering_key"],
@@ -499,7 +502,3 @@ def _record_json(job_id: int, target_id: int, r: JobRequest, budget: float) -> s
 
 def _clip(message: str, limit: int = 2000) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
-
-
-def chains_of(jobs: Iterable[ClaimedJob]) -> list[tuple[int, str]]:
-    return [(j.target_id, j.ordering_key) for j in jobs if j.ordering_key]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
@@ -36,7 +37,8 @@ class ClaimedJob:
     id: uuid.UUID
     target_id: int
     priority: Priority
-    payload: Any
+    payload_json: str
+    """The payload exactly as stored (and as a webhook receiver gets it)."""
     attempts: int
     """Attempts including this one (1 on the first delivery)."""
     idempotency_key: str | None
@@ -44,6 +46,10 @@ class ClaimedJob:
     created_at: dt.datetime
     run_at: dt.datetime
     lease_expires_at: dt.datetime
+
+    @property
+    def payload(self) -> Any:
+        return json.loads(self.payload_json)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,18 @@ def _zero() -> dict[str, int]:
     return {s.value: 0 for s in JobState}
 
 
+async def count_rows(
+    pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False
+) -> list[dict[str, Any]]:
+    """One row per (namespace, name, priority, state) with ``n``, ``ready`` and
+    ``oldest_ready_age_seconds``."""
+    async with pool.connection() as conn:
+        cur = await conn.cursor(row_factory=dict_row).execute(
+            S["job_counts"], {"live_only": live_only}
+        )
+        return await cur.fetchall()
+
+
 async def queue_stats(
     pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False
 ) -> dict[str, Any]:
@@ -28,11 +40,7 @@ async def queue_stats(
     ``succeeded`` and ``dead`` count the finished jobs still kept (HERALD_JOB_RETENTION);
     with ``live_only`` they are not counted at all (cheaper, for samplers).
     """
-    async with pool.connection() as conn:
-        cur = await conn.cursor(row_factory=dict_row).execute(
-            S["job_counts"], {"live_only": live_only}
-        )
-        rows = await cur.fetchall()
+    rows = await count_rows(pool, live_only=live_only)
     totals = _zero()
     by_priority = {p.value: _zero() | {"ready": 0} for p in Priority}
     by_target: dict[str, dict[str, Any]] = {}

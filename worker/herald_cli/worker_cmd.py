@@ -1,0 +1,32 @@
+"""``herald worker [--targets PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run the delivery worker: claims jobs, delivers them, serves the HTTP API and /metrics "
+        "on HERALD_HTTP_PORT (default 8080). SIGTERM stops it gracefully."
+    )
+    parser.add_argument(
+        "--targets",
+        type=Path,
+        metavar="PATH",
+        help="register the PublishingTargets in this file or directory first, "
+        "and read Secrets from the Secret manifests found with them (local use)",
+    )
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        help="run `herald migrate` first (always done with the embedded database)",
+    )
+    parser.add_argument("--name", help="worker id in leases and logs (default host-pid-random)")
+
+
+async def run(args: argparse.Namespace) -> int:
+    from herald_worker.process import Options, serve
+
+    return await serve(Options(targets=args.targets, migrate=args.migrate, name=args.name))

@@ -1,0 +1,98 @@
+"""The aiohttp application: routes, authentication, errors, request metrics."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from herald_worker.api import dead_letters, jobs, ops
+from herald_worker.api.context import CONTEXT, ApiContext
+from herald_worker.api.errors import error_response, errors_middleware
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Open without a token: probes, metrics and the API description.
+PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# Request bodies above this are refused with 413 before they are read (per-job payloads
+# have their own limit, HERALD_MAX_PAYLOAD_BYTES).
+MAX_BODY = 16 * 1024 * 1024
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", "/v1/jobs", jobs.submit),
+    ("GET", "/v1/jobs", jobs.list_jobs),
+    ("GET", "/v1/jobs/{id}", jobs.get_job),
+    ("DELETE", "/v1/jobs/{id}", jobs.cancel_job),
+    ("GET", "/v1/queue/stats", jobs.stats),
+    ("GET", "/v1/targets", jobs.targets),
+    ("GET", "/v1/dead-letters", dead_letters.list_entries),
+    ("DELETE", "/v1/dead-letters", dead_letters.purge),
+    ("GET", "/v1/dead-letters/stats", dead_letters.stats),
+    ("POST", "/v1/dead-letters/replay", dead_letters.replay_many),
+    ("GET", "/v1/dead-letters/{id}", dead_letters.get_entry),
+    ("POST", "/v1/dead-letters/{id}/replay", dead_letters.replay_one),
+    ("POST", "/v1/alertmanager/{target}", ops.alertmanager_receiver),
+    ("POST", "/v1/alertmanager/{namespace}/{name}", ops.alertmanager_receiver),
+    ("GET", "/healthz", ops.healthz),
+    ("GET", "/readyz", ops.readyz),
+    ("GET", "/metrics", ops.metrics),
+    ("GET", "/openapi.json", ops.openapi),
+]
+
+
+def _auth_middleware(token: str | None) -> Middleware:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is None or request.path in PUBLIC:
+            return await handler(request)
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return error_response(
+                401,
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                "(HERALD_API_TOKEN)",
+                "Authorization",
+                headers={"WWW-Authenticate": 'Bearer realm="herald"'},
+            )
+        return await handler(request)
+
+    return auth
+
+
+@web.middleware
+async def _metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics = request.app[CONTEXT].metrics
+        metrics.api_requests.labels(name, request.method, str(status)).inc()
+        metrics.api_duration.labels(name).observe(time.monotonic() - started)
+
+
+def make_app(context: ApiContext) -> web.Application:
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[
+            _metrics_middleware,
+            errors_middleware,
+            _auth_middleware(context.settings.api_token),
+        ],
+    )
+    app[CONTEXT] = context
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

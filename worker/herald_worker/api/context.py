@@ -1,0 +1,30 @@
+"""What the handlers share, stored on the aiohttp application."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aiohttp import web
+
+from herald_queue.queue import Queue
+from herald_worker.health import Health
+from herald_worker.metrics import Metrics
+from herald_worker.settings import WorkerSettings
+from herald_worker.tracker import Tracker
+
+
+@dataclasses.dataclass
+class ApiContext:
+    settings: WorkerSettings
+    metrics: Metrics
+    tracker: Tracker
+    health: Health
+    queue: Queue | None = None
+    """None until the database has been reached (requests needing it get 503)."""
+
+
+CONTEXT = web.AppKey("herald", ApiContext)
+
+
+def ctx(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]

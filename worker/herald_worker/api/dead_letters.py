@@ -1,0 +1,158 @@
+"""Dead letters: list, show, replay (one, or a filtered set), purge by age, statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from herald_queue.dead_letters import DeadLetterFilter
+from herald_queue.errors import InvalidRequest
+from herald_queue.requests import parse_time
+from herald_worker.api import params
+from herald_worker.api.errors import read_json
+from herald_worker.api.jobs import need_queue
+
+REPLAY_FIELDS = (
+    "target",
+    "errorClass",
+    "failedAfter",
+    "failedBefore",
+    "ids",
+    "jobIds",
+    "limit",
+    "dryRun",
+)
+
+
+def _filter(request: web.Request) -> DeadLetterFilter:
+    return DeadLetterFilter(
+        target=params.optional(request, "target"),
+        error_class=params.error_class(params.optional(request, "errorClass")),
+        failed_after=params.time(request, "failedAfter"),
+        failed_before=params.time(request, "failedBefore"),
+        replayed=params.boolean(params.optional(request, "replayed"), "replayed"),
+    )
+
+
+async def list_entries(request: web.Request) -> web.Response:
+    page = await need_queue(request).dead_letters.list(
+        _filter(request),
+        limit=params.limit(request, 100, 1000),
+        cursor=params.optional(request, "cursor"),
+    )
+    return web.json_response(
+        {
+            "items": [d.to_json(with_payload=False) for d in page.items],
+            "nextCursor": page.next_cursor,
+        }
+    )
+
+
+async def get_entry(request: web.Request) -> web.Response:
+    entry_id = params.job_id(request.match_info["id"])
+    entry = await need_queue(request).dead_letters.get(entry_id)
+    if entry is None:
+        return web.json_response(
+            {"error": {"status": 404, "field": "id", "message": f"no dead letter {entry_id}"}},
+            status=404,
+        )
+    return web.json_response(entry.to_json())
+
+
+async def replay_one(request: web.Request) -> web.Response:
+    entry_id = params.job_id(request.match_info["id"])
+    store = need_queue(request).dead_letters
+    entry = await store.get(entry_id)
+    if entry is None:
+        return web.json_response(
+            {"error": {"status": 404, "field": "id", "message": f"no dead letter {entry_id}"}},
+            status=404,
+        )
+    result = await store.replay(DeadLetterFilter(ids=(entry_id,)), limit=1, replayed_by="api")
+    if result.matched == 0:
+        return web.json_response(
+            {
+                "error": {
+                    "status": 409,
+                    "field": "id",
+                    "message": f"dead letter {entry_id} was already replayed (each is replayed "
+                    "once; if the job failed again, it has a new dead letter)",
+                }
+            },
+            status=409,
+        )
+    if result.skipped:
+        return web.json_response(
+            {
+                "error": {
+                    "status": 409,
+                    "field": "target",
+                    "message": f"target {entry.to_json()['target']} no longer exists; the dead "
+                    "letter is marked target-missing",
+                }
+            },
+            status=409,
+        )
+    return web.json_response(result.to_json())
+
+
+async def replay_many(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object (a selector)")
+    unknown = sorted(set(body) - set(REPLAY_FIELDS))
+    if unknown:
+        raise InvalidRequest(unknown[0], f"unknown field (accepted: {', '.join(REPLAY_FIELDS)})")
+    selector = _selector(body)  # an empty selector replays everything, within the limit
+    limit = body.get("limit", 1000)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
+        raise InvalidRequest("limit", f"must be an integer from 1 to 1000000, got {limit!r}")
+    dry_run = body.get("dryRun", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidRequest("dryRun", "must be true or false")
+    result = await need_queue(request).dead_letters.replay(
+        selector, limit=limit, dry_run=dry_run, replayed_by="api"
+    )
+    return web.json_response(result.to_json())
+
+
+def _selector(body: dict[str, Any]) -> DeadLetterFilter:
+    def ids(name: str) -> tuple[Any, ...] | None:
+        value = body.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidRequest(name, "must be a list of ids")
+        return tuple(params.job_id(v, name) for v in value)
+
+    target = body.get("target")
+    if target is not None and not isinstance(target, str):
+        raise InvalidRequest("target", "must be a string")
+    return DeadLetterFilter(
+        target=target,
+        error_class=params.error_class(body.get("errorClass")),
+        failed_after=parse_time(body["failedAfter"], "failedAfter")
+        if body.get("failedAfter")
+        else None,
+        failed_before=parse_time(body["failedBefore"], "failedBefore")
+        if body.get("failedBefore")
+        else None,
+        ids=ids("ids"),
+        job_ids=ids("jobIds"),
+    )
+
+
+async def purge(request: web.Request) -> web.Response:
+    older_than = params.duration(params.optional(request, "olderThan"), "olderThan")
+    if older_than is None:
+        raise InvalidRequest("olderThan", "is required, e.g. olderThan=30d")
+    dry_run = params.boolean(params.optional(request, "dryRun"), "dryRun") or False
+    result = await need_queue(request).dead_letters.purge(
+        older_than, target=params.optional(request, "target"), dry_run=dry_run
+    )
+    return web.json_response(result.to_json())
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(await need_queue(request).dead_letters.stats())

@@ -1,0 +1,89 @@
+"""Errors as the API answers them: ``{"error": {"status", "field", "message"}}`` with a
+4xx for anything the client can fix and 503 (with Retry-After) while PostgreSQL is away.
+Bad input never yields a 500."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+import psycopg
+import psycopg_pool
+from aiohttp import web
+
+from herald_queue.errors import (
+    AmbiguousTarget,
+    DatabaseUnavailable,
+    HeraldError,
+    InvalidRequest,
+    InvalidTarget,
+    SchemaOutOfDate,
+    TargetNotFound,
+)
+
+log = logging.getLogger("herald.api")
+
+
+def error_response(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"error": {"status": status, "field": field, "message": message}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def http_error(exc: BaseException) -> web.Response:
+    """The response for an exception a handler raised."""
+    if isinstance(exc, InvalidRequest):
+        status = 413 if "HERALD_MAX_PAYLOAD_BYTES" in exc.problem else 400
+        return error_response(status, f"{exc.field}: {exc.problem}", exc.field)
+    if isinstance(exc, TargetNotFound):
+        return error_response(404, str(exc), "target")
+    if isinstance(exc, AmbiguousTarget | InvalidTarget):
+        return error_response(400, str(exc), "target")
+    if isinstance(
+        exc,
+        DatabaseUnavailable | SchemaOutOfDate | psycopg.OperationalError | psycopg_pool.PoolTimeout,
+    ):
+        return error_response(
+            503,
+            "PostgreSQL is not available right now; nothing was written. Try again shortly.",
+            headers={"Retry-After": "2"},
+        )
+    if isinstance(exc, HeraldError):
+        return error_response(400, str(exc))
+    raise exc
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, f"request body too large: {exc.text}", "body")
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return error_response(exc.status, exc.reason, headers=dict(exc.headers) or None)
+        raise
+    except (HeraldError, psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        return http_error(exc)
+
+
+async def read_json(request: web.Request) -> object:
+    if request.content_type not in ("application/json", "") and not request.content_type.endswith(
+        "+json"
+    ):
+        raise InvalidRequest(
+            "Content-Type", f"must be application/json, got {request.content_type}"
+        )
+    raw = await request.read()
+    if not raw.strip():
+        raise InvalidRequest("body", "is empty; expected a JSON document")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest("body", f"is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("body", "is not UTF-8") from None

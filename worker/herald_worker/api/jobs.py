@@ -1,0 +1,131 @@
+"""Jobs: submit one or many, look one up, list recent ones, cancel; queue statistics;
+registered targets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+
+from herald_queue.errors import InvalidRequest
+from herald_queue.queue import Queue
+from herald_queue.requests import JobRequest, parse_job
+from herald_queue.states import JobState
+from herald_worker.api import params
+from herald_worker.api.context import ctx
+from herald_worker.api.errors import read_json
+from herald_worker.tracker import Snapshot
+
+MAX_BATCH = 1000
+
+
+def need_queue(request: web.Request) -> Queue:
+    queue = ctx(request).queue
+    if queue is None:
+        from herald_queue.errors import DatabaseUnavailable
+
+        raise DatabaseUnavailable("the worker has not reached PostgreSQL yet")
+    return queue
+
+
+async def submit(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    max_bytes = need_queue(request).settings.max_payload_bytes
+    if isinstance(body, list):
+        if not body:
+            raise InvalidRequest("body", "is an empty list; send at least one job")
+        if len(body) > MAX_BATCH:
+            raise InvalidRequest("body", f"at most {MAX_BATCH} jobs per request, got {len(body)}")
+        jobs = [
+            parse_job(item, max_payload_bytes=max_bytes, prefix=f"[{i}].")
+            for i, item in enumerate(body)
+        ]
+        results = await enqueue(request, jobs)
+        created = any(r["duplicate"] is False for r in results)
+        return web.json_response({"jobs": results}, status=201 if created else 200)
+    [result] = await enqueue(request, [parse_job(body, max_payload_bytes=max_bytes)])
+    return web.json_response(result, status=200 if result["duplicate"] else 201)
+
+
+async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[dict[str, Any]]:
+    c = ctx(request)
+    results = await need_queue(request).jobs.enqueue_many(jobs)
+    now = dt.datetime.now(dt.UTC)
+    out = []
+    for job, result in zip(jobs, results, strict=True):
+        if result.created:
+            c.metrics.enqueued.labels(result.target, job.priority.value).inc()
+            c.tracker.record(
+                Snapshot(result.id, result.target, job.priority.value, JobState.QUEUED, 0, now, now)
+            )
+        else:
+            c.metrics.duplicates.labels(result.target).inc()
+        out.append(result.to_json())
+    return out
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job_id = params.job_id(request.match_info["id"])
+    c = ctx(request)
+    snapshot = c.tracker.lookup(job_id)
+    if snapshot is not None:
+        c.metrics.tracker_lookups.labels("hit").inc()
+        return web.json_response(snapshot.to_json())
+    c.metrics.tracker_lookups.labels("miss").inc()
+    record = await need_queue(request).jobs.get(job_id)
+    if record is None:
+        return web.json_response(
+            {
+                "error": {
+                    "status": 404,
+                    "field": "id",
+                    "message": f"no job {job_id}: unknown, or finished longer ago than the job "
+                    "retention (its dead letter, if any, is under /v1/dead-letters)",
+                }
+            },
+            status=404,
+        )
+    body = record.to_json()
+    body["source"] = "database"
+    return web.json_response(body)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    before = params.optional(request, "before")
+    records = await need_queue(request).jobs.list(
+        state=params.state(request),
+        target=params.optional(request, "target"),
+        priority=params.priority(request),
+        before=params.job_id(before, "before") if before else None,
+        limit=params.limit(request, 50, 1000),
+    )
+    items = [r.to_json(with_payload=False) for r in records]
+    return web.json_response({"items": items, "next": items[-1]["id"] if items else None})
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = params.job_id(request.match_info["id"])
+    cancelled = await need_queue(request).jobs.cancel([job_id])
+    if not cancelled:
+        return web.json_response(
+            {
+                "error": {
+                    "status": 409,
+                    "field": "id",
+                    "message": f"job {job_id} is not waiting (it is running, finished or unknown) "
+                    "and was not cancelled",
+                }
+            },
+            status=409,
+        )
+    return web.json_response({"id": str(job_id), "state": "dead", "deadReason": "cancelled"})
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(await need_queue(request).stats())
+
+
+async def targets(request: web.Request) -> web.Response:
+    rows = await need_queue(request).registry.list()
+    return web.json_response({"items": [t.to_json() for t in rows]})

@@ -1,0 +1,50 @@
+"""Probes, /metrics, the OpenAPI document, and the Alertmanager receiver."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from herald_worker import alertmanager
+from herald_worker.api.context import ctx
+from herald_worker.api.errors import read_json
+from herald_worker.api.jobs import enqueue, need_queue
+from herald_worker.api.openapi import document
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process works (a lost database does not make it unhealthy)."""
+    health = ctx(request).health
+    if health.failed:
+        return web.json_response({"status": "failed", "reason": health.failed}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: reaches PostgreSQL, listens for jobs, not shutting down."""
+    health = ctx(request).health
+    if health.ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not ready", "reasons": health.reasons()}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(ctx(request).metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+async def alertmanager_receiver(request: web.Request) -> web.Response:
+    info = request.match_info
+    target = f"{info['namespace']}/{info['name']}" if "namespace" in info else info["target"]
+    body = await read_json(request)
+    max_bytes = need_queue(request).settings.max_payload_bytes
+    jobs = alertmanager.jobs_from_message(body, target, max_payload_bytes=max_bytes)
+    results = await enqueue(request, jobs)
+    created = sum(1 for r in results if not r["duplicate"])
+    return web.json_response(
+        {"jobs": results, "created": created, "duplicates": len(results) - created}
+    )

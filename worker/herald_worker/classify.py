@@ -1,0 +1,70 @@
+"""What a delivery failure means: the one table of error classes (README, "Failure
+handling"). Transient failures are retried with backoff and count towards the target's
+circuit breaker; permanent ones go to the dead-letter queue at once; unknown ones are
+retried with a smaller budget; 410 Gone pauses the whole target."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import ssl
+
+import aiohttp
+
+from herald_queue.states import ErrorClass
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
+GONE = 410
+
+
+def classify_status(status: int) -> ErrorClass | None:
+    """None for success (2xx); 410 is handled apart (the target is paused)."""
+    if 200 <= status < 300:
+        return None
+    if status in TRANSIENT_STATUSES:
+        return ErrorClass.TRANSIENT
+    if status in PERMANENT_STATUSES:
+        return ErrorClass.PERMANENT
+    return ErrorClass.UNKNOWN
+
+
+def classify_exception(exc: BaseException, timeout: float) -> tuple[ErrorClass, str]:
+    """The class of a failure to get a response, and a message without the URL (it may
+    carry credentials, as Slack webhook URLs do)."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return ErrorClass.TRANSIENT, f"no response within {timeout:g}s (timeoutSeconds)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return ErrorClass.TRANSIENT, f"TLS certificate not accepted: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return ErrorClass.TRANSIENT, "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ErrorClass.TRANSIENT, f"DNS lookup of {exc.host} failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return ErrorClass.TRANSIENT, f"cannot connect to {exc.host}:{exc.port}: {reason}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ErrorClass.TRANSIENT, "the receiver closed the connection without a response"
+    if isinstance(exc, aiohttp.ClientOSError | aiohttp.ClientPayloadError | ConnectionError):
+        return ErrorClass.TRANSIENT, f"connection error: {type(exc).__name__}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ErrorClass.PERMANENT, "the target URL is not valid"
+    return ErrorClass.UNKNOWN, f"delivery failed: {type(exc).__name__}"
+
+
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
+    return max(0.0, (when - now).total_seconds())

@@ -1,0 +1,100 @@
+"""Sending one rendered request and saying what happened."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import aiohttp
+
+from herald_queue.states import ErrorClass
+from herald_queue.target_types.base import OutgoingRequest
+from herald_worker.classify import GONE, classify_exception, classify_status, parse_retry_after
+
+# How much of an error response is kept for the job's last error.
+BODY_SNIPPET = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    status: int | None
+    duration: float
+    error_class: ErrorClass | None = None
+    """None when delivered."""
+    message: str = ""
+    retry_after: float | None = None
+    gone: bool = False
+    """The receiver answered 410 Gone: this endpoint will not take deliveries any more."""
+
+    @property
+    def delivered(self) -> bool:
+        return self.error_class is None and not self.gone
+
+
+class Sender:
+    def __init__(self, *, concurrency: int) -> None:
+        self._connector = aiohttp.TCPConnector(
+            limit=concurrency, limit_per_host=0, ttl_dns_cache=30, enable_cleanup_closed=True
+        )
+        self._session = aiohttp.ClientSession(
+            connector=self._connector, auto_decompress=True, trust_env=False
+        )
+
+    async def send(self, request: OutgoingRequest, *, timeout: float) -> Result:
+        started = time.monotonic()
+        try:
+            async with self._session.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                status = response.status
+                if 200 <= status < 300:
+                    await response.read()
+                    return Result(status=status, duration=time.monotonic() - started)
+                snippet = await _snippet(response)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            error_class, message = classify_exception(exc, timeout)
+            return Result(
+                status=None,
+                duration=time.monotonic() - started,
+                error_class=error_class,
+                message=message,
+            )
+        duration = time.monotonic() - started
+        reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+        if status == GONE:
+            return Result(
+                status=status,
+                duration=duration,
+                error_class=ErrorClass.PERMANENT,
+                message=reason,
+                gone=True,
+            )
+        if 300 <= status < 400:
+            reason += " (a redirect: Herald does not follow them; set the target's url to the "
+            reason += "final address)"
+        error_class = classify_status(status) or ErrorClass.UNKNOWN
+        return Result(
+            status=status,
+            duration=duration,
+            error_class=error_class,
+            message=reason,
+            retry_after=retry_after,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+async def _snippet(response: aiohttp.ClientResponse) -> str:
+    try:
+        raw = await response.content.read(BODY_SNIPPET + 1)
+    except (TimeoutError, aiohttp.ClientError):
+        return ""
+    text = raw.decode("utf-8", "replace").strip().replace("\n", " ")
+    return text[:BODY_SNIPPET] + ("…" if len(text) > BODY_SNIPPET else "")

@@ -1,0 +1,528 @@
+"""The delivery loop: claim, deliver concurrently, settle in batches, renew leases.
+
+- Claims wake on LISTEN/NOTIFY, on this worker's own retry timers, when capacity frees up,
+  and every HERALD_POLL_INTERVAL as the fallback.
+- Deliveries are bounded per worker (HERALD_CONCURRENCY) and per target
+  (HERALD_TARGET_CONCURRENCY); outcomes are settled in batches (one statement per batch).
+- A lost database pauses the loop (not ready), which resumes with backoff; settlements
+  wait in memory meanwhile and are written once it is back (a lease that expired meanwhile
+  means another worker may deliver again: at-least-once, never lost).
+- stop(): no more claims; deliveries in flight get HERALD_SHUTDOWN_GRACE to finish; the
+  rest are cancelled and released so another worker takes them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import os
+import secrets
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import tenacity
+
+from herald_queue.errors import DatabaseUnavailable, InvalidTarget
+from herald_queue.listener import Listener
+from herald_queue.models import ClaimedJob, Failure, FailureOutcome
+from herald_queue.queue import Queue
+from herald_queue.states import ErrorClass, JobState
+from herald_queue.target_types.base import InvalidPayload, RenderContext
+from herald_worker.delivery import Result, Sender
+from herald_worker.directory import RuntimeTarget, TargetDirectory
+from herald_worker.health import Health
+from herald_worker.metrics import Metrics
+from herald_worker.settings import WorkerSettings
+from herald_worker.tracker import Snapshot, Tracker
+
+log = logging.getLogger("herald.worker")
+
+# Errors that mean "the database is not there right now": wait and try again.
+DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, DatabaseUnavailable, OSError)
+SETTLE_BATCH = 200
+SETTLE_LINGER = 0.005
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclasses.dataclass
+class _Settlement:
+    job: ClaimedJob
+    target: RuntimeTarget | None
+    result: Result
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: Queue,
+        directory: TargetDirectory,
+        settings: WorkerSettings,
+        *,
+        sender: Sender,
+        tracker: Tracker,
+        metrics: Metrics,
+        health: Health,
+        listener: Listener,
+        name: str | None = None,
+    ) -> None:
+        self.queue = queue
+        self.directory = directory
+        self.settings = settings
+        self.sender = sender
+        self.tracker = tracker
+        self.metrics = metrics
+        self.health = health
+        self.listener = listener
+        self.id = name or worker_id()
+        self._deliveries: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._per_target: dict[int, int] = {}
+        self._held: dict[uuid.UUID, ClaimedJob] = {}
+        """Every job this worker holds a lease on: delivering, or waiting to be settled."""
+        self._settlements: asyncio.Queue[_Settlement] = asyncio.Queue()
+        self._unsettled = 0
+        """Outcomes queued or being written."""
+        self._settled = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # -- the claim loop ----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and deliver until ``stop`` is set, then shut down gracefully."""
+        stopper = asyncio.create_task(self._stop_when(stop))
+        retrying = _db_retry(self.health, "claim")
+        try:
+            while not self._stopping:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._claim_once()
+                        self.health.database_ok()
+        finally:
+            stopper.cancel()
+            await self._shutdown()
+
+    async def _stop_when(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping = True
+        self._wake.set()
+
+    async def _claim_once(self) -> None:
+        free = self.settings.concurrency - len(self._deliveries)
+        if free <= 0:
+            await self._sleep(self.settings.poll_interval)
+            return
+        cap = self.settings.target_concurrency
+        limits = {t: max(0, cap - n) for t, n in self._per_target.items() if n}
+        want = min(self.settings.claim_batch, free)
+        self.listener.jobs.clear()
+        self._wake.clear()
+        jobs = await self.queue.jobs.claim(self.id, want, per_target_limits=limits)
+        if self._stopping:  # claimed just as we were told to stop: give them back
+            await self.queue.jobs.release(self.id, [j.id for j in jobs])
+            return
+        for job in jobs:
+            self._start(job)
+        if len(jobs) < want:
+            await self._sleep(self.settings.poll_interval)
+
+    async def _sleep(self, timeout: float) -> None:
+        """Until a notification, a retry timer, freed capacity, stop, or ``timeout``."""
+        waiters = [
+            asyncio.ensure_future(self.listener.jobs.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def wake_at(self, when: dt.datetime) -> None:
+        """Claim again at ``when`` (a retry this worker scheduled)."""
+        delay = max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds()) + 0.005
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    # -- deliveries ---------------------------------------------------------------------
+
+    def _start(self, job: ClaimedJob) -> None:
+        target = self.directory.get(job.target_id)
+        self._held[job.id] = job
+        self._per_target[job.target_id] = self._per_target.get(job.target_id, 0) + 1
+        ref = target.ref if target else str(job.target_id)
+        self.metrics.claimed.labels(ref, job.priority.value).inc()
+        self.tracker.record(
+            Snapshot(
+                job.id,
+                ref,
+                job.priority.value,
+                JobState.RUNNING,
+                job.attempts,
+                job.created_at,
+                dt.datetime.now(dt.UTC),
+                local=True,
+            )
+        )
+        task = asyncio.create_task(self._deliver(job, target), name=f"deliver-{job.id}")
+        self._deliveries[job.id] = task
+        self.metrics.in_flight.set(len(self._deliveries))
+
+    async def _deliver(self, job: ClaimedJob, target: RuntimeTarget | None) -> None:
+        try:
+            if target is None:  # registered after our last refresh
+                await self.directory.refresh()
+                target = self.directory.get(job.target_id)
+            result = await self._attempt(job, target)
+            ref = target.ref if target else str(job.target_id)
+            self.metrics.attempts.labels(ref).inc()
+            outcome = "success" if result.delivered else "failure"
+            self.metrics.duration.labels(ref, outcome).observe(result.duration)
+            self._unsettled += 1
+            self._settled.clear()
+            self._settlements.put_nowait(_Settlement(job, target, result))
+        finally:
+            self._deliveries.pop(job.id, None)
+            self._per_target[job.target_id] -= 1
+            self.metrics.in_flight.set(len(self._deliveries))
+            self._wake.set()
+
+    async def _attempt(self, job: ClaimedJob, target: RuntimeTarget | None) -> Result:
+        if target is None:
+            return Result(
+                status=None,
+                duration=0.0,
+                error_class=ErrorClass.TRANSIENT,
+                message="the target is not in the registry any more",
+            )
+        if target.problem:
+            # A configuration problem (a missing Secret...) is ridden out like an outage:
+            # the circuit opens and the jobs wait, without burning attempts, until fixed.
+            return Result(
+                status=None,
+                duration=0.0,
+                error_class=ErrorClass.TRANSIENT,
+                message=f"cannot deliver: {target.problem}",
+            )
+        try:
+            request = target.kind.render(
+                RenderContext(
+                    job_id=job.id,
+                    attempt=job.attempts,
+                    payload_json=job.payload_json,
+                    target=target.target,
+                    secrets=target.secrets,
+                    timestamp=int(time.time()),
+                )
+            )
+        except InvalidPayload as exc:
+            return Result(
+                status=None,
+                duration=0.0,
+                error_class=ErrorClass.PERMANENT,
+                message=f"invalid payload for a {target.row.type} target: {exc}",
+            )
+        except InvalidTarget as exc:  # the target's fault, not the job's: ride it out
+            return Result(
+                status=None,
+                duration=0.0,
+                error_class=ErrorClass.TRANSIENT,
+                message=f"cannot deliver: {exc}",
+            )
+        return await self.sender.send(request, timeout=target.row.spec.timeout)
+
+    # -- settling -----------------------------------------------------------------------
+
+    async def settle_forever(self) -> None:
+        """Side task: write outcomes in batches until cancelled."""
+        while True:
+            await self._settle_batch(await self._next_batch())
+
+    async def _next_batch(self) -> list[_Settlement]:
+        batch = [await self._settlements.get()]
+        deadline = time.monotonic() + SETTLE_LINGER
+        while len(batch) < SETTLE_BATCH:
+            try:
+                batch.append(self._settlements.get_nowait())
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.sleep(min(remaining, 0.001))
+        return batch
+
+    async def _settle_batch(self, batch: list[_Settlement]) -> None:
+        delivered = [s for s in batch if s.result.delivered]
+        gone = [s for s in batch if s.result.gone]
+        failed = [s for s in batch if not s.result.delivered and not s.result.gone]
+        async for attempt in _db_retry(self.health, "settle"):
+            with attempt:
+                if delivered:
+                    await self._complete(delivered)
+                    delivered = []
+                if gone:
+                    await self._pause_gone(gone)
+                    gone = []
+                if failed:
+                    await self._fail(failed)
+                    failed = []
+        for s in batch:
+            self._held.pop(s.job.id, None)
+        self._unsettled -= len(batch)
+        if not self._unsettled:
+            self._settled.set()
+
+    async def _complete(self, done: list[_Settlement]) -> None:
+        outcome = await self.queue.jobs.complete(self.id, [s.job for s in done])
+        completed = set(outcome.completed)
+        now = dt.datetime.now(dt.UTC)
+        for s in done:
+            ref = s.target.ref if s.target else str(s.job.target_id)
+            if s.job.id not in completed:
+                self.metrics.lost_leases.inc()
+                log.warning(
+                    "delivered, but the lease was lost first: another worker may "
+                    "deliver this job again",
+                    extra={"action": "complete", "job": str(s.job.id), "target": ref},
+                )
+                continue
+            self.metrics.delivered.labels(ref, s.job.priority.value).inc()
+            self.metrics.latency.labels(ref, s.job.priority.value).observe(
+                max(0.0, (now - s.job.created_at).total_seconds())
+            )
+            self.tracker.record(
+                Snapshot(
+                    s.job.id,
+                    ref,
+                    s.job.priority.value,
+                    JobState.SUCCEEDED,
+                    s.job.attempts,
+                    s.job.created_at,
+                    now,
+                )
+            )
+        for ref in outcome.recovered:
+            self.metrics.recoveries.labels(ref).inc()
+            log.info(
+                "circuit closed: a probe was delivered",
+                extra={"action": "circuit-close", "target": ref},
+            )
+
+    async def _pause_gone(self, gone: list[_Settlement]) -> None:
+        for s in gone:
+            ref = s.target.ref if s.target else str(s.job.target_id)
+            reason = (
+                f"the receiver answered 410 Gone ({s.result.message}): the endpoint is "
+                "gone. Jobs are held; change the target's spec (or run `herald targets "
+                "resume`) to deliver again."
+            )
+            if await self.queue.registry.auto_pause(s.job.target_id, reason):
+                self.metrics.gone.labels(ref).inc()
+                log.error(
+                    "target paused: its receiver says the endpoint is gone (410)",
+                    extra={"action": "auto-pause", "target": ref, "job": str(s.job.id)},
+                )
+        # Not the jobs' fault: back to the queue, attempt not counted, held by the pause.
+        await self.queue.jobs.release(self.id, [s.job.id for s in gone])
+
+    async def _fail(self, failed: list[_Settlement]) -> None:
+        failures = []
+        for s in failed:
+            assert s.result.error_class is not None
+            failures.append(
+                Failure(
+                    job=s.job,
+                    error_class=s.result.error_class,
+                    message=s.result.message,
+                    http_status=s.result.status,
+                    retry_after=s.result.retry_after,
+                )
+            )
+        outcomes = await self.queue.jobs.fail(self.id, failures)
+        by_id = {s.job.id: s for s in failed}
+        for outcome in outcomes:
+            self._record_failure(by_id[outcome.id], outcome)
+        lost = len(failed) - len(outcomes)
+        if lost:
+            self.metrics.lost_leases.inc(lost)
+
+    def _record_failure(self, s: _Settlement, outcome: FailureOutcome) -> None:
+        ref = outcome.target
+        error_class = s.result.error_class or ErrorClass.UNKNOWN
+        self.metrics.failures.labels(ref, error_class.value).inc()
+        context = {
+            "job": str(s.job.id),
+            "target": ref,
+            "error_class": error_class.value,
+            "error": s.result.message,
+            "attempts": outcome.attempts,
+        }
+        if outcome.tripped:
+            self.metrics.trips.labels(ref).inc()
+            log.warning(
+                "circuit opened: the target keeps failing; its jobs wait",
+                extra={"action": "circuit-open", **context},
+            )
+        if outcome.refunded:
+            self.metrics.refunds.labels(ref).inc()
+        if outcome.state is JobState.DEAD:
+            reason = (
+                "permanent-error" if error_class is ErrorClass.PERMANENT else "attempts-exhausted"
+            )
+            self.metrics.dead_lettered.labels(ref, error_class.value, reason).inc()
+            log.warning("job dead-lettered", extra={"action": "dead-letter", **context})
+        else:
+            delay = max(0.0, (outcome.run_at - dt.datetime.now(dt.UTC)).total_seconds())
+            self.metrics.retries.labels(ref, error_class.value).inc()
+            self.metrics.backoff.labels(ref).observe(delay)
+            self.wake_at(outcome.run_at)
+            log.info(
+                "delivery failed; will try again",
+                extra={"action": "retry", "delay_seconds": round(delay, 3), **context},
+            )
+        self.tracker.record(
+            Snapshot(
+                s.job.id,
+                ref,
+                s.job.priority.value,
+                outcome.state,
+                outcome.attempts,
+                s.job.created_at,
+                dt.datetime.now(dt.UTC),
+                last_error=s.result.message,
+            )
+        )
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def renew_leases_forever(self) -> None:
+        """Side task: extend the leases of jobs held, every third of the lease."""
+        interval = self.queue.settings.lease / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._held)
+            if not ids:
+                continue
+            try:
+                lost = await self.queue.jobs.heartbeat(self.id, ids)
+            except DB_ERRORS as exc:
+                self.health.database_error(exc)
+                continue
+            for job_id in lost:
+                if job_id in self._held and job_id in self._deliveries:
+                    log.warning(
+                        "lost the lease of a job in flight",
+                        extra={"action": "heartbeat", "job": str(job_id)},
+                    )
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        pending = list(self._deliveries.values())
+        if pending:
+            log.info(
+                "stopping: waiting for deliveries in flight",
+                extra={
+                    "action": "shutdown",
+                    "in_flight": len(pending),
+                    "grace_seconds": self.settings.shutdown_grace,
+                },
+            )
+            _, late = await asyncio.wait(pending, timeout=self.settings.shutdown_grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        # Every delivered outcome is written first (the settler runs meanwhile); what is
+        # left held was cancelled mid-delivery and goes back to the queue.
+        await self.drain_settlements()
+        unsettled = list(self._held)
+        if unsettled:
+            released = 0
+            async for attempt in _db_retry(self.health, "release", attempts=5):
+                with attempt:
+                    released = await self.queue.jobs.release(self.id, unsettled)
+            log.info(
+                "released jobs not delivered before the grace period ended",
+                extra={"action": "shutdown", "released": released},
+            )
+            self._held.clear()
+
+    async def drain_settlements(self, timeout: float = 60.0) -> None:
+        """Wait until every outcome is written (the database may be back meanwhile)."""
+        if self._unsettled:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), timeout)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._deliveries)
+
+
+def _db_retry(
+    health: Health, action: str, *, attempts: int | None = None
+) -> tenacity.AsyncRetrying:
+    """Retry a database operation with backoff while PostgreSQL is away."""
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is not None:
+            health.database_error(exc)
+        log.warning(
+            "database unavailable; retrying",
+            extra={
+                "action": action,
+                "attempt": state.attempt_number,
+                "error": type(exc).__name__ if exc else None,
+            },
+        )
+
+    stop = tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(DB_ERRORS),
+        wait=tenacity.wait_exponential(multiplier=0.1, max=5) + tenacity.wait_random(0, 0.2),
+        stop=stop,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+async def supervise(
+    tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]], main: Awaitable[None]
+) -> None:
+    """Run ``main`` with side tasks; if a side task fails, the worker fails loudly."""
+    side: dict[asyncio.Task[None], str] = {
+        asyncio.create_task(factory(), name=name): name for name, factory in tasks.items()
+    }
+    main_task = asyncio.ensure_future(main)
+    try:
+        while True:
+            done, _ = await asyncio.wait({main_task, *side}, return_when=asyncio.FIRST_COMPLETED)
+            if main_task in done:
+                main_task.result()
+                return
+            for task in done:
+                name = side.pop(task)
+                exc = task.exception()
+                log.critical(
+                    "side task %s stopped; the worker stops too",
+                    name,
+                    extra={"action": "supervise", "task": name, "error": repr(exc)},
+                )
+                raise RuntimeError(f"worker side task {name!r} failed: {exc!r}") from exc
+    finally:
+        main_task.cancel()
+        with contextlib.suppress(BaseException):
+            await main_task
+        for task in side:
+            task.cancel()
+        await asyncio.gather(*side, return_exceptions=True)

@@ -1,0 +1,141 @@
+"""The worker's side services, each a loop on its own interval:
+
+- rescuer (HERALD_RESCUE_INTERVAL): claims back jobs whose lease expired (their worker
+  died) and sweeps waiting jobs of deleted targets to the DLQ;
+- cleaner (HERALD_CLEANUP_INTERVAL): retention of finished jobs (HERALD_JOB_RETENTION),
+  of dead letters (HERALD_DEAD_LETTER_RETENTION) and of deleted targets' tombstones;
+- sampler (HERALD_SAMPLE_INTERVAL): queue depth, oldest ready job, DLQ size and circuit
+  states into /metrics;
+- refresher (HERALD_TARGETS_REFRESH, and at once on a registry notification): target
+  configuration and Secrets, so changes apply without a restart.
+
+A database outage makes a loop wait and try again (the worker reports not ready); any
+other exception ends the loop, and the supervisor then stops the worker loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from herald_queue import stats
+from herald_queue.listener import Listener, wait
+from herald_queue.queue import Queue
+from herald_queue.states import CircuitState, JobState
+from herald_worker.directory import TargetDirectory
+from herald_worker.health import Health
+from herald_worker.loop import DB_ERRORS
+from herald_worker.metrics import Metrics
+
+log = logging.getLogger("herald.maintenance")
+# Tombstones of deleted targets outlive the job retention by this much.
+TOMBSTONE_MARGIN = 86_400.0
+
+
+class Maintenance:
+    def __init__(
+        self,
+        queue: Queue,
+        directory: TargetDirectory,
+        metrics: Metrics,
+        health: Health,
+        listener: Listener,
+    ) -> None:
+        self.queue = queue
+        self.directory = directory
+        self.metrics = metrics
+        self.health = health
+        self.listener = listener
+
+    async def _loop(self, name: str, step: Callable[[], Awaitable[None]], interval: float) -> None:
+        while True:
+            try:
+                await step()
+            except DB_ERRORS as exc:
+                self.health.database_error(exc)
+                log.warning(
+                    "database unavailable, will try again",
+                    extra={"action": name, "error": type(exc).__name__},
+                )
+            await asyncio.sleep(interval)
+
+    async def rescuer(self, interval: float) -> None:
+        await self._loop("rescue", self.rescue_once, interval)
+
+    async def cleaner(self, interval: float) -> None:
+        await self._loop("cleanup", self.clean_once, interval)
+
+    async def sampler(self, interval: float) -> None:
+        await self._loop("sample", self.sample_once, interval)
+
+    async def refresher(self, interval: float) -> None:
+        while True:
+            try:
+                await self.directory.refresh()
+            except DB_ERRORS as exc:
+                self.health.database_error(exc)
+            await wait(self.listener.targets, interval)
+            self.listener.targets.clear()
+
+    async def rescue_once(self) -> None:
+        outcomes = await self.queue.jobs.rescue_expired()
+        if outcomes:
+            self.metrics.rescued.inc(len(outcomes))
+            dead = sum(1 for o in outcomes if o.state is JobState.DEAD)
+            log.warning(
+                "claimed back jobs whose worker stopped renewing their lease",
+                extra={"action": "rescue", "jobs": len(outcomes), "dead": dead},
+            )
+        swept = await self.queue.registry.sweep_deleted()
+        if swept:
+            log.info(
+                "moved jobs of deleted targets to the dead-letter queue",
+                extra={"action": "sweep", "jobs": swept},
+            )
+
+    async def clean_once(self) -> None:
+        settings = self.queue.settings
+        jobs = await self.queue.jobs.prune()
+        purged = await self.queue.dead_letters.purge(settings.dead_letter_retention)
+        tombstones = await self.queue.registry.purge_tombstones(
+            settings.job_retention + TOMBSTONE_MARGIN
+        )
+        if jobs or purged.deleted or tombstones:
+            log.info(
+                "retention",
+                extra={
+                    "action": "cleanup",
+                    "jobs": jobs,
+                    "dead_letters": purged.deleted,
+                    "target_tombstones": tombstones,
+                },
+            )
+
+    async def sample_once(self) -> None:
+        m = self.metrics
+        rows = await stats.count_rows(self.queue.pool, live_only=True)
+        dlq = await self.queue.dead_letters.stats()
+        targets = await self.queue.registry.list()
+        oldest: dict[str, float] = {}
+        m.depth.clear()
+        for t in targets:  # every live target shows 0 rather than nothing
+            for state in (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING):
+                for priority in ("high", "medium", "low"):
+                    m.depth.labels(t.ref, priority, state.value).set(0)
+        for r in rows:
+            ref = f"{r['namespace']}/{r['name']}"
+            m.depth.labels(ref, r["priority"], r["state"]).set(r["n"])
+            if r["oldest_ready_age_seconds"] is not None:
+                oldest[ref] = max(oldest.get(ref, 0.0), r["oldest_ready_age_seconds"])
+        m.oldest_ready.clear()
+        m.dlq_size.clear()
+        m.circuit.clear()
+        m.paused.clear()
+        for t in targets:
+            m.oldest_ready.labels(t.ref).set(oldest.get(t.ref, 0.0))
+            m.dlq_size.labels(t.ref).set(dlq["byTarget"].get(t.ref, 0))
+            for circuit in CircuitState:
+                m.circuit.labels(t.ref, circuit.value).set(1 if t.circuit_state is circuit else 0)
+            m.paused.labels(t.ref).set(1 if t.holding else 0)
+        self.health.database_ok()

@@ -1,0 +1,193 @@
+"""The worker's Prometheus metrics (prefix ``herald_``).
+
+Labels are bounded: ``target`` is a registered target's namespace/name, ``priority`` and
+``error_class`` are closed sets; no job ids in labels. Depth, DLQ size and circuit states
+are sampled from PostgreSQL on an interval (HERALD_SAMPLE_INTERVAL), not per scrape. Each
+process has its own registry, so tests can run several workers in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from herald_worker.tracker import Tracker
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BACKOFF_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400)
+
+
+class _TrackerCollector(Collector):
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+
+    def collect(self) -> Iterable[Any]:
+        size = GaugeMetricFamily("herald_tracker_jobs", "Jobs held in the in-memory tracker.")
+        size.add_metric([], len(self._tracker))
+        yield size
+        capacity = GaugeMetricFamily(
+            "herald_tracker_capacity_jobs",
+            "Capacity of the in-memory tracker (HERALD_TRACKER_SIZE).",
+        )
+        capacity.add_metric([], self._tracker.maxsize)
+        yield capacity
+
+
+class Metrics:
+    def __init__(self, tracker: Tracker) -> None:
+        r = self.registry = CollectorRegistry()
+        t = ("target",)
+        self.enqueued = Counter(
+            "herald_jobs_enqueued",
+            "Jobs accepted by this worker's API.",
+            ("target", "priority"),
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "herald_jobs_duplicate",
+            "Submissions answered with an existing job (idempotency key).",
+            t,
+            registry=r,
+        )
+        self.claimed = Counter(
+            "herald_jobs_claimed", "Jobs claimed for delivery.", ("target", "priority"), registry=r
+        )
+        self.attempts = Counter(
+            "herald_delivery_attempts", "Delivery attempts made.", t, registry=r
+        )
+        self.delivered = Counter(
+            "herald_jobs_delivered", "Jobs delivered.", ("target", "priority"), registry=r
+        )
+        self.failures = Counter(
+            "herald_delivery_failures",
+            "Failed delivery attempts.",
+            ("target", "error_class"),
+            registry=r,
+        )
+        self.retries = Counter(
+            "herald_retries_scheduled",
+            "Failed jobs scheduled to try again.",
+            ("target", "error_class"),
+            registry=r,
+        )
+        self.refunds = Counter(
+            "herald_attempts_refunded",
+            "Failed attempts given back because the target's circuit is "
+            "open (an outage burns no attempts).",
+            t,
+            registry=r,
+        )
+        self.backoff = Histogram(
+            "herald_retry_backoff_seconds",
+            "Delay before the next attempt of a failed job.",
+            t,
+            buckets=BACKOFF_BUCKETS,
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "herald_dead_letters_written",
+            "Jobs moved to the dead-letter queue.",
+            ("target", "error_class", "reason"),
+            registry=r,
+        )
+        self.duration = Histogram(
+            "herald_delivery_duration_seconds",
+            "Time of one delivery attempt (request to response).",
+            ("target", "outcome"),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "herald_delivery_latency_seconds",
+            "Time from enqueue to successful delivery.",
+            ("target", "priority"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.trips = Counter(
+            "herald_circuit_trips", "Times a target's circuit opened.", t, registry=r
+        )
+        self.recoveries = Counter(
+            "herald_circuit_recoveries",
+            "Times a target's half-open circuit closed again.",
+            t,
+            registry=r,
+        )
+        self.gone = Counter(
+            "herald_targets_auto_paused",
+            "Targets paused because their receiver answered 410 Gone.",
+            t,
+            registry=r,
+        )
+        self.lost_leases = Counter(
+            "herald_leases_lost",
+            "Deliveries whose lease this worker lost before settling "
+            "them (another worker may deliver them again).",
+            registry=r,
+        )
+        self.rescued = Counter(
+            "herald_jobs_rescued",
+            "Jobs whose lease had expired, claimed back by the rescuer.",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "herald_deliveries_in_flight", "Deliveries in flight in this process.", registry=r
+        )
+        self.ready = Gauge(
+            "herald_worker_ready",
+            "1 when this worker reaches PostgreSQL and is delivering.",
+            registry=r,
+        )
+        self.depth = Gauge(
+            "herald_queue_depth",
+            "Jobs per target, priority and state (sampled).",
+            ("target", "priority", "state"),
+            registry=r,
+        )
+        self.oldest_ready = Gauge(
+            "herald_queue_oldest_ready_age_seconds",
+            "Age of the oldest job ready to run, per target (sampled).",
+            t,
+            registry=r,
+        )
+        self.dlq_size = Gauge(
+            "herald_dead_letters",
+            "Dead letters not yet replayed, per target (sampled).",
+            t,
+            registry=r,
+        )
+        self.circuit = Gauge(
+            "herald_circuit_state",
+            "1 for the current circuit state of each target (sampled).",
+            ("target", "state"),
+            registry=r,
+        )
+        self.paused = Gauge(
+            "herald_target_paused",
+            "1 when a target holds its jobs (paused, or 410 Gone) (sampled).",
+            t,
+            registry=r,
+        )
+        self.tracker_lookups = Counter(
+            "herald_tracker_lookups",
+            "Job lookups by the API, answered from the in-memory "
+            "tracker (hit) or the database (miss).",
+            ("result",),
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "herald_api_requests", "HTTP API requests.", ("route", "method", "status"), registry=r
+        )
+        self.api_duration = Histogram(
+            "herald_api_request_duration_seconds",
+            "HTTP API request duration.",
+            ("route",),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        r.register(_TrackerCollector(tracker))

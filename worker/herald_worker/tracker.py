@@ -1,0 +1,74 @@
+"""Recent jobs in memory (cachetools LRU), updated at every transition this process sees.
+
+A lookup is answered from here when the answer cannot be stale: the job is being delivered
+by this process, or it succeeded (final). Anything else (a queued job may have been taken
+by another replica since) is read from the database. Hits and misses are counted."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import uuid
+from typing import Any
+
+from cachetools import LRUCache
+
+from herald_queue.models import iso
+from herald_queue.states import JobState
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    id: uuid.UUID
+    target: str
+    priority: str
+    state: JobState
+    attempts: int
+    created_at: dt.datetime | None
+    updated_at: dt.datetime
+    last_error: str | None = None
+    local: bool = False
+    """This process is delivering it right now."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "target": self.target,
+            "priority": self.priority,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+            "lastError": self.last_error,
+            "source": "tracker",
+        }
+
+
+class Tracker:
+    def __init__(self, size: int) -> None:
+        self._cache: LRUCache[uuid.UUID, Snapshot] = LRUCache(maxsize=size)
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def record(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._cache[snapshot.id] = snapshot
+
+    def lookup(self, job_id: uuid.UUID) -> Snapshot | None:
+        """The snapshot if it is authoritative (see module doc), counting hit or miss."""
+        with self._lock:
+            snapshot = self._cache.get(job_id)
+            if snapshot is not None and (snapshot.local or snapshot.state is JobState.SUCCEEDED):
+                self.hits += 1
+                return snapshot
+            self.misses += 1
+            return None
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @property
+    def maxsize(self) -> int:
+        return int(self._cache.maxsize)
