@@ -29,6 +29,8 @@ class DeadLetterFilter:
 
     target: str | None = None
     """``namespace/name``, or a bare name (any namespace)."""
+    namespace: str | None = None
+    """Only dead letters of targets in this namespace (with or without ``target``)."""
     error_class: ErrorClass | None = None
     failed_after: dt.datetime | None = None
     failed_before: dt.datetime | None = None
@@ -43,11 +45,14 @@ class DeadLetterFilter:
             raise InvalidRequest("failedBefore", "must be later than failedAfter")
 
     def params(self) -> dict[str, Any]:
-        namespace = name = None
+        namespace, name = self.namespace, None
         if self.target:
-            namespace, _, name = self.target.rpartition("/")
+            prefix, _, name = self.target.rpartition("/")
+            if prefix and namespace and prefix != namespace:
+                raise InvalidRequest("target", f"{self.target!r} is not in namespace {namespace}")
+            namespace = prefix or namespace
         return {
-            "namespace": namespace or None,
+            "namespace": namespace,
             "name": name,
             "error_type": self.error_class.value if self.error_class else None,
             "failed_after": self.failed_after,

@@ -1,0 +1,102 @@
+"""Settings of the operator process (``herald operator``), from the environment. The chart
+sets them; the database and queue settings (HERALD_DATABASE_URL...) are shared with the
+worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from herald_queue.config import ConfigError, Duration, env, require_positive
+
+
+def _pod_namespace() -> str:
+    return os.environ.get("POD_NAMESPACE", "default")
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSettings:
+    watch_namespace: str = env(
+        "HERALD_WATCH_NAMESPACE",
+        "",
+        "Namespace whose PublishingTargets and DeadLetterReplays the operator reconciles; "
+        "'*' for all namespaces. Default: the operator's own namespace (POD_NAMESPACE).",
+    )
+    metrics_port: int = env("HERALD_OPERATOR_METRICS_PORT", 8081, "Port of the operator's /metrics.")
+    health_port: int = env(
+        "HERALD_OPERATOR_HEALTH_PORT", 8082, "Port of the operator's liveness probe (/healthz)."
+    )
+    peering: str = env(
+        "HERALD_PEERING",
+        "herald",
+        "Name of the kopf peering object that keeps a single operator replica active; empty "
+        "to run standalone (one replica only).",
+    )
+    status_interval: Duration = env(
+        "HERALD_STATUS_INTERVAL",
+        Duration(10.0),
+        "How often each PublishingTarget's status is refreshed from PostgreSQL.",
+    )
+    replay_batch: int = env(
+        "HERALD_REPLAY_BATCH", 500, "Dead letters a DeadLetterReplay puts back per transaction."
+    )
+    worker_deployment: str = env(
+        "HERALD_WORKER_DEPLOYMENT", "herald-worker", "The worker Deployment the operator scales."
+    )
+    worker_namespace: str = env(
+        "HERALD_WORKER_NAMESPACE", "", "Its namespace (default: the operator's own namespace)."
+    )
+    scaling: bool = env("HERALD_SCALING", True, "Scale the worker Deployment from queue depth.")
+    scale_min: int = env("HERALD_SCALE_MIN", 1, "Fewest worker replicas.")
+    scale_max: int = env("HERALD_SCALE_MAX", 10, "Most worker replicas.")
+    jobs_per_replica: int = env(
+        "HERALD_SCALE_JOBS_PER_REPLICA",
+        500,
+        "Ready jobs one replica is expected to handle: replicas = ceil(ready / this), clamped.",
+    )
+    scale_max_step: int = env(
+        "HERALD_SCALE_MAX_STEP", 2, "Most replicas added or removed in one change."
+    )
+    scale_interval: Duration = env(
+        "HERALD_SCALE_INTERVAL", Duration(15.0), "How often the desired replica count is computed."
+    )
+    scale_cooldown: Duration = env(
+        "HERALD_SCALE_COOLDOWN", Duration(60.0), "Least time between two changes."
+    )
+    scale_down_stabilization: Duration = env(
+        "HERALD_SCALE_DOWN_STABILIZATION",
+        Duration(300.0),
+        "Scale down only to the highest count desired over this window (no flapping).",
+    )
+
+    @property
+    def namespace(self) -> str | None:
+        """The watched namespace, or None for all of them."""
+        if self.watch_namespace == "*":
+            return None
+        return self.watch_namespace or _pod_namespace()
+
+    @property
+    def deployment_namespace(self) -> str:
+        return self.worker_namespace or _pod_namespace()
+
+    def validate(self) -> None:
+        for name, port in (("HERALD_OPERATOR_METRICS_PORT", self.metrics_port),
+                           ("HERALD_OPERATOR_HEALTH_PORT", self.health_port)):
+            if not 0 < port < 65536:
+                raise ConfigError(f"{name}: must be a port number, got {port}")
+        if self.scale_min < 0 or self.scale_max < max(1, self.scale_min):
+            raise ConfigError(
+                "HERALD_SCALE_MIN/HERALD_SCALE_MAX: need 0 <= min <= max and max >= 1, got "
+                f"{self.scale_min}/{self.scale_max}"
+            )
+        for name, value in (
+            ("HERALD_STATUS_INTERVAL", self.status_interval),
+            ("HERALD_REPLAY_BATCH", self.replay_batch),
+            ("HERALD_SCALE_JOBS_PER_REPLICA", self.jobs_per_replica),
+            ("HERALD_SCALE_MAX_STEP", self.scale_max_step),
+            ("HERALD_SCALE_INTERVAL", self.scale_interval),
+            ("HERALD_SCALE_COOLDOWN", self.scale_cooldown),
+            ("HERALD_SCALE_DOWN_STABILIZATION", self.scale_down_stabilization),
+        ):
+            require_positive(name, value)
