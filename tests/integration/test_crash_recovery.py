@@ -109,7 +109,7 @@ async def test_killed_claimer_jobs_are_rescued_and_completed_by_another(queue: Q
         (JobState.RETRYING, 1, False)}
     rows = await job_rows(queue, "id = ANY(%s)", [list(held)])
     assert {(r["state"], r["attempts"], r["leased_by"], r["last_error_class"]) for r in rows} == {
-        ("retrying", 1, None, "unknown")}
+        ("retrying", 1, None, "transient")}
     assert all("lease expired" in r["last_error"] for r in rows)
     assert await queue.jobs.rescue_expired() == [], "a rescue is done once"
 

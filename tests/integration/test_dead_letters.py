@@ -272,11 +272,18 @@ async def test_replay_to_a_missing_target_is_skipped(queue: Queue) -> None:
     assert set(result.job_ids) == set(ids) - beta
     entries = await all_entries(queue, DeadLetterFilter(target="beta"))
     assert {(e.row["replayed"], e.row["replay_result"]) for e in entries} == {
-        (True, "target-missing")}
+        (False, "target-missing")}, "skipped, but still replayable later"
     assert {r["state"] for r in await job_rows(queue, "id = ANY(%s)", [list(beta)])} <= {
         "dead"}, "not requeued"
     assert await queue.dead_letters.replay_counts("after-outage") == (4, 2)
     assert await queue.dead_letters.replay_counts("nobody") == (0, 0)
+    # The same replay run again does not loop on what it skipped...
+    again = await queue.dead_letters.replay(DeadLetterFilter(), replayed_by="after-outage")
+    assert (again.matched, again.replayed, again.skipped) == (0, 0, 0)
+    # ...and once the target exists again, a new replay puts them back.
+    await register(queue, "beta")
+    later = await queue.dead_letters.replay(DeadLetterFilter(), replayed_by="target-is-back")
+    assert (later.replayed, later.skipped) == (2, 0) and set(later.job_ids) == beta
 
 
 async def test_replay_counts_by_replay_name(queue: Queue) -> None:

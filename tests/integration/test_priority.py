@@ -19,7 +19,7 @@ import uuid
 
 from herald_queue.models import ClaimedJob
 from herald_queue.states import Priority
-from tests.helpers import claim_all, eventually, job, open_queue, register, sql_value
+from tests.helpers import claim_all, eventually, job, open_queue, register, sql_exec, sql_value
 
 HIGH, MEDIUM, LOW = Priority.HIGH, Priority.MEDIUM, Priority.LOW
 
@@ -49,9 +49,10 @@ async def test_high_before_medium_before_low_fifo_within(db_url: str) -> None:
         assert [j.id for j in await claim_all(queue, limit=1)] == expected
 
 
-async def test_deadline_rule_with_run_at_in_the_past(db_url: str) -> None:
+async def test_deadline_rule_for_jobs_ready_at_different_times(db_url: str) -> None:
     """budget_low = 300 s: a low job ready at T beats high jobs ready after T + 300 s and
-    yields to those ready before; a medium one (budget 60 s) likewise."""
+    yields to those ready before; a medium one (budget 60 s) likewise. (A runAt in the past
+    means "now", so the ready times are moved back in SQL, budgets kept.)"""
     async with await open_queue(db_url, budget_medium=60, budget_low=300) as queue:
         await register(queue)
         now = await sql_value(queue, "SELECT now()")
@@ -70,9 +71,14 @@ async def test_deadline_rule_with_run_at_in_the_past(db_url: str) -> None:
         ]
         ids: dict[uuid.UUID, str] = {}
         for name, priority, ago in plan:
-            r = await queue.jobs.enqueue(job(payload={"name": name}, priority=priority,
-                                             run_at=at(ago)))
+            r = await queue.jobs.enqueue(job(payload={"name": name}, priority=priority))
             ids[r.id] = name
+            await sql_exec(
+                queue,
+                "UPDATE herald.jobs SET deadline = deadline - (run_at - %(at)s), run_at = %(at)s"
+                " WHERE id = %(id)s",
+                {"at": at(ago), "id": r.id},
+            )
         claimed = [ids[j.id] for j in await claim_all(queue, limit=1)]
         assert claimed == ["low-older", "high-early", "medium", "high-just-before", "low",
                            "high-just-after", "high-late"]

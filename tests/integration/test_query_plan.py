@@ -164,8 +164,7 @@ async def test_retention_prune_uses_the_finished_index(
     queue: Queue, data: dict[str, int]
 ) -> None:
     # The default retention (one day): about half of the finished jobs are past it.
-    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=queue.settings.job_retention)
     plan = await explain(queue, sql.query("jobs", "prune_finished"),
-                         {"cutoff": cutoff, "limit": 5000})
+                         {"older_than": queue.settings.job_retention, "limit": 5000})
     assert "jobs_finished_idx" in index_names(plan), plan
     assert "jobs" not in seq_scans(plan), plan

@@ -8,6 +8,7 @@ statement that therefore sees every earlier change to those chains, holds all bu
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from herald_queue import sql
 from herald_queue.db import AsyncConn
@@ -15,12 +16,26 @@ from herald_queue.db import AsyncConn
 J = sql.load("jobs")
 
 
-async def settle(conn: AsyncConn, chains: Iterable[tuple[int, str | None]]) -> None:
-    """Normalize the given (target_id, ordering_key) chains (entries without a key are
-    ignored); ``conn`` is in a transaction."""
+def _params(chains: Iterable[tuple[int, str | None]]) -> dict[str, list[Any]] | None:
     unique = sorted({(t, k) for t, k in chains if k is not None})
     if not unique:
+        return None
+    return {"target_ids": [t for t, _ in unique], "keys": [k for _, k in unique]}
+
+
+async def lock(conn: AsyncConn, chains: Iterable[tuple[int, str | None]]) -> None:
+    """Take the chains' advisory locks (sorted); ``conn`` is in a transaction. Taking them
+    before inserting keeps a chain's seq in the order its jobs commit."""
+    params = _params(chains)
+    if params is not None:
+        await conn.execute(J["lock_chains"], params)
+
+
+async def settle(conn: AsyncConn, chains: Iterable[tuple[int, str | None]]) -> None:
+    """Lock and normalize the given (target_id, ordering_key) chains (entries without a key
+    are ignored); ``conn`` is in a transaction. Locks already held are simply held again."""
+    params = _params(chains)
+    if params is None:
         return
-    params = {"target_ids": [t for t, _ in unique], "keys": [k for _, k in unique]}
     await conn.execute(J["lock_chains"], params)
     await conn.execute(J["normalize_chains"], params)

@@ -300,12 +300,12 @@ class DeadLetterStore:
         """Delete dead letters that failed more than ``older_than`` seconds ago."""
         if older_than < 0:
             raise InvalidRequest("olderThan", "must not be negative")
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)  # for display
         namespace, name = None, None
         if target:
             ns, _, name = target.rpartition("/")
             namespace = ns or None
-        params = {"cutoff": cutoff, "namespace": namespace, "name": name}
+        params = {"older_than": older_than, "namespace": namespace, "name": name}
         async with self._pool.connection() as conn:
             cur = await conn.execute(D["count_purgeable"], params)
             row = await cur.fetchone()

@@ -119,6 +119,14 @@ class JobStore:
             self._pool.connection() as conn,
             _no_transaction() if single else conn.transaction(),
         ):
+            # Locks first, in sorted order: the chains (so seq follows the chain order) and,
+            # for a batch, the idempotency keys (so overlapping batches never deadlock).
+            await chains.lock(conn, ordered)
+            if keyed and not single:
+                await conn.execute(
+                    J["lock_idempotency_keys"],
+                    {"target_ids": [t for t, _ in keyed], "keys": [k for _, k in keyed]},
+                )
             cur = await conn.execute(J["enqueue_many"], {"batch": f"[{batch}]"})
             inserted = {row[0].int for row in await cur.fetchall()}  # type: ignore[attr-defined]
             if len(inserted) < len(requests) and keyed:
@@ -176,7 +184,9 @@ class JobStore:
     async def claim(
         self, worker: str, limit: int, *, per_target_limits: dict[int, int] | None = None
     ) -> list[ClaimedJob]:
-        """Claim up to ``limit`` ready jobs under a lease, earliest deadline first.
+        """Claim up to ``limit`` ready jobs under a lease: those with the earliest deadlines
+        (the returned list is in no particular order). Under contention a claim may take
+        fewer than are ready (it skips jobs other claimers hold); claim again.
 
         Targets that are paused, or whose circuit is open, give nothing; a half-open circuit
         gives at most its probes and a rate limit its tokens (shared by all workers).
@@ -400,7 +410,8 @@ class JobStore:
                     run_at=dt.datetime.now(dt.UTC),
                     lease_expires_at=dt.datetime.now(dt.UTC),
                 ),
-                error_class=ErrorClass.UNKNOWN,
+                # Not the receiver's fault: the normal attempt budget, no breaker count.
+                error_class=ErrorClass.TRANSIENT,
                 message=f"lease expired: worker {r['leased_by']} stopped renewing it "
                 "(it died or lost the database); the delivery may or may not have happened",
                 counts_for_breaker=False,
@@ -460,11 +471,11 @@ class JobStore:
 
     async def prune(self, *, batch: int = 5000) -> int:
         """Retention: delete finished jobs older than the job retention period."""
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.job_retention)
+        params = {"older_than": self.settings.job_retention, "limit": batch}
         total = 0
         async with self._pool.connection() as conn:
             while True:
-                cur = await conn.execute(J["prune_finished"], {"cutoff": cutoff, "limit": batch})
+                cur = await conn.execute(J["prune_finished"], params)
                 total += cur.rowcount
                 if cur.rowcount < batch:
                     return total

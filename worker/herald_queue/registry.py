@@ -237,9 +237,8 @@ class TargetRegistry:
             return len(await cur.fetchall())
 
     async def purge_tombstones(self, older_than: float) -> int:
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
         async with self._pool.connection() as conn:
-            cur = await conn.execute(Q["purge_tombstones"], {"cutoff": cutoff})
+            cur = await conn.execute(Q["purge_tombstones"], {"older_than": older_than})
             return len(await cur.fetchall())
 
     async def auto_pause(self, target_id: int, reason: str) -> bool:

@@ -40,9 +40,11 @@ LIMIT 1;
 -- name: replay_dead_letters
 -- Puts dead letters back on the queue, in one transaction, oldest first.
 -- picked: unreplayed entries matching the selector, locked so a concurrent replay skips
---   them (an entry is replayed once, ever).
--- marked: the entries, marked replayed; their target is looked up by namespace/name so a
---   recreated target receives them; without one the entry is marked "target-missing".
+--   them (an entry is replayed once, ever), except those this same replay already found
+--   without a target (so a run never loops on them).
+-- marked: the entries; their target is looked up by namespace/name so a recreated target
+--   receives them. Without one, an entry is marked "target-missing" but stays unreplayed:
+--   a later replay (once the target exists again) can still put it back.
 -- requeued: the job row again (same id, so webhook-id stays stable), attempts reset. It
 --   may still exist as dead, or be gone after retention; an idempotency key now used by
 --   another job is dropped rather than failing the replay. Ordering-key jobs start held
@@ -51,19 +53,21 @@ WITH picked AS (
     SELECT d.id, d.target_namespace, d.target_name
     FROM herald.dead_letters d
     WHERE NOT d.replayed
+      AND (d.replay_result IS DISTINCT FROM 'target-missing'
+           OR d.replayed_by IS DISTINCT FROM %(replayed_by)s)
       AND (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
       AND (%(name)s::text IS NULL OR d.target_name = %(name)s)
       AND (%(error_type)s::text IS NULL OR d.error_type = %(error_type)s)
       AND (%(failed_after)s::timestamptz IS NULL OR d.failed_at >= %(failed_after)s)
       AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
       AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
-  AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
+      AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
     ORDER BY d.failed_at, d.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), marked AS (
     UPDATE herald.dead_letters d
-    SET replayed = true,
+    SET replayed = t.id IS NOT NULL,
         replayed_at = now(),
         replay_result = CASE WHEN t.id IS NULL THEN 'target-missing' ELSE 'queued' END,
         replayed_by = %(replayed_by)s,
@@ -130,7 +134,7 @@ FROM herald.dead_letters WHERE replayed_by = %(replayed_by)s;
 
 -- name: count_purgeable
 SELECT count(*) AS matched FROM herald.dead_letters
-WHERE failed_at < %(cutoff)s
+WHERE failed_at < now() - make_interval(secs => %(older_than)s)
   AND (%(namespace)s::text IS NULL OR target_namespace = %(namespace)s)
   AND (%(name)s::text IS NULL OR target_name = %(name)s);
 
@@ -140,7 +144,7 @@ WHERE failed_at < %(cutoff)s
 DELETE FROM herald.dead_letters
 WHERE id = ANY (ARRAY(
     SELECT id FROM herald.dead_letters
-    WHERE failed_at < %(cutoff)s
+    WHERE failed_at < now() - make_interval(secs => %(older_than)s)
       AND (%(namespace)s::text IS NULL OR target_namespace = %(namespace)s)
       AND (%(name)s::text IS NULL OR target_name = %(name)s)
     LIMIT %(limit)s));

@@ -9,8 +9,8 @@ INSERT INTO herald.jobs (id, target_id, priority, payload, idempotency_key, orde
                          held, run_at, deadline)
 SELECT b.id, b.target_id, b.priority, b.payload, b.idempotency_key, b.ordering_key,
        b.ordering_key IS NOT NULL,
-       coalesce(b.run_at, now()),
-       coalesce(b.run_at, now()) + make_interval(secs => b.budget)
+       greatest(b.run_at, now()),
+       greatest(b.run_at, now()) + make_interval(secs => b.budget)
 FROM json_to_recordset(%(batch)s::json) AS b(
     id uuid, target_id integer, priority text, payload json, idempotency_key text,
     ordering_key text, run_at timestamptz, budget double precision)
@@ -40,12 +40,23 @@ FROM (SELECT DISTINCT hashtextextended(k.target_id::text || '/' || k.ordering_ke
       FROM unnest(%(target_ids)s::integer[], %(keys)s::text[]) AS k (target_id, ordering_key)
       ORDER BY 1) AS locks;
 
+-- name: lock_idempotency_keys
+-- A batch takes the advisory locks of its idempotency keys in sorted order before
+-- inserting, so two batches sharing keys in different orders wait for each other instead
+-- of deadlocking on the unique index.
+SELECT pg_advisory_xact_lock(h)
+FROM (SELECT DISTINCT hashtextextended(k.target_id::text || ':' || k.key, 7079) AS h
+      FROM unnest(%(target_ids)s::integer[], %(keys)s::text[]) AS k (target_id, key)
+      ORDER BY 1) AS locks;
+
 -- name: normalize_chains
--- In each chain (unfinished jobs of one target sharing an ordering key) only the oldest
--- job may run: every other waiting job is held.
+-- In each chain (unfinished jobs of one target sharing an ordering key) one job may run:
+-- the running one if there is one (a job is never overtaken while it is being delivered,
+-- whatever its place), else the oldest. Every other waiting job is held.
 UPDATE herald.jobs j
 SET held = (j.seq <> h.head_seq)
-FROM (SELECT c.target_id, c.ordering_key, min(c.seq) AS head_seq
+FROM (SELECT c.target_id, c.ordering_key,
+             coalesce(min(c.seq) FILTER (WHERE c.state = 'running'), min(c.seq)) AS head_seq
       FROM herald.jobs c
       JOIN (SELECT DISTINCT * FROM unnest(%(target_ids)s::integer[], %(keys)s::text[]))
            AS k (target_id, ordering_key)
@@ -193,7 +204,7 @@ WITH f AS (
               d.before
 ), outcome AS (
     SELECT h.*, b.circuit_open_until, now() + make_interval(secs => h.delay) AS retry_at,
-           b.circuit_state = 'open' AND h.counts AND h.error_class <> 'permanent' AS refund
+           b.circuit_state = 'open' AND h.error_class <> 'permanent' AS refund
     FROM owned h JOIN breaker b ON b.id = h.target_id
 ), updated AS (
     UPDATE herald.jobs j
@@ -318,5 +329,6 @@ LIMIT %(limit)s;
 DELETE FROM herald.jobs
 WHERE id = ANY (ARRAY(
     SELECT id FROM herald.jobs
-    WHERE state IN ('succeeded', 'dead') AND finished_at < %(cutoff)s
+    WHERE state IN ('succeeded', 'dead')
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
     LIMIT %(limit)s));

@@ -157,8 +157,11 @@ CREATE TABLE herald.dead_letters (
     replayed_at      timestamptz,
     replay_result    text CHECK (replay_result IN ('queued', 'target-missing')),
     replayed_by      text,
+    -- replayed: back on the queue. A replay that found no target marks the entry
+    -- target-missing and leaves it unreplayed, for a later replay.
     CONSTRAINT dead_letters_replay_check
-        CHECK (replayed = (replayed_at IS NOT NULL AND replay_result IS NOT NULL))
+        CHECK (replayed = (replay_result IS NOT DISTINCT FROM 'queued')
+               AND (replay_result IS NULL) = (replayed_at IS NULL))
 );
 
 CREATE INDEX dead_letters_target_name_idx
@@ -183,7 +186,8 @@ BEGIN
         id, job_id, fingerprint, target_namespace, target_name, target_type, payload,
         target_config, error_message, error_type, reason, http_status, retry_count,
         last_retry_at, priority, idempotency_key, ordering_key, job_created_at, failed_at)
-    SELECT gen_random_uuid(), NEW.id, NEW.payload ->> 'fingerprint', t.namespace, t.name,
+    SELECT gen_random_uuid(), NEW.id, coalesce(NEW.payload ->> 'fingerprint',
+               NEW.payload -> 'alerts' -> 0 ->> 'fingerprint'), t.namespace, t.name,
            t.type, NEW.payload, t.config, coalesce(NEW.last_error, NEW.dead_reason),
            coalesce(NEW.last_error_class, 'permanent'), NEW.dead_reason, NEW.last_http_status,
            NEW.attempts, NEW.started_at, NEW.priority, NEW.idempotency_key, NEW.ordering_key,
