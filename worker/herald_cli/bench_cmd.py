@@ -34,11 +34,12 @@ def _progress(quiet: bool) -> Any:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from herald_bench import queue_bench, server
+    from herald_bench import queue_bench
+    from herald_queue import scratch
 
     report = _progress(False)
-    async with server.bench_database(args.database_url) as url:
-        environment = await server.describe_server(url)
+    async with scratch.scratch_database(args.database_url, prefix="herald_bench") as url:
+        environment = await scratch.describe_server(url)
         report(
             f"PostgreSQL {environment['postgresql']['server_version']}, "
             f"synchronous_commit={environment['postgresql']['synchronous_commit']}"

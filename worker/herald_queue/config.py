@@ -13,13 +13,14 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, NewType, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from herald_queue.errors import HeraldError
 
 T = TypeVar("T")
 
-Duration = NewType("Duration", float)
+_DURATION = "duration"
+Duration = Annotated[float, _DURATION]
 """Seconds; the environment may say ``90``, ``90s``, ``15m``, ``24h``, ``30d`` or ``1h30m``."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -68,12 +69,14 @@ _FALSE = {"0", "false", "no", "off"}
 
 def _convert(name: str, raw: str, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
+    if origin is Annotated and _DURATION not in annotation.__metadata__:
+        return _convert(name, raw, typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if raw == "":
             return None
         return _convert(name, raw, args[0])
-    if annotation is Duration:
+    if _DURATION in getattr(annotation, "__metadata__", ()):
         try:
             return parse_duration(raw)
         except ValueError as exc:
@@ -99,7 +102,7 @@ def _convert(name: str, raw: str, annotation: Any) -> Any:
 def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:
     """Build ``cls`` from the environment; keyword ``overrides`` win over it."""
     source = os.environ if environ is None else environ
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         if field.name in overrides:

@@ -25,7 +25,7 @@ class DatabaseSettings:
     pool_min: int = env("HERALD_DB_POOL_MIN", 1, "Connections a process keeps open.")
     pool_max: int = env("HERALD_DB_POOL_MAX", 10, "Most connections a process opens.")
     connect_timeout: Duration = env(
-        "HERALD_DB_CONNECT_TIMEOUT", Duration(5.0), "Time allowed to open a connection."
+        "HERALD_DB_CONNECT_TIMEOUT", 5.0, "Time allowed to open a connection."
     )
 
     def validate(self) -> None:
@@ -41,14 +41,14 @@ class DatabaseSettings:
 class QueueSettings:
     budget_medium: Duration = env(
         "HERALD_PRIORITY_BUDGET_MEDIUM",
-        Duration(60.0),
+        60.0,
         "Latency budget of medium jobs: claims order ready jobs by ready time plus budget "
         "(high: 0), so a medium job yields to high jobs that became ready up to this much "
         "later, and no longer.",
     )
     budget_low: Duration = env(
         "HERALD_PRIORITY_BUDGET_LOW",
-        Duration(300.0),
+        300.0,
         "Latency budget of low jobs (see HERALD_PRIORITY_BUDGET_MEDIUM): the bound on how "
         "long a flood of high jobs can keep a low job waiting, beyond draining the jobs "
         "ahead of it.",
@@ -58,18 +58,18 @@ class QueueSettings:
     )
     lease: Duration = env(
         "HERALD_LEASE",
-        Duration(60.0),
+        60.0,
         "Lease of a claimed job; workers renew it while delivering. A job whose worker "
         "stops renewing is claimed again after this long.",
     )
     job_retention: Duration = env(
         "HERALD_JOB_RETENTION",
-        Duration(86_400.0),
+        86_400.0,
         "How long succeeded and dead job rows are kept (dead letters have their own).",
     )
     dead_letter_retention: Duration = env(
         "HERALD_DEAD_LETTER_RETENTION",
-        Duration(30 * 86_400.0),
+        30 * 86_400.0,
         "How long dead letters are kept before the retention cleaner purges them.",
     )
     default_namespace: str = env(

@@ -25,6 +25,8 @@ class Result:
     retry_after: float | None = None
     gone: bool = False
     """The receiver answered 410 Gone: this endpoint will not take deliveries any more."""
+    finished: float = dataclasses.field(default_factory=time.monotonic)
+    """When the attempt ended (monotonic), to order the outcomes settled in one batch."""
 
     @property
     def delivered(self) -> bool:

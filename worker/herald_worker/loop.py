@@ -264,6 +264,10 @@ class Worker:
         delivered = [s for s in batch if s.result.delivered]
         gone = [s for s in batch if s.result.gone]
         failed = [s for s in batch if not s.result.delivered and not s.result.gone]
+        last_success: dict[int, float] = {}
+        for s in delivered:
+            target = s.job.target_id
+            last_success[target] = max(last_success.get(target, 0.0), s.result.finished)
         async for attempt in _db_retry(self.health, "settle"):
             with attempt:
                 if delivered:
@@ -273,7 +277,7 @@ class Worker:
                     await self._pause_gone(gone)
                     gone = []
                 if failed:
-                    await self._fail(failed)
+                    await self._fail(failed, last_success)
                     failed = []
         for s in batch:
             self._held.pop(s.job.id, None)
@@ -334,10 +338,14 @@ class Worker:
         # Not the jobs' fault: back to the queue, attempt not counted, held by the pause.
         await self.queue.jobs.release(self.id, [s.job.id for s in gone])
 
-    async def _fail(self, failed: list[_Settlement]) -> None:
+    async def _fail(self, failed: list[_Settlement], last_success: dict[int, float]) -> None:
         failures = []
         for s in failed:
             assert s.result.error_class is not None
+            # The breaker counts consecutive failures: a failure that came back before a
+            # success of its target in this batch was followed by that success (which reset
+            # the streak), so it does not count.
+            counts = s.result.finished > last_success.get(s.job.target_id, 0.0)
             failures.append(
                 Failure(
                     job=s.job,
@@ -345,6 +353,7 @@ class Worker:
                     message=s.result.message,
                     http_status=s.result.status,
                     retry_after=s.result.retry_after,
+                    counts_for_breaker=counts,
                 )
             )
         outcomes = await self.queue.jobs.fail(self.id, failures)

@@ -29,14 +29,14 @@ class WorkerSettings:
     claim_batch: int = env("HERALD_CLAIM_BATCH", 50, "Most jobs one claim takes.")
     poll_interval: Duration = env(
         "HERALD_POLL_INTERVAL",
-        Duration(1.0),
+        1.0,
         "How often an idle worker looks for work without a notification (LISTEN/NOTIFY "
         "wakes it at once; this is the fallback, and the pace of retries due on other "
         "workers' schedules).",
     )
     shutdown_grace: Duration = env(
         "HERALD_SHUTDOWN_GRACE",
-        Duration(20.0),
+        20.0,
         "On SIGTERM, how long deliveries in flight may finish before they are released to "
         "other workers. Keep it below the pod's terminationGracePeriodSeconds.",
     )
@@ -45,27 +45,27 @@ class WorkerSettings:
     )
     retry_after_cap: Duration = env(
         "HERALD_RETRY_AFTER_CAP",
-        Duration(3600.0),
+        3600.0,
         "Longest Retry-After honoured; a receiver asking for more waits this long.",
     )
     rescue_interval: Duration = env(
         "HERALD_RESCUE_INTERVAL",
-        Duration(5.0),
+        5.0,
         "How often expired leases are rescued and jobs of deleted targets swept to the DLQ.",
     )
     cleanup_interval: Duration = env(
         "HERALD_CLEANUP_INTERVAL",
-        Duration(300.0),
+        300.0,
         "How often finished jobs and old dead letters are pruned (retention).",
     )
     sample_interval: Duration = env(
         "HERALD_SAMPLE_INTERVAL",
-        Duration(10.0),
+        10.0,
         "How often queue depth, DLQ size and circuit states are sampled for /metrics.",
     )
     targets_refresh: Duration = env(
         "HERALD_TARGETS_REFRESH",
-        Duration(30.0),
+        30.0,
         "How often target configuration and Secrets are re-read (registry changes also "
         "arrive at once by notification).",
     )

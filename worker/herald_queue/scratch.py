@@ -1,5 +1,5 @@
-"""A database for a benchmark: a new database on the given server, or on a private
-embedded PostgreSQL that is stopped and removed afterwards."""
+"""A throwaway database (for the benchmark and the demo): a new database on the given
+server, or on a private embedded PostgreSQL that is stopped and removed afterwards."""
 
 from __future__ import annotations
 
@@ -32,15 +32,17 @@ SETTINGS = (
 
 
 @asynccontextmanager
-async def bench_database(admin_url: str | None) -> AsyncIterator[str]:
+async def scratch_database(
+    admin_url: str | None, *, prefix: str = "herald_scratch"
+) -> AsyncIterator[str]:
     """Yield the URL of a fresh, migrated database; drop it (and the embedded server,
     if one was started) afterwards."""
     tmp: Path | None = None
     if admin_url is None:
-        tmp = Path(tempfile.mkdtemp(prefix="herald-bench-"))
+        tmp = Path(tempfile.mkdtemp(prefix="herald-scratch-"))
         tmp.chmod(0o755)
         admin_url = embedded.start(tmp)
-    name = f"herald_bench_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         async with await db.connect(admin_url) as conn:
             await conn.execute(f'CREATE DATABASE "{name}"'.encode())
