@@ -119,13 +119,16 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
 
 
 def describe(cls: type[Any]) -> list[SettingInfo]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     rows = []
     for field in dataclasses.fields(cls):
         if "env" not in field.metadata:
             continue
         annotation = hints[field.name]
-        type_name = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+        if _DURATION in getattr(annotation, "__metadata__", ()):
+            type_name = "duration"
+        else:
+            type_name = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
         rows.append(
             SettingInfo(
                 env=field.metadata["env"],
@@ -136,6 +139,14 @@ def describe(cls: type[Any]) -> list[SettingInfo]:
             )
         )
     return rows
+
+
+def format_duration(seconds: float) -> str:
+    """``90`` -> ``90s``, ``86400`` -> ``24h``, ``2592000`` -> ``30d``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def require_positive(name: str, value: float) -> None:

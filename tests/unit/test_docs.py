@@ -1,0 +1,33 @@
+"""The README says what the code does: configuration tables, the test command CI runs, and
+the failure classification table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from herald_cli.settings_doc import tables
+from herald_worker.classify import PERMANENT_STATUSES, TRANSIENT_STATUSES
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def test_configuration_tables_are_generated_from_the_settings() -> None:
+    block = README.split("<!-- settings:begin -->\n", 1)[1].split("<!-- settings:end -->")[0]
+    assert block == tables(), "run: python -m herald_cli.settings_doc, paste into README.md"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    [command] = re.findall(r'^TEST_COMMAND="(.+)"$', ci, flags=re.M)
+    assert f"```sh\n{command}\n```" in README
+
+
+def test_failure_table_matches_the_classifier() -> None:
+    rows = {line.split("|")[2].strip(): line.split("|")[1] for line in README.splitlines()
+            if line.startswith("| ") and line.count("|") == 4}
+    transient = {int(n) for n in re.findall(r"\b(\d{3})\b", rows["transient"])}
+    permanent = {int(n) for n in re.findall(r"\b(\d{3})\b", rows["permanent"])}
+    assert transient == TRANSIENT_STATUSES
+    assert permanent == PERMANENT_STATUSES
