@@ -22,7 +22,9 @@ class OperatorSettings:
         "Namespace whose PublishingTargets and DeadLetterReplays the operator reconciles; "
         "'*' for all namespaces. Default: the operator's own namespace (POD_NAMESPACE).",
     )
-    metrics_port: int = env("HERALD_OPERATOR_METRICS_PORT", 8081, "Port of the operator's /metrics.")
+    metrics_port: int = env(
+        "HERALD_OPERATOR_METRICS_PORT", 8081, "Port of the operator's /metrics."
+    )
     health_port: int = env(
         "HERALD_OPERATOR_HEALTH_PORT", 8082, "Port of the operator's liveness probe (/healthz)."
     )
@@ -34,7 +36,7 @@ class OperatorSettings:
     )
     status_interval: Duration = env(
         "HERALD_STATUS_INTERVAL",
-        Duration(10.0),
+        10.0,
         "How often each PublishingTarget's status is refreshed from PostgreSQL.",
     )
     replay_batch: int = env(
@@ -58,14 +60,12 @@ class OperatorSettings:
         "HERALD_SCALE_MAX_STEP", 2, "Most replicas added or removed in one change."
     )
     scale_interval: Duration = env(
-        "HERALD_SCALE_INTERVAL", Duration(15.0), "How often the desired replica count is computed."
+        "HERALD_SCALE_INTERVAL", 15.0, "How often the desired replica count is computed."
     )
-    scale_cooldown: Duration = env(
-        "HERALD_SCALE_COOLDOWN", Duration(60.0), "Least time between two changes."
-    )
+    scale_cooldown: Duration = env("HERALD_SCALE_COOLDOWN", 60.0, "Least time between two changes.")
     scale_down_stabilization: Duration = env(
         "HERALD_SCALE_DOWN_STABILIZATION",
-        Duration(300.0),
+        300.0,
         "Scale down only to the highest count desired over this window (no flapping).",
     )
 
@@ -81,8 +81,10 @@ class OperatorSettings:
         return self.worker_namespace or _pod_namespace()
 
     def validate(self) -> None:
-        for name, port in (("HERALD_OPERATOR_METRICS_PORT", self.metrics_port),
-                           ("HERALD_OPERATOR_HEALTH_PORT", self.health_port)):
+        for name, port in (
+            ("HERALD_OPERATOR_METRICS_PORT", self.metrics_port),
+            ("HERALD_OPERATOR_HEALTH_PORT", self.health_port),
+        ):
             if not 0 < port < 65536:
                 raise ConfigError(f"{name}: must be a port number, got {port}")
         if self.scale_min < 0 or self.scale_max < max(1, self.scale_min):

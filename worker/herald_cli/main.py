@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("stats", "stats_cmd", "queue depth per state, priority and target"),
     ("dlq", "dlq_cmd", "list, show, replay and purge dead letters"),
     ("worker", "worker_cmd", "run the delivery worker (the data plane)"),
+    ("operator", "operator_cmd", "run the Kubernetes operator (the control plane)"),
     ("demo", "demo_cmd", "watch Herald ride out a misbehaving receiver, end to end"),
     ("bench", "bench_cmd", "measure enqueue, drain and latency figures"),
     ("db", "db_cmd", "manage the embedded PostgreSQL"),

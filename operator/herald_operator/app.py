@@ -1,0 +1,195 @@
+"""The operator as kopf runs it: its settings, its lifecycle (startup, cleanup, liveness
+probe), the registry of handlers, and :func:`run`.
+
+Handlers are registered on a registry built from the settings (:func:`build_registry`)
+rather than at import, because the status timer's interval is a setting
+(HERALD_STATUS_INTERVAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from herald_operator import replays, targets
+from herald_operator.autoscaler import COMPONENT, WorkerAutoscaler
+from herald_operator.metrics import MetricsServer
+from herald_operator.runtime import DB_ERRORS, Options, Runtime, runtime_of
+from herald_operator.settings import OperatorSettings
+from herald_queue import migrate
+from herald_queue.errors import HeraldError, SchemaOutOfDate
+
+log = logging.getLogger("herald.operator")
+
+FINALIZER = "herald.dev/finalizer"
+ANNOTATIONS_PREFIX = "herald.dev"
+
+
+def configure(settings: kopf.OperatorSettings, options: Options) -> None:
+    """Every kopf setting the operator changes, in one place."""
+    ours = options.settings
+    # Deletions of our objects wait for Herald's finalizer, named after our group.
+    settings.persistence.finalizer = FINALIZER
+    # Handler progress (retries, done) in annotations herald.dev/<handler-id>, not in status
+    # (the CRDs declare no such status fields: an apiserver would prune them).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATIONS_PREFIX
+    )
+    # The last handled spec, to compute diffs: herald.dev/last-handled-configuration.
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
+    )
+    # Events: what handlers post with kopf.info/warn (Normal and Warning), not every log
+    # line; signed as Herald's operator replica.
+    settings.posting.enabled = True
+    settings.posting.level = logging.INFO
+    settings.posting.loggers = False
+    settings.posting.reporting_component = COMPONENT
+    settings.posting.reporting_instance = options.identity[:128]
+    settings.posting.event_name_prefix = "herald-"
+    # Peering: with HERALD_PEERING set, the KopfPeering object of that name must exist
+    # (mandatory: without it no replica acts), and the replica with the highest (random)
+    # priority acts while the others stand by. Empty: standalone, run one replica only.
+    if ours.peering:
+        settings.peering.standalone = False
+        settings.peering.mandatory = True
+        settings.peering.name = ours.peering
+        settings.peering.priority = options.priority
+        settings.peering.stealth = True  # keep-alives are not logged
+    else:
+        settings.peering.standalone = True
+        settings.peering.mandatory = False
+    # No cluster scanning: the CRDs are installed before the operator starts (the chart
+    # does it), and watching CRDs and namespaces would need cluster-wide RBAC.
+    settings.scanning.disabled = True
+    # Watch streams: the apiserver ends each within 5 minutes (then kopf reconnects); a
+    # stream that carries nothing (not even a bookmark) for 70 s is presumed dead.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.watching.inactivity_timeout = 70
+    # API requests: a request may take 30 s; a failed one is retried with these backoffs.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    settings.networking.error_backoffs = list(options.api_backoffs)
+    # An unexpected exception in a handler is retried after this long (outages we expect
+    # raise kopf.TemporaryError with their own delay).
+    settings.execution.default_backoff = options.retry_delay
+    # Daemons and timers are told to stop on deletion and shutdown: no long polling.
+    settings.background.cancellation_polling = 5
+
+
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    options: Options = memo["herald_options"]
+    configure(settings, options)
+    try:
+        rt = await Runtime.open(options)
+    except SchemaOutOfDate as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    except DB_ERRORS as exc:
+        log.warning("cannot reach PostgreSQL yet; retrying", extra={"action": "connect",
+                                                                    "error": str(exc)})
+        raise kopf.TemporaryError(str(exc), delay=options.retry_delay) from None
+    except HeraldError as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    memo["herald"] = rt
+    server = MetricsServer(rt.metrics, options.listen_host, rt.settings.metrics_port)
+    port = await server.start()
+    rt.closers.append(server.stop)
+    log.info("serving /metrics", extra={"action": "listen", "port": port})
+    if rt.settings.scaling:
+        rt.tasks.append(asyncio.create_task(WorkerAutoscaler(rt).run(), name="herald-scaler"))
+    log.info(
+        "operator started",
+        extra={
+            "action": "start",
+            "namespace": rt.settings.namespace or "*",
+            "peering": rt.settings.peering or "(standalone)",
+            "identity": options.identity,
+        },
+    )
+
+
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    rt = memo.get("herald")
+    if isinstance(rt, Runtime):
+        await rt.close()
+    log.info("operator stopped", extra={"action": "stop"})
+
+
+PROBE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *DB_ERRORS)
+
+
+async def probe_database(memo: kopf.Memo, **_: Any) -> str:
+    """Liveness (/healthz): PostgreSQL answers and has the schema this Herald needs."""
+    rt = runtime_of(memo)
+    try:
+        async with asyncio.timeout(5):
+            async with rt.queue.pool.connection() as conn:
+                await migrate.check_schema(conn)
+    except PROBE_ERRORS as exc:
+        raise kopf.PermanentError(
+            f"PostgreSQL is unreachable: {exc or type(exc).__name__}"
+        ) from None
+    except SchemaOutOfDate as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    return "ok"
+
+
+LoginFn = Callable[..., Any]
+
+
+
+def build_registry(
+    settings: OperatorSettings, *, login: LoginFn | None = kopf.login_via_client
+) -> kopf.OperatorRegistry:
+    """Every handler of the operator on a new registry. ``login`` logs in to the API
+    (default: in-cluster ServiceAccount, else kubeconfig, through the kubernetes client,
+    whose default configuration the operator's own API calls then use)."""
+    r = kopf.OperatorRegistry()
+    kopf.on.startup(registry=r)(startup)
+    kopf.on.cleanup(registry=r)(cleanup)
+    kopf.on.probe(registry=r, id="database")(probe_database)
+    if login is not None:
+        kopf.on.login(registry=r)(login)
+
+    pt = (targets.GROUP, targets.VERSION, targets.PLURAL)
+    kopf.on.resume(*pt, registry=r)(targets.reconcile)
+    kopf.on.create(*pt, registry=r)(targets.reconcile)
+    kopf.on.update(*pt, field="spec", registry=r)(targets.reconcile)
+    kopf.on.delete(*pt, registry=r)(targets.delete)
+    interval = float(settings.status_interval)
+    kopf.timer(*pt, registry=r, interval=interval, initial_delay=min(interval, 1.0))(
+        targets.refresh
+    )
+
+    dlr = (replays.GROUP, replays.VERSION, replays.PLURAL)
+    kopf.on.resume(*dlr, registry=r)(replays.run)
+    kopf.on.create(*dlr, registry=r)(replays.run)
+    return r
+
+
+async def run(
+    options: Options,
+    *,
+    registry: kopf.OperatorRegistry | None = None,
+    stop_flag: Any = None,
+    ready_flag: Any = None,
+) -> None:
+    """Run until stopped (SIGTERM/SIGINT in the main thread, or ``stop_flag``)."""
+    settings = options.settings
+    namespace = settings.namespace
+    await kopf.operator(
+        registry=registry if registry is not None else build_registry(settings),
+        clusterwide=namespace is None,
+        namespaces=[namespace] if namespace is not None else (),
+        identity=options.identity,  # type: ignore[arg-type]
+        liveness_endpoint=f"http://{options.listen_host}:{settings.health_port}/healthz",
+        memo=kopf.Memo(herald_options=options),
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )

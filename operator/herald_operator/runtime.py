@@ -1,0 +1,215 @@
+"""What one operator process holds while it runs: its settings, the queue (PostgreSQL
+pool), the Kubernetes API client, metrics, the worker scaler's state. Built by the startup
+handler, kept in kopf's memo (``memo["herald"]``), closed by the cleanup handler."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from herald_operator import peering
+from herald_operator.kube import KubeApi, KubeError
+from herald_operator.metrics import Metrics
+from herald_operator.scaling import Scaler, ScalingPolicy
+from herald_operator.settings import OperatorSettings
+from herald_operator.status import Depth, depth_by_target
+from herald_queue import sql, stats
+from herald_queue.errors import DatabaseUnavailable
+from herald_queue.queue import Queue
+from herald_queue.registry import TargetRow
+from herald_queue.settings import DatabaseSettings, QueueSettings
+
+log = logging.getLogger("herald.operator")
+
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    DatabaseUnavailable,
+    OSError,
+)
+"""PostgreSQL is unreachable: handlers retry later (kopf.TemporaryError)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How to run the operator: settings from the environment, plus what tests tune."""
+
+    settings: OperatorSettings
+    database: DatabaseSettings = dataclasses.field(default_factory=DatabaseSettings)
+    queue: QueueSettings = dataclasses.field(default_factory=QueueSettings)
+    url: str | None = None
+    """The database URL (default: HERALD_DATABASE_URL, else the embedded PostgreSQL)."""
+    identity: str = dataclasses.field(default_factory=peering.identity)
+    priority: int = dataclasses.field(default_factory=peering.random_priority)
+    listen_host: str = "0.0.0.0"  # noqa: S104 - probes and Prometheus reach the pod's IP
+    retry_delay: float = 10.0
+    """Seconds before a handler that met an outage (PostgreSQL, the API) runs again."""
+    api_backoffs: tuple[float, ...] = (1, 2, 4, 8, 15)
+    """kopf's retries of a failed Kubernetes API request."""
+
+
+class QueueSnapshot:
+    """Registry rows and queue depths of every target, read at most once per ``max_age``
+    however many status timers ask: one pair of queries per refresh, not one per target."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        namespace: str | None,
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._queue = queue
+        self._namespace = namespace
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._taken: float | None = None
+        self.targets: dict[tuple[str, str], TargetRow] = {}
+        self.depth: dict[tuple[str, str], Depth] = {}
+        self._down = False
+
+    def invalidate(self) -> None:
+        self._taken = None
+
+    async def refresh(self) -> QueueSnapshot:
+        async with self._lock:
+            now = self._clock()
+            if self._taken is not None and now - self._taken < self._max_age:
+                return self
+            try:
+                rows = await self._queue.registry.list(namespace=self._namespace)
+                counts = await stats.count_rows(self._queue.pool, live_only=True)
+            except DB_ERRORS as exc:
+                if not self._down:
+                    log.warning(
+                        "PostgreSQL is unreachable; target status is not refreshed until it is "
+                        "back",
+                        extra={"action": "refresh-status", "error": str(exc)},
+                    )
+                self._down = True
+                raise
+            if self._down:
+                log.info("PostgreSQL is reachable again", extra={"action": "refresh-status"})
+            self._down = False
+            self.targets = {(r.namespace, r.name): r for r in rows}
+            self.depth = depth_by_target(counts)
+            self._taken = self._clock()
+            return self
+
+
+class Leadership:
+    """Whether this replica acts (see :mod:`herald_operator.peering`); always when
+    standalone (HERALD_PEERING empty)."""
+
+    def __init__(self, kube: KubeApi, settings: OperatorSettings, identity: str, priority: int):
+        self._kube = kube
+        self._settings = settings
+        self._identity = identity
+        self._priority = priority
+        self._last: bool | None = None
+
+    async def active(self) -> bool:
+        name = self._settings.peering
+        if not name:
+            return True
+        namespace = self._settings.namespace
+        plural = peering.NAMESPACED_PLURAL if namespace else peering.CLUSTER_PLURAL
+        try:
+            body = await self._kube.get_custom(
+                peering.GROUP, peering.VERSION, plural, namespace, name
+            )
+        except KubeError as exc:
+            log.warning(
+                "cannot read the peering object; not acting until it can be read",
+                extra={"action": "peering", "peering": name, "error": str(exc)},
+            )
+            body = None
+        active = peering.is_active(body, self._identity, self._priority, dt.datetime.now(dt.UTC))
+        if active != self._last:
+            log.info(
+                "this replica is active" if active else "this replica stands by",
+                extra={"action": "peering", "peering": name, "identity": self._identity},
+            )
+            self._last = active
+        return active
+
+
+@dataclasses.dataclass
+class Runtime:
+    options: Options
+    queue: Queue
+    kube: KubeApi
+    metrics: Metrics
+    snapshot: QueueSnapshot
+    scaler: Scaler
+    leadership: Leadership
+    tasks: list[asyncio.Task[Any]] = dataclasses.field(default_factory=list)
+    closers: list[Callable[[], Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def settings(self) -> OperatorSettings:
+        return self.options.settings
+
+    @classmethod
+    async def open(cls, options: Options) -> Runtime:
+        queue = await Queue.open(options.database, options.queue, url=options.url)
+        kube = KubeApi()
+        settings = options.settings
+        return cls(
+            options=options,
+            queue=queue,
+            kube=kube,
+            metrics=Metrics(),
+            snapshot=QueueSnapshot(
+                queue, settings.namespace, max_age=float(settings.status_interval) / 2
+            ),
+            scaler=Scaler(ScalingPolicy.from_settings(settings)),
+            leadership=Leadership(kube, settings, options.identity, options.priority),
+        )
+
+    async def database_now(self) -> dt.datetime:
+        """PostgreSQL's clock (dead letters are stamped with it)."""
+        async with self.queue.pool.connection() as conn:
+            cur = await conn.execute(sql.query("jobs", "transaction_time"))
+            row = await cur.fetchone()
+        assert row is not None
+        value = row[0]
+        assert isinstance(value, dt.datetime)
+        return value
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for closer in reversed(self.closers):
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
+        self.kube.close()
+        await self.queue.close()
+
+
+def runtime_of(memo: Any) -> Runtime:
+    runtime = memo.get("herald") if hasattr(memo, "get") else None
+    if not isinstance(runtime, Runtime):
+        raise RuntimeError("the operator's startup handler did not run (memo['herald'] unset)")
+    return runtime
+
+
+def object_lock(memo: Any) -> asyncio.Lock:
+    """A lock per object (kopf's per-object memo): its change handlers and its status timer
+    never interleave, so one Event is posted per transition."""
+    lock = memo.get("herald_lock")
+    if lock is None:
+        lock = memo["herald_lock"] = asyncio.Lock()
+    assert isinstance(lock, asyncio.Lock)
+    return lock

@@ -1,0 +1,158 @@
+"""A PublishingTarget's status from what PostgreSQL knows of it. Pure code.
+
+:func:`render` turns the registry row (shared circuit state, counters, last outcomes) and
+the target's queue depth into the ``status`` fields the CRD declares, and nothing else: a
+real apiserver prunes unknown status fields. :func:`transitions` says which Events a
+change of status deserves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from herald_queue.models import iso
+from herald_queue.registry import TargetRow
+from herald_queue.states import CircuitState, JobState, Priority
+
+WAITING = (JobState.QUEUED.value, JobState.RETRYING.value)
+MAX_ERROR_MESSAGE = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Depth:
+    """Jobs waiting for one target (queued or retrying), per priority."""
+
+    high: int = 0
+    medium: int = 0
+    low: int = 0
+    ready: int = 0
+    """Of those, due now (not scheduled for later, not backing off, not held)."""
+
+    @property
+    def total(self) -> int:
+        return self.high + self.medium + self.low
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "high": self.high,
+            "medium": self.medium,
+            "low": self.low,
+            "total": self.total,
+            "ready": self.ready,
+        }
+
+
+def depth_by_target(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Depth]:
+    """Depths keyed by (namespace, name), from ``herald_queue.stats.count_rows`` rows."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for row in rows:
+        if row["state"] not in WAITING:
+            continue
+        entry = counts.setdefault(
+            (row["namespace"], row["name"]), {p.value: 0 for p in Priority} | {"ready": 0}
+        )
+        entry[row["priority"]] += int(row["n"])
+        entry["ready"] += int(row["ready"] or 0)
+    return {key: Depth(**value) for key, value in counts.items()}
+
+
+def _truncate(text: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render(row: TargetRow, depth: Depth) -> dict[str, Any]:
+    """The live part of a PublishingTarget's status (everything but conditions and
+    observedGeneration)."""
+    last_error: dict[str, Any] | None = None
+    if row.last_error is not None and row.last_error_at is not None:
+        last_error = {"message": _truncate(row.last_error), "time": iso(row.last_error_at)}
+        if row.last_error_class is not None:
+            last_error["class"] = row.last_error_class
+    paused_reason: str | None = None
+    if row.paused:
+        paused_reason = "spec.paused is true"
+    elif row.auto_paused_reason is not None:
+        paused_reason = row.auto_paused_reason
+    return {
+        "circuit": {
+            "state": row.circuit_state.value,
+            "consecutiveFailures": row.consecutive_failures,
+            "changedAt": iso(row.circuit_changed_at),
+            "openUntil": iso(row.circuit_open_until),
+            "trips": row.circuit_trips_total,
+            "recoveries": row.circuit_recoveries_total,
+        },
+        "depth": depth.to_json(),
+        "paused": row.holding,
+        "pausedReason": paused_reason,
+        "lastDeliveryTime": iso(row.last_delivery_at),
+        "lastError": last_error,
+        "delivered": row.delivered_total,
+        "deadLettered": row.dead_lettered_total,
+        "failedAttempts": row.failed_attempts_total,
+    }
+
+
+def changed(current: Mapping[str, Any], rendered: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``rendered`` that differ from the object's current status (so a quiet
+    target costs no API write per refresh)."""
+    return {k: v for k, v in rendered.items() if _plain(current.get(k)) != v}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """An Event to post: type (Normal or Warning), reason (CamelCase) and message."""
+
+    type: str
+    reason: str
+    message: str
+
+
+def circuit_transition(
+    previous: Mapping[str, Any] | None, row: TargetRow
+) -> Transition | None:
+    """The Event for a change of the circuit between two status refreshes.
+
+    ``previous`` is the ``status.circuit`` last written (None before the first refresh).
+    The trip and recovery counters catch a circuit that opened and closed again between two
+    refreshes; a first refresh reports an open circuit, not a closed one."""
+    state = row.circuit_state
+    before = CircuitState(previous["state"]) if previous and previous.get("state") else None
+    trips_before = int(previous.get("trips") or 0) if previous else row.circuit_trips_total
+    recoveries_before = (
+        int(previous.get("recoveries") or 0) if previous else row.circuit_recoveries_total
+    )
+    failures = row.consecutive_failures
+    if state is not CircuitState.CLOSED and before in (None, CircuitState.CLOSED):
+        until = f" until {iso(row.circuit_open_until)}" if row.circuit_open_until else ""
+        return Transition(
+            "Warning",
+            "CircuitOpened",
+            f"the circuit breaker opened after {failures} consecutive failures: jobs wait in "
+            f"the queue{until} without spending attempts, then probes test the receiver",
+        )
+    if state is CircuitState.CLOSED and before in (CircuitState.OPEN, CircuitState.HALF_OPEN):
+        return Transition(
+            "Normal", "CircuitClosed", "the circuit breaker closed: the receiver answers again"
+        )
+    if (
+        state is CircuitState.CLOSED
+        and row.circuit_trips_total > trips_before
+        and row.circuit_recoveries_total > recoveries_before
+    ):
+        return Transition(
+            "Warning",
+            "CircuitFlapped",
+            "the circuit breaker opened and closed again since the last status refresh",
+        )
+    return None

@@ -1,0 +1,211 @@
+"""PublishingTarget handlers: glue between kopf, the registry in PostgreSQL, the Secret and
+the pure decisions of :mod:`readiness` and :mod:`status`.
+
+- create / spec update / resume: check, register (upsert) the target, set Ready and
+  observedGeneration;
+- a timer (HERALD_STATUS_INTERVAL): re-read the Secret, keep the registration in step,
+  write the live status (circuit, depth, counters) when it changed, post Events on
+  transitions;
+- delete (behind the herald.dev/finalizer finalizer): unregister; the registry moves the
+  waiting jobs to the dead-letter queue with reason target-deleted (see docs/operator.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from herald_operator import readiness
+from herald_operator import status as target_status
+from herald_operator.conditions import Condition, find, set_condition, transitioned
+from herald_operator.runtime import DB_ERRORS, Runtime, object_lock, runtime_of
+from herald_queue.errors import TargetNotFound
+
+GROUP, VERSION, PLURAL = "herald.dev", "v1alpha1", "publishingtargets"
+KIND = "PublishingTarget"
+
+
+async def _evaluate(rt: Runtime, parsed: readiness.Parsed) -> Condition:
+    target = parsed.target
+    if target is None:
+        assert parsed.problem is not None
+        return parsed.problem
+    secret = None
+    if target.spec.secret_name is not None:
+        secret = await rt.kube.read_secret(target.namespace, target.spec.secret_name)
+    return readiness.check(target, secret)
+
+
+def _set_ready(
+    rt: Runtime,
+    *,
+    body: kopf.Body,
+    memo: Any,
+    current: Mapping[str, Any],
+    patch: kopf.Patch,
+    condition: Condition,
+    generation: int | None,
+    logger: Any,
+) -> None:
+    """Write the Ready condition (when it changed) and post an Event on a transition.
+
+    The per-object memo holds the conditions last written, fresher than the ``status``
+    kopf passed in when a handler and the timer follow each other closely."""
+    previous = memo.get("herald_conditions") or current.get("conditions")
+    conditions = set_condition(previous, condition, now=dt.datetime.now(dt.UTC),
+                               generation=generation)
+    if conditions != readiness.plain(previous):
+        patch.status["conditions"] = conditions
+    memo["herald_conditions"] = conditions
+    ref = f"{body.metadata.namespace}/{body.metadata.name}"
+    rt.metrics.targets.set(ref, condition.status)
+    if not transitioned(previous, condition):
+        return
+    if condition.status == "True":
+        logger.info(f"target is ready: {condition.message}")
+        kopf.info(body, reason="Ready", message=condition.message)
+    else:
+        was = find(previous, condition.type)
+        logger.warning(f"target is not ready ({condition.reason}): {condition.message}")
+        kopf.warn(
+            body,
+            reason=condition.reason,
+            message=("no longer ready: " if was and was.get("status") == "True" else "")
+            + condition.message,
+        )
+
+
+async def reconcile(
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Create, spec update, resume: register the target and set Ready."""
+    rt = runtime_of(memo)
+    generation = meta.get("generation")
+    async with object_lock(memo):
+        parsed = readiness.parse(body)
+        condition = await _evaluate(rt, parsed)
+        if parsed.target is not None:
+            try:
+                result = await rt.queue.registry.apply(parsed.target)
+            except DB_ERRORS as exc:
+                rt.metrics.reconciled(KIND, "retry")
+                down = readiness.database_unavailable(type(exc).__name__, rt.options.retry_delay)
+                _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
+                           condition=down, generation=generation, logger=logger)
+                raise kopf.TemporaryError(
+                    f"cannot register the target: {exc}", delay=rt.options.retry_delay
+                ) from None
+            rt.snapshot.invalidate()
+            logger.info(
+                f"{'registered' if result.created else 'updated'} {result.ref} "
+                f"(generation {parsed.target.generation})"
+            )
+        _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
+                   condition=condition, generation=generation, logger=logger)
+        patch.status["observedGeneration"] = generation
+    rt.metrics.reconciled(KIND, "success")
+
+
+async def refresh(
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    name: str,
+    namespace: str | None,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """The status timer: what PostgreSQL and the Secret say now."""
+    assert namespace is not None  # a namespaced resource
+    rt = runtime_of(memo)
+    generation = meta.get("generation")
+    async with object_lock(memo):
+        try:
+            snapshot = await rt.snapshot.refresh()
+            parsed = readiness.parse(body)
+            row = snapshot.targets.get((namespace, name))
+            target = parsed.target
+            if target is not None and (row is None or row.generation != target.generation):
+                # Not registered (a lost change, a restored database) or not in step: fix it.
+                await rt.queue.registry.apply(target)
+                rt.snapshot.invalidate()
+                rows = await rt.queue.registry.list(namespace, name)
+                row = rows[0] if rows else None
+                logger.info(f"re-registered {target.ref} (generation {target.generation})")
+                patch.status["observedGeneration"] = generation
+        except DB_ERRORS:
+            rt.metrics.reconciled(KIND, "retry")
+            return  # logged once by the snapshot; the next tick tries again
+        condition = await _evaluate(rt, parsed)
+        if row is None:
+            return
+        _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
+                   condition=condition, generation=generation, logger=logger)
+        live = target_status.render(row, snapshot.depth.get((namespace, name),
+                                                            target_status.Depth()))
+        previous_circuit = memo.get("herald_circuit") or status.get("circuit")
+        for key, value in target_status.changed(status, live).items():
+            patch.status[key] = value
+        memo["herald_circuit"] = live["circuit"]
+        event = target_status.circuit_transition(previous_circuit, row)
+        if event is not None:
+            logger.info(f"{event.reason}: {event.message}")
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+async def delete(
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    logger: kopf.Logger,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Unregister: waiting jobs go to the dead-letter queue (reason target-deleted), in
+    the same transaction; deliveries in flight finish their attempt. Held by the finalizer
+    until PostgreSQL has done it."""
+    assert namespace is not None  # a namespaced resource
+    rt = runtime_of(memo)
+    ref = f"{namespace}/{name}"
+    try:
+        result = await rt.queue.registry.delete(ref)
+    except TargetNotFound:
+        logger.info(f"{ref} was not registered; nothing to remove")
+        rt.metrics.targets.forget(ref)
+        return
+    except DB_ERRORS as exc:
+        rt.metrics.reconciled(KIND, "retry")
+        raise kopf.TemporaryError(
+            f"cannot unregister {ref} (PostgreSQL: {exc}); the deletion waits until it can",
+            delay=rt.options.retry_delay,
+        ) from None
+    rt.snapshot.invalidate()
+    rt.metrics.targets.forget(ref)
+    message = f"unregistered {ref}"
+    if result.dead_lettered:
+        message += (
+            f"; moved {result.dead_lettered} waiting job(s) to the dead-letter queue with "
+            "reason target-deleted (replay them to a recreated target with a "
+            "DeadLetterReplay)"
+        )
+    else:
+        message += "; no job was waiting"
+    if result.running:
+        message += (
+            f"; {result.running} delivery(ies) in flight finish their attempt (a failure goes "
+            "to the dead-letter queue)"
+        )
+    logger.info(message)
+    kopf.info(body, reason="Unregistered", message=message)
+    rt.metrics.reconciled(KIND, "success")

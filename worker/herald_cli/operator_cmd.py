@@ -1,0 +1,48 @@
+"""``herald operator``: the Kubernetes operator (the control plane)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger("herald.operator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run the Kubernetes operator: registers PublishingTargets in PostgreSQL and reports "
+        "their status, runs DeadLetterReplays, and scales the worker Deployment from queue "
+        "depth. Serves /metrics on HERALD_OPERATOR_METRICS_PORT (default 8081) and /healthz "
+        "on HERALD_OPERATOR_HEALTH_PORT (default 8082). Configured from the environment "
+        "(HERALD_WATCH_NAMESPACE, HERALD_PEERING, HERALD_SCALE_*...: see docs/operator.md). "
+        "SIGTERM stops it gracefully."
+    )
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        help="run `herald migrate` first (always done with the embedded database)",
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    from herald_operator.app import run as run_operator
+    from herald_operator.runtime import Options
+    from herald_operator.settings import OperatorSettings
+    from herald_queue import config, db, migrate
+    from herald_queue.settings import DatabaseSettings, QueueSettings
+
+    settings = config.load(OperatorSettings)
+    database = config.load(DatabaseSettings)
+    queue = config.load(QueueSettings)
+    url = db.resolve_url(database, announce=database.url is None)
+    if args.migrate or database.url is None:
+        conn = await db.connect(url, timeout=database.connect_timeout)
+        try:
+            report = await migrate.migrate(conn)
+        finally:
+            await conn.close()
+        if report.applied:
+            log.info("migrated the database", extra={"action": "migrate",
+                                                     "applied": report.applied})
+    await run_operator(Options(settings=settings, database=database, queue=queue, url=url))
+    return 0
