@@ -1,0 +1,223 @@
+"""DeadLetterReplays against the real operator: a replay in batches with progress, a dry
+run, a selector that matches nothing, a missing target, limits and ids, a finished replay
+that never runs again, and an operator restart in the middle of a replay."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import pytest
+
+from herald_queue.queue import Queue
+from tests.helpers import eventually, job, sql_exec, sql_rows, sql_value
+from tests.operator.cluster import (
+    DLR,
+    DLR_URL,
+    PT_URL,
+    Emulator,
+    RunningOperator,
+    StartOperator,
+    condition,
+    create,
+    events,
+    obj,
+    replay_manifest,
+    status,
+    target,
+    valid,
+    wait_ready,
+)
+
+
+async def dead_letters(queue: Queue, target_name: str, n: int) -> list[uuid.UUID]:
+    """``n`` jobs of ``target_name``, cancelled: ``n`` dead letters."""
+    ids = [(await queue.jobs.enqueue(job(f"default/{target_name}", {"n": i}))).id
+           for i in range(n)]
+    assert len(await queue.jobs.cancel(ids)) == n
+    return ids
+
+
+async def ready_target(k8s: Emulator, name: str = "hook") -> None:
+    await create(k8s, PT_URL, target(name))
+    await wait_ready(k8s, name)
+
+
+def finished(k8s: Emulator, name: str) -> dict[str, Any]:
+    current = status(k8s, DLR, name)
+    return current if current.get("phase") in ("Succeeded", "Failed") else {}
+
+
+async def wait_finished(k8s: Emulator, name: str, timeout: float = 10) -> dict[str, Any]:
+    found: dict[str, Any] = await eventually(lambda: finished(k8s, name), timeout=timeout,
+                                             message=f"DeadLetterReplay {name} finished")
+    valid(k8s, DLR, name)
+    return found
+
+
+async def queued_ids(queue: Queue) -> set[uuid.UUID]:
+    rows = await sql_rows(queue, "SELECT id FROM herald.jobs WHERE state = 'queued'")
+    return {r["id"] for r in rows}
+
+
+async def test_a_replay_puts_dead_letters_back_in_batches(
+    k8s: Emulator, start_operator: StartOperator, queue: Queue
+) -> None:
+    await start_operator(replay_batch=2)
+    await ready_target(k8s)
+    ids = await dead_letters(queue, "hook", 5)
+    await create(k8s, DLR_URL, replay_manifest("after-outage", target="hook"))
+    done = await wait_finished(k8s, "after-outage")
+    assert done["phase"] == "Succeeded"
+    assert (done["matched"], done["replayed"], done["skipped"]) == (5, 5, 0)
+    assert done["startTime"] and done["completionTime"]
+    assert done["observedGeneration"] == 1
+    complete = condition(k8s, DLR, "after-outage", "Complete")
+    assert (complete["status"], complete["reason"]) == ("True", "Replayed")
+    assert await queued_ids(queue) == set(ids)
+    tag = await sql_value(queue, "SELECT DISTINCT replayed_by FROM herald.dead_letters")
+    uid = obj(k8s, DLR, "after-outage")["metadata"]["uid"]
+    assert tag == f"DeadLetterReplay/default/after-outage/{uid}"
+    # Progress was written between batches, as merge patches of /status.
+    progress = [r.data["status"] for r in list(k8s)
+                if r.resource is not None and r.resource.plural == "deadletterreplays"
+                and r.subresource == "status" and isinstance(r.data, dict)
+                and (r.data.get("status") or {}).get("phase") == "Running"]
+    assert [p["replayed"] for p in progress] == [0, 2, 4]
+    assert all(p["matched"] == 5 for p in progress)
+    await eventually(lambda: events(k8s, "ReplayStarted", "after-outage"))
+    succeeded = await eventually(lambda: events(k8s, "ReplaySucceeded", "after-outage"))
+    assert "put 5 dead letter(s) back" in succeeded[0]["message"]
+
+
+async def test_a_dry_run_only_counts(
+    k8s: Emulator, operator: RunningOperator, queue: Queue
+) -> None:
+    await ready_target(k8s)
+    await dead_letters(queue, "hook", 3)
+    await create(k8s, DLR_URL, replay_manifest("how-many", target="hook", dryRun=True))
+    done = await wait_finished(k8s, "how-many")
+    assert done["phase"] == "Succeeded"
+    assert (done["matched"], done["replayed"], done["skipped"]) == (3, 0, 0)
+    assert condition(k8s, DLR, "how-many", "Complete")["reason"] == "DryRun"
+    assert "3 would be put back" in done["message"]
+    assert await queued_ids(queue) == set()
+    assert await sql_value(queue, "SELECT count(*) FROM herald.dead_letters WHERE replayed") == 0
+    await eventually(lambda: events(k8s, "DryRunCompleted", "how-many"))
+
+
+async def test_a_selector_that_matches_nothing_succeeds_with_zero_counts(
+    k8s: Emulator, operator: RunningOperator, queue: Queue
+) -> None:
+    await ready_target(k8s)
+    await dead_letters(queue, "hook", 2)
+    await create(k8s, DLR_URL, replay_manifest("none", target="hook", errorClass="transient"))
+    done = await wait_finished(k8s, "none")
+    assert done["phase"] == "Succeeded"
+    assert (done["matched"], done["replayed"], done["skipped"]) == (0, 0, 0)
+    assert condition(k8s, DLR, "none", "Complete")["reason"] == "NothingMatched"
+    assert await queued_ids(queue) == set()
+
+
+async def test_a_replay_of_a_target_that_does_not_exist_fails(
+    k8s: Emulator, operator: RunningOperator, queue: Queue
+) -> None:
+    await ready_target(k8s)
+    await dead_letters(queue, "hook", 2)
+    await create(k8s, DLR_URL, replay_manifest("wrong", target="nope"))
+    done = await wait_finished(k8s, "wrong")
+    assert done["phase"] == "Failed"
+    assert (done["matched"], done["replayed"]) == (0, 0)
+    failed = condition(k8s, DLR, "wrong", "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "TargetNotFound")
+    assert "PublishingTarget default/nope does not exist" in failed["message"]
+    assert condition(k8s, DLR, "wrong", "Complete")["status"] == "False"
+    warned = await eventually(lambda: events(k8s, "ReplayFailed", "wrong"))
+    assert warned[0]["type"] == "Warning"
+    assert await queued_ids(queue) == set()
+
+
+async def test_limit_and_job_ids_narrow_the_selection(
+    k8s: Emulator, operator: RunningOperator, queue: Queue
+) -> None:
+    await ready_target(k8s)
+    ids = await dead_letters(queue, "hook", 5)
+    await create(k8s, DLR_URL, replay_manifest("two", jobIds=[str(i) for i in ids[:3]],
+                                               limit=2))
+    done = await wait_finished(k8s, "two")
+    assert (done["matched"], done["replayed"]) == (2, 2)
+    replayed = await queued_ids(queue)
+    assert len(replayed) == 2 and replayed < set(ids[:3])
+
+
+async def test_dead_letters_of_a_deleted_target_replay_to_its_recreation(
+    k8s: Emulator, operator: RunningOperator, queue: Queue
+) -> None:
+    await ready_target(k8s, "phoenix")
+    ids = [(await queue.jobs.enqueue(job("default/phoenix"))).id for _ in range(2)]
+    await k8s.delete(f"{PT_URL}/phoenix")
+    await eventually(lambda: not obj(k8s, "herald.dev/v1alpha1/publishingtargets", "phoenix"))
+    await ready_target(k8s, "phoenix")
+    await create(k8s, DLR_URL, replay_manifest("rise", target="phoenix"))
+    done = await wait_finished(k8s, "rise")
+    assert (done["phase"], done["replayed"]) == ("Succeeded", 2)
+    assert await queued_ids(queue) == set(ids)
+    new_id = (await queue.registry.list("default", "phoenix"))[0].id
+    targets = await sql_rows(queue, "SELECT DISTINCT target_id FROM herald.jobs")
+    assert [r["target_id"] for r in targets] == [new_id]
+
+
+async def test_a_finished_replay_never_runs_again(
+    k8s: Emulator, start_operator: StartOperator, queue: Queue,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = await start_operator()
+    await ready_target(k8s)
+    await dead_letters(queue, "hook", 2)
+    await create(k8s, DLR_URL, replay_manifest("once", target="hook"))
+    done = await wait_finished(k8s, "once")
+    assert done["replayed"] == 2
+    later = await dead_letters(queue, "hook", 2)  # would match, were it run again
+    await first.stop()
+
+    caplog.set_level(logging.INFO, logger="kopf.objects")
+    await start_operator()
+    await eventually(lambda: any("a finished replay never runs again" in r.getMessage()
+                                 for r in caplog.records), message="the resume was seen")
+    assert status(k8s, DLR, "once") == done
+    assert not await queued_ids(queue) & set(later)
+
+
+async def test_an_operator_restart_in_the_middle_resumes_without_duplicates(
+    k8s: Emulator, start_operator: StartOperator, queue: Queue
+) -> None:
+    first = await start_operator(replay_batch=2)
+    await ready_target(k8s)
+    ids = await dead_letters(queue, "hook", 40)
+    # Each dead letter takes 50 ms to mark: the replay takes ~2 s, long enough to stop it.
+    await sql_exec(queue, """
+        CREATE FUNCTION herald.test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$;
+        CREATE TRIGGER test_slow BEFORE UPDATE ON herald.dead_letters
+            FOR EACH ROW EXECUTE FUNCTION herald.test_slow();
+    """)
+    await create(k8s, DLR_URL, replay_manifest("big", target="hook"))
+    await eventually(lambda: status(k8s, DLR, "big").get("replayed", 0) >= 4, timeout=10)
+    await first.stop()
+    interrupted = status(k8s, DLR, "big")
+    assert interrupted["phase"] == "Running", "the replay finished before the stop"
+    in_db = await sql_value(queue, "SELECT count(*) FROM herald.dead_letters WHERE replayed")
+    assert 4 <= in_db < 40
+    await sql_exec(queue, "DROP TRIGGER test_slow ON herald.dead_letters")
+
+    await start_operator(replay_batch=2)
+    done = await wait_finished(k8s, "big")
+    assert done["phase"] == "Succeeded"
+    assert (done["matched"], done["replayed"], done["skipped"]) == (40, 40, 0)
+    assert done["startTime"] == interrupted["startTime"]
+    assert await queued_ids(queue) == set(ids)
+    rows = await sql_rows(
+        queue, "SELECT replayed_by, count(*) AS n FROM herald.dead_letters GROUP BY 1"
+    )
+    assert len(rows) == 1 and rows[0]["n"] == 40  # each dead letter replayed once, by it
