@@ -42,7 +42,8 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             await conn.close()
         if report.applied:
-            log.info("migrated the database", extra={"action": "migrate",
-                                                     "applied": report.applied})
+            log.info(
+                "migrated the database", extra={"action": "migrate", "applied": report.applied}
+            )
     await run_operator(Options(settings=settings, database=database, queue=queue, url=url))
     return 0

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
@@ -92,14 +93,11 @@ class JobStore:
         plain = not any(r.idempotency_key or r.ordering_key or r.run_at for r in requests)
         if plain and len(requests) >= COPY_THRESHOLD:
             await self._copy(requests, resolved, ids)
-            results = [
+            return [
                 EnqueueResult(uuid.UUID(int=i), resolved[r.target][1], JobState.QUEUED, True)
                 for i, r in zip(ids, requests, strict=True)
             ]
-        else:
-            results = await self._insert(requests, resolved, ids)
-        self.waker.poke()
-        return results
+        return await self._insert(requests, resolved, ids)
 
     async def _insert(
         self,
@@ -127,7 +125,9 @@ class JobStore:
                     J["lock_idempotency_keys"],
                     {"target_ids": [t for t, _ in keyed], "keys": [k for _, k in keyed]},
                 )
-            cur = await conn.execute(J["enqueue_many"], {"batch": f"[{batch}]"})
+            cur = await conn.execute(
+                J["enqueue_many"], {"batch": f"[{batch}]", "notify": self.waker.take()}
+            )
             inserted = {row[0].int for row in await cur.fetchall()}  # type: ignore[attr-defined]
             if len(inserted) < len(requests) and keyed:
                 cur = await conn.execute(
@@ -166,6 +166,8 @@ class JobStore:
             }
             deadlines = {p: now + dt.timedelta(seconds=self.settings.budget(p)) for p in Priority}
             tails = {p: f"\t{now.isoformat()}\t{deadlines[p].isoformat()}\n" for p in Priority}
+            if self.waker.take():
+                await conn.execute(J["notify_jobs"])
             async with conn.cursor() as copy_cur, copy_cur.copy(J["copy_jobs"]) as copy:
                 for start in range(0, len(requests), 1000):
                     chunk = requests[start : start + 1000]
@@ -222,20 +224,32 @@ class JobStore:
         *,
         with_quotas: bool,
     ) -> list[ClaimedJob]:
+        cur = await self._send_claim(conn, worker, limit, limits, with_quotas=with_quotas)
+        return [_claimed(row) for row in await cur.fetchall()]
+
+    async def _send_claim(
+        self,
+        conn: AsyncConn,
+        worker: str,
+        limit: int,
+        limits: dict[int, int],
+        *,
+        with_quotas: bool,
+        query: str = "claim",
+        extra: dict[str, Any] | None = None,
+    ) -> psycopg.AsyncCursor[dict[str, Any]]:
         cur = conn.cursor(row_factory=dict_row)
         cur.adapters.register_loader("json", TextLoader)  # payloads stay byte-exact text
-        await cur.execute(
-            J["claim"],
-            {
-                "worker": worker,
-                "limit": limit,
-                "lease_seconds": self.settings.lease,
-                "quota_targets": list(limits),
-                "quota_limits": list(limits.values()),
-                "with_quotas": with_quotas,
-            },
-        )
-        return [_claimed(row) for row in await cur.fetchall()]
+        params = {
+            "worker": worker,
+            "limit": limit,
+            "lease_seconds": self.settings.lease,
+            "quota_targets": list(limits),
+            "quota_limits": list(limits.values()),
+            "with_quotas": with_quotas,
+        }
+        await cur.execute(J[query], params | (extra or {}))
+        return cur
 
     async def _claim_with_quotas(
         self,
@@ -290,14 +304,29 @@ class JobStore:
                     await chains.settle(conn, keyed)
             else:
                 row = await (await conn.execute(J["complete"], params)).fetchone()
-        assert row is not None
-        completed: list[uuid.UUID] = list(row[0])  # type: ignore[call-overload]
-        done = set(completed)
-        return CompleteOutcome(
-            completed=completed,
-            lost=[j.id for j in jobs if j.id not in done],
-            recovered=list(row[1]),  # type: ignore[call-overload]
-        )
+        return _completed(jobs, row)
+
+    async def complete_and_claim(
+        self, worker: str, done: Sequence[ClaimedJob], limit: int
+    ) -> list[ClaimedJob]:
+        """Complete ``done`` and claim up to ``limit`` more in one statement: a sequential
+        consumer pays one round trip and one commit per job, not two. Jobs with ordering
+        keys, and targets needing quotas (rate limits, probes), are left to :meth:`complete`
+        and :meth:`claim`."""
+        if any(j.ordering_key for j in done):
+            await self.complete(worker, done)
+            done = []
+        async with self._pool.connection() as conn:
+            cur = await self._send_claim(
+                conn,
+                worker,
+                limit,
+                {},
+                with_quotas=False,
+                query="complete_and_claim",
+                extra={"ids": [j.id for j in done]},
+            )
+            return [_claimed(row) for row in await cur.fetchall()]
 
     async def fail(self, worker: str, failures: Sequence[Failure]) -> list[FailureOutcome]:
         """Record failed attempts: each job is retried after its backoff (honouring
@@ -479,6 +508,17 @@ class JobStore:
                 total += cur.rowcount
                 if cur.rowcount < batch:
                     return total
+
+
+def _completed(jobs: Sequence[ClaimedJob], row: Any) -> CompleteOutcome:
+    assert row is not None
+    completed: list[uuid.UUID] = list(row[0])
+    done = set(completed)
+    return CompleteOutcome(
+        completed=completed,
+        lost=[j.id for j in jobs if j.id not in done],
+        recovered=list(row[1]),
+    )
 
 
 def _claimed(row: dict[str, Any]) -> ClaimedJob:

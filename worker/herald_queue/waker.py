@@ -1,11 +1,13 @@
-"""Wakes idle claimers after enqueues: ``NOTIFY herald_jobs``, sent after the enqueue
-committed, at most once per ``interval`` per process.
+"""Wakes idle claimers after enqueues (``NOTIFY herald_jobs``), at most once per
+``interval`` per process.
 
-NOTIFY inside the enqueue transaction would serialise every committing enqueue on
-PostgreSQL's notification lock (it halves single-enqueue throughput); a separate,
-rate-limited NOTIFY costs one statement per interval under load and adds well under a
-millisecond when idle. It is trailing-edge: every enqueue is followed by a notification
-sent after its commit, so a claimer never sleeps through a job (listener.py).
+A notifying transaction holds PostgreSQL's notification lock while it commits, so a NOTIFY
+in every enqueue would serialise concurrent enqueues (it halves single-enqueue throughput).
+So an enqueue carries the NOTIFY in its own transaction only when none was sent in the last
+``interval`` (at low rates, every one: the wake-up comes with the commit, no extra round
+trip); otherwise one trailing NOTIFY, sent on its own after the interval, covers every
+enqueue since. Either way each enqueue is followed by a notification sent after its commit,
+so a claimer never sleeps through a job (listener.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ class Waker:
         self._last = 0.0
         self._pending: asyncio.Task[None] | None = None
         self.sent = 0
+
+    def take(self) -> bool:
+        """An enqueue is about to commit: True if it should carry the NOTIFY itself;
+        otherwise a trailing notification is (or will be) on its way."""
+        if self._pending is None or self._pending.done():
+            now = time.monotonic()
+            if now - self._last >= self._interval:
+                self._last = now
+                self.sent += 1
+                return True
+        self.poke()
+        return False
 
     def poke(self) -> None:
         """Jobs were committed: make sure a notification follows."""

@@ -1,8 +1,10 @@
 """Named SQL, loaded once from the ``.sql`` files beside this module.
 
 A file holds blocks that each start with ``-- name: NAME``; comments after the name line
-document the block and stay in the text PostgreSQL receives. Queries are ``bytes``, which
-psycopg takes as a query without string formatting.
+document the block and stay in the text PostgreSQL receives. A block may include another
+block of the same file with ``{{name}}`` (a shared fragment, e.g. CTEs used by two
+statements), resolved once at load time. Queries are ``bytes``, which psycopg takes as a
+query without string formatting.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from importlib import resources
 
 _NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"\{\{([a-z_]+)\}\}")
 
 
 @functools.cache
@@ -19,12 +22,28 @@ def load(concern: str) -> dict[str, bytes]:
     """All named queries of ``<concern>.sql``."""
     text = resources.files(__package__).joinpath(f"{concern}.sql").read_text("utf-8")
     parts = _NAME.split(text)
-    queries: dict[str, bytes] = {}
+    blocks: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in queries:
+        if name in blocks:
             raise ValueError(f"{concern}.sql defines {name!r} twice")
-        queries[name] = body.strip().rstrip(";").encode()
-    return queries
+        blocks[name] = body.strip().rstrip(";")
+
+    def expand(name: str, seen: tuple[str, ...]) -> str:
+        if name in seen:
+            raise ValueError(f"{concern}.sql: {name!r} includes itself")
+        if name not in blocks:
+            raise ValueError(f"{concern}.sql: {seen[-1]!r} includes unknown block {name!r}")
+        return _INCLUDE.sub(lambda m: _strip_comments(expand(m[1], (*seen, name))), blocks[name])
+
+    return {name: expand(name, ()).encode() for name in blocks}
+
+
+def _strip_comments(block: str) -> str:
+    """An included block without its leading comment lines."""
+    lines = block.splitlines()
+    while lines and lines[0].startswith("--"):
+        lines.pop(0)
+    return "\n".join(lines)
 
 
 def query(concern: str, name: str) -> bytes:

@@ -5,6 +5,7 @@
 -- The general enqueue path (idempotency keys, ordering keys, run_at): the batch arrives
 -- as one JSON document. A duplicate idempotency key inserts nothing; the caller then reads
 -- the existing job. Jobs with an ordering key start held; normalize_chains picks the head.
+-- With notify, the commit wakes idle workers (see herald_queue.waker for when).
 INSERT INTO herald.jobs (id, target_id, priority, payload, idempotency_key, ordering_key,
                          held, run_at, deadline)
 SELECT b.id, b.target_id, b.priority, b.payload, b.idempotency_key, b.ordering_key,
@@ -15,7 +16,11 @@ FROM json_to_recordset(%(batch)s::json) AS b(
     id uuid, target_id integer, priority text, payload json, idempotency_key text,
     ordering_key text, run_at timestamptz, budget double precision)
 ON CONFLICT (target_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id;
+RETURNING id, CASE WHEN %(notify)s THEN pg_notify('herald_jobs', '') END AS notified;
+
+-- name: notify_jobs
+-- Wakes idle workers (LISTEN herald_jobs) when the transaction commits.
+SELECT pg_notify('herald_jobs', '');
 
 -- name: transaction_time
 -- The COPY path takes run_at (and deadlines) from the transaction's time, like now().
@@ -118,10 +123,11 @@ WHERE j.id = ANY (ARRAY(
 RETURNING j.id, j.target_id, j.priority, j.payload, j.attempts, j.idempotency_key,
           j.ordering_key, j.created_at, j.run_at, j.lease_expires_at;
 
--- name: complete
--- Marks delivered jobs succeeded (only those this worker still holds) and records the
--- success on their targets: the failure streak ends and a half-open circuit closes.
-WITH done AS (
+-- name: record_successes
+-- A fragment (CTEs), included by complete and complete_and_claim: marks delivered jobs
+-- succeeded (only those this worker still holds) and records the success on their
+-- targets: the failure streak ends and a half-open circuit closes.
+done AS (
     UPDATE herald.jobs
     SET state = 'succeeded', finished_at = now(), leased_by = NULL, lease_expires_at = NULL
     WHERE id = ANY (%(ids)s::uuid[]) AND state = 'running' AND leased_by = %(worker)s
@@ -143,7 +149,12 @@ WITH done AS (
     FROM per_target p
     WHERE t.id = p.target_id
     RETURNING t.id
-), recovered AS (
+)
+
+-- name: complete
+-- Completes delivered jobs; reports which (a job whose lease this worker lost is not
+-- among them) and which targets' half-open circuits these successes closed.
+WITH {{record_successes}}, recovered AS (
     SELECT t.id, t.namespace, t.name FROM herald.targets t
     WHERE t.id IN (SELECT target_id FROM per_target) AND t.circuit_state = 'half_open'
 )
@@ -151,6 +162,13 @@ SELECT (SELECT coalesce(array_agg(id), '{}') FROM done) AS completed,
        (SELECT coalesce(array_agg(namespace || '/' || name), '{}') FROM recovered)
            AS recovered,
        (SELECT count(*) FROM recorded) AS targets;
+
+-- name: complete_and_claim
+-- A sequential consumer's step: complete what it delivered and claim more, in one
+-- statement (one round trip, one commit). The claim reads the snapshot from before the
+-- completions, which changes nothing: completed jobs were running, never claimable.
+WITH {{record_successes}}
+{{claim}};
 
 -- name: fail
 -- Records failed attempts. Per target, transient and unknown failures extend the failure
