@@ -92,11 +92,7 @@ class JobStore:
         ids = uuid7_ints(len(requests))
         plain = not any(r.idempotency_key or r.ordering_key or r.run_at for r in requests)
         if plain and len(requests) >= COPY_THRESHOLD:
-            await self._copy(requests, resolved, ids)
-            return [
-                EnqueueResult(uuid.UUID(int=i), resolved[r.target][1], JobState.QUEUED, True)
-                for i, r in zip(ids, requests, strict=True)
-            ]
+            return await self._copy(requests, resolved, ids)
         return await self._insert(requests, resolved, ids)
 
     async def _insert(
@@ -152,7 +148,8 @@ class JobStore:
         requests: Sequence[JobRequest],
         resolved: dict[str, tuple[int, str]],
         ids: Sequence[int],
-    ) -> None:
+    ) -> list[EnqueueResult]:
+        results: list[EnqueueResult] = []
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(J["transaction_time"])
             row = await cur.fetchone()
@@ -168,18 +165,27 @@ class JobStore:
             tails = {p: f"\t{now.isoformat()}\t{deadlines[p].isoformat()}\n" for p in Priority}
             if self.waker.take():
                 await conn.execute(J["notify_jobs"])
+            queued = JobState.QUEUED
             async with conn.cursor() as copy_cur, copy_cur.copy(J["copy_jobs"]) as copy:
                 for start in range(0, len(requests), 1000):
-                    chunk = requests[start : start + 1000]
+                    chunk = list(
+                        zip(ids[start : start + 1000], requests[start : start + 1000], strict=True)
+                    )
                     await copy.write(
                         "".join(
                             [
                                 f"{job_id:032x}{middles[resolved[r.target][0], r.priority]}"
                                 f"{_copy_escape(r.payload_json)}{tails[r.priority]}"
-                                for job_id, r in zip(ids[start : start + 1000], chunk, strict=True)
+                                for job_id, r in chunk
                             ]
                         )
                     )
+                    # Built while PostgreSQL takes in the chunk just sent.
+                    results += [
+                        EnqueueResult(uuid.UUID(int=job_id), resolved[r.target][1], queued, True)
+                        for job_id, r in chunk
+                    ]
+        return results
 
     # -- claim -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from herald_queue.states import CircuitState, ErrorClass, JobState, Priority
 
@@ -15,8 +15,8 @@ def iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-@dataclasses.dataclass(frozen=True)
-class EnqueueResult:
+class EnqueueResult(NamedTuple):
+    # A NamedTuple rather than a frozen dataclass: a batch makes thousands of them.
     id: uuid.UUID
     target: str
     state: JobState
