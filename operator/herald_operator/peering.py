@@ -17,7 +17,9 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-GROUP, VERSION = "kopf.zalando.org", "v1"
+GROUPS = ("kopf.dev", "zalando.org")
+"""API groups of kopf's peering CRDs: kopf.dev now, zalando.org before (kopf serves both)."""
+VERSION = "v1"
 NAMESPACED_PLURAL = "kopfpeerings"
 CLUSTER_PLURAL = "clusterkopfpeerings"
 DEFAULT_LIFETIME = 60

@@ -60,6 +60,8 @@ class Selection:
     dry_run: bool
     empty: bool = False
     """Nothing can match (failedAfter is not before the replay started)."""
+    failed_before: dt.datetime | None = None
+    """spec.failedBefore as written (the filter's is also capped at the start time)."""
 
     @property
     def target_ref(self) -> str | None:
@@ -76,8 +78,8 @@ class Selection:
             parts.append(f"error class {self.filter.error_class.value}")
         if self.filter.failed_after:
             parts.append(f"failed after {timestamp(self.filter.failed_after)}")
-        if self.filter.failed_before:
-            parts.append(f"failed before {timestamp(self.filter.failed_before)}")
+        if self.failed_before:
+            parts.append(f"failed before {timestamp(self.failed_before)}")
         if self.filter.job_ids is not None:
             parts.append(f"{len(self.filter.job_ids)} job id(s)")
         return ", ".join(parts) + f", at most {self.limit}"
@@ -156,6 +158,7 @@ def select(spec: Mapping[str, Any], namespace: str, started_at: dt.datetime) -> 
         limit=limit,
         dry_run=bool(spec.get("dryRun", False)),
         empty=empty,
+        failed_before=failed_before,
     )
 
 

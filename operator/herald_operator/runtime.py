@@ -123,10 +123,12 @@ class Leadership:
             return True
         namespace = self._settings.namespace
         plural = peering.NAMESPACED_PLURAL if namespace else peering.CLUSTER_PLURAL
+        body = None
         try:
-            body = await self._kube.get_custom(
-                peering.GROUP, peering.VERSION, plural, namespace, name
-            )
+            for group in peering.GROUPS:
+                body = await self._kube.get_custom(group, peering.VERSION, plural, namespace, name)
+                if body is not None:
+                    break
         except KubeError as exc:
             log.warning(
                 "cannot read the peering object; not acting until it can be read",
