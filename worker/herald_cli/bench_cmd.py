@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object with every figure")
     parser.add_argument("--quick", action="store_true", help="smaller runs (a quick look)")
     parser.add_argument(
+        "--deliver",
+        action="store_true",
+        help="measure end-to-end delivery through real HTTP to a local "
+        "receiver with 1 and 4 worker processes, instead of the queue alone",
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("HERALD_DATABASE_URL"),
         help="a server where the benchmark may create a database",
@@ -44,7 +50,12 @@ async def run(args: argparse.Namespace) -> int:
             f"PostgreSQL {environment['postgresql']['server_version']}, "
             f"synchronous_commit={environment['postgresql']['synchronous_commit']}"
         )
-        results = await queue_bench.run(url, quick=args.quick, progress=report)
+        if args.deliver:
+            from herald_bench import deliver_bench
+
+            results = await deliver_bench.run(url, quick=args.quick, progress=report)
+        else:
+            results = await queue_bench.run(url, quick=args.quick, progress=report)
     results["environment"] = environment
     if args.json:
         emit_json(results)
