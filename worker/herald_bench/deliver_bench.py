@@ -239,6 +239,6 @@ async def _completion_latencies(queue: Any) -> list[float]:
     async with queue.pool.connection() as conn:
         cur = await conn.execute(
             "SELECT extract(epoch FROM finished_at - created_at) * 1000 FROM herald.jobs "
-            "WHERE state = 'succeeded'"
+            "WHERE state = 'succeeded' AND payload ->> 't0' IS NOT NULL"
         )
         return [float(r[0]) for r in await cur.fetchall()]
