@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -46,11 +46,6 @@ T = sql.load("targets")
 COPY_THRESHOLD = 32
 # How often the list of targets that need quota claims (rate limits, probes) is re-read.
 QUOTA_REFRESH_SECONDS = 0.5
-
-
-@contextlib.asynccontextmanager
-async def _no_transaction() -> AsyncIterator[None]:
-    yield
 
 
 def _copy_escape(text: str) -> str:
@@ -111,7 +106,7 @@ class JobStore:
         single = len(requests) == 1 and not ordered  # one autocommitted statement
         async with (
             self._pool.connection() as conn,
-            _no_transaction() if single else conn.transaction(),
+            contextlib.nullcontext() if single else conn.transaction(),
         ):
             # Locks first, in sorted order: the chains (so seq follows the chain order) and,
             # for a batch, the idempotency keys (so overlapping batches never deadlock).

@@ -73,6 +73,8 @@ class Maintenance:
         while True:
             try:
                 await self.directory.refresh()
+                for target in self.directory.all():
+                    self.metrics.initialize_target(target.ref)
             except DB_ERRORS as exc:
                 self.health.database_error(exc)
             await wait(self.listener.targets, interval)

@@ -190,4 +190,34 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        for result in ("hit", "miss"):
+            self.tracker_lookups.labels(result)
         r.register(_TrackerCollector(tracker))
+
+    def initialize_target(self, ref: str) -> None:
+        """Create every series of a target at zero, so dashboards and alert rules (rates,
+        absent()) see it from the start rather than after its first event."""
+        for priority in ("high", "medium", "low"):
+            for family in (self.enqueued, self.claimed, self.delivered, self.latency):
+                family.labels(ref, priority)
+        for error_class in ("transient", "permanent", "unknown"):
+            self.failures.labels(ref, error_class)
+            self.retries.labels(ref, error_class)
+        for error_class, reason in (
+            ("permanent", "permanent-error"),
+            ("transient", "attempts-exhausted"),
+            ("unknown", "attempts-exhausted"),
+        ):
+            self.dead_lettered.labels(ref, error_class, reason)
+        for outcome in ("success", "failure"):
+            self.duration.labels(ref, outcome)
+        for family in (
+            self.duplicates,
+            self.attempts,
+            self.refunds,
+            self.backoff,
+            self.trips,
+            self.recoveries,
+            self.gone,
+        ):
+            family.labels(ref)

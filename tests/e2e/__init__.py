@@ -1,0 +1,1 @@
+"""Chart, image and (later) Prometheus/Alertmanager tests that run real external tools."""
