@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+#
+# The Herald image: one image, two processes. The Helm chart runs `herald worker` and
+# `herald operator` (and `herald migrate` in its hook Job) from it.
+#
+#   docker build -t herald:dev .
+#   docker run --rm --read-only --tmpfs /tmp -e HERALD_DATABASE_URL=postgresql://... herald:dev worker
+#
+# Two stages on the same base image, so the virtual environment built in the first one finds
+# its interpreter at the same path (/usr/local/bin/python3.11) in the second. Dependencies
+# are installed from a hashed lock (deploy/image/requirements.txt) in their own layer, before
+# the source is copied, so a code change rebuilds only the last layers.
+# tests/e2e/test_image.py checks this file and runs the same pip steps without Docker.
+
+# python:3.11.14-slim-bookworm, pinned by tag and by the digest of its multi-architecture
+# index. Update both together: `docker buildx imagetools inspect python:3.11.14-slim-bookworm`.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/herald
+ENV PATH=/opt/herald/bin:$PATH
+
+# Dependency layer: only the lock; rebuilt when dependencies change.
+COPY deploy/image/requirements.txt /tmp/requirements.txt
+RUN pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/requirements.txt
+
+# Code layer: build Herald's wheel and install it without dependencies (the lock has them;
+# `pip check` fails the build if the lock no longer satisfies pyproject.toml).
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY worker/ worker/
+COPY operator/ operator/
+RUN pip wheel --no-deps --wheel-dir /tmp/dist . \
+    && pip install --no-deps /tmp/dist/herald-*.whl \
+    && pip check
+
+
+FROM ${PYTHON_IMAGE} AS runtime
+# A numeric, non-root user (Kubernetes' runAsNonRoot can only verify a numeric USER). The
+# chart runs the same uid with a read-only root filesystem; /tmp is the writable volume.
+RUN groupadd --system --gid 10001 herald \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
+       --shell /usr/sbin/nologin herald
+COPY --from=builder /opt/herald /opt/herald
+ENV PATH=/opt/herald/bin:$PATH \
+    HOME=/tmp \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
+WORKDIR /tmp
+# 8080: worker API, /metrics, /healthz, /readyz; 8081: operator /metrics; 8082: operator /healthz.
+EXPOSE 8080 8081 8082
+ENTRYPOINT ["herald"]
+CMD ["--help"]
