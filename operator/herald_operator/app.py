@@ -83,9 +83,25 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     settings.background.cancellation_polling = 5
 
 
+class _QuietTimers(logging.Filter):
+    """kopf logs every successful timer run at INFO: once per target per status refresh.
+    Those lines say nothing; failures and our handlers' own lines still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Timer '") and message.endswith("' succeeded."))
+
+
+def _quiet_timers() -> None:
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, _QuietTimers) for f in objects.filters):
+        objects.addFilter(_QuietTimers())
+
+
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: Options = memo["herald_options"]
     configure(settings, options)
+    _quiet_timers()
     try:
         rt = await Runtime.open(options)
     except SchemaOutOfDate as exc:

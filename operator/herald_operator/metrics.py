@@ -57,6 +57,12 @@ class Metrics:
             ("kind", "result"),
             registry=r,
         )
+        self.refreshes = Counter(
+            "herald_operator_status_refreshes",
+            "PublishingTarget status refreshes (the timer), by result (success, retry).",
+            ("result",),
+            registry=r,
+        )
         self.replays = Counter(
             "herald_operator_replays",
             "DeadLetterReplays finished, by outcome (succeeded, dry_run, failed).",

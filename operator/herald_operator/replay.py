@@ -265,7 +265,7 @@ def succeeded(
         "replayed": replayed,
         "skipped": skipped,
         "startTime": timestamp(started_at, precise=True),
-        "completionTime": timestamp(now),
+        "completionTime": timestamp(now, precise=True),
         "observedGeneration": generation,
         "message": message,
         "conditions": _conditions(
@@ -291,7 +291,7 @@ def failed(
     body: dict[str, Any] = {
         "phase": Phase.FAILED.value,
         "startTime": timestamp(started_at or now, precise=True),
-        "completionTime": timestamp(now),
+        "completionTime": timestamp(now, precise=True),
         "observedGeneration": generation,
         "message": message,
         "conditions": _conditions(

@@ -20,7 +20,7 @@ import kopf
 from herald_operator import replay
 from herald_operator.kube import KubeError
 from herald_operator.replay import InvalidSelection, Phase, Progress, Selection
-from herald_operator.runtime import DB_ERRORS, Runtime, runtime_of
+from herald_operator.runtime import DB_ERRORS, Runtime, counted, runtime_of
 
 GROUP, VERSION, PLURAL = "herald.dev", "v1alpha1", "deadletterreplays"
 KIND = "DeadLetterReplay"
@@ -35,6 +35,7 @@ async def _write(rt: Runtime, namespace: str, name: str, status: dict[str, Any])
     return await rt.kube.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
 
 
+@counted(KIND)
 async def run(
     body: kopf.Body,
     meta: kopf.Meta,
@@ -79,14 +80,12 @@ async def run(
         await _replay(rt, body, spec, status, name, namespace, uid, patch, logger,
                       selection, started_at, generation, resuming=phase is Phase.RUNNING)
     except DB_ERRORS as exc:
-        rt.metrics.reconciled(KIND, "retry")
         message = f"waiting for PostgreSQL ({type(exc).__name__}); retrying"
         patch.status.update(replay.waiting(status, message, now=_now(), generation=generation))
         raise kopf.TemporaryError(
             f"PostgreSQL is unreachable: {exc}", delay=rt.options.retry_delay
         ) from None
     except KubeError as exc:  # progress could not be written: resume from PostgreSQL later
-        rt.metrics.reconciled(KIND, "retry")
         raise kopf.TemporaryError(str(exc), delay=rt.options.retry_delay) from None
 
 
@@ -116,7 +115,6 @@ def _fail(
     )
     kopf.warn(body, reason="ReplayFailed", message=message)
     rt.metrics.replays.labels(outcome="failed").inc()
-    rt.metrics.reconciled(KIND, "success")
 
 
 async def _replay(
@@ -153,7 +151,6 @@ async def _replay(
         logger.info(final["message"])
         kopf.info(body, reason="DryRunCompleted", message=final["message"])
         rt.metrics.replays.labels(outcome="dry_run").inc()
-        rt.metrics.reconciled(KIND, "success")
         return
     done_replayed, done_skipped = await store.replay_counts(tag)
     progress = Progress(matched, done_replayed, done_skipped)
@@ -194,4 +191,3 @@ async def _replay(
     logger.info(final["message"])
     kopf.info(body, reason="ReplaySucceeded", message=final["message"])
     rt.metrics.replays.labels(outcome="succeeded").inc()
-    rt.metrics.reconciled(KIND, "success")

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import kopf
 import psycopg
 import psycopg_pool
 
@@ -205,6 +207,32 @@ def runtime_of(memo: Any) -> Runtime:
     if not isinstance(runtime, Runtime):
         raise RuntimeError("the operator's startup handler did not run (memo['herald'] unset)")
     return runtime
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
+
+
+def counted(kind: str) -> Callable[[Handler], Handler]:
+    """Count a change handler's runs in herald_operator_reconciliations_total by result:
+    success, retry (kopf.TemporaryError: an outage) or error (anything else)."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(**kwargs: Any) -> None:
+            metrics = runtime_of(kwargs.get("memo")).metrics
+            try:
+                await handler(**kwargs)
+            except kopf.TemporaryError:
+                metrics.reconciled(kind, "retry")
+                raise
+            except Exception:
+                metrics.reconciled(kind, "error")
+                raise
+            metrics.reconciled(kind, "success")
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def object_lock(memo: Any) -> asyncio.Lock:

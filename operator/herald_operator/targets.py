@@ -21,7 +21,7 @@ import kopf
 from herald_operator import readiness
 from herald_operator import status as target_status
 from herald_operator.conditions import Condition, find, set_condition, transitioned
-from herald_operator.runtime import DB_ERRORS, Runtime, object_lock, runtime_of
+from herald_operator.runtime import DB_ERRORS, Runtime, counted, object_lock, runtime_of
 from herald_queue.errors import TargetNotFound
 
 GROUP, VERSION, PLURAL = "herald.dev", "v1alpha1", "publishingtargets"
@@ -78,6 +78,7 @@ def _set_ready(
         )
 
 
+@counted(KIND)
 async def reconcile(
     body: kopf.Body,
     meta: kopf.Meta,
@@ -97,7 +98,6 @@ async def reconcile(
             try:
                 result = await rt.queue.registry.apply(parsed.target)
             except DB_ERRORS as exc:
-                rt.metrics.reconciled(KIND, "retry")
                 down = readiness.database_unavailable(type(exc).__name__, rt.options.retry_delay)
                 _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
                            condition=down, generation=generation, logger=logger)
@@ -112,7 +112,6 @@ async def reconcile(
         _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
                    condition=condition, generation=generation, logger=logger)
         patch.status["observedGeneration"] = generation
-    rt.metrics.reconciled(KIND, "success")
 
 
 async def refresh(
@@ -137,15 +136,19 @@ async def refresh(
             row = snapshot.targets.get((namespace, name))
             target = parsed.target
             if target is not None and (row is None or row.generation != target.generation):
-                # Not registered (a lost change, a restored database) or not in step: fix it.
-                await rt.queue.registry.apply(target)
+                # Not registered yet (the timer may tick before the create handler runs; a
+                # lost change; a restored database) or not in step with the spec: fix it.
+                result = await rt.queue.registry.apply(target)
                 rt.snapshot.invalidate()
                 rows = await rt.queue.registry.list(namespace, name)
                 row = rows[0] if rows else None
-                logger.info(f"re-registered {target.ref} (generation {target.generation})")
+                logger.info(
+                    f"{'registered' if result.created else 'brought in step'} {target.ref} "
+                    f"(generation {target.generation})"
+                )
                 patch.status["observedGeneration"] = generation
         except DB_ERRORS:
-            rt.metrics.reconciled(KIND, "retry")
+            rt.metrics.refreshes.labels(result="retry").inc()
             return  # logged once by the snapshot; the next tick tries again
         condition = await _evaluate(rt, parsed)
         if row is None:
@@ -162,8 +165,10 @@ async def refresh(
         if event is not None:
             logger.info(f"{event.reason}: {event.message}")
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    rt.metrics.refreshes.labels(result="success").inc()
 
 
+@counted(KIND)
 async def delete(
     body: kopf.Body,
     name: str,
@@ -185,7 +190,6 @@ async def delete(
         rt.metrics.targets.forget(ref)
         return
     except DB_ERRORS as exc:
-        rt.metrics.reconciled(KIND, "retry")
         raise kopf.TemporaryError(
             f"cannot unregister {ref} (PostgreSQL: {exc}); the deletion waits until it can",
             delay=rt.options.retry_delay,
@@ -208,4 +212,3 @@ async def delete(
         )
     logger.info(message)
     kopf.info(body, reason="Unregistered", message=message)
-    rt.metrics.reconciled(KIND, "success")
