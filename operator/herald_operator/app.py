@@ -119,6 +119,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     log.info("serving /metrics", extra={"action": "listen", "port": port})
     if rt.settings.scaling:
         rt.tasks.append(asyncio.create_task(WorkerAutoscaler(rt).run(), name="herald-scaler"))
+    if rt.settings.peering:
+        interval = min(10.0, float(rt.settings.status_interval) * 3)
+        rt.tasks.append(asyncio.create_task(rt.leadership.watch(interval), name="herald-peering"))
     log.info(
         "operator started",
         extra={

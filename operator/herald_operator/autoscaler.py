@@ -51,9 +51,7 @@ class WorkerAutoscaler:
     async def tick(self) -> Decision | None:
         rt = self._rt
         if not await rt.leadership.active():
-            rt.metrics.active.set(0)
             return None
-        rt.metrics.active.set(1)
         namespace, name = self._target
         try:
             ready = await stats.ready_for_scaling(rt.queue.pool)

@@ -112,16 +112,26 @@ class Leadership:
     """Whether this replica acts (see :mod:`herald_operator.peering`); always when
     standalone (HERALD_PEERING empty)."""
 
-    def __init__(self, kube: KubeApi, settings: OperatorSettings, identity: str, priority: int):
+    def __init__(
+        self,
+        kube: KubeApi,
+        settings: OperatorSettings,
+        identity: str,
+        priority: int,
+        metrics: Metrics,
+    ) -> None:
         self._kube = kube
         self._settings = settings
         self._identity = identity
         self._priority = priority
+        self._metrics = metrics
         self._last: bool | None = None
+        self._missing = False
 
     async def active(self) -> bool:
         name = self._settings.peering
         if not name:
+            self._metrics.active.set(1)
             return True
         namespace = self._settings.namespace
         plural = peering.NAMESPACED_PLURAL if namespace else peering.CLUSTER_PLURAL
@@ -136,8 +146,19 @@ class Leadership:
                 "cannot read the peering object; not acting until it can be read",
                 extra={"action": "peering", "peering": name, "error": str(exc)},
             )
-            body = None
+        else:
+            if body is None and not self._missing:
+                where = f"in namespace {namespace}" if namespace else "(cluster-scoped)"
+                log.warning(
+                    f"the {'KopfPeering' if namespace else 'ClusterKopfPeering'} object {name} "
+                    f"does not exist {where}: no operator replica acts until it does. Create "
+                    "it (the Helm chart does), or set HERALD_PEERING= to run a single replica "
+                    "standalone.",
+                    extra={"action": "peering", "peering": name},
+                )
+            self._missing = body is None
         active = peering.is_active(body, self._identity, self._priority, dt.datetime.now(dt.UTC))
+        self._metrics.active.set(1 if active else 0)
         if active != self._last:
             log.info(
                 "this replica is active" if active else "this replica stands by",
@@ -145,6 +166,13 @@ class Leadership:
             )
             self._last = active
         return active
+
+    async def watch(self, interval: float = 10.0) -> None:
+        """Check now and then, so that the logs and herald_operator_active tell which
+        replica acts even while nothing is scaled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.active()
 
 
 @dataclasses.dataclass
@@ -168,16 +196,17 @@ class Runtime:
         queue = await Queue.open(options.database, options.queue, url=options.url)
         kube = KubeApi()
         settings = options.settings
+        metrics = Metrics()
         return cls(
             options=options,
             queue=queue,
             kube=kube,
-            metrics=Metrics(),
+            metrics=metrics,
             snapshot=QueueSnapshot(
                 queue, settings.namespace, max_age=float(settings.status_interval) / 2
             ),
             scaler=Scaler(ScalingPolicy.from_settings(settings)),
-            leadership=Leadership(kube, settings, options.identity, options.priority),
+            leadership=Leadership(kube, settings, options.identity, options.priority, metrics),
         )
 
     async def database_now(self) -> dt.datetime:

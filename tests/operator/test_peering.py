@@ -4,6 +4,9 @@ handlers and Herald's own worker scaler alike; a standby takes over when it is g
 from __future__ import annotations
 
 import datetime as dt
+import logging
+
+import pytest
 
 from herald_queue.queue import Queue
 from tests.helpers import eventually, job, register
@@ -66,3 +69,16 @@ async def test_a_standby_replica_does_nothing_until_the_active_one_is_gone(
     assert response.status == 200
     await wait_ready(k8s, "hook")
     await eventually(lambda: obj(k8s, DEPLOY, WORKER)["spec"]["replicas"] == 5)
+
+
+async def test_without_the_peering_object_no_replica_acts_and_the_log_says_why(
+    k8s: Emulator, start_operator: StartOperator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="herald.operator")
+    await start_operator(peering="herald", wait_watching=False)
+    await create(k8s, PT_URL, target("hook"))
+    record = await eventually(lambda: next(
+        (r for r in caplog.records if "does not exist" in r.getMessage()), None))
+    assert "KopfPeering object herald" in record.getMessage()
+    assert "HERALD_PEERING=" in record.getMessage()
+    assert not condition(k8s, PT, "hook")
