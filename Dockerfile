@@ -39,6 +39,9 @@ RUN pip wheel --no-deps --wheel-dir /tmp/dist . \
 
 
 FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="herald" \
+      org.opencontainers.image.description="Herald: a Kubernetes-native publishing queue (herald worker, herald operator)" \
+      org.opencontainers.image.licenses="Apache-2.0"
 # A numeric, non-root user (Kubernetes' runAsNonRoot can only verify a numeric USER). The
 # chart runs the same uid with a read-only root filesystem; /tmp is the writable volume.
 RUN groupadd --system --gid 10001 herald \
@@ -51,6 +54,9 @@ ENV PATH=/opt/herald/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 WORKDIR /tmp
+# The one writable path: `docker run --read-only` gets an anonymous volume here; the chart
+# mounts an emptyDir.
+VOLUME ["/tmp"]
 # 8080: worker API, /metrics, /healthz, /readyz; 8081: operator /metrics; 8082: operator /healthz.
 EXPOSE 8080 8081 8082
 ENTRYPOINT ["herald"]

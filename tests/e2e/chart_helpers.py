@@ -27,8 +27,10 @@ VALUE_SETS = ["default", *CI_VALUES]
 
 RELEASE = "herald"
 NAMESPACE = "herald"
-# Rendered objects are validated against this Kubernetes version's OpenAPI schemas.
-KUBERNETES_VERSION = "1.33.0"
+# Rendered objects are validated against the OpenAPI schemas of the oldest Kubernetes the
+# chart supports (Chart.yaml kubeVersion) and of a current one; helm renders for the latter.
+KUBERNETES_VERSIONS = ("1.29.0", "1.35.0")
+KUBERNETES_VERSION = KUBERNETES_VERSIONS[-1]
 
 # ---------------------------------------------------------------------------------------
 # Metrics. Kinds: counter (series name ends in _total), gauge, histogram (_bucket, _sum,

@@ -31,6 +31,7 @@ from tests.e2e.chart_helpers import (
     CHART,
     CI_VALUES,
     KUBERNETES_VERSION,
+    KUBERNETES_VERSIONS,
     NAMESPACE,
     OPERATOR_METRICS,
     RELEASE,
@@ -108,8 +109,9 @@ def test_helm_lint(value_set: str) -> None:
     assert "0 chart(s) failed" in result.stdout
 
 
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_every_object_matches_the_kubernetes_openapi_schema(value_set: str) -> None:
+def test_every_object_matches_the_kubernetes_openapi_schema(value_set: str, version: str) -> None:
     validator = kubernetes_validate()
     objects = render(value_set)
     assert objects
@@ -120,9 +122,9 @@ def test_every_object_matches_the_kubernetes_openapi_schema(value_set: str) -> N
             assert set(obj) <= {"apiVersion", "kind", "metadata", "spec"}, where
             continue
         try:
-            validator.validate(obj, KUBERNETES_VERSION, strict=True)
+            validator.validate(obj, version, strict=True)
         except validator.ValidationError as exc:
-            pytest.fail(f"{where}: {exc.message} at {list(exc.path)}")
+            pytest.fail(f"{where}: {exc.message} at {list(exc.path)} (Kubernetes {version})")
         cluster_scoped = obj["kind"] in (
             "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
         )
@@ -469,6 +471,10 @@ def test_rbac_covers_every_switch() -> None:
             ("ClusterRole", "", "secrets", "get")} <= seen
     assert not of_kind(render("default"), "ClusterRole")
     assert not of_kind(render("default"), "ClusterRoleBinding")
+    # Cluster-scoped names carry the namespace: two releases of one name must not collide.
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        for obj in of_kind(render("cluster-wide"), kind):
+            assert obj["metadata"]["name"].startswith(f"{NAMESPACE}-{RELEASE}-"), obj["metadata"]
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -856,3 +862,9 @@ def test_operator_metric_names() -> None:
 
 def test_ci_value_sets() -> None:
     assert {"all-on", "existing-secret", "cluster-wide", "minimal"} <= set(CI_VALUES)
+
+
+def test_oldest_validated_kubernetes_is_the_oldest_supported() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={KUBERNETES_VERSIONS[0]}-0"
+    assert chart["apiVersion"] == "v2" and chart["type"] == "application"

@@ -17,13 +17,18 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from psycopg import sql
+
+from tests.conftest import with_dbname
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -195,6 +200,8 @@ def test_nothing_to_compile_with_at_run_time() -> None:
     # The writable paths are volumes; HOME points at one of them.
     env = " ".join(i.arguments for i in RUNTIME.of("ENV"))
     assert "HOME=/tmp" in env
+    (volume,) = RUNTIME.of("VOLUME")
+    assert json.loads(volume.arguments) == ["/tmp"]
 
 
 def test_the_lock_pins_every_dependency() -> None:
@@ -290,9 +297,10 @@ def _map_paths(text: str, root: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_builder_steps_give_a_working_herald(tmp_path: Path) -> None:
+def test_builder_steps_give_a_working_herald(tmp_path: Path, pg_admin_url: str) -> None:
     """Replays the builder stage (COPY, ENV, WORKDIR, RUN) with the image's paths moved under
-    a scratch directory, then runs the installed `herald` the way the runtime stage does."""
+    a scratch directory, then runs the installed `herald` the way the runtime stage does:
+    the help of its commands, and the migration Job's `herald migrate` on a real database."""
     root = tmp_path / "image"
     root.mkdir()
     # The base image's `python`: this interpreter (3.11, like the pinned base).
@@ -356,11 +364,36 @@ def test_builder_steps_give_a_working_herald(tmp_path: Path) -> None:
     # As the runtime stage runs it: its PATH, HOME on the writable volume, from elsewhere.
     run_env = {"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1"}
+    installed = sorted(venv.rglob("*"))
+
+    def herald(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["herald", *args], cwd=tmp_path, env=run_env | env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
     for args in (["--help"], ["migrate", "--help"], ["worker", "--help"], ["dlq", "--help"]):
-        result = subprocess.run(["herald", *args], cwd=tmp_path, env=run_env,
-                                capture_output=True, text=True, timeout=60, check=False)
+        result = herald(*args)
         assert result.returncode == 0, f"herald {' '.join(args)}: {result.stderr}"
         assert "usage: herald" in result.stdout
+
+    # What the chart's hook Job runs, then what NOTES.txt suggests to check it.
+    name = f"herald_image_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = with_dbname(pg_admin_url, name)
+        result = herald("migrate", "--check", HERALD_DATABASE_URL=url)
+        assert result.returncode == 1, result.stdout + result.stderr
+        result = herald("migrate", HERALD_DATABASE_URL=url, HERALD_LOG_FORMAT="json")
+        assert result.returncode == 0, result.stderr
+        result = herald("migrate", "--check", "--json", HERALD_DATABASE_URL=url)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["upToDate"] is True
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+    # Nothing was written into the installation (a read-only root filesystem allows none).
+    assert sorted(venv.rglob("*")) == installed
     assert shutil.which("herald", path=run_env["PATH"]) == str(venv / "bin" / "herald")
     # The migrations ship inside the installed package.
     probe = subprocess.run(
