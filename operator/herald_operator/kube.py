@@ -227,7 +227,7 @@ class KubeApi:
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{regarding['name']}.", "namespace": namespace},
-            "involvedObject": dict(regarding),
+            "involvedObject": {k: v for k, v in regarding.items() if v is not None},
             "type": type,
             "reason": reason,
             "message": message[:1024],

@@ -153,8 +153,11 @@ async def refresh(
         condition = await _evaluate(rt, parsed)
         if row is None:
             return
-        _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
-                   condition=condition, generation=generation, logger=logger)
+        known = find(memo.get("herald_conditions") or status.get("conditions"), "Ready")
+        if condition.reason != "SecretUnavailable" or known is None:
+            # An API hiccup while re-reading the Secret does not unsettle a known Ready.
+            _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
+                       condition=condition, generation=generation, logger=logger)
         live = target_status.render(row, snapshot.depth.get((namespace, name),
                                                             target_status.Depth()))
         previous_circuit = memo.get("herald_circuit") or status.get("circuit")

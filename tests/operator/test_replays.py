@@ -195,10 +195,11 @@ async def test_an_operator_restart_in_the_middle_resumes_without_duplicates(
     first = await start_operator(replay_batch=2)
     await ready_target(k8s)
     ids = await dead_letters(queue, "hook", 40)
-    # Each dead letter takes 50 ms to mark: the replay takes ~2 s, long enough to stop it.
+    # Each dead letter takes 100 ms to mark: the replay would take 4 s, twice what kopf
+    # gives a handler to finish when it stops (then it cancels it).
     await sql_exec(queue, """
         CREATE FUNCTION herald.test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$;
+        BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$;
         CREATE TRIGGER test_slow BEFORE UPDATE ON herald.dead_letters
             FOR EACH ROW EXECUTE FUNCTION herald.test_slow();
     """)
