@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -66,3 +67,23 @@ async def test_herald_operator_runs_from_the_environment_and_stops_on_sigterm(
     lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
     messages = [line.get("message") for line in lines]
     assert "operator started" in messages and "operator stopped" in messages
+
+
+async def test_a_database_without_herald_schema_is_one_clear_error(
+    fresh_db: Any, tmp_path: Path
+) -> None:
+    url = await fresh_db(None)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "KUBERNETES_"))},
+        "HERALD_DATABASE_URL": url,
+        "KUBECONFIG": str(tmp_path / "absent"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "herald_cli.main", "operator",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("herald: error: database schema is at version 0")
+    assert "herald migrate" in last

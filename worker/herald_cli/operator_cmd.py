@@ -45,5 +45,23 @@ async def run(args: argparse.Namespace) -> int:
             log.info(
                 "migrated the database", extra={"action": "migrate", "applied": report.applied}
             )
+    else:
+        await _check_schema(url, database.connect_timeout)
     await run_operator(Options(settings=settings, database=database, queue=queue, url=url))
     return 0
+
+
+async def _check_schema(url: str, timeout: float) -> None:
+    """A database at the wrong schema version is an error said in one line; an unreachable
+    one is waited for (the operator's startup retries until PostgreSQL answers)."""
+    from herald_queue import db, migrate
+    from herald_queue.errors import DatabaseUnavailable
+
+    try:
+        conn = await db.connect(url, timeout=timeout)
+    except DatabaseUnavailable:
+        return  # the startup handler says so and retries
+    try:
+        await migrate.check_schema(conn)
+    finally:
+        await conn.close()
