@@ -110,7 +110,7 @@ async def test_a_missing_then_bad_secret_is_reported_and_the_fix_is_noticed(
     await eventually(lambda: events(k8s, "SecretNotFound", "signed"))
     assert events(k8s, "SecretNotFound", "signed")[0]["type"] == "Warning"
 
-    await put_secret(k8s, "signed-hook", signingSecret="not-a-standard-webhooks-secret")
+    put_secret(k8s, "signed-hook", signingSecret="not-a-standard-webhooks-secret")
     invalid = await eventually(
         lambda: (c := condition(k8s, PT, "signed")).get("reason") == "SecretInvalid" and c
     )
@@ -120,7 +120,7 @@ async def test_a_missing_then_bad_secret_is_reported_and_the_fix_is_noticed(
     # Same status, new reason: the transition time stays.
     assert invalid["lastTransitionTime"] == missing["lastTransitionTime"]
 
-    await put_secret(k8s, "signed-hook", signingSecret=WEBHOOK_SECRET)
+    put_secret(k8s, "signed-hook", signingSecret=WEBHOOK_SECRET)
     ready = await wait_ready(k8s, "signed")
     assert ready["reason"] == "Ready"
     await eventually(lambda: events(k8s, "Ready", "signed"), message="a Ready Event")
@@ -130,7 +130,7 @@ async def test_a_missing_then_bad_secret_is_reported_and_the_fix_is_noticed(
 async def test_a_pagerduty_target_without_its_routing_key(
     k8s: Emulator, operator: RunningOperator
 ) -> None:
-    await put_secret(k8s, "pd", url="https://events.example.com/v2/enqueue")
+    put_secret(k8s, "pd", url="https://events.example.com/v2/enqueue")
     await create(k8s, PT_URL, target("pd", type="pagerduty", url=None, secretRef={"name": "pd"}))
     found = await wait_ready(k8s, "pd", "False")
     assert found["reason"] == "SecretKeyMissing"
