@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import aiohttp
@@ -8,7 +7,7 @@ import yaml
 
 from herald_queue.settings import DatabaseSettings, QueueSettings
 from herald_worker.process import Options, start
-from herald_worker.receiver import Answer, Receiver
+from herald_worker.receiver import Receiver
 from herald_worker.settings import WorkerSettings
 from tests.helpers import eventually
 
@@ -25,12 +24,10 @@ async def test_worker_delivers_signed_webhooks(db_url: str, tmp_path: Path) -> N
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"},
              "stringData": {"signingSecret": SECRET}},
         ]))
-        ws = WorkerSettings(http_host="127.0.0.1", http_port=0 or 18080)
-        ws = dataclasses.replace(ws, http_port=0) if False else ws
         async with start(Options(targets=manifest), worker_settings=WorkerSettings(
-                http_host="127.0.0.1", http_port=18081),
+                http_host="127.0.0.1", http_port=0, kubernetes_secrets=False),
                 db_settings=DatabaseSettings(pool_min=1, pool_max=8),
-                queue_settings=QueueSettings(), url=db_url) as (running, stop, task):
+                queue_settings=QueueSettings(), url=db_url) as (running, _stop, task):
             base = f"http://127.0.0.1:{running.port}"
             async with aiohttp.ClientSession() as http:
                 r = await http.post(f"{base}/v1/jobs", json={"target": "hook", "payload": {"a": 1}})
@@ -41,8 +38,10 @@ async def test_worker_delivers_signed_webhooks(db_url: str, tmp_path: Path) -> N
                 r = await http.get(f"{base}/v1/jobs/{job['id']}")
                 body = await r.json()
                 assert body["state"] in ("succeeded", "running"), body
+                await eventually(lambda: running.health.ready)
                 r = await http.get(f"{base}/readyz")
                 assert r.status == 200, await r.text()
                 r = await http.get(f"{base}/metrics")
                 text = await r.text()
                 assert "herald_jobs_delivered_total" in text
+            assert not task.done()

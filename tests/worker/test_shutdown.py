@@ -1,0 +1,206 @@
+"""Stopping ``herald worker`` (a real subprocess):
+
+- SIGTERM drains cleanly: exit status 0, deliveries in flight finish and are recorded,
+  no job is left ``running``, nothing claimed is kept: a second worker takes every
+  remaining job at once (HERALD_LEASE is 300 s, so a job left leased would wait 5 min);
+- grace exceeded: a delivery still hanging when HERALD_SHUTDOWN_GRACE ends is cancelled
+  and released (attempt not counted), exit status 0;
+- SIGKILL at any moment loses nothing: once the dead worker's leases expire, a new worker
+  delivers every job (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from herald_queue.settings import QueueSettings
+from herald_worker.receiver import Answer, always
+from tests.helpers import eventually, expire_leases, job, open_queue, sql_rows
+from tests.worker.harness import (
+    FAST_RETRY,
+    TrackingReceiver,
+    free_port,
+    states,
+    target_doc,
+    wait_state,
+    worker,
+    write_manifests,
+)
+
+pytestmark = pytest.mark.slow
+
+CONCURRENCY = 8
+
+
+@contextlib.asynccontextmanager
+async def worker_process(db_url: str, manifest: Path, log: Path,
+                         **env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``herald worker --targets manifest`` as a subprocess, ready (its /readyz says so)."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "HERALD_DATABASE_URL": db_url,
+        "HERALD_HTTP_HOST": "127.0.0.1",
+        "HERALD_HTTP_PORT": str(port),
+        "HERALD_KUBERNETES_SECRETS": "false",
+        "HERALD_POLL_INTERVAL": "0.05",
+        "HERALD_CONCURRENCY": str(CONCURRENCY),
+        "HERALD_TARGET_CONCURRENCY": str(CONCURRENCY),
+        "HERALD_CLAIM_BATCH": str(CONCURRENCY),
+        "HERALD_LEASE": "300",
+        "HERALD_LOG_LEVEL": "INFO",
+        **env,
+    }
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "herald_cli.main", "worker", "--targets", str(manifest),
+            env=environ, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            async with aiohttp.ClientSession() as http:
+                async def ready() -> bool:
+                    if proc.returncode is not None:
+                        raise AssertionError(f"worker exited: {log.read_text()[-3000:]}")
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                            return r.status == 200
+                    except aiohttp.ClientError:
+                        return False
+
+                await eventually(ready, timeout=30, interval=0.1, message="worker ready")
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def exit_status(proc: asyncio.subprocess.Process, log: Path, timeout: float) -> int:
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        raise AssertionError(
+            f"the worker did not exit within {timeout}s; log:\n{log.read_text()[-3000:]}"
+        ) from None
+
+
+async def job_rows(queue: Any) -> dict[str, dict[str, Any]]:
+    rows = await sql_rows(queue, "SELECT id::text AS id, state, attempts, leased_by, "
+                                 "lease_expires_at FROM herald.jobs")
+    return {r["id"]: r for r in rows}
+
+
+def manifests(tmp_path: Path, url: str) -> Path:
+    return write_manifests(tmp_path / "targets.yaml", [
+        target_doc("hook", url, retry={"maxAttempts": 5, **FAST_RETRY})])
+
+
+async def test_sigterm_drains_cleanly(db_url: str, tmp_path: Path) -> None:
+    jobs = 120
+    async with TrackingReceiver(always(Answer(delay=0.5))) as rx, \
+            await open_queue(db_url) as q:
+        path = manifests(tmp_path, rx.url)
+        log = tmp_path / "worker.log"
+        async with worker_process(db_url, path, log, HERALD_SHUTDOWN_GRACE="10") as proc:
+            ids = await _enqueue(q, jobs)
+            # Mid-run: two rounds delivered, a third in flight.
+            await eventually(lambda: len(rx.delivered_ids()) >= 2 * CONCURRENCY
+                             and rx.in_flight >= CONCURRENCY // 2, timeout=30, interval=0.005)
+            in_flight = set(rx.in_flight_ids)
+            proc.send_signal(signal.SIGTERM)
+            assert await exit_status(proc, log, 20) == 0, log.read_text()[-3000:]
+
+        assert in_flight <= set(rx.delivered_ids()), "deliveries in flight were finished"
+        rows = await job_rows(q)
+        assert all(rows[i]["state"] == "succeeded" for i in in_flight), (
+            "and recorded as delivered")
+        assert not [r for r in rows.values() if r["state"] == "running"], "nothing left running"
+        delivered = collections.Counter(rx.delivered_ids())
+        succeeded = {i for i, r in rows.items() if r["state"] == "succeeded"}
+        assert succeeded == set(delivered), "succeeded exactly the jobs the receiver got"
+        waiting = [r for r in rows.values() if r["state"] != "succeeded"]
+        assert waiting, "the worker stopped mid-run"
+        for r in waiting:
+            assert (r["state"], r["attempts"], r["leased_by"], r["lease_expires_at"]) == (
+                "queued", 0, None, None), r
+
+        # A second worker takes the rest at once (the lease is 300 s: nothing is waiting
+        # for a lease to expire).
+        started = time.monotonic()
+        async with worker(db_url, path, queue_settings=QueueSettings(lease=300)) as second:
+            await wait_state(second.queue, "succeeded", jobs, timeout=30)
+        assert time.monotonic() - started < 30
+        delivered = collections.Counter(rx.delivered_ids())
+        assert set(delivered) == set(ids)
+        assert max(delivered.values()) == 1, "a clean shutdown delivers nothing twice"
+
+
+async def test_grace_exceeded_cancels_and_releases(db_url: str, tmp_path: Path) -> None:
+    jobs = 30
+    async with TrackingReceiver() as rx, await open_queue(db_url) as q:
+        rx.gate.clear()  # every request hangs until the end of the test
+        path = manifests(tmp_path, rx.url)
+        log = tmp_path / "worker.log"
+        async with worker_process(db_url, path, log, HERALD_SHUTDOWN_GRACE="0.5") as proc:
+            ids = await _enqueue(q, jobs)
+            await eventually(lambda: rx.in_flight == CONCURRENCY, timeout=30)
+            hanging = set(rx.in_flight_ids)
+            assert len(hanging) == CONCURRENCY
+            stopped = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert await exit_status(proc, log, 15) == 0, log.read_text()[-3000:]
+            assert time.monotonic() - stopped < 10, "the grace period bounds the shutdown"
+
+        rows = await job_rows(q)
+        assert await states(q) == {"queued": jobs}, "released, none left running"
+        for i in hanging:
+            assert (rows[i]["attempts"], rows[i]["leased_by"]) == (0, None), rows[i]
+        log_text = log.read_text()
+        assert "released" in log_text, log_text[-2000:]
+
+        rx.gate.set()
+        async with worker(db_url, path, queue_settings=QueueSettings(lease=300)) as second:
+            await wait_state(second.queue, "succeeded", jobs, timeout=30)
+        assert set(rx.delivered_ids()) == set(ids)
+
+
+@pytest.mark.parametrize("kill_after", [0, 20])
+async def test_sigkill_loses_nothing(db_url: str, tmp_path: Path, kill_after: int) -> None:
+    jobs = 100
+    async with TrackingReceiver(always(Answer(delay=0.2))) as rx, \
+            await open_queue(db_url) as q:
+        path = manifests(tmp_path, rx.url)
+        log = tmp_path / "worker.log"
+        async with worker_process(db_url, path, log) as proc:
+            ids = await _enqueue(q, jobs)
+            await eventually(lambda: len(rx.delivered_ids()) >= kill_after
+                             and rx.in_flight > 0, timeout=30, interval=0.005)
+            proc.kill()
+            assert await exit_status(proc, log, 10) == -signal.SIGKILL
+
+        before = await states(q)
+        assert before.get("running", 0) > 0, f"killed with deliveries in flight: {before}"
+        assert sum(before.values()) == jobs
+        await expire_leases(q)
+        async with worker(db_url, path) as second:
+            await wait_state(second.queue, "succeeded", jobs, timeout=30)
+        delivered = collections.Counter(rx.delivered_ids())
+        assert set(delivered) == set(ids), "every job delivered at least once"
+        assert await states(q) == {"succeeded": jobs}
+
+
+async def _enqueue(queue: Any, n: int) -> list[str]:
+    results = await queue.jobs.enqueue_many([job("hook", {"n": i}) for i in range(n)])
+    return [str(r.id) for r in results]

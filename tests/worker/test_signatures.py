@@ -1,0 +1,128 @@
+"""Webhook deliveries as a Standard Webhooks receiver sees them, checked with the
+independent ``standardwebhooks`` library:
+
+- every delivery verifies (``Webhook(secret).verify(body, headers)``), a wrong secret does
+  not; with two secrets (rotation) it verifies with either;
+- ``webhook-id`` is the job id, the same on every attempt of a retried job;
+- the body is byte-identical to the submitted payload's compact JSON;
+- the target's extra headers arrive; Herald's own headers cannot be overridden.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from herald_worker.receiver import Answer
+from tests.worker.harness import (
+    FAST_RETRY,
+    NO_BREAKER,
+    OTHER_SECRET,
+    SECRET,
+    TrackingReceiver,
+    fail_first,
+    secret_doc,
+    target_doc,
+    wait_state,
+    worker,
+    write_manifests,
+)
+
+PAYLOADS: list[Any] = [
+    {"summary": "disk full", "host": "db-1", "value": 97.5, "tags": ["a", "b"]},
+    {"unicode": "Grüße, 東京, emoji 🚀", "quote": "\"quoted\" \\ back\\slash", "nl": "a\nb"},
+    {"nested": {"deep": {"er": [1, 2.0, -3e-5, 10000000000, None, True, False]}}},
+    ["a", "list", "payload"],
+    "a bare string",
+    42,
+    False,
+    {"empty": {}, "also": [], "zero": 0, "html": "<b>&amp;</b>"},
+]
+
+
+def compact(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+def headers_of(received: Any) -> dict[str, str]:
+    return dict(received.headers)
+
+
+async def test_deliveries_verify_ids_are_stable_bodies_are_exact(
+        db_url: str, tmp_path: Path) -> None:
+    # Every job fails once (503), so each is delivered twice: ids must not change.
+    async with TrackingReceiver(fail_first(1, Answer(503)), secret=SECRET) as rx:
+        path = write_manifests(tmp_path / "targets.yaml", [
+            target_doc("hook", rx.url, secretRef={"name": "hook-secret"},
+                       headers={"X-Team": "sre", "X-Trace-Source": "herald-tests"},
+                       retry={"maxAttempts": 5, **FAST_RETRY}, circuitBreaker=NO_BREAKER),
+            secret_doc("hook-secret", signingSecret=SECRET),
+        ])
+        async with worker(db_url, path) as w:
+            ids = [(await w.submit("hook", p))["id"] for p in PAYLOADS]
+            await wait_state(w.queue, "succeeded", len(PAYLOADS))
+
+            assert len(rx.received) == 2 * len(PAYLOADS)
+            assert rx.bad_signatures == 0
+            hook = Webhook(SECRET)
+            by_id: dict[str, list[Any]] = {}
+            for r in rx.received:
+                by_id.setdefault(r.webhook_id, []).append(r)
+                headers = headers_of(r)
+                assert hook.verify(r.body, headers) == json.loads(r.body), "verifies"
+                with pytest.raises(WebhookVerificationError):
+                    Webhook(OTHER_SECRET).verify(r.body, headers)
+                tampered = r.body + b" "
+                with pytest.raises(WebhookVerificationError):
+                    hook.verify(tampered, headers)
+                assert headers["x-team"] == "sre"
+                assert headers["x-trace-source"] == "herald-tests"
+                assert headers["content-type"] == "application/json"
+                assert headers["user-agent"].startswith("Herald/")
+                assert headers["webhook-timestamp"].isdigit()
+
+            assert set(by_id) == set(ids), "webhook-id is the job id"
+            for job_id, payload in zip(ids, PAYLOADS, strict=True):
+                attempts = by_id[job_id]
+                assert [a.answer.status for a in attempts] == [503, 200]
+                assert {a.webhook_id for a in attempts} == {job_id}, "stable across retries"
+                for a in attempts:
+                    assert a.body == compact(payload), "the payload's compact JSON, exactly"
+
+
+async def test_rotated_secrets_sign_with_each(db_url: str, tmp_path: Path) -> None:
+    """signingSecret may hold two secrets (rotation): a receiver knowing either verifies."""
+    async with TrackingReceiver(secret=OTHER_SECRET) as rx:
+        path = write_manifests(tmp_path / "targets.yaml", [
+            target_doc("hook", rx.url, secretRef={"name": "hook-secret"}),
+            secret_doc("hook-secret", signingSecret=f"{SECRET} {OTHER_SECRET}"),
+        ])
+        async with worker(db_url, path) as w:
+            submitted = await w.submit("hook", {"rotating": True})
+            await wait_state(w.queue, "succeeded", 1)
+            [r] = rx.received
+            assert r.webhook_id == submitted["id"]
+            assert len(r.headers["webhook-signature"].split()) == 2
+            for secret in (SECRET, OTHER_SECRET):
+                assert Webhook(secret).verify(r.body, headers_of(r)) == {"rotating": True}
+
+
+async def test_unsigned_target_still_sends_id_and_timestamp(
+        db_url: str, tmp_path: Path) -> None:
+    async with TrackingReceiver() as rx:
+        path = write_manifests(tmp_path / "targets.yaml", [
+            target_doc("plain", rx.url, headers={"Authorization": "Bearer token-123"})])
+        async with worker(db_url, path) as w:
+            submitted = await w.submit("plain", {"x": 1})
+            await wait_state(w.queue, "succeeded", 1)
+            [r] = rx.received
+            assert r.headers["webhook-id"] == submitted["id"]
+            assert r.headers["webhook-timestamp"].isdigit()
+            assert "webhook-signature" not in r.headers
+            assert r.headers["authorization"] == "Bearer token-123"
+            assert r.body == b'{"x":1}'
