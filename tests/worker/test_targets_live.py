@@ -194,3 +194,27 @@ async def test_rate_limit_spaces_deliveries(db_url: str, tmp_path: Path) -> None
     span = starts[-1] - t0
     assert span >= (jobs - burst) / rate * 0.9, f"{jobs} deliveries in {span:.2f}s"
     assert span < 10, f"much slower than the rate allows: {span:.2f}s"
+
+
+async def test_target_concurrency_bounds_deliveries_in_flight(db_url: str,
+                                                               tmp_path: Path) -> None:
+    """HERALD_TARGET_CONCURRENCY: at most this many deliveries to one target at once, per
+    worker process, from the first claim on."""
+    async with TrackingReceiver() as rx:
+        rx.gate.clear()  # hold every request: what is in flight stays in flight
+        path = write_manifests(tmp_path / "targets.yaml", [
+            target_doc("hook", rx.url, circuitBreaker=NO_BREAKER)])
+        async with worker(db_url, path, concurrency=64, target_concurrency=4,
+                          claim_batch=50, shutdown_grace=0.5) as w:
+            try:
+                await w.submit_many("hook", [{"n": i} for i in range(20)])
+                await eventually(lambda: rx.in_flight >= 4, timeout=10)
+                for _ in range(10):  # watch a few claim rounds (poll interval 0.05 s)
+                    running = (await states(w.queue)).get("running", 0)
+                    assert running <= 4, f"{running} jobs of one target running at once"
+                    await asyncio.sleep(0.05)
+                assert rx.max_in_flight == 4, f"{rx.max_in_flight} deliveries at once"
+            finally:
+                rx.gate.set()
+            await wait_state(w.queue, "succeeded", 20)
+            assert rx.max_in_flight == 4
