@@ -110,6 +110,16 @@ class Metrics:
         )
         self.targets = _Targets()
         r.register(self.targets)
+        # Every series exists from the start, so rates and alert rules see zeros, not gaps.
+        for kind in ("PublishingTarget", "DeadLetterReplay"):
+            for result in ("success", "retry", "error"):
+                self.reconciliations.labels(kind=kind, result=result)
+        for result in ("success", "retry"):
+            self.refreshes.labels(result=result)
+        for outcome in ("succeeded", "dry_run", "failed"):
+            self.replays.labels(outcome=outcome)
+        for direction in ("up", "down"):
+            self.scalings.labels(direction=direction)
 
     def reconciled(self, kind: str, result: str) -> None:
         self.reconciliations.labels(kind=kind, result=result).inc()

@@ -20,6 +20,7 @@ from herald_worker.process import Options, Running, start
 from herald_worker.receiver import Receiver
 from herald_worker.settings import WorkerSettings
 from tests.conftest import need_binary
+from tests.e2e.chart_helpers import WORKER_METRICS, series_names
 from tests.e2e.observability import alertmanager, metric_names, post_alerts, prometheus, query
 from tests.helpers import eventually
 
@@ -76,18 +77,7 @@ async def test_prometheus_scrapes_the_worker(db_url: str, tmp_path: Path) -> Non
             delivered = await query(
                 prom, 'sum(herald_jobs_delivered_total{target="default/oncall"})')
             assert float(delivered[0]["value"][1]) == 5
-            expected = {
-                "herald_jobs_enqueued_total", "herald_jobs_claimed_total",
-                "herald_jobs_delivered_total", "herald_delivery_failures_total",
-                "herald_retries_scheduled_total", "herald_delivery_duration_seconds_bucket",
-                "herald_delivery_latency_seconds_bucket", "herald_retry_backoff_seconds_bucket",
-                "herald_dead_letters_written_total", "herald_queue_depth",
-                "herald_queue_oldest_ready_age_seconds", "herald_dead_letters",
-                "herald_circuit_state", "herald_circuit_trips_total",
-                "herald_circuit_recoveries_total", "herald_tracker_jobs",
-                "herald_tracker_lookups_total", "herald_worker_ready",
-                "herald_api_requests_total",
-            }
+            expected = series_names(WORKER_METRICS)  # what the rules and dashboard use
 
             async def all_scraped() -> bool:
                 return expected <= await metric_names(prom)

@@ -8,7 +8,9 @@
 -- With notify, the commit wakes idle workers (see herald_queue.waker for when).
 INSERT INTO herald.jobs (id, target_id, priority, payload, idempotency_key, ordering_key,
                          held, run_at, deadline)
-SELECT b.id, b.target_id, b.priority, b.payload, b.idempotency_key, b.ordering_key,
+SELECT b.id, b.target_id, b.priority,
+       coalesce(b.payload, 'null'::json),  -- a JSON null payload comes out of the record as NULL
+       b.idempotency_key, b.ordering_key,
        b.ordering_key IS NOT NULL,
        greatest(b.run_at, now()),
        greatest(b.run_at, now()) + make_interval(secs => b.budget)
