@@ -26,7 +26,9 @@ def target_manifest(name: str = "hook", namespace: str = "default", **spec: Any)
     }
 
 
-async def register(queue: Queue, name: str = "hook", namespace: str = "default", **spec: Any) -> int:
+async def register(
+    queue: Queue, name: str = "hook", namespace: str = "default", **spec: Any
+) -> int:
     result = await queue.registry.apply(parse_target(target_manifest(name, namespace, **spec)))
     return result.id
 

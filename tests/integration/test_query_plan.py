@@ -116,8 +116,8 @@ async def data(queue: Queue) -> dict[str, int]:
 
 
 def claim_params(**kw: Any) -> dict[str, Any]:
-    return {"worker": "w", "limit": 50, "lease_seconds": 60.0, "quota_targets": [],
-            "quota_limits": [], "with_quotas": False} | kw
+    return {"worker": "w", "limit": 50, "target_limit": 50, "lease_seconds": 60.0,
+            "quota_targets": [], "quota_limits": [], "with_quotas": False} | kw
 
 
 async def test_claim_uses_the_claim_index(queue: Queue, data: dict[str, int]) -> None:

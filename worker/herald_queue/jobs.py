@@ -185,7 +185,12 @@ class JobStore:
     # -- claim -------------------------------------------------------------------------
 
     async def claim(
-        self, worker: str, limit: int, *, per_target_limits: dict[int, int] | None = None
+        self,
+        worker: str,
+        limit: int,
+        *,
+        per_target_limits: dict[int, int] | None = None,
+        target_limit: int | None = None,
     ) -> list[ClaimedJob]:
         """Claim up to ``limit`` ready jobs under a lease: those with the earliest deadlines
         (the returned list is in no particular order). Under contention a claim may take
@@ -193,13 +198,16 @@ class JobStore:
 
         Targets that are paused, or whose circuit is open, give nothing; a half-open circuit
         gives at most its probes and a rate limit its tokens (shared by all workers).
-        ``per_target_limits`` caps what this claim takes from particular targets.
+        ``target_limit`` caps what it takes from any one target, ``per_target_limits`` from
+        particular ones.
         """
         if limit <= 0:
             return []
         caps = per_target_limits or {}
         async with self._pool.connection() as conn:
-            jobs = await self._claim(conn, worker, limit, caps, with_quotas=False)
+            jobs = await self._claim(
+                conn, worker, limit, caps, with_quotas=False, target_limit=target_limit
+            )
             if len(jobs) < limit:
                 quota_ids = [t for t in await self._quota_target_ids(conn) if caps.get(t, 1) > 0]
                 if quota_ids:
@@ -224,8 +232,16 @@ class JobStore:
         limits: dict[int, int],
         *,
         with_quotas: bool,
+        target_limit: int | None = None,
     ) -> list[ClaimedJob]:
-        cur = await self._send_claim(conn, worker, limit, limits, with_quotas=with_quotas)
+        cur = await self._send_claim(
+            conn,
+            worker,
+            limit,
+            limits,
+            with_quotas=with_quotas,
+            extra={"target_limit": min(limit, target_limit or limit)},
+        )
         return [_claimed(row) for row in await cur.fetchall()]
 
     async def _send_claim(
@@ -244,6 +260,7 @@ class JobStore:
         params = {
             "worker": worker,
             "limit": limit,
+            "target_limit": limit,
             "lease_seconds": self.settings.lease,
             "quota_targets": list(limits),
             "quota_limits": list(limits.values()),

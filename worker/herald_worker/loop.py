@@ -127,7 +127,9 @@ class Worker:
         want = min(self.settings.claim_batch, free)
         self.listener.jobs.clear()
         self._wake.clear()
-        jobs = await self.queue.jobs.claim(self.id, want, per_target_limits=limits)
+        jobs = await self.queue.jobs.claim(
+            self.id, want, per_target_limits=limits, target_limit=cap
+        )
         if self._stopping:  # claimed just as we were told to stop: give them back
             await self.queue.jobs.release(self.id, [j.id for j in jobs])
             return
@@ -360,6 +362,15 @@ class Worker:
         by_id = {s.job.id: s for s in failed}
         for outcome in outcomes:
             self._record_failure(by_id[outcome.id], outcome)
+        # A batch that opened a circuit says so on each of its jobs: one trip per target.
+        for target, message in {
+            o.target: by_id[o.id].result.message for o in outcomes if o.tripped
+        }.items():
+            self.metrics.trips.labels(target).inc()
+            log.warning(
+                "circuit opened: the target keeps failing; its jobs wait",
+                extra={"action": "circuit-open", "target": target, "error": message},
+            )
         lost = len(failed) - len(outcomes)
         if lost:
             self.metrics.lost_leases.inc(lost)
@@ -375,12 +386,6 @@ class Worker:
             "error": s.result.message,
             "attempts": outcome.attempts,
         }
-        if outcome.tripped:
-            self.metrics.trips.labels(ref).inc()
-            log.warning(
-                "circuit opened: the target keeps failing; its jobs wait",
-                extra={"action": "circuit-open", **context},
-            )
         if outcome.refunded:
             self.metrics.refunds.labels(ref).inc()
         if outcome.state is JobState.DEAD:

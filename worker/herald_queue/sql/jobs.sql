@@ -77,9 +77,9 @@ WHERE j.target_id = h.target_id
 
 -- name: claim
 -- Claims up to %(limit)s ready jobs, earliest deadline first, under a lease.
--- eligible: without quotas, every target that is closed, not paused and not rate limited;
---   with quotas (half-open probes, rate-limit tokens), exactly the targets given, each with
---   its own limit.
+-- eligible: without quotas, every target that is closed, not paused and not rate limited,
+--   each up to target_limit or its own given limit; with quotas (half-open probes, rate-limit
+--   tokens), exactly the targets given, each with its own limit.
 -- candidates: per eligible target, its first ready jobs from jobs_claim_idx (a read, no
 --   locks), merged by deadline; twice the limit so concurrent claimers find spares.
 -- The inner SELECT locks what it takes with SKIP LOCKED and re-checks the state: a job
@@ -95,7 +95,7 @@ WHERE j.id = ANY (ARRAY(
     FROM herald.jobs c
     WHERE c.id = ANY (ARRAY(
         SELECT r.id
-        FROM (SELECT tg.id, coalesce(q.lim, %(limit)s) AS lim
+        FROM (SELECT tg.id, coalesce(q.lim, %(target_limit)s) AS lim
               FROM herald.targets tg
               LEFT JOIN unnest(%(quota_targets)s::integer[], %(quota_limits)s::integer[])
                    AS q (id, lim) ON q.id = tg.id

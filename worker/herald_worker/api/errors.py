@@ -65,7 +65,13 @@ async def errors_middleware(
         return error_response(413, f"request body too large: {exc.text}", "body")
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
-            return error_response(exc.status, exc.reason, headers=dict(exc.headers) or None)
+            # Keep what the client may need (Allow on a 405); the body is ours now.
+            kept = {
+                k: v
+                for k, v in exc.headers.items()
+                if k.lower() not in ("content-type", "content-length")
+            }
+            return error_response(exc.status, exc.reason, headers=kept or None)
         raise
     except (HeraldError, psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
         return http_error(exc)

@@ -239,6 +239,17 @@ SCHEMAS: dict[str, Any] = {
 }
 
 OK_JSON = {"type": "object"}
+# POST /v1/jobs answers one job, or {"jobs": [...]} for a list.
+ACCEPTED = {
+    "oneOf": [
+        _ref("JobAccepted"),
+        {
+            "type": "object",
+            "required": ["jobs"],
+            "properties": {"jobs": {"type": "array", "items": _ref("JobAccepted")}},
+        },
+    ]
+}
 
 
 def _alertmanager(parameters: list[dict[str, Any]], operation: str) -> dict[str, Any]:
@@ -315,31 +326,11 @@ def document() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json(
-                            {
-                                "oneOf": [
-                                    _ref("JobAccepted"),
-                                    {
-                                        "type": "object",
-                                        "properties": {
-                                            "jobs": {"type": "array", "items": _ref("JobAccepted")}
-                                        },
-                                    },
-                                ]
-                            },
+                            ACCEPTED,
                             "Accepted (durably stored).",
                         ),
                         "200": _json(
-                            {
-                                "oneOf": [
-                                    _ref("JobAccepted"),
-                                    {
-                                        "type": "object",
-                                        "properties": {
-                                            "jobs": {"type": "array", "items": _ref("JobAccepted")}
-                                        },
-                                    },
-                                ]
-                            },
+                            ACCEPTED,
                             "Every job was a duplicate (idempotency key): the existing ones.",
                         ),
                         "404": _error("The target is not registered."),
