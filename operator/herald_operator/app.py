@@ -107,8 +107,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     except SchemaOutOfDate as exc:
         raise kopf.PermanentError(str(exc)) from None
     except DB_ERRORS as exc:
-        log.warning("cannot reach PostgreSQL yet; retrying", extra={"action": "connect",
-                                                                    "error": str(exc)})
+        log.warning(
+            "cannot reach PostgreSQL yet; retrying", extra={"action": "connect", "error": str(exc)}
+        )
         raise kopf.TemporaryError(str(exc), delay=options.retry_delay) from None
     except HeraldError as exc:
         raise kopf.PermanentError(str(exc)) from None
@@ -160,7 +161,6 @@ async def probe_database(memo: kopf.Memo, **_: Any) -> str:
 
 
 LoginFn = Callable[..., Any]
-
 
 
 def build_registry(

@@ -36,8 +36,11 @@ class WorkerAutoscaler:
         namespace, name = self._target
         log.info(
             "scaling the worker Deployment from queue depth",
-            extra={"action": "scale", "deployment": f"{namespace}/{name}",
-                   "policy": str(self._rt.scaler.policy)},
+            extra={
+                "action": "scale",
+                "deployment": f"{namespace}/{name}",
+                "policy": str(self._rt.scaler.policy),
+            },
         )
         while True:
             await asyncio.sleep(interval)
@@ -56,15 +59,19 @@ class WorkerAutoscaler:
         try:
             ready = await stats.ready_for_scaling(rt.queue.pool)
         except DB_ERRORS as exc:
-            log.warning("cannot count ready jobs; not scaling this time",
-                        extra={"action": "scale", "error": str(exc)})
+            log.warning(
+                "cannot count ready jobs; not scaling this time",
+                extra={"action": "scale", "error": str(exc)},
+            )
             return None
         rt.metrics.ready_jobs.set(ready)
         try:
             scale = await rt.kube.get_scale(namespace, name)
         except KubeError as exc:
-            log.warning("cannot read the worker Deployment; not scaling this time",
-                        extra={"action": "scale", "error": str(exc)})
+            log.warning(
+                "cannot read the worker Deployment; not scaling this time",
+                extra={"action": "scale", "error": str(exc)},
+            )
             return None
         if scale is None:
             if not self._missing_logged:
@@ -81,15 +88,18 @@ class WorkerAutoscaler:
         rt.metrics.recommended_replicas.set(decision.recommended)
         rt.metrics.desired_replicas.set(decision.desired)
         if not decision.changed:
-            log.debug("worker replicas unchanged",
-                      extra={"action": "scale", "replicas": current, "why": decision.reason})
+            log.debug(
+                "worker replicas unchanged",
+                extra={"action": "scale", "replicas": current, "why": decision.reason},
+            )
             return decision
         try:
             await rt.kube.patch_scale(namespace, name, decision.desired)
         except KubeError as exc:
-            log.warning("cannot scale the worker Deployment",
-                        extra={"action": "scale", "error": str(exc),
-                               "replicas": decision.desired})
+            log.warning(
+                "cannot scale the worker Deployment",
+                extra={"action": "scale", "error": str(exc), "replicas": decision.desired},
+            )
             return None
         rt.scaler.changed()
         rt.metrics.scalings.labels(direction=decision.direction).inc()
@@ -98,8 +108,15 @@ class WorkerAutoscaler:
             f"scaled workers from {decision.current} to {decision.desired} replicas: "
             f"{decision.reason}"
         )
-        log.info(message, extra={"action": "scale", "from": decision.current,
-                                 "to": decision.desired, "ready": ready})
+        log.info(
+            message,
+            extra={
+                "action": "scale",
+                "from": decision.current,
+                "to": decision.desired,
+                "ready": ready,
+            },
+        )
         metadata = scale.get("metadata") or {}
         await rt.kube.post_event(
             {

@@ -22,9 +22,7 @@ def timestamp(when: dt.datetime, *, precise: bool = False) -> str:
     when = when.astimezone(dt.UTC)
     if not precise:
         when = when.replace(microsecond=0)
-    return when.isoformat(timespec="microseconds" if precise else "seconds").replace(
-        "+00:00", "Z"
-    )
+    return when.isoformat(timespec="microseconds" if precise else "seconds").replace("+00:00", "Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +92,6 @@ def set_condition(
     return result
 
 
-def transitioned(
-    conditions: Sequence[Mapping[str, Any]] | None, new: Condition
-) -> bool:
+def transitioned(conditions: Sequence[Mapping[str, Any]] | None, new: Condition) -> bool:
     """Whether ``new`` changes the status of its type (a first condition counts)."""
     return status_of(conditions, new.type) != new.status

@@ -162,13 +162,22 @@ class KubeApi:
             api = kubernetes.client.CustomObjectsApi(client)
             if namespace is None:
                 raw = api.get_cluster_custom_object(
-                    group, version, plural, name,
-                    _preload_content=False, _request_timeout=self._timeout,
+                    group,
+                    version,
+                    plural,
+                    name,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
                 )
             else:
                 raw = api.get_namespaced_custom_object(
-                    group, version, namespace, plural, name,
-                    _preload_content=False, _request_timeout=self._timeout,
+                    group,
+                    version,
+                    namespace,
+                    plural,
+                    name,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
                 )
             return self._json(raw)
 
@@ -181,7 +190,12 @@ class KubeApi:
         return body
 
     async def patch_status(
-        self, group: str, version: str, plural: str, namespace: str, name: str,
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
         status: Mapping[str, Any],
     ) -> bool:
         """Merge-patch the ``/status`` subresource; False if the object is gone."""
@@ -190,8 +204,14 @@ class KubeApi:
         def call(client: Any) -> Any:
             api = kubernetes.client.CustomObjectsApi(client)
             return api.patch_namespaced_custom_object_status(
-                group, version, namespace, plural, name, {"status": dict(status)},
-                _content_type=MERGE_PATCH, _preload_content=False,
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                {"status": dict(status)},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
                 _request_timeout=self._timeout,
             )
 

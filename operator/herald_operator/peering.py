@@ -48,9 +48,7 @@ def _parse_time(raw: Any) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def is_active(
-    peering: Mapping[str, Any] | None, me: str, priority: int, now: dt.datetime
-) -> bool:
+def is_active(peering: Mapping[str, Any] | None, me: str, priority: int, now: dt.datetime) -> bool:
     """Whether the replica ``me`` (with ``priority``) acts, given the KopfPeering object.
 
     Not active without the object, before its own keep-alive is in it, or while a live

@@ -87,10 +87,15 @@ def parse(manifest: Mapping[str, Any]) -> Parsed:
         parse_spec(body.get("spec") or {})
         target = parse_target(body)
     except InvalidTarget as exc:
-        return Parsed(None, Condition(
-            READY, FALSE, "InvalidSpec",
-            f"{exc}. Fix the spec; until then Herald keeps the last valid one, if any.",
-        ))
+        return Parsed(
+            None,
+            Condition(
+                READY,
+                FALSE,
+                "InvalidSpec",
+                f"{exc}. Fix the spec; until then Herald keeps the last valid one, if any.",
+            ),
+        )
     return Parsed(target, None)
 
 

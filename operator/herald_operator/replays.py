@@ -69,16 +69,34 @@ async def run(
             rows = await rt.queue.registry.list(namespace, selection.target)
             if not rows:
                 _fail(
-                    rt, body, patch, status, "TargetNotFound",
+                    rt,
+                    body,
+                    patch,
+                    status,
+                    "TargetNotFound",
                     f"PublishingTarget {namespace}/{selection.target} does not exist (it is not "
                     "registered with Herald): nothing was replayed. Create the target, then "
                     "create a new DeadLetterReplay.",
-                    started_at, generation,
+                    started_at,
+                    generation,
                     progress=_progress_of(status) if phase is Phase.RUNNING else None,
                 )
                 return
-        await _replay(rt, body, spec, status, name, namespace, uid, patch, logger,
-                      selection, started_at, generation, resuming=phase is Phase.RUNNING)
+        await _replay(
+            rt,
+            body,
+            spec,
+            status,
+            name,
+            namespace,
+            uid,
+            patch,
+            logger,
+            selection,
+            started_at,
+            generation,
+            resuming=phase is Phase.RUNNING,
+        )
     except DB_ERRORS as exc:
         message = f"waiting for PostgreSQL ({type(exc).__name__}); retrying"
         patch.status.update(replay.waiting(status, message, now=_now(), generation=generation))
@@ -110,8 +128,15 @@ def _fail(
     progress: Progress | None = None,
 ) -> None:
     patch.status.update(
-        replay.failed(status, reason, message, now=_now(), started_at=started_at,
-                      generation=generation, progress=progress)
+        replay.failed(
+            status,
+            reason,
+            message,
+            now=_now(),
+            started_at=started_at,
+            generation=generation,
+            progress=progress,
+        )
     )
     kopf.warn(body, reason="ReplayFailed", message=message)
     rt.metrics.replays.labels(outcome="failed").inc()
@@ -144,9 +169,15 @@ async def _replay(
         counted = await store.replay(selection.filter, limit=selection.limit, dry_run=True)
         matched, missing = counted.matched, counted.skipped
     if selection.dry_run:
-        final = replay.succeeded(status, Progress(matched), selection, now=_now(),
-                                 started_at=started_at, generation=generation,
-                                 target_missing=missing)
+        final = replay.succeeded(
+            status,
+            Progress(matched),
+            selection,
+            now=_now(),
+            started_at=started_at,
+            generation=generation,
+            target_missing=missing,
+        )
         patch.status.update(final)
         logger.info(final["message"])
         kopf.info(body, reason="DryRunCompleted", message=final["message"])
@@ -157,14 +188,18 @@ async def _replay(
     if resuming:
         logger.info(f"resuming: {progress.done} of {matched} dead letter(s) already handled")
     elif matched:
-        kopf.info(body, reason="ReplayStarted",
-                  message=f"replaying {matched} dead letter(s): {selection.describe()}")
+        kopf.info(
+            body,
+            reason="ReplayStarted",
+            message=f"replaying {matched} dead letter(s): {selection.describe()}",
+        )
 
     state = dict(status)  # the status as last written (its conditions keep their times)
 
     async def write_progress() -> bool:
-        body = replay.running(state, progress, selection, now=_now(),
-                              started_at=started_at, generation=generation)
+        body = replay.running(
+            state, progress, selection, now=_now(), started_at=started_at, generation=generation
+        )
         state.update(body)
         return await _write(rt, namespace, name, body)
 
@@ -176,8 +211,9 @@ async def _replay(
     while left > 0:
         size = min(batch_size, left)
         result = await store.replay_batch(selection.filter, limit=size, replayed_by=tag)
-        progress = Progress(matched, progress.replayed + result.replayed,
-                            progress.skipped + result.skipped)
+        progress = Progress(
+            matched, progress.replayed + result.replayed, progress.skipped + result.skipped
+        )
         rt.metrics.replayed.inc(result.replayed)
         left -= result.matched
         if result.matched < size:
@@ -185,8 +221,9 @@ async def _replay(
         if left > 0 and not await write_progress():
             logger.info("the DeadLetterReplay was deleted; stopping")
             return
-    final = replay.succeeded(state, progress, selection, now=_now(),
-                             started_at=started_at, generation=generation)
+    final = replay.succeeded(
+        state, progress, selection, now=_now(), started_at=started_at, generation=generation
+    )
     patch.status.update(final)
     logger.info(final["message"])
     kopf.info(body, reason="ReplaySucceeded", message=final["message"])

@@ -131,7 +131,10 @@ class Scaler:
         if current != p.clamp(current):
             bound = p.clamp(current)
             return Decision(
-                ready, current, recommended, bound,
+                ready,
+                current,
+                recommended,
+                bound,
                 f"{current} replicas is outside the bounds [{p.minimum}, {p.maximum}]",
             )
         if self._last_change is not None and now - self._last_change < p.cooldown:

@@ -118,9 +118,7 @@ class Transition:
     message: str
 
 
-def circuit_transition(
-    previous: Mapping[str, Any] | None, row: TargetRow
-) -> Transition | None:
+def circuit_transition(previous: Mapping[str, Any] | None, row: TargetRow) -> Transition | None:
     """The Event for a change of the circuit between two status refreshes.
 
     ``previous`` is the ``status.circuit`` last written (None before the first refresh).

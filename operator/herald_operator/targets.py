@@ -55,8 +55,9 @@ def _set_ready(
     The per-object memo holds the conditions last written, fresher than the ``status``
     kopf passed in when a handler and the timer follow each other closely."""
     previous = memo.get("herald_conditions") or current.get("conditions")
-    conditions = set_condition(previous, condition, now=dt.datetime.now(dt.UTC),
-                               generation=generation)
+    conditions = set_condition(
+        previous, condition, now=dt.datetime.now(dt.UTC), generation=generation
+    )
     if conditions != readiness.plain(previous):
         patch.status["conditions"] = conditions
     memo["herald_conditions"] = conditions
@@ -99,8 +100,16 @@ async def reconcile(
                 result = await rt.queue.registry.apply(parsed.target)
             except DB_ERRORS as exc:
                 down = readiness.database_unavailable(type(exc).__name__, rt.options.retry_delay)
-                _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
-                           condition=down, generation=generation, logger=logger)
+                _set_ready(
+                    rt,
+                    body=body,
+                    memo=memo,
+                    current=status,
+                    patch=patch,
+                    condition=down,
+                    generation=generation,
+                    logger=logger,
+                )
                 raise kopf.TemporaryError(
                     f"cannot register the target: {exc}", delay=rt.options.retry_delay
                 ) from None
@@ -109,8 +118,16 @@ async def reconcile(
                 f"{'registered' if result.created else 'updated'} {result.ref} "
                 f"(generation {parsed.target.generation})"
             )
-        _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
-                   condition=condition, generation=generation, logger=logger)
+        _set_ready(
+            rt,
+            body=body,
+            memo=memo,
+            current=status,
+            patch=patch,
+            condition=condition,
+            generation=generation,
+            logger=logger,
+        )
         patch.status["observedGeneration"] = generation
 
 
@@ -156,10 +173,19 @@ async def refresh(
         known = find(memo.get("herald_conditions") or status.get("conditions"), "Ready")
         if condition.reason != "SecretUnavailable" or known is None:
             # An API hiccup while re-reading the Secret does not unsettle a known Ready.
-            _set_ready(rt, body=body, memo=memo, current=status, patch=patch,
-                       condition=condition, generation=generation, logger=logger)
-        live = target_status.render(row, snapshot.depth.get((namespace, name),
-                                                            target_status.Depth()))
+            _set_ready(
+                rt,
+                body=body,
+                memo=memo,
+                current=status,
+                patch=patch,
+                condition=condition,
+                generation=generation,
+                logger=logger,
+            )
+        live = target_status.render(
+            row, snapshot.depth.get((namespace, name), target_status.Depth())
+        )
         previous_circuit = memo.get("herald_circuit") or status.get("circuit")
         for key, value in target_status.changed(status, live).items():
             patch.status[key] = value
