@@ -71,9 +71,12 @@ async def register_target(queue: Queue) -> None:
 
 
 async def reset(queue: Queue) -> None:
+    """Empty tables, fresh statistics, and a checkpoint, so that one phase's writes do not
+    trigger a checkpoint in the middle of the next one."""
     async with queue.pool.connection() as conn:
         await conn.execute("TRUNCATE herald.jobs, herald.dead_letters")
         await conn.execute("VACUUM ANALYZE herald.jobs")
+        await conn.execute("CHECKPOINT")
 
 
 async def enqueue_batch(queue: Queue, total: int, batch: int = 5000) -> float:
@@ -105,6 +108,7 @@ async def fill(queue: Queue, total: int) -> None:
         await queue.jobs.enqueue_many(requests(min(5000, total - start)))
     async with queue.pool.connection() as conn:
         await conn.execute("VACUUM ANALYZE herald.jobs")
+        await conn.execute("CHECKPOINT")
 
 
 async def drain(queue: Queue, total: int, *, batch: int, claimers: int) -> float:

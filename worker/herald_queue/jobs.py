@@ -7,8 +7,10 @@ with skewed clocks still agree on leases, backoff and circuits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -41,6 +43,7 @@ from herald_queue.waker import Waker
 
 J = sql.load("jobs")
 T = sql.load("targets")
+log = logging.getLogger("herald.queue")
 
 # Batches at least this large, without idempotency or ordering keys, are written with COPY.
 COPY_THRESHOLD = 32
@@ -71,6 +74,7 @@ class JobStore:
         self._policies_loaded = 0.0
         self._quota_targets: list[int] = []
         self._quota_checked = 0.0
+        self._quota_refresh: asyncio.Task[None] | None = None
         self.waker = Waker(pool)
 
     # -- enqueue -----------------------------------------------------------------------
@@ -217,12 +221,34 @@ class JobStore:
         return jobs
 
     async def _quota_target_ids(self, conn: AsyncConn) -> list[int]:
+        """Targets needing quota claims, as last read. The list is re-read in the background
+        (on another connection) every QUOTA_REFRESH_SECONDS, so a claim never waits for it;
+        the first call reads it inline."""
         now = time.monotonic()
-        if now - self._quota_checked >= QUOTA_REFRESH_SECONDS:
-            cur = await conn.execute(T["quota_targets"])
-            self._quota_targets = [int(r[0]) for r in await cur.fetchall()]  # type: ignore[call-overload]
+        if not self._quota_checked:
+            await self._read_quota_targets(conn)
+        elif now - self._quota_checked >= QUOTA_REFRESH_SECONDS and (
+            self._quota_refresh is None or self._quota_refresh.done()
+        ):
             self._quota_checked = now
+            self._quota_refresh = asyncio.get_running_loop().create_task(self._refresh_quota())
         return self._quota_targets
+
+    async def _refresh_quota(self) -> None:
+        try:
+            async with self._pool.connection() as conn:
+                await self._read_quota_targets(conn)
+        except (psycopg.Error, OSError) as exc:  # the next claim asks again
+            self._quota_checked = 0.0
+            log.warning(
+                "could not read which targets need quotas",
+                extra={"action": "claim", "error": type(exc).__name__},
+            )
+
+    async def _read_quota_targets(self, conn: AsyncConn) -> None:
+        cur = await conn.execute(T["quota_targets"])
+        self._quota_targets = [int(str(r[0])) for r in await cur.fetchall()]
+        self._quota_checked = time.monotonic()
 
     async def _claim(
         self,
