@@ -113,7 +113,8 @@ async def fill(queue: Queue, total: int) -> None:
 
 async def drain(queue: Queue, total: int, *, batch: int, claimers: int) -> float:
     """Jobs per second from the first completion to the last, no-op handler: each claimer
-    completes what it holds and claims more in one round trip (complete_and_claim)."""
+    is a sequential consumer on its own connection, completing what it holds and claiming
+    more in one statement per step (JobStore.consumer)."""
     await fill(queue, total)
     done = 0
     first: float | None = None
@@ -124,18 +125,19 @@ async def drain(queue: Queue, total: int, *, batch: int, claimers: int) -> float
         nonlocal done, first, first_count, last
         worker = f"bench-{index}"
         held: list[ClaimedJob] = []
-        while True:
-            completed = len(held)
-            held = await queue.jobs.complete_and_claim(worker, held, batch)
-            if completed:
-                last = time.perf_counter()
-                done += completed
-                if first is None:
-                    first, first_count = last, completed
-            if not held and done >= total:
-                return
-            if not held:
-                await asyncio.sleep(0)
+        async with queue.jobs.consumer(worker) as consumer:
+            while True:
+                completed = len(held)
+                held = await consumer.step(held, batch)
+                if completed:
+                    last = time.perf_counter()
+                    done += completed
+                    if first is None:
+                        first, first_count = last, completed
+                if not held and done >= total:
+                    return
+                if not held:
+                    await asyncio.sleep(0)
 
     await asyncio.gather(*(claimer(i) for i in range(claimers)))
     assert first is not None

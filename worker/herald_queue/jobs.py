@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
@@ -356,21 +356,32 @@ class JobStore:
         """Complete ``done`` and claim up to ``limit`` more in one statement: a sequential
         consumer pays one round trip and one commit per job, not two. Jobs with ordering
         keys, and targets needing quotas (rate limits, probes), are left to :meth:`complete`
-        and :meth:`claim`."""
+        and :meth:`claim`. (:meth:`consumer` does the same on a connection it keeps.)"""
+        async with self._pool.connection() as conn:
+            return await self._complete_and_claim(conn, worker, done, limit)
+
+    @contextlib.asynccontextmanager
+    async def consumer(self, worker: str) -> AsyncIterator[Consumer]:
+        """A sequential consumer holding one connection for its whole life."""
+        async with self._pool.connection() as conn:
+            yield Consumer(self, conn, worker)
+
+    async def _complete_and_claim(
+        self, conn: AsyncConn, worker: str, done: Sequence[ClaimedJob], limit: int
+    ) -> list[ClaimedJob]:
         if any(j.ordering_key for j in done):
             await self.complete(worker, done)
             done = []
-        async with self._pool.connection() as conn:
-            cur = await self._send_claim(
-                conn,
-                worker,
-                limit,
-                {},
-                with_quotas=False,
-                query="complete_and_claim",
-                extra={"ids": [j.id for j in done]},
-            )
-            return [_claimed(row) for row in await cur.fetchall()]
+        cur = await self._send_claim(
+            conn,
+            worker,
+            limit,
+            {},
+            with_quotas=False,
+            query="complete_and_claim",
+            extra={"ids": [j.id for j in done]},
+        )
+        return [_claimed(row) for row in await cur.fetchall()]
 
     async def fail(self, worker: str, failures: Sequence[Failure]) -> list[FailureOutcome]:
         """Record failed attempts: each job is retried after its backoff (honouring
@@ -552,6 +563,19 @@ class JobStore:
                 total += cur.rowcount
                 if cur.rowcount < batch:
                     return total
+
+
+class Consumer:
+    """See :meth:`JobStore.consumer`."""
+
+    def __init__(self, store: JobStore, conn: AsyncConn, worker: str) -> None:
+        self._store = store
+        self._conn = conn
+        self.worker = worker
+
+    async def step(self, done: Sequence[ClaimedJob], limit: int) -> list[ClaimedJob]:
+        """Complete ``done`` and claim up to ``limit`` more, in one statement."""
+        return await self._store._complete_and_claim(self._conn, self.worker, done, limit)
 
 
 def _completed(jobs: Sequence[ClaimedJob], row: Any) -> CompleteOutcome:
