@@ -38,9 +38,4 @@ async def _migrate_embedded(db: DatabaseSettings) -> None:
     from herald_queue import db as dbmod
     from herald_queue import migrate
 
-    url = dbmod.resolve_url(db)
-    conn = await dbmod.connect(url)
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
+    await migrate.migrate_url(dbmod.resolve_url(db), timeout=db.connect_timeout)

@@ -36,11 +36,7 @@ async def run(args: argparse.Namespace) -> int:
     queue = config.load(QueueSettings)
     url = db.resolve_url(database, announce=database.url is None)
     if args.migrate or database.url is None:
-        conn = await db.connect(url, timeout=database.connect_timeout)
-        try:
-            report = await migrate.migrate(conn)
-        finally:
-            await conn.close()
+        report = await migrate.migrate_url(url, timeout=database.connect_timeout)
         if report.applied:
             log.info(
                 "migrated the database", extra={"action": "migrate", "applied": report.applied}

@@ -12,7 +12,7 @@ import dataclasses
 
 import psycopg
 
-from herald_queue import sql
+from herald_queue import db, sql
 from herald_queue.db import AsyncConn
 from herald_queue.errors import MigrationError, SchemaOutOfDate
 
@@ -79,6 +79,15 @@ async def migrate(conn: AsyncConn) -> MigrationReport:
         return MigrationReport(before=before, after=await current_version(conn), applied=applied)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
+
+
+async def migrate_url(url: str, *, timeout: float = 5.0) -> MigrationReport:
+    """Connect to ``url``, migrate, disconnect."""
+    conn = await db.connect(url, timeout=timeout)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
 
 
 async def _record(conn: AsyncConn, version: int, name: str) -> None:

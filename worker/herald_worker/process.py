@@ -93,11 +93,7 @@ async def _open_queue(
     ):
         with attempt:
             if run_migrations:
-                conn = await db.connect(url, timeout=db_settings.connect_timeout)
-                try:
-                    report = await migrate.migrate(conn)
-                finally:
-                    await conn.close()
+                report = await migrate.migrate_url(url, timeout=db_settings.connect_timeout)
                 if report.applied:
                     log.info(
                         "migrated the database",

@@ -1,6 +1,17 @@
 -- Queries of the dead-letter queue. Rows are written by the jobs_record_dead_letter
 -- trigger (schema.sql) whenever a job becomes dead.
 
+-- name: selector
+-- A fragment (conditions on dead_letters d), included wherever a DeadLetterFilter applies;
+-- every part is optional (NULL matches all).
+(%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
+AND (%(name)s::text IS NULL OR d.target_name = %(name)s)
+AND (%(error_type)s::text IS NULL OR d.error_type = %(error_type)s)
+AND (%(failed_after)s::timestamptz IS NULL OR d.failed_at >= %(failed_after)s)
+AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
+AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
+AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
+
 -- name: list_dead_letters
 -- Newest first, keyset-paginated on (failed_at, id). Every filter is optional.
 SELECT d.id, d.job_id, d.fingerprint, d.target_namespace, d.target_name, d.target_type,
@@ -8,14 +19,8 @@ SELECT d.id, d.job_id, d.fingerprint, d.target_namespace, d.target_name, d.targe
        d.last_retry_at, d.priority, d.idempotency_key, d.ordering_key, d.job_created_at,
        d.failed_at, d.replayed, d.replayed_at, d.replay_result, d.replayed_by
 FROM herald.dead_letters d
-WHERE (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
-  AND (%(name)s::text IS NULL OR d.target_name = %(name)s)
-  AND (%(error_type)s::text IS NULL OR d.error_type = %(error_type)s)
-  AND (%(failed_after)s::timestamptz IS NULL OR d.failed_at >= %(failed_after)s)
-  AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
+WHERE {{selector}}
   AND (%(replayed)s::boolean IS NULL OR d.replayed = %(replayed)s)
-  AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
-  AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
   AND (%(after_failed_at)s::timestamptz IS NULL
        OR (d.failed_at, d.id) < (%(after_failed_at)s, %(after_id)s::uuid))
 ORDER BY d.failed_at DESC, d.id DESC
@@ -55,13 +60,7 @@ WITH picked AS (
     WHERE NOT d.replayed
       AND (d.replay_result IS DISTINCT FROM 'target-missing'
            OR d.replayed_by IS DISTINCT FROM %(replayed_by)s)
-      AND (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
-      AND (%(name)s::text IS NULL OR d.target_name = %(name)s)
-      AND (%(error_type)s::text IS NULL OR d.error_type = %(error_type)s)
-      AND (%(failed_after)s::timestamptz IS NULL OR d.failed_at >= %(failed_after)s)
-      AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
-      AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
-      AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
+      AND {{selector}}
     ORDER BY d.failed_at, d.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -117,13 +116,7 @@ SELECT count(*) AS matched,
            AS target_missing
 FROM (SELECT * FROM herald.dead_letters d
       WHERE NOT d.replayed
-        AND (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
-        AND (%(name)s::text IS NULL OR d.target_name = %(name)s)
-        AND (%(error_type)s::text IS NULL OR d.error_type = %(error_type)s)
-        AND (%(failed_after)s::timestamptz IS NULL OR d.failed_at >= %(failed_after)s)
-        AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
-        AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
-  AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
+        AND {{selector}}
       ORDER BY d.failed_at, d.id
       LIMIT %(limit)s) AS d;
 

@@ -320,23 +320,22 @@ RETURNING j.id;
 SELECT count(*) AS running FROM herald.jobs WHERE target_id = %(target_id)s
   AND state = 'running';
 
--- name: get_job
+-- name: job_record
+-- A fragment: a job as JobRecord reads it (a purged target's name shows as "(deleted)").
 SELECT j.id, coalesce(t.namespace, '(deleted)') AS namespace,
        coalesce(t.name, '(deleted)') AS target_name, j.priority, j.state, j.payload,
        j.idempotency_key, j.ordering_key, j.held, j.attempts, j.run_at, j.created_at,
        j.started_at, j.finished_at, j.last_error, j.last_error_class, j.last_http_status,
        j.dead_reason
 FROM herald.jobs j LEFT JOIN herald.targets t ON t.id = j.target_id
+
+-- name: get_job
+{{job_record}}
 WHERE j.id = %(id)s;
 
 -- name: list_jobs
 -- Most recent first; id is a UUIDv7, so the primary key orders by enqueue time.
-SELECT j.id, coalesce(t.namespace, '(deleted)') AS namespace,
-       coalesce(t.name, '(deleted)') AS target_name, j.priority, j.state, j.payload,
-       j.idempotency_key, j.ordering_key, j.held, j.attempts, j.run_at, j.created_at,
-       j.started_at, j.finished_at, j.last_error, j.last_error_class, j.last_http_status,
-       j.dead_reason
-FROM herald.jobs j LEFT JOIN herald.targets t ON t.id = j.target_id
+{{job_record}}
 WHERE (%(state)s::text IS NULL OR j.state = %(state)s)
   AND (%(target_id)s::integer IS NULL OR j.target_id = %(target_id)s)
   AND (%(priority)s::text IS NULL OR j.priority = %(priority)s)
