@@ -11,15 +11,11 @@ import sys
 import time
 
 from herald_bench.queue_bench import open_queue
-from herald_queue.listener import Listener, wait
 from herald_queue.models import ClaimedJob
 
 
 async def main(url: str) -> None:
     queue = await open_queue(url, pool_max=2)
-    listener = Listener(url)
-    listen = asyncio.create_task(listener.run())
-    await asyncio.wait_for(listener.connected.wait(), 30)
     latencies: list[float] = []
     expected: int | None = None
     loop = asyncio.get_running_loop()
@@ -28,12 +24,11 @@ async def main(url: str) -> None:
     expect_line = asyncio.create_task(reader.readline())
     print("ready", flush=True)
     try:
-        # A sequential consumer on its own connection: each step completes the jobs it
-        # holds and claims the next ones, in one statement.
+        # A sequential consumer on its own connection, woken by LISTEN/NOTIFY on it: each
+        # step completes the jobs it holds and claims the next ones, in one statement.
         async with queue.jobs.consumer("latency") as consumer:
             held: list[ClaimedJob] = []
             while expected is None or len(latencies) < expected:
-                listener.jobs.clear()
                 held = await consumer.step(held, 10)
                 now = time.monotonic_ns()
                 if held:
@@ -42,10 +37,9 @@ async def main(url: str) -> None:
                 if expect_line.done() and expected is None:
                     expected = int(expect_line.result())
                     continue
-                await wait(listener.jobs, 0.5)
+                await consumer.wait(0.5)
             await consumer.step(held, 0)
     finally:
-        listen.cancel()
         await queue.close()
     print(json.dumps(latencies), flush=True)
 

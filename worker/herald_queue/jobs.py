@@ -362,9 +362,15 @@ class JobStore:
 
     @contextlib.asynccontextmanager
     async def consumer(self, worker: str) -> AsyncIterator[Consumer]:
-        """A sequential consumer holding one connection for its whole life."""
+        """A sequential consumer holding one connection for its whole life. It listens for
+        new jobs on that same connection, so the server process that delivers the wake-up
+        runs the next claim, already awake."""
         async with self._pool.connection() as conn:
-            yield Consumer(self, conn, worker)
+            await conn.execute(J["listen_jobs"])
+            try:
+                yield Consumer(self, conn, worker)
+            finally:
+                await conn.execute(J["unlisten_jobs"])
 
     async def _complete_and_claim(
         self, conn: AsyncConn, worker: str, done: Sequence[ClaimedJob], limit: int
@@ -576,6 +582,13 @@ class Consumer:
     async def step(self, done: Sequence[ClaimedJob], limit: int) -> list[ClaimedJob]:
         """Complete ``done`` and claim up to ``limit`` more, in one statement."""
         return await self._store._complete_and_claim(self._conn, self.worker, done, limit)
+
+    async def wait(self, timeout: float) -> bool:
+        """Until jobs are announced (True) or ``timeout`` seconds pass (False). A notice
+        that came during a step is not lost: it ends the next wait at once."""
+        async for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+            return True
+        return False
 
 
 def _completed(jobs: Sequence[ClaimedJob], row: Any) -> CompleteOutcome:

@@ -20,6 +20,12 @@ FROM json_to_recordset(%(batch)s::json) AS b(
 ON CONFLICT (target_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, CASE WHEN %(notify)s THEN pg_notify('herald_jobs', '') END AS notified;
 
+-- name: listen_jobs
+LISTEN herald_jobs;
+
+-- name: unlisten_jobs
+UNLISTEN herald_jobs;
+
 -- name: notify_jobs
 -- Wakes idle workers (LISTEN herald_jobs) when the transaction commits.
 SELECT pg_notify('herald_jobs', '');
