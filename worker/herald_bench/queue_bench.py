@@ -181,6 +181,25 @@ async def latency(url: str, queue: Queue, *, rate: float, seconds: float) -> dic
     return {"p50": q[49], "p95": q[94], "p99": q[98], "max": samples[-1], "jobs": count}
 
 
+async def commit_floor(queue: Queue, count: int, *, rate: float = 200) -> dict[str, float]:
+    """The server's floor for one durable commit, as the latency phase sees it: one-row
+    autocommitted INSERTs into a scratch table, paced at ``rate``, timed call to return.
+    Enqueue-to-claim spans two such commits (the enqueue's and the claim's)."""
+    async with queue.pool.connection() as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS herald_bench_commit_probe (n integer)")
+        samples = []
+        try:
+            for i in range(count):
+                await asyncio.sleep(1.0 / rate)
+                started = time.perf_counter()
+                await conn.execute("INSERT INTO herald_bench_commit_probe VALUES (%s)", (i,))
+                samples.append((time.perf_counter() - started) * 1000)
+        finally:
+            await conn.execute("DROP TABLE herald_bench_commit_probe")
+    q = statistics.quantiles(sorted(samples), n=100, method="inclusive")
+    return {"p50": q[49], "p99": q[98]}
+
+
 async def run(url: str, *, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     queue = await open_queue(url)
     try:
@@ -222,6 +241,11 @@ async def run(url: str, *, quick: bool, progress: Callable[[str], None]) -> dict
         results["latency_p99_ms"] = round(lat["p99"], 3)
         results["latency_max_ms"] = round(lat["max"], 3)
         results["latency_jobs"] = lat["jobs"]
+
+        progress("floor: one durable commit, paced as the latency phase")
+        floor = await commit_floor(queue, 1000 if quick else 3000)
+        results["commit_p50_ms"] = round(floor["p50"], 3)
+        results["commit_p99_ms"] = round(floor["p99"], 3)
         return results
     finally:
         await queue.close()
