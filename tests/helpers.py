@@ -33,8 +33,9 @@ async def register(
     return result.id
 
 
-def job(target: str = "hook", payload: Any = None, priority: Priority = Priority.MEDIUM,
-        **kw: Any) -> JobRequest:
+def job(
+    target: str = "hook", payload: Any = None, priority: Priority = Priority.MEDIUM, **kw: Any
+) -> JobRequest:
     return JobRequest(
         target=target,
         payload_json=encode_payload({"n": 0} if payload is None else payload, max_bytes=1 << 20),
@@ -44,7 +45,10 @@ def job(target: str = "hook", payload: Any = None, priority: Priority = Priority
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T] | T], *, timeout: float = 10.0, interval: float = 0.02,
+    check: Callable[[], Awaitable[T] | T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
     message: str = "condition",
 ) -> T:
     """Poll ``check`` until it returns a truthy value; fail after ``timeout`` seconds."""
@@ -70,14 +74,17 @@ async def set_db_clock_back(queue: Queue, sql: str, params: dict[str, Any]) -> N
 # -- helpers of the integration suites (tests/integration) ------------------------------
 
 
-async def open_queue(url: str, *, pool_max: int = 8, retry_after_cap: float = 3600.0,
-                     **settings: Any) -> Queue:
+async def open_queue(
+    url: str, *, pool_max: int = 8, retry_after_cap: float = 3600.0, **settings: Any
+) -> Queue:
     """A Queue on ``url`` with QueueSettings overrides (``budget_low=0.5``, ``lease=1``...).
     Use as ``async with await open_queue(url) as q:`` so its pool is closed."""
     from herald_queue.settings import DatabaseSettings, QueueSettings
 
     return await Queue.open(
-        DatabaseSettings(pool_min=1, pool_max=pool_max), QueueSettings(**settings), url=url,
+        DatabaseSettings(pool_min=1, pool_max=pool_max),
+        QueueSettings(**settings),
+        url=url,
         retry_after_cap=retry_after_cap,
     )
 
@@ -146,13 +153,24 @@ async def claim_all(queue: Queue, worker: str = "w", limit: int = 1000) -> list[
     return out
 
 
-def failure(claimed: Any, error_class: str = "transient", *, message: str = "boom",
-            http_status: int | None = None, retry_after: float | None = None) -> Any:
+def failure(
+    claimed: Any,
+    error_class: str = "transient",
+    *,
+    message: str = "boom",
+    http_status: int | None = None,
+    retry_after: float | None = None,
+) -> Any:
     """A Failure of a claimed job (error_class: transient, permanent, unknown)."""
     from herald_queue.models import Failure
     from herald_queue.states import ErrorClass
 
     if http_status is None:
         http_status = {"transient": 503, "permanent": 400}.get(error_class)
-    return Failure(job=claimed, error_class=ErrorClass(error_class), message=message,
-                   http_status=http_status, retry_after=retry_after)
+    return Failure(
+        job=claimed,
+        error_class=ErrorClass(error_class),
+        message=message,
+        http_status=http_status,
+        retry_after=retry_after,
+    )

@@ -102,8 +102,10 @@ def metric_names_in(expr: str) -> set[str]:
 
 
 def helm_binary() -> str:
-    return need_binary("helm", "the chart tests render the chart with a real helm "
-                       "(scripts/install-tools.sh installs it)")
+    return need_binary(
+        "helm",
+        "the chart tests render the chart with a real helm (scripts/install-tools.sh installs it)",
+    )
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -121,8 +123,15 @@ def values_args(value_set: str) -> list[str]:
 
 def template_args(value_set: str, *extra: str) -> list[str]:
     return [
-        "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-        "--kube-version", KUBERNETES_VERSION, *values_args(value_set), *extra,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBERNETES_VERSION,
+        *values_args(value_set),
+        *extra,
     ]
 
 
@@ -159,8 +168,11 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def rbac_grants(objects: tuple[dict[str, Any], ...]) -> dict[str, set[tuple[str, str, str, str]]]:
     """ServiceAccount name -> {(scope, apiGroup, resource, verb)}, scope Role or ClusterRole,
     through the rendered (Cluster)RoleBindings."""
-    roles = {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects
-             if obj["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (obj["kind"], obj["metadata"]["name"]): obj
+        for obj in objects
+        if obj["kind"] in ("Role", "ClusterRole")
+    }
     grants: dict[str, set[tuple[str, str, str, str]]] = {}
     for binding in objects:
         if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):

@@ -28,6 +28,7 @@ async def running(args: Sequence[str], ready_url: str, log: Path) -> AsyncIterat
     with log.open("wb") as out:
         proc = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT)
         try:
+
             async def up() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(f"{args[0]} exited: {log.read_text()[-2000:]}")
@@ -56,40 +57,55 @@ async def prometheus(binary: str, folder: Path, jobs: dict[str, list[str]]) -> A
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
-            {"job_name": name, "metrics_path": "/metrics", "scrape_interval": "1s",
-             "static_configs": [{"targets": targets}]}
+            {
+                "job_name": name,
+                "metrics_path": "/metrics",
+                "scrape_interval": "1s",
+                "static_configs": [{"targets": targets}],
+            }
             for name, targets in jobs.items()
         ],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     base = f"http://127.0.0.1:{port}"
     async with running(
-        [binary, f"--config.file={folder / 'prometheus.yml'}",
-         f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        f"{base}/-/ready", folder / "prometheus.log",
+        [
+            binary,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        f"{base}/-/ready",
+        folder / "prometheus.log",
     ):
         yield base
 
 
 async def query(base: str, promql: str) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{base}/api/v1/query", params={"query": promql}
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/api/v1/query", params={"query": promql}) as r,
+    ):
         body = await r.json()
     assert body["status"] == "success", body
     return list(body["data"]["result"])
 
 
 async def metric_names(base: str) -> set[str]:
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{base}/api/v1/label/__name__/values"
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/api/v1/label/__name__/values") as r,
+    ):
         return set((await r.json())["data"])
 
 
 @contextlib.asynccontextmanager
-async def alertmanager(binary: str, folder: Path, webhook_url: str, token: str | None = None,
-                       ) -> AsyncIterator[str]:
+async def alertmanager(
+    binary: str,
+    folder: Path,
+    webhook_url: str,
+    token: str | None = None,
+) -> AsyncIterator[str]:
     """Alertmanager routing every alert to ``webhook_url`` (Herald's receiver), grouping by
     alertname, fast timers, and re-sending a group every 2 s (repeat_interval) so a test
     can see that a re-sent group does not duplicate."""
@@ -99,23 +115,34 @@ async def alertmanager(binary: str, folder: Path, webhook_url: str, token: str |
     if token:
         webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials": token}}
     config = {
-        "route": {"receiver": "herald", "group_by": ["alertname"], "group_wait": "0s",
-                  "group_interval": "1s", "repeat_interval": "2s"},
+        "route": {
+            "receiver": "herald",
+            "group_by": ["alertname"],
+            "group_wait": "0s",
+            "group_interval": "1s",
+            "repeat_interval": "2s",
+        },
         "receivers": [{"name": "herald", "webhook_configs": [webhook]}],
     }
     (folder / "alertmanager.yml").write_text(yaml.safe_dump(config))
     base = f"http://127.0.0.1:{port}"
     async with running(
-        [binary, f"--config.file={folder / 'alertmanager.yml'}",
-         f"--storage.path={folder / 'am-data'}", f"--web.listen-address=127.0.0.1:{port}",
-         f"--cluster.listen-address=127.0.0.1:{cluster_port}"],
-        f"{base}/-/ready", folder / "alertmanager.log",
+        [
+            binary,
+            f"--config.file={folder / 'alertmanager.yml'}",
+            f"--storage.path={folder / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+        ],
+        f"{base}/-/ready",
+        folder / "alertmanager.log",
     ):
         yield base
 
 
 async def post_alerts(base: str, alerts: list[dict[str, Any]]) -> None:
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{base}/api/v2/alerts", json=alerts
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base}/api/v2/alerts", json=alerts) as r,
+    ):
         assert r.status == 200, await r.text()

@@ -103,8 +103,15 @@ def container(value_set: str, component: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_helm_lint(value_set: str) -> None:
-    result = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE,
-                  *values_args(value_set), check=False)
+    result = helm(
+        "lint",
+        "--strict",
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        *values_args(value_set),
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
@@ -126,7 +133,9 @@ def test_every_object_matches_the_kubernetes_openapi_schema(value_set: str, vers
         except validator.ValidationError as exc:
             pytest.fail(f"{where}: {exc.message} at {list(exc.path)} (Kubernetes {version})")
         cluster_scoped = obj["kind"] in (
-            "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
         )
         assert ("namespace" in obj["metadata"]) != cluster_scoped, where
         if "namespace" in obj["metadata"] and obj["kind"] != "ConfigMap":
@@ -211,8 +220,10 @@ def test_restrictive_security_contexts(value_set: str) -> None:
             # The only writable path is /tmp, an emptyDir.
             mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
             assert "emptyDir" in volumes[mounts["/tmp"]], where
-            assert all(m.get("readOnly") or path == "/tmp" for path, m in
-                       ((m["mountPath"], m) for m in c["volumeMounts"])), where
+            assert all(
+                m.get("readOnly") or path == "/tmp"
+                for path, m in ((m["mountPath"], m) for m in c["volumeMounts"])
+            ), where
             # Requests for scheduling, a memory limit against leaks.
             assert c["resources"]["requests"].keys() >= {"cpu", "memory"}, where
             assert "memory" in c["resources"]["limits"], where
@@ -231,10 +242,14 @@ def test_probes_are_on_the_ports_the_processes_listen_on(value_set: str) -> None
     operator = container(value_set, "operator")
     ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
     env = env_of(operator)
-    assert ports == {
-        "metrics": int(env["HERALD_OPERATOR_METRICS_PORT"]["value"]),
-        "health": int(env["HERALD_OPERATOR_HEALTH_PORT"]["value"]),
-    } == {"metrics": 8081, "health": 8082}
+    assert (
+        ports
+        == {
+            "metrics": int(env["HERALD_OPERATOR_METRICS_PORT"]["value"]),
+            "health": int(env["HERALD_OPERATOR_HEALTH_PORT"]["value"]),
+        }
+        == {"metrics": 8081, "health": 8082}
+    )
     assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
 
     # The Services reach those ports by name.
@@ -268,9 +283,7 @@ def test_environment_is_what_the_process_reads(value_set: str, component: str) -
     classes = ENV_BY_COMPONENT[component]
     known = _settings_env(*classes) | COMMON_ENV
     assert set(env) <= known, set(env) - known
-    assert env["POD_NAMESPACE"]["valueFrom"] == {
-        "fieldRef": {"fieldPath": "metadata.namespace"}
-    }
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     literal = {name: item["value"] for name, item in env.items() if "value" in item}
     for cls in classes:
         config.load(cls, literal)  # raises ConfigError on a value the process would refuse
@@ -309,7 +322,8 @@ def test_chart_created_secrets() -> None:
     assert set(token["data"]) == {"token"}
     env = env_of(container("all-on", "worker"))
     assert env["HERALD_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-        "name": f"{RELEASE}-api-token", "key": "token",
+        "name": f"{RELEASE}-api-token",
+        "key": "token",
     }
     assert "HERALD_API_TOKEN" not in env_of(container("all-on", "operator"))
     assert "HERALD_API_TOKEN" not in env_of(container("default", "worker"))
@@ -331,8 +345,9 @@ def test_worker_outlives_its_shutdown_grace(value_set: str) -> None:
 
 
 def test_shutdown_grace_longer_than_termination_grace_is_refused() -> None:
-    result = helm(*template_args("default", "--set", "worker.terminationGracePeriodSeconds=15"),
-                  check=False)
+    result = helm(
+        *template_args("default", "--set", "worker.terminationGracePeriodSeconds=15"), check=False
+    )
     assert result.returncode != 0
     assert "must exceed worker.shutdownGraceSeconds" in result.stderr
 
@@ -359,8 +374,11 @@ def test_operator_replicas_and_peering() -> None:
 
     # CRDs already installed by someone else: the peering object is an ordinary object.
     minimal = render("minimal")
-    assert not [o for o in minimal if o["kind"] == "CustomResourceDefinition"
-                and o["spec"]["group"] == "kopf.dev"]
+    assert not [
+        o
+        for o in minimal
+        if o["kind"] == "CustomResourceDefinition" and o["spec"]["group"] == "kopf.dev"
+    ]
     assert "annotations" not in named(minimal, "KopfPeering", "herald")["metadata"]
 
 
@@ -396,7 +414,8 @@ def test_migrations_run_in_a_hook_job_before_install_and_upgrade(value_set: str)
     annotations = job["metadata"]["annotations"]
     assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
     assert set(annotations["helm.sh/hook-delete-policy"].split(",")) == {
-        "before-hook-creation", "hook-succeeded",
+        "before-hook-creation",
+        "hook-succeeded",
     }
     spec = job["spec"]
     assert spec["backoffLimit"] >= 1 and spec["activeDeadlineSeconds"] > 0
@@ -417,14 +436,18 @@ def test_migrations_can_be_turned_off() -> None:
 # What the operator calls (docs/operator.md, "RBAC"): kopf lists, watches and patches the
 # custom resources and patches their status; core Events are created; Secrets are read by
 # name. No get on the custom resources, no list or watch of Secrets, no events.k8s.io.
-CR_RULES = {
-    ("herald.dev", resource, verb)
-    for resource in ("publishingtargets", "deadletterreplays")
-    for verb in ("list", "watch", "patch")
-} | {
-    ("herald.dev", f"{resource}/status", "patch")
-    for resource in ("publishingtargets", "deadletterreplays")
-} | {("", "events", "create"), ("", "secrets", "get")}
+CR_RULES = (
+    {
+        ("herald.dev", resource, verb)
+        for resource in ("publishingtargets", "deadletterreplays")
+        for verb in ("list", "watch", "patch")
+    }
+    | {
+        ("herald.dev", f"{resource}/status", "patch")
+        for resource in ("publishingtargets", "deadletterreplays")
+    }
+    | {("", "events", "create"), ("", "secrets", "get")}
+)
 PEERING_VERBS = ("get", "list", "watch", "patch")
 SCALING_RULES = {("apps", "deployments/scale", verb) for verb in ("get", "patch")}
 
@@ -458,12 +481,14 @@ def test_rbac_grants_exactly_what_the_components_use(value_set: str) -> None:
 def test_rbac_covers_every_switch() -> None:
     """Some value set exercises each kind of grant, so the exact comparison means something."""
     seen = set().union(*(g for v in VALUE_SETS for g in rbac_grants(render(v)).values()))
-    assert {("ClusterRole", "kopf.dev", "clusterkopfpeerings", "patch"),
-            ("Role", "kopf.dev", "kopfpeerings", "patch"),
-            ("Role", "apps", "deployments/scale", "patch"),
-            ("ClusterRole", "herald.dev", "publishingtargets", "watch"),
-            ("Role", "herald.dev", "deadletterreplays/status", "patch"),
-            ("ClusterRole", "", "secrets", "get")} <= seen
+    assert {
+        ("ClusterRole", "kopf.dev", "clusterkopfpeerings", "patch"),
+        ("Role", "kopf.dev", "kopfpeerings", "patch"),
+        ("Role", "apps", "deployments/scale", "patch"),
+        ("ClusterRole", "herald.dev", "publishingtargets", "watch"),
+        ("Role", "herald.dev", "deadletterreplays/status", "patch"),
+        ("ClusterRole", "", "secrets", "get"),
+    } <= seen
     assert not of_kind(render("default"), "ClusterRole")
     assert not of_kind(render("default"), "ClusterRoleBinding")
     # Cluster-scoped names carry the namespace: two releases of one name must not collide.
@@ -498,8 +523,10 @@ def test_service_accounts_and_tokens() -> None:
     objects = render("default")
     for sa in of_kind(objects, "ServiceAccount"):
         assert sa["automountServiceAccountToken"] is False  # pods opt in
-    assert deployment("default", "worker")["spec"]["template"]["spec"][
-        "automountServiceAccountToken"] is True
+    assert (
+        deployment("default", "worker")["spec"]["template"]["spec"]["automountServiceAccountToken"]
+        is True
+    )
     minimal = deployment("minimal", "worker")["spec"]["template"]["spec"]
     assert minimal["automountServiceAccountToken"] is False
     assert minimal["serviceAccountName"] == "herald-worker-sa"
@@ -509,15 +536,21 @@ def test_service_accounts_and_tokens() -> None:
 # --------------------------------------------------------------------------------------
 # Optional objects
 
-OPTIONAL = ("NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule",
-            "ConfigMap")
+OPTIONAL = ("NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "ConfigMap")
 
 
 def test_optional_objects_are_off_by_default() -> None:
     kinds = {obj["kind"] for obj in render("default")}
     assert kinds.isdisjoint(OPTIONAL), kinds & set(OPTIONAL)
-    assert kinds == {"ServiceAccount", "Role", "RoleBinding", "Service", "Deployment", "Job",
-                     "CustomResourceDefinition"}
+    assert kinds == {
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+        "Job",
+        "CustomResourceDefinition",
+    }
 
 
 def test_optional_objects_when_enabled() -> None:
@@ -527,8 +560,10 @@ def test_optional_objects_when_enabled() -> None:
     assert kinds.count("ServiceMonitor") == 2
     assert kinds.count("PrometheusRule") == 1
     pdb = named(objects, "PodDisruptionBudget", WORKER)["spec"]
-    assert pdb["selector"]["matchLabels"] == deployment("all-on", "worker")["spec"]["selector"][
-        "matchLabels"]
+    assert (
+        pdb["selector"]["matchLabels"]
+        == deployment("all-on", "worker")["spec"]["selector"]["matchLabels"]
+    )
     dashboard = named(objects, "ConfigMap", f"{RELEASE}-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
 
@@ -549,8 +584,10 @@ def test_service_monitors_scrape_both_processes() -> None:
 def test_network_policies_admit_the_configured_peers() -> None:
     objects = render("all-on")
     worker = named(objects, "NetworkPolicy", WORKER)["spec"]
-    assert worker["podSelector"]["matchLabels"] == deployment("all-on", "worker")["spec"][
-        "selector"]["matchLabels"]
+    assert (
+        worker["podSelector"]["matchLabels"]
+        == deployment("all-on", "worker")["spec"]["selector"]["matchLabels"]
+    )
     (rule,) = worker["ingress"]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert len(rule["from"]) == 2  # Alertmanager's pods and the monitoring namespace
@@ -645,8 +682,15 @@ def test_values_yaml_comments_every_key() -> None:
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_notes_tell_what_to_apply_next(value_set: str) -> None:
-    result = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
-                  *values_args(value_set))
+    result = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--dry-run=client",
+        *values_args(value_set),
+    )
     notes = result.stdout.split("NOTES:", 1)[1]
     worker_name, _ = names(value_set)
     assert "kubectl -n herald apply -f examples/webhook-target.yaml" in notes
@@ -684,8 +728,13 @@ def test_prometheus_rules_pass_promtool(tmp_path: Path) -> None:
     promtool = need_binary("promtool", "Debian package prometheus: apt-get install prometheus")
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(prometheus_rules()))
-    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rules)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 5 rules found" in result.stdout
 
@@ -779,14 +828,23 @@ def test_prometheus_alerts_fire_as_documented(tmp_path: Path) -> None:
                 exp_alerts: []
         """)
     (tmp_path / "tests.yaml").write_text(tests)
-    result = subprocess.run([promtool, "test", "rules", "tests.yaml"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [promtool, "test", "rules", "tests.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def dashboard() -> dict[str, Any]:
-    (config_map,) = [c for c in of_kind(render("all-on"), "ConfigMap")
-                     if c["metadata"]["name"].endswith("-dashboard")]
+    (config_map,) = [
+        c
+        for c in of_kind(render("all-on"), "ConfigMap")
+        if c["metadata"]["name"].endswith("-dashboard")
+    ]
     (text,) = config_map["data"].values()
     board: dict[str, Any] = json.loads(text)
     return board
@@ -804,8 +862,14 @@ def test_dashboard_is_a_grafana_dashboard() -> None:
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     titles = " | ".join(p["title"].lower() for p in board["panels"])
-    for subject in ("throughput", "latency", "depth by priority", "dead letters",
-                    "circuit state per target", "retries by error class"):
+    for subject in (
+        "throughput",
+        "latency",
+        "depth by priority",
+        "dead letters",
+        "circuit state per target",
+        "retries by error class",
+    ):
         assert subject in titles, subject
     for panel in board["panels"]:
         if panel["type"] != "row":
@@ -828,8 +892,13 @@ def test_rules_and_dashboard_use_only_exported_metrics() -> None:
         used |= found
     assert used - exported == set()
     # The alerts the issue names, by the metrics they watch.
-    assert {"herald_dead_letters", "herald_circuit_state", "herald_queue_oldest_ready_age_seconds",
-            "herald_worker_ready", "herald_operator_replays_total"} <= rule_metrics
+    assert {
+        "herald_dead_letters",
+        "herald_circuit_state",
+        "herald_queue_oldest_ready_age_seconds",
+        "herald_worker_ready",
+        "herald_operator_replays_total",
+    } <= rule_metrics
 
 
 def test_metric_catalogue_matches_the_worker() -> None:
@@ -851,8 +920,9 @@ def test_metric_catalogue_matches_the_worker() -> None:
 
 def test_operator_metric_names() -> None:
     assert all(name.startswith("herald_operator_") for name in OPERATOR_METRICS)
-    assert all(kind != "counter" or name.endswith("_total")
-               for name, (kind, _) in OPERATOR_METRICS.items())
+    assert all(
+        kind != "counter" or name.endswith("_total") for name, (kind, _) in OPERATOR_METRICS.items()
+    )
 
 
 def test_ci_value_sets() -> None:

@@ -80,8 +80,7 @@ def parse_dockerfile(path: Path = DOCKERFILE) -> tuple[dict[str, str], list[Stag
     for item in instructions:
         if item.keyword == "FROM":
             words = item.arguments.split()
-            base = re.sub(r"\$\{(\w+)\}|\$(\w+)",
-                          lambda m: global_args[m[1] or m[2]], words[0])
+            base = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: global_args[m[1] or m[2]], words[0])
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             stages.append(Stage(base, name))
         elif not stages:
@@ -139,8 +138,13 @@ def test_the_virtual_environment_moves_to_the_same_path() -> None:
 def test_every_copied_file_exists_and_is_in_the_build_context() -> None:
     ignore = dockerignore_rules()
     sources = [src for stage in STAGES for sources, _ in copy_sources(stage) for src in sources]
-    assert {"pyproject.toml", "README.md", "worker/", "operator/",
-            "deploy/image/requirements.txt"} <= set(sources)
+    assert {
+        "pyproject.toml",
+        "README.md",
+        "worker/",
+        "operator/",
+        "deploy/image/requirements.txt",
+    } <= set(sources)
     for source in sources:
         path = ROOT / source
         assert path.exists(), f"COPY {source}: no such file in the repository"
@@ -155,12 +159,15 @@ def test_every_copied_file_exists_and_is_in_the_build_context() -> None:
 
 def test_dependencies_are_a_layer_before_the_code() -> None:
     items = BUILDER.instructions
-    lock_copy = next(n for n, i in enumerate(items)
-                     if i.keyword == "COPY" and "requirements.txt" in i.arguments)
-    lock_install = next(n for n, i in enumerate(items)
-                        if i.keyword == "RUN" and "--require-hashes" in i.arguments)
-    code_copy = next(n for n, i in enumerate(items)
-                     if i.keyword == "COPY" and "worker/" in i.arguments)
+    lock_copy = next(
+        n for n, i in enumerate(items) if i.keyword == "COPY" and "requirements.txt" in i.arguments
+    )
+    lock_install = next(
+        n for n, i in enumerate(items) if i.keyword == "RUN" and "--require-hashes" in i.arguments
+    )
+    code_copy = next(
+        n for n, i in enumerate(items) if i.keyword == "COPY" and "worker/" in i.arguments
+    )
     assert lock_copy < lock_install < code_copy
     # The code layer adds Herald alone: its dependencies come from the lock.
     for item in items[code_copy:]:
@@ -174,7 +181,8 @@ def test_runtime_stage_runs_herald_as_a_numeric_non_root_user() -> None:
     assert uid.isdigit() and int(uid) > 0, "USER must be numeric (runAsNonRoot checks it)"
     assert not gid or (gid.isdigit() and int(gid) > 0)
     assert RUNTIME.instructions.index(user) > max(
-        RUNTIME.instructions.index(i) for i in RUNTIME.of("RUN") + RUNTIME.of("COPY"))
+        RUNTIME.instructions.index(i) for i in RUNTIME.of("RUN") + RUNTIME.of("COPY")
+    )
     # The chart's pods run the same uid.
     values = (ROOT / "deploy/helm/herald/values.yaml").read_text()
     assert f"runAsUser: {uid}" in values
@@ -258,7 +266,7 @@ def dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
                 i += 1
             elif pattern[i] == "[":
                 end = pattern.index("]", i)
-                regex += pattern[i:end + 1]
+                regex += pattern[i : end + 1]
                 i = end + 1
             else:
                 regex += re.escape(pattern[i])
@@ -293,8 +301,7 @@ def test_dockerignore_keeps_caches_out() -> None:
 
 def _map_paths(text: str, root: Path) -> str:
     """Absolute paths of the image, moved under ``root``."""
-    return re.sub(r"(?<![\w.$/-])/(opt|tmp|src)(?=/|\s|$|:)",
-                  lambda m: f"{root}/{m[1]}", text)
+    return re.sub(r"(?<![\w.$/-])/(opt|tmp|src)(?=/|\s|$|:)", lambda m: f"{root}/{m[1]}", text)
 
 
 @pytest.mark.slow
@@ -314,9 +321,21 @@ def test_builder_steps_give_a_working_herald(tmp_path: Path, pg_admin_url: str) 
         "HOME": str(tmp_path / "home"),
         "LANG": "C.UTF-8",
     }
-    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT",
-                 "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy",
-                 "no_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "XDG_CACHE_HOME"):
+    for name in (
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_TRUSTED_HOST",
+        "PIP_CERT",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "XDG_CACHE_HOME",
+    ):
         if name in os.environ:
             env[name] = os.environ[name]
     env.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))  # keep pip's cache
@@ -346,9 +365,15 @@ def test_builder_steps_give_a_working_herald(tmp_path: Path, pg_admin_url: str) 
                     shutil.copy2(origin, destination)
         elif item.keyword == "RUN":
             command = _map_paths(item.arguments, root)
-            result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=cwd,
-                                    env=env, capture_output=True, text=True, timeout=240,
-                                    check=False)
+            result = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", command],
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=240,
+                check=False,
+            )
             assert result.returncode == 0, (
                 f"Dockerfile line {item.line}: {item.arguments}\n{result.stdout}\n{result.stderr}"
             )
@@ -360,17 +385,30 @@ def test_builder_steps_give_a_working_herald(tmp_path: Path, pg_admin_url: str) 
     with zipfile.ZipFile(wheel) as archive:
         contents = set(archive.namelist())
     for data in ("herald_queue/sql/", "herald_queue/sql/migrations/"):
-        assert any(n.startswith(data) and n.endswith(".sql") and n.count("/") == data.count("/")
-                   for n in contents), f"the wheel has no {data}*.sql"
+        assert any(
+            n.startswith(data) and n.endswith(".sql") and n.count("/") == data.count("/")
+            for n in contents
+        ), f"the wheel has no {data}*.sql"
 
     # As the runtime stage runs it: its PATH, HOME on the writable volume, from elsewhere.
-    run_env = {"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1"}
+    run_env = {
+        "PATH": f"{venv}/bin:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     installed = sorted(venv.rglob("*"))
 
     def herald(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["herald", *args], cwd=tmp_path, env=run_env | env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            ["herald", *args],
+            cwd=tmp_path,
+            env=run_env | env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     for args in (["--help"], ["migrate", "--help"], ["worker", "--help"], ["dlq", "--help"]):
         result = herald(*args)
@@ -392,18 +430,27 @@ def test_builder_steps_give_a_working_herald(tmp_path: Path, pg_admin_url: str) 
         assert json.loads(result.stdout)["upToDate"] is True
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
     # Nothing was written into the installation (a read-only root filesystem allows none).
     assert sorted(venv.rglob("*")) == installed
     assert shutil.which("herald", path=run_env["PATH"]) == str(venv / "bin" / "herald")
     # The migrations ship inside the installed package.
     probe = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import importlib.resources as r, herald_queue;"
-         "print(len(list((r.files('herald_queue') / 'sql' / 'migrations').iterdir())));"
-         "print(herald_queue.__file__)"],
-        cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=60, check=True,
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.resources as r, herald_queue;"
+            "print(len(list((r.files('herald_queue') / 'sql' / 'migrations').iterdir())));"
+            "print(herald_queue.__file__)",
+        ],
+        cwd=tmp_path,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     count, location = probe.stdout.split()
     assert int(count) > 0

@@ -29,10 +29,12 @@ async def fill(queue: Queue, total: int) -> set[uuid.UUID]:
         await register(queue, name)
     ids: set[uuid.UUID] = set()
     for start in range(0, total, 500):
-        results = await queue.jobs.enqueue_many([
-            job(TARGETS[i % 3], {"i": i}, PRIORITIES[(i // 3) % 3])
-            for i in range(start, min(total, start + 500))
-        ])
+        results = await queue.jobs.enqueue_many(
+            [
+                job(TARGETS[i % 3], {"i": i}, PRIORITIES[(i // 3) % 3])
+                for i in range(start, min(total, start + 500))
+            ]
+        )
         ids |= {r.id for r in results}
     assert len(ids) == total
     return ids
@@ -43,9 +45,17 @@ async def run_claimers(url: str, batches: list[int]) -> list[list[str]]:
     what each printed (split into words)."""
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.integration.claimer", url, f"proc-{n}",
-            "--batch", str(batch), "--go",
-            cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "tests.integration.claimer",
+            url,
+            f"proc-{n}",
+            "--batch",
+            str(batch),
+            "--go",
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         for n, batch in enumerate(batches)
@@ -55,8 +65,9 @@ async def run_claimers(url: str, batches: list[int]) -> list[list[str]]:
             assert proc.stdout is not None
             line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
             assert line == b"ready\n", line
-        results = await asyncio.gather(*(
-            asyncio.wait_for(proc.communicate(b"go\n"), timeout=90) for proc in procs))
+        results = await asyncio.gather(
+            *(asyncio.wait_for(proc.communicate(b"go\n"), timeout=90) for proc in procs)
+        )
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -121,8 +132,9 @@ async def test_tasks_on_separate_connections_claim_each_job_exactly_once(db_url:
                 jobs = await queue.jobs.claim(worker, batch)
                 if not jobs:
                     waiting = await sql_rows(
-                        queue, "SELECT 1 FROM herald.jobs WHERE state IN ('queued', 'retrying')"
-                        " LIMIT 1")
+                        queue,
+                        "SELECT 1 FROM herald.jobs WHERE state IN ('queued', 'retrying') LIMIT 1",
+                    )
                     if not waiting:
                         return
                     await asyncio.sleep(0)

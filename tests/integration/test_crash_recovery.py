@@ -38,15 +38,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.asynccontextmanager
-async def holder(url: str, worker: str, *extra: str) -> AsyncIterator[
-    tuple[asyncio.subprocess.Process, list[uuid.UUID], list[uuid.UUID]]
-]:
+async def holder(
+    url: str, worker: str, *extra: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[uuid.UUID], list[uuid.UUID]]]:
     """A claimer process that claims one batch, completes some of it and hangs, holding the
     rest: (the process, the ids it claimed, those it completed). Killed on exit at the
     latest."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.claimer", url, worker, "--hold", *extra,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tests.integration.claimer",
+        url,
+        worker,
+        "--hold",
+        *extra,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
@@ -68,8 +76,16 @@ async def holder(url: str, worker: str, *extra: str) -> AsyncIterator[
 async def run_to_end(url: str, worker: str) -> dict[str, list[uuid.UUID]]:
     """A claimer process that claims and completes until nothing waits; what it did."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.claimer", url, worker, "--batch", "25",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tests.integration.claimer",
+        url,
+        worker,
+        "--batch",
+        "25",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
@@ -89,10 +105,14 @@ async def kill(proc: asyncio.subprocess.Process) -> None:
 
 async def test_killed_claimer_jobs_are_rescued_and_completed_by_another(queue: Queue) -> None:
     await register(queue, retry={"maxAttempts": 5})
-    enqueued = {r.id for r in await queue.jobs.enqueue_many([job(payload={"i": i})
-                                                             for i in range(100)])}
+    enqueued = {
+        r.id for r in await queue.jobs.enqueue_many([job(payload={"i": i}) for i in range(100)])
+    }
     async with holder(queue.url, "victim", "--batch", "60", "--complete", "20") as (
-            proc, claimed, completed):
+        proc,
+        claimed,
+        completed,
+    ):
         assert len(claimed) == 60 and completed == claimed[:20]
         held = set(claimed) - set(completed)
         await kill(proc)
@@ -105,11 +125,11 @@ async def test_killed_claimer_jobs_are_rescued_and_completed_by_another(queue: Q
     assert await expire_leases(queue, "victim") == 40
     rescued = await queue.jobs.rescue_expired()
     assert {o.id for o in rescued} == held
-    assert {(o.state, o.attempts, o.refunded) for o in rescued} == {
-        (JobState.RETRYING, 1, False)}
+    assert {(o.state, o.attempts, o.refunded) for o in rescued} == {(JobState.RETRYING, 1, False)}
     rows = await job_rows(queue, "id = ANY(%s)", [list(held)])
     assert {(r["state"], r["attempts"], r["leased_by"], r["last_error_class"]) for r in rows} == {
-        ("retrying", 1, None, "transient")}
+        ("retrying", 1, None, "transient")
+    }
     assert all("lease expired" in r["last_error"] for r in rows)
     assert await queue.jobs.rescue_expired() == [], "a rescue is done once"
 
@@ -132,14 +152,15 @@ async def test_short_lease_expires_by_itself(queue: Queue) -> None:
     """With a real (short) lease instead of SQL: the rescuer finds the jobs once it runs out."""
     await register(queue)
     await queue.jobs.enqueue_many([job(payload={"i": i}) for i in range(10)])
-    async with holder(queue.url, "victim", "--batch", "10", "--lease", "0.5") as (
-            proc, claimed, _):
+    async with holder(queue.url, "victim", "--batch", "10", "--lease", "0.5") as (proc, claimed, _):
         await kill(proc)
     lease = await sql_rows(
-        queue, "SELECT min(lease_expires_at - started_at) AS lease FROM herald.jobs")
+        queue, "SELECT min(lease_expires_at - started_at) AS lease FROM herald.jobs"
+    )
     assert lease[0]["lease"].total_seconds() == pytest.approx(0.5, abs=0.01)
-    rescued = await eventually(queue.jobs.rescue_expired, timeout=10, interval=0.05,
-                               message="expired leases rescued")
+    rescued = await eventually(
+        queue.jobs.rescue_expired, timeout=10, interval=0.05, message="expired leases rescued"
+    )
     more = await queue.jobs.rescue_expired()
     assert {o.id for o in rescued + more} == set(claimed)
     await make_ready(queue)

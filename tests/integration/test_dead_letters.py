@@ -41,30 +41,36 @@ async def bury(queue: Queue, n: int, *, spread: bool = True) -> list[uuid.UUID]:
     """``n`` dead jobs: job i goes to TARGETS[i % 3] with class CLASSES[(i // 3) % 3] and
     priority high/low alternately; with ``spread``, job i failed i + 1 hours ago (so the
     newest-first order is the enqueue order). Returns the job ids in enqueue order."""
-    results = await queue.jobs.enqueue_many([
-        job(TARGETS[i % 3], {"i": i}, Priority.HIGH if i % 2 == 0 else Priority.LOW)
-        for i in range(n)
-    ])
+    results = await queue.jobs.enqueue_many(
+        [
+            job(TARGETS[i % 3], {"i": i}, Priority.HIGH if i % 2 == 0 else Priority.LOW)
+            for i in range(n)
+        ]
+    )
     ids = [r.id for r in results]
     claimed = {j.id: j for j in await queue.jobs.claim("w", n)}
-    outcomes = await queue.jobs.fail("w", [
-        failure(claimed[job_id], CLASSES[(i // 3) % 3], message=f"failure {i}")
-        for i, job_id in enumerate(ids)
-    ])
+    outcomes = await queue.jobs.fail(
+        "w",
+        [
+            failure(claimed[job_id], CLASSES[(i // 3) % 3], message=f"failure {i}")
+            for i, job_id in enumerate(ids)
+        ],
+    )
     assert {o.state for o in outcomes} == {JobState.DEAD}
     if spread:
-        await sql_exec(queue, """
+        await sql_exec(
+            queue,
+            """
             UPDATE herald.dead_letters d
             SET failed_at = now() - make_interval(hours => x.n::integer)
             FROM (SELECT id, row_number() OVER (ORDER BY job_id) AS n
                   FROM herald.dead_letters) AS x
-            WHERE d.id = x.id""")
+            WHERE d.id = x.id""",
+        )
     return ids
 
 
-async def all_entries(queue: Queue, where: DeadLetterFilter | None = None) -> (
-    list[DeadLetter]
-):
+async def all_entries(queue: Queue, where: DeadLetterFilter | None = None) -> list[DeadLetter]:
     page = await queue.dead_letters.list(where or DeadLetterFilter(), limit=1000)
     assert page.next_cursor is None
     return page.items
@@ -92,7 +98,8 @@ async def test_list_newest_first_with_each_filter(queue: Queue) -> None:
         DeadLetterFilter(target="beta"): expect(lambda i: i % 3 == 1),
         DeadLetterFilter(error_class=ErrorClass.UNKNOWN): expect(lambda i: (i // 3) % 3 == 2),
         DeadLetterFilter(target="default/beta", error_class=ErrorClass.TRANSIENT): expect(
-            lambda i: i % 3 == 1 and (i // 3) % 3 == 0),
+            lambda i: i % 3 == 1 and (i // 3) % 3 == 0
+        ),
         DeadLetterFilter(failed_after=failed[12], failed_before=failed[4]): ids[5:13],
         DeadLetterFilter(failed_after=failed[25]): ids[:26],
         DeadLetterFilter(failed_before=failed[25]): ids[26:],
@@ -105,9 +112,13 @@ async def test_list_newest_first_with_each_filter(queue: Queue) -> None:
 
     await queue.dead_letters.replay(DeadLetterFilter(job_ids=(ids[1], ids[2], ids[20])))
     assert job_ids(await all_entries(queue, DeadLetterFilter(replayed=True))) == [
-        ids[1], ids[2], ids[20]]
+        ids[1],
+        ids[2],
+        ids[20],
+    ]
     assert job_ids(await all_entries(queue, DeadLetterFilter(replayed=False))) == [
-        i for i in ids if i not in (ids[1], ids[2], ids[20])]
+        i for i in ids if i not in (ids[1], ids[2], ids[20])
+    ]
     with pytest.raises(InvalidRequest):
         DeadLetterFilter(failed_after=failed[0], failed_before=failed[1])
 
@@ -129,15 +140,19 @@ async def test_cursor_pages_cover_everything_once(queue: Queue, spread: bool) ->
     await register_all(queue)
     await bury(queue, 31, spread=spread)
     full = await all_entries(queue)
-    for where, limit in [(DeadLetterFilter(), 7), (DeadLetterFilter(), 31),
-                         (DeadLetterFilter(target="alpha"), 4)]:
+    for where, limit in [
+        (DeadLetterFilter(), 7),
+        (DeadLetterFilter(), 31),
+        (DeadLetterFilter(target="alpha"), 4),
+    ]:
         got = await pages(queue, where, limit)
         flat = [e.id for p in got for e in p]
         assert len(flat) == len(set(flat)), "pages overlap"
         assert flat == [e.id for e in await all_entries(queue, where)]
         assert all(len(p) == limit for p in got[:-1]) and 0 < len(got[-1]) <= limit
     assert [e.id for p in await pages(queue, DeadLetterFilter(), 10) for e in p] == [
-        e.id for e in full]
+        e.id for e in full
+    ]
     with pytest.raises(InvalidRequest):
         await queue.dead_letters.list(cursor="not-a-cursor")
 
@@ -152,7 +167,10 @@ async def test_get_one(queue: Queue) -> None:
     assert body["jobId"] == str(ids[1])
     assert body["target"] == "default/beta"
     assert (body["errorClass"], body["reason"], body["attempts"]) == (
-        "transient", "attempts-exhausted", 1)
+        "transient",
+        "attempts-exhausted",
+        1,
+    )
     assert body["payload"] == {"i": 1} and body["priority"] == "low"
     assert body["error"] == "failure 1" and body["httpStatus"] == 503
     assert body["targetConfig"]["retry"]["maxAttempts"] == 1
@@ -164,18 +182,23 @@ async def test_replay_one_then_never_again(queue: Queue) -> None:
     await register_all(queue)
     ids = await bury(queue, 3)
     [entry] = (await queue.dead_letters.list(DeadLetterFilter(job_ids=(ids[0],)))).items
-    result = await queue.dead_letters.replay(DeadLetterFilter(ids=(entry.id,)),
-                                             replayed_by="alice")
-    assert (result.matched, result.replayed, result.skipped, result.job_ids) == (
-        1, 1, 0, [ids[0]])
+    result = await queue.dead_letters.replay(DeadLetterFilter(ids=(entry.id,)), replayed_by="alice")
+    assert (result.matched, result.replayed, result.skipped, result.job_ids) == (1, 1, 0, [ids[0]])
     [row] = await job_rows(queue, "id = %s", [ids[0]])
     assert (row["state"], row["attempts"], row["dead_reason"], row["finished_at"]) == (
-        "queued", 0, None, None)
+        "queued",
+        0,
+        None,
+        None,
+    )
     assert row["last_error"] is None and row["payload"] == {"i": 0}
     got = await queue.dead_letters.get(entry.id)
     assert got is not None
     assert (got.row["replayed"], got.row["replay_result"], got.row["replayed_by"]) == (
-        True, "queued", "alice")
+        True,
+        "queued",
+        "alice",
+    )
     assert got.row["replayed_at"] is not None
 
     again = await queue.dead_letters.replay(DeadLetterFilter(ids=(entry.id,)))
@@ -194,8 +217,9 @@ async def test_replay_a_filtered_set(queue: Queue) -> None:
     assert len(expected) == 4
     dry = await queue.dead_letters.replay(where, dry_run=True)
     assert (dry.matched, dry.replayed, dry.skipped, dry.dry_run) == (4, 4, 0, True)
-    assert await sql_value(
-        queue, "SELECT count(*) FROM herald.dead_letters WHERE replayed") == 0, "dry run"
+    assert await sql_value(queue, "SELECT count(*) FROM herald.dead_letters WHERE replayed") == 0, (
+        "dry run"
+    )
     result = await queue.dead_letters.replay(where)
     assert set(result.job_ids) == expected and result.replayed == 4
     states = {r["id"]: r["state"] for r in await job_rows(queue)}
@@ -211,25 +235,28 @@ async def test_concurrent_replays_queue_each_job_once(db_url: str) -> None:
     async with await open_queue(db_url, pool_max=10) as queue:
         await register_all(queue)
         ids = await bury(queue, 60)
-        results = await asyncio.gather(*(
-            queue.dead_letters.replay(DeadLetterFilter(), replayed_by=f"r{n}")
-            for n in range(4)))
+        results = await asyncio.gather(
+            *(queue.dead_letters.replay(DeadLetterFilter(), replayed_by=f"r{n}") for n in range(4))
+        )
         replayed = [i for r in results for i in r.job_ids]
         assert sorted(replayed) == sorted(ids), "each job replayed by exactly one replay"
         assert sum(r.matched for r in results) == 60
         assert await sql_rows(
-            queue, "SELECT state, attempts, count(*) AS n FROM herald.jobs GROUP BY 1, 2") == [
-            {"state": "queued", "attempts": 0, "n": 60}]
-        assert await sql_value(
-            queue, "SELECT count(*) FROM herald.dead_letters WHERE NOT replayed") == 0
+            queue, "SELECT state, attempts, count(*) AS n FROM herald.jobs GROUP BY 1, 2"
+        ) == [{"state": "queued", "attempts": 0, "n": 60}]
+        assert (
+            await sql_value(queue, "SELECT count(*) FROM herald.dead_letters WHERE NOT replayed")
+            == 0
+        )
         assert len(await queue.jobs.claim("w", 1000)) == 60
 
 
 async def test_replay_after_the_job_row_was_pruned(queue: Queue) -> None:
     await register_all(queue)
     await register(queue, "keyed", **ONE_SHOT)
-    r = await queue.jobs.enqueue(job("keyed", {"x": 1}, Priority.HIGH, idempotency_key="k1",
-                                     ordering_key="o1"))
+    r = await queue.jobs.enqueue(
+        job("keyed", {"x": 1}, Priority.HIGH, idempotency_key="k1", ordering_key="o1")
+    )
     [c] = await queue.jobs.claim("w", 1)
     await queue.jobs.fail("w", [failure(c, "permanent")])
     created = await sql_value(queue, "SELECT created_at FROM herald.jobs WHERE id = %s", [r.id])
@@ -238,7 +265,11 @@ async def test_replay_after_the_job_row_was_pruned(queue: Queue) -> None:
     assert result.job_ids == [r.id]
     [row] = await job_rows(queue, "id = %s", [r.id])
     assert (row["state"], row["attempts"], row["priority"], row["payload"]) == (
-        "queued", 0, "high", {"x": 1})
+        "queued",
+        0,
+        "high",
+        {"x": 1},
+    )
     assert (row["idempotency_key"], row["ordering_key"], row["held"]) == ("k1", "o1", False)
     assert row["created_at"] == created
     assert [j.id for j in await queue.jobs.claim("w", 10)] == [r.id]
@@ -272,9 +303,11 @@ async def test_replay_to_a_missing_target_is_skipped(queue: Queue) -> None:
     assert set(result.job_ids) == set(ids) - beta
     entries = await all_entries(queue, DeadLetterFilter(target="beta"))
     assert {(e.row["replayed"], e.row["replay_result"]) for e in entries} == {
-        (False, "target-missing")}, "skipped, but still replayable later"
-    assert {r["state"] for r in await job_rows(queue, "id = ANY(%s)", [list(beta)])} <= {
-        "dead"}, "not requeued"
+        (False, "target-missing")
+    }, "skipped, but still replayable later"
+    assert {r["state"] for r in await job_rows(queue, "id = ANY(%s)", [list(beta)])} <= {"dead"}, (
+        "not requeued"
+    )
     assert await queue.dead_letters.replay_counts("after-outage") == (4, 2)
     assert await queue.dead_letters.replay_counts("nobody") == (0, 0)
     # The same replay run again does not loop on what it skipped...
@@ -290,8 +323,7 @@ async def test_replay_counts_by_replay_name(queue: Queue) -> None:
     await register_all(queue)
     ids = await bury(queue, 9)
     await queue.dead_letters.replay(DeadLetterFilter(job_ids=tuple(ids[:3])), replayed_by="a")
-    await queue.dead_letters.replay(DeadLetterFilter(job_ids=tuple(ids[3:5])),
-                                    replayed_by="b")
+    await queue.dead_letters.replay(DeadLetterFilter(job_ids=tuple(ids[3:5])), replayed_by="b")
     await queue.dead_letters.replay(DeadLetterFilter(job_ids=tuple(ids[:5])), replayed_by="c")
     assert await queue.dead_letters.replay_counts("a") == (3, 0)
     assert await queue.dead_letters.replay_counts("b") == (2, 0)
@@ -309,8 +341,9 @@ async def test_purge_by_age(queue: Queue) -> None:
     assert (by_target.matched, by_target.deleted) == (4, 4)  # 21, 24, 27 and 30 h ago
     real = await queue.dead_letters.purge(10.5 * hours, batch=4)
     assert (real.matched, real.deleted) == (16, 16)
-    left = await sql_rows(queue, "SELECT extract(epoch FROM now() - failed_at) / 3600 AS h "
-                                 "FROM herald.dead_letters")
+    left = await sql_rows(
+        queue, "SELECT extract(epoch FROM now() - failed_at) / 3600 AS h FROM herald.dead_letters"
+    )
     assert len(left) == 10 and all(r["h"] < 10.5 for r in left)
     assert (await queue.dead_letters.purge(1000 * hours)).deleted == 0
     with pytest.raises(InvalidRequest):
@@ -333,10 +366,10 @@ async def test_stats_by_target_class_and_priority(queue: Queue) -> None:
         expected_priority[prio] = expected_priority.get(prio, 0) + 1
     assert stats["byErrorClass"] == expected_class
     assert stats["byPriority"] == expected_priority
-    newest = await sql_value(queue, "SELECT max(failed_at) FROM herald.dead_letters d "
-                                    "WHERE NOT replayed")
-    assert stats["newestFailedAt"] == newest.astimezone(dt.UTC).isoformat().replace(
-        "+00:00", "Z")
+    newest = await sql_value(
+        queue, "SELECT max(failed_at) FROM herald.dead_letters d WHERE NOT replayed"
+    )
+    assert stats["newestFailedAt"] == newest.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def test_deleting_a_target_dead_letters_its_waiting_jobs(queue: Queue) -> None:
@@ -346,8 +379,7 @@ async def test_deleting_a_target_dead_letters_its_waiting_jobs(queue: Queue) -> 
     sweeper. Nothing is lost: the dead letters can be replayed to a recreated target."""
     old_id = await register(queue, "doomed", retry={"maxAttempts": 3})
     await register(queue, "kept")
-    ids = [r.id for r in await queue.jobs.enqueue_many(
-        [job("doomed", {"i": i}) for i in range(6)])]
+    ids = [r.id for r in await queue.jobs.enqueue_many([job("doomed", {"i": i}) for i in range(6)])]
     kept = await queue.jobs.enqueue(job("kept"))
     claimed = {j.id: j for j in await queue.jobs.claim("w", 10)}
     # ids[0], ids[5] stay running; ids[1] retries, ids[2] is already dead; ids[3], ids[4]
@@ -363,8 +395,13 @@ async def test_deleting_a_target_dead_letters_its_waiting_jobs(queue: Queue) -> 
         await queue.jobs.enqueue(job("doomed"))
     rows = {r["id"]: r for r in await job_rows(queue)}
     assert {i: rows[i]["state"] for i in ids} == {
-        ids[0]: "running", ids[1]: "dead", ids[2]: "dead", ids[3]: "dead", ids[4]: "dead",
-        ids[5]: "running"}
+        ids[0]: "running",
+        ids[1]: "dead",
+        ids[2]: "dead",
+        ids[3]: "dead",
+        ids[4]: "dead",
+        ids[5]: "running",
+    }
     assert {rows[i]["dead_reason"] for i in (ids[1], ids[3], ids[4])} == {"target-deleted"}
     assert rows[kept.id]["state"] == "queued", "other targets untouched"
 
@@ -373,17 +410,22 @@ async def test_deleting_a_target_dead_letters_its_waiting_jobs(queue: Queue) -> 
     assert (await queue.jobs.complete("w", [claimed[ids[0]]])).completed == [ids[0]]
     [o] = await queue.jobs.fail("w", [failure(claimed[ids[5]])])
     assert o.state is JobState.RETRYING
-    await sql_exec(queue, "UPDATE herald.jobs SET run_at = now() - interval '1s' "
-                          "WHERE id = %s", [ids[5]])
+    await sql_exec(
+        queue, "UPDATE herald.jobs SET run_at = now() - interval '1s' WHERE id = %s", [ids[5]]
+    )
     assert [j.id for j in await queue.jobs.claim("w", 10)] == [kept.id]
     assert await queue.registry.sweep_deleted() == 1
     assert await queue.registry.sweep_deleted() == 0
 
     entries = await all_entries(queue, DeadLetterFilter(target="doomed"))
     reasons = {uuid.UUID(str(e.row["job_id"])): e.row["reason"] for e in entries}
-    assert reasons == {ids[1]: "target-deleted", ids[2]: "permanent-error",
-                       ids[3]: "target-deleted", ids[4]: "target-deleted",
-                       ids[5]: "target-deleted"}
+    assert reasons == {
+        ids[1]: "target-deleted",
+        ids[2]: "permanent-error",
+        ids[3]: "target-deleted",
+        ids[4]: "target-deleted",
+        ids[5]: "target-deleted",
+    }
     assert {e.row["target_name"] for e in entries} == {"doomed"}
 
     # Recreated (a new registration, the name being free), the target receives the
@@ -399,19 +441,22 @@ async def test_deleting_a_target_dead_letters_its_waiting_jobs(queue: Queue) -> 
 
 async def test_cancel_waiting_jobs(queue: Queue) -> None:
     await register(queue)
-    a, b, c = [r.id for r in await queue.jobs.enqueue_many([job(payload={"i": i})
-                                                            for i in range(3)])]
+    a, b, c = [
+        r.id for r in await queue.jobs.enqueue_many([job(payload={"i": i}) for i in range(3)])
+    ]
     [_, jb, _] = sorted(await queue.jobs.claim("w", 3), key=lambda j: j.id)
     await queue.jobs.fail("w", [failure(jb)])  # retrying
     await queue.jobs.release("w", [c])  # queued
     assert set(await queue.jobs.cancel([a, b, c, uuid.uuid4()], reason="operator said so")) == {
-        b, c}
+        b,
+        c,
+    }
     rows = {r["id"]: r for r in await job_rows(queue)}
     assert rows[a]["state"] == "running", "a running job is not cancelled"
-    assert {(rows[i]["state"], rows[i]["dead_reason"]) for i in (b, c)} == {
-        ("dead", "cancelled")}
+    assert {(rows[i]["state"], rows[i]["dead_reason"]) for i in (b, c)} == {("dead", "cancelled")}
     entries = await all_entries(queue)
     assert {(e.row["reason"], e.row["error_message"]) for e in entries} == {
-        ("cancelled", "operator said so")}
+        ("cancelled", "operator said so")
+    }
     assert {e.row["retry_count"] for e in entries} == {0, 1}
     assert await queue.jobs.cancel([b]) == [], "already dead"

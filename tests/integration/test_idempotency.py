@@ -28,13 +28,15 @@ async def test_duplicate_single_enqueue(queue: Queue) -> None:
 
 async def test_duplicates_inside_one_batch(queue: Queue) -> None:
     await register(queue)
-    results = await queue.jobs.enqueue_many([
-        job(payload={"i": 0}, idempotency_key="a"),
-        job(payload={"i": 1}, idempotency_key="b"),
-        job(payload={"i": 2}, idempotency_key="a"),
-        job(payload={"i": 3}),
-        job(payload={"i": 4}, idempotency_key="a"),
-    ])
+    results = await queue.jobs.enqueue_many(
+        [
+            job(payload={"i": 0}, idempotency_key="a"),
+            job(payload={"i": 1}, idempotency_key="b"),
+            job(payload={"i": 2}, idempotency_key="a"),
+            job(payload={"i": 3}),
+            job(payload={"i": 4}, idempotency_key="a"),
+        ]
+    )
     assert [r.created for r in results] == [True, True, False, True, False]
     assert results[2].id == results[0].id == results[4].id
     assert len({r.id for r in results}) == 3
@@ -44,10 +46,12 @@ async def test_duplicates_inside_one_batch(queue: Queue) -> None:
 async def test_duplicates_across_batches(queue: Queue) -> None:
     await register(queue)
     first = await queue.jobs.enqueue_many(
-        [job(payload={"i": i}, idempotency_key=f"k{i}") for i in range(50)])
+        [job(payload={"i": i}, idempotency_key=f"k{i}") for i in range(50)]
+    )
     # The second batch is large enough for the COPY path, were it not for its keys.
     second = await queue.jobs.enqueue_many(
-        [job(payload={"i": i}, idempotency_key=f"k{i}") for i in range(25, 75)])
+        [job(payload={"i": i}, idempotency_key=f"k{i}") for i in range(25, 75)]
+    )
     assert all(r.created for r in first)
     assert [r.created for r in second] == [False] * 25 + [True] * 25
     by_key = {f"k{i}": r.id for i, r in enumerate(first)}
@@ -87,10 +91,12 @@ async def test_key_survives_completion_and_death(queue: Queue) -> None:
 async def test_concurrent_duplicates_from_several_tasks(db_url: str) -> None:
     async with await open_queue(db_url, pool_max=12) as queue:
         await register(queue)
-        results = await asyncio.gather(*(
-            queue.jobs.enqueue(job(payload={"task": n}, idempotency_key="race"))
-            for n in range(12)
-        ))
+        results = await asyncio.gather(
+            *(
+                queue.jobs.enqueue(job(payload={"task": n}, idempotency_key="race"))
+                for n in range(12)
+            )
+        )
         assert sum(r.created for r in results) == 1
         assert len({r.id for r in results}) == 1
         assert await count_jobs(queue) == 1
@@ -120,5 +126,7 @@ async def test_concurrent_overlapping_batches(db_url: str) -> None:
             assert all(len(v) == 1 for v in ids.values()), "one job per key"
             assert created == len(ids)
             assert await sql_value(
-                queue, "SELECT count(*) FROM herald.jobs WHERE idempotency_key LIKE %s",
-                [f"r{round_}-%"]) == len(ids)
+                queue,
+                "SELECT count(*) FROM herald.jobs WHERE idempotency_key LIKE %s",
+                [f"r{round_}-%"],
+            ) == len(ids)

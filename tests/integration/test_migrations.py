@@ -99,10 +99,14 @@ async def test_migrate_twice_is_idempotent(fresh_db: FreshDb) -> None:
         assert len(first.applied) == migrate.latest_version()
         second = await migrate.migrate(conn)
         assert (second.before, second.after, second.applied) == (
-            migrate.latest_version(), migrate.latest_version(), [])
+            migrate.latest_version(),
+            migrate.latest_version(),
+            [],
+        )
         await migrate.check_schema(conn)
         cur = await conn.execute(
-            "SELECT version, name FROM herald.schema_migrations ORDER BY version")
+            "SELECT version, name FROM herald.schema_migrations ORDER BY version"
+        )
         assert await cur.fetchall() == [(v, n) for v, n, _ in sql.migrations()]
 
 
@@ -120,11 +124,13 @@ async def test_concurrent_migrations_apply_once(fresh_db: FreshDb) -> None:
     assert sorted(r.before for r in reports) == [0] + [migrate.latest_version()] * 3
     async with await connect(url) as conn:
         cur = await conn.execute(
-            "SELECT version, count(*) FROM herald.schema_migrations GROUP BY 1 ORDER BY 1")
+            "SELECT version, count(*) FROM herald.schema_migrations GROUP BY 1 ORDER BY 1"
+        )
         assert await cur.fetchall() == [(v, 1) for v, _, _ in sql.migrations()]
         cur = await conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database())")
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         assert (await cur.fetchone()) == (0,), "the migration lock was released"
 
 
@@ -140,7 +146,8 @@ async def test_schema_sql_equals_the_migrations_one_by_one(fresh_db: FreshDb) ->
                 await conn.execute(text.encode())
                 await conn.execute(
                     "INSERT INTO herald.schema_migrations (version, name) VALUES (%s, %s)",
-                    [version, name])
+                    [version, name],
+                )
         await migrate.check_schema(conn)
         assert (await migrate.migrate(conn)).applied == [], "migrate agrees it is up to date"
     a, b = await catalog(canonical), await catalog(stepwise)
@@ -176,8 +183,10 @@ async def test_unmigrated_database_is_refused(fresh_db: FreshDb) -> None:
 async def test_newer_schema_is_refused(fresh_db: FreshDb, template_db: str) -> None:
     url = await fresh_db(template_db)
     async with await connect(url) as conn:
-        await conn.execute("INSERT INTO herald.schema_migrations (version, name) "
-                           "VALUES (%s, 'from_the_future')", [migrate.latest_version() + 1])
+        await conn.execute(
+            "INSERT INTO herald.schema_migrations (version, name) VALUES (%s, 'from_the_future')",
+            [migrate.latest_version() + 1],
+        )
         with pytest.raises(SchemaOutOfDate, match="upgrade Herald"):
             await migrate.check_schema(conn)
         with pytest.raises(SchemaOutOfDate):

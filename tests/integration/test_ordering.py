@@ -40,7 +40,8 @@ async def held_flags(queue: Queue, key: str) -> list[tuple[str, bool]]:
 
 async def chain(queue: Queue, key: str, n: int, target: str = "hook") -> list[uuid.UUID]:
     results = await queue.jobs.enqueue_many(
-        [job(target, {"key": key, "i": i}, ordering_key=key) for i in range(n)])
+        [job(target, {"key": key, "i": i}, ordering_key=key) for i in range(n)]
+    )
     return [r.id for r in results]
 
 
@@ -88,15 +89,18 @@ async def test_concurrent_claimers_keep_each_chain_in_order(db_url: str) -> None
                     assert {o.state for o in outcomes} == {JobState.RETRYING}
                     await make_ready(queue, "id = ANY(%s)", [[j.id for j in failed]])
 
-        await asyncio.wait_for(
-            asyncio.gather(*(claimer(f"w{n}") for n in range(5))), timeout=60)
+        await asyncio.wait_for(asyncio.gather(*(claimer(f"w{n}") for n in range(5))), timeout=60)
         assert violations == [], "two jobs of one chain were running at once"
         for k in keys:
             assert completions[k] == expected[k], f"chain {k} delivered out of order"
             deduped = [i for n, i in enumerate(claims[k]) if n == 0 or claims[k][n - 1] != i]
             assert deduped == expected[k], f"chain {k} claimed out of order"
-        assert await sql_value(
-            queue, "SELECT count(*) FROM herald.jobs WHERE state <> 'succeeded' OR held") == 0
+        assert (
+            await sql_value(
+                queue, "SELECT count(*) FROM herald.jobs WHERE state <> 'succeeded' OR held"
+            )
+            == 0
+        )
 
 
 async def test_held_flags_and_one_at_a_time(queue: Queue) -> None:
@@ -104,16 +108,25 @@ async def test_held_flags_and_one_at_a_time(queue: Queue) -> None:
     a, b, c = await chain(queue, "order-1", 3)
     free = (await queue.jobs.enqueue(job(payload={"free": True}))).id
     assert await held_flags(queue, "order-1") == [
-        ("queued", False), ("queued", True), ("queued", True)]
+        ("queued", False),
+        ("queued", True),
+        ("queued", True),
+    ]
     assert (await queue.jobs.get(b)).held  # type: ignore[union-attr]
     claimed = await queue.jobs.claim("w", 10)
     assert {j.id for j in claimed} == {a, free}
     assert await held_flags(queue, "order-1") == [
-        ("running", False), ("queued", True), ("queued", True)]
+        ("running", False),
+        ("queued", True),
+        ("queued", True),
+    ]
     assert await queue.jobs.claim("w", 10) == []
     await queue.jobs.complete("w", claimed)
     assert await held_flags(queue, "order-1") == [
-        ("succeeded", False), ("queued", False), ("queued", True)]
+        ("succeeded", False),
+        ("queued", False),
+        ("queued", True),
+    ]
     [jb] = await queue.jobs.claim("w", 10)
     assert jb.id == b
     await queue.jobs.complete("w", [jb])
@@ -122,7 +135,11 @@ async def test_held_flags_and_one_at_a_time(queue: Queue) -> None:
     # A job added to a chain whose head runs waits behind it.
     [d] = await chain(queue, "order-1", 1)
     assert await held_flags(queue, "order-1") == [
-        ("succeeded", False), ("succeeded", False), ("running", False), ("queued", True)]
+        ("succeeded", False),
+        ("succeeded", False),
+        ("running", False),
+        ("queued", True),
+    ]
     await queue.jobs.complete("w", [jc])
     assert [j.id for j in await queue.jobs.claim("w", 10)] == [d]
 
@@ -133,8 +150,7 @@ async def test_retrying_head_blocks_the_rest_until_it_succeeds(queue: Queue) -> 
     [ja] = await queue.jobs.claim("w", 10)
     [out] = await queue.jobs.fail("w", [failure(ja)])
     assert out.state is JobState.RETRYING
-    assert await held_flags(queue, "k") == [
-        ("retrying", False), ("queued", True), ("queued", True)]
+    assert await held_flags(queue, "k") == [("retrying", False), ("queued", True), ("queued", True)]
     assert await queue.jobs.claim("w", 10) == [], "head not due yet, the rest is held"
     await make_ready(queue)
     [ja2] = await queue.jobs.claim("w", 10)
@@ -155,7 +171,11 @@ async def test_dead_or_cancelled_head_lets_the_next_go(queue: Queue) -> None:
     [out] = await queue.jobs.fail("w", [failure(ja, "permanent")])
     assert out.state is JobState.DEAD
     assert await held_flags(queue, "k") == [
-        ("dead", False), ("queued", False), ("queued", True), ("queued", True)]
+        ("dead", False),
+        ("queued", False),
+        ("queued", True),
+        ("queued", True),
+    ]
     [jb] = await queue.jobs.claim("w", 10)
     assert jb.id == b
     [out] = await queue.jobs.fail("w", [failure(jb, "transient")])  # maxAttempts 1: spent
@@ -163,7 +183,11 @@ async def test_dead_or_cancelled_head_lets_the_next_go(queue: Queue) -> None:
     # The new head is cancelled before it runs: the one after it goes.
     assert await queue.jobs.cancel([c]) == [c]
     assert await held_flags(queue, "k") == [
-        ("dead", False), ("dead", False), ("dead", False), ("queued", False)]
+        ("dead", False),
+        ("dead", False),
+        ("dead", False),
+        ("queued", False),
+    ]
     [jd] = await queue.jobs.claim("w", 10)
     assert jd.id == d
 
@@ -189,8 +213,11 @@ async def test_release_and_rescue_keep_the_head(queue: Queue) -> None:
     assert await held_flags(queue, "k") == [("queued", False), ("queued", True)]
     [ja] = await queue.jobs.claim("w", 10)
     assert ja.id == a
-    await sql_rows(queue, "UPDATE herald.jobs SET lease_expires_at = now() - interval '1s' "
-                          "WHERE state = 'running' RETURNING id")
+    await sql_rows(
+        queue,
+        "UPDATE herald.jobs SET lease_expires_at = now() - interval '1s' "
+        "WHERE state = 'running' RETURNING id",
+    )
     [out] = await queue.jobs.rescue_expired()
     assert out.state is JobState.RETRYING
     await make_ready(queue)
@@ -240,14 +267,22 @@ async def test_concurrent_enqueues_to_one_chain_never_run_two_at_once(
 
     async with await psycopg.AsyncConnection.connect(db_url) as gate:
         await gate.execute("SELECT pg_advisory_xact_lock(%s)", [blocker_hash])
-        late = asyncio.create_task(queue.jobs.enqueue_many([
-            job(payload={"who": "B"}, ordering_key=key),
-            job(payload={"who": "blocker"}, ordering_key=blocker),
-        ]))
-        await eventually(lambda: sql_value(
-            queue, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-            message="B waits for the blocker's chain lock")
+        late = asyncio.create_task(
+            queue.jobs.enqueue_many(
+                [
+                    job(payload={"who": "B"}, ordering_key=key),
+                    job(payload={"who": "blocker"}, ordering_key=blocker),
+                ]
+            )
+        )
+        await eventually(
+            lambda: sql_value(
+                queue,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ),
+            message="B waits for the blocker's chain lock",
+        )
         first = await queue.jobs.enqueue(job(payload={"who": "A"}, ordering_key=key))
         [ja] = await queue.jobs.claim("w", 10)
         assert ja.id == first.id

@@ -29,10 +29,16 @@ async def test_high_before_medium_before_low_fifo_within(db_url: str) -> None:
         await register(queue)
         order = [LOW, HIGH, MEDIUM, LOW, HIGH, MEDIUM, HIGH, LOW, MEDIUM]
         # Singles (the INSERT path) and one batch large enough for COPY.
-        singles = [(await queue.jobs.enqueue(job(payload={"n": n}, priority=p))).id
-                   for n, p in enumerate(order)]
-        batch = [r.id for r in await queue.jobs.enqueue_many(
-            [job(payload={"n": n}, priority=order[n % 9]) for n in range(45)])]
+        singles = [
+            (await queue.jobs.enqueue(job(payload={"n": n}, priority=p))).id
+            for n, p in enumerate(order)
+        ]
+        batch = [
+            r.id
+            for r in await queue.jobs.enqueue_many(
+                [job(payload={"n": n}, priority=order[n % 9]) for n in range(45)]
+            )
+        ]
         expected = []
         for p in (HIGH, MEDIUM, LOW):
             expected += [i for i, q in zip(singles, order, strict=True) if q is p]
@@ -41,11 +47,14 @@ async def test_high_before_medium_before_low_fifo_within(db_url: str) -> None:
         # in no particular order (the UPDATE's RETURNING), so batches compare as sets.
         for start in range(0, len(expected), 7):
             batch_ids = {j.id for j in await queue.jobs.claim("w", 7)}
-            assert batch_ids == set(expected[start:start + 7])
+            assert batch_ids == set(expected[start : start + 7])
         assert await queue.jobs.claim("w", 7) == []
         # One at a time, the order is exact.
-        await sql_value(queue, "UPDATE herald.jobs SET state = 'queued', attempts = 0, "
-                               "leased_by = NULL, lease_expires_at = NULL RETURNING 1")
+        await sql_value(
+            queue,
+            "UPDATE herald.jobs SET state = 'queued', attempts = 0, "
+            "leased_by = NULL, lease_expires_at = NULL RETURNING 1",
+        )
         assert [j.id for j in await claim_all(queue, limit=1)] == expected
 
 
@@ -80,8 +89,15 @@ async def test_deadline_rule_for_jobs_ready_at_different_times(db_url: str) -> N
                 {"at": at(ago), "id": r.id},
             )
         claimed = [ids[j.id] for j in await claim_all(queue, limit=1)]
-        assert claimed == ["low-older", "high-early", "medium", "high-just-before", "low",
-                           "high-just-after", "high-late"]
+        assert claimed == [
+            "low-older",
+            "high-early",
+            "medium",
+            "high-just-before",
+            "low",
+            "high-just-after",
+            "high-late",
+        ]
 
 
 async def test_low_job_not_starved_by_a_flood_of_high_jobs(db_url: str) -> None:
@@ -98,7 +114,8 @@ async def test_low_job_not_starved_by_a_flood_of_high_jobs(db_url: str) -> None:
             nonlocal produced
             while not stop.is_set():
                 await queue.jobs.enqueue_many(
-                    [job(payload={"n": produced + i}, priority=HIGH) for i in range(40)])
+                    [job(payload={"n": produced + i}, priority=HIGH) for i in range(40)]
+                )
                 produced += 40
                 await asyncio.sleep(0.005)
 
@@ -117,7 +134,8 @@ async def test_low_job_not_starved_by_a_flood_of_high_jobs(db_url: str) -> None:
 
         async def backlog(n: int) -> bool:
             waiting = await sql_value(
-                queue, "SELECT count(*) FROM herald.jobs WHERE state = 'queued'")
+                queue, "SELECT count(*) FROM herald.jobs WHERE state = 'queued'"
+            )
             return bool(waiting >= n)
 
         tasks = [asyncio.create_task(producer()), asyncio.create_task(consumer())]
@@ -141,10 +159,13 @@ async def test_low_job_not_starved_by_a_flood_of_high_jobs(db_url: str) -> None:
         # The flood was still on: high jobs that were ready before the low job was claimed
         # are still waiting (the low job overtook them), and the low job waited its budget.
         low_started = await sql_value(
-            queue, "SELECT started_at FROM herald.jobs WHERE id = %s", [low_id])
+            queue, "SELECT started_at FROM herald.jobs WHERE id = %s", [low_id]
+        )
         waiting_then = await sql_value(
-            queue, "SELECT count(*) FROM herald.jobs WHERE priority = 'high' "
-                   "AND run_at <= %(t)s AND (started_at IS NULL OR started_at > %(t)s)",
-            {"t": low_started})
+            queue,
+            "SELECT count(*) FROM herald.jobs WHERE priority = 'high' "
+            "AND run_at <= %(t)s AND (started_at IS NULL OR started_at > %(t)s)",
+            {"t": low_started},
+        )
         assert waiting_then > 0, "the consumer kept up: no flood to overtake"
         assert max(j.run_at for j in before) > low.run_at, "high jobs newer than it went first"

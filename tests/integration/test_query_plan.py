@@ -25,7 +25,9 @@ async def populate(queue: Queue) -> dict[str, int]:
     ids = {name: await register(queue, name) for name in TARGETS}
     for n, target_id in enumerate(ids.values()):
         # 2000 finished jobs per target over the last two days (a few past retention).
-        await sql_exec(queue, """
+        await sql_exec(
+            queue,
+            """
             INSERT INTO herald.jobs (id, target_id, priority, state, payload, run_at, deadline,
                                      created_at, attempts, started_at, finished_at,
                                      dead_reason, last_error, last_error_class)
@@ -37,9 +39,13 @@ async def populate(queue: Queue) -> dict[str, int]:
                    CASE WHEN i %% 50 = 0 THEN 'permanent' END
             FROM generate_series(1, 2000) AS i,
                  LATERAL (SELECT now() - make_interval(secs => i * 86.4 + %(n)s)) AS t (ts)
-            """, {"t": target_id, "n": n})
+            """,
+            {"t": target_id, "n": n},
+        )
         # 300 waiting: ready, retrying, not yet due, and held behind ordering keys.
-        await sql_exec(queue, """
+        await sql_exec(
+            queue,
+            """
             INSERT INTO herald.jobs (id, target_id, priority, state, payload, run_at, deadline,
                                      attempts, ordering_key, held)
             SELECT gen_random_uuid(), %(t)s, (ARRAY['high', 'medium', 'low'])[1 + i %% 3],
@@ -50,17 +56,25 @@ async def populate(queue: Queue) -> dict[str, int]:
                    i %% 5 = 0 AND i > 20
             FROM generate_series(1, 300) AS i,
                  LATERAL (SELECT now() + make_interval(secs => (i %% 10 - 8) * 30)) AS t (ts)
-            """, {"t": target_id})
-        await sql_exec(queue, """
+            """,
+            {"t": target_id},
+        )
+        await sql_exec(
+            queue,
+            """
             INSERT INTO herald.jobs (id, target_id, priority, state, payload, run_at, deadline,
                                      attempts, leased_by, lease_expires_at, started_at)
             SELECT gen_random_uuid(), %(t)s, 'high', 'running', '{}', now(), now(), 1,
                    'worker-' || i, now() + interval '60 seconds', now()
             FROM generate_series(1, 10) AS i
-            """, {"t": target_id})
+            """,
+            {"t": target_id},
+        )
     # 4000 dead letters over 30 days, 80/15/5 % across the targets (no parameters: % is
     # the operator).
-    await sql_exec(queue, """
+    await sql_exec(
+        queue,
+        """
         INSERT INTO herald.dead_letters (id, job_id, target_namespace, target_name,
                                          target_type, payload, target_config, error_message,
                                          error_type, reason, retry_count, priority,
@@ -75,7 +89,8 @@ async def populate(queue: Queue) -> dict[str, int]:
                CASE WHEN i % 7 = 0 THEN ts END, CASE WHEN i % 7 = 0 THEN 'queued' END
         FROM generate_series(1, 4000) AS i,
              LATERAL (SELECT now() - make_interval(secs => i * 648)) AS t (ts)
-        """)
+        """,
+    )
     await sql_exec(queue, "ANALYZE herald.jobs")
     await sql_exec(queue, "ANALYZE herald.dead_letters")
     await sql_exec(queue, "ANALYZE herald.targets")
@@ -88,7 +103,8 @@ async def explain(queue: Queue, query: bytes, params: dict[str, Any]) -> dict[st
     async with queue.pool.connection() as conn:
         # A plain EXPLAIN does not execute: the claim's UPDATE changes nothing.
         cur = await conn.cursor(row_factory=dict_row).execute(
-            b"EXPLAIN (FORMAT JSON) " + query, params)
+            b"EXPLAIN (FORMAT JSON) " + query, params
+        )
         row = await cur.fetchone()
     assert row is not None
     plan: dict[str, Any] = row["QUERY PLAN"][0]["Plan"]
@@ -116,8 +132,15 @@ async def data(queue: Queue) -> dict[str, int]:
 
 
 def claim_params(**kw: Any) -> dict[str, Any]:
-    return {"worker": "w", "limit": 50, "target_limit": 50, "lease_seconds": 60.0,
-            "quota_targets": [], "quota_limits": [], "with_quotas": False} | kw
+    return {
+        "worker": "w",
+        "limit": 50,
+        "target_limit": 50,
+        "lease_seconds": 60.0,
+        "quota_targets": [],
+        "quota_limits": [],
+        "with_quotas": False,
+    } | kw
 
 
 async def test_claim_uses_the_claim_index(queue: Queue, data: dict[str, int]) -> None:
@@ -127,16 +150,29 @@ async def test_claim_uses_the_claim_index(queue: Queue, data: dict[str, int]) ->
 
 
 async def test_quota_claim_uses_the_claim_index(queue: Queue, data: dict[str, int]) -> None:
-    plan = await explain(queue, sql.query("jobs", "claim"), claim_params(
-        with_quotas=True, quota_targets=[data["beta"]], quota_limits=[5]))
+    plan = await explain(
+        queue,
+        sql.query("jobs", "claim"),
+        claim_params(with_quotas=True, quota_targets=[data["beta"]], quota_limits=[5]),
+    )
     assert "jobs_claim_idx" in index_names(plan), plan
     assert "jobs" not in seq_scans(plan), plan
 
 
 def list_params(**kw: Any) -> dict[str, Any]:
-    return {"namespace": None, "name": None, "error_type": None, "failed_after": None,
-            "failed_before": None, "replayed": None, "ids": None, "job_ids": None,
-            "after_failed_at": None, "after_id": None, "limit": 101} | kw
+    return {
+        "namespace": None,
+        "name": None,
+        "error_type": None,
+        "failed_after": None,
+        "failed_before": None,
+        "replayed": None,
+        "ids": None,
+        "job_ids": None,
+        "after_failed_at": None,
+        "after_id": None,
+        "limit": 101,
+    } | kw
 
 
 @pytest.mark.parametrize("target", ["gamma", "beta", "alpha"])
@@ -151,20 +187,25 @@ async def test_dead_letter_list_by_target_uses_an_index(
     expected = {"dead_letters_target_name_idx"}
     if target != "gamma":
         expected.add("dead_letters_failed_at_idx")
-    cursor = {"after_failed_at": dt.datetime.now(dt.UTC) - dt.timedelta(days=10),
-              "after_id": "00000000-0000-0000-0000-000000000000"}
-    for params in (list_params(namespace="default", name=target),
-                   list_params(namespace="default", name=target, **cursor)):
+    cursor = {
+        "after_failed_at": dt.datetime.now(dt.UTC) - dt.timedelta(days=10),
+        "after_id": "00000000-0000-0000-0000-000000000000",
+    }
+    for params in (
+        list_params(namespace="default", name=target),
+        list_params(namespace="default", name=target, **cursor),
+    ):
         plan = await explain(queue, query, params)
         assert index_names(plan) & expected, plan
         assert "dead_letters" not in seq_scans(plan), plan
 
 
-async def test_retention_prune_uses_the_finished_index(
-    queue: Queue, data: dict[str, int]
-) -> None:
+async def test_retention_prune_uses_the_finished_index(queue: Queue, data: dict[str, int]) -> None:
     # The default retention (one day): about half of the finished jobs are past it.
-    plan = await explain(queue, sql.query("jobs", "prune_finished"),
-                         {"older_than": queue.settings.job_retention, "limit": 5000})
+    plan = await explain(
+        queue,
+        sql.query("jobs", "prune_finished"),
+        {"older_than": queue.settings.job_retention, "limit": 5000},
+    )
     assert "jobs_finished_idx" in index_names(plan), plan
     assert "jobs" not in seq_scans(plan), plan

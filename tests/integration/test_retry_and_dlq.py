@@ -47,20 +47,22 @@ async def fail_once(queue: Queue, error_class: str = "transient", **kw: Any) -> 
         "extract(epoch FROM j.run_at - now())::float AS from_now, "
         "extract(epoch FROM j.deadline - j.run_at)::float AS budget, j.priority "
         "FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id WHERE j.id = %s",
-        [claimed.id])
+        [claimed.id],
+    )
     row = rows[0]
     if outcome.state is JobState.RETRYING:
         assert row["from_now"] == pytest.approx(row["delay"], abs=0.5), "run_at is DB time"
         assert row["budget"] == queue.settings.budget(row["priority"]), (
-            "the deadline keeps the priority's budget")
+            "the deadline keeps the priority's budget"
+        )
         assert outcome.run_at == await sql_value(
-            queue, "SELECT run_at FROM herald.jobs WHERE id = %s", [claimed.id])
+            queue, "SELECT run_at FROM herald.jobs WHERE id = %s", [claimed.id]
+        )
     return outcome, row["delay"]
 
 
 async def dead_letter(queue: Queue, job_id: uuid.UUID) -> dict[str, Any]:
-    [entry] = await sql_rows(queue, "SELECT * FROM herald.dead_letters WHERE job_id = %s",
-                             [job_id])
+    [entry] = await sql_rows(queue, "SELECT * FROM herald.dead_letters WHERE job_id = %s", [job_id])
     return entry
 
 
@@ -80,8 +82,9 @@ async def test_exponential_backoff_with_jitter(queue: Queue) -> None:
 
 async def test_retry_after_is_honoured_and_capped(db_url: str) -> None:
     async with await open_queue(db_url, retry_after_cap=100) as queue:
-        await register(queue, retry={"maxAttempts": 10, "jitterSeconds": 0},
-                       circuitBreaker=NO_BREAKER)
+        await register(
+            queue, retry={"maxAttempts": 10, "jitterSeconds": 0}, circuitBreaker=NO_BREAKER
+        )
         await queue.jobs.enqueue(job())
         _, delay = await fail_once(queue, retry_after=45, http_status=429)
         assert delay == pytest.approx(45, abs=0.001), "Retry-After longer than the backoff"
@@ -96,8 +99,15 @@ async def test_retry_after_is_honoured_and_capped(db_url: str) -> None:
 
 
 async def test_explicit_schedule(queue: Queue) -> None:
-    await register(queue, circuitBreaker=NO_BREAKER, retry={
-        "scheduleSeconds": [60, 300, 900, 3600, 14400], "maxAttempts": 7, "jitterSeconds": 0})
+    await register(
+        queue,
+        circuitBreaker=NO_BREAKER,
+        retry={
+            "scheduleSeconds": [60, 300, 900, 3600, 14400],
+            "maxAttempts": 7,
+            "jitterSeconds": 0,
+        },
+    )
     await queue.jobs.enqueue(job())
     delays = []
     for _ in range(6):
@@ -106,7 +116,8 @@ async def test_explicit_schedule(queue: Queue) -> None:
         delays.append(delay)
         await make_ready(queue)
     assert delays == pytest.approx([60, 300, 900, 3600, 14400, 14400], abs=0.001), (
-        "the schedule, its last step repeating")
+        "the schedule, its last step repeating"
+    )
     outcome, _ = await fail_once(queue)
     assert (outcome.state, outcome.attempts) == (JobState.DEAD, 7)
 
@@ -116,8 +127,9 @@ async def test_explicit_schedule(queue: Queue) -> None:
 
 async def test_transient_failures_exhaust_max_attempts(queue: Queue) -> None:
     await register(queue, retry={"maxAttempts": 4}, circuitBreaker=NO_BREAKER)
-    r = await queue.jobs.enqueue(job(payload={"alert": "x"}, priority=Priority.HIGH,
-                                     idempotency_key="k"))
+    r = await queue.jobs.enqueue(
+        job(payload={"alert": "x"}, priority=Priority.HIGH, idempotency_key="k")
+    )
     for attempt in range(1, 4):
         outcome, _ = await fail_once(queue, message=f"503 number {attempt}")
         assert (outcome.state, outcome.attempts) == (JobState.RETRYING, attempt)
@@ -126,7 +138,10 @@ async def test_transient_failures_exhaust_max_attempts(queue: Queue) -> None:
     assert (outcome.state, outcome.attempts) == (JobState.DEAD, 4)
     [row] = await job_rows(queue)
     assert (row["state"], row["dead_reason"], row["leased_by"]) == (
-        "dead", "attempts-exhausted", None)
+        "dead",
+        "attempts-exhausted",
+        None,
+    )
     assert row["finished_at"] is not None
     entry = await dead_letter(queue, r.id)
     assert entry["reason"] == "attempts-exhausted"
@@ -137,7 +152,10 @@ async def test_transient_failures_exhaust_max_attempts(queue: Queue) -> None:
     assert entry["payload"] == {"alert": "x"}
     assert (entry["priority"], entry["idempotency_key"]) == ("high", "k")
     assert (entry["target_namespace"], entry["target_name"], entry["target_type"]) == (
-        "default", "hook", "webhook")
+        "default",
+        "hook",
+        "webhook",
+    )
     assert entry["target_config"]["retry"]["maxAttempts"] == 4
     assert entry["failed_at"] == row["finished_at"]
     assert (await target_row(queue))["dead_lettered_total"] == 1
@@ -151,7 +169,11 @@ async def test_permanent_error_is_dead_after_one_attempt(queue: Queue) -> None:
     assert (outcome.state, outcome.attempts) == (JobState.DEAD, 1)
     entry = await dead_letter(queue, r.id)
     assert (entry["reason"], entry["error_type"], entry["http_status"], entry["retry_count"]) == (
-        "permanent-error", "permanent", 422, 1)
+        "permanent-error",
+        "permanent",
+        422,
+        1,
+    )
 
 
 @pytest.mark.parametrize(("max_attempts", "budget"), [(5, 3), (2, 2)])
@@ -169,7 +191,10 @@ async def test_unknown_errors_get_a_smaller_budget(
     assert (outcome.state, outcome.attempts) == (JobState.DEAD, budget)
     entry = await dead_letter(queue, r.id)
     assert (entry["reason"], entry["error_type"], entry["retry_count"]) == (
-        "attempts-exhausted", "unknown", budget)
+        "attempts-exhausted",
+        "unknown",
+        budget,
+    )
 
 
 async def test_job_not_yet_due_is_not_claimed(queue: Queue) -> None:
@@ -189,21 +214,25 @@ async def test_job_not_yet_due_is_not_claimed(queue: Queue) -> None:
 
 
 async def test_circuit_opens_and_gives_attempts_back(queue: Queue) -> None:
-    await register(queue, retry={"maxAttempts": 5},
-                   circuitBreaker={"failureThreshold": 3, "openSeconds": 30})
+    await register(
+        queue, retry={"maxAttempts": 5}, circuitBreaker={"failureThreshold": 3, "openSeconds": 30}
+    )
     await register(queue, "other")
-    ids = [r.id for r in await queue.jobs.enqueue_many([job(payload={"i": i})
-                                                        for i in range(6)])]
+    ids = [r.id for r in await queue.jobs.enqueue_many([job(payload={"i": i}) for i in range(6)])]
     # Job 3 already failed 4 times: this claim is its last attempt.
-    await sql_exec(queue, "UPDATE herald.jobs SET state = 'retrying', attempts = 4 "
-                          "WHERE id = %s", [ids[3]])
+    await sql_exec(
+        queue, "UPDATE herald.jobs SET state = 'retrying', attempts = 4 WHERE id = %s", [ids[3]]
+    )
     claimed = {j.id: j for j in await queue.jobs.claim("w", 10)}
     assert len(claimed) == 6 and claimed[ids[3]].attempts == 5
 
     [o1] = await queue.jobs.fail("w", [failure(claimed[ids[0]])])
     [o2] = await queue.jobs.fail("w", [failure(claimed[ids[1]])])
     assert (o1.state, o2.state, o2.circuit_after) == (
-        JobState.RETRYING, JobState.RETRYING, CircuitState.CLOSED)
+        JobState.RETRYING,
+        JobState.RETRYING,
+        CircuitState.CLOSED,
+    )
     assert (await target_row(queue))["consecutive_failures"] == 2
     [o3] = await queue.jobs.fail("w", [failure(claimed[ids[2]])])
     assert o3.tripped and o3.circuit_before is CircuitState.CLOSED
@@ -217,8 +246,12 @@ async def test_circuit_opens_and_gives_attempts_back(queue: Queue) -> None:
 
     # In-flight jobs failing while the circuit is open give their attempt back, even the
     # one on its last attempt.
-    outcomes = {o.id: o for o in await queue.jobs.fail(
-        "w", [failure(claimed[ids[3]]), failure(claimed[ids[4]], "unknown")])}
+    outcomes = {
+        o.id: o
+        for o in await queue.jobs.fail(
+            "w", [failure(claimed[ids[3]]), failure(claimed[ids[4]], "unknown")]
+        )
+    }
     assert (outcomes[ids[3]].state, outcomes[ids[3]].attempts) == (JobState.RETRYING, 4)
     assert (outcomes[ids[4]].state, outcomes[ids[4]].attempts) == (JobState.QUEUED, 0)
     assert all(o.refunded and not o.tripped for o in outcomes.values())
@@ -240,8 +273,9 @@ async def open_circuit(queue: Queue, n_jobs: int, **breaker: Any) -> list[uuid.U
     """Register 'hook' (failureThreshold 1), enqueue jobs, fail one: the circuit opens.
     Returns the job ids; the failed one (the first) has its attempt back."""
     await register(queue, circuitBreaker={"failureThreshold": 1, **breaker})
-    ids = [r.id for r in await queue.jobs.enqueue_many(
-        [job(payload={"i": i}) for i in range(n_jobs)])]
+    ids = [
+        r.id for r in await queue.jobs.enqueue_many([job(payload={"i": i}) for i in range(n_jobs)])
+    ]
     [first] = await queue.jobs.claim("w", 1)
     [o] = await queue.jobs.fail("w", [failure(first)])
     assert o.tripped and o.refunded
@@ -249,15 +283,19 @@ async def open_circuit(queue: Queue, n_jobs: int, **breaker: Any) -> list[uuid.U
 
 
 async def end_open_period(queue: Queue) -> None:
-    await sql_exec(queue, "UPDATE herald.targets SET circuit_open_until = now() - "
-                          "interval '1 second' WHERE circuit_state = 'open'")
+    await sql_exec(
+        queue,
+        "UPDATE herald.targets SET circuit_open_until = now() - "
+        "interval '1 second' WHERE circuit_state = 'open'",
+    )
     await make_ready(queue)
 
 
 async def claim_probes(queue: Queue, limit: int = 10) -> list[ClaimedJob]:
     # A JobStore re-reads which targets need quota claims every 0.5 s: wait for it.
     result: list[ClaimedJob] = await eventually(
-        lambda: queue.jobs.claim("w", limit), timeout=5, message="probe claimed")
+        lambda: queue.jobs.claim("w", limit), timeout=5, message="probe claimed"
+    )
     return result
 
 
@@ -274,7 +312,10 @@ async def test_half_open_lets_at_most_the_probes_through(queue: Queue) -> None:
     assert done.recovered == ["default/hook"]
     t = await target_row(queue)
     assert (t["circuit_state"], t["consecutive_failures"], t["circuit_recoveries_total"]) == (
-        "closed", 0, 1)
+        "closed",
+        0,
+        1,
+    )
     assert len(await claim_all(queue)) == 6
 
 
@@ -297,7 +338,10 @@ async def test_failed_probe_reopens_successful_probe_closes(queue: Queue) -> Non
     await queue.jobs.complete("w", [probe])
     t = await target_row(queue)
     assert (t["circuit_state"], t["consecutive_failures"], t["circuit_open_until"]) == (
-        "closed", 0, None)
+        "closed",
+        0,
+        None,
+    )
     assert len(await claim_all(queue)) == 4
     assert await sql_rows(queue, "SELECT * FROM herald.dead_letters") == []
 
@@ -307,14 +351,20 @@ async def test_permanent_failures_do_not_count_towards_the_breaker(queue: Queue)
     await queue.jobs.enqueue_many([job(payload={"i": i}) for i in range(4)])
     claimed = await queue.jobs.claim("w", 10)
     outcomes = await queue.jobs.fail(
-        "w", [failure(j, "permanent", http_status=400) for j in claimed[:3]])
+        "w", [failure(j, "permanent", http_status=400) for j in claimed[:3]]
+    )
     assert {o.state for o in outcomes} == {JobState.DEAD}
     t = await target_row(queue)
     assert (t["circuit_state"], t["consecutive_failures"], t["failed_attempts_total"]) == (
-        "closed", 0, 3)
+        "closed",
+        0,
+        3,
+    )
     [o] = await queue.jobs.fail("w", [failure(claimed[3])])
     assert (o.circuit_after, (await target_row(queue))["consecutive_failures"]) == (
-        CircuitState.CLOSED, 1)
+        CircuitState.CLOSED,
+        1,
+    )
 
 
 # -- pauses --------------------------------------------------------------------------------
@@ -368,8 +418,12 @@ async def test_rate_limit_is_a_shared_token_bucket(queue: Queue) -> None:
         assert len(await queue.jobs.claim("w", 100)) <= 1
         assert len(await other.jobs.claim("w2", 100)) <= 1
         # One second later (the bucket emptied again, then aged by SQL): 5 tokens.
-        await sql_exec(queue, "UPDATE herald.targets SET rate_tokens = 0, rate_updated_at = "
-                              "now() - interval '1 second' WHERE id = %s", [hook_id])
+        await sql_exec(
+            queue,
+            "UPDATE herald.targets SET rate_tokens = 0, rate_updated_at = "
+            "now() - interval '1 second' WHERE id = %s",
+            [hook_id],
+        )
         assert len(await other.jobs.claim("w2", 100)) == 5, "5 tokens a second"
         assert len(await queue.jobs.claim("w", 100)) <= 1
 
@@ -383,8 +437,9 @@ async def test_replicas_share_probes_and_tokens(queue: Queue) -> None:
     await end_open_period(queue)
     replicas = [await open_queue(queue.url, pool_max=2) for _ in range(4)]
     try:
-        claims = await asyncio.gather(*(
-            r.jobs.claim(f"replica-{n}", 50) for n, r in enumerate(replicas)))
+        claims = await asyncio.gather(
+            *(r.jobs.claim(f"replica-{n}", 50) for n, r in enumerate(replicas))
+        )
     finally:
         for r in replicas:
             await r.close()

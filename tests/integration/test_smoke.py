@@ -18,14 +18,18 @@ async def test_enqueue_claim_complete(queue: Queue) -> None:
     assert len(claimed) == 41
     out = await queue.jobs.complete("w1", claimed[:30])
     assert len(out.completed) == 30
-    fails = await queue.jobs.fail("w1", [
-        Failure(job=j, error_class=ErrorClass.TRANSIENT, message="boom") for j in claimed[30:35]
-    ])
+    fails = await queue.jobs.fail(
+        "w1",
+        [Failure(job=j, error_class=ErrorClass.TRANSIENT, message="boom") for j in claimed[30:35]],
+    )
     assert {f.state for f in fails} <= {JobState.RETRYING, JobState.QUEUED}
-    fails = await queue.jobs.fail("w1", [
-        Failure(job=j, error_class=ErrorClass.PERMANENT, message="bad", http_status=400)
-        for j in claimed[35:]
-    ])
+    fails = await queue.jobs.fail(
+        "w1",
+        [
+            Failure(job=j, error_class=ErrorClass.PERMANENT, message="bad", http_status=400)
+            for j in claimed[35:]
+        ],
+    )
     assert {f.state for f in fails} == {JobState.DEAD}
     page = await queue.dead_letters.list()
     assert len(page.items) == 6

@@ -57,8 +57,10 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     async def _handle(self, request: Any) -> Any:
         data = request.data
-        if request.resource is not None and request.action == kmock.action.CREATE and isinstance(
-            data, dict
+        if (
+            request.resource is not None
+            and request.action == kmock.action.CREATE
+            and isinstance(data, dict)
         ):
             meta = data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -71,8 +73,10 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             rv = str(next(self._rvs))
             bump = request.subresource is None and (
                 (isinstance(data, dict) and "spec" in data)
-                or (isinstance(data, list)
-                    and any(str(op.get("path", "")).startswith("/spec") for op in data))
+                or (
+                    isinstance(data, list)
+                    and any(str(op.get("path", "")).startswith("/spec") for op in data)
+                )
             )
             generation = None
             if bump:
@@ -125,8 +129,9 @@ def deployment(replicas: int = 1, name: str = WORKER) -> dict[str, Any]:
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "worker", "image": "herald:test",
-                                         "args": ["worker"]}]},
+                "spec": {
+                    "containers": [{"name": "worker", "image": "herald:test", "args": ["worker"]}]
+                },
             },
         },
         "status": {"replicas": replicas},
@@ -273,10 +278,13 @@ def valid(k8s: Emulator, resource: str, name: str) -> dict[str, Any]:
     the CRD does not declare would be pruned by a real apiserver: here it fails)."""
     body = obj(k8s, resource, name)
     assert body, f"{resource} {name} does not exist"
-    manifest = {k: v for k, v in body.items() if k in ("apiVersion", "kind", "metadata", "spec",
-                                                      "status")}
-    manifest["metadata"] = {"name": body["metadata"]["name"],
-                            "namespace": body["metadata"]["namespace"]}
+    manifest = {
+        k: v for k, v in body.items() if k in ("apiVersion", "kind", "metadata", "spec", "status")
+    }
+    manifest["metadata"] = {
+        "name": body["metadata"]["name"],
+        "namespace": body["metadata"]["namespace"],
+    }
     problems = crd_schema.validate(manifest)
     assert not problems, f"{resource} {name} would be rejected: {problems}"
     return body
@@ -292,8 +300,9 @@ def put_secret(k8s: Emulator, name: str, **data: str) -> None:
     k8s.objects[SECRETS, NS, name] = secret(name, **data)
 
 
-async def wait_ready(k8s: Emulator, name: str, expected: str = "True",
-                     timeout: float = 10) -> dict[str, Any]:
+async def wait_ready(
+    k8s: Emulator, name: str, expected: str = "True", timeout: float = 10
+) -> dict[str, Any]:
     found: dict[str, Any] = await eventually(
         lambda: (c := condition(k8s, PT, name)) and c.get("status") == expected and c,
         timeout=timeout,

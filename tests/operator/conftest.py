@@ -116,8 +116,11 @@ async def start_operator(k8s: Emulator, db_url: str) -> AsyncIterator[StartOpera
         # 'ready' fires before the watch streams are open: wait for both (stopping during
         # the initial listing costs kopf's 5 s grace).
         if wait_watching:
-            await eventually(lambda: watch_count(k8s) >= watches_before + 2, timeout=10,
-                             message="kopf watching PublishingTargets and DeadLetterReplays")
+            await eventually(
+                lambda: watch_count(k8s) >= watches_before + 2,
+                timeout=10,
+                message="kopf watching PublishingTargets and DeadLetterReplays",
+            )
         return running
 
     yield start

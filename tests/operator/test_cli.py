@@ -18,15 +18,23 @@ from tests.operator.cluster import PT_URL, Emulator, create, free_port, target, 
 
 
 def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-        "users": [{"name": "tester", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester",
-                                                    "namespace": "default"}}],
-        "current-context": "kmock",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {
+                        "name": "kmock",
+                        "context": {"cluster": "kmock", "user": "tester", "namespace": "default"},
+                    }
+                ],
+                "current-context": "kmock",
+            }
+        )
+    )
     return path
 
 
@@ -46,8 +54,13 @@ async def test_herald_operator_runs_from_the_environment_and_stops_on_sigterm(
         "HERALD_LOG_FORMAT": "json",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "herald_cli.main", "operator",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "herald_cli.main",
+        "operator",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await create(k8s, PT_URL, target("from-cli"))
@@ -56,10 +69,12 @@ async def test_herald_operator_runs_from_the_environment_and_stops_on_sigterm(
         await create(k8s, PT_URL, target("with-secret", secretRef={"name": "absent"}))
         missing = await wait_ready(k8s, "with-secret", "False", timeout=10)
         assert missing["reason"] == "SecretNotFound"
-        secret_reads = [r for r in list(k8s) if r.resource is not None
-                        and r.resource.plural == "secrets"]
+        secret_reads = [
+            r for r in list(k8s) if r.resource is not None and r.resource.plural == "secrets"
+        ]
         assert secret_reads and all(
-            r.headers.get("Authorization") == "Bearer test-token" for r in secret_reads)
+            r.headers.get("Authorization") == "Bearer test-token" for r in secret_reads
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
@@ -79,8 +94,13 @@ async def test_a_database_without_herald_schema_is_one_clear_error(
         "KUBECONFIG": str(tmp_path / "absent"),
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "herald_cli.main", "operator",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "herald_cli.main",
+        "operator",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1

@@ -33,16 +33,23 @@ T0 = dt.datetime(2026, 11, 20, 12, 0, 0, tzinfo=dt.UTC)
 def test_a_new_condition_is_appended_with_its_transition_time() -> None:
     new = Condition("Ready", "True", "Ready", "ok")
     result = set_condition(None, new, now=T0, generation=3)
-    assert result == [{"type": "Ready", "status": "True", "reason": "Ready", "message": "ok",
-                       "lastTransitionTime": "2026-11-20T12:00:00Z", "observedGeneration": 3}]
+    assert result == [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Ready",
+            "message": "ok",
+            "lastTransitionTime": "2026-11-20T12:00:00Z",
+            "observedGeneration": 3,
+        }
+    ]
     assert transitioned(None, new)
 
 
 def test_the_transition_time_moves_only_when_the_status_changes() -> None:
     first = set_condition(None, Condition("Ready", "False", "SecretNotFound", "a"), now=T0)
     later = T0 + dt.timedelta(minutes=5)
-    same_status = set_condition(first, Condition("Ready", "False", "SecretInvalid", "b"),
-                                now=later)
+    same_status = set_condition(first, Condition("Ready", "False", "SecretInvalid", "b"), now=later)
     assert same_status[0]["lastTransitionTime"] == "2026-11-20T12:00:00Z"
     assert same_status[0]["reason"] == "SecretInvalid"
     assert not transitioned(first, Condition("Ready", "False", "SecretInvalid", "b"))
@@ -51,10 +58,22 @@ def test_the_transition_time_moves_only_when_the_status_changes() -> None:
 
 
 def test_other_conditions_are_kept_in_place() -> None:
-    existing = [{"type": "A", "status": "True", "reason": "X", "message": "",
-                 "lastTransitionTime": "2026-01-01T00:00:00Z"},
-                {"type": "Ready", "status": "True", "reason": "Ready", "message": "",
-                 "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    existing = [
+        {
+            "type": "A",
+            "status": "True",
+            "reason": "X",
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        },
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Ready",
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        },
+    ]
     result = set_condition(existing, Condition("Ready", "False", "Broken", "m"), now=T0)
     assert [c["type"] for c in result] == ["A", "Ready"]
     assert result[0] == existing[0]
@@ -77,8 +96,12 @@ def test_timestamps_are_rfc3339_utc() -> None:
 
 
 def manifest(**spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-            "metadata": {"name": "hook", "namespace": "team", "generation": 2}, "spec": spec}
+    return {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "PublishingTarget",
+        "metadata": {"name": "hook", "namespace": "team", "generation": 2},
+        "spec": spec,
+    }
 
 
 def check(spec: dict[str, Any], secret: SecretRead | None = None) -> Condition:
@@ -107,8 +130,9 @@ def test_a_paused_target_is_ready_and_says_it_is_paused() -> None:
 
 
 def test_a_spec_the_schema_let_through_is_reported_with_its_field_paths() -> None:
-    bad = check({"type": "webhook", "url": "https://example.com/h",
-                 "headers": {"Webhook-Id": "mine"}})
+    bad = check(
+        {"type": "webhook", "url": "https://example.com/h", "headers": {"Webhook-Id": "mine"}}
+    )
     assert (bad.status, bad.reason) == ("False", "InvalidSpec")
     assert "spec.headers.Webhook-Id" in bad.message
 
@@ -120,8 +144,10 @@ def test_a_pagerduty_target_needs_a_secret() -> None:
 
 
 def test_a_missing_secret_names_the_secret_and_the_keys_to_put_in_it() -> None:
-    missing = check({"type": "pagerduty", "secretRef": {"name": "creds"}},
-                    SecretRead("team", "creds", SecretOutcome.MISSING))
+    missing = check(
+        {"type": "pagerduty", "secretRef": {"name": "creds"}},
+        SecretRead("team", "creds", SecretOutcome.MISSING),
+    )
     assert (missing.status, missing.reason) == ("False", "SecretNotFound")
     assert "Secret team/creds" in missing.message
     assert "routingKey (PagerDuty's integration key, required)" in missing.message
@@ -137,12 +163,16 @@ def test_a_missing_key() -> None:
 
 
 def test_a_bad_value_is_reported_without_showing_it() -> None:
-    bad = check({"type": "webhook", "url": "https://example.com/h",
-                 "secretRef": {"name": "creds"}}, found(signingSecret="whsec_tooshort"))
+    bad = check(
+        {"type": "webhook", "url": "https://example.com/h", "secretRef": {"name": "creds"}},
+        found(signingSecret="whsec_tooshort"),
+    )
     assert (bad.status, bad.reason) == ("False", "SecretInvalid")
     assert "signingSecret" in bad.message and "whsec_tooshort" not in bad.message
-    good = check({"type": "webhook", "url": "https://example.com/h",
-                  "secretRef": {"name": "creds"}}, found(signingSecret=WEBHOOK_SECRET))
+    good = check(
+        {"type": "webhook", "url": "https://example.com/h", "secretRef": {"name": "creds"}},
+        found(signingSecret=WEBHOOK_SECRET),
+    )
     assert good.reason == "Ready"
 
 
@@ -155,9 +185,10 @@ def test_a_bad_value_is_reported_without_showing_it() -> None:
     ],
 )
 def test_secrets_that_cannot_be_read(outcome: SecretOutcome, status: str, reason: str) -> None:
-    result = check({"type": "webhook", "url": "https://example.com/h",
-                    "secretRef": {"name": "creds"}},
-                   SecretRead("team", "creds", outcome, detail="HTTP 503"))
+    result = check(
+        {"type": "webhook", "url": "https://example.com/h", "secretRef": {"name": "creds"}},
+        SecretRead("team", "creds", outcome, detail="HTTP 503"),
+    )
     assert (result.status, result.reason) == (status, reason)
     assert "team/creds" in result.message
 
@@ -172,57 +203,116 @@ def test_the_database_being_down_is_unknown() -> None:
 
 def row(**fields: Any) -> TargetRow:
     values: dict[str, Any] = {
-        "id": 1, "namespace": "team", "name": "hook", "type": "webhook",
+        "id": 1,
+        "namespace": "team",
+        "name": "hook",
+        "type": "webhook",
         "spec": parse_spec({"type": "webhook", "url": "https://example.com/h"}),
-        "generation": 2, "paused": False, "auto_paused_reason": None, "auto_paused_at": None,
-        "circuit_state": CircuitState.CLOSED, "consecutive_failures": 0,
-        "circuit_changed_at": None, "circuit_open_until": None, "circuit_trips_total": 0,
-        "circuit_recoveries_total": 0, "delivered_total": 0, "failed_attempts_total": 0,
-        "dead_lettered_total": 0, "last_delivery_at": None, "last_error": None,
-        "last_error_class": None, "last_error_at": None, "registered_at": T0, "updated_at": T0,
+        "generation": 2,
+        "paused": False,
+        "auto_paused_reason": None,
+        "auto_paused_at": None,
+        "circuit_state": CircuitState.CLOSED,
+        "consecutive_failures": 0,
+        "circuit_changed_at": None,
+        "circuit_open_until": None,
+        "circuit_trips_total": 0,
+        "circuit_recoveries_total": 0,
+        "delivered_total": 0,
+        "failed_attempts_total": 0,
+        "dead_lettered_total": 0,
+        "last_delivery_at": None,
+        "last_error": None,
+        "last_error_class": None,
+        "last_error_at": None,
+        "registered_at": T0,
+        "updated_at": T0,
     }
     values.update(fields)
     return TargetRow(**values)
 
 
 def with_status(body: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-            "metadata": {"name": "hook", "namespace": "team"},
-            "spec": {"type": "webhook", "url": "https://example.com/h"}, "status": body}
+    return {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "PublishingTarget",
+        "metadata": {"name": "hook", "namespace": "team"},
+        "spec": {"type": "webhook", "url": "https://example.com/h"},
+        "status": body,
+    }
 
 
 def test_depth_per_priority_counts_waiting_jobs_only() -> None:
     rows = [
-        {"namespace": "team", "name": "hook", "priority": "high", "state": "queued", "n": 3,
-         "ready": 2},
-        {"namespace": "team", "name": "hook", "priority": "low", "state": "retrying", "n": 1,
-         "ready": 0},
-        {"namespace": "team", "name": "hook", "priority": "high", "state": "running", "n": 5,
-         "ready": 0},
-        {"namespace": "other", "name": "x", "priority": "medium", "state": "queued", "n": 7,
-         "ready": 7},
+        {
+            "namespace": "team",
+            "name": "hook",
+            "priority": "high",
+            "state": "queued",
+            "n": 3,
+            "ready": 2,
+        },
+        {
+            "namespace": "team",
+            "name": "hook",
+            "priority": "low",
+            "state": "retrying",
+            "n": 1,
+            "ready": 0,
+        },
+        {
+            "namespace": "team",
+            "name": "hook",
+            "priority": "high",
+            "state": "running",
+            "n": 5,
+            "ready": 0,
+        },
+        {
+            "namespace": "other",
+            "name": "x",
+            "priority": "medium",
+            "state": "queued",
+            "n": 7,
+            "ready": 7,
+        },
     ]
     depth = target_status.depth_by_target(rows)
-    assert depth[("team", "hook")].to_json() == {"high": 3, "medium": 0, "low": 1, "total": 4,
-                                                 "ready": 2}
+    assert depth[("team", "hook")].to_json() == {
+        "high": 3,
+        "medium": 0,
+        "low": 1,
+        "total": 4,
+        "ready": 2,
+    }
     assert depth[("other", "x")].total == 7
 
 
 def test_the_rendered_status_is_what_the_crd_declares() -> None:
     busy = row(
-        circuit_state=CircuitState.OPEN, consecutive_failures=5, circuit_changed_at=T0,
-        circuit_open_until=T0 + dt.timedelta(seconds=30), circuit_trips_total=2,
-        circuit_recoveries_total=1, delivered_total=10, failed_attempts_total=6,
-        dead_lettered_total=1, last_delivery_at=T0, last_error="HTTP 503 " + "x" * 2000,
-        last_error_class="transient", last_error_at=T0, auto_paused_reason="endpoint gone (410)",
+        circuit_state=CircuitState.OPEN,
+        consecutive_failures=5,
+        circuit_changed_at=T0,
+        circuit_open_until=T0 + dt.timedelta(seconds=30),
+        circuit_trips_total=2,
+        circuit_recoveries_total=1,
+        delivered_total=10,
+        failed_attempts_total=6,
+        dead_lettered_total=1,
+        last_delivery_at=T0,
+        last_error="HTTP 503 " + "x" * 2000,
+        last_error_class="transient",
+        last_error_at=T0,
+        auto_paused_reason="endpoint gone (410)",
         auto_paused_at=T0,
     )
     rendered = target_status.render(busy, target_status.Depth(high=1, low=2, ready=3))
     assert rendered["circuit"]["state"] == "open"
     assert rendered["paused"] is True and rendered["pausedReason"] == "endpoint gone (410)"
     assert len(rendered["lastError"]["message"]) <= target_status.MAX_ERROR_MESSAGE
-    conditions = set_condition(None, Condition("Ready", "True", "Ready", "ok"), now=T0,
-                               generation=2)
+    conditions = set_condition(
+        None, Condition("Ready", "True", "Ready", "ok"), now=T0, generation=2
+    )
     body = rendered | {"conditions": conditions, "observedGeneration": 2}
     assert crd_schema.validate(with_status(body)) == []
     quiet = target_status.render(row(), target_status.Depth())
@@ -234,15 +324,22 @@ def test_only_changed_fields_are_written() -> None:
     rendered = target_status.render(row(), target_status.Depth())
     assert target_status.changed(rendered, rendered) == {}
     assert target_status.changed({}, rendered).keys() == rendered.keys() - {
-        "pausedReason", "lastDeliveryTime", "lastError"}  # None equals absent
+        "pausedReason",
+        "lastDeliveryTime",
+        "lastError",
+    }  # None equals absent
     moved = dict(rendered, delivered=1)
     assert target_status.changed(rendered, moved) == {"delivered": 1}
 
 
 def test_circuit_events_on_open_close_and_a_flap_between_refreshes() -> None:
     closed = target_status.render(row(), target_status.Depth())["circuit"]
-    opened = row(circuit_state=CircuitState.OPEN, consecutive_failures=5, circuit_trips_total=1,
-                 circuit_open_until=T0)
+    opened = row(
+        circuit_state=CircuitState.OPEN,
+        consecutive_failures=5,
+        circuit_trips_total=1,
+        circuit_open_until=T0,
+    )
     event = target_status.circuit_transition(closed, opened)
     assert event is not None and (event.type, event.reason) == ("Warning", "CircuitOpened")
     assert "5 consecutive failures" in event.message
@@ -265,8 +362,12 @@ def test_circuit_events_on_open_close_and_a_flap_between_refreshes() -> None:
 
 
 def peers(**entries: tuple[int, dt.datetime]) -> dict[str, Any]:
-    return {"status": {name: {"priority": p, "lifetime": 60, "lastseen": seen.isoformat()}
-                       for name, (p, seen) in entries.items()}}
+    return {
+        "status": {
+            name: {"priority": p, "lifetime": 60, "lastseen": seen.isoformat()}
+            for name, (p, seen) in entries.items()
+        }
+    }
 
 
 def test_the_highest_priority_live_replica_acts() -> None:
@@ -290,4 +391,3 @@ def test_random_priorities_stay_in_their_range() -> None:
     low, high = peering.PRIORITY_RANGE
     assert all(low <= peering.random_priority() <= high for _ in range(100))
     assert peering.identity() != peering.identity()
-

@@ -19,8 +19,9 @@ from tests.operator.cluster import StartOperator
 pytestmark = pytest.mark.e2e
 
 
-async def test_prometheus_scrapes_the_operator(start_operator: StartOperator,
-                                               tmp_path: Path) -> None:
+async def test_prometheus_scrapes_the_operator(
+    start_operator: StartOperator, tmp_path: Path
+) -> None:
     binary = need_binary("prometheus", "Debian package prometheus")
     promtool = need_binary("promtool", "Debian package prometheus")
     running = await start_operator(scaling=True)
@@ -32,11 +33,13 @@ async def test_prometheus_scrapes_the_operator(start_operator: StartOperator,
             return await r.text() if r.status == 200 else ""
 
     text = await eventually(exposition, timeout=20, message="operator /metrics answering")
-    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                             text=True)
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     async with prometheus(binary, tmp_path, {"herald-operator": [f"127.0.0.1:{port}"]}) as prom:
+
         async def up() -> bool:
             result = await query(prom, 'up{job="herald-operator"}')
             return bool(result and result[0]["value"][1] == "1")

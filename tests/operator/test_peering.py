@@ -32,10 +32,16 @@ def peering(**peers: int) -> dict[str, object]:
     return {
         "apiVersion": "kopf.dev/v1",
         "kind": "KopfPeering",
-        "metadata": {"name": "herald", "namespace": NS, "uid": "peering-uid",
-                     "resourceVersion": "1"},
-        "status": {name: {"priority": priority, "lifetime": 60, "lastseen": now}
-                   for name, priority in peers.items()},
+        "metadata": {
+            "name": "herald",
+            "namespace": NS,
+            "uid": "peering-uid",
+            "resourceVersion": "1",
+        },
+        "status": {
+            name: {"priority": priority, "lifetime": 60, "lastseen": now}
+            for name, priority in peers.items()
+        },
     }
 
 
@@ -45,18 +51,41 @@ async def test_a_standby_replica_does_nothing_until_the_active_one_is_gone(
     k8s.objects[PEERINGS, NS, "herald"] = peering(**{"other-replica": 500})
     await register(queue, "hook")
     await queue.jobs.enqueue_many([job("default/hook", {"n": i}) for i in range(50)])
-    await start_operator(peering="herald", priority=100, identity="standby",
-                         scaling=True, jobs_per_replica=10, wait_watching=False)
+    await start_operator(
+        peering="herald",
+        priority=100,
+        identity="standby",
+        scaling=True,
+        jobs_per_replica=10,
+        wait_watching=False,
+    )
     await create(k8s, PT_URL, target("hook"))
     # The standby announces itself in the peering object, and then waits.
     await eventually(lambda: "standby" in (obj(k8s, PEERINGS, "herald").get("status") or {}))
-    scale_reads = [r for r in list(k8s) if r.resource is not None
-                   and r.resource.plural == "kopfpeerings" and r.method == "GET"
-                   and r.name == "herald"]
-    await eventually(lambda: len([r for r in list(k8s) if r.resource is not None
-                                  and r.resource.plural == "kopfpeerings" and r.method == "GET"
-                                  and r.name == "herald"]) >= len(scale_reads) + 3,
-                     message="the scaler asked who is active three times")
+    scale_reads = [
+        r
+        for r in list(k8s)
+        if r.resource is not None
+        and r.resource.plural == "kopfpeerings"
+        and r.method == "GET"
+        and r.name == "herald"
+    ]
+    await eventually(
+        lambda: (
+            len(
+                [
+                    r
+                    for r in list(k8s)
+                    if r.resource is not None
+                    and r.resource.plural == "kopfpeerings"
+                    and r.method == "GET"
+                    and r.name == "herald"
+                ]
+            )
+            >= len(scale_reads) + 3
+        ),
+        message="the scaler asked who is active three times",
+    )
     assert not condition(k8s, PT, "hook"), "a standby reconciled a target"
     assert obj(k8s, DEPLOY, WORKER)["spec"]["replicas"] == 1, "a standby scaled the workers"
 
@@ -77,8 +106,9 @@ async def test_without_the_peering_object_no_replica_acts_and_the_log_says_why(
     caplog.set_level(logging.WARNING, logger="herald.operator")
     await start_operator(peering="herald", wait_watching=False)
     await create(k8s, PT_URL, target("hook"))
-    record = await eventually(lambda: next(
-        (r for r in caplog.records if "does not exist" in r.getMessage()), None))
+    record = await eventually(
+        lambda: next((r for r in caplog.records if "does not exist" in r.getMessage()), None)
+    )
     assert "KopfPeering object herald" in record.getMessage()
     assert "HERALD_PEERING=" in record.getMessage()
     assert not condition(k8s, PT, "hook")

@@ -19,8 +19,13 @@ START = dt.datetime(2026, 11, 21, 9, 30, 0, 250000, tzinfo=dt.UTC)
 
 
 def with_status(status: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "herald.dev/v1alpha1", "kind": "DeadLetterReplay",
-            "metadata": {"name": "r", "namespace": "team"}, "spec": spec, "status": status}
+    return {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "DeadLetterReplay",
+        "metadata": {"name": "r", "namespace": "team"},
+        "spec": spec,
+        "status": status,
+    }
 
 
 def test_a_named_target_is_in_the_replays_own_namespace() -> None:
@@ -68,8 +73,10 @@ def test_a_window_that_starts_after_the_start_matches_nothing() -> None:
     [
         ({"failedAfter": "yesterday"}, "spec.failedAfter"),
         ({"failedBefore": "2026-11-20T00:00:00"}, "no time zone"),
-        ({"failedAfter": "2026-11-20T00:00:00Z", "failedBefore": "2026-11-19T00:00:00Z"},
-         "later than"),
+        (
+            {"failedAfter": "2026-11-20T00:00:00Z", "failedBefore": "2026-11-19T00:00:00Z"},
+            "later than",
+        ),
         ({"errorClass": "fatal"}, "spec.errorClass"),
         ({"jobIds": ["not-a-uuid"]}, "spec.jobIds"),
         ({"limit": 0}, "spec.limit"),
@@ -82,8 +89,9 @@ def test_invalid_specs_say_which_field(spec: dict[str, Any], problem: str) -> No
 
 def test_job_ids_limit_and_dry_run() -> None:
     ids = [uuid.uuid4(), uuid.uuid4()]
-    selection = replay.select({"jobIds": [str(i) for i in ids], "limit": 5, "dryRun": True},
-                              "team", START)
+    selection = replay.select(
+        {"jobIds": [str(i) for i in ids], "limit": 5, "dryRun": True}, "team", START
+    )
     assert selection.filter.job_ids == tuple(ids)
     assert selection.limit == 5 and selection.dry_run
     assert "2 job id(s), at most 5" in selection.describe()
@@ -111,26 +119,38 @@ def test_phases() -> None:
 def test_every_status_is_what_the_crd_declares() -> None:
     selection = replay.select({"target": "hook"}, "team", START)
     now = START + dt.timedelta(seconds=3)
-    running = replay.running({}, Progress(10, 4), selection, now=now, started_at=START,
-                             generation=1)
+    running = replay.running(
+        {}, Progress(10, 4), selection, now=now, started_at=START, generation=1
+    )
     assert running["phase"] == "Running" and running["replayed"] == 4
     assert running["startTime"] == "2026-11-21T09:30:00.250000Z"
     assert replay.started_at_of(running) == START  # read back exactly, for the cutoff
-    done = replay.succeeded(running, Progress(10, 9, 0), selection, now=now, started_at=START,
-                            generation=1)
+    done = replay.succeeded(
+        running, Progress(10, 9, 0), selection, now=now, started_at=START, generation=1
+    )
     assert (done["replayed"], done["skipped"]) == (9, 1)
     complete = done["conditions"][0]
     assert (complete["type"], complete["status"], complete["reason"]) == (
-        "Complete", "True", "Replayed")
-    nothing = replay.succeeded({}, Progress(0), selection, now=now, started_at=START,
-                               generation=1)
+        "Complete",
+        "True",
+        "Replayed",
+    )
+    nothing = replay.succeeded({}, Progress(0), selection, now=now, started_at=START, generation=1)
     assert nothing["conditions"][0]["reason"] == "NothingMatched"
-    dry = replay.succeeded({}, Progress(5), replay.select({"dryRun": True}, "team", START),
-                           now=now, started_at=START, generation=1, target_missing=2)
+    dry = replay.succeeded(
+        {},
+        Progress(5),
+        replay.select({"dryRun": True}, "team", START),
+        now=now,
+        started_at=START,
+        generation=1,
+        target_missing=2,
+    )
     assert (dry["matched"], dry["replayed"]) == (5, 0)
     assert "3 would be put back" in dry["message"] and "2 skipped" in dry["message"]
-    failed = replay.failed({}, "TargetNotFound", "no target", now=now, started_at=None,
-                           generation=1)
+    failed = replay.failed(
+        {}, "TargetNotFound", "no target", now=now, started_at=None, generation=1
+    )
     assert [c["type"] for c in failed["conditions"]] == ["Complete", "Failed"]
     waiting = replay.waiting({}, "waiting for PostgreSQL", now=now, generation=1)
     assert waiting["phase"] == "Pending"
@@ -140,10 +160,14 @@ def test_every_status_is_what_the_crd_declares() -> None:
 
 def test_the_running_condition_keeps_its_transition_time_across_batches() -> None:
     selection = replay.select({}, "team", START)
-    first = replay.running({}, Progress(10, 0), selection, now=START, started_at=START,
-                           generation=1)
+    first = replay.running(
+        {}, Progress(10, 0), selection, now=START, started_at=START, generation=1
+    )
     later = START + dt.timedelta(minutes=1)
-    second = replay.running(first, Progress(10, 5), selection, now=later, started_at=START,
-                            generation=1)
-    assert (second["conditions"][0]["lastTransitionTime"]
-            == first["conditions"][0]["lastTransitionTime"])
+    second = replay.running(
+        first, Progress(10, 5), selection, now=later, started_at=START, generation=1
+    )
+    assert (
+        second["conditions"][0]["lastTransitionTime"]
+        == first["conditions"][0]["lastTransitionTime"]
+    )

@@ -33,8 +33,7 @@ from tests.operator.cluster import (
 
 async def dead_letters(queue: Queue, target_name: str, n: int) -> list[uuid.UUID]:
     """``n`` jobs of ``target_name``, cancelled: ``n`` dead letters."""
-    ids = [(await queue.jobs.enqueue(job(f"default/{target_name}", {"n": i}))).id
-           for i in range(n)]
+    ids = [(await queue.jobs.enqueue(job(f"default/{target_name}", {"n": i}))).id for i in range(n)]
     assert len(await queue.jobs.cancel(ids)) == n
     return ids
 
@@ -50,8 +49,9 @@ def finished(k8s: Emulator, name: str) -> dict[str, Any]:
 
 
 async def wait_finished(k8s: Emulator, name: str, timeout: float = 10) -> dict[str, Any]:
-    found: dict[str, Any] = await eventually(lambda: finished(k8s, name), timeout=timeout,
-                                             message=f"DeadLetterReplay {name} finished")
+    found: dict[str, Any] = await eventually(
+        lambda: finished(k8s, name), timeout=timeout, message=f"DeadLetterReplay {name} finished"
+    )
     valid(k8s, DLR, name)
     return found
 
@@ -80,10 +80,15 @@ async def test_a_replay_puts_dead_letters_back_in_batches(
     uid = obj(k8s, DLR, "after-outage")["metadata"]["uid"]
     assert tag == f"DeadLetterReplay/default/after-outage/{uid}"
     # Progress was written between batches, as merge patches of /status.
-    progress = [r.data["status"] for r in list(k8s)
-                if r.resource is not None and r.resource.plural == "deadletterreplays"
-                and r.subresource == "status" and isinstance(r.data, dict)
-                and (r.data.get("status") or {}).get("phase") == "Running"]
+    progress = [
+        r.data["status"]
+        for r in list(k8s)
+        if r.resource is not None
+        and r.resource.plural == "deadletterreplays"
+        and r.subresource == "status"
+        and isinstance(r.data, dict)
+        and (r.data.get("status") or {}).get("phase") == "Running"
+    ]
     assert [p["replayed"] for p in progress] == [0, 2, 4]
     assert all(p["matched"] == 5 for p in progress)
     await eventually(lambda: events(k8s, "ReplayStarted", "after-outage"))
@@ -143,8 +148,7 @@ async def test_limit_and_job_ids_narrow_the_selection(
 ) -> None:
     await ready_target(k8s)
     ids = await dead_letters(queue, "hook", 5)
-    await create(k8s, DLR_URL, replay_manifest("two", jobIds=[str(i) for i in ids[:3]],
-                                               limit=2))
+    await create(k8s, DLR_URL, replay_manifest("two", jobIds=[str(i) for i in ids[:3]], limit=2))
     done = await wait_finished(k8s, "two")
     assert (done["matched"], done["replayed"]) == (2, 2)
     replayed = await queued_ids(queue)
@@ -169,7 +173,9 @@ async def test_dead_letters_of_a_deleted_target_replay_to_its_recreation(
 
 
 async def test_a_finished_replay_never_runs_again(
-    k8s: Emulator, start_operator: StartOperator, queue: Queue,
+    k8s: Emulator,
+    start_operator: StartOperator,
+    queue: Queue,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     first = await start_operator()
@@ -183,8 +189,10 @@ async def test_a_finished_replay_never_runs_again(
 
     caplog.set_level(logging.INFO, logger="kopf.objects")
     await start_operator()
-    await eventually(lambda: any("a finished replay never runs again" in r.getMessage()
-                                 for r in caplog.records), message="the resume was seen")
+    await eventually(
+        lambda: any("a finished replay never runs again" in r.getMessage() for r in caplog.records),
+        message="the resume was seen",
+    )
     assert status(k8s, DLR, "once") == done
     assert not await queued_ids(queue) & set(later)
 
@@ -197,12 +205,15 @@ async def test_an_operator_restart_in_the_middle_resumes_without_duplicates(
     ids = await dead_letters(queue, "hook", 40)
     # Each dead letter takes 100 ms to mark: the replay would take 4 s, twice what kopf
     # gives a handler to finish when it stops (then it cancels it).
-    await sql_exec(queue, """
+    await sql_exec(
+        queue,
+        """
         CREATE FUNCTION herald.test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$;
         CREATE TRIGGER test_slow BEFORE UPDATE ON herald.dead_letters
             FOR EACH ROW EXECUTE FUNCTION herald.test_slow();
-    """)
+    """,
+    )
     await create(k8s, DLR_URL, replay_manifest("big", target="hook"))
     await eventually(lambda: status(k8s, DLR, "big").get("replayed", 0) >= 4, timeout=10)
     await first.stop()

@@ -33,16 +33,24 @@ def replicas(k8s: Emulator) -> int:
 
 
 def scale_requests(k8s: Emulator, method: str) -> list[Any]:
-    return [r for r in list(k8s)
-            if r.resource is not None and r.resource.plural == "deployments"
-            and r.subresource == "scale" and r.method == method]
+    return [
+        r
+        for r in list(k8s)
+        if r.resource is not None
+        and r.resource.plural == "deployments"
+        and r.subresource == "scale"
+        and r.method == method
+    ]
 
 
 async def ticks(k8s: Emulator, n: int) -> None:
     """Wait until the scaler has read the Deployment's scale ``n`` more times."""
     start = len(scale_requests(k8s, "GET"))
-    await eventually(lambda: len(scale_requests(k8s, "GET")) >= start + n, timeout=10,
-                     message=f"{n} scaling ticks")
+    await eventually(
+        lambda: len(scale_requests(k8s, "GET")) >= start + n,
+        timeout=10,
+        message=f"{n} scaling ticks",
+    )
 
 
 async def enqueue(queue: Queue, target: str, n: int) -> None:
@@ -61,14 +69,14 @@ async def test_scales_up_to_ready_jobs_and_tells_why(
     assert patches[0].headers["Content-Type"] == "application/merge-patch+json"
     scaled = await eventually(lambda: events(k8s, "WorkersScaledUp", WORKER))
     involved = scaled[0]["involvedObject"]
-    assert (involved["kind"], involved["name"], involved["namespace"]) == (
-        "Deployment", WORKER, NS)
+    assert (involved["kind"], involved["name"], involved["namespace"]) == ("Deployment", WORKER, NS)
     assert involved["uid"] == obj(k8s, DEPLOY, WORKER)["metadata"]["uid"]
     assert "from 1 to 4" in scaled[0]["message"] and "35 ready job(s)" in scaled[0]["message"]
     port = running.settings.metrics_port
-    async with aiohttp.ClientSession() as http, http.get(
-        f"http://127.0.0.1:{port}/metrics"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
         text = await response.text()
     assert "herald_operator_desired_worker_replicas 4.0" in text
     assert "herald_operator_ready_jobs 35.0" in text
@@ -114,8 +122,10 @@ async def test_a_dip_within_the_window_keeps_the_workers(
 ) -> None:
     await start_operator(scaling=True, jobs_per_replica=10, scale_down_stabilization=60)
     await register(queue, "hook")
-    ids = [r.id for r in await queue.jobs.enqueue_many(
-        [job("default/hook", {"n": i}) for i in range(40)])]
+    ids = [
+        r.id
+        for r in await queue.jobs.enqueue_many([job("default/hook", {"n": i}) for i in range(40)])
+    ]
     await eventually(lambda: replicas(k8s) == 4)
     await queue.jobs.cancel(ids)  # the queue is empty now
     await ticks(k8s, 5)

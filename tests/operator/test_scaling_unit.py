@@ -21,14 +21,21 @@ class Clock:
 
 
 def scaler(clock: Clock, **policy: float) -> Scaler:
-    values = {"minimum": 1, "maximum": 10, "jobs_per_replica": 100, "max_step": 10,
-              "cooldown": 0, "down_stabilization": 300}
+    values = {
+        "minimum": 1,
+        "maximum": 10,
+        "jobs_per_replica": 100,
+        "max_step": 10,
+        "cooldown": 0,
+        "down_stabilization": 300,
+    }
     values.update(policy)
     return Scaler(ScalingPolicy(**values), clock)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("ready", "expected"),
-                         [(0, 1), (1, 1), (100, 1), (101, 2), (950, 10), (10**6, 10)])
+@pytest.mark.parametrize(
+    ("ready", "expected"), [(0, 1), (1, 1), (100, 1), (101, 2), (950, 10), (10**6, 10)]
+)
 def test_recommendation_is_clamped_ceiling(ready: int, expected: int) -> None:
     assert ScalingPolicy(minimum=1, maximum=10, jobs_per_replica=100).recommend(ready) == expected
 
@@ -110,8 +117,14 @@ def test_scale_to_zero_when_the_minimum_is_zero() -> None:
 
 @pytest.mark.parametrize(
     "policy",
-    [{"minimum": -1}, {"minimum": 5, "maximum": 4}, {"maximum": 0}, {"jobs_per_replica": 0},
-     {"max_step": 0}, {"cooldown": -1}],
+    [
+        {"minimum": -1},
+        {"minimum": 5, "maximum": 4},
+        {"maximum": 0},
+        {"jobs_per_replica": 0},
+        {"max_step": 0},
+        {"cooldown": -1},
+    ],
 )
 def test_bad_policies_are_refused(policy: dict[str, int]) -> None:
     with pytest.raises(ValueError):

@@ -54,22 +54,35 @@ async def test_a_target_becomes_ready_and_is_registered(
     live = await eventually(lambda: status(k8s, PT, "hook").get("circuit"))
     assert live["state"] == "closed"
     assert status(k8s, PT, "hook")["depth"] == {
-        "high": 0, "medium": 0, "low": 0, "total": 0, "ready": 0,
+        "high": 0,
+        "medium": 0,
+        "low": 0,
+        "total": 0,
+        "ready": 0,
     }
     valid(k8s, PT, "hook")
     # Status goes through the status subresource, never a PUT.
-    writes = [r for r in list(k8s) if r.resource is not None and r.resource.plural ==
-              "publishingtargets" and r.method in ("PUT", "PATCH", "POST")]
+    writes = [
+        r
+        for r in list(k8s)
+        if r.resource is not None
+        and r.resource.plural == "publishingtargets"
+        and r.method in ("PUT", "PATCH", "POST")
+    ]
     assert not [r for r in writes if r.method == "PUT"]
-    assert any(r.subresource == "status" and "conditions" in (r.data.get("status") or {})
-               for r in writes if isinstance(r.data, dict))
-    assert not [r for r in writes if r.subresource is None and isinstance(r.data, dict)
-                and "status" in r.data]
+    assert any(
+        r.subresource == "status" and "conditions" in (r.data.get("status") or {})
+        for r in writes
+        if isinstance(r.data, dict)
+    )
+    assert not [
+        r
+        for r in writes
+        if r.subresource is None and isinstance(r.data, dict) and "status" in r.data
+    ]
 
 
-async def test_metrics_and_liveness_are_served(
-    k8s: Emulator, operator: RunningOperator
-) -> None:
+async def test_metrics_and_liveness_are_served(k8s: Emulator, operator: RunningOperator) -> None:
     await create(k8s, PT_URL, target("hook"))
     await wait_ready(k8s, "hook")
     settings = operator.settings
@@ -83,8 +96,10 @@ async def test_metrics_and_liveness_are_served(
         text = await eventually(
             lambda: _with(metrics(), lambda t: 'herald_operator_targets{ready="True"} 1.0' in t)
         )
-        assert 'herald_operator_reconciliations_total{kind="PublishingTarget",result="success"}' \
+        assert (
+            'herald_operator_reconciliations_total{kind="PublishingTarget",result="success"}'
             in text
+        )
         assert "herald_operator_desired_worker_replicas" in text
         async with http.get(f"http://127.0.0.1:{settings.health_port}/healthz") as r:
             assert r.status == 200
@@ -167,8 +182,9 @@ async def test_a_spec_change_is_registered_and_observed(
 async def test_status_follows_the_queue_and_the_circuit(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:
-    await create(k8s, PT_URL, target("hook", circuitBreaker={"failureThreshold": 1,
-                                                             "openSeconds": 0.3}))
+    await create(
+        k8s, PT_URL, target("hook", circuitBreaker={"failureThreshold": 1, "openSeconds": 0.3})
+    )
     await wait_ready(k8s, "hook")
     for priority, count in ((Priority.HIGH, 3), (Priority.MEDIUM, 2), (Priority.LOW, 1)):
         for _ in range(count):
@@ -247,15 +263,17 @@ async def test_deletion_waits_while_postgresql_is_down(
     async with database_outage(pg_admin_url, db_url):
         await k8s.delete(f"{PT_URL}/held")
         retried = await eventually(
-            lambda: _retries(obj(k8s, PT, "held"), "delete") >= 1, timeout=15,
+            lambda: _retries(obj(k8s, PT, "held"), "delete") >= 1,
+            timeout=15,
             message="the delete handler retried",
         )
         assert retried
         held = obj(k8s, PT, "held")
         assert held["metadata"]["deletionTimestamp"]
         assert "herald.dev/finalizer" in held["metadata"]["finalizers"]
-    await eventually(lambda: not obj(k8s, PT, "held"), timeout=15,
-                     message="released once PostgreSQL is back")
+    await eventually(
+        lambda: not obj(k8s, PT, "held"), timeout=15, message="released once PostgreSQL is back"
+    )
     await queue.pool.check()  # the outage closed the test's own connections too
     rows = await sql_rows(queue, "SELECT job_id, reason FROM herald.dead_letters")
     assert [(r["job_id"], r["reason"]) for r in rows] == [(queued, "target-deleted")]

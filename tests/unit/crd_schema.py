@@ -121,14 +121,17 @@ def to_json_schema(node: Mapping[str, Any], *, strict: bool = True) -> Schema:
     ``strict``: objects with ``properties`` reject unknown fields (``kubectl``'s default)."""
     out: Schema = {}
     for key, value in node.items():
-        if key.startswith("x-kubernetes-") or key in ("nullable", "exclusiveMinimum",
-                                                       "exclusiveMaximum", "default"):
+        if key.startswith("x-kubernetes-") or key in (
+            "nullable",
+            "exclusiveMinimum",
+            "exclusiveMaximum",
+            "default",
+        ):
             continue
         if key == "properties":
             out[key] = {name: to_json_schema(sub, strict=strict) for name, sub in value.items()}
         elif key in ("additionalProperties", "items", "not"):
-            out[key] = (to_json_schema(value, strict=strict) if isinstance(value, Mapping)
-                        else value)
+            out[key] = to_json_schema(value, strict=strict) if isinstance(value, Mapping) else value
         elif key in ("allOf", "anyOf", "oneOf"):
             out[key] = [to_json_schema(sub, strict=strict) for sub in value]
         elif key == "pattern":
@@ -147,9 +150,13 @@ def to_json_schema(node: Mapping[str, Any], *, strict: bool = True) -> Schema:
         out["type"] = [*(kinds if isinstance(kinds, list) else [kinds]), "null"]
         if "enum" in out:
             out["enum"] = [*out["enum"], None]
-    if (strict and node.get("type") == "object" and "properties" in node
-            and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")):
+    if (
+        strict
+        and node.get("type") == "object"
+        and "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -166,8 +173,11 @@ FORMAT_CHECKER = jsonschema.FormatChecker(formats=())
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
 )
-_UUID = re.compile(r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-                   r"|[0-9a-f]{32})\Z", re.IGNORECASE)
+_UUID = re.compile(
+    r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"|[0-9a-f]{32})\Z",
+    re.IGNORECASE,
+)
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -261,10 +271,13 @@ def to_cel(schema: Mapping[str, Any], value: Any) -> Any:
                 {celtypes.StringType(k): to_cel(extra, v) for k, v in value.items()}
             )
         if props:
-            return celtypes.MapType({
-                celtypes.StringType(k): to_cel(props[k], v) for k, v in value.items()
-                if k in props  # unknown fields are pruned before the rules run
-            })
+            return celtypes.MapType(
+                {
+                    celtypes.StringType(k): to_cel(props[k], v)
+                    for k, v in value.items()
+                    if k in props  # unknown fields are pruned before the rules run
+                }
+            )
         return json_to_cel(value)
     if kind == "array":
         return celtypes.ListType([to_cel(schema.get("items", {}), v) for v in value])
@@ -302,8 +315,9 @@ class Problem:
         return f"{self.path or '<root>'}: {self.message}"
 
 
-def check_rules(schema: Mapping[str, Any], new: Any, old: Any = None,
-                path: str = "") -> list[Problem]:
+def check_rules(
+    schema: Mapping[str, Any], new: Any, old: Any = None, path: str = ""
+) -> list[Problem]:
     """Every ``x-kubernetes-validations`` rule that ``new`` breaks (``old``: on update)."""
     problems: list[Problem] = []
     if new is None:
@@ -322,8 +336,7 @@ def check_rules(schema: Mapping[str, Any], new: Any, old: Any = None,
             problems.append(Problem(path, f"{message} (evaluation error: {exc.args[0]})", rule))
             continue
         if isinstance(result, CELEvalError):
-            problems.append(Problem(path, f"{message} (evaluation error: {result.args[0]})",
-                                    rule))
+            problems.append(Problem(path, f"{message} (evaluation error: {result.args[0]})", rule))
         elif not isinstance(result, celtypes.BoolType) or not result:
             problems.append(Problem(path, message, rule))
     old_map = old if isinstance(old, Mapping) else {}
@@ -344,9 +357,7 @@ def check_rules(schema: Mapping[str, Any], new: Any, old: Any = None,
 # --- all together --------------------------------------------------------------------------
 
 
-def validate(manifest: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> (
-    list[Problem]
-):
+def validate(manifest: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[Problem]:
     """Why the apiserver (with ``kubectl``'s strict field validation) would reject
     ``manifest``, created or (with ``old``, the stored object) updated; [] if it would not."""
     kind = manifest["kind"]
@@ -354,8 +365,9 @@ def validate(manifest: Mapping[str, Any], old: Mapping[str, Any] | None = None) 
     obj = apply_defaults(schema, manifest)
     problems = [
         Problem(format_path(error.absolute_path), _message(error))
-        for error in sorted(_validator(kind).iter_errors(obj),
-                            key=lambda e: [str(p) for p in e.absolute_path])
+        for error in sorted(
+            _validator(kind).iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]
+        )
     ]
     if problems:
         return problems

@@ -56,7 +56,8 @@ TARGETS = [(name, doc) for name, doc in EXAMPLES if doc["kind"] == "PublishingTa
 # (file, Secret name) -> Secret: a target's Secret is in the target's file.
 SECRETS = {
     (name.split(":")[0], doc["metadata"]["name"]): doc
-    for name, doc in EXAMPLES if doc["kind"] == "Secret"
+    for name, doc in EXAMPLES
+    if doc["kind"] == "Secret"
 }
 
 
@@ -68,14 +69,20 @@ def spec_schema(kind: str = "PublishingTarget") -> dict[str, Any]:
 
 NAMES = {
     "PublishingTarget": {
-        "kind": "PublishingTarget", "listKind": "PublishingTargetList",
-        "plural": "publishingtargets", "singular": "publishingtarget",
-        "shortNames": ["pt"], "categories": ["herald"],
+        "kind": "PublishingTarget",
+        "listKind": "PublishingTargetList",
+        "plural": "publishingtargets",
+        "singular": "publishingtarget",
+        "shortNames": ["pt"],
+        "categories": ["herald"],
     },
     "DeadLetterReplay": {
-        "kind": "DeadLetterReplay", "listKind": "DeadLetterReplayList",
-        "plural": "deadletterreplays", "singular": "deadletterreplay",
-        "shortNames": ["dlr"], "categories": ["herald"],
+        "kind": "DeadLetterReplay",
+        "listKind": "DeadLetterReplayList",
+        "plural": "deadletterreplays",
+        "singular": "deadletterreplay",
+        "shortNames": ["dlr"],
+        "categories": ["herald"],
     },
 }
 
@@ -104,7 +111,8 @@ COLUMNS = {
 
 def test_crd_files_hold_both_kinds() -> None:
     assert sorted(p.name for p in CRD_DIR.glob("*.yaml")) == [
-        "deadletterreplays.yaml", "publishingtargets.yaml"
+        "deadletterreplays.yaml",
+        "publishingtargets.yaml",
     ]
     assert sorted(crds()) == sorted(KINDS)
 
@@ -179,7 +187,12 @@ def test_status_is_fully_described(kind: str) -> None:
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     condition = conditions["items"]
     assert set(condition["properties"]) == {
-        "type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
     }
     assert condition["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
     assert condition["properties"]["lastTransitionTime"]["format"] == "date-time"
@@ -188,14 +201,25 @@ def test_status_is_fully_described(kind: str) -> None:
 def test_publishing_target_status_fields() -> None:
     status = schema_of("PublishingTarget")["properties"]["status"]["properties"]
     assert set(status) == {
-        "observedGeneration", "conditions", "circuit", "depth", "paused", "pausedReason",
-        "lastDeliveryTime", "lastError", "delivered", "deadLettered", "failedAttempts",
+        "observedGeneration",
+        "conditions",
+        "circuit",
+        "depth",
+        "paused",
+        "pausedReason",
+        "lastDeliveryTime",
+        "lastError",
+        "delivered",
+        "deadLettered",
+        "failedAttempts",
     }
     assert status["circuit"]["properties"]["state"]["enum"] == ["closed", "open", "half_open"]
     assert status["circuit"]["properties"]["openUntil"]["nullable"] is True
     assert set(status["depth"]["properties"]) == {"high", "medium", "low", "total", "ready"}
     assert status["lastError"]["properties"]["class"]["enum"] == [
-        "transient", "permanent", "unknown"
+        "transient",
+        "permanent",
+        "unknown",
     ]
     for counter in ("delivered", "deadLettered", "failedAttempts"):
         assert status[counter]["format"] == "int64"
@@ -204,8 +228,15 @@ def test_publishing_target_status_fields() -> None:
 def test_dead_letter_replay_status_fields() -> None:
     status = schema_of("DeadLetterReplay")["properties"]["status"]["properties"]
     assert set(status) == {
-        "phase", "matched", "replayed", "skipped", "startTime", "completionTime",
-        "observedGeneration", "message", "conditions",
+        "phase",
+        "matched",
+        "replayed",
+        "skipped",
+        "startTime",
+        "completionTime",
+        "observedGeneration",
+        "message",
+        "conditions",
     }
     assert status["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed"]
 
@@ -228,16 +259,18 @@ def test_defaults_are_valid(kind: str) -> None:
 
 
 def test_schema_converter_handles_openapi_specifics() -> None:
-    converted = to_json_schema({
-        "type": "object",
-        "description": "d",
-        "properties": {
-            "a": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1},
-            "b": {"type": "string", "nullable": True, "enum": ["x"]},
-            "c": {"x-kubernetes-int-or-string": True, "pattern": "^a$"},
-        },
-        "x-kubernetes-validations": [{"rule": "true"}],
-    })
+    converted = to_json_schema(
+        {
+            "type": "object",
+            "description": "d",
+            "properties": {
+                "a": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1},
+                "b": {"type": "string", "nullable": True, "enum": ["x"]},
+                "c": {"x-kubernetes-int-or-string": True, "pattern": "^a$"},
+            },
+            "x-kubernetes-validations": [{"rule": "true"}],
+        }
+    )
     assert converted == {
         "type": "object",
         "description": "d",
@@ -254,15 +287,20 @@ def test_defaulting_follows_the_apiserver() -> None:
     schema = spec_schema()
     defaulted = apply_defaults(schema, {"type": "pagerduty", "retry": None, "headers": None})
     assert defaulted["retry"] == {
-        "maxAttempts": 5, "initialBackoffSeconds": 2, "maxBackoffSeconds": 30,
-        "multiplier": 2, "jitterSeconds": 1,
+        "maxAttempts": 5,
+        "initialBackoffSeconds": 2,
+        "maxBackoffSeconds": 30,
+        "multiplier": 2,
+        "jitterSeconds": 1,
     }
     assert defaulted["headers"] == {}
     assert "rateLimit" not in defaulted and "url" not in defaulted
     # A value given is kept; its siblings are defaulted.
     partial = apply_defaults(schema, {"type": "webhook", "circuitBreaker": {"openSeconds": 5}})
     assert partial["circuitBreaker"] == {
-        "failureThreshold": 5, "openSeconds": 5, "halfOpenProbes": 1
+        "failureThreshold": 5,
+        "openSeconds": 5,
+        "halfOpenProbes": 1,
     }
 
 
@@ -271,8 +309,12 @@ def test_defaulting_follows_the_apiserver() -> None:
 
 def test_examples_exist() -> None:
     names = {path.name for path in EXAMPLES_DIR.glob("*.yaml")}
-    assert {"webhook-target.yaml", "slack-target.yaml", "pagerduty-target.yaml",
-            "deadletterreplay.yaml"} <= names
+    assert {
+        "webhook-target.yaml",
+        "slack-target.yaml",
+        "pagerduty-target.yaml",
+        "deadletterreplay.yaml",
+    } <= names
     assert {doc["spec"]["type"] for _, doc in TARGETS} == {"webhook", "slack", "pagerduty"}
     assert (EXAMPLES_DIR / "README.md").is_file()
 
@@ -326,11 +368,11 @@ def leaf_paths(value: Any, path: str = "") -> Iterator[str]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_examples_show_every_spec_field(kind: str) -> None:
     shown = {
-        path for _, doc in RESOURCES if doc["kind"] == kind
-        for path in leaf_paths(doc["spec"])
+        path for _, doc in RESOURCES if doc["kind"] == kind for path in leaf_paths(doc["spec"])
     }
     fields = {
-        path for path, node in walk(spec_schema(kind))
+        path
+        for path, node in walk(spec_schema(kind))
         if path and "*" not in path and node["type"] != "object"
     }
     assert fields - shown == set()
@@ -339,9 +381,7 @@ def test_examples_show_every_spec_field(kind: str) -> None:
 def test_webhook_example_sets_every_field_but_the_schedule() -> None:
     [doc] = [d for _, d in TARGETS if d["spec"]["type"] == "webhook"]
     assert set(doc["spec"]) == set(spec_schema()["properties"])
-    fields = {
-        path for path, node in walk(spec_schema()) if "." in path and "*" not in path
-    }
+    fields = {path for path, node in walk(spec_schema()) if "." in path and "*" not in path}
     assert fields - set(leaf_paths(doc["spec"])) == {"retry.scheduleSeconds"}
 
 
@@ -351,14 +391,29 @@ MINIMAL_SPECS: list[dict[str, Any]] = [
     {"type": "pagerduty"},
     {"type": "webhook", "url": "https://hooks.example.com/x"},
     {"type": "slack", "secretRef": {"name": "team-chat"}},
-    {"type": "webhook", "url": "http://receiver.default.svc:8080/hook",
-     "timeoutSeconds": None, "retry": None, "circuitBreaker": None, "headers": None},
-    {"type": "webhook", "url": "https://hooks.example.com/x",
-     "retry": {"scheduleSeconds": [60, 300, 900, 3600, 14400], "maxAttempts": 6}},
-    {"type": "webhook", "url": "https://hooks.example.com/x",
-     "rateLimit": {"requestsPerSecond": 2.5}},
-    {"type": "webhook", "url": "https://hooks.example.com/x",
-     "rateLimit": {"requestsPerSecond": 0.1}},
+    {
+        "type": "webhook",
+        "url": "http://receiver.default.svc:8080/hook",
+        "timeoutSeconds": None,
+        "retry": None,
+        "circuitBreaker": None,
+        "headers": None,
+    },
+    {
+        "type": "webhook",
+        "url": "https://hooks.example.com/x",
+        "retry": {"scheduleSeconds": [60, 300, 900, 3600, 14400], "maxAttempts": 6},
+    },
+    {
+        "type": "webhook",
+        "url": "https://hooks.example.com/x",
+        "rateLimit": {"requestsPerSecond": 2.5},
+    },
+    {
+        "type": "webhook",
+        "url": "https://hooks.example.com/x",
+        "rateLimit": {"requestsPerSecond": 0.1},
+    },
 ]
 DEFAULT_CASES = [doc["spec"] for _, doc in TARGETS] + MINIMAL_SPECS
 
@@ -366,8 +421,17 @@ DEFAULT_CASES = [doc["spec"] for _, doc in TARGETS] + MINIMAL_SPECS
 @pytest.mark.parametrize("spec", DEFAULT_CASES)
 def test_crd_defaults_equal_herald_defaults(spec: dict[str, Any]) -> None:
     """What the apiserver stores is what Herald registers, field for field."""
-    assert validate({"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-                     "metadata": {"name": "t"}, "spec": spec}) == []
+    assert (
+        validate(
+            {
+                "apiVersion": "herald.dev/v1alpha1",
+                "kind": "PublishingTarget",
+                "metadata": {"name": "t"},
+                "spec": spec,
+            }
+        )
+        == []
+    )
     defaulted = apply_defaults(spec_schema(), spec)
     herald = parse_spec(spec).to_config()
     rate = spec.get("rateLimit")
@@ -404,7 +468,8 @@ BOUNDS = list(numeric_bounds())
 def probe_spec(path: str, value: Any) -> dict[str, Any]:
     """A valid spec (whatever the bound probed) with ``value`` at ``path``."""
     spec: dict[str, Any] = {
-        "type": "webhook", "url": "https://hooks.example.com/x",
+        "type": "webhook",
+        "url": "https://hooks.example.com/x",
         "retry": {"initialBackoffSeconds": 0, "maxBackoffSeconds": 86400},
         "rateLimit": {"requestsPerSecond": 1},
     }
@@ -419,13 +484,19 @@ def probe_spec(path: str, value: Any) -> dict[str, Any]:
     return spec
 
 
-@pytest.mark.parametrize(("path", "what", "value", "valid"), BOUNDS,
-                         ids=[f"{p}-{w}" for p, w, _, _ in BOUNDS])
-def test_crd_bounds_equal_herald_bounds(path: str, what: str, value: float,
-                                        valid: bool) -> None:
+@pytest.mark.parametrize(
+    ("path", "what", "value", "valid"), BOUNDS, ids=[f"{p}-{w}" for p, w, _, _ in BOUNDS]
+)
+def test_crd_bounds_equal_herald_bounds(path: str, what: str, value: float, valid: bool) -> None:
     spec = probe_spec(path, value)
-    problems = validate({"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-                         "metadata": {"name": "t"}, "spec": spec})
+    problems = validate(
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "PublishingTarget",
+            "metadata": {"name": "t"},
+            "spec": spec,
+        }
+    )
     herald_error: str | None = None
     try:
         parse_spec(spec)
@@ -438,13 +509,21 @@ def test_crd_bounds_equal_herald_bounds(path: str, what: str, value: float,
         assert herald_error is not None and f"spec.{path.removesuffix('[*]')}" in herald_error
 
 
-@pytest.mark.parametrize(("steps", "valid"), [(0, False), (1, True), (100, True),
-                                              (101, False)])
+@pytest.mark.parametrize(("steps", "valid"), [(0, False), (1, True), (100, True), (101, False)])
 def test_schedule_length_bounds_agree(steps: int, valid: bool) -> None:
-    spec = {"type": "webhook", "url": "https://hooks.example.com/x",
-            "retry": {"scheduleSeconds": [1] * steps}}
-    problems = validate({"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-                         "metadata": {"name": "t"}, "spec": spec})
+    spec = {
+        "type": "webhook",
+        "url": "https://hooks.example.com/x",
+        "retry": {"scheduleSeconds": [1] * steps},
+    }
+    problems = validate(
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "PublishingTarget",
+            "metadata": {"name": "t"},
+            "spec": spec,
+        }
+    )
     assert (problems == []) is valid
     if valid:
         parse_spec(spec)
@@ -453,16 +532,25 @@ def test_schedule_length_bounds_agree(steps: int, valid: bool) -> None:
             parse_spec(spec)
 
 
-@pytest.mark.parametrize(("spec", "valid"), [
-    ({"type": "pagerduty"}, True),
-    ({"type": "slack", "secretRef": {"name": "s"}}, True),
-    ({"type": "webhook", "url": "https://hooks.example.com/x"}, True),
-    ({"type": "slack"}, False),
-    ({"type": "webhook", "headers": {"X-Url": "https://hooks.example.com/x"}}, False),
-])
+@pytest.mark.parametrize(
+    ("spec", "valid"),
+    [
+        ({"type": "pagerduty"}, True),
+        ({"type": "slack", "secretRef": {"name": "s"}}, True),
+        ({"type": "webhook", "url": "https://hooks.example.com/x"}, True),
+        ({"type": "slack"}, False),
+        ({"type": "webhook", "headers": {"X-Url": "https://hooks.example.com/x"}}, False),
+    ],
+)
 def test_url_rule(spec: dict[str, Any], valid: bool) -> None:
-    problems = validate({"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-                         "metadata": {"name": "t"}, "spec": spec})
+    problems = validate(
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "PublishingTarget",
+            "metadata": {"name": "t"},
+            "spec": spec,
+        }
+    )
     assert (problems == []) is valid, problems
     if not valid:
         assert problems[0].message.startswith("url is required unless")
@@ -492,8 +580,14 @@ URL_CASES = [(u, True) for u in URLS_BOTH_ACCEPT] + [(u, False) for u in URLS_BO
 @pytest.mark.parametrize(("url", "valid"), URL_CASES)
 def test_url_checks_agree(url: str, valid: bool) -> None:
     spec = {"type": "webhook", "url": url}
-    problems = validate({"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-                         "metadata": {"name": "t"}, "spec": spec})
+    problems = validate(
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "PublishingTarget",
+            "metadata": {"name": "t"},
+            "spec": spec,
+        }
+    )
     assert (problems == []) is valid, problems
     assert all(p.path == "spec.url" for p in problems)
     assert (check_url(url) is None) is valid
@@ -501,14 +595,23 @@ def test_url_checks_agree(url: str, valid: bool) -> None:
 
 def test_url_with_whitespace_is_rejected_by_both() -> None:
     url = "https://hooks example.com/x"
-    assert validate({"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-                     "metadata": {"name": "t"}, "spec": {"type": "webhook", "url": url}})
+    assert validate(
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "PublishingTarget",
+            "metadata": {"name": "t"},
+            "spec": {"type": "webhook", "url": url},
+        }
+    )
     assert check_url(url) == f"must not contain whitespace: {url!r}"
 
 
 def test_crd_reserved_headers_are_heralds() -> None:
-    [rule] = [spec["rule"] for _, path, spec in crd_schema.all_rules()
-              if path == "spec.headers" and "lowerAscii" in spec["rule"]]
+    [rule] = [
+        spec["rule"]
+        for _, path, spec in crd_schema.all_rules()
+        if path == "spec.headers" and "lowerAscii" in spec["rule"]
+    ]
     assert set(re.findall(r"'([^']+)'", rule)) == RESERVED_HEADERS
 
 
@@ -516,8 +619,14 @@ def test_crd_reserved_headers_are_heralds() -> None:
 def test_reserved_headers_rejected_in_any_case(header: str) -> None:
     for name in (header, header.upper(), header.title()):
         spec = {"type": "webhook", "url": "https://hooks.example.com/x", "headers": {name: "x"}}
-        problems = validate({"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-                             "metadata": {"name": "t"}, "spec": spec})
+        problems = validate(
+            {
+                "apiVersion": "herald.dev/v1alpha1",
+                "kind": "PublishingTarget",
+                "metadata": {"name": "t"},
+                "spec": spec,
+            }
+        )
         assert [p.path for p in problems] == ["spec.headers"], name
         assert "Herald sets them" in problems[0].message
         with pytest.raises(InvalidTarget, match=f"spec.headers.{re.escape(name)}"):
@@ -525,10 +634,22 @@ def test_reserved_headers_rejected_in_any_case(header: str) -> None:
 
 
 def test_lookalike_headers_are_allowed() -> None:
-    spec = {"type": "webhook", "url": "https://hooks.example.com/x",
-            "headers": {"X-Webhook-Id": "a", "Hostname": "b", "Authorization": "Bearer c"}}
-    assert validate({"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-                     "metadata": {"name": "t"}, "spec": spec}) == []
+    spec = {
+        "type": "webhook",
+        "url": "https://hooks.example.com/x",
+        "headers": {"X-Webhook-Id": "a", "Hostname": "b", "Authorization": "Bearer c"},
+    }
+    assert (
+        validate(
+            {
+                "apiVersion": "herald.dev/v1alpha1",
+                "kind": "PublishingTarget",
+                "metadata": {"name": "t"},
+                "spec": spec,
+            }
+        )
+        == []
+    )
     assert parse_spec(spec).headers == spec["headers"]
 
 
@@ -537,8 +658,14 @@ def test_header_count_is_bounded_by_both() -> None:
     parse_spec has the same bound."""
     headers = {f"X-H{i}": "v" for i in range(65)}
     spec = {"type": "webhook", "url": "https://hooks.example.com/x", "headers": headers}
-    problems = validate({"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-                         "metadata": {"name": "t"}, "spec": spec})
+    problems = validate(
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "PublishingTarget",
+            "metadata": {"name": "t"},
+            "spec": spec,
+        }
+    )
     assert [p.path for p in problems] == ["spec.headers"]
     assert "too many properties" in problems[0].message
     with pytest.raises(InvalidTarget, match=r"spec\.headers: at most 64 headers, got 65"):
@@ -549,24 +676,30 @@ def test_header_count_is_bounded_by_both() -> None:
 
 
 def replay(spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "herald.dev/v1alpha1", "kind": "DeadLetterReplay",
-            "metadata": {"name": "r"}, "spec": spec}
+    return {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "DeadLetterReplay",
+        "metadata": {"name": "r"},
+        "spec": spec,
+    }
 
 
 def test_replay_defaults() -> None:
-    assert apply_defaults(spec_schema("DeadLetterReplay"), {}) == {"limit": 1000,
-                                                                   "dryRun": False}
+    assert apply_defaults(spec_schema("DeadLetterReplay"), {}) == {"limit": 1000, "dryRun": False}
     assert validate(replay({})) == []
 
 
-@pytest.mark.parametrize(("after", "before", "valid"), [
-    ("2026-11-20T00:00:00Z", "2026-11-20T00:00:01Z", True),
-    ("2026-11-20T00:00:00Z", "2026-11-20T00:00:00Z", False),
-    ("2026-11-20T00:00:00Z", "2026-11-19T23:59:59Z", False),
-    # Compared as instants, not as text: 01:00+02:00 is 23:00Z the day before.
-    ("2026-11-20T01:00:00+02:00", "2026-11-19T23:30:00Z", True),
-    ("2026-11-19T23:30:00Z", "2026-11-20T01:00:00+02:00", False),
-])
+@pytest.mark.parametrize(
+    ("after", "before", "valid"),
+    [
+        ("2026-11-20T00:00:00Z", "2026-11-20T00:00:01Z", True),
+        ("2026-11-20T00:00:00Z", "2026-11-20T00:00:00Z", False),
+        ("2026-11-20T00:00:00Z", "2026-11-19T23:59:59Z", False),
+        # Compared as instants, not as text: 01:00+02:00 is 23:00Z the day before.
+        ("2026-11-20T01:00:00+02:00", "2026-11-19T23:30:00Z", True),
+        ("2026-11-19T23:30:00Z", "2026-11-20T01:00:00+02:00", False),
+    ],
+)
 def test_replay_window_compares_instants(after: str, before: str, valid: bool) -> None:
     problems = validate(replay({"failedAfter": after, "failedBefore": before}))
     assert (problems == []) is valid, problems
@@ -625,10 +758,18 @@ def rejections(path: Path) -> tuple[dict[str, Any], list[Problem]]:
 def test_invalid_corpus_covers_the_brief() -> None:
     names = {path.stem for path in INVALID}
     assert {
-        "pt-type-not-in-enum", "pt-missing-type", "pt-max-backoff-below-initial",
-        "pt-negative-timeout", "pt-rate-limit-without-rps", "pt-reserved-header",
-        "pt-bad-secret-name", "pt-url-without-scheme", "dlr-window-reversed",
-        "dlr-bad-error-class", "dlr-job-ids-not-uuid", "dlr-spec-change",
+        "pt-type-not-in-enum",
+        "pt-missing-type",
+        "pt-max-backoff-below-initial",
+        "pt-negative-timeout",
+        "pt-rate-limit-without-rps",
+        "pt-reserved-header",
+        "pt-bad-secret-name",
+        "pt-url-without-scheme",
+        "dlr-window-reversed",
+        "dlr-bad-error-class",
+        "dlr-job-ids-not-uuid",
+        "dlr-spec-change",
     } <= names
 
 

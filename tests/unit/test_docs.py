@@ -25,8 +25,11 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_failure_table_matches_the_classifier() -> None:
-    rows = {line.split("|")[2].strip(): line.split("|")[1] for line in README.splitlines()
-            if line.startswith("| ") and line.count("|") == 4}
+    rows = {
+        line.split("|")[2].strip(): line.split("|")[1]
+        for line in README.splitlines()
+        if line.startswith("| ") and line.count("|") == 4
+    }
     transient = {int(n) for n in re.findall(r"\b(\d{3})\b", rows["transient"])}
     permanent = {int(n) for n in re.findall(r"\b(\d{3})\b", rows["permanent"])}
     assert transient == TRANSIENT_STATUSES

@@ -59,8 +59,9 @@ def fast_settings(**overrides: Any) -> WorkerSettings:
     return WorkerSettings(**values)
 
 
-def target_doc(name: str, url: str | None = None, namespace: str = "default",
-               **spec: Any) -> dict[str, Any]:
+def target_doc(
+    name: str, url: str | None = None, namespace: str = "default", **spec: Any
+) -> dict[str, Any]:
     """A PublishingTarget manifest (webhook unless ``type=`` says otherwise)."""
     body: dict[str, Any] = {"type": "webhook"}
     if url is not None:
@@ -75,8 +76,12 @@ def target_doc(name: str, url: str | None = None, namespace: str = "default",
 
 
 def secret_doc(name: str, namespace: str = "default", **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": namespace}, "stringData": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": data,
+    }
 
 
 def write_manifests(path: Path, docs: Iterable[dict[str, Any]]) -> Path:
@@ -183,21 +188,22 @@ class Worker:
     def queue(self) -> Queue:
         return self.running.queue
 
-    async def submit(self, target: str, payload: Any = DEFAULT_PAYLOAD, *, expect: int = 201,
-                     **fields: Any) -> dict[str, Any]:
+    async def submit(
+        self, target: str, payload: Any = DEFAULT_PAYLOAD, *, expect: int = 201, **fields: Any
+    ) -> dict[str, Any]:
         body = {"target": target, "payload": payload, **fields}
         async with self.http.post(f"{self.base}/v1/jobs", json=body) as r:
             answer = await r.json()
             assert r.status == expect, answer
             return dict(answer)
 
-    async def submit_many(self, target: str, payloads: Iterable[Any],
-                          **fields: Any) -> list[str]:
+    async def submit_many(self, target: str, payloads: Iterable[Any], **fields: Any) -> list[str]:
         ids: list[str] = []
         items = [{"target": target, "payload": p, **fields} for p in payloads]
         for chunk in range(0, len(items), 1000):
-            async with self.http.post(f"{self.base}/v1/jobs",
-                                      json=items[chunk:chunk + 1000]) as r:
+            async with self.http.post(
+                f"{self.base}/v1/jobs", json=items[chunk : chunk + 1000]
+            ) as r:
                 answer = await r.json()
                 assert r.status == 201, answer
                 ids += [j["id"] for j in answer["jobs"]]
@@ -289,22 +295,26 @@ async def all_in_state(queue: Queue, state: str, n: int, target: str | None = No
     return (await states(queue, target)).get(state, 0) == n
 
 
-async def wait_state(queue: Queue, state: str, n: int, *, target: str | None = None,
-                     timeout: float = 30.0) -> None:
+async def wait_state(
+    queue: Queue, state: str, n: int, *, target: str | None = None, timeout: float = 30.0
+) -> None:
     async def check() -> bool:
         return await all_in_state(queue, state, n, target)
 
     try:
-        await eventually(check, timeout=timeout, interval=0.05,
-                         message=f"{n} jobs {state}")
+        await eventually(check, timeout=timeout, interval=0.05, message=f"{n} jobs {state}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; states now: {await states(queue, target)}") from None
 
 
 async def circuit(queue: Queue, target: str) -> str:
-    return str(await sql_value(
-        queue, "SELECT circuit_state FROM herald.targets WHERE name = %s AND deleted_at IS NULL",
-        [target]))
+    return str(
+        await sql_value(
+            queue,
+            "SELECT circuit_state FROM herald.targets WHERE name = %s AND deleted_at IS NULL",
+            [target],
+        )
+    )
 
 
 # -- /metrics ------------------------------------------------------------------------------
@@ -318,8 +328,9 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     return out
 
 
-def metric(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
-           **labels: str) -> float:
+def metric(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
     """The sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))

@@ -36,8 +36,11 @@ def message(*alerts: dict[str, Any], status: str = "firing") -> dict[str, Any]:
         "status": status,
         "alerts": list(alerts),
         "groupLabels": {"alertname": "KubePodCrashLooping"},
-        "commonLabels": {"alertname": "KubePodCrashLooping", "namespace": "payments",
-                         "prometheus": "monitoring/k8s"},
+        "commonLabels": {
+            "alertname": "KubePodCrashLooping",
+            "namespace": "payments",
+            "prometheus": "monitoring/k8s",
+        },
         "commonAnnotations": {"runbook_url": "https://runbooks.example/KubePodCrashLooping"},
         "externalURL": "http://alertmanager.monitoring.svc:9093",
         "version": "4",
@@ -46,22 +49,32 @@ def message(*alerts: dict[str, Any], status: str = "firing") -> dict[str, Any]:
     }
 
 
-def pod_alert(pod: str, severity: str, fingerprint: str, status: str = "firing",
-              ends_at: str = "0001-01-01T00:00:00Z") -> dict[str, Any]:
+def pod_alert(
+    pod: str,
+    severity: str,
+    fingerprint: str,
+    status: str = "firing",
+    ends_at: str = "0001-01-01T00:00:00Z",
+) -> dict[str, Any]:
     return {
         "status": status,
-        "labels": {"alertname": "KubePodCrashLooping", "container": "api",
-                   "namespace": "payments", "pod": pod, "severity": severity,
-                   "prometheus": "monitoring/k8s"},
+        "labels": {
+            "alertname": "KubePodCrashLooping",
+            "container": "api",
+            "namespace": "payments",
+            "pod": pod,
+            "severity": severity,
+            "prometheus": "monitoring/k8s",
+        },
         "annotations": {
             "description": f"Pod payments/{pod} (api) is in waiting state (reason: "
-                           "\"CrashLoopBackOff\").",
+            '"CrashLoopBackOff").',
             "summary": "Pod is crash looping.",
         },
         "startsAt": "2026-11-20T09:58:12.345Z",
         "endsAt": ends_at,
         "generatorURL": "http://prometheus.monitoring.svc:9090/graph?g0.expr=max_over_time"
-                        "%28kube_pod_container_status_waiting_reason%5B5m%5D%29+%3E%3D+1",
+        "%28kube_pod_container_status_waiting_reason%5B5m%5D%29+%3E%3D+1",
         "fingerprint": fingerprint,
     }
 
@@ -76,20 +89,23 @@ THREE = message(
 # -- unit: jobs_from_message -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "severity", "expected"), [
-    ("firing", "critical", Priority.HIGH),
-    ("firing", "Critical", Priority.HIGH),
-    ("firing", "CRITICAL", Priority.HIGH),
-    ("resolved", "critical", Priority.LOW),
-    ("firing", "info", Priority.LOW),
-    ("resolved", "info", Priority.LOW),
-    ("resolved", "warning", Priority.LOW),
-    ("firing", "warning", Priority.MEDIUM),
-    ("firing", "none", Priority.MEDIUM),
-    ("firing", "page", Priority.MEDIUM),
-    ("firing", None, Priority.MEDIUM),
-    ("resolved", None, Priority.LOW),
-])
+@pytest.mark.parametrize(
+    ("status", "severity", "expected"),
+    [
+        ("firing", "critical", Priority.HIGH),
+        ("firing", "Critical", Priority.HIGH),
+        ("firing", "CRITICAL", Priority.HIGH),
+        ("resolved", "critical", Priority.LOW),
+        ("firing", "info", Priority.LOW),
+        ("resolved", "info", Priority.LOW),
+        ("resolved", "warning", Priority.LOW),
+        ("firing", "warning", Priority.MEDIUM),
+        ("firing", "none", Priority.MEDIUM),
+        ("firing", "page", Priority.MEDIUM),
+        ("firing", None, Priority.MEDIUM),
+        ("resolved", None, Priority.LOW),
+    ],
+)
 def test_priority_mapping(status: str, severity: str | None, expected: Priority) -> None:
     labels = {"alertname": "X"} | ({"severity": severity} if severity is not None else {})
     assert alertmanager.priority_of(status, labels) is expected
@@ -111,8 +127,14 @@ def test_one_job_per_alert_with_keys_and_a_one_alert_payload() -> None:
         assert payload["alerts"] == [alert], "the alert, unchanged"
         assert payload["status"] == "firing"
         assert payload["truncatedAlerts"] == 0
-        for key in ("receiver", "groupLabels", "commonLabels", "commonAnnotations",
-                    "externalURL", "groupKey"):
+        for key in (
+            "receiver",
+            "groupLabels",
+            "commonLabels",
+            "commonAnnotations",
+            "externalURL",
+            "groupKey",
+        ):
             assert payload[key] == THREE[key], key
         assert json.loads(job.payload_json) == payload
 
@@ -121,8 +143,10 @@ def test_idempotency_key_tells_a_resolve_and_a_new_firing_apart() -> None:
     firing = pod_alert("p", "critical", "fp1")
     resolved = pod_alert("p", "critical", "fp1", "resolved", "2026-11-20T10:30:00Z")
     refiring = {**firing, "startsAt": "2026-11-20T11:00:00Z"}
-    keys = [alertmanager.jobs_from_message(message(a), "hook", max_payload_bytes=MAX)[0]
-            for a in (firing, resolved, refiring, copy.deepcopy(firing))]
+    keys = [
+        alertmanager.jobs_from_message(message(a), "hook", max_payload_bytes=MAX)[0]
+        for a in (firing, resolved, refiring, copy.deepcopy(firing))
+    ]
     assert len({k.idempotency_key for k in keys[:3]}) == 3
     assert keys[3].idempotency_key == keys[0].idempotency_key, "a re-sent alert is the same"
     assert {k.ordering_key for k in keys} == {"alert:fp1"}, "one chain per alert"
@@ -130,8 +154,11 @@ def test_idempotency_key_tells_a_resolve_and_a_new_firing_apart() -> None:
 
 
 def test_fingerprint_is_computed_when_missing() -> None:
-    a = {"status": "firing", "labels": {"alertname": "A", "instance": "x"},
-         "startsAt": "2026-11-20T10:00:00Z"}
+    a = {
+        "status": "firing",
+        "labels": {"alertname": "A", "instance": "x"},
+        "startsAt": "2026-11-20T10:00:00Z",
+    }
     b = {**a, "labels": {"instance": "x", "alertname": "A"}}  # same labels, other order
     c = {**a, "labels": {"alertname": "A", "instance": "y"}}
     [ja] = alertmanager.jobs_from_message(message(a), "hook", max_payload_bytes=MAX)
@@ -164,15 +191,21 @@ BAD: list[tuple[str, Any, str]] = [
     ("labels empty", message({**GOOD, "labels": {}}), "alerts[0].labels"),
     ("label value a number", message({**GOOD, "labels": {"a": 1}}), "alerts[0].labels"),
     ("labels a list", message({**GOOD, "labels": ["a"]}), "alerts[0].labels"),
-    ("annotations not strings", message({**GOOD, "annotations": {"a": None}}),
-     "alerts[0].annotations"),
+    (
+        "annotations not strings",
+        message({**GOOD, "annotations": {"a": None}}),
+        "alerts[0].annotations",
+    ),
     ("startsAt missing", message(_without(GOOD, "startsAt")), "alerts[0].startsAt"),
     ("startsAt empty", message({**GOOD, "startsAt": ""}), "alerts[0].startsAt"),
     ("startsAt a number", message({**GOOD, "startsAt": 1}), "alerts[0].startsAt"),
     ("groupLabels a list", {**message(GOOD), "groupLabels": []}, "groupLabels"),
     ("commonLabels numbers", {**message(GOOD), "commonLabels": {"a": 1}}, "commonLabels"),
-    ("commonAnnotations a string", {**message(GOOD), "commonAnnotations": "x"},
-     "commonAnnotations"),
+    (
+        "commonAnnotations a string",
+        {**message(GOOD), "commonAnnotations": "x"},
+        "commonAnnotations",
+    ),
 ]
 
 
@@ -195,8 +228,14 @@ def test_an_alert_too_large_for_a_payload_is_refused() -> None:
 
 
 def manifests(tmp_path: Path, url: str) -> Path:
-    return write_manifests(tmp_path / "targets.yaml", [target_doc(
-        "oncall", url, retry={"maxAttempts": 5, **FAST_RETRY}, circuitBreaker=NO_BREAKER)])
+    return write_manifests(
+        tmp_path / "targets.yaml",
+        [
+            target_doc(
+                "oncall", url, retry={"maxAttempts": 5, **FAST_RETRY}, circuitBreaker=NO_BREAKER
+            )
+        ],
+    )
 
 
 async def test_alerts_become_jobs_delivered_once_each(db_url: str, tmp_path: Path) -> None:
@@ -222,7 +261,8 @@ async def test_alerts_become_jobs_delivered_once_each(db_url: str, tmp_path: Pat
         assert [j["id"] for j in again["jobs"]] == ids
         status, stats = await w.get("/v1/queue/stats")
         assert (stats["succeeded"], stats["queued"], stats["running"]) == (3, 0, 0), (
-            "no new job, so no new delivery")
+            "no new job, so no new delivery"
+        )
         assert len(rx.received) == 3
 
 
@@ -230,8 +270,7 @@ async def test_a_resolve_is_delivered_after_its_trigger(db_url: str, tmp_path: P
     """The trigger's first attempt fails (503) and its second is slow: the resolve, sent
     right after, still waits for the trigger to be delivered (ordering key)."""
     trigger = pod_alert("api-1", "critical", "c0ffee0000000001")
-    resolve = pod_alert("api-1", "critical", "c0ffee0000000001", "resolved",
-                        "2026-11-20T10:15:00Z")
+    resolve = pod_alert("api-1", "critical", "c0ffee0000000001", "resolved", "2026-11-20T10:15:00Z")
     other = pod_alert("api-2", "warning", "c0ffee0000000002")
 
     def script(n: int, body: bytes) -> Answer:
@@ -244,11 +283,11 @@ async def test_a_resolve_is_delivered_after_its_trigger(db_url: str, tmp_path: P
         TrackingReceiver(per_id(script)) as rx,
         worker(db_url, manifests(tmp_path, rx.url)) as w,
     ):
-        status, first = await w.post("/v1/alertmanager/oncall",
-                                     json=message(trigger, other))
+        status, first = await w.post("/v1/alertmanager/oncall", json=message(trigger, other))
         assert (status, first["created"]) == (200, 2), first
-        status, second = await w.post("/v1/alertmanager/oncall",
-                                      json=message(resolve, status="resolved"))
+        status, second = await w.post(
+            "/v1/alertmanager/oncall", json=message(resolve, status="resolved")
+        )
         assert (status, second["created"]) == (200, 1), second
         await wait_state(w.queue, "succeeded", 3)
 
@@ -258,10 +297,10 @@ async def test_a_resolve_is_delivered_after_its_trigger(db_url: str, tmp_path: P
             answers[r.webhook_id].append(r.answer.status)
         assert answers[trigger_id] == [503, 200]
         assert answers[resolve_id] == [200]
-        delivered_trigger = max(i.ended for i in rx.intervals
-                                if i.webhook_id == trigger_id)
+        delivered_trigger = max(i.ended for i in rx.intervals if i.webhook_id == trigger_id)
         [resolve_request] = [i for i in rx.intervals if i.webhook_id == resolve_id]
         assert resolve_request.started >= delivered_trigger, (
-            "the resolve was sent before its trigger was delivered")
+            "the resolve was sent before its trigger was delivered"
+        )
         status, shown = await w.get(f"/v1/jobs/{resolve_id}")
         assert shown["priority"] == "low"

@@ -51,25 +51,33 @@ async def rx() -> AsyncIterator[TrackingReceiver]:
 
 def api_manifests(tmp_path: Path, url: str) -> Path:
     retry = {"retry": {"maxAttempts": 5, **FAST_RETRY}, "circuitBreaker": NO_BREAKER}
-    return write_manifests(tmp_path / "targets.yaml", [
-        target_doc("hook", url, **retry),
-        target_doc("held", url, paused=True, **retry),  # its jobs stay queued
-        target_doc("reject", url + "?reject=1", **retry),  # its jobs die (400)
-        target_doc("elsewhere", url, namespace="team-b", **retry),
-    ])
+    return write_manifests(
+        tmp_path / "targets.yaml",
+        [
+            target_doc("hook", url, **retry),
+            target_doc("held", url, paused=True, **retry),  # its jobs stay queued
+            target_doc("reject", url + "?reject=1", **retry),  # its jobs die (400)
+            target_doc("elsewhere", url, namespace="team-b", **retry),
+        ],
+    )
 
 
 @pytest.fixture()
 async def api(db_url: str, tmp_path: Path, rx: TrackingReceiver) -> AsyncIterator[Worker]:
-    async with worker(db_url, api_manifests(tmp_path, rx.url),
-                      queue_settings=QueueSettings(max_payload_bytes=MAX_PAYLOAD)) as w:
+    async with worker(
+        db_url,
+        api_manifests(tmp_path, rx.url),
+        queue_settings=QueueSettings(max_payload_bytes=MAX_PAYLOAD),
+    ) as w:
         yield w
 
 
-def assert_error(status: int, body: Any, expected_status: int | tuple[int, int],
-                 field: str | None, what: str) -> None:
-    low, high = ((expected_status, expected_status) if isinstance(expected_status, int)
-                 else expected_status)
+def assert_error(
+    status: int, body: Any, expected_status: int | tuple[int, int], field: str | None, what: str
+) -> None:
+    low, high = (
+        (expected_status, expected_status) if isinstance(expected_status, int) else expected_status
+    )
     assert low <= status <= high, f"{what}: got {status} {body}"
     assert isinstance(body, dict) and "error" in body, f"{what}: not a JSON error: {body!r}"
     error = body["error"]
@@ -90,9 +98,13 @@ async def test_submit_one_many_and_duplicates(api: Worker, rx: TrackingReceiver)
     assert one["duplicate"] is False
     uuid.UUID(one["id"])
 
-    status, many = await api.post("/v1/jobs", json=[
-        {"target": "held", "payload": i, "priority": p}
-        for i, p in enumerate(["high", "medium", "low"])])
+    status, many = await api.post(
+        "/v1/jobs",
+        json=[
+            {"target": "held", "payload": i, "priority": p}
+            for i, p in enumerate(["high", "medium", "low"])
+        ],
+    )
     assert status == 201, many
     assert [j["state"] for j in many["jobs"]] == ["queued"] * 3
     assert len({j["id"] for j in many["jobs"]}) == 3
@@ -111,8 +123,14 @@ async def test_submit_one_many_and_duplicates(api: Worker, rx: TrackingReceiver)
     assert [j["duplicate"] for j in mixed["jobs"]] == [True, False]
 
     status, namespaced = await api.post(
-        "/v1/jobs", json={"target": "team-b/elsewhere", "payload": 1, "orderingKey": "o",
-                          "runAt": "2030-01-01T00:00:00Z"})
+        "/v1/jobs",
+        json={
+            "target": "team-b/elsewhere",
+            "payload": 1,
+            "orderingKey": "o",
+            "runAt": "2030-01-01T00:00:00Z",
+        },
+    )
     assert status == 201, namespaced
     assert namespaced["target"] == "team-b/elsewhere"
     status, bare = await api.post("/v1/jobs", json={"target": "elsewhere", "payload": 1})
@@ -126,13 +144,19 @@ async def test_get_job_from_tracker_and_from_database(api: Worker) -> None:
     await wait_state(api.queue, "succeeded", 1, target="hook")
     status, body = await api.get(f"/v1/jobs/{delivered['id']}")
     assert status == 200, body
-    assert (body["source"], body["state"], body["id"]) == ("tracker", "succeeded",
-                                                           delivered["id"])
+    assert (body["source"], body["state"], body["id"]) == ("tracker", "succeeded", delivered["id"])
     assert body["target"] == "default/hook"
 
-    _, waiting = await api.post("/v1/jobs", json={
-        "target": "held", "payload": {"w": [1, 2]}, "priority": "low",
-        "idempotencyKey": "ik", "orderingKey": "ok"})
+    _, waiting = await api.post(
+        "/v1/jobs",
+        json={
+            "target": "held",
+            "payload": {"w": [1, 2]},
+            "priority": "low",
+            "idempotencyKey": "ik",
+            "orderingKey": "ok",
+        },
+    )
     status, body = await api.get(f"/v1/jobs/{waiting['id']}")
     assert status == 200, body
     assert body["source"] == "database", "a queued job may be taken by another replica"
@@ -145,8 +169,9 @@ async def test_get_job_from_tracker_and_from_database(api: Worker) -> None:
 async def test_list_jobs_filters_and_paging(api: Worker) -> None:
     ids = []
     for i, priority in enumerate(["high", "low", "high", "medium", "high"]):
-        _, j = await api.post("/v1/jobs", json={"target": "held", "payload": i,
-                                                "priority": priority})
+        _, j = await api.post(
+            "/v1/jobs", json={"target": "held", "payload": i, "priority": priority}
+        )
         ids.append(j["id"])
     _, other = await api.post("/v1/jobs", json={"target": "hook", "payload": "x"})
     await wait_state(api.queue, "succeeded", 1, target="hook")
@@ -192,8 +217,9 @@ async def test_cancel(api: Worker) -> None:
 
 
 async def test_queue_stats_and_targets(api: Worker) -> None:
-    await api.post("/v1/jobs", json=[{"target": "held", "payload": i, "priority": "high"}
-                                     for i in range(3)])
+    await api.post(
+        "/v1/jobs", json=[{"target": "held", "payload": i, "priority": "high"} for i in range(3)]
+    )
     await api.post("/v1/jobs", json={"target": "hook", "payload": 0})
     await api.post("/v1/jobs", json={"target": "reject", "payload": 0})
     await wait_state(api.queue, "succeeded", 1, target="hook")
@@ -211,8 +237,7 @@ async def test_queue_stats_and_targets(api: Worker) -> None:
     status, targets = await api.get("/v1/targets")
     assert status == 200
     by_ref = {f"{t['namespace']}/{t['name']}": t for t in targets["items"]}
-    assert set(by_ref) == {"default/hook", "default/held", "default/reject",
-                           "team-b/elsewhere"}
+    assert set(by_ref) == {"default/hook", "default/held", "default/reject", "team-b/elsewhere"}
     assert by_ref["default/held"]["paused"] is True
     assert by_ref["default/hook"]["circuit"]["state"] == "closed"
     assert by_ref["default/hook"]["delivered"] == 1
@@ -223,8 +248,9 @@ async def test_queue_stats_and_targets(api: Worker) -> None:
 
 
 async def test_dead_letter_endpoints(api: Worker, rx: TrackingReceiver) -> None:
-    _, many = await api.post("/v1/jobs", json=[{"target": "reject", "payload": {"r": i}}
-                                               for i in range(5)])
+    _, many = await api.post(
+        "/v1/jobs", json=[{"target": "reject", "payload": {"r": i}} for i in range(5)]
+    )
     rejected = [j["id"] for j in many["jobs"]]
     await wait_state(api.queue, "dead", 5, target="reject")
     _, cancelled = await api.post("/v1/jobs", json={"target": "held", "payload": {"c": 1}})
@@ -234,9 +260,16 @@ async def test_dead_letter_endpoints(api: Worker, rx: TrackingReceiver) -> None:
     status, everything = await api.get("/v1/dead-letters")
     assert status == 200
     assert len(everything["items"]) == 6
-    status, permanent = await api.get("/v1/dead-letters", params={
-        "target": "default/reject", "errorClass": "permanent", "replayed": "false",
-        "failedAfter": "2000-01-01T00:00:00Z", "failedBefore": "2100-01-01T00:00:00Z"})
+    status, permanent = await api.get(
+        "/v1/dead-letters",
+        params={
+            "target": "default/reject",
+            "errorClass": "permanent",
+            "replayed": "false",
+            "failedAfter": "2000-01-01T00:00:00Z",
+            "failedBefore": "2100-01-01T00:00:00Z",
+        },
+    )
     assert sorted(i["jobId"] for i in permanent["items"]) == sorted(rejected)
     seen: list[str] = []
     params = {"target": "reject", "limit": "2"}
@@ -281,25 +314,25 @@ async def test_dead_letter_endpoints(api: Worker, rx: TrackingReceiver) -> None:
     assert status == 200, dry
     assert (dry["matched"], dry["replayed"], dry["dryRun"]) == (5, 5, True)
     assert dry["jobIds"] == []
-    status, page = await api.get("/v1/dead-letters", params={"replayed": "false",
-                                                            "target": "reject"})
+    status, page = await api.get(
+        "/v1/dead-letters", params={"replayed": "false", "target": "reject"}
+    )
     assert len(page["items"]) == 5, "a dry run replays nothing"
     status, real = await api.post("/v1/dead-letters/replay", json={**selector, "limit": 3})
     assert status == 200, real
     assert (real["matched"], real["replayed"], real["dryRun"]) == (3, 3, False)
     assert set(real["jobIds"]) <= set(rejected)
-    status, by_ids = await api.post("/v1/dead-letters/replay",
-                                    json={"jobIds": [cancelled["id"]]})
+    status, by_ids = await api.post("/v1/dead-letters/replay", json={"jobIds": [cancelled["id"]]})
     assert (by_ids["replayed"], by_ids["jobIds"]) == (1, [cancelled["id"]])
     assert (await api.get(f"/v1/jobs/{cancelled['id']}"))[1]["state"] == "queued"
 
     # purge: dry run, then for real
-    status, dry = await api.delete("/v1/dead-letters", params={"olderThan": "0s",
-                                                               "dryRun": "true"})
+    status, dry = await api.delete("/v1/dead-letters", params={"olderThan": "0s", "dryRun": "true"})
     assert status == 200, dry
     assert dry["dryRun"] is True and dry["deleted"] == 0 and dry["matched"] >= 7
-    status, purged = await api.delete("/v1/dead-letters", params={"olderThan": "0s",
-                                                                  "target": "held"})
+    status, purged = await api.delete(
+        "/v1/dead-letters", params={"olderThan": "0s", "target": "held"}
+    )
     assert status == 200, purged
     assert purged["deleted"] == 1
     status, stats = await api.get("/v1/dead-letters/stats")
@@ -313,33 +346,46 @@ async def test_dead_letter_endpoints(api: Worker, rx: TrackingReceiver) -> None:
 
 def alert_message(*alerts: dict[str, Any]) -> dict[str, Any]:
     return {
-        "version": "4", "groupKey": '{}:{alertname="DiskFull"}', "status": "firing",
-        "receiver": "herald", "groupLabels": {"alertname": "DiskFull"},
-        "commonLabels": {"alertname": "DiskFull"}, "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093", "truncatedAlerts": 0,
+        "version": "4",
+        "groupKey": '{}:{alertname="DiskFull"}',
+        "status": "firing",
+        "receiver": "herald",
+        "groupLabels": {"alertname": "DiskFull"},
+        "commonLabels": {"alertname": "DiskFull"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "truncatedAlerts": 0,
         "alerts": list(alerts),
     }
 
 
 def alert(fingerprint: str, severity: str = "warning", status: str = "firing") -> dict[str, Any]:
-    return {"status": status, "labels": {"alertname": "DiskFull", "severity": severity},
-            "annotations": {"summary": "disk full"}, "startsAt": "2026-11-20T10:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
-            "fingerprint": fingerprint}
+    return {
+        "status": status,
+        "labels": {"alertname": "DiskFull", "severity": severity},
+        "annotations": {"summary": "disk full"},
+        "startsAt": "2026-11-20T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": fingerprint,
+    }
 
 
 async def test_alertmanager_routes(api: Worker) -> None:
-    status, body = await api.post("/v1/alertmanager/held",
-                                  json=alert_message(alert("aa01", "critical"), alert("aa02")))
+    status, body = await api.post(
+        "/v1/alertmanager/held", json=alert_message(alert("aa01", "critical"), alert("aa02"))
+    )
     assert status == 200, body
     assert (body["created"], body["duplicates"]) == (2, 0)
     assert [j["target"] for j in body["jobs"]] == ["default/held"] * 2
-    status, body = await api.post("/v1/alertmanager/team-b/elsewhere",
-                                  json=alert_message(alert("bb01")))
+    status, body = await api.post(
+        "/v1/alertmanager/team-b/elsewhere", json=alert_message(alert("bb01"))
+    )
     assert status == 200, body
     assert body["jobs"][0]["target"] == "team-b/elsewhere"
-    status, body = await api.post("/v1/alertmanager/default/held",
-                                  json=alert_message(alert("aa01", "critical")))
+    status, body = await api.post(
+        "/v1/alertmanager/default/held", json=alert_message(alert("aa01", "critical"))
+    )
     assert (status, body["created"], body["duplicates"]) == (200, 0, 1)
     status, body = await api.post("/v1/alertmanager/nope", json=alert_message(alert("cc")))
     assert_error(status, body, 404, "target", "unknown target")
@@ -415,11 +461,16 @@ async def test_bad_submissions_are_refused_naming_the_field(api: Worker) -> None
         status, answer = await api.post("/v1/jobs", **kw)
         assert_error(status, answer, expected, field, what)
     assert await sql_value(api.queue, "SELECT count(*) FROM herald.jobs") == before, (
-        "nothing refused was written, not even the good jobs of a refused list")
+        "nothing refused was written, not even the good jobs of a refused list"
+    )
 
     # limits are inclusive: what is just allowed is accepted
-    edge = {**GOOD, "idempotencyKey": "k" * 256, "orderingKey": "o" * 256,
-            "payload": "x" * (MAX_PAYLOAD - 2)}
+    edge = {
+        **GOOD,
+        "idempotencyKey": "k" * 256,
+        "orderingKey": "o" * 256,
+        "payload": "x" * (MAX_PAYLOAD - 2),
+    }
     status, answer = await api.post("/v1/jobs", json=edge)
     assert status == 201, answer
     status, answer = await api.post("/v1/jobs", json=[GOOD] * 1000)
@@ -427,25 +478,31 @@ async def test_bad_submissions_are_refused_naming_the_field(api: Worker) -> None
 
 
 async def test_wrong_content_type_is_refused(api: Worker) -> None:
-    for content_type in ("text/plain", "application/x-www-form-urlencoded",
-                         "multipart/form-data; boundary=x"):
-        status, answer = await api.post("/v1/jobs", data=json.dumps(GOOD),
-                                        headers={"Content-Type": content_type})
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ):
+        status, answer = await api.post(
+            "/v1/jobs", data=json.dumps(GOOD), headers={"Content-Type": content_type}
+        )
         assert_error(status, answer, (400, 415), "Content-Type", content_type)
-    status, answer = await api.post("/v1/jobs", data=json.dumps(GOOD),
-                                    headers={"Content-Type": "application/vnd.api+json"})
+    status, answer = await api.post(
+        "/v1/jobs", data=json.dumps(GOOD), headers={"Content-Type": "application/vnd.api+json"}
+    )
     assert status == 201, "a +json media type is JSON"
 
 
 async def test_request_body_over_the_limit_is_413(api: Worker) -> None:
     big = b'{"target": "held", "payload": "' + b"x" * (17 * 1024 * 1024) + b'"}'
-    status, answer = await api.post("/v1/jobs", data=io.BytesIO(big),
-                                    headers={"Content-Type": "application/json"})
+    status, answer = await api.post(
+        "/v1/jobs", data=io.BytesIO(big), headers={"Content-Type": "application/json"}
+    )
     assert_error(status, answer, 413, None, "a 17 MiB body")
 
 
 async def test_any_json_value_is_a_payload(api: Worker, rx: TrackingReceiver) -> None:
-    """"payload: any JSON value": null, false, 0, "" and empty containers included; each
+    """ "payload: any JSON value": null, false, 0, "" and empty containers included; each
     is delivered as its JSON text."""
     values: list[Any] = [None, False, 0, "", [], {}, 1.5, "text"]
     ids = {}
@@ -474,8 +531,13 @@ BAD_QUERIES: list[tuple[str, str, dict[str, str], int | tuple[int, int], str]] =
     ("GET", "/v1/dead-letters", {"errorClass": "fatal"}, 400, "errorClass"),
     ("GET", "/v1/dead-letters", {"failedAfter": "yesterday"}, 400, "failedAfter"),
     ("GET", "/v1/dead-letters", {"failedBefore": "2026-01-01T00:00:00"}, 400, "failedBefore"),
-    ("GET", "/v1/dead-letters", {"failedAfter": "2026-02-01T00:00:00Z",
-                                 "failedBefore": "2026-01-01T00:00:00Z"}, 400, "failedBefore"),
+    (
+        "GET",
+        "/v1/dead-letters",
+        {"failedAfter": "2026-02-01T00:00:00Z", "failedBefore": "2026-01-01T00:00:00Z"},
+        400,
+        "failedBefore",
+    ),
     ("GET", "/v1/dead-letters", {"replayed": "maybe"}, 400, "replayed"),
     ("GET", "/v1/dead-letters", {"limit": "0"}, 400, "limit"),
     ("GET", "/v1/dead-letters", {"limit": "5000"}, 400, "limit"),
@@ -512,8 +574,11 @@ BAD_REPLAYS: list[tuple[str, Any, str]] = [
     ("errorClass unknown", {"errorClass": "fatal"}, "errorClass"),
     ("failedAfter bad", {"failedAfter": "nope"}, "failedAfter"),
     ("failedBefore a number", {"failedBefore": 5}, "failedBefore"),
-    ("window reversed", {"failedAfter": "2026-02-01T00:00:00Z",
-                         "failedBefore": "2026-01-01T00:00:00Z"}, "failedBefore"),
+    (
+        "window reversed",
+        {"failedAfter": "2026-02-01T00:00:00Z", "failedBefore": "2026-01-01T00:00:00Z"},
+        "failedBefore",
+    ),
     ("a list", [], "body"),
     ("a string", "all", "body"),
     ("null", None, "body"),
@@ -522,12 +587,16 @@ BAD_REPLAYS: list[tuple[str, Any, str]] = [
 
 async def test_bad_replay_selectors_are_refused_naming_the_field(api: Worker) -> None:
     for what, body, field in BAD_REPLAYS:
-        status, answer = await api.post("/v1/dead-letters/replay", data=json.dumps(body),
-                                        headers={"Content-Type": "application/json"})
+        status, answer = await api.post(
+            "/v1/dead-letters/replay",
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
         assert_error(status, answer, 400, field, what)
     for what, raw in (("malformed", b"{"), ("empty", b"")):
-        status, answer = await api.post("/v1/dead-letters/replay", data=raw,
-                                        headers={"Content-Type": "application/json"})
+        status, answer = await api.post(
+            "/v1/dead-letters/replay", data=raw, headers={"Content-Type": "application/json"}
+        )
         assert_error(status, answer, 400, "body", what)
 
 
@@ -540,12 +609,17 @@ BAD_ALERTS: list[tuple[str, Any, str]] = [
     ("alert not an object", {"alerts": [alert("a"), "x"]}, "alerts[1]"),
     ("bad status", {"alerts": [{**alert("a"), "status": "pending"}]}, "alerts[0].status"),
     ("no labels", {"alerts": [{**alert("a"), "labels": {}}]}, "alerts[0].labels"),
-    ("labels not strings", {"alerts": [{**alert("a"), "labels": {"x": 1}}]},
-     "alerts[0].labels"),
-    ("annotations a list", {"alerts": [{**alert("a"), "annotations": []}]},
-     "alerts[0].annotations"),
-    ("no startsAt", {"alerts": [{k: v for k, v in alert("a").items() if k != "startsAt"}]},
-     "alerts[0].startsAt"),
+    ("labels not strings", {"alerts": [{**alert("a"), "labels": {"x": 1}}]}, "alerts[0].labels"),
+    (
+        "annotations a list",
+        {"alerts": [{**alert("a"), "annotations": []}]},
+        "alerts[0].annotations",
+    ),
+    (
+        "no startsAt",
+        {"alerts": [{k: v for k, v in alert("a").items() if k != "startsAt"}]},
+        "alerts[0].startsAt",
+    ),
     ("groupLabels bad", {"groupLabels": "x", "alerts": [alert("a")]}, "groupLabels"),
     ("commonLabels bad", {"commonLabels": {"a": None}, "alerts": [alert("a")]}, "commonLabels"),
 ]
@@ -555,15 +629,20 @@ async def test_bad_alertmanager_messages_are_refused_naming_the_field(api: Worke
     for what, body, field in BAD_ALERTS:
         status, answer = await api.post("/v1/alertmanager/held", json=body)
         assert_error(status, answer, 400, field, what)
-    status, answer = await api.post("/v1/alertmanager/held", data=b"",
-                                    headers={"Content-Type": "application/json"})
+    status, answer = await api.post(
+        "/v1/alertmanager/held", data=b"", headers={"Content-Type": "application/json"}
+    )
     assert_error(status, answer, 400, "body", "empty")
     assert await sql_value(api.queue, "SELECT count(*) FROM herald.jobs") == 0
 
 
 async def test_ids_in_paths(api: Worker) -> None:
-    for method, path in (("GET", "/v1/jobs/{}"), ("DELETE", "/v1/jobs/{}"),
-                         ("GET", "/v1/dead-letters/{}"), ("POST", "/v1/dead-letters/{}/replay")):
+    for method, path in (
+        ("GET", "/v1/jobs/{}"),
+        ("DELETE", "/v1/jobs/{}"),
+        ("GET", "/v1/dead-letters/{}"),
+        ("POST", "/v1/dead-letters/{}/replay"),
+    ):
         for bad in ("not-a-uuid", "123", "%20", "0190a5b2-0000-7000-8000-00000000000g"):
             async with api.http.request(method, api.base + path.format(bad)) as r:
                 assert_error(r.status, await r.json(), 400, "id", f"{method} {path} {bad}")
@@ -573,9 +652,13 @@ async def test_ids_in_paths(api: Worker) -> None:
 
 
 async def test_unknown_routes_and_methods_get_json_errors(api: Worker) -> None:
-    for method, path, expected in (("GET", "/v1/nowhere", 404), ("GET", "/", 404),
-                                   ("POST", "/v1/jobs/x/y", 404), ("PUT", "/v1/jobs", 405),
-                                   ("PATCH", "/v1/dead-letters", 405)):
+    for method, path, expected in (
+        ("GET", "/v1/nowhere", 404),
+        ("GET", "/", 404),
+        ("POST", "/v1/jobs/x/y", 404),
+        ("PUT", "/v1/jobs", 405),
+        ("PATCH", "/v1/dead-letters", 405),
+    ):
         async with api.http.request(method, api.base + path) as r:
             assert r.status == expected, f"{method} {path}: {r.status} {await r.text()}"
             assert_error(r.status, await r.json(), expected, None, f"{method} {path}")
@@ -585,9 +668,29 @@ async def test_unknown_routes_and_methods_get_json_errors(api: Worker) -> None:
 
 
 def _random_value(r: random.Random, depth: int = 0) -> Any:
-    atoms: list[Any] = [None, True, False, 0, -1, 2**63, 1.5, -1e308, "", "held", "hook",
-                        "a" * 300, "\u0000", "ü", "high", "2026-11-20T10:00:00Z", "NaN",
-                        UNKNOWN_ID, "team-b/elsewhere", "x/y/z", "../etc"]
+    atoms: list[Any] = [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        2**63,
+        1.5,
+        -1e308,
+        "",
+        "held",
+        "hook",
+        "a" * 300,
+        "\u0000",
+        "ü",
+        "high",
+        "2026-11-20T10:00:00Z",
+        "NaN",
+        UNKNOWN_ID,
+        "team-b/elsewhere",
+        "x/y/z",
+        "../etc",
+    ]
     if depth > 3 or r.random() < 0.5:
         return r.choice(atoms)
     if r.random() < 0.5:
@@ -596,9 +699,28 @@ def _random_value(r: random.Random, depth: int = 0) -> Any:
 
 
 def _random_object(r: random.Random, depth: int = 0) -> dict[str, Any]:
-    keys = ["target", "payload", "priority", "idempotencyKey", "orderingKey", "runAt",
-            "alerts", "version", "status", "labels", "startsAt", "limit", "dryRun", "ids",
-            "jobIds", "errorClass", "failedAfter", "failedBefore", "groupLabels", "x"]
+    keys = [
+        "target",
+        "payload",
+        "priority",
+        "idempotencyKey",
+        "orderingKey",
+        "runAt",
+        "alerts",
+        "version",
+        "status",
+        "labels",
+        "startsAt",
+        "limit",
+        "dryRun",
+        "ids",
+        "jobIds",
+        "errorClass",
+        "failedAfter",
+        "failedBefore",
+        "groupLabels",
+        "x",
+    ]
     body = {k: _random_value(r, depth) for k in r.sample(keys, r.randint(0, 6))}
     if r.random() < 0.6:
         body["target"] = r.choice(["held", "hook", "nope", "team-b/elsewhere", 5, None])
@@ -621,8 +743,11 @@ async def test_fuzz_never_answers_500(api: Worker) -> None:
                 failures.setdefault(kind + " without error", []).append(f"{path} {kw}"[:300])
 
     for _ in range(150):
-        body = (_random_object(r) if r.random() < 0.7
-                else [_random_object(r) for _ in range(r.randint(0, 3))])
+        body = (
+            _random_object(r)
+            if r.random() < 0.7
+            else [_random_object(r) for _ in range(r.randint(0, 3))]
+        )
         await send("POST", "/v1/jobs", json=body)
     for _ in range(40):
         raw = bytes(r.getrandbits(8) for _ in range(r.randint(0, 40)))
@@ -630,63 +755,98 @@ async def test_fuzz_never_answers_500(api: Worker) -> None:
         path = r.choice(["/v1/jobs", "/v1/dead-letters/replay", "/v1/alertmanager/held"])
         await send("POST", path, data=raw, headers={"Content-Type": content_type})
     for _ in range(60):
-        await send("POST", "/v1/alertmanager/" + r.choice(["held", "nope", "team-b/elsewhere"]),
-                   json={"version": r.choice(["4", 4, None]),
-                         "alerts": [_random_object(r) for _ in range(r.randint(0, 3))],
-                         **(_random_object(r) if r.random() < 0.3 else {})})
+        await send(
+            "POST",
+            "/v1/alertmanager/" + r.choice(["held", "nope", "team-b/elsewhere"]),
+            json={
+                "version": r.choice(["4", 4, None]),
+                "alerts": [_random_object(r) for _ in range(r.randint(0, 3))],
+                **(_random_object(r) if r.random() < 0.3 else {}),
+            },
+        )
     for _ in range(40):
-        await send("POST", "/v1/dead-letters/replay",
-                   json={**_random_object(r), "dryRun": r.choice([True, True, False])})
+        await send(
+            "POST",
+            "/v1/dead-letters/replay",
+            json={**_random_object(r), "dryRun": r.choice([True, True, False])},
+        )
     params = {
         "limit": ["0", "1", "1000", "x", "-3", "99999999999999999999", ""],
-        "state": ["queued", "dead", "nope", ""], "priority": ["high", "x"],
-        "before": [UNKNOWN_ID, "zz"], "target": ["held", "nope", "a/b", "Bad!"],
-        "errorClass": ["permanent", "x"], "failedAfter": ["2026-01-01T00:00:00Z", "x"],
-        "failedBefore": ["2025-01-01T00:00:00Z", "1"], "replayed": ["true", "x"],
-        "cursor": ["abc", "", "=="], "olderThan": ["1d", "-1", "x", "99999999999999d"],
+        "state": ["queued", "dead", "nope", ""],
+        "priority": ["high", "x"],
+        "before": [UNKNOWN_ID, "zz"],
+        "target": ["held", "nope", "a/b", "Bad!"],
+        "errorClass": ["permanent", "x"],
+        "failedAfter": ["2026-01-01T00:00:00Z", "x"],
+        "failedBefore": ["2025-01-01T00:00:00Z", "1"],
+        "replayed": ["true", "x"],
+        "cursor": ["abc", "", "=="],
+        "olderThan": ["1d", "-1", "x", "99999999999999d"],
         "dryRun": ["true", "x"],
     }
     for _ in range(100):
         query = {k: r.choice(v) for k, v in r.sample(sorted(params.items()), r.randint(0, 4))}
-        method, path = r.choice([("GET", "/v1/jobs"), ("GET", "/v1/dead-letters"),
-                                 ("DELETE", "/v1/dead-letters"), ("GET", "/v1/queue/stats"),
-                                 ("GET", "/v1/dead-letters/stats"), ("GET", "/v1/targets")])
+        method, path = r.choice(
+            [
+                ("GET", "/v1/jobs"),
+                ("GET", "/v1/dead-letters"),
+                ("DELETE", "/v1/dead-letters"),
+                ("GET", "/v1/queue/stats"),
+                ("GET", "/v1/dead-letters/stats"),
+                ("GET", "/v1/targets"),
+            ]
+        )
         if method == "DELETE":
             query["dryRun"] = "true"
         await send(method, path, params=query)
     for _ in range(30):
         ident = r.choice([UNKNOWN_ID, "x", "%00", "..", "0" * 40, str(uuid.uuid4())])
-        method, path = r.choice([("GET", "/v1/jobs/{}"), ("DELETE", "/v1/jobs/{}"),
-                                 ("GET", "/v1/dead-letters/{}"),
-                                 ("POST", "/v1/dead-letters/{}/replay")])
+        method, path = r.choice(
+            [
+                ("GET", "/v1/jobs/{}"),
+                ("DELETE", "/v1/jobs/{}"),
+                ("GET", "/v1/dead-letters/{}"),
+                ("POST", "/v1/dead-letters/{}/replay"),
+            ]
+        )
         await send(method, path.format(ident))
-    assert not failures, "\n".join(f"{kind}: {len(examples)} times, e.g. {examples[:2]}"
-                                   for kind, examples in failures.items())
+    assert not failures, "\n".join(
+        f"{kind}: {len(examples)} times, e.g. {examples[:2]}" for kind, examples in failures.items()
+    )
 
 
 # -- the bearer token -----------------------------------------------------------------------
 
 
 def concrete(path: str) -> str:
-    return (path.replace("{id}", UNKNOWN_ID).replace("{target}", "hook")
-            .replace("{namespace}", "default").replace("{name}", "hook"))
+    return (
+        path.replace("{id}", UNKNOWN_ID)
+        .replace("{target}", "hook")
+        .replace("{namespace}", "default")
+        .replace("{name}", "hook")
+    )
 
 
-async def test_bearer_token_guards_every_v1_endpoint(db_url: str, tmp_path: Path,
-                                                     rx: TrackingReceiver) -> None:
+async def test_bearer_token_guards_every_v1_endpoint(
+    db_url: str, tmp_path: Path, rx: TrackingReceiver
+) -> None:
     async with worker(db_url, api_manifests(tmp_path, rx.url), api_token=TOKEN) as w:
         v1 = [(m, p) for m, p, _ in ROUTES if p.startswith("/v1/")]
         assert len(v1) >= 14
         for method, path in v1:
-            for headers in ({}, {"Authorization": "Bearer wrong"},
-                            {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}):
-                async with w.http.request(method, w.base + concrete(path),
-                                          headers=headers) as r:
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": TOKEN},
+                {"Authorization": f"Basic {TOKEN}"},
+            ):
+                async with w.http.request(method, w.base + concrete(path), headers=headers) as r:
                     assert r.status == 401, f"{method} {path} with {headers}: {r.status}"
                     assert r.headers["WWW-Authenticate"].startswith("Bearer")
                     assert_error(r.status, await r.json(), 401, "Authorization", path)
-            async with w.http.request(method, w.base + concrete(path),
-                                      headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            async with w.http.request(
+                method, w.base + concrete(path), headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as r:
                 assert r.status != 401, f"{method} {path} refused the right token"
                 assert r.status < 500
         for method, path, _ in ROUTES:
@@ -695,8 +855,9 @@ async def test_bearer_token_guards_every_v1_endpoint(db_url: str, tmp_path: Path
                     assert r.status == 200, f"{path} is open without a token"
         assert {p for _, p, _ in ROUTES if not p.startswith("/v1/")} == set(PUBLIC)
 
-        status, answer = await w.post("/v1/jobs", json=GOOD,
-                                      headers={"Authorization": f"Bearer {TOKEN}"})
+        status, answer = await w.post(
+            "/v1/jobs", json=GOOD, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         assert status == 201, answer
 
 
@@ -734,8 +895,12 @@ async def test_openapi_document_is_valid_and_matches_the_routes(api: Worker) -> 
 
     doc = await openapi(api)
     validate_openapi(doc)
-    documented = {(method.upper(), path) for path, ops in doc["paths"].items()
-                  for method in ops if method in ("get", "post", "put", "delete", "patch")}
+    documented = {
+        (method.upper(), path)
+        for path, ops in doc["paths"].items()
+        for method in ops
+        if method in ("get", "post", "put", "delete", "patch")
+    }
     served = {(method, path) for method, path, _ in ROUTES}
     assert served - documented == set(), "routes missing from the document"
     assert documented - served == set(), "documented operations the server does not have"
@@ -758,11 +923,13 @@ def response_schema(doc: dict[str, Any], path: str, method: str, status: int) ->
     schema = response["content"]["application/json"]["schema"]
     return jsonschema.Draft202012Validator(
         {**schema, "components": doc["components"]},
-        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
 
 
-def schema_problems(doc: dict[str, Any], path: str, method: str, status: int,
-                    body: Any) -> list[str]:
+def schema_problems(
+    doc: dict[str, Any], path: str, method: str, status: int, body: Any
+) -> list[str]:
     if str(status) not in doc["paths"][path][method.lower()]["responses"]:
         return [f"{method} {path}: status {status} is not documented"]
     errors = sorted(response_schema(doc, path, method, status).iter_errors(body), key=str)
@@ -783,12 +950,23 @@ async def test_responses_match_the_documented_schemas(api: Worker) -> None:
 
     status, one = await api.post("/v1/jobs", json={"target": "hook", "payload": 1})
     check(doc, "/v1/jobs", "POST", status, one)
-    status, many = await api.post("/v1/jobs", json=[
-        {"target": "held", "payload": 1, "idempotencyKey": "k", "orderingKey": "o",
-         "runAt": "2030-01-01T00:00:00Z", "priority": "low"}])
+    status, many = await api.post(
+        "/v1/jobs",
+        json=[
+            {
+                "target": "held",
+                "payload": 1,
+                "idempotencyKey": "k",
+                "orderingKey": "o",
+                "runAt": "2030-01-01T00:00:00Z",
+                "priority": "low",
+            }
+        ],
+    )
     check(doc, "/v1/jobs", "POST", status, many)
-    status, dup = await api.post("/v1/jobs", json={"target": "held", "payload": 1,
-                                                   "idempotencyKey": "k"})
+    status, dup = await api.post(
+        "/v1/jobs", json={"target": "held", "payload": 1, "idempotencyKey": "k"}
+    )
     assert status == 200
     check(doc, "/v1/jobs", "POST", status, dup)
     await wait_state(api.queue, "succeeded", 1, target="hook")
@@ -824,8 +1002,7 @@ async def test_responses_match_the_documented_schemas(api: Worker) -> None:
     check(doc, "/v1/jobs", "POST", status, body)  # 404
     status, body = await api.get(f"/v1/jobs/{UNKNOWN_ID}")
     check(doc, "/v1/jobs/{id}", "GET", status, body)  # 404
-    status, body = await api.post("/v1/alertmanager/held",
-                                  json=alert_message(alert("ff01")))
+    status, body = await api.post("/v1/alertmanager/held", json=alert_message(alert("ff01")))
     check(doc, "/v1/alertmanager/{target}", "POST", status, body)
     for path in ("/healthz", "/readyz"):
         status, body = await api.get(path)
@@ -834,12 +1011,12 @@ async def test_responses_match_the_documented_schemas(api: Worker) -> None:
     assert not problems, "responses the document does not describe:\n" + "\n".join(problems)
 
 
-async def test_unauthorized_answer_matches_the_document(db_url: str, tmp_path: Path,
-                                                        rx: TrackingReceiver) -> None:
+async def test_unauthorized_answer_matches_the_document(
+    db_url: str, tmp_path: Path, rx: TrackingReceiver
+) -> None:
     async with worker(db_url, api_manifests(tmp_path, rx.url), api_token=TOKEN) as w:
         doc = await openapi(w)
         status, body = await w.get("/v1/jobs")
         check(doc, "/v1/jobs", "GET", status, body)
-        async with aiohttp.ClientSession() as http, \
-                http.get(w.base + "/openapi.json") as r:
+        async with aiohttp.ClientSession() as http, http.get(w.base + "/openapi.json") as r:
             assert r.status == 200

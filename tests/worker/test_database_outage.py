@@ -60,8 +60,18 @@ class PrivatePostgres:
 
     def start(self) -> None:
         """Again, on the same socket (so the same URL reaches it)."""
-        self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}",
-                      "-l", str(self.base / "pgdata" / "log"), "start"])
+        self._pg_ctl(
+            [
+                "-w",
+                "-o",
+                '-h ""',
+                "-o",
+                f"-k {self.socket_dir}",
+                "-l",
+                str(self.base / "pgdata" / "log"),
+                "start",
+            ]
+        )
 
 
 @pytest.fixture()
@@ -86,19 +96,24 @@ async def private_db(private_pg: PrivatePostgres) -> AsyncIterator[str]:
     yield url
 
 
-async def test_postgres_restart_loses_nothing(private_pg: PrivatePostgres, private_db: str,
-                                              tmp_path: Path) -> None:
+async def test_postgres_restart_loses_nothing(
+    private_pg: PrivatePostgres, private_db: str, tmp_path: Path
+) -> None:
     async with TrackingReceiver(always(Answer(delay=0.05))) as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [target_doc(
-            "hook", rx.url, retry={"maxAttempts": 10, **FAST_RETRY})])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [target_doc("hook", rx.url, retry={"maxAttempts": 10, **FAST_RETRY})],
+        )
         # connect_timeout 1 s: the pool gives up on a request after 2 s (so the API answers
         # 503 quickly while the database is down).
         dbs = DatabaseSettings(pool_min=1, pool_max=8, connect_timeout=1.0)
-        async with worker(private_db, path, db_settings=dbs, concurrency=16,
-                          target_concurrency=16, claim_batch=16) as w:
+        async with worker(
+            private_db, path, db_settings=dbs, concurrency=16, target_concurrency=16, claim_batch=16
+        ) as w:
             ids = await w.submit_many("hook", [{"n": i} for i in range(JOBS)])
-            await eventually(lambda: len(rx.delivered_ids()) >= JOBS // 4, timeout=30,
-                             interval=0.005)
+            await eventually(
+                lambda: len(rx.delivered_ids()) >= JOBS // 4, timeout=30, interval=0.005
+            )
 
             await asyncio.to_thread(private_pg.stop)
             # Nothing can be claimed or settled now: the jobs held are those whose outcome
@@ -111,8 +126,9 @@ async def test_postgres_restart_loses_nothing(private_pg: PrivatePostgres, priva
                 status, body = await w.get("/readyz")
                 return body if status == 503 else None
 
-            body = await eventually(not_ready, timeout=15, interval=0.05,
-                                    message="/readyz reports the outage")
+            body = await eventually(
+                not_ready, timeout=15, interval=0.05, message="/readyz reports the outage"
+            )
             assert body["status"] == "not ready"
             assert any("PostgreSQL" in reason for reason in body["reasons"]), body
             status, _ = await w.get("/healthz")
@@ -135,7 +151,8 @@ async def test_postgres_restart_loses_nothing(private_pg: PrivatePostgres, priva
             assert set(delivered) == set(ids), "every job delivered"
             twice = {i for i, n in delivered.items() if n > 1}
             assert twice <= held, (
-                f"delivered again after being recorded as succeeded: {sorted(twice - held)}")
+                f"delivered again after being recorded as succeeded: {sorted(twice - held)}"
+            )
             assert sum(n - 1 for n in delivered.values()) <= len(held)
             status, answer = await w.post("/v1/jobs", json={"target": "hook", "payload": 1})
             assert status == 201, answer

@@ -45,9 +45,18 @@ UNKNOWN = [418, 409]
 
 
 def manifests(tmp_path: Path, url: str, *, max_attempts: int = 5, **spec: object) -> Path:
-    return write_manifests(tmp_path / "targets.yaml", [target_doc(
-        "hook", url, retry={"maxAttempts": max_attempts, **FAST_RETRY},
-        circuitBreaker=NO_BREAKER, **spec)])
+    return write_manifests(
+        tmp_path / "targets.yaml",
+        [
+            target_doc(
+                "hook",
+                url,
+                retry={"maxAttempts": max_attempts, **FAST_RETRY},
+                circuitBreaker=NO_BREAKER,
+                **spec,
+            )
+        ],
+    )
 
 
 # -- transient: retried, then delivered ----------------------------------------------------
@@ -55,7 +64,8 @@ def manifests(tmp_path: Path, url: str, *, max_attempts: int = 5, **spec: object
 
 @pytest.mark.parametrize("status", TRANSIENT)
 async def test_transient_status_is_retried_then_delivered(
-        db_url: str, tmp_path: Path, status: int) -> None:
+    db_url: str, tmp_path: Path, status: int
+) -> None:
     async with (
         TrackingReceiver(fail_first(2, Answer(status, body=f"busy {status}"))) as rx,
         worker(db_url, manifests(tmp_path, rx.url)) as w,
@@ -105,8 +115,9 @@ async def test_connection_refused_is_transient(db_url: str, tmp_path: Path) -> N
 async def test_receiver_recovering_from_refused_gets_the_job(db_url: str, tmp_path: Path) -> None:
     port = free_port()
     rx = TrackingReceiver()
-    async with worker(db_url, manifests(tmp_path, f"http://127.0.0.1:{port}/hook",
-                                        max_attempts=100)) as w:
+    async with worker(
+        db_url, manifests(tmp_path, f"http://127.0.0.1:{port}/hook", max_attempts=100)
+    ) as w:
         submitted = await w.submit("hook")
 
         async def failed_twice() -> bool:
@@ -144,7 +155,8 @@ async def test_timeout_is_transient(db_url: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("status", PERMANENT)
 async def test_permanent_status_is_dead_after_one_attempt(
-        db_url: str, tmp_path: Path, status: int) -> None:
+    db_url: str, tmp_path: Path, status: int
+) -> None:
     message = f"field 'summary' is rejected ({status})"
     async with (
         TrackingReceiver(always(Answer(status, body=message))) as rx,
@@ -168,8 +180,10 @@ async def test_permanent_status_is_dead_after_one_attempt(
 async def test_payload_the_type_rejects_is_permanent(db_url: str, tmp_path: Path) -> None:
     """A Slack message whose text is not a string: nothing is sent, straight to the DLQ."""
     async with TrackingReceiver() as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [target_doc(
-            "chat", rx.url, type="slack", retry={"maxAttempts": 5, **FAST_RETRY})])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [target_doc("chat", rx.url, type="slack", retry={"maxAttempts": 5, **FAST_RETRY})],
+        )
         async with worker(db_url, path) as w:
             submitted = await w.submit("chat", {"text": 5})
             await wait_state(w.queue, "dead", 1)
@@ -188,7 +202,8 @@ async def test_payload_the_type_rejects_is_permanent(db_url: str, tmp_path: Path
 
 @pytest.mark.parametrize("status", UNKNOWN)
 async def test_unknown_status_gets_the_smaller_budget(
-        db_url: str, tmp_path: Path, status: int) -> None:
+    db_url: str, tmp_path: Path, status: int
+) -> None:
     async with (
         TrackingReceiver(always(Answer(status, body="what?"))) as rx,
         worker(db_url, manifests(tmp_path, rx.url, max_attempts=5)) as w,
@@ -227,12 +242,15 @@ async def test_unknown_then_success_is_delivered(db_url: str, tmp_path: Path) ->
 # -- unit tests of the table ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    *[(s, ErrorClass.TRANSIENT) for s in TRANSIENT],
-    *[(s, ErrorClass.PERMANENT) for s in PERMANENT],
-    *[(s, ErrorClass.UNKNOWN) for s in (*UNKNOWN, 302, 307, 402, 451, 501, 505, 599, 100)],
-    *[(s, None) for s in (200, 201, 202, 204, 299)],
-])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        *[(s, ErrorClass.TRANSIENT) for s in TRANSIENT],
+        *[(s, ErrorClass.PERMANENT) for s in PERMANENT],
+        *[(s, ErrorClass.UNKNOWN) for s in (*UNKNOWN, 302, 307, 402, 451, 501, 505, 599, 100)],
+        *[(s, None) for s in (200, 201, 202, 204, 299)],
+    ],
+)
 def test_classify_status(status: int, expected: ErrorClass | None) -> None:
     assert classify.classify_status(status) == expected
 
@@ -248,24 +266,39 @@ def _key() -> ConnectionKey:
     return ConnectionKey("receiver.example", 8443, True, True, None, None, None)
 
 
-@pytest.mark.parametrize(("exc", "expected", "fragment"), [
-    (TimeoutError(), ErrorClass.TRANSIENT, "no response within 2.5s"),
-    (aiohttp.ServerTimeoutError("read"), ErrorClass.TRANSIENT, "no response within"),
-    (aiohttp.ClientConnectorError(_key(), ConnectionRefusedError(111, "Connection refused")),
-     ErrorClass.TRANSIENT, "cannot connect to receiver.example:8443: Connection refused"),
-    (aiohttp.ClientConnectorDNSError(_key(), OSError(-2, "Name or service not known")),
-     ErrorClass.TRANSIENT, "DNS lookup of receiver.example failed"),
-    (aiohttp.ClientConnectorCertificateError(_key(), ssl.SSLCertVerificationError("bad")),
-     ErrorClass.TRANSIENT, "TLS certificate"),
-    (aiohttp.ClientSSLError(_key(), ssl.SSLError("handshake")), ErrorClass.TRANSIENT,
-     "TLS handshake failed"),
-    (aiohttp.ServerDisconnectedError(), ErrorClass.TRANSIENT, "closed the connection"),
-    (aiohttp.ClientPayloadError("truncated"), ErrorClass.TRANSIENT, "connection error"),
-    (aiohttp.ClientOSError(104, "reset"), ErrorClass.TRANSIENT, "connection error"),
-    (ConnectionResetError(), ErrorClass.TRANSIENT, "connection error"),
-    (aiohttp.InvalidURL("http://[::1"), ErrorClass.PERMANENT, "not valid"),
-    (ValueError("odd"), ErrorClass.UNKNOWN, "ValueError"),
-])
+@pytest.mark.parametrize(
+    ("exc", "expected", "fragment"),
+    [
+        (TimeoutError(), ErrorClass.TRANSIENT, "no response within 2.5s"),
+        (aiohttp.ServerTimeoutError("read"), ErrorClass.TRANSIENT, "no response within"),
+        (
+            aiohttp.ClientConnectorError(_key(), ConnectionRefusedError(111, "Connection refused")),
+            ErrorClass.TRANSIENT,
+            "cannot connect to receiver.example:8443: Connection refused",
+        ),
+        (
+            aiohttp.ClientConnectorDNSError(_key(), OSError(-2, "Name or service not known")),
+            ErrorClass.TRANSIENT,
+            "DNS lookup of receiver.example failed",
+        ),
+        (
+            aiohttp.ClientConnectorCertificateError(_key(), ssl.SSLCertVerificationError("bad")),
+            ErrorClass.TRANSIENT,
+            "TLS certificate",
+        ),
+        (
+            aiohttp.ClientSSLError(_key(), ssl.SSLError("handshake")),
+            ErrorClass.TRANSIENT,
+            "TLS handshake failed",
+        ),
+        (aiohttp.ServerDisconnectedError(), ErrorClass.TRANSIENT, "closed the connection"),
+        (aiohttp.ClientPayloadError("truncated"), ErrorClass.TRANSIENT, "connection error"),
+        (aiohttp.ClientOSError(104, "reset"), ErrorClass.TRANSIENT, "connection error"),
+        (ConnectionResetError(), ErrorClass.TRANSIENT, "connection error"),
+        (aiohttp.InvalidURL("http://[::1"), ErrorClass.PERMANENT, "not valid"),
+        (ValueError("odd"), ErrorClass.UNKNOWN, "ValueError"),
+    ],
+)
 def test_classify_exception(exc: BaseException, expected: ErrorClass, fragment: str) -> None:
     error_class, message = classify.classify_exception(exc, 2.5)
     assert error_class == expected, message
@@ -274,8 +307,11 @@ def test_classify_exception(exc: BaseException, expected: ErrorClass, fragment: 
 
 def test_classify_exception_never_repeats_the_url() -> None:
     secret_url = "https://hooks.slack.example/services/T000/B000/SECRETTOKEN"
-    for exc in (aiohttp.InvalidURL(secret_url), aiohttp.ClientPayloadError(secret_url),
-                ValueError(secret_url)):
+    for exc in (
+        aiohttp.InvalidURL(secret_url),
+        aiohttp.ClientPayloadError(secret_url),
+        ValueError(secret_url),
+    ):
         _, message = classify.classify_exception(exc, 1)
         assert "SECRETTOKEN" not in message, message
 
@@ -283,26 +319,29 @@ def test_classify_exception_never_repeats_the_url() -> None:
 NOW = dt.datetime(2026, 11, 20, 10, 0, 0, tzinfo=dt.UTC)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("5", 5.0),
-    ("0", 0.0),
-    (" 120 ", 120.0),
-    ("3600", 3600.0),
-    (email.utils.format_datetime(NOW + dt.timedelta(seconds=90), usegmt=True), 90.0),
-    ("Fri, 20 Nov 2026 10:00:30 GMT", 30.0),
-    ("Fri, 20 Nov 2026 10:00:30 +0000", 30.0),
-    ("Fri, 20 Nov 2026 11:00:30 +0100", 30.0),
-    ("Fri, 20 Nov 2026 09:59:00 GMT", 0.0),  # in the past: no wait, never negative
-    ("Fri, 20 Nov 2026 10:00:30 -0000", 30.0),  # no zone: taken as UTC
-    (None, None),
-    ("", None),
-    ("   ", None),
-    ("soon", None),
-    ("-5", None),
-    ("5 seconds", None),
-    ("1e3", None),
-    ("Fri, 99 Nov 2026 10:00:30 GMT", None),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("5", 5.0),
+        ("0", 0.0),
+        (" 120 ", 120.0),
+        ("3600", 3600.0),
+        (email.utils.format_datetime(NOW + dt.timedelta(seconds=90), usegmt=True), 90.0),
+        ("Fri, 20 Nov 2026 10:00:30 GMT", 30.0),
+        ("Fri, 20 Nov 2026 10:00:30 +0000", 30.0),
+        ("Fri, 20 Nov 2026 11:00:30 +0100", 30.0),
+        ("Fri, 20 Nov 2026 09:59:00 GMT", 0.0),  # in the past: no wait, never negative
+        ("Fri, 20 Nov 2026 10:00:30 -0000", 30.0),  # no zone: taken as UTC
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("soon", None),
+        ("-5", None),
+        ("5 seconds", None),
+        ("1e3", None),
+        ("Fri, 99 Nov 2026 10:00:30 GMT", None),
+    ],
+)
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     got = classify.parse_retry_after(value, now=NOW)
     if expected is None:

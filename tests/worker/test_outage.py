@@ -51,12 +51,14 @@ async def flaky_jobs(queue: Any) -> list[dict[str, Any]]:
     return await sql_rows(
         queue,
         "SELECT j.id::text AS id, j.state, j.attempts FROM herald.jobs j "
-        "JOIN herald.targets t ON t.id = j.target_id WHERE t.name = 'flaky'")
+        "JOIN herald.targets t ON t.id = j.target_id WHERE t.name = 'flaky'",
+    )
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals],
-                    key=lambda x: (x[0], x[1]))
+    events = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1])
+    )
     best = current = 0
     for _, step in events:
         current += step
@@ -66,7 +68,8 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 @pytest.mark.parametrize("mode", ["503", "refused"])
 async def test_outage_opens_the_circuit_burns_nothing_and_recovers(
-        db_url: str, tmp_path: Path, mode: str) -> None:
+    db_url: str, tmp_path: Path, mode: str
+) -> None:
     down = True
 
     def flaky_script(receiver: Receiver, request: web.Request, body: bytes) -> Answer:
@@ -81,32 +84,47 @@ async def test_outage_opens_the_circuit_burns_nothing_and_recovers(
     steady = TrackingReceiver()
     await steady.start()
     try:
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("flaky", f"http://127.0.0.1:{port}/hook",
-                       retry={"maxAttempts": MAX_ATTEMPTS, **FAST_RETRY},
-                       circuitBreaker={"failureThreshold": THRESHOLD,
-                                       "openSeconds": OPEN_SECONDS,
-                                       "halfOpenProbes": PROBES}),
-            target_doc("steady", steady.url),
-        ])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [
+                target_doc(
+                    "flaky",
+                    f"http://127.0.0.1:{port}/hook",
+                    retry={"maxAttempts": MAX_ATTEMPTS, **FAST_RETRY},
+                    circuitBreaker={
+                        "failureThreshold": THRESHOLD,
+                        "openSeconds": OPEN_SECONDS,
+                        "halfOpenProbes": PROBES,
+                    },
+                ),
+                target_doc("steady", steady.url),
+            ],
+        )
         async with worker(db_url, path) as w:
             q = w.queue
             ids = await w.submit_many("flaky", [{"n": i} for i in range(JOBS)])
 
             # -- the circuit opens -------------------------------------------------------
             async def opened_and_settled() -> bool:
-                return (await circuit(q, "flaky") == "open"
-                        and (await states(q, "flaky")).get("running", 0) == 0)
+                return (
+                    await circuit(q, "flaky") == "open"
+                    and (await states(q, "flaky")).get("running", 0) == 0
+                )
 
-            await eventually(opened_and_settled, timeout=15, interval=0.01,
-                             message="circuit open, no delivery in flight")
+            await eventually(
+                opened_and_settled,
+                timeout=15,
+                interval=0.01,
+                message="circuit open, no delivery in flight",
+            )
             opened_at = time.monotonic()
             at_open = {r["id"]: r["attempts"] for r in await flaky_jobs(q)}
             assert len(at_open) == JOBS
             assert max(at_open.values()) < MAX_ATTEMPTS, at_open
             assert await dead_letters(q) == [], "nothing dead before the circuit opened"
-            attempts_at_open = metric(await w.metrics(), "herald_delivery_attempts_total",
-                                      target="default/flaky")
+            attempts_at_open = metric(
+                await w.metrics(), "herald_delivery_attempts_total", target="default/flaky"
+            )
             arrived_at_open = flaky.arrived
 
             # -- while it is open ----------------------------------------------------------
@@ -121,8 +139,9 @@ async def test_outage_opens_the_circuit_burns_nothing_and_recovers(
                 running = [r for r in rows if r["state"] == "running"]
                 assert len(running) <= PROBES, f"{len(running)} running while not closed"
                 assert not [r for r in rows if r["state"] == "dead"], "an outage fills no DLQ"
-                grown = [r for r in rows
-                         if r["state"] != "running" and r["attempts"] > at_open[r["id"]]]
+                grown = [
+                    r for r in rows if r["state"] != "running" and r["attempts"] > at_open[r["id"]]
+                ]
                 assert not grown, f"attempts burned while open: {grown[:3]}"
                 if not steady_done_during_outage:
                     counts = await states(q, "steady")
@@ -130,17 +149,21 @@ async def test_outage_opens_the_circuit_burns_nothing_and_recovers(
                 await asyncio.sleep(0.05)
             assert steady_done_during_outage, (
                 "the other target was delivered while this one was down: "
-                f"{await states(q, 'steady')}")
+                f"{await states(q, 'steady')}"
+            )
             assert sorted(steady.delivered_ids()) == sorted(steady_ids)
 
-            probes = metric(await w.metrics(), "herald_delivery_attempts_total",
-                            target="default/flaky") - attempts_at_open
+            probes = (
+                metric(await w.metrics(), "herald_delivery_attempts_total", target="default/flaky")
+                - attempts_at_open
+            )
             requests = flaky.arrived - arrived_at_open
             outage = time.monotonic() - opened_at  # measured last: it covers both counts
             rounds = int(outage / OPEN_SECONDS) + 1
             assert 1 <= probes <= PROBES * rounds, (
                 f"{probes} attempts in {outage:.1f}s open: at most {PROBES} probes per "
-                f"{OPEN_SECONDS}s round")
+                f"{OPEN_SECONDS}s round"
+            )
             if mode == "503":
                 assert 1 <= requests <= PROBES * rounds, f"{requests} requests while open"
                 during = [(i.started, i.ended) for i in flaky.intervals if i.started >= opened_at]
@@ -161,7 +184,8 @@ async def test_outage_opens_the_circuit_burns_nothing_and_recovers(
             assert max(delivered.values()) == 1, "each once"
             final = {r["id"]: r["attempts"] for r in await flaky_jobs(q)}
             assert all(final[i] <= at_open[i] + 1 for i in ids), (
-                "the outage cost no attempt: at most one more, the successful delivery")
+                "the outage cost no attempt: at most one more, the successful delivery"
+            )
 
             # -- what the metrics and the registry say -------------------------------------
             row = (await sql_rows(q, "SELECT * FROM herald.targets WHERE name = 'flaky'"))[0]
@@ -172,12 +196,15 @@ async def test_outage_opens_the_circuit_burns_nothing_and_recovers(
             assert metric(samples, "herald_attempts_refunded_total", **flaky_ref) >= 1
             assert metric(samples, "herald_jobs_delivered_total", **flaky_ref) == JOBS
             assert metric(samples, "herald_dead_letters_written_total", **flaky_ref) == 0
-            assert metric(samples, "herald_circuit_trips_total",
-                          target="default/steady") == 0
-            assert metric(samples, "herald_circuit_recoveries_total", **flaky_ref) == (
-                row["circuit_recoveries_total"]), "one count per time it closed again"
-            assert metric(samples, "herald_circuit_trips_total", **flaky_ref) == (
-                row["circuit_trips_total"]), "one count per time the circuit opened"
+            assert metric(samples, "herald_circuit_trips_total", target="default/steady") == 0
+            assert (
+                metric(samples, "herald_circuit_recoveries_total", **flaky_ref)
+                == (row["circuit_recoveries_total"])
+            ), "one count per time it closed again"
+            assert (
+                metric(samples, "herald_circuit_trips_total", **flaky_ref)
+                == (row["circuit_trips_total"])
+            ), "one count per time the circuit opened"
     finally:
         await flaky.stop()
         await steady.stop()

@@ -24,7 +24,8 @@ from tests.worker.harness import (
 
 
 async def test_permanent_error_to_dlq_then_replayed_and_delivered(
-        db_url: str, tmp_path: Path) -> None:
+    db_url: str, tmp_path: Path
+) -> None:
     accept = False
 
     def script(receiver: Receiver, request: web.Request, body: bytes) -> Answer:
@@ -34,8 +35,10 @@ async def test_permanent_error_to_dlq_then_replayed_and_delivered(
 
     payload = {"summary": "disk full", "severity": "urgent", "host": "db-1"}
     async with TrackingReceiver(script) as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("hook", rx.url, retry={"maxAttempts": 5, **FAST_RETRY})])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [target_doc("hook", rx.url, retry={"maxAttempts": 5, **FAST_RETRY})],
+        )
         async with worker(db_url, path) as w:
             submitted = await w.submit("hook", payload, priority="high")
             job_id = submitted["id"]
@@ -63,8 +66,9 @@ async def test_permanent_error_to_dlq_then_replayed_and_delivered(
             assert entry["payload"] == payload
             assert entry["targetConfig"]["url"] == rx.url
 
-            status, found = await w.get("/v1/dead-letters",
-                                        params={"errorClass": "permanent", "target": "hook"})
+            status, found = await w.get(
+                "/v1/dead-letters", params={"errorClass": "permanent", "target": "hook"}
+            )
             assert [i["id"] for i in found["items"]] == [item["id"]]
             status, none = await w.get("/v1/dead-letters", params={"errorClass": "transient"})
             assert none["items"] == []
@@ -82,8 +86,13 @@ async def test_permanent_error_to_dlq_then_replayed_and_delivered(
             accept = True
             status, result = await w.post(f"/v1/dead-letters/{item['id']}/replay")
             assert status == 200, result
-            assert result == {"matched": 1, "replayed": 1, "skipped": 0, "dryRun": False,
-                              "jobIds": [job_id]}
+            assert result == {
+                "matched": 1,
+                "replayed": 1,
+                "skipped": 0,
+                "dryRun": False,
+                "jobIds": [job_id],
+            }
             await wait_state(w.queue, "succeeded", 1)
             assert await states(w.queue) == {"succeeded": 1}
             assert rx.delivered_ids() == [job_id], "the same job, same webhook-id"

@@ -28,19 +28,28 @@ from tests.worker.harness import (
 
 
 def manifests(tmp_path: Path, url: str) -> Path:
-    return write_manifests(tmp_path / "targets.yaml", [target_doc(
-        "hook", url, retry={"maxAttempts": 5, **FAST_RETRY}, circuitBreaker=NO_BREAKER)])
+    return write_manifests(
+        tmp_path / "targets.yaml",
+        [
+            target_doc(
+                "hook", url, retry={"maxAttempts": 5, **FAST_RETRY}, circuitBreaker=NO_BREAKER
+            )
+        ],
+    )
 
 
 async def scheduled_delay(w: Any, job_id: str) -> dict[str, Any]:
     """While the job waits for its retry: the delay the database recorded, exactly
     (``run_at`` minus the failure's now(), which the same statement wrote to the target)."""
+
     async def retrying() -> list[dict[str, Any]]:
         return await sql_rows(
             w.queue,
             "SELECT extract(epoch FROM j.run_at - t.last_error_at)::float AS delay, j.state "
             "FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id "
-            "WHERE j.id = %s AND j.state = 'retrying'", [job_id])
+            "WHERE j.id = %s AND j.state = 'retrying'",
+            [job_id],
+        )
 
     [row] = await eventually(retrying, timeout=10, interval=0.01, message="job retrying")
     return row
@@ -61,7 +70,8 @@ async def test_retry_after_seconds_is_obeyed(db_url: str, tmp_path: Path, status
         await wait_state(w.queue, "succeeded", 1)
         first, second = rx.intervals
         assert second.started - first.ended >= wait * 0.98, (
-            f"the retry came {second.started - first.ended:.3f}s after the 429/503")
+            f"the retry came {second.started - first.ended:.3f}s after the 429/503"
+        )
         assert rx.delivered_ids() == [submitted["id"]]
 
 
@@ -86,7 +96,8 @@ async def test_retry_after_http_date_is_obeyed(db_url: str, tmp_path: Path) -> N
         await wait_state(w.queue, "succeeded", 1)
         second = rx.intervals[1]
         assert second.wall >= not_before[0] - 0.01, (
-            f"retried at {second.wall:.3f}, asked not before {not_before[0]}")
+            f"retried at {second.wall:.3f}, asked not before {not_before[0]}"
+        )
         assert rx.delivered_ids() == [submitted["id"]]
 
 
@@ -109,10 +120,22 @@ async def test_backoff_longer_than_retry_after_wins(db_url: str, tmp_path: Path)
     """Retry-After is a floor, not a replacement: a longer backoff is kept."""
     answer = Answer(503, headers={"Retry-After": "1"})
     async with TrackingReceiver(fail_first(1, answer)) as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [target_doc(
-            "hook", rx.url, retry={"maxAttempts": 5, "initialBackoffSeconds": 1.5,
-                                   "maxBackoffSeconds": 2, "jitterSeconds": 0},
-            circuitBreaker=NO_BREAKER)])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [
+                target_doc(
+                    "hook",
+                    rx.url,
+                    retry={
+                        "maxAttempts": 5,
+                        "initialBackoffSeconds": 1.5,
+                        "maxBackoffSeconds": 2,
+                        "jitterSeconds": 0,
+                    },
+                    circuitBreaker=NO_BREAKER,
+                )
+            ],
+        )
         async with worker(db_url, path) as w:
             submitted = await w.submit("hook")
             row = await scheduled_delay(w, submitted["id"])

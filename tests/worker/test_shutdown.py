@@ -46,8 +46,9 @@ CONCURRENCY = 8
 
 
 @contextlib.asynccontextmanager
-async def worker_process(db_url: str, manifest: Path, log: Path,
-                         **env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+async def worker_process(
+    db_url: str, manifest: Path, log: Path, **env: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
     """``herald worker --targets manifest`` as a subprocess, ready (its /readyz says so)."""
     port = free_port()
     environ = {
@@ -66,10 +67,20 @@ async def worker_process(db_url: str, manifest: Path, log: Path,
     }
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "herald_cli.main", "worker", "--targets", str(manifest),
-            env=environ, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            sys.executable,
+            "-m",
+            "herald_cli.main",
+            "worker",
+            "--targets",
+            str(manifest),
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         try:
             async with aiohttp.ClientSession() as http:
+
                 async def ready() -> bool:
                     if proc.returncode is not None:
                         raise AssertionError(f"worker exited: {log.read_text()[-3000:]}")
@@ -97,35 +108,41 @@ async def exit_status(proc: asyncio.subprocess.Process, log: Path, timeout: floa
 
 
 async def job_rows(queue: Any) -> dict[str, dict[str, Any]]:
-    rows = await sql_rows(queue, "SELECT id::text AS id, state, attempts, leased_by, "
-                                 "lease_expires_at FROM herald.jobs")
+    rows = await sql_rows(
+        queue,
+        "SELECT id::text AS id, state, attempts, leased_by, lease_expires_at FROM herald.jobs",
+    )
     return {r["id"]: r for r in rows}
 
 
 def manifests(tmp_path: Path, url: str) -> Path:
-    return write_manifests(tmp_path / "targets.yaml", [
-        target_doc("hook", url, retry={"maxAttempts": 5, **FAST_RETRY})])
+    return write_manifests(
+        tmp_path / "targets.yaml", [target_doc("hook", url, retry={"maxAttempts": 5, **FAST_RETRY})]
+    )
 
 
 async def test_sigterm_drains_cleanly(db_url: str, tmp_path: Path) -> None:
     jobs = 120
-    async with TrackingReceiver(always(Answer(delay=0.5))) as rx, \
-            await open_queue(db_url) as q:
+    async with TrackingReceiver(always(Answer(delay=0.5))) as rx, await open_queue(db_url) as q:
         path = manifests(tmp_path, rx.url)
         log = tmp_path / "worker.log"
         async with worker_process(db_url, path, log, HERALD_SHUTDOWN_GRACE="10") as proc:
             ids = await _enqueue(q, jobs)
             # Mid-run: two rounds delivered, a third in flight.
-            await eventually(lambda: len(rx.delivered_ids()) >= 2 * CONCURRENCY
-                             and rx.in_flight >= CONCURRENCY // 2, timeout=30, interval=0.005)
+            await eventually(
+                lambda: (
+                    len(rx.delivered_ids()) >= 2 * CONCURRENCY and rx.in_flight >= CONCURRENCY // 2
+                ),
+                timeout=30,
+                interval=0.005,
+            )
             in_flight = set(rx.in_flight_ids)
             proc.send_signal(signal.SIGTERM)
             assert await exit_status(proc, log, 20) == 0, log.read_text()[-3000:]
 
         assert in_flight <= set(rx.delivered_ids()), "deliveries in flight were finished"
         rows = await job_rows(q)
-        assert all(rows[i]["state"] == "succeeded" for i in in_flight), (
-            "and recorded as delivered")
+        assert all(rows[i]["state"] == "succeeded" for i in in_flight), "and recorded as delivered"
         assert not [r for r in rows.values() if r["state"] == "running"], "nothing left running"
         delivered = collections.Counter(rx.delivered_ids())
         succeeded = {i for i, r in rows.items() if r["state"] == "succeeded"}
@@ -134,7 +151,11 @@ async def test_sigterm_drains_cleanly(db_url: str, tmp_path: Path) -> None:
         assert waiting, "the worker stopped mid-run"
         for r in waiting:
             assert (r["state"], r["attempts"], r["leased_by"], r["lease_expires_at"]) == (
-                "queued", 0, None, None), r
+                "queued",
+                0,
+                None,
+                None,
+            ), r
 
         # A second worker takes the rest at once (the lease is 300 s: nothing is waiting
         # for a lease to expire).
@@ -179,14 +200,16 @@ async def test_grace_exceeded_cancels_and_releases(db_url: str, tmp_path: Path) 
 @pytest.mark.parametrize("kill_after", [0, 20])
 async def test_sigkill_loses_nothing(db_url: str, tmp_path: Path, kill_after: int) -> None:
     jobs = 100
-    async with TrackingReceiver(always(Answer(delay=0.2))) as rx, \
-            await open_queue(db_url) as q:
+    async with TrackingReceiver(always(Answer(delay=0.2))) as rx, await open_queue(db_url) as q:
         path = manifests(tmp_path, rx.url)
         log = tmp_path / "worker.log"
         async with worker_process(db_url, path, log) as proc:
             ids = await _enqueue(q, jobs)
-            await eventually(lambda: len(rx.delivered_ids()) >= kill_after
-                             and rx.in_flight > 0, timeout=30, interval=0.005)
+            await eventually(
+                lambda: len(rx.delivered_ids()) >= kill_after and rx.in_flight > 0,
+                timeout=30,
+                interval=0.005,
+            )
             proc.kill()
             assert await exit_status(proc, log, 10) == -signal.SIGKILL
 

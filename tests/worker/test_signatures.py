@@ -34,7 +34,7 @@ from tests.worker.harness import (
 
 PAYLOADS: list[Any] = [
     {"summary": "disk full", "host": "db-1", "value": 97.5, "tags": ["a", "b"]},
-    {"unicode": "Grüße, 東京, emoji 🚀", "quote": "\"quoted\" \\ back\\slash", "nl": "a\nb"},
+    {"unicode": "Grüße, 東京, emoji 🚀", "quote": '"quoted" \\ back\\slash', "nl": "a\nb"},
     {"nested": {"deep": {"er": [1, 2.0, -3e-5, 10000000000, None, True, False]}}},
     ["a", "list", "payload"],
     "a bare string",
@@ -45,8 +45,7 @@ PAYLOADS: list[Any] = [
 
 
 def compact(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode()
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def headers_of(received: Any) -> dict[str, str]:
@@ -54,15 +53,24 @@ def headers_of(received: Any) -> dict[str, str]:
 
 
 async def test_deliveries_verify_ids_are_stable_bodies_are_exact(
-        db_url: str, tmp_path: Path) -> None:
+    db_url: str, tmp_path: Path
+) -> None:
     # Every job fails once (503), so each is delivered twice: ids must not change.
     async with TrackingReceiver(fail_first(1, Answer(503)), secret=SECRET) as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("hook", rx.url, secretRef={"name": "hook-secret"},
-                       headers={"X-Team": "sre", "X-Trace-Source": "herald-tests"},
-                       retry={"maxAttempts": 5, **FAST_RETRY}, circuitBreaker=NO_BREAKER),
-            secret_doc("hook-secret", signingSecret=SECRET),
-        ])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [
+                target_doc(
+                    "hook",
+                    rx.url,
+                    secretRef={"name": "hook-secret"},
+                    headers={"X-Team": "sre", "X-Trace-Source": "herald-tests"},
+                    retry={"maxAttempts": 5, **FAST_RETRY},
+                    circuitBreaker=NO_BREAKER,
+                ),
+                secret_doc("hook-secret", signingSecret=SECRET),
+            ],
+        )
         async with worker(db_url, path) as w:
             ids = [(await w.submit("hook", p))["id"] for p in PAYLOADS]
             await wait_state(w.queue, "succeeded", len(PAYLOADS))
@@ -98,10 +106,13 @@ async def test_deliveries_verify_ids_are_stable_bodies_are_exact(
 async def test_rotated_secrets_sign_with_each(db_url: str, tmp_path: Path) -> None:
     """signingSecret may hold two secrets (rotation): a receiver knowing either verifies."""
     async with TrackingReceiver(secret=OTHER_SECRET) as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("hook", rx.url, secretRef={"name": "hook-secret"}),
-            secret_doc("hook-secret", signingSecret=f"{SECRET} {OTHER_SECRET}"),
-        ])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [
+                target_doc("hook", rx.url, secretRef={"name": "hook-secret"}),
+                secret_doc("hook-secret", signingSecret=f"{SECRET} {OTHER_SECRET}"),
+            ],
+        )
         async with worker(db_url, path) as w:
             submitted = await w.submit("hook", {"rotating": True})
             await wait_state(w.queue, "succeeded", 1)
@@ -112,11 +123,12 @@ async def test_rotated_secrets_sign_with_each(db_url: str, tmp_path: Path) -> No
                 assert Webhook(secret).verify(r.body, headers_of(r)) == {"rotating": True}
 
 
-async def test_unsigned_target_still_sends_id_and_timestamp(
-        db_url: str, tmp_path: Path) -> None:
+async def test_unsigned_target_still_sends_id_and_timestamp(db_url: str, tmp_path: Path) -> None:
     async with TrackingReceiver() as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("plain", rx.url, headers={"Authorization": "Bearer token-123"})])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [target_doc("plain", rx.url, headers={"Authorization": "Bearer token-123"})],
+        )
         async with worker(db_url, path) as w:
             submitted = await w.submit("plain", {"x": 1})
             await wait_state(w.queue, "succeeded", 1)

@@ -17,17 +17,37 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 async def test_worker_delivers_signed_webhooks(db_url: str, tmp_path: Path) -> None:
     async with Receiver(secret=SECRET) as receiver:
         manifest = tmp_path / "targets.yaml"
-        manifest.write_text(yaml.safe_dump_all([
-            {"apiVersion": "herald.dev/v1alpha1", "kind": "PublishingTarget",
-             "metadata": {"name": "hook", "namespace": "default"},
-             "spec": {"type": "webhook", "url": receiver.url, "secretRef": {"name": "hook"}}},
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"},
-             "stringData": {"signingSecret": SECRET}},
-        ]))
-        async with start(Options(targets=manifest), worker_settings=WorkerSettings(
-                http_host="127.0.0.1", http_port=0, kubernetes_secrets=False),
-                db_settings=DatabaseSettings(pool_min=1, pool_max=8),
-                queue_settings=QueueSettings(), url=db_url) as (running, _stop, task):
+        manifest.write_text(
+            yaml.safe_dump_all(
+                [
+                    {
+                        "apiVersion": "herald.dev/v1alpha1",
+                        "kind": "PublishingTarget",
+                        "metadata": {"name": "hook", "namespace": "default"},
+                        "spec": {
+                            "type": "webhook",
+                            "url": receiver.url,
+                            "secretRef": {"name": "hook"},
+                        },
+                    },
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {"name": "hook"},
+                        "stringData": {"signingSecret": SECRET},
+                    },
+                ]
+            )
+        )
+        async with start(
+            Options(targets=manifest),
+            worker_settings=WorkerSettings(
+                http_host="127.0.0.1", http_port=0, kubernetes_secrets=False
+            ),
+            db_settings=DatabaseSettings(pool_min=1, pool_max=8),
+            queue_settings=QueueSettings(),
+            url=db_url,
+        ) as (running, _stop, task):
             base = f"http://127.0.0.1:{running.port}"
             async with aiohttp.ClientSession() as http:
                 r = await http.post(f"{base}/v1/jobs", json={"target": "hook", "payload": {"a": 1}})

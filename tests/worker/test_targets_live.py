@@ -44,26 +44,34 @@ ROUTING_KEY = "0123456789abcdef0123456789ABCDEF"
 
 
 async def target(queue: Any, name: str = "hook") -> dict[str, Any]:
-    [row] = await sql_rows(queue, "SELECT * FROM herald.targets WHERE name = %s "
-                                  "AND deleted_at IS NULL", [name])
+    [row] = await sql_rows(
+        queue, "SELECT * FROM herald.targets WHERE name = %s AND deleted_at IS NULL", [name]
+    )
     return row
 
 
 async def test_a_new_url_applies_without_restart(db_url: str, tmp_path: Path) -> None:
     async with TrackingReceiver() as old, TrackingReceiver() as new:
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("hook", old.url, retry=RETRY)])
+        path = write_manifests(
+            tmp_path / "targets.yaml", [target_doc("hook", old.url, retry=RETRY)]
+        )
         # Only a notification can tell the worker in time: the periodic refresh is 1 min.
-        async with worker(db_url, path, targets_refresh=60.0) as w, \
-                await open_queue(db_url) as operator:
+        async with (
+            worker(db_url, path, targets_refresh=60.0) as w,
+            await open_queue(db_url) as operator,
+        ):
             first = await w.submit("hook", {"to": "old"})
             await wait_state(w.queue, "succeeded", 1)
             assert old.delivered_ids() == [first["id"]]
 
-            await operator.registry.apply(parse_target(
-                target_doc("hook", new.url, retry=RETRY, headers={"X-Version": "2"})))
-            await eventually(lambda: [t.row.spec.url for t in w.running.worker.directory.all()]
-                             == [new.url], timeout=5, message="the worker sees the new spec")
+            await operator.registry.apply(
+                parse_target(target_doc("hook", new.url, retry=RETRY, headers={"X-Version": "2"}))
+            )
+            await eventually(
+                lambda: [t.row.spec.url for t in w.running.worker.directory.all()] == [new.url],
+                timeout=5,
+                message="the worker sees the new spec",
+            )
             second = await w.submit("hook", {"to": "new"})
             await wait_state(w.queue, "succeeded", 2)
             assert new.delivered_ids() == [second["id"]]
@@ -72,23 +80,25 @@ async def test_a_new_url_applies_without_restart(db_url: str, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("resume", ["cli", "spec-change"])
-async def test_gone_pauses_the_target_until_resumed(db_url: str, tmp_path: Path,
-                                                    resume: str) -> None:
+async def test_gone_pauses_the_target_until_resumed(
+    db_url: str, tmp_path: Path, resume: str
+) -> None:
     gone = True
 
     def script(receiver: Receiver, request: object, body: bytes) -> Answer:
         return Answer(410, body="this hook was deleted") if gone else Answer()
 
     async with TrackingReceiver(script) as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("hook", rx.url, retry=RETRY)])
+        path = write_manifests(tmp_path / "targets.yaml", [target_doc("hook", rx.url, retry=RETRY)])
         async with worker(db_url, path) as w, await open_queue(db_url) as other:
             ids = await w.submit_many("hook", [{"n": i} for i in range(5)])
 
             async def paused_and_settled() -> bool:
                 row = await target(w.queue)
-                return (row["auto_paused_reason"] is not None
-                        and (await states(w.queue)).get("running", 0) == 0)
+                return (
+                    row["auto_paused_reason"] is not None
+                    and (await states(w.queue)).get("running", 0) == 0
+                )
 
             await eventually(paused_and_settled, timeout=10, message="auto-paused")
             row = await target(w.queue)
@@ -96,7 +106,8 @@ async def test_gone_pauses_the_target_until_resumed(db_url: str, tmp_path: Path,
             assert row["circuit_state"] == "closed", "not an outage: a pause"
             jobs = await sql_rows(w.queue, "SELECT state, attempts, leased_by FROM herald.jobs")
             assert {(j["state"], j["attempts"], j["leased_by"]) for j in jobs} == {
-                ("queued", 0, None)}, "held, the attempt not counted"
+                ("queued", 0, None)
+            }, "held, the attempt not counted"
             assert await dead_letters(w.queue) == []
             assert 1 <= len(rx.received) <= 5
             requests_when_paused = len(rx.received)
@@ -104,22 +115,31 @@ async def test_gone_pauses_the_target_until_resumed(db_url: str, tmp_path: Path,
             _, targets = await w.get("/v1/targets")
             assert "410" in targets["items"][0]["autoPausedReason"]
             samples = await w.metrics()
-            assert metric(samples, "herald_targets_auto_paused_total",
-                          target="default/hook") == 1
+            assert metric(samples, "herald_targets_auto_paused_total", target="default/hook") == 1
             await eventually(lambda: _paused_sampled(w), timeout=5)
             assert len(rx.received) == requests_when_paused, "held while paused"
 
             gone = False
             if resume == "cli":
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "herald_cli.main", "targets", "resume", "hook",
+                    sys.executable,
+                    "-m",
+                    "herald_cli.main",
+                    "targets",
+                    "resume",
+                    "hook",
                     env={**os.environ, "HERALD_DATABASE_URL": db_url},
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
                 out, _ = await proc.communicate()
                 assert proc.returncode == 0, out.decode()
             else:
-                await other.registry.apply(parse_target(target_doc(
-                    "hook", rx.url, retry=RETRY, headers={"X-Fixed": "yes"})))
+                await other.registry.apply(
+                    parse_target(
+                        target_doc("hook", rx.url, retry=RETRY, headers={"X-Fixed": "yes"})
+                    )
+                )
             await wait_state(w.queue, "succeeded", 5, timeout=15)
             assert sorted(rx.delivered_ids()) == sorted(ids)
             assert (await target(w.queue))["auto_paused_reason"] is None
@@ -130,19 +150,28 @@ async def _paused_sampled(w: Any) -> bool:
     return metric(await w.metrics(), "herald_target_paused", target="default/hook") == 1
 
 
-async def test_missing_secret_key_rides_out_like_an_outage(db_url: str,
-                                                            tmp_path: Path) -> None:
+async def test_missing_secret_key_rides_out_like_an_outage(db_url: str, tmp_path: Path) -> None:
     async with TrackingReceiver() as rx:
-        spec = {"type": "pagerduty", "secretRef": {"name": "pd"}, "retry": RETRY,
-                "circuitBreaker": {"failureThreshold": 3, "openSeconds": 0.3}}
-        broken = write_manifests(tmp_path / "broken.yaml", [
-            target_doc("pager", rx.url, **spec), secret_doc("pd", integrationKey="oops")])
-        fixed = write_manifests(tmp_path / "fixed.yaml", [
-            target_doc("pager", rx.url, **spec), secret_doc("pd", routingKey=ROUTING_KEY)])
+        spec = {
+            "type": "pagerduty",
+            "secretRef": {"name": "pd"},
+            "retry": RETRY,
+            "circuitBreaker": {"failureThreshold": 3, "openSeconds": 0.3},
+        }
+        broken = write_manifests(
+            tmp_path / "broken.yaml",
+            [target_doc("pager", rx.url, **spec), secret_doc("pd", integrationKey="oops")],
+        )
+        fixed = write_manifests(
+            tmp_path / "fixed.yaml",
+            [target_doc("pager", rx.url, **spec), secret_doc("pd", routingKey=ROUTING_KEY)],
+        )
 
         async with worker(db_url, broken) as w:
-            ids = await w.submit_many("pager", [{"summary": f"s{i}", "severity": "error",
-                                                 "source": "db-1"} for i in range(10)])
+            ids = await w.submit_many(
+                "pager",
+                [{"summary": f"s{i}", "severity": "error", "source": "db-1"} for i in range(10)],
+            )
             await eventually(lambda: _opened(w.queue), timeout=10, message="circuit open")
             row = await target(w.queue, "pager")
             assert row["last_error_class"] == "transient"
@@ -178,9 +207,17 @@ async def _opened(queue: Any) -> bool:
 async def test_rate_limit_spaces_deliveries(db_url: str, tmp_path: Path) -> None:
     rate, burst, jobs = 20.0, 5, 60
     async with TrackingReceiver() as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [target_doc(
-            "hook", rx.url, circuitBreaker=NO_BREAKER,
-            rateLimit={"requestsPerSecond": rate, "burst": burst})])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [
+                target_doc(
+                    "hook",
+                    rx.url,
+                    circuitBreaker=NO_BREAKER,
+                    rateLimit={"requestsPerSecond": rate, "burst": burst},
+                )
+            ],
+        )
         async with worker(db_url, path) as w:
             ids = await w.submit_many("hook", [{"n": i} for i in range(jobs)])
             await wait_state(w.queue, "succeeded", jobs, timeout=20)
@@ -190,22 +227,24 @@ async def test_rate_limit_spaces_deliveries(db_url: str, tmp_path: Path) -> None
     for k, t in enumerate(starts):
         allowed = burst + rate * (t - t0) + 1.5  # tolerance: scheduling, the first claim
         assert k + 1 <= allowed, (
-            f"{k + 1} requests within {t - t0:.3f}s: more than burst + rate * t = {allowed:.1f}")
+            f"{k + 1} requests within {t - t0:.3f}s: more than burst + rate * t = {allowed:.1f}"
+        )
     span = starts[-1] - t0
     assert span >= (jobs - burst) / rate * 0.9, f"{jobs} deliveries in {span:.2f}s"
     assert span < 10, f"much slower than the rate allows: {span:.2f}s"
 
 
-async def test_target_concurrency_bounds_deliveries_in_flight(db_url: str,
-                                                               tmp_path: Path) -> None:
+async def test_target_concurrency_bounds_deliveries_in_flight(db_url: str, tmp_path: Path) -> None:
     """HERALD_TARGET_CONCURRENCY: at most this many deliveries to one target at once, per
     worker process, from the first claim on."""
     async with TrackingReceiver() as rx:
         rx.gate.clear()  # hold every request: what is in flight stays in flight
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("hook", rx.url, circuitBreaker=NO_BREAKER)])
-        async with worker(db_url, path, concurrency=64, target_concurrency=4,
-                          claim_batch=50, shutdown_grace=0.5) as w:
+        path = write_manifests(
+            tmp_path / "targets.yaml", [target_doc("hook", rx.url, circuitBreaker=NO_BREAKER)]
+        )
+        async with worker(
+            db_url, path, concurrency=64, target_concurrency=4, claim_batch=50, shutdown_grace=0.5
+        ) as w:
             try:
                 await w.submit_many("hook", [{"n": i} for i in range(20)])
                 await eventually(lambda: rx.in_flight >= 4, timeout=10)

@@ -40,8 +40,9 @@ NOW = dt.datetime(2026, 11, 20, 10, 0, tzinfo=dt.UTC)
 
 
 def snap(state: JobState, *, local: bool = False, job_id: uuid.UUID | None = None) -> Snapshot:
-    return Snapshot(job_id or uuid.uuid4(), "default/hook", "medium", state, 1, NOW, NOW,
-                    local=local)
+    return Snapshot(
+        job_id or uuid.uuid4(), "default/hook", "medium", state, 1, NOW, NOW, local=local
+    )
 
 
 # -- the tracker, alone ------------------------------------------------------------------------
@@ -66,8 +67,12 @@ def test_tracker_is_bounded_and_least_recently_used_goes_first() -> None:
 def test_tracker_answers_only_what_cannot_be_stale() -> None:
     tracker = Tracker(100)
     authoritative = [snap(JobState.SUCCEEDED), snap(JobState.RUNNING, local=True)]
-    stale_prone = [snap(JobState.QUEUED), snap(JobState.RETRYING), snap(JobState.DEAD),
-                   snap(JobState.RUNNING)]  # running elsewhere: may have finished since
+    stale_prone = [
+        snap(JobState.QUEUED),
+        snap(JobState.RETRYING),
+        snap(JobState.DEAD),
+        snap(JobState.RUNNING),
+    ]  # running elsewhere: may have finished since
     for s in authoritative + stale_prone:
         tracker.record(s)
     for s in authoritative:
@@ -90,16 +95,20 @@ def test_tracker_answers_only_what_cannot_be_stale() -> None:
 
 async def test_lookups_through_the_api(db_url: str, tmp_path: Path) -> None:
     async with TrackingReceiver() as rx:
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("hook", rx.url), target_doc("held", rx.url, paused=True)])
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [target_doc("hook", rx.url), target_doc("held", rx.url, paused=True)],
+        )
         async with worker(db_url, path, tracker_size=5) as w:
             ids = [j for j in await w.submit_many("hook", [{"n": i} for i in range(10)])]
             await wait_state(w.queue, "succeeded", 10)
 
             async def lookups() -> tuple[float, float]:
                 m = await w.metrics()
-                return (metric(m, "herald_tracker_lookups_total", result="hit"),
-                        metric(m, "herald_tracker_lookups_total", result="miss"))
+                return (
+                    metric(m, "herald_tracker_lookups_total", result="hit"),
+                    metric(m, "herald_tracker_lookups_total", result="miss"),
+                )
 
             samples = await w.metrics()
             assert metric(samples, "herald_tracker_jobs") <= 5
@@ -124,7 +133,8 @@ async def test_lookups_through_the_api(db_url: str, tmp_path: Path) -> None:
 
 
 async def test_a_job_being_delivered_here_is_answered_from_the_tracker(
-        db_url: str, tmp_path: Path) -> None:
+    db_url: str, tmp_path: Path
+) -> None:
     async with TrackingReceiver() as rx:
         rx.gate.clear()  # hold the delivery
         path = write_manifests(tmp_path / "targets.yaml", [target_doc("hook", rx.url)])
@@ -133,8 +143,7 @@ async def test_a_job_being_delivered_here_is_answered_from_the_tracker(
             await eventually(lambda: rx.in_flight == 1)
             status, body = await w.get(f"/v1/jobs/{submitted['id']}")
             assert status == 200, body
-            assert (body["source"], body["state"], body["attempts"]) == (
-                "tracker", "running", 1)
+            assert (body["source"], body["state"], body["attempts"]) == ("tracker", "running", 1)
             rx.gate.set()
             await wait_state(w.queue, "succeeded", 1)
             _, body = await w.get(f"/v1/jobs/{submitted['id']}")
@@ -151,18 +160,27 @@ async def exercised_worker_metrics(db_url: str, tmp_path: Path) -> tuple[str, li
     def down_then_up(receiver: Receiver, request: object, body: bytes) -> Answer:
         return Answer(503) if len(receiver.received) < 2 else Answer()
 
-    async with TrackingReceiver() as ok, \
-            TrackingReceiver(fail_first(1, Answer(503, headers={"Retry-After": "0"}))) as flaky, \
-            TrackingReceiver(always(Answer(400))) as bad, \
-            TrackingReceiver(down_then_up) as outage:
-        path = write_manifests(tmp_path / "targets.yaml", [
-            target_doc("ok", ok.url, retry=retry),
-            target_doc("flaky", flaky.url, retry=retry, circuitBreaker=NO_BREAKER),
-            target_doc("bad", bad.url, retry=retry),
-            target_doc("outage", outage.url, retry=retry,
-                       circuitBreaker={"failureThreshold": 2, "openSeconds": 0.3}),
-            target_doc("held", ok.url, paused=True),
-        ])
+    async with (
+        TrackingReceiver() as ok,
+        TrackingReceiver(fail_first(1, Answer(503, headers={"Retry-After": "0"}))) as flaky,
+        TrackingReceiver(always(Answer(400))) as bad,
+        TrackingReceiver(down_then_up) as outage,
+    ):
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [
+                target_doc("ok", ok.url, retry=retry),
+                target_doc("flaky", flaky.url, retry=retry, circuitBreaker=NO_BREAKER),
+                target_doc("bad", bad.url, retry=retry),
+                target_doc(
+                    "outage",
+                    outage.url,
+                    retry=retry,
+                    circuitBreaker={"failureThreshold": 2, "openSeconds": 0.3},
+                ),
+                target_doc("held", ok.url, paused=True),
+            ],
+        )
         async with worker(db_url, path) as w:
             ids = []
             for priority in ("high", "medium", "low"):
@@ -182,15 +200,24 @@ async def exercised_worker_metrics(db_url: str, tmp_path: Path) -> tuple[str, li
             async def sampled() -> str | None:
                 text = await w.metrics_text()
                 m = parse_metrics(text)
-                ready = (metric(m, "herald_dead_letters", target="default/bad") == 1
-                         and metric(m, "herald_queue_depth", target="default/held",
-                                    priority="medium", state="queued") == 4
-                         and metric(m, "herald_circuit_state", target="default/outage",
-                                    state="closed") == 1)
+                ready = (
+                    metric(m, "herald_dead_letters", target="default/bad") == 1
+                    and metric(
+                        m,
+                        "herald_queue_depth",
+                        target="default/held",
+                        priority="medium",
+                        state="queued",
+                    )
+                    == 4
+                    and metric(m, "herald_circuit_state", target="default/outage", state="closed")
+                    == 1
+                )
                 return text if ready else None
 
-            text = await eventually(sampled, timeout=10, interval=0.1,
-                                    message="the sampler ran after the traffic")
+            text = await eventually(
+                sampled, timeout=10, interval=0.1, message="the sampler ran after the traffic"
+            )
             return text, ids
 
 
@@ -205,32 +232,44 @@ async def test_metrics_exposition(db_url: str, tmp_path: Path) -> None:
     assert value("herald_jobs_enqueued_total", target="default/ok", priority="high") == 1
     assert value("herald_jobs_claimed_total", target="default/ok") == 3
     assert value("herald_jobs_delivered_total") == 8
-    assert value("herald_jobs_delivered_total", target="default/flaky",
-                 priority="medium") == 3
+    assert value("herald_jobs_delivered_total", target="default/flaky", priority="medium") == 3
     assert value("herald_delivery_attempts_total", target="default/flaky") == 6
-    assert value("herald_delivery_failures_total", target="default/flaky",
-                 error_class="transient") == 3
-    assert value("herald_delivery_failures_total", target="default/bad",
-                 error_class="permanent") == 1
-    assert value("herald_retries_scheduled_total", target="default/flaky",
-                 error_class="transient") == 3
-    assert value("herald_dead_letters_written_total", target="default/bad",
-                 error_class="permanent", reason="permanent-error") == 1
+    assert (
+        value("herald_delivery_failures_total", target="default/flaky", error_class="transient")
+        == 3
+    )
+    assert (
+        value("herald_delivery_failures_total", target="default/bad", error_class="permanent") == 1
+    )
+    assert (
+        value("herald_retries_scheduled_total", target="default/flaky", error_class="transient")
+        == 3
+    )
+    assert (
+        value(
+            "herald_dead_letters_written_total",
+            target="default/bad",
+            error_class="permanent",
+            reason="permanent-error",
+        )
+        == 1
+    )
     assert value("herald_retry_backoff_seconds_count", target="default/flaky") == 3
     assert value("herald_retry_backoff_seconds_bucket", target="default/flaky", le="0.5") == 3
-    assert value("herald_delivery_duration_seconds_count", target="default/ok",
-                 outcome="success") == 3
-    assert value("herald_delivery_duration_seconds_count", target="default/bad",
-                 outcome="failure") == 1
-    assert value("herald_delivery_latency_seconds_count", target="default/ok",
-                 priority="low") == 1
-    assert value("herald_delivery_latency_seconds_bucket", target="default/ok",
-                 le="+Inf") == 3
+    assert (
+        value("herald_delivery_duration_seconds_count", target="default/ok", outcome="success") == 3
+    )
+    assert (
+        value("herald_delivery_duration_seconds_count", target="default/bad", outcome="failure")
+        == 1
+    )
+    assert value("herald_delivery_latency_seconds_count", target="default/ok", priority="low") == 1
+    assert value("herald_delivery_latency_seconds_bucket", target="default/ok", le="+Inf") == 3
     # sampled from PostgreSQL
-    assert value("herald_queue_depth", target="default/held", priority="medium",
-                 state="queued") == 4
-    assert value("herald_queue_depth", target="default/held", priority="high",
-                 state="queued") == 1
+    assert (
+        value("herald_queue_depth", target="default/held", priority="medium", state="queued") == 4
+    )
+    assert value("herald_queue_depth", target="default/held", priority="high", state="queued") == 1
     assert value("herald_queue_depth", target="default/ok", state="queued") == 0
     assert value("herald_dead_letters", target="default/bad") == 1
     assert value("herald_dead_letters", target="default/ok") == 0
@@ -248,8 +287,9 @@ async def test_metrics_exposition(db_url: str, tmp_path: Path) -> None:
     assert value("herald_tracker_lookups_total", result="hit") == 3
     assert value("herald_tracker_lookups_total", result="miss") == 1
     assert value("herald_worker_ready") == 1
-    assert value("herald_api_requests_total", route="/v1/jobs/{id}", method="GET",
-                 status="200") == 4
+    assert (
+        value("herald_api_requests_total", route="/v1/jobs/{id}", method="GET", status="200") == 4
+    )
 
 
 async def test_metric_labels_are_bounded(db_url: str, tmp_path: Path) -> None:
@@ -259,8 +299,16 @@ async def test_metric_labels_are_bounded(db_url: str, tmp_path: Path) -> None:
         "priority": {"high", "medium", "low"},
         "error_class": {"transient", "permanent", "unknown"},
         "reason": {"permanent-error", "attempts-exhausted", "target-deleted", "cancelled"},
-        "state": {"queued", "running", "retrying", "succeeded", "dead", "closed", "open",
-                  "half_open"},
+        "state": {
+            "queued",
+            "running",
+            "retrying",
+            "succeeded",
+            "dead",
+            "closed",
+            "open",
+            "half_open",
+        },
         "outcome": {"success", "failure"},
         "result": {"hit", "miss"},
         "method": {"GET", "POST", "DELETE"},
@@ -289,7 +337,12 @@ async def test_promtool_accepts_the_exposition(db_url: str, tmp_path: Path) -> N
     promtool = need_binary("promtool", "checks the /metrics exposition")
     text, _ = await exercised_worker_metrics(db_url, tmp_path)
     proc = await asyncio.create_subprocess_exec(
-        promtool, "check", "metrics", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await proc.communicate(text.encode())
     assert proc.returncode == 0, out.decode()
