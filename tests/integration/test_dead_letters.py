@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from herald_queue.dead_letters import DeadLetter, DeadLetterFilter
+from herald_queue.dead_letters import DeadLetter, DeadLetterFilter, one_off_tag
 from herald_queue.errors import InvalidRequest, TargetNotFound
 from herald_queue.queue import Queue
 from herald_queue.states import ErrorClass, JobState, Priority
@@ -291,6 +291,22 @@ async def test_replay_after_pruning_when_the_key_was_reused(queue: Queue) -> Non
     assert (row["state"], row["idempotency_key"]) == ("queued", None)
 
 
+async def test_replay_to_a_recreated_target_whose_key_is_taken(queue: Queue) -> None:
+    """A deleted target's waiting jobs are dead-lettered; the target is recreated and the
+    producer re-sends the same alert (same idempotency key) before the replay. The replay
+    moves the dead job to the new target without its key rather than failing the batch."""
+    await register(queue, "doomed")
+    old = await queue.jobs.enqueue(job("doomed", idempotency_key="alert-1"))
+    await queue.registry.delete("doomed")
+    await register(queue, "doomed")
+    resent = await queue.jobs.enqueue(job("doomed", idempotency_key="alert-1"))
+    assert resent.created and resent.id != old.id
+    result = await queue.dead_letters.replay(DeadLetterFilter(target="doomed"))
+    assert result.job_ids == [old.id]
+    [row] = await job_rows(queue, "id = %s", [old.id])
+    assert (row["state"], row["idempotency_key"]) == ("queued", None)
+
+
 async def test_replay_to_a_missing_target_is_skipped(queue: Queue) -> None:
     await register_all(queue)
     ids = await bury(queue, 6)
@@ -317,6 +333,23 @@ async def test_replay_to_a_missing_target_is_skipped(queue: Queue) -> None:
     await register(queue, "beta")
     later = await queue.dead_letters.replay(DeadLetterFilter(), replayed_by="target-is-back")
     assert (later.replayed, later.skipped) == (2, 0) and set(later.job_ids) == beta
+
+
+async def test_one_off_replays_retry_what_an_earlier_one_found_without_a_target(
+    queue: Queue,
+) -> None:
+    """The API and the CLI tag each call apart: an entry skipped for a missing target by
+    one call is replayed by the next once the target exists again."""
+    await register_all(queue)
+    ids = await bury(queue, 3)
+    await queue.registry.delete("default/beta")
+    first = await queue.dead_letters.replay(DeadLetterFilter(), replayed_by=one_off_tag("api"))
+    assert (first.replayed, first.skipped) == (2, 1)
+    await register(queue, "beta")
+    dry = await queue.dead_letters.replay(DeadLetterFilter(), dry_run=True)
+    assert (dry.matched, dry.replayed) == (1, 1)
+    second = await queue.dead_letters.replay(DeadLetterFilter(), replayed_by=one_off_tag("api"))
+    assert (second.replayed, second.skipped, second.job_ids) == (1, 0, [ids[1]])
 
 
 async def test_replay_counts_by_replay_name(queue: Queue) -> None:

@@ -112,5 +112,5 @@ async def test_permanent_error_to_dlq_then_replayed_and_delivered(
             status, entry = await w.get(f"/v1/dead-letters/{item['id']}")
             assert entry["replayed"] is True
             assert entry["replayResult"] == "queued"
-            assert entry["replayedBy"] == "api"
+            assert entry["replayedBy"].startswith("api/")
             assert rx.statuses() == {422: 1, 202: 1}

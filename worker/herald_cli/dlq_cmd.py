@@ -10,7 +10,7 @@ from herald_cli.context import open_queue
 from herald_cli.jobs_cmd import job_id
 from herald_cli.output import emit_json, print_table
 from herald_queue.config import parse_duration
-from herald_queue.dead_letters import DeadLetterFilter
+from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.errors import InvalidRequest
 from herald_queue.requests import parse_time
 from herald_queue.states import ErrorClass
@@ -148,7 +148,7 @@ async def run(args: argparse.Namespace) -> int:
                     "give dead-letter ids or filters, or --all to replay every dead letter",
                 )
             result = await store.replay(
-                where, limit=args.limit, dry_run=args.dry_run, replayed_by="cli"
+                where, limit=args.limit, dry_run=args.dry_run, replayed_by=one_off_tag("cli")
             )
             if args.json:
                 emit_json(result.to_json())

@@ -23,6 +23,14 @@ MAX_PAGE = 1000
 MAX_REPLAY_BATCH = 1000
 
 
+def one_off_tag(source: str) -> str:
+    """The ``replayed_by`` of a one-off replay (an API call, a CLI command): unique to the
+    call, so an entry an earlier call found without a target can be replayed by a later
+    one. Named replays (a DeadLetterReplay) pass a stable tag instead, so that running the
+    same replay again resumes it rather than starting over."""
+    return f"{source}/{uuid.uuid4().hex[:12]}"
+
+
 @dataclasses.dataclass(frozen=True)
 class DeadLetterFilter:
     """Which dead letters; every field is optional."""

@@ -96,7 +96,7 @@ WITH picked AS (
     WHERE m.target_id IS NOT NULL
     ON CONFLICT (id) DO UPDATE
     SET state = 'queued', target_id = EXCLUDED.target_id, attempts = 0,
-        held = EXCLUDED.held, run_at = EXCLUDED.run_at, deadline = EXCLUDED.deadline,
+        idempotency_key = EXCLUDED.idempotency_key, held = EXCLUDED.held, run_at = EXCLUDED.run_at, deadline = EXCLUDED.deadline,
         dead_reason = NULL, finished_at = NULL, started_at = NULL, last_error = NULL,
         last_error_class = NULL, last_http_status = NULL
     WHERE j.state = 'dead'

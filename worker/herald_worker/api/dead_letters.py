@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from herald_queue.dead_letters import DeadLetterFilter
+from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.errors import InvalidRequest
 from herald_queue.requests import parse_time
 from herald_worker.api import params
@@ -69,7 +69,9 @@ async def replay_one(request: web.Request) -> web.Response:
             {"error": {"status": 404, "field": "id", "message": f"no dead letter {entry_id}"}},
             status=404,
         )
-    result = await store.replay(DeadLetterFilter(ids=(entry_id,)), limit=1, replayed_by="api")
+    result = await store.replay(
+        DeadLetterFilter(ids=(entry_id,)), limit=1, replayed_by=one_off_tag("api")
+    )
     if result.matched == 0:
         return web.json_response(
             {
@@ -112,7 +114,7 @@ async def replay_many(request: web.Request) -> web.Response:
     if not isinstance(dry_run, bool):
         raise InvalidRequest("dryRun", "must be true or false")
     result = await need_queue(request).dead_letters.replay(
-        selector, limit=limit, dry_run=dry_run, replayed_by="api"
+        selector, limit=limit, dry_run=dry_run, replayed_by=one_off_tag("api")
     )
     return web.json_response(result.to_json())
 
