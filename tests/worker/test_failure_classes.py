@@ -22,6 +22,8 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
 from herald_queue.states import ErrorClass
+from herald_queue.target_types.base import OutgoingRequest, RenderContext
+from herald_queue.target_types.webhook import Webhook
 from herald_worker import classify
 from herald_worker.receiver import Answer, always
 from tests.helpers import eventually
@@ -354,3 +356,36 @@ def test_parse_retry_after_uses_the_current_time_by_default() -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
     got = classify.parse_retry_after(email.utils.format_datetime(later, usegmt=True))
     assert got is not None and 57 <= got <= 60
+
+
+# -- the worker's own failure: retried as unknown, never left held -----------------------
+
+
+async def test_a_failure_inside_the_worker_is_retried_as_unknown(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception the worker does not expect (a bug in rendering, a lost database while
+    it looks a target up) ends the attempt as unknown: the job is retried, not held
+    forever with its lease renewed."""
+    render = Webhook.render
+    calls = 0
+
+    def flaky_render(self: Webhook, ctx: RenderContext) -> OutgoingRequest:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return render(self, ctx)
+
+    monkeypatch.setattr(Webhook, "render", flaky_render)
+    async with (
+        TrackingReceiver(always(Answer(200))) as rx,
+        worker(db_url, manifests(tmp_path, rx.url)) as w,
+    ):
+        submitted = await w.submit("hook", {"n": 1})
+        await wait_state(w.queue, "succeeded", 1)
+        row = await job(w.queue, submitted["id"])
+        assert row["attempts"] == 2
+        assert row["last_error_class"] == "unknown"
+        assert "RuntimeError" in row["last_error"]
+        assert len(rx.received) == 1

@@ -181,10 +181,23 @@ class Worker:
 
     async def _deliver(self, job: ClaimedJob, target: RuntimeTarget | None) -> None:
         try:
-            if target is None:  # registered after our last refresh
-                await self.directory.refresh()
-                target = self.directory.get(job.target_id)
-            result = await self._attempt(job, target)
+            try:
+                if target is None:  # registered after our last refresh
+                    await self.directory.refresh()
+                    target = self.directory.get(job.target_id)
+                result = await self._attempt(job, target)
+            except Exception as exc:  # a bug or a lost database: never leave the job held
+                log.error(
+                    "delivery attempt failed inside the worker; the job is retried",
+                    exc_info=True,
+                    extra={"action": "deliver", "job": str(job.id), "error": type(exc).__name__},
+                )
+                result = Result(
+                    status=None,
+                    duration=0.0,
+                    error_class=ErrorClass.UNKNOWN,
+                    message=f"the worker failed before an answer ({type(exc).__name__})",
+                )
             ref = target.ref if target else str(job.target_id)
             self.metrics.attempts.labels(ref).inc()
             outcome = "success" if result.delivered else "failure"
