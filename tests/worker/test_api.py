@@ -417,6 +417,14 @@ BAD_SUBMISSIONS: list[tuple[str, Any, int | tuple[int, int], str]] = [
     ("Infinity", b'{"target": "held", "payload": {"x": [Infinity]}}', 400, "payload"),
     ("-Infinity", b'{"target": "held", "payload": -Infinity}', 400, "payload"),
     ("NUL in payload", {"target": "held", "payload": "a\u0000b"}, 400, "payload"),
+    ("unpaired surrogate", b'{"target": "held", "payload": ["\\ud800"]}', 400, "payload"),
+    (
+        "nested too deep",
+        b'{"target": "held", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        400,
+        "body",
+    ),
+    ("NUL in target", {"target": "he\u0000ld", "payload": 1}, (400, 404), "target"),
     ("payload too large", {"target": "held", "payload": "x" * MAX_PAYLOAD}, 413, "payload"),
     ("bad priority", {**GOOD, "priority": "urgent"}, 400, "priority"),
     ("priority a number", {**GOOD, "priority": 1}, 400, "priority"),
@@ -548,6 +556,13 @@ BAD_QUERIES: list[tuple[str, str, dict[str, str], int | tuple[int, int], str]] =
     ("DELETE", "/v1/dead-letters", {"olderThan": "abc"}, 400, "olderThan"),
     ("DELETE", "/v1/dead-letters", {"olderThan": "3 days"}, 400, "olderThan"),
     ("DELETE", "/v1/dead-letters", {"olderThan": "-5"}, 400, "olderThan"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": "1e12"}, 400, "olderThan"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": "nan"}, 400, "olderThan"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": "inf"}, 400, "olderThan"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": "99999999999999d"}, 400, "olderThan"),
+    ("GET", "/v1/jobs", {"limit": "\u00b2"}, 400, "limit"),
+    ("GET", "/v1/jobs", {"target": "a\u0000b"}, 404, "target"),
+    ("GET", "/v1/dead-letters", {"target": "a\u0000b"}, (400, 404), None),
     ("DELETE", "/v1/dead-letters", {"olderThan": "30d", "dryRun": "perhaps"}, 400, "dryRun"),
 ]
 
@@ -633,6 +648,18 @@ async def test_bad_alertmanager_messages_are_refused_naming_the_field(api: Worke
         "/v1/alertmanager/held", data=b"", headers={"Content-Type": "application/json"}
     )
     assert_error(status, answer, 400, "body", "empty")
+    surrogate = (
+        b'{"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "x"}, '
+        b'"annotations": {"summary": "\\udc00"}}]}'
+    )
+    status, answer = await api.post(
+        "/v1/alertmanager/held", data=surrogate, headers={"Content-Type": "application/json"}
+    )
+    assert_error(status, answer, 400, None, "unpaired surrogate")
+    status, answer = await api.post("/v1/alertmanager/he%00ld", json={"alerts": [alert("a")]})
+    assert_error(status, answer, (400, 404), None, "NUL in the target")
+    status, answer = await api.post("/v1/dead-letters/replay", json={"target": "a\u0000b"})
+    assert_error(status, answer, (400, 404), None, "NUL in a replay's target")
     assert await sql_value(api.queue, "SELECT count(*) FROM herald.jobs") == 0
 
 

@@ -79,6 +79,40 @@ async def test_a_new_url_applies_without_restart(db_url: str, tmp_path: Path) ->
             assert old.delivered_ids() == [first["id"]], "nothing more to the old URL"
 
 
+async def test_a_deleted_target_is_refused_at_once(db_url: str, tmp_path: Path) -> None:
+    """The operator deletes a target: the worker hears it by notification (its periodic
+    refresh is a minute away) and refuses submissions for it from then on; a target of the
+    same name created again takes submissions, for the new target."""
+    async with TrackingReceiver() as rx:
+        path = write_manifests(tmp_path / "targets.yaml", [target_doc("hook", rx.url)])
+        async with (
+            worker(db_url, path, targets_refresh=60.0) as w,
+            await open_queue(db_url) as operator,
+        ):
+            await w.submit("hook", {"n": 1})  # the name is now in the worker's cache
+            old_id = (await target(w.queue))["id"]
+            await operator.registry.delete("hook")
+            await eventually(
+                lambda: w.running.worker.directory.all() == [],
+                timeout=5,
+                message="the worker hears of the deletion",
+            )
+            status, body = await w.post("/v1/jobs", json={"target": "hook", "payload": 2})
+            assert status == 404, body
+            await operator.registry.apply(parse_target(target_doc("hook", rx.url)))
+            await eventually(
+                lambda: len(w.running.worker.directory.all()) == 1,
+                timeout=5,
+                message="the worker hears of the new target",
+            )
+            status, body = await w.post("/v1/jobs", json={"target": "hook", "payload": 3})
+            assert status == 201, body
+            [row] = await sql_rows(
+                w.queue, "SELECT target_id FROM herald.jobs WHERE id = %s", [body["id"]]
+            )
+            assert row["target_id"] != old_id
+
+
 @pytest.mark.parametrize("resume", ["cli", "spec-change"])
 async def test_gone_pauses_the_target_until_resumed(
     db_url: str, tmp_path: Path, resume: str

@@ -27,21 +27,28 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+MAX_DURATION = 100 * 365.25 * 86400
+"""The longest duration accepted anywhere (100 years): beyond it, times overflow."""
+
+
 def parse_duration(text: str) -> float:
     """Seconds in ``text``; raises ValueError with the accepted forms."""
     raw = text.strip().lower()
     try:
-        return float(raw)
+        total = float(raw)
     except ValueError:
-        pass
-    position, total = 0, 0.0
-    for match in _DURATION_PART.finditer(raw):
-        if match.start() != position:
-            break
-        total += float(match[1]) * _UNIT_SECONDS[match[2]]
-        position = match.end()
-    if position != len(raw) or not raw:
-        raise ValueError(f"{text!r} is not a duration (use seconds, or e.g. 90s, 15m, 24h, 30d)")
+        position, total = 0, 0.0
+        for match in _DURATION_PART.finditer(raw):
+            if match.start() != position:
+                break
+            total += float(match[1]) * _UNIT_SECONDS[match[2]]
+            position = match.end()
+        if position != len(raw) or not raw:
+            raise ValueError(
+                f"{text!r} is not a duration (use seconds, or e.g. 90s, 15m, 24h, 30d)"
+            ) from None
+    if not 0 <= total <= MAX_DURATION:  # also false for NaN
+        raise ValueError(f"{text!r} is not a duration from 0 to 100 years")
     return total
 
 

@@ -186,6 +186,8 @@ class TargetRegistry:
         A bare name means the default namespace's target of that name; failing that, the
         only target of that name in any namespace. Answers are cached for a few seconds.
         """
+        if "\x00" in ref:  # no Kubernetes name holds one, and PostgreSQL text cannot
+            raise TargetNotFound(ref)
         cached = self._ids.get(ref)
         now = time.monotonic()
         if cached and now - cached[0] < self._cache_seconds:

@@ -47,7 +47,12 @@ def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> s
         raise InvalidRequest(field, f"is not JSON-serialisable ({exc})") from None
     if "\\u0000" in text:
         raise InvalidRequest(field, "contains a NUL character (\\u0000), which cannot be stored")
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            field, "contains an unpaired surrogate (\\ud800-\\udfff), which is not Unicode text"
+        ) from None
     if size > max_bytes:
         raise InvalidRequest(
             field,

@@ -79,6 +79,8 @@ class Maintenance:
                 self.health.database_error(exc)
             await wait(self.listener.targets, interval)
             self.listener.targets.clear()
+            # Names resolved for enqueues may now point at a deleted or re-created target.
+            self.queue.registry.invalidate()
 
     async def rescue_once(self) -> None:
         outcomes = await self.queue.jobs.rescue_expired()

@@ -53,9 +53,10 @@ ORDER BY namespace;
 -- name: mark_target_deleted
 -- The target becomes a tombstone: nothing is claimed for it any more, its name is free
 -- for a new target, and its jobs still find its name and type for their dead letters.
+-- Workers hear of it at once (their name caches are dropped, enqueues refused).
 UPDATE herald.targets SET deleted_at = now(), updated_at = now()
 WHERE id = %(id)s AND deleted_at IS NULL
-RETURNING id;
+RETURNING id, pg_notify('herald_targets', id::text) IS NULL AS notified;
 
 -- name: purge_tombstones
 -- Deleted targets no job refers to any more (finished jobs are gone after the job

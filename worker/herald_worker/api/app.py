@@ -42,6 +42,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/openapi.json", ops.openapi),
 ]
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods kept as metric label values; any other a client sends counts as "other"."""
+
 
 def _auth_middleware(token: str | None) -> Middleware:
     expected = f"Bearer {token}".encode() if token else None
@@ -79,7 +82,8 @@ async def _metrics_middleware(request: web.Request, handler: Handler) -> web.Str
         raise
     finally:
         metrics = request.app[CONTEXT].metrics
-        metrics.api_requests.labels(name, request.method, str(status)).inc()
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        metrics.api_requests.labels(name, method, str(status)).inc()
         metrics.api_duration.labels(name).observe(time.monotonic() - started)
 
 

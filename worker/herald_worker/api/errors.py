@@ -75,6 +75,8 @@ async def errors_middleware(
         raise
     except (HeraldError, psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
         return http_error(exc)
+    except psycopg.DataError as exc:  # a value PostgreSQL cannot hold (a NUL in a name...)
+        return error_response(400, f"a value in the request cannot be stored: {exc}")
 
 
 async def read_json(request: web.Request) -> object:
@@ -93,3 +95,5 @@ async def read_json(request: web.Request) -> object:
         raise InvalidRequest("body", f"is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
         raise InvalidRequest("body", "is not UTF-8") from None
+    except RecursionError:
+        raise InvalidRequest("body", "is nested too deeply") from None

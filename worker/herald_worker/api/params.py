@@ -22,7 +22,7 @@ def limit(request: web.Request, default: int, maximum: int) -> int:
     raw = optional(request, "limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise InvalidRequest("limit", f"must be an integer from 1 to {maximum}, got {raw!r}")
     return int(raw)
 
