@@ -10,6 +10,7 @@ Retry state lives in the database: after a failure the job is ``retrying`` with
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import uuid
 from typing import Any
@@ -449,3 +450,27 @@ async def test_replicas_share_probes_and_tokens(queue: Queue) -> None:
     assert sum(j.target_id == hook for j in taken) == 2, "the probes, no more"
     assert sum(j.target_id == limited for j in taken) == 7, "the burst, no more"
     assert (await target_row(queue))["circuit_state"] == "half_open"
+
+
+async def test_probes_and_tokens_are_not_starved_by_a_backlog(queue: Queue) -> None:
+    """A backlog on another target fills every claim; the half-open target still gets its
+    probe and the rate-limited one its tokens: quota targets are offered the head of a
+    claim at least every QUOTA_FIRST_SECONDS."""
+    await open_circuit(queue, 5, halfOpenProbes=1)
+    limited = await register(queue, "limited", rateLimit={"requestsPerSecond": 1, "burst": 3})
+    await queue.jobs.enqueue_many([job("limited", {"i": i}) for i in range(10)])
+    await register(queue, "busy")
+    await queue.jobs.enqueue_many([job("busy", {"i": i}) for i in range(3000)])
+    await end_open_period(queue)
+    hook = (await target_row(queue))["id"]
+    seen: collections.Counter[int] = collections.Counter()
+
+    async def both_served() -> bool:
+        claimed = await queue.jobs.claim("w", 20)
+        assert len(claimed) == 20, "the backlog fills every claim"
+        seen.update(j.target_id for j in claimed)
+        await queue.jobs.complete("w", [j for j in claimed if j.target_id != hook])
+        return seen[hook] >= 1 and seen[limited] >= 3
+
+    await eventually(both_served, timeout=5, interval=0.01, message="probe and tokens served")
+    assert seen[hook] == 1, "one probe, no more"

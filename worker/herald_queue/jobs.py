@@ -49,6 +49,10 @@ log = logging.getLogger("herald.queue")
 COPY_THRESHOLD = 32
 # How often the list of targets that need quota claims (rate limits, probes) is re-read.
 QUOTA_REFRESH_SECONDS = 0.5
+# Targets under quotas (rate limits, half-open probes) are offered the head of a claim at
+# least this often, so a backlog on other targets never starves them (a circuit never
+# probed would stay open); in between they take what ordinary targets leave.
+QUOTA_FIRST_SECONDS = 0.05
 
 
 def _copy_escape(text: str) -> str:
@@ -75,6 +79,7 @@ class JobStore:
         self._quota_targets: list[int] = []
         self._quota_checked = 0.0
         self._quota_refresh: asyncio.Task[None] | None = None
+        self._quota_first_at = 0.0
         self.waker = Waker(pool)
 
     # -- enqueue -----------------------------------------------------------------------
@@ -208,16 +213,27 @@ class JobStore:
         if limit <= 0:
             return []
         caps = per_target_limits or {}
+        jobs: list[ClaimedJob] = []
         async with self._pool.connection() as conn:
-            jobs = await self._claim(
-                conn, worker, limit, caps, with_quotas=False, target_limit=target_limit
-            )
+            quota_ids = [t for t in await self._quota_target_ids(conn) if caps.get(t, 1) > 0]
+            now = time.monotonic()
+            quota_first = bool(quota_ids) and now - self._quota_first_at >= QUOTA_FIRST_SECONDS
+            if quota_first:
+                self._quota_first_at = now
+                jobs += await self._claim_with_quotas(conn, worker, limit, quota_ids, caps)
             if len(jobs) < limit:
-                quota_ids = [t for t in await self._quota_target_ids(conn) if caps.get(t, 1) > 0]
-                if quota_ids:
-                    jobs += await self._claim_with_quotas(
-                        conn, worker, limit - len(jobs), quota_ids, caps
-                    )
+                jobs += await self._claim(
+                    conn,
+                    worker,
+                    limit - len(jobs),
+                    caps,
+                    with_quotas=False,
+                    target_limit=target_limit,
+                )
+            if quota_ids and not quota_first and len(jobs) < limit:
+                jobs += await self._claim_with_quotas(
+                    conn, worker, limit - len(jobs), quota_ids, caps
+                )
         return jobs
 
     async def _quota_target_ids(self, conn: AsyncConn) -> list[int]:
