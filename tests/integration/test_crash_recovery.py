@@ -198,6 +198,28 @@ async def test_late_settlement_by_the_lost_worker_is_refused(queue: Queue) -> No
     assert (again.id, again.attempts) == (claimed.id, 2)
 
 
+async def test_late_outcome_never_settles_a_newer_attempt_by_the_same_worker(
+    queue: Queue,
+) -> None:
+    """A worker's settlement is held up (a database outage) past its lease; the job is
+    rescued and claimed again by the same worker. The late outcome of the first attempt
+    neither completes nor fails the second one, which settles on its own."""
+    await register(queue)
+    await queue.jobs.enqueue(job())
+    [first] = await queue.jobs.claim("w", 10)
+    await expire_leases(queue)
+    assert len(await queue.jobs.rescue_expired()) == 1
+    await make_ready(queue)
+    [second] = await queue.jobs.claim("w", 10)
+    assert (second.id, second.attempts) == (first.id, 2)
+    done = await queue.jobs.complete("w", [first])
+    assert (done.completed, done.lost) == ([], [first.id])
+    assert await queue.jobs.fail("w", [failure(first)]) == []
+    [row] = await job_rows(queue)
+    assert (row["state"], row["attempts"], row["leased_by"]) == ("running", 2, "w")
+    assert (await queue.jobs.complete("w", [second])).completed == [second.id]
+
+
 async def test_rescue_after_the_last_attempt_dead_letters(queue: Queue) -> None:
     await register(queue, retry={"maxAttempts": 2})
     [r] = await queue.jobs.enqueue_many([job(payload={"last": True})])

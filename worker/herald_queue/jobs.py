@@ -355,7 +355,11 @@ class JobStore:
         carry an ordering key, whose chains then move on)."""
         if not jobs:
             return CompleteOutcome(completed=[], lost=[], recovered=[])
-        params = {"ids": [j.id for j in jobs], "worker": worker}
+        params = {
+            "ids": [j.id for j in jobs],
+            "attempts": [j.attempts for j in jobs],
+            "worker": worker,
+        }
         keyed = [(j.target_id, j.ordering_key) for j in jobs if j.ordering_key]
         async with self._pool.connection() as conn:
             if keyed:
@@ -401,7 +405,7 @@ class JobStore:
             {},
             with_quotas=False,
             query="complete_and_claim",
-            extra={"ids": [j.id for j in done]},
+            extra={"ids": [j.id for j in done], "attempts": [j.attempts for j in done]},
         )
         return [_claimed(row) for row in await cur.fetchall()]
 
@@ -432,6 +436,7 @@ class JobStore:
             exhausted.append(decision.exhausted)
         params = {
             "ids": [f.job.id for f in failures],
+            "attempts": [f.job.attempts for f in failures],
             "leased_by": list(leased_by),
             "classes": [f.error_class.value for f in failures],
             "messages": [_clip(f.message) for f in failures],

@@ -295,7 +295,8 @@ class Worker:
                     await self._fail(failed, last_success)
                     failed = []
         for s in batch:
-            self._held.pop(s.job.id, None)
+            if self._held.get(s.job.id) is s.job:  # not a newer attempt claimed since
+                del self._held[s.job.id]
         self._unsettled -= len(batch)
         if not self._unsettled:
             self._settled.set()

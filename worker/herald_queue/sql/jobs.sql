@@ -133,13 +133,16 @@ RETURNING j.id, j.target_id, j.priority, j.payload, j.attempts, j.idempotency_ke
 
 -- name: record_successes
 -- A fragment (CTEs), included by complete and complete_and_claim: marks delivered jobs
--- succeeded (only those this worker still holds) and records the success on their
--- targets: the failure streak ends and a half-open circuit closes.
+-- succeeded (only the attempts this worker still holds: an outcome that comes late never
+-- settles a newer attempt of the same job) and records the success on their targets: the
+-- failure streak ends and a half-open circuit closes.
 done AS (
-    UPDATE herald.jobs
+    UPDATE herald.jobs j
     SET state = 'succeeded', finished_at = now(), leased_by = NULL, lease_expires_at = NULL
-    WHERE id = ANY (%(ids)s::uuid[]) AND state = 'running' AND leased_by = %(worker)s
-    RETURNING id, target_id
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS d (id, attempt)
+    WHERE j.id = d.id AND j.attempts = d.attempt
+      AND j.state = 'running' AND j.leased_by = %(worker)s
+    RETURNING j.id, j.target_id
 ), per_target AS (
     SELECT target_id, count(*) AS n FROM done GROUP BY target_id
 ), recorded AS (
@@ -187,16 +190,16 @@ WITH {{record_successes}}
 -- owned: the jobs the caller (or, for rescue, the expired lease) still holds, with their
 --   real target; per_target: what the failures say about each target's health.
 WITH f AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(leased_by)s::text[], %(classes)s::text[],
-                         %(messages)s::text[], %(statuses)s::integer[],
+    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(leased_by)s::text[],
+                         %(classes)s::text[], %(messages)s::text[], %(statuses)s::integer[],
                          %(delays)s::double precision[], %(exhausted)s::boolean[],
                          %(counts)s::boolean[], %(rescue)s::boolean[])
-        AS f (id, leased_by, error_class, message, http_status, delay, exhausted, counts,
-              rescue)
+        AS f (id, attempt, leased_by, error_class, message, http_status, delay, exhausted,
+              counts, rescue)
 ), owned AS (
     SELECT f.*, j.target_id, j.attempts, j.priority
     FROM f JOIN herald.jobs j ON j.id = f.id
-    WHERE j.state = 'running' AND j.leased_by = f.leased_by
+    WHERE j.state = 'running' AND j.leased_by = f.leased_by AND j.attempts = f.attempt
       AND (NOT f.rescue OR j.lease_expires_at < now())
 ), per_target AS (
     SELECT h.target_id,
