@@ -156,3 +156,22 @@ async def test_postgres_restart_loses_nothing(
             assert sum(n - 1 for n in delivered.values()) <= len(held)
             status, answer = await w.post("/v1/jobs", json={"target": "hook", "payload": 1})
             assert status == 201, answer
+
+
+async def test_stop_while_postgres_is_down_exits_promptly(
+    private_pg: PrivatePostgres, private_db: str, tmp_path: Path
+) -> None:
+    """SIGTERM (the stop event) while PostgreSQL is down ends the claim retries: the
+    worker shuts down within a backoff step instead of retrying until SIGKILL."""
+    path = write_manifests(tmp_path / "targets.yaml", [target_doc("hook", "http://127.0.0.1:9")])
+    dbs = DatabaseSettings(pool_min=1, pool_max=4, connect_timeout=1.0)
+    async with worker(private_db, path, db_settings=dbs) as w:
+        await asyncio.to_thread(private_pg.stop)
+
+        async def not_ready() -> bool:
+            return (await w.get("/readyz"))[0] == 503
+
+        await eventually(not_ready, timeout=15, interval=0.05, message="the outage is seen")
+        w.stop.set()
+        await asyncio.wait_for(asyncio.shield(w.task), timeout=20)
+        await asyncio.to_thread(private_pg.start)  # so the fixtures can clean up

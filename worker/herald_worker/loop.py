@@ -101,13 +101,19 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and deliver until ``stop`` is set, then shut down gracefully."""
         stopper = asyncio.create_task(self._stop_when(stop))
-        retrying = _db_retry(self.health, "claim")
+        # While PostgreSQL is away, a stop ends the retries (then the shutdown settles and
+        # releases what it can; what it cannot is rescued after the lease).
+        retrying = _db_retry(self.health, "claim", give_up=lambda: self._stopping)
         try:
             while not self._stopping:
-                async for attempt in retrying:
-                    with attempt:
-                        await self._claim_once()
-                        self.health.database_ok()
+                try:
+                    async for attempt in retrying:
+                        with attempt:
+                            await self._claim_once()
+                            self.health.database_ok()
+                except DB_ERRORS:
+                    if not self._stopping:
+                        raise
         finally:
             stopper.cancel()
             await self._shutdown()
@@ -497,9 +503,14 @@ class Worker:
 
 
 def _db_retry(
-    health: Health, action: str, *, attempts: int | None = None
+    health: Health,
+    action: str,
+    *,
+    attempts: int | None = None,
+    give_up: Callable[[], bool] | None = None,
 ) -> tenacity.AsyncRetrying:
-    """Retry a database operation with backoff while PostgreSQL is away."""
+    """Retry a database operation with backoff while PostgreSQL is away (at most
+    ``attempts`` times, and no more once ``give_up`` says so)."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -514,7 +525,11 @@ def _db_retry(
             },
         )
 
-    stop = tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never
+    limit = tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return bool(limit(state)) or (give_up is not None and give_up())
+
     return tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception_type(DB_ERRORS),
         wait=tenacity.wait_exponential(multiplier=0.1, max=5) + tenacity.wait_random(0, 0.2),
