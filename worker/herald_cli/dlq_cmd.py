@@ -15,6 +15,8 @@ from herald_queue.errors import InvalidRequest
 from herald_queue.requests import parse_time
 from herald_queue.states import ErrorClass
 
+REPLAY_LIMIT = 1_000_000
+
 
 def duration(value: str) -> float:
     try:
@@ -142,6 +144,10 @@ async def run(args: argparse.Namespace) -> int:
                     args.job_ids,
                 ]
             )
+            if not 1 <= args.limit <= REPLAY_LIMIT:  # as the API's; beyond bigint, a traceback
+                raise InvalidRequest(
+                    "--limit", f"must be from 1 to {REPLAY_LIMIT}, got {args.limit}"
+                )
             if not selected and not args.all:
                 raise InvalidRequest(
                     "replay",

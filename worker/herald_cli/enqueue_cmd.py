@@ -48,6 +48,8 @@ def _from_flags(args: argparse.Namespace, max_bytes: int) -> list[JobRequest]:
         payload = json.loads(_payload_text(args.payload))
     except json.JSONDecodeError as exc:
         raise InvalidRequest("--payload", f"is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("--payload", "is nested too deeply") from None
     body: dict[str, Any] = {"target": args.target, "payload": payload, "priority": args.priority}
     for flag, field in (
         ("idempotency_key", "idempotencyKey"),
@@ -75,10 +77,12 @@ def _from_stdin(max_bytes: int) -> list[JobRequest]:
     for number, line in enumerate(sys.stdin, start=1):
         if not line.strip():
             continue
-        try:
-            body = json.loads(line)
+        try:  # stripped: the error's position is then "line 1 column N" of this line
+            body = json.loads(line.strip())
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"stdin line {number}", f"is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidRequest(f"stdin line {number}", "is nested too deeply") from None
         requests.append(parse_job(body, max_payload_bytes=max_bytes, prefix=f"line {number}: "))
     if not requests:
         raise InvalidRequest("stdin", "no jobs: give --target and --payload, or JSON lines")

@@ -63,3 +63,5 @@ def configure(level: str | None, *, process: bool) -> None:
     if root.level > logging.DEBUG:
         for name in ("aiohttp.access", "kubernetes", "urllib3", "psycopg.pool"):
             logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
+        if not process:  # a command reports a lost connection itself, in one line
+            logging.getLogger("psycopg.pool").setLevel(max(root.level, logging.ERROR))

@@ -14,6 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+import psycopg_pool
+
 from herald_queue.errors import HeraldError
 
 # (command, module in herald_cli, help): each module has add_arguments(parser) and
@@ -75,6 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"herald: error: {lines[0]}", file=sys.stderr)
         for line in lines[1:]:
             print(f"  {line}", file=sys.stderr)
+        return 1
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:  # lost mid-command
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(
+            f"herald: error: lost the connection to PostgreSQL: {reason}. Check "
+            "HERALD_DATABASE_URL and that the server is up.",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130

@@ -8,6 +8,7 @@ import sys
 from herald_cli.context import open_queue, queue_settings
 from herald_cli.output import emit_json, print_table
 from herald_queue import manifests
+from herald_queue.errors import InvalidTarget
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +79,7 @@ async def _apply(args: argparse.Namespace) -> int:
     for line in found.skipped:
         print(f"skipped {line}: not a PublishingTarget", file=sys.stderr)
     if not found.targets:
-        print(f"no PublishingTarget in {args.path}", file=sys.stderr)
-        return 1
+        raise InvalidTarget(f"no PublishingTarget in {args.path}")
     async with open_queue() as queue:
         results = await queue.registry.apply_many(found.targets)
     if args.json:

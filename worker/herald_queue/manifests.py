@@ -49,7 +49,7 @@ def _documents(file: Path) -> Iterator[tuple[str, Any]]:
         else:
             docs = list(yaml.safe_load_all(text))
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise InvalidTarget(f"{file}: not valid YAML/JSON: {exc}") from None
+        raise InvalidTarget(f"{file}: not valid YAML/JSON: {_one_line(exc)}") from None
     for index, doc in enumerate(docs):
         where = f"{file} (document {index + 1})"
         if doc is None:
@@ -59,6 +59,15 @@ def _documents(file: Path) -> Iterator[tuple[str, Any]]:
                 yield f"{where} item {item_index + 1}", item
         else:
             yield where, doc
+
+
+def _one_line(exc: Exception) -> str:
+    """PyYAML's message spans lines (it quotes the source); its problem and place do not."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = exc.problem or exc.context or type(exc).__name__
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
 
 
 def _secret_data(where: str, doc: Mapping[str, Any]) -> dict[str, str]:

@@ -45,6 +45,8 @@ def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> s
         raise InvalidRequest(field, "NaN and Infinity are not valid JSON numbers") from None
     except TypeError as exc:
         raise InvalidRequest(field, f"is not JSON-serialisable ({exc})") from None
+    except RecursionError:
+        raise InvalidRequest(field, "is nested too deeply") from None
     if "\\u0000" in text:
         raise InvalidRequest(field, "contains a NUL character (\\u0000), which cannot be stored")
     try:
@@ -102,7 +104,7 @@ def parse_priority(value: Any, field: str = "priority") -> Priority:
 def parse_job(body: Any, *, max_payload_bytes: int, prefix: str = "") -> JobRequest:
     """A :class:`JobRequest` from a decoded JSON body; ``prefix`` names it in a list."""
     if not isinstance(body, Mapping):
-        raise InvalidRequest(prefix.rstrip(".") or "body", "must be a JSON object")
+        raise InvalidRequest(prefix.rstrip(".: ") or "body", "must be a JSON object")
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise InvalidRequest(

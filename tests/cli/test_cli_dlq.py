@@ -1,0 +1,138 @@
+"""``herald dlq list|show|replay|purge|stats`` on dead letters made through the library."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from herald_queue.queue import Queue
+from tests.cli.cli import bury, count_jobs, herald, ok
+from tests.helpers import job_rows, sql_exec, sql_rows, sql_value
+
+
+async def dead_letter_count(queue: Queue, where: str = "true") -> int:
+    return int(await sql_value(queue, f"SELECT count(*) FROM herald.dead_letters WHERE {where}"))
+
+
+async def test_dlq_list_pages_filters_show_and_stats(db_url: str, queue: Queue) -> None:
+    alpha = await bury(queue, "alpha", 3, "permanent")
+    beta = await bury(queue, "beta", 2, "transient")
+    listed, by_target, permanent, table, stats = await asyncio.gather(
+        ok("dlq", "list", "--json", url=db_url),
+        ok("dlq", "list", "--target", "beta", "--json", url=db_url),
+        ok("dlq", "list", "--error-class", "permanent", "--json", url=db_url),
+        ok("dlq", "list", "--limit", "4", url=db_url),
+        ok("dlq", "stats", "--json", url=db_url),
+    )
+    assert listed.json()["nextCursor"] is None
+    items = listed.json()["items"]
+    assert sorted(i["jobId"] for i in items) == sorted(str(i) for i in alpha + beta)
+    failed_at = [i["failedAt"] for i in items]
+    assert failed_at == sorted(failed_at, reverse=True), "newest first"
+    assert sorted(i["jobId"] for i in by_target.json()["items"]) == sorted(str(i) for i in beta)
+    assert {i["errorClass"] for i in by_target.json()["items"]} == {"transient"}
+    assert sorted(i["jobId"] for i in permanent.json()["items"]) == sorted(str(i) for i in alpha)
+    lines = table.out.splitlines()
+    assert lines[0].split()[:5] == ["ID", "TARGET", "CLASS", "REASON", "ATTEMPTS"]
+    assert [line.split()[0] for line in lines[1:5]] == [i["id"] for i in items[:4]]
+    assert lines[5:6] == [""] and re.fullmatch(r"more: herald dlq list --cursor \S+", lines[6])
+    counts = stats.json()
+    assert (counts["total"], counts["waiting"], counts["replayed"]) == (5, 5, 0)
+    assert counts["byTarget"] == {"default/alpha": 3, "default/beta": 2}
+    assert counts["byErrorClass"] == {"permanent": 3, "transient": 2}
+
+    # Pages of two, following nextCursor, give every entry once, in the same order.
+    seen, cursor = [], None
+    while True:
+        args = ["dlq", "list", "--limit", "2", "--json"] + (["--cursor", cursor] if cursor else [])
+        page = (await ok(*args, url=db_url)).json()
+        seen += [i["id"] for i in page["items"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == [i["id"] for i in items]
+
+    entry = next(i for i in items if i["jobId"] == str(alpha[0]))
+    shown, text, missing = await asyncio.gather(
+        ok("dlq", "show", entry["id"], "--json", url=db_url),
+        ok("dlq", "show", entry["id"], url=db_url),
+        herald("dlq", "show", str(alpha[0]), url=db_url),  # a job id, not an entry's
+    )
+    body = shown.json()
+    assert (body["jobId"], body["target"], body["payload"], body["error"]) == (
+        str(alpha[0]),
+        "default/alpha",
+        {"i": 0},
+        "failure 0",
+    )
+    assert body["targetConfig"]["retry"]["maxAttempts"] == 1
+    assert re.search(r"^payload\s+\{\"i\": 0\}$", text.out, re.M), text.out
+    assert missing.error == f"herald: error: id: no dead letter {alpha[0]}"
+
+
+async def test_dlq_replay_puts_each_dead_letter_back_once(db_url: str, queue: Queue) -> None:
+    ids = await bury(queue, "alpha", 3)
+    listed, refused, dry, dry_text = await asyncio.gather(
+        ok("dlq", "list", "--json", url=db_url),
+        herald("dlq", "replay", url=db_url),
+        ok("dlq", "replay", "--all", "--dry-run", "--json", url=db_url),
+        ok("dlq", "replay", "--all", "--dry-run", url=db_url),
+    )
+    entry_of = {e["jobId"]: e["id"] for e in listed.json()["items"]}
+    assert refused.error == (
+        "herald: error: replay: give dead-letter ids or filters, or --all to replay every "
+        "dead letter"
+    )
+    assert (dry.json()["matched"], dry.json()["replayed"], dry.json()["dryRun"]) == (3, 3, True)
+    assert dry_text.out == "would replay 3 dead letters\n"
+    assert await count_jobs(queue, "state = 'dead'") == 3, "a dry run changes nothing"
+    assert await dead_letter_count(queue, "replayed") == 0
+
+    one = (await ok("dlq", "replay", entry_of[str(ids[0])], "--json", url=db_url)).json()
+    assert (one["replayed"], one["jobIds"]) == (1, [str(ids[0])])
+    [row] = await job_rows(queue, "id = %s", [ids[0]])
+    assert (row["state"], row["payload"]) == ("queued", {"i": 0})
+    twice = (await ok("dlq", "replay", entry_of[str(ids[0])], "--json", url=db_url)).json()
+    assert (twice["matched"], twice["replayed"]) == (0, 0), "an entry is replayed once ever"
+    by_job = await ok("dlq", "replay", "--job-id", str(ids[0]), "--json", url=db_url)
+    assert by_job.json()["replayed"] == 0
+
+    # Two replays of everything at once: the two entries left are replayed once in all.
+    racing = await asyncio.gather(
+        ok("dlq", "replay", "--all", "--json", url=db_url),
+        ok("dlq", "replay", "--all", "--json", url=db_url),
+    )
+    replayed_ids = [i for r in racing for i in r.json()["jobIds"]]
+    assert sorted(replayed_ids) == sorted(str(i) for i in ids[1:])
+    assert (await ok("dlq", "replay", "--all", url=db_url)).out == "replayed 0 dead letters\n"
+    assert await count_jobs(queue) == 3 and await count_jobs(queue, "state = 'queued'") == 3
+    assert (await ok("dlq", "list", "--not-replayed", "--json", url=db_url)).json()["items"] == []
+    replayed = (await ok("dlq", "list", "--replayed", "--json", url=db_url)).json()["items"]
+    assert sorted(e["jobId"] for e in replayed) == sorted(str(i) for i in ids)
+    assert all(e["replayResult"] == "queued" for e in replayed)
+    assert all(e["replayedBy"].startswith("cli") for e in replayed)
+
+
+async def test_dlq_purge_dry_run_deletes_nothing(db_url: str, queue: Queue) -> None:
+    ids = await bury(queue, "alpha", 4)
+    await sql_exec(
+        queue,
+        "UPDATE herald.dead_letters SET failed_at = now() - interval '2 days' "
+        "WHERE job_id = ANY(%s)",
+        [ids[:2]],
+    )
+    dry = (await ok("dlq", "purge", "--older-than", "1d", "--dry-run", "--json", url=db_url)).json()
+    assert (dry["matched"], dry["deleted"], dry["dryRun"]) == (2, 0, True)
+    text = await ok("dlq", "purge", "--older-than", "24h", "--dry-run", url=db_url)
+    assert text.out.startswith("would delete 2 dead letters older than ")
+    assert await dead_letter_count(queue) == 4
+
+    other = await ok("dlq", "purge", "--older-than", "1d", "--target", "beta", url=db_url)
+    assert other.out.startswith("deleted 0 dead letters")
+    purged = await ok("dlq", "purge", "--older-than", "1d", url=db_url)
+    assert purged.out.startswith("deleted 2 dead letters older than ")
+    left = await sql_rows(queue, "SELECT job_id FROM herald.dead_letters ORDER BY job_id")
+    assert [r["job_id"] for r in left] == sorted(ids[2:])
+    bad = await herald("dlq", "purge", "--older-than", "a while", url=db_url)
+    assert bad.code == 2
+    assert "argument --older-than: 'a while' is not a duration" in bad.error

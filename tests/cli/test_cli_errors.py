@@ -1,0 +1,279 @@
+"""Bad input and an absent database: one line on stderr (``herald: error: ...``) naming the
+problem, a non-zero exit status, and nothing written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from herald_queue.errors import InvalidRequest
+from herald_queue.queue import Queue
+from herald_queue.requests import encode_payload
+from tests.cli.cli import EXAMPLES, Run, cli_env, closed_port, count_jobs, herald, json_lines, ok
+from tests.conftest import dbname_of
+from tests.helpers import register, sql_value, target_manifest
+
+LIMIT_HINT = "(HERALD_MAX_PAYLOAD_BYTES)"
+
+
+def deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def size(payload: Any) -> int:
+    return len(json.dumps(payload, separators=(",", ":")).encode())
+
+
+async def expect_errors(cases: list[tuple[str, Any]]) -> None:
+    """Run the commands at once; each fails with one line starting with its text (the exit
+    status is 2 for a command line argparse refuses, 1 otherwise)."""
+    runs: list[Run] = await asyncio.gather(*(command for _, command in cases))
+    for (expected, _), run in zip(cases, runs, strict=True):
+        assert run.error.startswith(f"herald: error: {expected}"), (expected, run.err)
+        assert run.code == (2 if expected.startswith("argument ") else 1), run
+
+
+async def test_bad_flags_are_one_line_errors_and_store_nothing(
+    db_url: str, queue: Queue, tmp_path: Path
+) -> None:
+    await register(queue, "hook")
+    small = {"blob": "x" * 262}
+    big = {"blob": "x" * 262_144}  # over the default limit, 256 KiB (too long for argv)
+    (tmp_path / "big.json").write_text(json.dumps(big))
+    (tmp_path / "deeper.json").write_text(deep(100_000))
+
+    def enqueue(*flags: str, **kw: Any) -> Any:
+        return herald("enqueue", "--target", "hook", *flags, url=db_url, **kw)
+
+    await expect_errors(
+        [
+            (
+                "--priority: must be one of high, medium, low, got 'urgent'",
+                enqueue("--payload", "{}", "--priority", "urgent"),
+            ),
+            (
+                "--payload: is not valid JSON: Expecting ',' delimiter: line 1 column 8 (char 7)",
+                enqueue("--payload", '{"a": 1'),
+            ),
+            (
+                f"--payload: is {size(small)} bytes of JSON, more than the limit of 100 bytes "
+                f"{LIMIT_HINT}",
+                enqueue("--payload", json.dumps(small), env={"HERALD_MAX_PAYLOAD_BYTES": "100"}),
+            ),
+            (
+                f"--payload: is {size(big)} bytes of JSON, more than the limit of 262144 bytes "
+                f"{LIMIT_HINT}",
+                enqueue("--payload", f"@{tmp_path / 'big.json'}"),
+            ),
+            (
+                "--payload: is nested too deeply",
+                enqueue("--payload", f"@{tmp_path / 'deeper.json'}"),
+            ),
+            (
+                "--payload: contains an unpaired surrogate (\\ud800-\\udfff), which is not "
+                "Unicode text",
+                enqueue("--payload", '"\\ud800"'),
+            ),
+            (
+                f"--payload: cannot read {tmp_path / 'absent'}: No such file or directory",
+                enqueue("--payload", f"@{tmp_path / 'absent'}"),
+            ),
+            ("--target/--payload: give both, or neither and JSON lines on stdin", enqueue()),
+            (
+                "target 'nope' is not registered: apply its PublishingTarget (kubectl apply, "
+                "or `herald targets apply PATH` locally) first",
+                herald("enqueue", "--target", "nope", "--payload", "{}", url=db_url),
+            ),
+            (
+                "argument id: 'abc' is not a job id (a UUID) (see `herald jobs show --help`)",
+                herald("jobs", "show", "abc", url=db_url),
+            ),
+            (
+                "--limit: must be from 1 to 1000000, got 100000000000000000000",
+                herald("dlq", "replay", "--all", "--dry-run", "--limit", str(10**20), url=db_url),
+            ),
+            ("argument COMMAND: invalid choice: 'enqeue'", herald("enqeue", url=db_url)),
+        ]
+    )
+    assert await count_jobs(queue) == 0
+
+
+async def test_a_bad_line_in_a_batch_stores_no_job_of_the_batch(db_url: str, queue: Queue) -> None:
+    await register(queue, "hook")
+    good = [{"target": "hook", "payload": {"n": i}, "idempotencyKey": f"k{i}"} for i in range(5)]
+
+    def batch(line_3: str, **kw: Any) -> Any:
+        """Five lines, the third one ``line_3``."""
+        text = json_lines(good[:2]) + line_3 + "\n" + json_lines(good[3:])
+        return herald("enqueue", url=db_url, stdin=text, **kw)
+
+    def line(**fields: Any) -> str:
+        return json.dumps({"target": "hook", "payload": 1} | fields)
+
+    def raw_payload(text: str) -> str:
+        return '{"target": "hook", "payload": ' + text + "}"
+
+    await expect_errors(
+        [
+            (
+                "stdin line 3: is not valid JSON: Expecting value: line 1 column ",
+                batch('{"target": "hook", "payload":'),
+            ),
+            ("stdin line 3: is nested too deeply", batch(raw_payload(deep(100_000)))),
+            ("line 3: must be a JSON object", batch("[1, 2]")),
+            (
+                "line 3: payload_json: unknown field (accepted: target, payload, priority, "
+                "idempotencyKey, orderingKey, runAt)",
+                batch(line(payload_json="{}")),
+            ),
+            ("line 3: payload: is required (any JSON value)", batch('{"target": "hook"}')),
+            (
+                "line 3: priority: must be one of high, medium, low, got 'urgent'",
+                batch(line(priority="urgent")),
+            ),
+            (
+                f"line 3: payload: is 302 bytes of JSON, more than the limit of 300 bytes "
+                f"{LIMIT_HINT}",
+                batch(line(payload="x" * 300), env={"HERALD_MAX_PAYLOAD_BYTES": "300"}),
+            ),
+            (
+                "line 3: payload: contains an unpaired surrogate",
+                batch('{"target": "hook", "payload": "\\udc00"}'),
+            ),
+            ("target 'nope' is not registered", batch(line(target="nope"))),
+            (
+                "stdin: no jobs: give --target and --payload, or JSON lines",
+                herald("enqueue", url=db_url, stdin="\n  \n"),
+            ),
+        ]
+    )
+    assert await count_jobs(queue) == 0, "no job of a batch with a bad line is stored"
+
+    stored = await ok("enqueue", url=db_url, stdin=json_lines(good))
+    assert stored.out == "enqueued 5 jobs\n"
+    assert await count_jobs(queue) == 5
+
+
+def test_a_payload_too_deep_to_encode_is_a_request_error() -> None:
+    """What decodes may still be too deep to encode again (a payload nested a little less
+    than the decoder's limit, on Python 3.11): the CLI and the API both get InvalidRequest."""
+    payload: list[Any] = []
+    for _ in range(100_000):
+        payload = [payload]
+    with pytest.raises(InvalidRequest, match=r"^line 3: payload: is nested too deeply$"):
+        encode_payload(payload, max_bytes=1 << 20, field="line 3: payload")
+
+
+async def test_targets_apply_with_a_mistake_applies_nothing(
+    db_url: str, queue: Queue, tmp_path: Path
+) -> None:
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    bad = target_manifest("bad", type="pigeon")
+    (mixed / "a.yaml").write_text(yaml.safe_dump_all([target_manifest("good"), bad]))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec:\n  type: webhook\n    url: x\n")
+    only_replays = EXAMPLES / "deadletterreplay.yaml"
+    two = tmp_path / "two.yaml"
+    two.write_text(yaml.safe_dump_all([bad, target_manifest("ok"), target_manifest("ok")]))
+
+    results = await asyncio.gather(
+        herald("targets", "apply", str(mixed), url=db_url),
+        herald("targets", "apply", str(broken), url=db_url),
+        herald("targets", "apply", str(tmp_path / "absent"), url=db_url),
+        herald("targets", "apply", str(only_replays), url=db_url),
+        herald("targets", "apply", str(two), url=db_url),
+    )
+    mixed_run, broken_run, absent_run, replays_run, two_run = results
+    assert mixed_run.error == (
+        f"herald: error: {mixed / 'a.yaml'} (document 2): PublishingTarget default/bad: "
+        "spec.type: must be one of webhook, slack, pagerduty, got 'pigeon'"
+    )
+    assert broken_run.error == (
+        f"herald: error: {broken}: not valid YAML/JSON: mapping values are not allowed here "
+        "(line 3, column 8)"
+    )
+    assert absent_run.error == f"herald: error: {tmp_path / 'absent'}: no such file or directory"
+    # Only other kinds: each is named as skipped, then the error.
+    *skipped, last = replays_run.err.strip().splitlines()
+    assert replays_run.code == 1 and len(skipped) == 2
+    assert all(s.startswith("skipped ") and "DeadLetterReplay" in s for s in skipped)
+    assert last == f"herald: error: no PublishingTarget in {only_replays}"
+    # Every problem of a set is reported, one per line, before anything is applied.
+    assert two_run.code == 1
+    assert two_run.err.splitlines() == [
+        f"herald: error: {two} (document 1): PublishingTarget default/bad: spec.type: must be "
+        "one of webhook, slack, pagerduty, got 'pigeon'",
+        f"  {two} (document 3): PublishingTarget default/ok is also defined in {two} (document 2)",
+    ]
+    assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 0
+
+
+async def test_an_unreachable_database_is_one_line_naming_it() -> None:
+    port = closed_port()
+    url = f"postgresql://herald:s3cret-pw@127.0.0.1:{port}/herald"
+    commands = [
+        ["migrate"],
+        ["targets", "apply", str(EXAMPLES / "webhook-target.yaml")],
+        ["enqueue"],  # JSON lines on stdin
+        ["stats", "--json"],
+        ["jobs", "list"],
+        ["dlq", "purge", "--older-than", "30d", "--dry-run"],
+    ]
+    runs = await asyncio.gather(
+        *(herald(*c, url=url, stdin=json_lines([{"target": "a", "payload": 1}])) for c in commands)
+    )
+    for run in runs:
+        assert run.code == 1, run
+        assert run.error.startswith(
+            f"herald: error: cannot reach PostgreSQL at 127.0.0.1:{port}/herald: "
+        ), run.err
+        assert run.error.endswith("Check HERALD_DATABASE_URL and that the server is up.")
+        assert "s3cret-pw" not in run.err
+        assert "refused" in run.error.lower(), run.err
+    malformed = await herald("stats", url="not-a-url")
+    assert malformed.error == (
+        "herald: error: HERALD_DATABASE_URL is not a valid PostgreSQL URL; expected e.g. "
+        "postgresql://user:password@host:5432/dbname"
+    )
+
+
+async def test_a_database_lost_during_a_command_is_one_line(
+    fresh_db: Callable[[str | None], Any], template_db: str, pg_admin_url: str
+) -> None:
+    url = await fresh_db(template_db)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "herald_cli.main",
+        "stats",
+        "--watch",
+        "0.1",
+        "--json",
+        env=cli_env(url, HERALD_DB_CONNECT_TIMEOUT="1"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert json.loads(await asyncio.wait_for(process.stdout.readline(), 30))["queued"] == 0
+        async with await psycopg.AsyncConnection.connect(pg_admin_url, autocommit=True) as conn:
+            await conn.execute(f'DROP DATABASE "{dbname_of(url)}" WITH (FORCE)')
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            await process.wait()
+    run = Run(("stats", "--watch"), process.returncode or 0, "", err.decode())
+    assert run.code == 1
+    assert run.error.startswith("herald: error: lost the connection to PostgreSQL: "), run.err
