@@ -144,9 +144,13 @@ async def refresh(
 ) -> None:
     """The status timer: what PostgreSQL and the Secret say now."""
     assert namespace is not None  # a namespaced resource
+    if meta.get("deletionTimestamp"):
+        return  # being deleted: never register it again
     rt = runtime_of(memo)
     generation = meta.get("generation")
     async with object_lock(memo):
+        if memo.get("herald_unregistered"):
+            return  # the delete handler ran while this tick waited for the lock
         try:
             snapshot = await rt.snapshot.refresh()
             parsed = readiness.parse(body)
@@ -213,7 +217,9 @@ async def delete(
     rt = runtime_of(memo)
     ref = f"{namespace}/{name}"
     try:
-        result = await rt.queue.registry.delete(ref)
+        async with object_lock(memo):  # a status tick in progress finishes first
+            result = await rt.queue.registry.delete(ref)
+            memo["herald_unregistered"] = True
     except TargetNotFound:
         logger.info(f"{ref} was not registered; nothing to remove")
         rt.metrics.targets.forget(ref)
