@@ -189,7 +189,7 @@ def test_every_spec_type_is_registered() -> None:
 
 
 def test_secret_keys_per_type() -> None:
-    assert get("webhook").optional_secret_keys == {"url", "signingSecret"}
+    assert get("webhook").optional_secret_keys == {"url", "signingSecret", "authorization"}
     assert get("pagerduty").required_secret_keys == {"routingKey"}
     assert get("slack").required_secret_keys == frozenset()
 
@@ -353,6 +353,24 @@ def test_webhook_check_names_the_bad_secret_of_a_rotation() -> None:
     [problem] = get("webhook").check(spec, {"signingSecret": f"{good}\n{bad}"})
     assert "secret #2 of 2 decodes to 5 bytes" in problem
     assert_no_secret(problem, good, bad)
+
+
+def test_webhook_sends_the_secret_authorization_header() -> None:
+    """Credentials come from the Secret, never the spec: key authorization becomes the
+    Authorization header (whitespace around it trimmed), over any header of the spec."""
+    target = make_target(
+        "webhook", url="https://example.com/hook", secret="oncall-hook", headers={"X-Team": "sre"}
+    )
+    request = get("webhook").render(
+        make_ctx(target, {"a": 1}, secrets={"authorization": "Bearer SECRETPART\n"})
+    )
+    assert request.headers["Authorization"] == "Bearer SECRETPART"
+    assert request.headers["X-Team"] == "sre"
+    assert "SECRETPART" not in repr(request)
+    without = get("webhook").render(make_ctx(target, {"a": 1}, secrets={}))
+    assert "Authorization" not in without.headers
+    [problem] = get("webhook").check(target.spec, {"authorization": "Bearer a\nX-Evil: 1"})
+    assert problem == "Secret oncall-hook key authorization: must be a single line"
 
 
 def test_webhook_body_is_the_payload_byte_for_byte() -> None:

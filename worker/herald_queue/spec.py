@@ -36,6 +36,10 @@ RESERVED_HEADERS = frozenset(
         "user-agent",
     }
 )
+# Headers that carry credentials: never inline in a PublishingTarget (it is readable by
+# anyone who can read the object, and is kept with every dead letter); a webhook target
+# takes an Authorization header from its Secret (key authorization).
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +245,13 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
             problems.add(path, "is not a valid HTTP header name")
         elif name.lower() in RESERVED_HEADERS:
             problems.add(path, "is set by Herald and cannot be overridden")
+        elif name.lower() in CREDENTIAL_HEADERS:
+            problems.add(
+                path,
+                "carries a credential, which never goes inline: put it in the target's "
+                "Secret (secretRef; a webhook target sends the Secret's key authorization "
+                "as its Authorization header)",
+            )
         elif not isinstance(value, str) or "\n" in value or "\r" in value:
             problems.add(path, "must be a single-line string")
         else:

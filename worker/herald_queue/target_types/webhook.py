@@ -30,6 +30,7 @@ from herald_queue.target_types.base import (
 )
 
 SIGNING_SECRET_KEY = "signingSecret"  # noqa: S105 - a key name, not a secret
+AUTHORIZATION_KEY = "authorization"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of the form
 MIN_KEY_BYTES = 24
 MAX_KEY_BYTES = 64
@@ -81,18 +82,23 @@ def sign(keys: list[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
 
 class Webhook(TargetType):
     name = "webhook"
-    optional_secret_keys = frozenset({URL_KEY, SIGNING_SECRET_KEY})
+    optional_secret_keys = frozenset({URL_KEY, SIGNING_SECRET_KEY, AUTHORIZATION_KEY})
     secret_key_help: ClassVar[Mapping[str, str]] = {
         URL_KEY: "the endpoint URL, overriding spec.url",
         SIGNING_SECRET_KEY: "Standard Webhooks signing secret(s), whsec_...",
+        AUTHORIZATION_KEY: "the Authorization header sent with every request, e.g. Bearer ...",
     }
 
     def check_secrets(self, spec: TargetSpec, secrets: Mapping[str, str]) -> list[str]:
+        problems = []
         value = secret_value(secrets, SIGNING_SECRET_KEY)
-        if value is None:
-            return []
-        _, problems = signing_keys(value)
-        return [f"{secret_label(spec)} key {SIGNING_SECRET_KEY}: {p}" for p in problems]
+        if value is not None:
+            _, bad = signing_keys(value)
+            problems += [f"{secret_label(spec)} key {SIGNING_SECRET_KEY}: {p}" for p in bad]
+        authorization = secret_value(secrets, AUTHORIZATION_KEY)
+        if authorization is not None and ("\n" in authorization or "\r" in authorization):
+            problems.append(f"{secret_label(spec)} key {AUTHORIZATION_KEY}: must be a single line")
+        return problems
 
     def render(self, ctx: RenderContext) -> OutgoingRequest:
         spec = ctx.target.spec
@@ -109,6 +115,9 @@ class Webhook(TargetType):
                     f"{SIGNING_SECRET_KEY}: {'; '.join(problems)}"
                 )
             extra["webhook-signature"] = sign(keys, msg_id, ctx.timestamp, body)
+        authorization = secret_value(ctx.secrets, AUTHORIZATION_KEY)
+        if authorization is not None:
+            extra["Authorization"] = authorization
         return OutgoingRequest(
             url=self.endpoint(spec, ctx.secrets),
             headers=self.headers(spec, extra),
