@@ -49,7 +49,7 @@ class OperatorSettings:
         "HERALD_WORKER_NAMESPACE", "", "Its namespace (default: the operator's own namespace)."
     )
     scaling: bool = env("HERALD_SCALING", True, "Scale the worker Deployment from queue depth.")
-    scale_min: int = env("HERALD_SCALE_MIN", 1, "Fewest worker replicas.")
+    scale_min: int = env("HERALD_SCALE_MIN", 1, "Fewest worker replicas (at least 1: workers serve the HTTP API).")
     scale_max: int = env("HERALD_SCALE_MAX", 10, "Most worker replicas.")
     jobs_per_replica: int = env(
         "HERALD_SCALE_JOBS_PER_REPLICA",
@@ -87,9 +87,15 @@ class OperatorSettings:
         ):
             if not 0 < port < 65536:
                 raise ConfigError(f"{name}: must be a port number, got {port}")
-        if self.scale_min < 0 or self.scale_max < max(1, self.scale_min):
+        if self.scale_min < 1:
             raise ConfigError(
-                "HERALD_SCALE_MIN/HERALD_SCALE_MAX: need 0 <= min <= max and max >= 1, got "
+                f"HERALD_SCALE_MIN: must be at least 1, got {self.scale_min} (workers serve "
+                "the HTTP API producers post to and rescue expired leases: none would leave "
+                "them without an endpoint)"
+            )
+        if self.scale_max < self.scale_min:
+            raise ConfigError(
+                "HERALD_SCALE_MIN/HERALD_SCALE_MAX: need min <= max, got "
                 f"{self.scale_min}/{self.scale_max}"
             )
         for name, value in (
