@@ -49,7 +49,9 @@ class OperatorSettings:
         "HERALD_WORKER_NAMESPACE", "", "Its namespace (default: the operator's own namespace)."
     )
     scaling: bool = env("HERALD_SCALING", True, "Scale the worker Deployment from queue depth.")
-    scale_min: int = env("HERALD_SCALE_MIN", 1, "Fewest worker replicas (at least 1: workers serve the HTTP API).")
+    scale_min: int = env(
+        "HERALD_SCALE_MIN", 1, "Fewest worker replicas (at least 1: workers serve the HTTP API)."
+    )
     scale_max: int = env("HERALD_SCALE_MAX", 10, "Most worker replicas.")
     jobs_per_replica: int = env(
         "HERALD_SCALE_JOBS_PER_REPLICA",

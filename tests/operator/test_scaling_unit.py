@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from herald_operator.scaling import Scaler, ScalingPolicy
+from herald_operator.settings import OperatorSettings
+from herald_queue.config import ConfigError
 
 
 class Clock:
@@ -129,3 +131,19 @@ def test_scale_to_zero_when_the_minimum_is_zero() -> None:
 def test_bad_policies_are_refused(policy: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         ScalingPolicy(**policy)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("scale_min", "scale_max", "message"),
+    [
+        (0, 10, "HERALD_SCALE_MIN: must be at least 1, got 0"),
+        (5, 4, "HERALD_SCALE_MIN/HERALD_SCALE_MAX: need min <= max, got 5/4"),
+    ],
+)
+def test_operator_settings_refuse_a_scaling_range_without_workers(
+    scale_min: int, scale_max: int, message: str
+) -> None:
+    settings = OperatorSettings(scale_min=scale_min, scale_max=scale_max)
+    with pytest.raises(ConfigError) as caught:
+        settings.validate()
+    assert str(caught.value).startswith(message)

@@ -646,7 +646,12 @@ def test_lookalike_headers_are_allowed() -> None:
     spec = {
         "type": "webhook",
         "url": "https://hooks.example.com/x",
-        "headers": {"X-Webhook-Id": "a", "Hostname": "b", "X-Authorization": "c", "Cookies-Ok": "d"},
+        "headers": {
+            "X-Webhook-Id": "a",
+            "Hostname": "b",
+            "X-Authorization": "c",
+            "Cookies-Ok": "d",
+        },
     }
     assert (
         validate(
