@@ -3,6 +3,8 @@ is KMock, the same emulator the operator tests use."""
 
 from __future__ import annotations
 
+import base64
+
 import kubernetes
 
 from herald_worker.secrets import KubernetesSecrets
@@ -30,3 +32,15 @@ async def test_a_missing_secret_is_named_without_values(k8s: Emulator) -> None:
     missing = await source.get(NS, "nowhere")
     assert missing.data is None
     assert missing.problem == f"Secret {NS}/nowhere does not exist"
+
+
+async def test_binary_keys_are_left_out_not_the_whole_secret(k8s: Emulator) -> None:
+    """A Secret shared with other uses may hold binary keys (a DER certificate): the text
+    keys Herald reads still work."""
+    source = KubernetesSecrets(api_for(k8s))
+    body = secret("hook", signingSecret="whsec_abc")
+    body["data"]["ca.der"] = base64.b64encode(b"\x30\x82\xff\xfe").decode()
+    k8s.objects[SECRETS, NS, "hook"] = body
+    found = await source.get(NS, "hook")
+    assert found.problem is None
+    assert dict(found.data or {}) == {"signingSecret": "whsec_abc"}

@@ -54,6 +54,7 @@ class KubernetesSecrets:
     def __init__(self, api: Any | None = None) -> None:
         self._api = api
         self._last: dict[tuple[str, str], Mapping[str, str]] = {}
+        self._binary: set[tuple[str, str, str]] = set()  # keys already reported
 
     def _client(self) -> Any:
         if self._api is None:
@@ -89,7 +90,19 @@ class KubernetesSecrets:
             try:
                 data[key] = base64.b64decode(value).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
-                return SecretLookup(None, f"Secret {namespace}/{name}: key {key} is not UTF-8 text")
+                # Binary keys (a DER certificate...) may share the Secret: Herald reads none
+                # of them, so they are left out (a key the target needs is then reported
+                # missing by its type's check).
+                if (namespace, name, key) not in self._binary:
+                    self._binary.add((namespace, name, key))
+                    log.warning(
+                        "a Secret key is not UTF-8 text; left out",
+                        extra={
+                            "action": "read-secret",
+                            "secret": f"{namespace}/{name}",
+                            "key": key,
+                        },
+                    )
         self._last[(namespace, name)] = data
         return SecretLookup(data)
 
