@@ -143,6 +143,9 @@ async def test_gone_pauses_the_target_until_resumed(
                 ("queued", 0, None)
             }, "held, the attempt not counted"
             assert await dead_letters(w.queue) == []
+            for job_id in ids:  # the API says so too (not a stale "running" from the tracker)
+                _, shown = await w.get(f"/v1/jobs/{job_id}")
+                assert shown["state"] == "queued", shown
             assert 1 <= len(rx.received) <= 5
             requests_when_paused = len(rx.received)
             assert await other.jobs.claim("someone-else", 10) == [], "nothing is claimable"

@@ -314,6 +314,7 @@ class Worker:
         for s in done:
             ref = s.target.ref if s.target else str(s.job.target_id)
             if s.job.id not in completed:
+                self.tracker.forget([s.job.id])
                 self.metrics.lost_leases.inc()
                 log.warning(
                     "delivered, but the lease was lost first: another worker may "
@@ -359,6 +360,7 @@ class Worker:
                 )
         # Not the jobs' fault: back to the queue, attempt not counted, held by the pause.
         await self.queue.jobs.release(self.id, [s.job.id for s in gone])
+        self.tracker.forget(s.job.id for s in gone)
 
     async def _fail(self, failed: list[_Settlement], last_success: dict[int, float]) -> None:
         failures = []
@@ -391,9 +393,10 @@ class Worker:
                 "circuit opened: the target keeps failing; its jobs wait",
                 extra={"action": "circuit-open", "target": target, "error": message},
             )
-        lost = len(failed) - len(outcomes)
+        lost = by_id.keys() - {o.id for o in outcomes}
         if lost:
-            self.metrics.lost_leases.inc(lost)
+            self.tracker.forget(lost)
+            self.metrics.lost_leases.inc(len(lost))
 
     def _record_failure(self, s: _Settlement, outcome: FailureOutcome) -> None:
         ref = outcome.target
@@ -451,6 +454,7 @@ class Worker:
             except DB_ERRORS as exc:
                 self.health.database_error(exc)
                 continue
+            self.tracker.forget(lost)
             for job_id in lost:
                 if job_id in self._held and job_id in self._deliveries:
                     log.warning(
@@ -485,6 +489,7 @@ class Worker:
             async for attempt in _db_retry(self.health, "release", attempts=5):
                 with attempt:
                     released = await self.queue.jobs.release(self.id, unsettled)
+            self.tracker.forget(unsettled)
             log.info(
                 "released jobs not delivered before the grace period ended",
                 extra={"action": "shutdown", "released": released},

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import threading
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from cachetools import LRUCache
@@ -55,6 +56,13 @@ class Tracker:
     def record(self, snapshot: Snapshot) -> None:
         with self._lock:
             self._cache[snapshot.id] = snapshot
+
+    def forget(self, job_ids: Iterable[uuid.UUID]) -> None:
+        """Drop what this process no longer knows (a job it released, or whose lease it
+        lost): the next lookup reads the database."""
+        with self._lock:
+            for job_id in job_ids:
+                self._cache.pop(job_id, None)
 
     def lookup(self, job_id: uuid.UUID) -> Snapshot | None:
         """The snapshot if it is authoritative (see module doc), counting hit or miss."""
