@@ -123,11 +123,16 @@ async def test_rotated_secrets_sign_with_each(db_url: str, tmp_path: Path) -> No
                 assert Webhook(secret).verify(r.body, headers_of(r)) == {"rotating": True}
 
 
-async def test_unsigned_target_still_sends_id_and_timestamp(db_url: str, tmp_path: Path) -> None:
+async def test_unsigned_target_still_sends_id_timestamp_and_its_authorization(
+    db_url: str, tmp_path: Path
+) -> None:
     async with TrackingReceiver() as rx:
         path = write_manifests(
             tmp_path / "targets.yaml",
-            [target_doc("plain", rx.url, headers={"Authorization": "Bearer token-123"})],
+            [
+                target_doc("plain", rx.url, secretRef={"name": "plain"}),
+                secret_doc("plain", authorization="Bearer token-123"),
+            ],
         )
         async with worker(db_url, path) as w:
             submitted = await w.submit("plain", {"x": 1})
