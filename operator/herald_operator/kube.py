@@ -12,8 +12,6 @@ logged.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
 import json
 import logging
@@ -23,6 +21,7 @@ from typing import Any, TypeVar
 
 from herald_operator.conditions import timestamp
 from herald_operator.readiness import SecretOutcome, SecretRead
+from herald_queue.secret_data import decode_secret_data
 
 log = logging.getLogger("herald.operator.kube")
 T = TypeVar("T")
@@ -104,13 +103,10 @@ class KubeApi:
             if exc.status == 403:
                 return SecretRead(namespace, name, SecretOutcome.FORBIDDEN, detail=exc.detail)
             return SecretRead(namespace, name, SecretOutcome.UNAVAILABLE, detail=exc.detail)
-        data: dict[str, str] = {}
-        for key, value in ((body or {}).get("data") or {}).items():
-            try:
-                data[key] = base64.b64decode(value or "", validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                problem = f"key {key} is not UTF-8 text"
-                return SecretRead(namespace, name, SecretOutcome.UNDECODABLE, detail=problem)
+        data, undecodable = decode_secret_data((body or {}).get("data"))
+        if undecodable:
+            problem = f"key {undecodable[0]} is not UTF-8 text"
+            return SecretRead(namespace, name, SecretOutcome.UNDECODABLE, detail=problem)
         return SecretRead(namespace, name, SecretOutcome.FOUND, data=data)
 
     # -- the worker Deployment's scale --------------------------------------------------------

@@ -4,8 +4,6 @@ a file or a directory of ``.yaml``/``.yml``/``.json`` files, several documents p
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import json
 from collections.abc import Iterator, Mapping
@@ -15,6 +13,7 @@ from typing import Any
 import yaml
 
 from herald_queue.errors import InvalidTarget
+from herald_queue.secret_data import decode_secret_data
 from herald_queue.spec import API_VERSION, KIND, PublishingTarget, parse_target
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -71,15 +70,12 @@ def _one_line(exc: Exception) -> str:
 
 
 def _secret_data(where: str, doc: Mapping[str, Any]) -> dict[str, str]:
-    data: dict[str, str] = {}
-    for key, value in (doc.get("data") or {}).items():
-        try:
-            data[str(key)] = base64.b64decode(str(value), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise InvalidTarget(
-                f"{where}: Secret data.{key} is not base64 of UTF-8 text (use stringData for "
-                "plain text)"
-            ) from None
+    data, undecodable = decode_secret_data(doc.get("data"))
+    if undecodable:
+        raise InvalidTarget(
+            f"{where}: Secret data.{undecodable[0]} is not base64 of UTF-8 text (use "
+            "stringData for plain text)"
+        )
     for key, value in (doc.get("stringData") or {}).items():
         data[str(key)] = str(value)
     return data

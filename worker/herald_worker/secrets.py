@@ -5,12 +5,12 @@ enter the database, logs, metrics or error messages."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
+
+from herald_queue.secret_data import decode_secret_data
 
 log = logging.getLogger("herald.secrets")
 
@@ -85,24 +85,17 @@ class KubernetesSecrets:
             return self._stale(namespace, name, f"HTTP {exc.status}")
         except Exception as exc:  # unreachable API: keep delivering with what we had
             return self._stale(namespace, name, type(exc).__name__)
-        data: dict[str, str] = {}
-        for key, value in (secret.data or {}).items():
-            try:
-                data[key] = base64.b64decode(value).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                # Binary keys (a DER certificate...) may share the Secret: Herald reads none
-                # of them, so they are left out (a key the target needs is then reported
-                # missing by its type's check).
-                if (namespace, name, key) not in self._binary:
-                    self._binary.add((namespace, name, key))
-                    log.warning(
-                        "a Secret key is not UTF-8 text; left out",
-                        extra={
-                            "action": "read-secret",
-                            "secret": f"{namespace}/{name}",
-                            "key": key,
-                        },
-                    )
+        data, undecodable = decode_secret_data(secret.data)
+        # Binary keys (a DER certificate...) may share the Secret: Herald reads none of
+        # them, so they are left out (a key the target needs is then reported missing by
+        # its type's check).
+        for key in undecodable:
+            if (namespace, name, key) not in self._binary:
+                self._binary.add((namespace, name, key))
+                log.warning(
+                    "a Secret key is not UTF-8 text; left out",
+                    extra={"action": "read-secret", "secret": f"{namespace}/{name}", "key": key},
+                )
         self._last[(namespace, name)] = data
         return SecretLookup(data)
 
