@@ -218,11 +218,13 @@ class DeadLetterStore:
         *,
         limit: int = 1000,
         dry_run: bool = False,
-        replayed_by: str = "api",
+        replayed_by: str | None = None,
     ) -> ReplayResult:
         """Put unreplayed dead letters matching ``where`` back on the queue (oldest first,
         at most ``limit``). Each entry is replayed once ever, in batches that each commit
-        with their jobs, so an interrupted replay can simply be run again."""
+        with their jobs, so an interrupted replay can simply be run again. Without
+        ``replayed_by`` the replay is a one-off (:func:`one_off_tag`)."""
+        replayed_by = replayed_by or one_off_tag("replay")
         if limit < 1:
             raise InvalidRequest("limit", f"must be at least 1, got {limit}")
         params = where.params()
