@@ -303,6 +303,8 @@ class Worker:
         for s in batch:
             if self._held.get(s.job.id) is s.job:  # not a newer attempt claimed since
                 del self._held[s.job.id]
+        # Jobs settled without an outcome of ours (released after a 410, lease lost).
+        self.tracker.let_go(s.job.id for s in batch)
         self._unsettled -= len(batch)
         if not self._unsettled:
             self._settled.set()
@@ -314,7 +316,6 @@ class Worker:
         for s in done:
             ref = s.target.ref if s.target else str(s.job.target_id)
             if s.job.id not in completed:
-                self.tracker.forget([s.job.id])
                 self.metrics.lost_leases.inc()
                 log.warning(
                     "delivered, but the lease was lost first: another worker may "
@@ -360,7 +361,6 @@ class Worker:
                 )
         # Not the jobs' fault: back to the queue, attempt not counted, held by the pause.
         await self.queue.jobs.release(self.id, [s.job.id for s in gone])
-        self.tracker.forget(s.job.id for s in gone)
 
     async def _fail(self, failed: list[_Settlement], last_success: dict[int, float]) -> None:
         failures = []
@@ -393,10 +393,9 @@ class Worker:
                 "circuit opened: the target keeps failing; its jobs wait",
                 extra={"action": "circuit-open", "target": target, "error": message},
             )
-        lost = by_id.keys() - {o.id for o in outcomes}
+        lost = len(failed) - len(outcomes)
         if lost:
-            self.tracker.forget(lost)
-            self.metrics.lost_leases.inc(len(lost))
+            self.metrics.lost_leases.inc(lost)
 
     def _record_failure(self, s: _Settlement, outcome: FailureOutcome) -> None:
         ref = outcome.target
@@ -454,7 +453,7 @@ class Worker:
             except DB_ERRORS as exc:
                 self.health.database_error(exc)
                 continue
-            self.tracker.forget(lost)
+            self.tracker.let_go(lost)
             for job_id in lost:
                 if job_id in self._held and job_id in self._deliveries:
                     log.warning(
@@ -489,7 +488,7 @@ class Worker:
             async for attempt in _db_retry(self.health, "release", attempts=5):
                 with attempt:
                     released = await self.queue.jobs.release(self.id, unsettled)
-            self.tracker.forget(unsettled)
+            self.tracker.let_go(unsettled)
             log.info(
                 "released jobs not delivered before the grace period ended",
                 extra={"action": "shutdown", "released": released},

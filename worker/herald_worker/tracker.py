@@ -57,12 +57,15 @@ class Tracker:
         with self._lock:
             self._cache[snapshot.id] = snapshot
 
-    def forget(self, job_ids: Iterable[uuid.UUID]) -> None:
-        """Drop what this process no longer knows (a job it released, or whose lease it
-        lost): the next lookup reads the database."""
+    def let_go(self, job_ids: Iterable[uuid.UUID]) -> None:
+        """This process no longer holds these jobs: a snapshot still marked local (no
+        outcome of its own replaced it: released, or the lease was lost) stops being
+        authoritative, and the next lookup reads the database."""
         with self._lock:
             for job_id in job_ids:
-                self._cache.pop(job_id, None)
+                snapshot = self._cache.get(job_id)
+                if snapshot is not None and snapshot.local:
+                    del self._cache[job_id]
 
     def lookup(self, job_id: uuid.UUID) -> Snapshot | None:
         """The snapshot if it is authoritative (see module doc), counting hit or miss."""
