@@ -15,8 +15,18 @@ from herald_queue.states import Priority
 T = TypeVar("T")
 
 
-def target_manifest(name: str = "hook", namespace: str = "default", **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
+def target_manifest(
+    name: str = "hook",
+    namespace: str = "default",
+    *,
+    url: str | None = "http://127.0.0.1:9/hook",
+    **spec: Any,
+) -> dict[str, Any]:
+    """A PublishingTarget manifest (webhook unless ``type=`` says otherwise; no URL with
+    ``url=None``)."""
+    body: dict[str, Any] = {"type": "webhook"}
+    if url is not None:
+        body["url"] = url
     body.update(spec)
     return {
         "apiVersion": "herald.dev/v1alpha1",

@@ -30,7 +30,7 @@ from herald_queue.settings import DatabaseSettings, QueueSettings
 from herald_worker.process import Options, Running, start
 from herald_worker.receiver import Answer, Receiver, Script
 from herald_worker.settings import WorkerSettings
-from tests.helpers import eventually, sql_rows, sql_value
+from tests.helpers import eventually, sql_rows, sql_value, target_manifest
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -63,16 +63,7 @@ def target_doc(
     name: str, url: str | None = None, namespace: str = "default", **spec: Any
 ) -> dict[str, Any]:
     """A PublishingTarget manifest (webhook unless ``type=`` says otherwise)."""
-    body: dict[str, Any] = {"type": "webhook"}
-    if url is not None:
-        body["url"] = url
-    body.update(spec)
-    return {
-        "apiVersion": "herald.dev/v1alpha1",
-        "kind": "PublishingTarget",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": body,
-    }
+    return target_manifest(name, namespace, url=url, **spec)
 
 
 def secret_doc(name: str, namespace: str = "default", **data: str) -> dict[str, Any]:
