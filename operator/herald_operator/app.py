@@ -114,7 +114,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     except HeraldError as exc:
         raise kopf.PermanentError(str(exc)) from None
     memo["herald"] = rt
-    server = MetricsServer(rt.metrics, options.listen_host, rt.settings.metrics_port)
+    host = options.listen_host or rt.settings.listen_host
+    server = MetricsServer(rt.metrics, host, rt.settings.metrics_port)
     port = await server.start()
     rt.closers.append(server.stop)
     log.info("serving /metrics", extra={"action": "listen", "port": port})
@@ -202,12 +203,14 @@ async def run(
     """Run until stopped (SIGTERM/SIGINT in the main thread, or ``stop_flag``)."""
     settings = options.settings
     namespace = settings.namespace
+    host = options.listen_host or settings.listen_host
+    authority = f"[{host}]" if ":" in host else host  # an IPv6 address
     await kopf.operator(
         registry=registry if registry is not None else build_registry(settings),
         clusterwide=namespace is None,
         namespaces=[namespace] if namespace is not None else (),
         identity=options.identity,  # type: ignore[arg-type]
-        liveness_endpoint=f"http://{options.listen_host}:{settings.health_port}/healthz",
+        liveness_endpoint=f"http://{authority}:{settings.health_port}/healthz",
         memo=kopf.Memo(herald_options=options),
         stop_flag=stop_flag,
         ready_flag=ready_flag,

@@ -67,6 +67,19 @@ async def run(
             return
         if selection.target is not None:
             rows = await rt.queue.registry.list(namespace, selection.target)
+            waited = _age(meta, started_at)
+            if not rows and phase is not Phase.RUNNING and waited < rt.settings.replay_target_wait:
+                # Created before its target (`kubectl apply -f dir/` goes by file name):
+                # wait for the target to be registered rather than fail for good.
+                wait = float(rt.settings.replay_target_wait)
+                message = (
+                    f"PublishingTarget {namespace}/{selection.target} does not exist yet; "
+                    f"waiting up to {wait:.0f} s for it (then the replay fails)"
+                )
+                patch.status.update(
+                    replay.waiting(status, message, now=_now(), generation=generation)
+                )
+                raise kopf.TemporaryError(message, delay=min(2.0, rt.options.retry_delay))
             if not rows:
                 _fail(
                     rt,
@@ -105,6 +118,18 @@ async def run(
         ) from None
     except KubeError as exc:  # progress could not be written: resume from PostgreSQL later
         raise kopf.TemporaryError(str(exc), delay=rt.options.retry_delay) from None
+
+
+def _age(meta: kopf.Meta, now: dt.datetime) -> float:
+    """Seconds since the object was created (0 when the API did not say)."""
+    created = meta.get("creationTimestamp")
+    if not created:
+        return 0.0
+    try:
+        at = dt.datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return max(0.0, (now - at).total_seconds())
 
 
 def _progress_of(status: Any) -> Progress:

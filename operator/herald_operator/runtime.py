@@ -51,7 +51,8 @@ class Options:
     """The database URL (default: HERALD_DATABASE_URL, else the embedded PostgreSQL)."""
     identity: str = dataclasses.field(default_factory=peering.identity)
     priority: int = dataclasses.field(default_factory=peering.random_priority)
-    listen_host: str = "0.0.0.0"  # noqa: S104 - probes and Prometheus reach the pod's IP
+    listen_host: str | None = None
+    """Address of /metrics and /healthz (default: HERALD_OPERATOR_LISTEN_HOST)."""
     retry_delay: float = 10.0
     """Seconds before a handler that met an outage (PostgreSQL, the API) runs again."""
     api_backoffs: tuple[float, ...] = (1, 2, 4, 8, 15)

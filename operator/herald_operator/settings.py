@@ -22,6 +22,11 @@ class OperatorSettings:
         "Namespace whose PublishingTargets and DeadLetterReplays the operator reconciles; "
         "'*' for all namespaces. Default: the operator's own namespace (POD_NAMESPACE).",
     )
+    listen_host: str = env(
+        "HERALD_OPERATOR_LISTEN_HOST",
+        "0.0.0.0",  # noqa: S104 - probes and Prometheus reach the pod's IP
+        "Address the operator's /metrics and /healthz listen on (127.0.0.1 keeps them local).",
+    )
     metrics_port: int = env(
         "HERALD_OPERATOR_METRICS_PORT", 8081, "Port of the operator's /metrics."
     )
@@ -41,6 +46,13 @@ class OperatorSettings:
     )
     replay_batch: int = env(
         "HERALD_REPLAY_BATCH", 500, "Dead letters a DeadLetterReplay puts back per transaction."
+    )
+    replay_target_wait: Duration = env(
+        "HERALD_REPLAY_TARGET_WAIT",
+        300.0,
+        "How long a new DeadLetterReplay naming a PublishingTarget that does not exist waits "
+        "for it (Pending) before it fails: `kubectl apply -f dir/` may create the replay "
+        "before its target.",
     )
     worker_deployment: str = env(
         "HERALD_WORKER_DEPLOYMENT", "herald-worker", "The worker Deployment the operator scales."
@@ -89,6 +101,10 @@ class OperatorSettings:
         ):
             if not 0 < port < 65536:
                 raise ConfigError(f"{name}: must be a port number, got {port}")
+        if self.replay_target_wait < 0:
+            raise ConfigError(
+                f"HERALD_REPLAY_TARGET_WAIT: must be 0 or more, got {self.replay_target_wait}"
+            )
         if self.scale_min < 1:
             raise ConfigError(
                 f"HERALD_SCALE_MIN: must be at least 1, got {self.scale_min} (workers serve "

@@ -125,9 +125,28 @@ async def test_a_selector_that_matches_nothing_succeeds_with_zero_counts(
     assert await queued_ids(queue) == set()
 
 
-async def test_a_replay_of_a_target_that_does_not_exist_fails(
+async def test_a_replay_created_before_its_target_waits_for_it(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:
+    """`kubectl apply -f dir/` creates deadletterreplay.yaml before webhook-target.yaml."""
+    await create(k8s, DLR_URL, replay_manifest("early", target="late"))
+    waiting = await eventually(
+        lambda: status(k8s, DLR, "early").get("phase") == "Pending"
+        and "does not exist yet" in status(k8s, DLR, "early").get("message", ""),
+        message="the replay waiting for its target",
+    )
+    assert waiting
+    assert condition(k8s, DLR, "early", "Complete")["reason"] == "Waiting"
+    await ready_target(k8s, "late")
+    await dead_letters(queue, "late", 2)
+    done = await wait_finished(k8s, "early")
+    assert done["phase"] == "Succeeded", done
+
+
+async def test_a_replay_of_a_target_that_does_not_exist_fails(
+    k8s: Emulator, start_operator: StartOperator, queue: Queue
+) -> None:
+    await start_operator(replay_target_wait=0.0)
     await ready_target(k8s)
     await dead_letters(queue, "hook", 2)
     await create(k8s, DLR_URL, replay_manifest("wrong", target="nope"))
