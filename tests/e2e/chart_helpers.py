@@ -130,6 +130,12 @@ def template_args(value_set: str, *extra: str) -> list[str]:
         NAMESPACE,
         "--kube-version",
         KUBERNETES_VERSION,
+        # As a cluster with the Prometheus Operator's CRDs answers (without them the
+        # chart leaves its ServiceMonitors and PrometheusRule out).
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
         *values_args(value_set),
         *extra,
     ]

@@ -387,7 +387,8 @@ def test_operator_settings_follow_the_values() -> None:
     assert env["HERALD_WATCH_NAMESPACE"]["value"] == NAMESPACE
     assert env["HERALD_WORKER_DEPLOYMENT"]["value"] == WORKER
     assert env["HERALD_WORKER_NAMESPACE"]["value"] == NAMESPACE
-    assert env["HERALD_SCALING"]["value"] == "false"
+    assert env["HERALD_SCALING"]["value"] == "true"  # the default, as HERALD_SCALING's
+    assert env_of(container("minimal", "operator"))["HERALD_SCALING"]["value"] == "false"
     assert env_of(container("cluster-wide", "operator"))["HERALD_WATCH_NAMESPACE"]["value"] == "*"
     scaled = env_of(container("all-on", "operator"))
     assert scaled["HERALD_SCALING"]["value"] == "true"
@@ -398,8 +399,9 @@ def test_operator_settings_follow_the_values() -> None:
 
 
 def test_worker_replicas_are_left_to_the_operator_when_it_scales() -> None:
-    assert deployment("default", "worker")["spec"]["replicas"] == 2
+    assert "replicas" not in deployment("default", "worker")["spec"]
     assert "replicas" not in deployment("all-on", "worker")["spec"]
+    assert deployment("minimal", "worker")["spec"]["replicas"] == 1
     strategy = deployment("default", "worker")["spec"]["strategy"]
     assert strategy["rollingUpdate"]["maxUnavailable"] == 0
 

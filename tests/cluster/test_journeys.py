@@ -1,0 +1,241 @@
+"""Every kubectl journey of a Herald user, on the real API: the chart installed with helm,
+the operator and a worker run as the chart's ServiceAccounts, a local receiver that checks
+Standard Webhooks signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets as random
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import standardwebhooks
+
+from herald_worker.receiver import Answer, Receiver, always
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.herald import (
+    Herald,
+    HeraldProcess,
+    Kubectl,
+    condition,
+    herald_release,
+    replay,
+    secret,
+    target,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+def signing_secret() -> str:
+    return "whsec_" + base64.b64encode(random.token_bytes(32)).decode()
+
+
+@pytest.fixture()
+async def herald(
+    crds: None, kube: ControlPlane, kubectl: Kubectl, helm_path: str, db_url: str
+) -> AsyncIterator[Herald]:
+    async with herald_release(kube, kubectl, helm_path, db_url) as release:
+        yield release
+        assert not release.forbidden(), "a Herald process was refused by RBAC"
+
+
+async def submit(worker: HeraldProcess, target_name: str, payload: Any, **fields: Any) -> str:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"http://127.0.0.1:{worker.port}/v1/jobs",
+            json={"target": target_name, "payload": payload, **fields},
+        ) as resp,
+    ):
+        body = await resp.json()
+        assert resp.status in (200, 201), body
+        return str(body["id"])
+
+
+async def ready(kubectl: Kubectl, kind: str, name: str, generation: int = 1) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        obj = await kubectl.get(kind, name)
+        ok = (
+            obj is not None
+            and condition(obj).get("status") == "True"
+            and (obj.get("status") or {}).get("observedGeneration") == generation
+        )
+        return obj if ok else None
+
+    found: dict[str, Any] = await wait_for(
+        check, timeout=30, what=f"{kind} {name} Ready at generation {generation}"
+    )
+    return found
+
+
+def signed_with(received: Any, key: str) -> bool:
+    try:
+        standardwebhooks.Webhook(key).verify(received.body, received.headers)
+    except standardwebhooks.WebhookVerificationError:
+        return False
+    return True
+
+
+async def test_a_target_applied_with_kubectl_delivers(herald: Herald, kubectl: Kubectl) -> None:
+    first, second = signing_secret(), signing_secret()
+    async with Receiver(always(Answer())) as receiver:
+        await herald.operator()
+        worker = await herald.worker()
+        await kubectl.apply(
+            secret("hook", signingSecret=first),
+            target("hook", receiver.url, secretRef={"name": "hook"}, headers={"X-Team": "sre"}),
+        )
+        await ready(kubectl, "publishingtarget", "hook")
+        row = (await kubectl("get", "publishingtarget", "hook", "--no-headers")).out.split()
+        assert row[:5] == ["hook", "webhook", "True", "closed", "0"], row
+
+        job = await submit(worker, "hook", {"summary": "disk full"})
+        arrived = await wait_for(
+            lambda: [r for r in receiver.received if r.webhook_id == job],
+            what="the job delivered to the receiver",
+        )
+        assert signed_with(arrived[0], first)
+        assert arrived[0].headers["x-team"] == "sre"
+
+        described = (await kubectl("describe", "publishingtarget", "hook")).out
+        assert "Events:" in described and "Ready" in described.split("Events:")[1]
+
+        # A spec edit: a new generation, observed once the operator has registered it.
+        await kubectl("patch", "pt", "hook", "--type=merge", "-p", '{"spec":{"timeoutSeconds":5}}')
+        edited = await ready(kubectl, "publishingtarget", "hook", generation=2)
+        assert condition(edited)["observedGeneration"] == 2
+
+        # Rotating the Secret: deliveries are signed with the new key within the worker's
+        # refresh (HERALD_TARGETS_REFRESH=1s here).
+        await kubectl.apply(secret("hook", signingSecret=second))
+        rotated = time.monotonic()
+
+        async def signed_with_second() -> bool:
+            job = await submit(worker, "hook", {"probe": uuid.uuid4().hex})
+            got = await wait_for(
+                lambda: [r for r in receiver.received if r.webhook_id == job], what="delivery"
+            )
+            return signed_with(got[0], second)
+
+        await wait_for(signed_with_second, timeout=20, interval=0.3, what="the new signature")
+        assert time.monotonic() - rotated < 20
+
+        # Deleting the target: its finalizer dead-letters what still waits.
+        await kubectl("patch", "pt", "hook", "--type=merge", "-p", '{"spec":{"paused":true}}')
+        await ready(kubectl, "publishingtarget", "hook", generation=3)
+        waiting = [await submit(worker, "hook", {"n": n}) for n in range(3)]
+        await kubectl("delete", "publishingtarget", "hook", "--timeout=30s")
+        assert await kubectl.get("publishingtarget", "hook") is None
+        async with aiohttp.ClientSession() as http:
+            for job_id in waiting:
+                async with http.get(f"http://127.0.0.1:{worker.port}/v1/jobs/{job_id}") as resp:
+                    body = await resp.json()
+                    assert body["state"] == "dead", body
+        assert not any(r.webhook_id in waiting for r in receiver.received)
+
+
+async def test_a_dead_letter_replay_applied_with_kubectl(herald: Herald, kubectl: Kubectl) -> None:
+    answer = {"status": 400}
+
+    def script(*_: Any) -> Answer:
+        return Answer(answer["status"])
+
+    async with Receiver(script) as receiver:
+        await herald.operator()
+        worker = await herald.worker()
+        await kubectl.apply(target("hook", receiver.url))
+        await ready(kubectl, "publishingtarget", "hook")
+        ids = [await submit(worker, "hook", {"n": n}) for n in range(5)]
+        await wait_for(lambda: len(receiver.received) >= 5, what="five 400s")
+        answer["status"] = 200
+
+        await kubectl.apply(replay("count", target="hook", dryRun=True))
+        dry = await wait_for(
+            lambda: _finished(kubectl, "count"), timeout=30, what="the dry run finished"
+        )
+        assert (dry["phase"], dry["matched"], dry.get("replayed", 0)) == ("Succeeded", 5, 0)
+        assert receiver.delivered_ids() == []
+
+        await kubectl.apply(replay("again", target="hook", errorClass="permanent"))
+        done = await wait_for(lambda: _finished(kubectl, "again"), timeout=30, what="replayed")
+        assert (done["phase"], done["matched"], done["replayed"]) == ("Succeeded", 5, 5)
+        await wait_for(lambda: len(receiver.delivered_ids()) == 5, what="five deliveries")
+        assert sorted(receiver.delivered_ids()) == sorted(ids)
+        table = (await kubectl("get", "deadletterreplays", "again", "--no-headers")).out.split()
+        assert table[1:4] == ["Succeeded", "5", "5"], table
+
+        # A finished replay never runs again: not on a re-apply, not after a restart.
+        await kubectl("annotate", "dlr", "again", "touched=yes")
+        await herald.stop_all()
+        restarted = await herald.operator()
+        await herald.worker()
+        await wait_for(
+            lambda: restarted.text().count("a finished replay never runs again") >= 2,
+            what="the restarted operator resuming both finished replays",
+        )
+        still = await _finished(kubectl, "again")
+        assert still == done
+        assert len(receiver.delivered_ids()) == 5
+
+
+async def _finished(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
+    obj = await kubectl.get("deadletterreplay", name)
+    status = (obj or {}).get("status") or {}
+    return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+
+async def test_a_replay_resumes_without_duplicates_after_the_operator_is_killed(
+    crds: None, kube: ControlPlane, kubectl: Kubectl, helm_path: str, db_url: str
+) -> None:
+    answer = {"status": 400}
+    async with (
+        Receiver(lambda *_: Answer(answer["status"])) as receiver,
+        herald_release(
+            kube,
+            kubectl,
+            helm_path,
+            db_url,
+            operator={"extraEnv": [{"name": "HERALD_REPLAY_BATCH", "value": "10"}]},
+        ) as herald,
+    ):
+        operator = await herald.operator(HERALD_STATUS_INTERVAL="1s")
+        worker = await herald.worker()
+        await kubectl.apply(target("hook", receiver.url))
+        await ready(kubectl, "publishingtarget", "hook")
+        total = 600
+        async with aiohttp.ClientSession() as http:
+            for start in range(0, total, 200):
+                batch = [{"target": "hook", "payload": {"n": n}} for n in range(start, start + 200)]
+                async with http.post(f"http://127.0.0.1:{worker.port}/v1/jobs", json=batch) as r:
+                    assert r.status in (200, 201), await r.text()
+        await wait_for(lambda: len(receiver.received) >= total, timeout=60, what="600 400s")
+        answer["status"] = 200
+        await worker.stop()  # nothing is delivered while the replay runs: counts stay exact
+
+        await kubectl.apply(replay("big", target="hook"))
+
+        async def part_done() -> bool:
+            obj = await kubectl.get("deadletterreplay", "big")
+            status = (obj or {}).get("status") or {}
+            return status.get("phase") == "Running" and 0 < status.get("replayed", 0) < total
+
+        await wait_for(part_done, timeout=60, interval=0.05, what="the replay half-way")
+        operator.popen.send_signal(signal.SIGKILL)
+        operator.popen.wait(10)
+        await herald.operator()
+        done = await wait_for(lambda: _finished(kubectl, "big"), timeout=60, what="resumed")
+        assert (done["phase"], done["matched"], done["replayed"]) == ("Succeeded", total, total)
+        await herald.worker()
+        await wait_for(
+            lambda: len(receiver.delivered_ids()) >= total, timeout=60, what="every replay"
+        )
+        delivered = receiver.delivered_ids()
+        assert len(delivered) == len(set(delivered)) == total
