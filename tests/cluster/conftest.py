@@ -8,6 +8,7 @@ that reason; CI (HERALD_TEST_REQUIRE_ALL=1) fails instead.
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -45,20 +46,26 @@ def helm_path() -> str:
 @pytest.fixture(scope="session")
 def crds(kube: ControlPlane, kubectl_path: str) -> None:
     """``kubectl apply -f crds/`` (what the chart's crds/ holds, byte for byte), until the
-    API serves both kinds."""
-    base = [kubectl_path, f"--kubeconfig={kube.admin_kubeconfig}"]
-    for args in (
-        ["apply", "-f", str(ROOT / "crds")],
-        [
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/publishingtargets.herald.dev",
-            "crd/deadletterreplays.herald.dev",
-        ],
-    ):
-        out = subprocess.run([*base, *args], capture_output=True, text=True, timeout=90)
-        assert out.returncode == 0, f"kubectl {' '.join(args)}: {out.stderr.strip()}"
+    API serves both kinds (``kubectl wait`` fails on a CRD that has no conditions yet)."""
+    out = subprocess.run(
+        [kubectl_path, f"--kubeconfig={kube.admin_kubeconfig}", "apply", "-f", str(ROOT / "crds")],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert out.returncode == 0, f"kubectl apply -f crds/: {out.stderr.strip()}"
+    for name in ("publishingtargets.herald.dev", "deadletterreplays.herald.dev"):
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+
+        def established(path: str = path) -> bool:
+            _, crd = kube.request("GET", path)
+            conditions = (crd.get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+        deadline = time.monotonic() + 60
+        while not established():
+            assert time.monotonic() < deadline, f"CRD {name} not Established within 60 s"
+            time.sleep(0.1)
 
 
 @pytest.fixture()

@@ -17,8 +17,10 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 from tests.cluster.controlplane import ROOT, ControlPlane, free_port
 
 CHART = ROOT / "deploy" / "helm" / "herald"
@@ -194,7 +196,7 @@ class Release:
             self.values = dict(values)
         path = self.kube.root / f"values-{self.namespace}.yaml"
         path.write_text(yaml.safe_dump(self.values))
-        return await self.helm_run(verb, RELEASE, str(CHART), "-f", str(path), "--wait=false")
+        return await self.helm_run(verb, RELEASE, str(CHART), "-f", str(path))
 
     async def uninstall(self) -> Result:
         return await self.helm_run("uninstall", RELEASE)
@@ -211,8 +213,8 @@ class Release:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         env: dict[str, str] = {}
         for item in container.get("env", []):
-            if "value" in item:
-                env[item["name"]] = item["value"]
+            if "valueFrom" not in item:  # the API drops an empty value
+                env[item["name"]] = item.get("value", "")
                 continue
             source = item["valueFrom"]
             if "fieldRef" in source:
@@ -424,12 +426,23 @@ async def herald_release(
         await herald.stop_all()
 
 
+def as_url(conninfo: str) -> str:
+    """A libpq connection string as the postgresql:// URL the chart takes."""
+    params = conninfo_to_dict(conninfo)
+    user = quote(str(params.pop("user", "postgres")), safe="")
+    password = params.pop("password", None)
+    dbname = quote(str(params.pop("dbname", "postgres")), safe="")
+    auth = f"{user}:{quote(str(password), safe='')}" if password else user
+    query = urlencode({k: str(v) for k, v in params.items() if v is not None})
+    return f"postgresql://{auth}@/{dbname}" + (f"?{query}" if query else "")
+
+
 def chart_values(db_url: str, **overrides: Any) -> dict[str, Any]:
     """Values for a test install: the test database (the chart makes its Secret), no
     migration Job (there is no kubelet to run it; the test database is migrated), quick
     status refreshes."""
     values: dict[str, Any] = {
-        "database": {"url": db_url},
+        "database": {"url": as_url(db_url)},
         "migrations": {"enabled": False},
         "operator": {"extraEnv": [{"name": "HERALD_STATUS_INTERVAL", "value": "1s"}]},
         "worker": {
