@@ -60,6 +60,7 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
         settings.peering.name = ours.peering
         settings.peering.priority = options.priority
         settings.peering.stealth = True  # keep-alives are not logged
+        settings.peering.lifetime = max(1, round(float(ours.peering_lifetime)))
     else:
         settings.peering.standalone = True
         settings.peering.mandatory = False

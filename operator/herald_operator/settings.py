@@ -39,6 +39,12 @@ class OperatorSettings:
         "Name of the kopf peering object that keeps a single operator replica active; empty "
         "to run standalone (one replica only).",
     )
+    peering_lifetime: Duration = env(
+        "HERALD_PEERING_LIFETIME",
+        60.0,
+        "How long a replica's peering keep-alive counts: a standby replica takes over at most "
+        "this long after the active one died (keep-alives are sent well within it).",
+    )
     status_interval: Duration = env(
         "HERALD_STATUS_INTERVAL",
         10.0,
@@ -118,6 +124,7 @@ class OperatorSettings:
             )
         for name, value in (
             ("HERALD_STATUS_INTERVAL", self.status_interval),
+            ("HERALD_PEERING_LIFETIME", self.peering_lifetime),
             ("HERALD_REPLAY_BATCH", self.replay_batch),
             ("HERALD_SCALE_JOBS_PER_REPLICA", self.jobs_per_replica),
             ("HERALD_SCALE_MAX_STEP", self.scale_max_step),

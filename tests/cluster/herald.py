@@ -401,14 +401,36 @@ class Herald:
         if problems:
             raise AssertionError("\n".join(problems))
 
+    def accounts(self) -> list[str]:
+        ns = self.release.namespace
+        return [f"system:serviceaccount:{ns}:{RELEASE}-{c}" for c in ("operator", "worker")]
+
     def forbidden(self) -> list[str]:
-        """Log lines of Herald's processes that report a 403 from the API."""
-        lines = []
-        for process in self.processes:
-            for line in process.text().splitlines():
-                if "403" in line or "Forbidden" in line or "forbidden" in line:
-                    lines.append(f"{process.name}: {line}")
-        return lines
+        """Requests of the chart's ServiceAccounts that the API refused (401/403), from
+        the API server's audit log."""
+        refused = []
+        for account in self.accounts():
+            for event in self.release.kube.audit(account):
+                code = event.get("responseStatus", {}).get("code")
+                if code in (401, 403):
+                    ref = event.get("objectRef", {})
+                    refused.append(
+                        f"{account}: {event['verb']} {ref.get('resource')}"
+                        f"/{ref.get('subresource', '')} {ref.get('name', '')} -> {code}"
+                    )
+        return refused
+
+    def used(self) -> set[tuple[str, str, str]]:
+        """(account, verb, resource[/subresource]) of every request the accounts made."""
+        out = set()
+        for account in self.accounts():
+            for event in self.release.kube.audit(account):
+                ref = event.get("objectRef") or {}
+                resource = ref.get("resource", "")
+                if ref.get("subresource"):
+                    resource += "/" + ref["subresource"]
+                out.add((account.rsplit(":", 1)[-1], event["verb"], resource))
+        return out
 
 
 @contextlib.asynccontextmanager

@@ -43,7 +43,8 @@ async def herald(
 ) -> AsyncIterator[Herald]:
     async with herald_release(kube, kubectl, helm_path, db_url) as release:
         yield release
-        assert not release.forbidden(), "a Herald process was refused by RBAC"
+        refused = release.forbidden()
+        assert not refused, "the chart's RBAC refused Herald's requests:\n" + "\n".join(refused)
 
 
 async def submit(worker: HeraldProcess, target_name: str, payload: Any, **fields: Any) -> str:
