@@ -67,10 +67,11 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     # No cluster scanning: the CRDs are installed before the operator starts (the chart
     # does it), and watching CRDs and namespaces would need cluster-wide RBAC.
     settings.scanning.disabled = True
-    # Watch streams: the apiserver ends each within 5 minutes (then kopf reconnects); a
-    # stream that carries nothing (not even a bookmark) for 70 s is presumed dead.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # Watch streams: the apiserver ends each after HERALD_WATCH_TIMEOUT (5 minutes; then
+    # kopf resumes from its last resourceVersion, and lists again if that expired: 410
+    # Gone); a stream that carries nothing (not even a bookmark) for 70 s is presumed dead.
+    settings.watching.server_timeout = max(1, round(float(ours.watch_timeout)))
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.watching.connect_timeout = 10
     settings.watching.inactivity_timeout = 70
     # API requests: a request may take 30 s; a failed one is retried with these backoffs.

@@ -45,6 +45,13 @@ class OperatorSettings:
         "How long a replica's peering keep-alive counts: a standby replica takes over at most "
         "this long after the active one died (keep-alives are sent well within it).",
     )
+    watch_timeout: Duration = env(
+        "HERALD_WATCH_TIMEOUT",
+        300.0,
+        "How long one watch request of the API lasts before the operator resumes it from "
+        "its last resourceVersion (the API server ends it then; a watch of an expired "
+        "version is listed again).",
+    )
     status_interval: Duration = env(
         "HERALD_STATUS_INTERVAL",
         10.0,
@@ -125,6 +132,7 @@ class OperatorSettings:
         for name, value in (
             ("HERALD_STATUS_INTERVAL", self.status_interval),
             ("HERALD_PEERING_LIFETIME", self.peering_lifetime),
+            ("HERALD_WATCH_TIMEOUT", self.watch_timeout),
             ("HERALD_REPLAY_BATCH", self.replay_batch),
             ("HERALD_SCALE_JOBS_PER_REPLICA", self.jobs_per_replica),
             ("HERALD_SCALE_MAX_STEP", self.scale_max_step),

@@ -178,16 +178,27 @@ async def test_the_operator_rides_out_an_api_restart_and_an_expired_watch(
     again. Afterwards it still reconciles, and what happened during the gap is seen."""
     async with (
         Receiver() as receiver,
-        herald_release(kube, kubectl, helm_path, db_url) as herald,
+        herald_release(kube, kubectl, helm_path, db_url, logging={"level": "DEBUG"}) as herald,
     ):
-        operator = await herald.operator()
+        # Watch requests end every 2 s and resume from the last resourceVersion seen.
+        operator = await herald.operator(HERALD_WATCH_TIMEOUT="2s")
         await kubectl.apply(target("steady", receiver.url))
         await ready_target(kubectl, "steady")
         # Advance etcd's revision elsewhere, then compact: the operator's watch position
-        # (its last PublishingTarget event) is now older than anything etcd keeps.
+        # (its last PublishingTarget event) is now older than anything etcd keeps, so the
+        # next watch request is answered 410 Gone and the operator must list again.
+        restarts = operator.text().count("Restarting the watch-stream")
         for n in range(5):
             await kubectl("create", "configmap", f"churn-{n}", "--from-literal=n=1")
         kube.compact_etcd()
+        await wait_for(
+            lambda: operator.text().count("Restarting the watch-stream") > restarts,
+            timeout=20,
+            what="a watch resumed at an expired resourceVersion (410 Gone)",
+        )
+        await kubectl.apply(target("after-gone", receiver.url))
+        await ready_target(kubectl, "after-gone")
+        # The API server crashes and comes back: connections drop, the operator reconnects.
         kube.restart_apiserver()
         await kubectl.apply(target("after-restart", receiver.url))
         await ready_target(kubectl, "after-restart")
