@@ -108,6 +108,9 @@ class Kubectl:
     def as_user(self, kubeconfig: Path) -> Kubectl:
         return dataclasses.replace(self, kubeconfig=kubeconfig)
 
+    def in_namespace(self, namespace: str) -> Kubectl:
+        return dataclasses.replace(self, namespace=namespace)
+
 
 def _yaml(docs: Sequence[Mapping[str, Any]]) -> str:
     return yaml.safe_dump_all([dict(d) for d in docs], sort_keys=False)

@@ -109,3 +109,25 @@ async def test_install_upgrade_uninstall(
         )[0]
         == 200
     )
+
+
+async def test_peered_releases_share_kopfs_crd(
+    crds: None, kube: ControlPlane, kubectl: Kubectl, helm_path: str, db_url: str
+) -> None:
+    """kopf's KopfPeering CRD is kept on uninstall and shared by every release: a second
+    release, and a re-install after `helm uninstall`, find it there and use it (Helm
+    refused to adopt it before)."""
+    values = chart_values(db_url, operator={"peering": {"enabled": True}})
+    first = Release(kube, kubectl, helm_path, kubectl.namespace, values)
+    other_ns = f"{kubectl.namespace}-b"
+    await kubectl("create", "namespace", other_ns)
+    other = Release(kube, kubectl.in_namespace(other_ns), helm_path, other_ns, dict(values))
+    await first.install()
+    await other.install()
+    await first.uninstall()
+    await first.install()
+    for release in (first, other):
+        peering = await release.kubectl.get("kopfpeering", "herald")
+        assert peering is not None, release.namespace
+    await other.uninstall()
+    await kubectl("delete", "namespace", other_ns, "--wait=false")
