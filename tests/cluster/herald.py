@@ -282,6 +282,10 @@ class HeraldProcess:
                 f"{self.name} ignored SIGTERM for {timeout:.0f} s and was killed; last "
                 f"lines:\n{self.tail()}"
             )
+        if self.popen.returncode != 0:
+            raise AssertionError(
+                f"{self.name} exited {self.popen.returncode} on SIGTERM; last lines:\n{self.tail()}"
+            )
 
 
 async def start_herald(

@@ -11,10 +11,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.herald import (
     RELEASE,
+    HeraldProcess,
     Kubectl,
     condition,
     herald_release,
@@ -150,6 +152,8 @@ async def test_a_standby_operator_takes_over(
             (first, second) if str(first.popen.pid) in active_identity else (second, first)
         )
         assert str(active.popen.pid) in active_identity, (active_identity, first.popen.pid)
+        assert await reconciliations(active) > 0
+        assert await reconciliations(standby) == 0, "the standby reconciled a target"
         active.popen.send_signal(signal.SIGKILL)
         active.popen.wait(10)
         killed = time.monotonic()
@@ -157,7 +161,21 @@ async def test_a_standby_operator_takes_over(
         await ready_target(kubectl, "after")
         took = time.monotonic() - killed
         assert took < 30, took
-        assert standby.alive
+        assert standby.alive and await reconciliations(standby) > 0
+
+
+async def reconciliations(operator: HeraldProcess) -> float:
+    """herald_operator_reconciliations_total of one operator process, all labels."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{operator.port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("herald_operator_reconciliations_total{")
+    )
 
 
 async def _peers(kubectl: Kubectl) -> dict[str, Any]:

@@ -230,9 +230,12 @@ async def test_a_replay_resumes_without_duplicates_after_the_operator_is_killed(
         await wait_for(part_done, timeout=60, interval=0.05, what="the replay half-way")
         operator.popen.send_signal(signal.SIGKILL)
         operator.popen.wait(10)
+        interrupted = ((await kubectl.get("deadletterreplay", "big")) or {})["status"]
+        assert interrupted["phase"] == "Running" and interrupted["replayed"] < total
         await herald.operator()
         done = await wait_for(lambda: _finished(kubectl, "big"), timeout=60, what="resumed")
         assert (done["phase"], done["matched"], done["replayed"]) == ("Succeeded", total, total)
+        assert done["startTime"] == interrupted["startTime"]
         await herald.worker()
         await wait_for(
             lambda: len(receiver.delivered_ids()) >= total, timeout=60, what="every replay"

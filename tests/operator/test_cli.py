@@ -5,16 +5,12 @@ stopping cleanly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-from tests.operator.cluster import PT_URL, Emulator, create, free_port, target, wait_ready
 
 
 def kubeconfig(path: Path, server: str) -> Path:
@@ -36,52 +32,6 @@ def kubeconfig(path: Path, server: str) -> Path:
         )
     )
     return path
-
-
-async def test_herald_operator_runs_from_the_environment_and_stops_on_sigterm(
-    k8s: Emulator, db_url: str, tmp_path: Path
-) -> None:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "KUBERNETES_"))},
-        "KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", str(k8s.url).rstrip("/"))),
-        "HERALD_DATABASE_URL": db_url,
-        "POD_NAMESPACE": "default",
-        "HERALD_PEERING": "",
-        "HERALD_SCALING": "false",
-        "HERALD_STATUS_INTERVAL": "300ms",
-        "HERALD_OPERATOR_METRICS_PORT": str(free_port()),
-        "HERALD_OPERATOR_HEALTH_PORT": str(free_port()),
-        "HERALD_LOG_FORMAT": "json",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "herald_cli.main",
-        "operator",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        await create(k8s, PT_URL, target("from-cli"))
-        await wait_ready(k8s, "from-cli", timeout=30)
-        # The operator's own API client (Secrets, /status, /scale) uses kopf's login too.
-        await create(k8s, PT_URL, target("with-secret", secretRef={"name": "absent"}))
-        missing = await wait_ready(k8s, "with-secret", "False", timeout=10)
-        assert missing["reason"] == "SecretNotFound"
-        secret_reads = [
-            r for r in list(k8s) if r.resource is not None and r.resource.plural == "secrets"
-        ]
-        assert secret_reads and all(
-            r.headers.get("Authorization") == "Bearer test-token" for r in secret_reads
-        )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode == 0, stderr.decode()[-3000:]
-    lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
-    messages = [line.get("message") for line in lines]
-    assert "operator started" in messages and "operator stopped" in messages
 
 
 async def test_a_database_without_herald_schema_is_one_clear_error(

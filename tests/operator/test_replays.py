@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from herald_queue.queue import Queue
-from tests.helpers import eventually, job, sql_exec, sql_rows, sql_value
+from tests.helpers import eventually, job, sql_rows, sql_value
 from tests.operator.cluster import (
     DLR,
     DLR_URL,
@@ -131,8 +131,10 @@ async def test_a_replay_created_before_its_target_waits_for_it(
     """`kubectl apply -f dir/` creates deadletterreplay.yaml before webhook-target.yaml."""
     await create(k8s, DLR_URL, replay_manifest("early", target="late"))
     waiting = await eventually(
-        lambda: status(k8s, DLR, "early").get("phase") == "Pending"
-        and "does not exist yet" in status(k8s, DLR, "early").get("message", ""),
+        lambda: (
+            status(k8s, DLR, "early").get("phase") == "Pending"
+            and "does not exist yet" in status(k8s, DLR, "early").get("message", "")
+        ),
         message="the replay waiting for its target",
     )
     assert waiting
@@ -214,41 +216,3 @@ async def test_a_finished_replay_never_runs_again(
     )
     assert status(k8s, DLR, "once") == done
     assert not await queued_ids(queue) & set(later)
-
-
-async def test_an_operator_restart_in_the_middle_resumes_without_duplicates(
-    k8s: Emulator, start_operator: StartOperator, queue: Queue
-) -> None:
-    first = await start_operator(replay_batch=2)
-    await ready_target(k8s)
-    ids = await dead_letters(queue, "hook", 40)
-    # Each dead letter takes 100 ms to mark: the replay would take 4 s, twice what kopf
-    # gives a handler to finish when it stops (then it cancels it).
-    await sql_exec(
-        queue,
-        """
-        CREATE FUNCTION herald.test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$;
-        CREATE TRIGGER test_slow BEFORE UPDATE ON herald.dead_letters
-            FOR EACH ROW EXECUTE FUNCTION herald.test_slow();
-    """,
-    )
-    await create(k8s, DLR_URL, replay_manifest("big", target="hook"))
-    await eventually(lambda: status(k8s, DLR, "big").get("replayed", 0) >= 4, timeout=10)
-    await first.stop()
-    interrupted = status(k8s, DLR, "big")
-    assert interrupted["phase"] == "Running", "the replay finished before the stop"
-    in_db = await sql_value(queue, "SELECT count(*) FROM herald.dead_letters WHERE replayed")
-    assert 4 <= in_db < 40
-    await sql_exec(queue, "DROP TRIGGER test_slow ON herald.dead_letters")
-
-    await start_operator(replay_batch=2)
-    done = await wait_finished(k8s, "big")
-    assert done["phase"] == "Succeeded"
-    assert (done["matched"], done["replayed"], done["skipped"]) == (40, 40, 0)
-    assert done["startTime"] == interrupted["startTime"]
-    assert await queued_ids(queue) == set(ids)
-    rows = await sql_rows(
-        queue, "SELECT replayed_by, count(*) AS n FROM herald.dead_letters GROUP BY 1"
-    )
-    assert len(rows) == 1 and rows[0]["n"] == 40  # each dead letter replayed once, by it

@@ -83,18 +83,6 @@ async def test_scales_up_to_ready_jobs_and_tells_why(
     assert 'herald_operator_scaling_changes_total{direction="up"} 1.0' in text
 
 
-async def test_clamps_to_the_maximum_in_limited_steps(
-    k8s: Emulator, start_operator: StartOperator, queue: Queue
-) -> None:
-    await start_operator(scaling=True, jobs_per_replica=10, scale_max=5, scale_max_step=2)
-    await register(queue, "hook")
-    await enqueue(queue, "default/hook", 500)
-    await eventually(lambda: replicas(k8s) == 5)
-    assert [p.data["spec"]["replicas"] for p in scale_requests(k8s, "PATCH")] == [3, 5]
-    await ticks(k8s, 3)
-    assert replicas(k8s) == 5 and len(scale_requests(k8s, "PATCH")) == 2
-
-
 async def test_brings_replicas_into_bounds(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:
