@@ -22,7 +22,7 @@ from herald_operator.kube import KubeApi, KubeError
 from herald_operator.metrics import Metrics
 from herald_operator.scaling import Scaler, ScalingPolicy
 from herald_operator.settings import OperatorSettings
-from herald_operator.status import Depth, depth_by_target
+from herald_operator.status import DeadLetters, Depth, depth_by_target
 from herald_queue import sql, stats
 from herald_queue.errors import DatabaseUnavailable
 from herald_queue.queue import Queue
@@ -78,6 +78,7 @@ class QueueSnapshot:
         self._taken: float | None = None
         self.targets: dict[tuple[str, str], TargetRow] = {}
         self.depth: dict[tuple[str, str], Depth] = {}
+        self.dead_letters: dict[tuple[str, str], DeadLetters] = {}
         self._down = False
 
     def invalidate(self) -> None:
@@ -91,6 +92,7 @@ class QueueSnapshot:
             try:
                 rows = await self._queue.registry.list(namespace=self._namespace)
                 counts = await stats.count_rows(self._queue.pool, live_only=True)
+                waiting = await self._queue.dead_letters.waiting_by_target(self._namespace)
             except DB_ERRORS as exc:
                 if not self._down:
                     log.warning(
@@ -105,6 +107,7 @@ class QueueSnapshot:
             self._down = False
             self.targets = {(r.namespace, r.name): r for r in rows}
             self.depth = depth_by_target(counts)
+            self.dead_letters = {key: DeadLetters.of(n) for key, n in waiting.items()}
             self._taken = self._clock()
             return self
 

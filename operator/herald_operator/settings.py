@@ -57,6 +57,12 @@ class OperatorSettings:
         10.0,
         "How often each PublishingTarget's status is refreshed from PostgreSQL.",
     )
+    dead_letter_event_interval: Duration = env(
+        "HERALD_DEAD_LETTER_EVENT_INTERVAL",
+        60.0,
+        "Least time between two DeadLettered Events of one PublishingTarget (each counts the "
+        "jobs dead-lettered since the last): a storm makes one Event, not thousands.",
+    )
     replay_batch: int = env(
         "HERALD_REPLAY_BATCH", 500, "Dead letters a DeadLetterReplay puts back per transaction."
     )
@@ -133,6 +139,7 @@ class OperatorSettings:
             ("HERALD_STATUS_INTERVAL", self.status_interval),
             ("HERALD_PEERING_LIFETIME", self.peering_lifetime),
             ("HERALD_WATCH_TIMEOUT", self.watch_timeout),
+            ("HERALD_DEAD_LETTER_EVENT_INTERVAL", self.dead_letter_event_interval),
             ("HERALD_REPLAY_BATCH", self.replay_batch),
             ("HERALD_SCALE_JOBS_PER_REPLICA", self.jobs_per_replica),
             ("HERALD_SCALE_MAX_STEP", self.scale_max_step),

@@ -44,6 +44,33 @@ class Depth:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class DeadLetters:
+    """Dead letters of one target waiting for a replay (cancelled jobs left out), per
+    error class."""
+
+    transient: int = 0
+    permanent: int = 0
+    unknown: int = 0
+
+    @property
+    def waiting(self) -> int:
+        return self.transient + self.permanent + self.unknown
+
+    @classmethod
+    def of(cls, counts: Mapping[str, int] | None) -> DeadLetters:
+        counts = counts or {}
+        return cls(**{k: int(counts.get(k, 0)) for k in ("transient", "permanent", "unknown")})
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "waiting": self.waiting,
+            "transient": self.transient,
+            "permanent": self.permanent,
+            "unknown": self.unknown,
+        }
+
+
 def depth_by_target(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Depth]:
     """Depths keyed by (namespace, name), from ``herald_queue.stats.count_rows`` rows."""
     counts: dict[tuple[str, str], dict[str, int]] = {}
@@ -62,7 +89,7 @@ def _truncate(text: str, limit: int = MAX_ERROR_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render(row: TargetRow, depth: Depth) -> dict[str, Any]:
+def render(row: TargetRow, depth: Depth, dead_letters: DeadLetters | None = None) -> dict[str, Any]:
     """The live part of a PublishingTarget's status (everything but conditions and
     observedGeneration)."""
     last_error: dict[str, Any] | None = None
@@ -85,6 +112,7 @@ def render(row: TargetRow, depth: Depth) -> dict[str, Any]:
             "recoveries": row.circuit_recoveries_total,
         },
         "depth": depth.to_json(),
+        "deadLetters": (dead_letters or DeadLetters()).to_json(),
         "paused": row.holding,
         "pausedReason": paused_reason,
         "lastDeliveryTime": iso(row.last_delivery_at),
@@ -154,3 +182,41 @@ def circuit_transition(previous: Mapping[str, Any] | None, row: TargetRow) -> Tr
             "the circuit breaker opened and closed again since the last status refresh",
         )
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterNotice:
+    """What the dead-letter Event of a target last reported: the target's deadLettered
+    counter then, and when (monotonic seconds; None: never)."""
+
+    counted: int
+    at: float | None = None
+
+
+def dead_letter_event(
+    notice: DeadLetterNotice,
+    row: TargetRow,
+    dead_letters: DeadLetters,
+    *,
+    now: float,
+    interval: float,
+) -> tuple[Transition | None, DeadLetterNotice]:
+    """The Warning for jobs dead-lettered since the last one, at most one per ``interval``
+    per target: a storm of failures makes one Event that counts them, not thousands."""
+    fresh = row.dead_lettered_total - notice.counted
+    if fresh <= 0:
+        return None, DeadLetterNotice(row.dead_lettered_total, notice.at)
+    if notice.at is not None and now - notice.at < interval:
+        return None, notice  # counted in the next Event
+    cause = ""
+    if row.last_error is not None:
+        kind = f"{row.last_error_class} " if row.last_error_class else ""
+        cause = f"; last {kind}error: {_truncate(row.last_error, 256)}"
+    message = (
+        f"{fresh} job(s) went to the dead-letter queue{cause}. {dead_letters.waiting} wait "
+        "for a replay (column DEAD of `kubectl get publishingtargets`): create a "
+        "DeadLetterReplay once the receiver is fixed"
+    )
+    return Transition("Warning", "DeadLettered", message), DeadLetterNotice(
+        row.dead_lettered_total, now
+    )

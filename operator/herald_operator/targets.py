@@ -13,6 +13,7 @@ the pure decisions of :mod:`readiness` and :mod:`status`.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -187,17 +188,29 @@ async def refresh(
                 generation=generation,
                 logger=logger,
             )
-        live = target_status.render(
-            row, snapshot.depth.get((namespace, name), target_status.Depth())
-        )
+        ref = (namespace, name)
+        dead = snapshot.dead_letters.get(ref, target_status.DeadLetters())
+        live = target_status.render(row, snapshot.depth.get(ref, target_status.Depth()), dead)
         previous_circuit = memo.get("herald_circuit") or status.get("circuit")
         for key, value in target_status.changed(status, live).items():
             patch.status[key] = value
         memo["herald_circuit"] = live["circuit"]
-        event = target_status.circuit_transition(previous_circuit, row)
-        if event is not None:
-            logger.info(f"{event.reason}: {event.message}")
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        notice = memo.get("herald_dead_letter_notice") or target_status.DeadLetterNotice(
+            # What the last status said (after a restart, letters written meanwhile count;
+            # before the first refresh, every letter of the new target does).
+            int(status.get("deadLettered") or 0)
+        )
+        dead_event, memo["herald_dead_letter_notice"] = target_status.dead_letter_event(
+            notice,
+            row,
+            dead,
+            now=time.monotonic(),
+            interval=float(rt.settings.dead_letter_event_interval),
+        )
+        for event in (target_status.circuit_transition(previous_circuit, row), dead_event):
+            if event is not None:
+                logger.info(f"{event.reason}: {event.message}")
+                kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     rt.metrics.refreshes.labels(result="success").inc()
 
 

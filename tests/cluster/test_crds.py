@@ -80,7 +80,15 @@ async def test_defaults_and_printer_columns(crds: None, kubectl: Kubectl) -> Non
     assert spec["timeoutSeconds"] == 10
     assert spec["paused"] is False
     table = await kubectl("get", "publishingtargets")
-    assert table.out.split("\n")[0].split() == ["NAME", "TYPE", "READY", "CIRCUIT", "DEPTH", "AGE"]
+    assert table.out.split("\n")[0].split() == [
+        "NAME",
+        "TYPE",
+        "READY",
+        "CIRCUIT",
+        "DEPTH",
+        "DEAD",
+        "AGE",
+    ]
     wide = await kubectl("get", "pt", "-o", "wide")
     assert wide.out.split("\n")[0].split()[-2:] == ["URL", "PAUSED"]
     assert "https://hooks.example.com/h" in wide.out

@@ -95,7 +95,7 @@ async def test_a_target_applied_with_kubectl_delivers(herald: Herald, kubectl: K
         )
         await ready(kubectl, "publishingtarget", "hook")
         row = (await kubectl("get", "publishingtarget", "hook", "--no-headers")).out.split()
-        assert row[:5] == ["hook", "webhook", "True", "closed", "0"], row
+        assert row[:6] == ["hook", "webhook", "True", "closed", "0", "0"], row
 
         job = await submit(worker, "hook", {"summary": "disk full"})
         arrived = await wait_for(
@@ -157,6 +157,26 @@ async def test_a_dead_letter_replay_applied_with_kubectl(herald: Herald, kubectl
         await wait_for(lambda: len(receiver.received) >= 5, what="five 400s")
         answer["status"] = 200
 
+        # The on-call view: kubectl shows the dead letters, and one Event says so.
+        async def dead_column() -> list[str] | None:
+            row = (await kubectl("get", "pt", "hook", "--no-headers")).out.split()
+            return row if row[5:6] == ["5"] else None
+
+        await wait_for(dead_column, what="DEAD 5 in kubectl get publishingtargets")
+        obj = await kubectl.get("publishingtarget", "hook")
+        assert obj is not None
+        assert obj["status"]["deadLetters"] == {
+            "waiting": 5,
+            "transient": 0,
+            "permanent": 5,
+            "unknown": 0,
+        }
+        events = await wait_for(
+            lambda: _events(kubectl, "hook", "DeadLettered"), what="a DeadLettered Event"
+        )
+        assert len(events) == 1 and events[0]["type"] == "Warning", events
+        assert "went to the dead-letter queue" in events[0]["message"]
+
         await kubectl.apply(replay("count", target="hook", dryRun=True))
         dry = await wait_for(
             lambda: _finished(kubectl, "count"), timeout=30, what="the dry run finished"
@@ -184,6 +204,13 @@ async def test_a_dead_letter_replay_applied_with_kubectl(herald: Herald, kubectl
         still = await _finished(kubectl, "again")
         assert still == done
         assert len(receiver.delivered_ids()) == 5
+
+
+async def _events(kubectl: Kubectl, name: str, reason: str) -> list[dict[str, Any]]:
+    result = await kubectl(
+        "get", "events", "-o", "json", f"--field-selector=involvedObject.name={name}"
+    )
+    return [e for e in result.json()["items"] if e.get("reason") == reason]
 
 
 async def _finished(kubectl: Kubectl, name: str) -> dict[str, Any] | None:

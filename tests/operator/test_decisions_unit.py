@@ -391,3 +391,45 @@ def test_random_priorities_stay_in_their_range() -> None:
     low, high = peering.PRIORITY_RANGE
     assert all(low <= peering.random_priority() <= high for _ in range(100))
     assert peering.identity() != peering.identity()
+
+
+def test_dead_letter_events_are_one_per_interval_and_count_what_came_between() -> None:
+    dead = target_status.DeadLetters(transient=2, permanent=5)
+    notice = target_status.DeadLetterNotice(counted=0)
+    quiet, notice = target_status.dead_letter_event(
+        notice, row(dead_lettered_total=0), dead, now=0.0, interval=60
+    )
+    assert quiet is None
+    first, notice = target_status.dead_letter_event(
+        notice,
+        row(dead_lettered_total=3, last_error="HTTP 400", last_error_class="permanent"),
+        dead,
+        now=1.0,
+        interval=60,
+    )
+    assert first is not None and first.type == "Warning" and first.reason == "DeadLettered"
+    assert first.message.startswith("3 job(s) went to the dead-letter queue")
+    assert "last permanent error: HTTP 400" in first.message and "7 wait" in first.message
+    # A storm: 500 more within the interval make no Event...
+    for n, now in ((100, 10.0), (503, 59.0)):
+        held, notice = target_status.dead_letter_event(
+            notice, row(dead_lettered_total=n), dead, now=now, interval=60
+        )
+        assert held is None
+    # ...then one that counts them all.
+    later, notice = target_status.dead_letter_event(
+        notice, row(dead_lettered_total=503), dead, now=61.0, interval=60
+    )
+    assert later is not None and later.message.startswith("500 job(s)")
+    again, _ = target_status.dead_letter_event(
+        notice, row(dead_lettered_total=503), dead, now=200.0, interval=60
+    )
+    assert again is None
+
+
+def test_status_shows_waiting_dead_letters_per_error_class() -> None:
+    rendered = target_status.render(
+        row(), target_status.Depth(), target_status.DeadLetters.of({"transient": 2, "unknown": 1})
+    )
+    assert rendered["deadLetters"] == {"waiting": 3, "transient": 2, "permanent": 0, "unknown": 1}
+    assert crd_schema.validate(with_status(rendered)) == []

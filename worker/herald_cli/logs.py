@@ -14,6 +14,23 @@ from typing import Any
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# kopf's per-object loggers add their own: the whole OperatorSettings (kilobytes on every
+# line), a posting flag, and the object's reference (said as ``object`` instead).
+_KOPF = {"settings", "k8s_skip", "k8s_ref"}
+
+
+def _context(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra`` context of a record, kopf's object reference as ``object``."""
+    context = {
+        k: v
+        for k, v in vars(record).items()
+        if k not in _STANDARD and k not in _KOPF and not k.startswith("_")
+    }
+    ref = getattr(record, "k8s_ref", None)
+    if isinstance(ref, dict) and ref.get("name"):
+        where = f"{ref['namespace']}/{ref['name']}" if ref.get("namespace") else ref["name"]
+        context.setdefault("object", f"{ref.get('kind', '')}/{where}".lstrip("/"))
+    return context
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,9 +43,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                body[key] = value
+        body.update(_context(record))
         if record.exc_info:
             body["error"] = self.formatException(record.exc_info)
         return json.dumps(body, default=str)
@@ -36,11 +51,7 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(
-            f"{k}={v}"
-            for k, v in vars(record).items()
-            if k not in _STANDARD and not k.startswith("_")
-        )
+        extras = " ".join(f"{k}={v}" for k, v in _context(record).items())
         line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
         if extras:
             line += f" [{extras}]"

@@ -329,6 +329,22 @@ class DeadLetterStore:
                         break
         return PurgeResult(matched=matched, deleted=deleted, cutoff=cutoff, dry_run=dry_run)
 
+    async def waiting_by_target(
+        self, namespace: str | None = None
+    ) -> dict[tuple[str, str], dict[str, int]]:
+        """Dead letters waiting for a replay (not cancelled ones), keyed by (namespace,
+        name), counted per error class."""
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                D["waiting_by_target"], {"namespace": namespace}
+            )
+            rows = await cur.fetchall()
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for r in rows:
+            key = (r["target_namespace"], r["target_name"])
+            out.setdefault(key, {})[r["error_type"]] = int(r["n"])
+        return out
+
     async def stats(self) -> dict[str, Any]:
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(D["dead_letter_stats"])

@@ -148,3 +148,14 @@ SELECT d.target_namespace, d.target_name, d.error_type, d.priority, d.replayed,
 FROM herald.dead_letters d
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4, 5;
+
+-- name: waiting_by_target
+-- Dead letters a replay would put back, per target and error class (the kubectl view of
+-- the DLQ in each PublishingTarget's status). Cancelled jobs are the user's own doing,
+-- not a failure waiting for a replay.
+SELECT d.target_namespace, d.target_name, d.error_type, count(*) AS n
+FROM herald.dead_letters d
+WHERE NOT d.replayed
+  AND d.reason <> 'cancelled'
+  AND (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
+GROUP BY 1, 2, 3;
