@@ -125,13 +125,14 @@ def render(row: TargetRow, depth: Depth, dead_letters: DeadLetters | None = None
 
 def changed(current: Mapping[str, Any], rendered: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of ``rendered`` that differ from the object's current status (so a quiet
-    target costs no API write per refresh)."""
-    return {k: v for k, v in rendered.items() if _plain(current.get(k)) != v}
+    target costs no API write per refresh). The status is written as a JSON merge patch,
+    where null removes a key: a null rendered field equals an absent stored one."""
+    return {k: v for k, v in rendered.items() if _plain(current.get(k)) != _plain(v)}
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value

@@ -330,6 +330,15 @@ def test_only_changed_fields_are_written() -> None:
     }  # None equals absent
     moved = dict(rendered, delivered=1)
     assert target_status.changed(rendered, moved) == {"delivered": 1}
+    # What the API keeps of a merge patch: nulls are removed keys, nested ones too
+    # (circuit.changedAt of a circuit that never changed). A quiet refresh writes nothing.
+    stored = {
+        k: ({ck: cv for ck, cv in v.items() if cv is not None} if isinstance(v, dict) else v)
+        for k, v in rendered.items()
+        if v is not None
+    }
+    assert "changedAt" not in stored["circuit"]
+    assert target_status.changed(stored, rendered) == {}
 
 
 def test_circuit_events_on_open_close_and_a_flap_between_refreshes() -> None:
