@@ -235,9 +235,11 @@ def succeeded(
     started_at: dt.datetime,
     generation: int | None,
     target_missing: int = 0,
+    cancelled_left_out: int = 0,
 ) -> dict[str, Any]:
     """The final status of a replay that ran to its end (also a dry run, and one that
-    matched nothing)."""
+    matched nothing). ``cancelled_left_out``: cancelled jobs the selector matched, which a
+    replay only puts back when spec.jobIds names them."""
     if selection.dry_run:
         would = max(0, progress.matched - target_missing)
         reason = "DryRun"
@@ -259,6 +261,11 @@ def succeeded(
         message = f"put {replayed} dead letter(s) back on the queue"
         if skipped:
             message += f"; {skipped} skipped (their target no longer exists, or already replayed)"
+    if cancelled_left_out:
+        message += (
+            f"; {cancelled_left_out} cancelled job(s) left out (a replay puts a cancelled "
+            "job back only when spec.jobIds names it)"
+        )
     return {
         "phase": Phase.SUCCEEDED.value,
         "matched": progress.matched,

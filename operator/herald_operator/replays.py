@@ -160,7 +160,7 @@ async def _replay(
 ) -> None:
     store = rt.queue.dead_letters
     tag = replay.replayed_by(namespace, name, uid)
-    missing = 0
+    missing = cancelled = 0
     if resuming:
         matched = int(status.get("matched") or 0)
     elif selection.empty:
@@ -168,6 +168,7 @@ async def _replay(
     else:
         counted = await store.replay(selection.filter, limit=selection.limit, dry_run=True)
         matched, missing = counted.matched, counted.skipped
+        cancelled = counted.cancelled_left_out
     if selection.dry_run:
         final = replay.succeeded(
             status,
@@ -177,6 +178,7 @@ async def _replay(
             started_at=started_at,
             generation=generation,
             target_missing=missing,
+            cancelled_left_out=cancelled,
         )
         patch.status.update(final)
         logger.info(final["message"])
@@ -222,7 +224,13 @@ async def _replay(
             logger.info("the DeadLetterReplay was deleted; stopping")
             return
     final = replay.succeeded(
-        state, progress, selection, now=_now(), started_at=started_at, generation=generation
+        state,
+        progress,
+        selection,
+        now=_now(),
+        started_at=started_at,
+        generation=generation,
+        cancelled_left_out=cancelled,
     )
     patch.status.update(final)
     logger.info(final["message"])
