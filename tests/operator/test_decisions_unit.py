@@ -116,6 +116,28 @@ def found(**data: str) -> SecretRead:
     return SecretRead("team", "creds", SecretOutcome.FOUND, data=data)
 
 
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"headers": {"X-A": "a\x00b"}}, "spec.headers.X-A: must be a single-line header value"),
+        ({"url": "https://h.example.com/a\x00b"}, "spec.url: must not contain control"),
+        ({"url": "https://u:PASSWORD@h.example.com/"}, "spec.url: must not hold credentials"),
+    ],
+)
+def test_hostile_strings_are_an_invalid_spec_before_the_database(
+    spec: dict[str, Any], expected: str
+) -> None:
+    """What the CRD refuses, should an object get past it (an older CRD): the operator's
+    parse makes it Ready=False InvalidSpec, so nothing reaches PostgreSQL's text columns."""
+    parsed = readiness.parse(
+        manifest(**{"type": "webhook", "url": "https://h.example.com/"} | spec)
+    )
+    assert parsed.target is None and parsed.problem is not None
+    assert (parsed.problem.status, parsed.problem.reason) == ("False", "InvalidSpec")
+    assert expected in parsed.problem.message
+    assert "PASSWORD" not in parsed.problem.message
+
+
 def test_a_plain_webhook_is_ready() -> None:
     parsed = readiness.parse(manifest(type="webhook", url="https://example.com/h"))
     assert parsed.target is not None and parsed.target.generation == 2
