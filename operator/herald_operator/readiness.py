@@ -9,6 +9,7 @@ reason                    status   meaning
 ========================  =======  ===================================================
 Ready                     True     registered; the workers deliver to it
 InvalidSpec               False    the spec breaks a rule of its type (field paths)
+EgressDenied              False    spec.url names an address the egress policy refuses
 SecretNotFound            False    spec.secretRef names a Secret that does not exist
 SecretKeyMissing          False    the Secret lacks a key the type needs (or it is empty)
 SecretInvalid             False    a key's value is not usable (e.g. not "whsec_...")
@@ -31,6 +32,7 @@ from typing import Any
 
 from herald_operator.conditions import FALSE, TRUE, UNKNOWN, Condition
 from herald_queue import target_types
+from herald_queue.egress import EgressPolicy
 from herald_queue.errors import InvalidTarget
 from herald_queue.spec import PublishingTarget, TargetSpec, parse_spec, parse_target
 from herald_queue.target_types.base import URL_KEY, TargetType, secret_value
@@ -80,8 +82,10 @@ def plain(value: Any) -> Any:
     return value
 
 
-def parse(manifest: Mapping[str, Any]) -> Parsed:
-    """Parse a PublishingTarget object as the apiserver stored it."""
+def parse(manifest: Mapping[str, Any], egress: EgressPolicy) -> Parsed:
+    """Parse a PublishingTarget object as the apiserver stored it. A URL whose literal
+    address ``egress`` (the workers' policy) refuses is refused here, so the user learns
+    it from the status rather than from dead letters."""
     body = plain(manifest)
     try:
         parse_spec(body.get("spec") or {})
@@ -94,6 +98,17 @@ def parse(manifest: Mapping[str, Any]) -> Parsed:
                 FALSE,
                 "InvalidSpec",
                 f"{exc}. Fix the spec; until then Herald keeps the last valid one, if any.",
+            ),
+        )
+    if (why := egress.url_problem(target.spec.url)) is not None:
+        return Parsed(
+            None,
+            Condition(
+                READY,
+                FALSE,
+                "EgressDenied",
+                f"spec.url: {why} (the same HERALD_EGRESS_* settings on the operator and "
+                "the workers). Until then Herald keeps the last valid spec, if any.",
             ),
         )
     return Parsed(target, None)

@@ -93,7 +93,7 @@ async def reconcile(
     rt = runtime_of(memo)
     generation = meta.get("generation")
     async with object_lock(memo):
-        parsed = readiness.parse(body)
+        parsed = readiness.parse(body, rt.egress)
         condition = await _evaluate(rt, parsed)
         if parsed.target is not None:
             try:
@@ -153,7 +153,7 @@ async def refresh(
             return  # the delete handler ran while this tick waited for the lock
         try:
             snapshot = await rt.snapshot.refresh()
-            parsed = readiness.parse(body)
+            parsed = readiness.parse(body, rt.egress)
             row = snapshot.targets.get((namespace, name))
             target = parsed.target
             if target is not None and (row is None or row.generation != target.generation):

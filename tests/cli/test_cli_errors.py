@@ -313,3 +313,32 @@ async def test_hostile_strings_in_a_manifest_are_one_line_errors(
         assert f"PublishingTarget default/t{i}: {expected}" in run.error, run.err
         assert "PASSWORD" not in run.err + run.out
     assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 0
+
+
+async def test_targets_apply_refuses_a_url_the_egress_policy_forbids(
+    db_url: str, queue: Queue, tmp_path: Path
+) -> None:
+    """The literal address of spec.url, in any spelling, is checked when the target is
+    applied: one line naming the policy and the setting; nothing stored."""
+    urls = {
+        "metadata": "http://169.254.169.254/latest/meta-data/",
+        "mapped": "http://[::ffff:169.254.169.254]/",
+        "hex": "http://0xa9fea9fe/",
+        "decimal": "http://2852039166/",
+        "loopback": "http://127.0.0.1:9/hook",
+    }
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump_all([target_manifest(n, url=u) for n, u in urls.items()]))
+    strict = {"HERALD_EGRESS_ALLOW_LOOPBACK": "false"}
+    run = await herald("targets", "apply", str(path), url=db_url, env=strict)
+    assert run.code == 1
+    lines = run.err.strip().splitlines()
+    assert "Traceback" not in run.err and len(lines) == len(urls), run.err
+    for line, name in zip(lines, urls, strict=True):
+        assert f"PublishingTarget default/{name}: spec.url: the egress policy refuses " in line
+        fix = "HERALD_EGRESS_ALLOW_LOOPBACK=true" if name == "loopback" else "HERALD_EGRESS_ALLOW"
+        assert fix in line, line
+    assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 0
+    allowed = {"HERALD_EGRESS_ALLOW": "169.254.169.254/32"}
+    await ok("targets", "apply", str(path), url=db_url, env=allowed)
+    assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == len(urls)

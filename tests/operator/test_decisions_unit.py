@@ -4,6 +4,7 @@ the rendered status (checked against the CRD, as an apiserver would), and peerin
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from herald_operator.conditions import (
     transitioned,
 )
 from herald_operator.readiness import SecretOutcome, SecretRead
+from herald_queue.egress import EgressPolicy
 from herald_queue.registry import TargetRow
 from herald_queue.spec import parse_spec
 from herald_queue.states import CircuitState
@@ -105,7 +107,7 @@ def manifest(**spec: Any) -> dict[str, Any]:
 
 
 def check(spec: dict[str, Any], secret: SecretRead | None = None) -> Condition:
-    parsed = readiness.parse(manifest(**spec))
+    parsed = readiness.parse(manifest(**spec), EgressPolicy())
     if parsed.target is None:
         assert parsed.problem is not None
         return parsed.problem
@@ -130,7 +132,7 @@ def test_hostile_strings_are_an_invalid_spec_before_the_database(
     """What the CRD refuses, should an object get past it (an older CRD): the operator's
     parse makes it Ready=False InvalidSpec, so nothing reaches PostgreSQL's text columns."""
     parsed = readiness.parse(
-        manifest(**{"type": "webhook", "url": "https://h.example.com/"} | spec)
+        manifest(**{"type": "webhook", "url": "https://h.example.com/"} | spec), EgressPolicy()
     )
     assert parsed.target is None and parsed.problem is not None
     assert (parsed.problem.status, parsed.problem.reason) == ("False", "InvalidSpec")
@@ -138,8 +140,29 @@ def test_hostile_strings_are_an_invalid_spec_before_the_database(
     assert "PASSWORD" not in parsed.problem.message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://0xa9fea9fe/",
+        "http://2852039166/",
+        "http://169.254.43518/",
+        "http://127.0.0.1:8080/hook",
+    ],
+)
+def test_a_url_the_egress_policy_refuses_is_not_ready(url: str) -> None:
+    parsed = readiness.parse(manifest(type="webhook", url=url), EgressPolicy())
+    assert parsed.target is None and parsed.problem is not None
+    assert (parsed.problem.status, parsed.problem.reason) == ("False", "EgressDenied")
+    assert parsed.problem.message.startswith("spec.url: the egress policy refuses ")
+    assert "HERALD_EGRESS_" in parsed.problem.message
+    allowed = EgressPolicy(allow=(ipaddress.ip_network("169.254.169.254/32"),), allow_loopback=True)
+    assert readiness.parse(manifest(type="webhook", url=url), allowed).target is not None
+
+
 def test_a_plain_webhook_is_ready() -> None:
-    parsed = readiness.parse(manifest(type="webhook", url="https://example.com/h"))
+    parsed = readiness.parse(manifest(type="webhook", url="https://example.com/h"), EgressPolicy())
     assert parsed.target is not None and parsed.target.generation == 2
     ready = readiness.check(parsed.target, None)
     assert (ready.status, ready.reason) == ("True", "Ready")
