@@ -21,6 +21,7 @@ from typing import Any
 from herald_operator.conditions import FALSE, TRUE, UNKNOWN, Condition, set_condition, timestamp
 from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.errors import InvalidRequest
+from herald_queue.spec import is_object_name
 from herald_queue.states import ErrorClass
 
 COMPLETE = "Complete"
@@ -108,7 +109,7 @@ def select(spec: Mapping[str, Any], namespace: str, started_at: dt.datetime) -> 
     ``started_at``. The target, when named, is the PublishingTarget of that name in the
     replay's own namespace; a replay never reaches into another namespace."""
     target = spec.get("target") or None
-    if target is not None and (not isinstance(target, str) or "/" in target):
+    if target is not None and not is_object_name(target):
         raise InvalidSelection(
             f"spec.target: {target!r} must be the name of a PublishingTarget in namespace "
             f"{namespace} (no namespace/ prefix: a replay only reaches its own namespace)"

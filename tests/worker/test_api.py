@@ -434,6 +434,8 @@ BAD_SUBMISSIONS: list[tuple[str, Any, int | tuple[int, int], str]] = [
     ("target not a string", {"target": 5, "payload": 1}, 400, "target"),
     ("target a list", {"target": ["held"], "payload": 1}, 400, "target"),
     ("bad target name", {"target": "Not_A_Name!", "payload": 1}, 400, "target"),
+    ("target with a final newline", {"target": "hook\n", "payload": 1}, 400, "target"),
+    ("target with a NUL", {"target": "ho\u0000ok", "payload": 1}, 400, "target"),
     ("bad namespaced target", {"target": "a/b/c", "payload": 1}, 400, "target"),
     ("target with spaces", {"target": "held ", "payload": 1}, 400, "target"),
     ("unknown target", {"target": "nope", "payload": 1}, 404, "target"),

@@ -133,6 +133,11 @@ class PublishingTarget:
         return f"{self.namespace}/{self.name}"
 
 
+def is_object_name(value: object) -> bool:
+    """Whether ``value`` is a Kubernetes object name (a DNS-1123 subdomain)."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 class _Problems:
     """Collects every problem of a spec so one error names them all."""
 
