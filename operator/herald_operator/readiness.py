@@ -130,9 +130,12 @@ def _missing_keys(kind: TargetType, spec: TargetSpec, data: Mapping[str, str]) -
     return bool(missing) or needs_url
 
 
-def check(target: PublishingTarget, secret: SecretRead | None) -> Condition:
+def check(
+    target: PublishingTarget, secret: SecretRead | None, egress: EgressPolicy | None = None
+) -> Condition:
     """The Ready condition of a parsed target given its Secret (None: it has no
-    spec.secretRef)."""
+    spec.secretRef). With ``egress``, a Secret url whose literal address the policy
+    refuses makes it EgressDenied (the message never shows the url)."""
     spec = target.spec
     kind = target_types.get(spec.type)
     if spec.secret_name is None:
@@ -176,6 +179,16 @@ def check(target: PublishingTarget, secret: SecretRead | None) -> Condition:
             f"{where}: {secret.detail or 'its data cannot be read'} (values must be UTF-8 text)",
         )
     problems = kind.check(spec, secret.data)
+    secret_url = secret_value(secret.data, URL_KEY)
+    if not problems and egress is not None and egress.url_problem(secret_url):
+        return Condition(
+            READY,
+            FALSE,
+            "EgressDenied",
+            f"{where} key {URL_KEY} names an address the egress policy refuses (the value "
+            "is not shown): the workers would refuse every delivery. Point it elsewhere, "
+            "or allow the address (HERALD_EGRESS_ALLOW, HERALD_EGRESS_ALLOW_LOOPBACK).",
+        )
     if not problems:
         return _ready(target)
     reason = "SecretKeyMissing" if _missing_keys(kind, spec, secret.data) else "SecretInvalid"

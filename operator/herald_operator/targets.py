@@ -36,7 +36,7 @@ async def _evaluate(rt: Runtime, parsed: readiness.Parsed) -> Condition:
     secret = None
     if target.spec.secret_name is not None:
         secret = await rt.kube.read_secret(target.namespace, target.spec.secret_name)
-    return readiness.check(target, secret)
+    return readiness.check(target, secret, rt.egress)
 
 
 def _set_ready(

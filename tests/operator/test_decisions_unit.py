@@ -161,6 +161,19 @@ def test_a_url_the_egress_policy_refuses_is_not_ready(url: str) -> None:
     assert readiness.parse(manifest(type="webhook", url=url), allowed).target is not None
 
 
+def test_a_secret_url_the_egress_policy_refuses_is_not_ready_and_not_shown() -> None:
+    parsed = readiness.parse(manifest(type="webhook", secretRef={"name": "creds"}), EgressPolicy())
+    assert parsed.target is not None
+    secret = found(url="http://user:SECRETPART@0xa9fea9fe/hook")
+    denied = readiness.check(parsed.target, secret, EgressPolicy())
+    assert (denied.status, denied.reason) == ("False", "EgressDenied")
+    assert "Secret team/creds (spec.secretRef) key url" in denied.message
+    assert "SECRETPART" not in denied.message and "a9fe" not in denied.message
+    assert "169.254" not in denied.message
+    ok = readiness.check(parsed.target, found(url="https://hooks.example.com/x"), EgressPolicy())
+    assert ok.reason == "Ready"
+
+
 def test_a_plain_webhook_is_ready() -> None:
     parsed = readiness.parse(manifest(type="webhook", url="https://example.com/h"), EgressPolicy())
     assert parsed.target is not None and parsed.target.generation == 2

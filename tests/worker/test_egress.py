@@ -11,7 +11,7 @@ import pytest
 
 from herald_queue.errors import InvalidTarget
 from herald_queue.settings import EgressSettings
-from tests.helpers import sql_rows
+from tests.helpers import eventually, register, sql_rows
 from tests.worker.harness import (
     FAST_RETRY,
     TrackingReceiver,
@@ -29,27 +29,30 @@ async def test_a_host_resolving_to_loopback_is_refused_at_connect_time(
     db_url: str, tmp_path: Path
 ) -> None:
     """``localhost`` is a name (accepted when the target is applied), but it resolves to
-    127.0.0.1 / ::1; the Secret's url names 127.0.0.1 literally (the spec's checks never
-    see it). With loopback not allowed, neither is connected to."""
+    127.0.0.1 / ::1; "literal" names 127.0.0.1 and was registered by someone whose policy
+    allowed it (an operator with other settings). With loopback not allowed, neither is
+    connected to."""
     async with TrackingReceiver() as rx:
         port = rx.url.rsplit(":", 1)[1].split("/")[0]
         path = write_manifests(
             tmp_path / "targets.yaml",
-            [
-                target_doc("by-name", f"http://localhost:{port}/hook", **RETRY),
-                target_doc("by-secret", None, secretRef={"name": "s"}, **RETRY),
-                secret_doc("s", url=rx.url),
-            ],
+            [target_doc("by-name", f"http://localhost:{port}/hook", **RETRY)],
         )
         async with worker(db_url, path, egress_settings=EgressSettings()) as w:
+            await register(w.queue, "literal", url=rx.url, **RETRY)
+            directory = w.running.maintenance.directory
+            await eventually(
+                lambda: any(t.ref == "default/literal" for t in directory.all()),
+                message="the worker knows the new target",
+            )
             by_name = (await w.submit("by-name", {"a": 1}))["id"]
-            by_secret = (await w.submit("by-secret", {"a": 2}))["id"]
+            literal = (await w.submit("literal", {"a": 2}))["id"]
             await wait_state(w.queue, "dead", 2)
             assert rx.received == [], "nothing reached the receiver"
             status, page = await w.get("/v1/dead-letters")
             assert status == 200
             entries = {i["jobId"]: i for i in page["items"]}
-            for job_id, host in ((by_name, "localhost"), (by_secret, "127.0.0.1")):
+            for job_id, host in ((by_name, "localhost"), (literal, "127.0.0.1")):
                 entry = entries[job_id]
                 assert (entry["errorClass"], entry["reason"], entry["attempts"]) == (
                     "permanent",
@@ -68,6 +71,24 @@ async def test_a_host_resolving_to_loopback_is_refused_at_connect_time(
             for row in rows:
                 assert "egress policy refuses" in row["last_error"], row
                 assert row["consecutive_failures"] == 0, "a refusal does not open the circuit"
+
+
+async def test_a_secret_url_the_policy_refuses_is_refused_at_start_without_its_value(
+    db_url: str, tmp_path: Path
+) -> None:
+    path = write_manifests(
+        tmp_path / "targets.yaml",
+        [
+            target_doc("by-secret", None, secretRef={"name": "s"}),
+            secret_doc("s", url="http://user:SECRETPART@169.254.169.254/latest/"),
+        ],
+    )
+    with pytest.raises(InvalidTarget) as caught:
+        async with worker(db_url, path, egress_settings=EgressSettings()):
+            pass
+    message = str(caught.value)
+    assert "Secret default/s key url names an address the egress policy refuses" in message
+    assert "SECRETPART" not in message and "169.254" not in message
 
 
 async def test_the_same_target_is_delivered_to_once_loopback_is_allowed(

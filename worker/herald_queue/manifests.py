@@ -134,6 +134,16 @@ def load(
                     problems.append(str(exc))
             else:
                 skipped.append(f"{where}: {api}/{kind} {meta.get('name', '?')}")
+    for target in targets:
+        secret = secrets.get((target.namespace, target.spec.secret_name or ""), {})
+        if egress.url_problem((secret.get("url") or "").strip()):
+            problems.append(
+                f"PublishingTarget {target.ref}: Secret {target.namespace}/"
+                f"{target.spec.secret_name} key url names an address the egress policy "
+                "refuses (the value is not shown): the workers would refuse every delivery. "
+                "Point it elsewhere, or allow the address (HERALD_EGRESS_ALLOW, "
+                "HERALD_EGRESS_ALLOW_LOOPBACK)."
+            )
     if problems:
         raise InvalidTarget("\n".join(problems))
     return Manifests(targets=targets, secrets=secrets, skipped=skipped)
