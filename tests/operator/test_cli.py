@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from tests.helpers import LOCAL_EGRESS_ENV
 from tests.operator.cluster import PT_URL, Emulator, create, free_port, target, wait_ready
 
 
@@ -52,6 +53,7 @@ async def test_herald_operator_runs_from_the_environment_and_stops_on_sigterm(
         "HERALD_OPERATOR_METRICS_PORT": str(free_port()),
         "HERALD_OPERATOR_HEALTH_PORT": str(free_port()),
         "HERALD_LOG_FORMAT": "json",
+        **LOCAL_EGRESS_ENV,  # the target points at 127.0.0.1
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
