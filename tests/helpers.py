@@ -9,10 +9,17 @@ from typing import Any, TypeVar
 
 from herald_queue.queue import Queue
 from herald_queue.requests import JobRequest, encode_payload
+from herald_queue.settings import EgressSettings
 from herald_queue.spec import parse_target
 from herald_queue.states import Priority
 
 T = TypeVar("T")
+
+
+# Every peer of the tests is on 127.0.0.1, which the egress policy refuses by default: the
+# workers, the CLI and the operator the tests start allow loopback explicitly.
+LOCAL_EGRESS = EgressSettings(allow_loopback=True)
+LOCAL_EGRESS_ENV = {"HERALD_EGRESS_ALLOW_LOOPBACK": "true"}
 
 
 def target_manifest(

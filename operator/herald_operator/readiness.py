@@ -9,6 +9,7 @@ reason                    status   meaning
 ========================  =======  ===================================================
 Ready                     True     registered; the workers deliver to it
 InvalidSpec               False    the spec breaks a rule of its type (field paths)
+EgressDenied              False    spec.url names an address the egress policy refuses
 SecretNotFound            False    spec.secretRef names a Secret that does not exist
 SecretKeyMissing          False    the Secret lacks a key the type needs (or it is empty)
 SecretInvalid             False    a key's value is not usable (e.g. not "whsec_...")
@@ -31,6 +32,7 @@ from typing import Any
 
 from herald_operator.conditions import FALSE, TRUE, UNKNOWN, Condition
 from herald_queue import target_types
+from herald_queue.egress import EgressPolicy
 from herald_queue.errors import InvalidTarget
 from herald_queue.spec import PublishingTarget, TargetSpec, parse_spec, parse_target
 from herald_queue.target_types.base import URL_KEY, TargetType, secret_value
@@ -80,8 +82,10 @@ def plain(value: Any) -> Any:
     return value
 
 
-def parse(manifest: Mapping[str, Any]) -> Parsed:
-    """Parse a PublishingTarget object as the apiserver stored it."""
+def parse(manifest: Mapping[str, Any], egress: EgressPolicy) -> Parsed:
+    """Parse a PublishingTarget object as the apiserver stored it. A URL whose literal
+    address ``egress`` (the workers' policy) refuses is refused here, so the user learns
+    it from the status rather than from dead letters."""
     body = plain(manifest)
     try:
         parse_spec(body.get("spec") or {})
@@ -94,6 +98,17 @@ def parse(manifest: Mapping[str, Any]) -> Parsed:
                 FALSE,
                 "InvalidSpec",
                 f"{exc}. Fix the spec; until then Herald keeps the last valid one, if any.",
+            ),
+        )
+    if (why := egress.url_problem(target.spec.url)) is not None:
+        return Parsed(
+            None,
+            Condition(
+                READY,
+                FALSE,
+                "EgressDenied",
+                f"spec.url: {why} (the same HERALD_EGRESS_* settings on the operator and "
+                "the workers). Until then Herald keeps the last valid spec, if any.",
             ),
         )
     return Parsed(target, None)
@@ -115,9 +130,12 @@ def _missing_keys(kind: TargetType, spec: TargetSpec, data: Mapping[str, str]) -
     return bool(missing) or needs_url
 
 
-def check(target: PublishingTarget, secret: SecretRead | None) -> Condition:
+def check(
+    target: PublishingTarget, secret: SecretRead | None, egress: EgressPolicy | None = None
+) -> Condition:
     """The Ready condition of a parsed target given its Secret (None: it has no
-    spec.secretRef)."""
+    spec.secretRef). With ``egress``, a Secret url whose literal address the policy
+    refuses makes it EgressDenied (the message never shows the url)."""
     spec = target.spec
     kind = target_types.get(spec.type)
     if spec.secret_name is None:
@@ -161,6 +179,16 @@ def check(target: PublishingTarget, secret: SecretRead | None) -> Condition:
             f"{where}: {secret.detail or 'its data cannot be read'} (values must be UTF-8 text)",
         )
     problems = kind.check(spec, secret.data)
+    secret_url = secret_value(secret.data, URL_KEY)
+    if not problems and egress is not None and egress.url_problem(secret_url):
+        return Condition(
+            READY,
+            FALSE,
+            "EgressDenied",
+            f"{where} key {URL_KEY} names an address the egress policy refuses (the value "
+            "is not shown): the workers would refuse every delivery. Point it elsewhere, "
+            "or allow the address (HERALD_EGRESS_ALLOW, HERALD_EGRESS_ALLOW_LOOPBACK).",
+        )
     if not problems:
         return _ready(target)
     reason = "SecretKeyMissing" if _missing_keys(kind, spec, secret.data) else "SecretInvalid"

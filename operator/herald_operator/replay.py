@@ -21,6 +21,7 @@ from typing import Any
 from herald_operator.conditions import FALSE, TRUE, UNKNOWN, Condition, set_condition, timestamp
 from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.errors import InvalidRequest
+from herald_queue.spec import is_object_name
 from herald_queue.states import ErrorClass
 
 COMPLETE = "Complete"
@@ -108,7 +109,7 @@ def select(spec: Mapping[str, Any], namespace: str, started_at: dt.datetime) -> 
     ``started_at``. The target, when named, is the PublishingTarget of that name in the
     replay's own namespace; a replay never reaches into another namespace."""
     target = spec.get("target") or None
-    if target is not None and (not isinstance(target, str) or "/" in target):
+    if target is not None and not is_object_name(target):
         raise InvalidSelection(
             f"spec.target: {target!r} must be the name of a PublishingTarget in namespace "
             f"{namespace} (no namespace/ prefix: a replay only reaches its own namespace)"
@@ -235,9 +236,11 @@ def succeeded(
     started_at: dt.datetime,
     generation: int | None,
     target_missing: int = 0,
+    cancelled_left_out: int = 0,
 ) -> dict[str, Any]:
     """The final status of a replay that ran to its end (also a dry run, and one that
-    matched nothing)."""
+    matched nothing). ``cancelled_left_out``: cancelled jobs the selector matched, which a
+    replay only puts back when spec.jobIds names them."""
     if selection.dry_run:
         would = max(0, progress.matched - target_missing)
         reason = "DryRun"
@@ -259,6 +262,11 @@ def succeeded(
         message = f"put {replayed} dead letter(s) back on the queue"
         if skipped:
             message += f"; {skipped} skipped (their target no longer exists, or already replayed)"
+    if cancelled_left_out:
+        message += (
+            f"; {cancelled_left_out} cancelled job(s) left out (a replay puts a cancelled "
+            "job back only when spec.jobIds names it)"
+        )
     return {
         "phase": Phase.SUCCEEDED.value,
         "matched": progress.matched,

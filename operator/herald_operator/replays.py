@@ -185,7 +185,7 @@ async def _replay(
 ) -> None:
     store = rt.queue.dead_letters
     tag = replay.replayed_by(namespace, name, uid)
-    missing = 0
+    missing = cancelled = 0
     if resuming:
         matched = int(status.get("matched") or 0)
     elif selection.empty:
@@ -193,6 +193,7 @@ async def _replay(
     else:
         counted = await store.replay(selection.filter, limit=selection.limit, dry_run=True)
         matched, missing = counted.matched, counted.skipped
+        cancelled = counted.cancelled_left_out
     if selection.dry_run:
         final = replay.succeeded(
             status,
@@ -202,6 +203,7 @@ async def _replay(
             started_at=started_at,
             generation=generation,
             target_missing=missing,
+            cancelled_left_out=cancelled,
         )
         patch.status.update(final)
         logger.info(final["message"])
@@ -247,7 +249,13 @@ async def _replay(
             logger.info("the DeadLetterReplay was deleted; stopping")
             return
     final = replay.succeeded(
-        state, progress, selection, now=_now(), started_at=started_at, generation=generation
+        state,
+        progress,
+        selection,
+        now=_now(),
+        started_at=started_at,
+        generation=generation,
+        cancelled_left_out=cancelled,
     )
     patch.status.update(final)
     logger.info(final["message"])

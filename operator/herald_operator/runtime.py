@@ -24,10 +24,11 @@ from herald_operator.scaling import Scaler, ScalingPolicy
 from herald_operator.settings import OperatorSettings
 from herald_operator.status import DeadLetters, Depth, depth_by_target
 from herald_queue import sql, stats
+from herald_queue.egress import EgressPolicy
 from herald_queue.errors import DatabaseUnavailable
 from herald_queue.queue import Queue
 from herald_queue.registry import TargetRow
-from herald_queue.settings import DatabaseSettings, QueueSettings
+from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 
 log = logging.getLogger("herald.operator")
 
@@ -47,6 +48,8 @@ class Options:
     settings: OperatorSettings
     database: DatabaseSettings = dataclasses.field(default_factory=DatabaseSettings)
     queue: QueueSettings = dataclasses.field(default_factory=QueueSettings)
+    egress: EgressSettings = dataclasses.field(default_factory=EgressSettings)
+    """The workers' egress policy: a target whose URL it refuses is not Ready."""
     url: str | None = None
     """The database URL (default: HERALD_DATABASE_URL, else the embedded PostgreSQL)."""
     identity: str = dataclasses.field(default_factory=peering.identity)
@@ -194,6 +197,10 @@ class Runtime:
     @property
     def settings(self) -> OperatorSettings:
         return self.options.settings
+
+    @functools.cached_property
+    def egress(self) -> EgressPolicy:
+        return self.options.egress.policy()
 
     @classmethod
     async def open(cls, options: Options) -> Runtime:

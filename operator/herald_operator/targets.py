@@ -37,7 +37,7 @@ async def _evaluate(rt: Runtime, parsed: readiness.Parsed) -> Condition:
     secret = None
     if target.spec.secret_name is not None:
         secret = await rt.kube.read_secret(target.namespace, target.spec.secret_name)
-    return readiness.check(target, secret)
+    return readiness.check(target, secret, rt.egress)
 
 
 def _set_ready(
@@ -94,7 +94,7 @@ async def reconcile(
     rt = runtime_of(memo)
     generation = meta.get("generation")
     async with object_lock(memo):
-        parsed = readiness.parse(body)
+        parsed = readiness.parse(body, rt.egress)
         condition = await _evaluate(rt, parsed)
         if parsed.target is not None:
             try:
@@ -154,7 +154,7 @@ async def refresh(
             return  # the delete handler ran while this tick waited for the lock
         try:
             snapshot = await rt.snapshot.refresh()
-            parsed = readiness.parse(body)
+            parsed = readiness.parse(body, rt.egress)
             row = snapshot.targets.get((namespace, name))
             target = parsed.target
             if target is not None and (row is None or row.generation != target.generation):

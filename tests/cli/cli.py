@@ -16,7 +16,7 @@ from typing import Any
 
 from herald_queue.queue import Queue
 from herald_queue.states import JobState
-from tests.helpers import claim_all, failure, job, register, sql_value
+from tests.helpers import LOCAL_EGRESS_ENV, claim_all, failure, job, register, sql_value
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -49,6 +49,7 @@ class Run:
 
 def cli_env(url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env |= LOCAL_EGRESS_ENV  # the tests' targets and receivers are on 127.0.0.1
     if url is not None:
         env["HERALD_DATABASE_URL"] = url
     return env | extra

@@ -389,7 +389,10 @@ async def test_jobs_show_list_and_cancel(db_url: str, queue: Queue) -> None:
     assert re.search(r"^state\s+queued$", text.out, re.M), text.out
 
     cancelled = await ok("jobs", "cancel", str(ids["queued"]), url=db_url)
-    assert cancelled.out == f"{ids['queued']} cancelled (now a dead letter, reason cancelled)\n"
+    assert cancelled.out == (
+        f"{ids['queued']} cancelled (now a dead letter, reason cancelled; only "
+        f"`herald dlq replay --job-id {ids['queued']}` puts it back)\n"
+    )
     [row] = await job_rows(queue, "id = %s", [ids["queued"]])
     assert (row["state"], row["dead_reason"]) == ("dead", "cancelled")
     running = await herald("jobs", "cancel", str(ids["running"]), url=db_url)

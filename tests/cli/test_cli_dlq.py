@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 
 from herald_queue.queue import Queue
 from tests.cli.cli import bury, count_jobs, herald, ok
-from tests.helpers import job_rows, sql_exec, sql_rows, sql_value
+from tests.helpers import job, job_rows, sql_exec, sql_rows, sql_value
 
 
 async def dead_letter_count(queue: Queue, where: str = "true") -> int:
@@ -136,3 +137,37 @@ async def test_dlq_purge_dry_run_deletes_nothing(db_url: str, queue: Queue) -> N
     bad = await herald("dlq", "purge", "--older-than", "a while", url=db_url)
     assert bad.code == 2
     assert "argument --older-than: 'a while' is not a duration" in bad.error
+
+
+async def test_a_cancelled_job_stays_cancelled_and_keeps_its_run_at(
+    db_url: str, queue: Queue
+) -> None:
+    """`herald jobs cancel` on a job scheduled for 2030, then `herald dlq replay --all`:
+    the cancelled job is left out (and the answer says so); replayed by its job id it is
+    back, still waiting for 2030."""
+    failed = await bury(queue, "alpha", 1)
+    scheduled = await queue.jobs.enqueue(
+        job("alpha", {"when": 2030}, run_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    )
+    cancel = await ok("jobs", "cancel", str(scheduled.id), url=db_url)
+    assert f"herald dlq replay --job-id {scheduled.id}" in cancel.out
+    everything = await ok("dlq", "replay", "--all", url=db_url)
+    assert everything.out == (
+        "replayed 1 dead letters; left out 1 cancelled job(s) (replay a cancelled job by "
+        "naming it: herald dlq replay ID, or --job-id JOB)\n"
+    )
+    [row] = await job_rows(queue, "id = %s", [scheduled.id])
+    assert (row["state"], row["dead_reason"]) == ("dead", "cancelled")
+    [back] = await job_rows(queue, "id = %s", [failed[0]])
+    assert back["state"] == "queued"
+    again = (await ok("dlq", "replay", "--all", "--json", url=db_url)).json()
+    assert (again["replayed"], again["cancelledLeftOut"]) == (0, 1)
+
+    named = (await ok("dlq", "replay", "--job-id", str(scheduled.id), "--json", url=db_url)).json()
+    assert (named["replayed"], named["jobIds"], named["cancelledLeftOut"]) == (
+        1,
+        [str(scheduled.id)],
+        0,
+    )
+    shown = (await ok("jobs", "show", str(scheduled.id), "--json", url=db_url)).json()
+    assert (shown["state"], shown["runAt"]) == ("queued", "2030-01-01T00:00:00Z")

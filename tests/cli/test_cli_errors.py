@@ -277,3 +277,68 @@ async def test_a_database_lost_during_a_command_is_one_line(
     run = Run(("stats", "--watch"), process.returncode or 0, "", err.decode())
     assert run.code == 1
     assert run.error.startswith("herald: error: lost the connection to PostgreSQL: "), run.err
+
+
+HOSTILE_TARGETS = [
+    # (spec fields, the error's tail after "PublishingTarget default/NAME: ")
+    ({"headers": {"X-A": "a\x00b"}}, "spec.headers.X-A: must be a single-line header value"),
+    ({"headers": {"X-A": "a\x01b"}}, "spec.headers.X-A: must be a single-line header value"),
+    ({"url": "http://127.0.0.1:9/a\x00b"}, "spec.url: must not contain control characters"),
+    ({"url": "http://u:PASSWORD@127.0.0.1:9/x"}, "spec.url: must not hold credentials"),
+]
+
+
+@pytest.mark.parametrize("command", ["targets apply", "worker --targets"])
+async def test_hostile_strings_in_a_manifest_are_one_line_errors(
+    command: str, db_url: str, queue: Queue, tmp_path: Path
+) -> None:
+    """A NUL or control character in a header or the URL, credentials in the URL: refused
+    by the parser with the field's path (not a psycopg traceback), nothing stored, and the
+    credential never repeated."""
+    runs = []
+    for i, (spec, _) in enumerate(HOSTILE_TARGETS):
+        path = tmp_path / f"t{i}.yaml"
+        path.write_text(yaml.safe_dump(target_manifest(f"t{i}", **spec)))
+        runs.append(
+            herald(
+                *command.split(),
+                str(path),
+                url=db_url,
+                env={"HERALD_HTTP_PORT": str(closed_port()), "HERALD_HTTP_HOST": "127.0.0.1"},
+            )
+        )
+    done = await asyncio.gather(*runs)
+    for i, ((_, expected), run) in enumerate(zip(HOSTILE_TARGETS, done, strict=True)):
+        assert run.code == 1, run
+        assert f"PublishingTarget default/t{i}: {expected}" in run.error, run.err
+        assert "PASSWORD" not in run.err + run.out
+    assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 0
+
+
+async def test_targets_apply_refuses_a_url_the_egress_policy_forbids(
+    db_url: str, queue: Queue, tmp_path: Path
+) -> None:
+    """The literal address of spec.url, in any spelling, is checked when the target is
+    applied: one line naming the policy and the setting; nothing stored."""
+    urls = {
+        "metadata": "http://169.254.169.254/latest/meta-data/",
+        "mapped": "http://[::ffff:169.254.169.254]/",
+        "hex": "http://0xa9fea9fe/",
+        "decimal": "http://2852039166/",
+        "loopback": "http://127.0.0.1:9/hook",
+    }
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump_all([target_manifest(n, url=u) for n, u in urls.items()]))
+    strict = {"HERALD_EGRESS_ALLOW_LOOPBACK": "false"}
+    run = await herald("targets", "apply", str(path), url=db_url, env=strict)
+    assert run.code == 1
+    lines = run.err.strip().splitlines()
+    assert "Traceback" not in run.err and len(lines) == len(urls), run.err
+    for line, name in zip(lines, urls, strict=True):
+        assert f"PublishingTarget default/{name}: spec.url: the egress policy refuses " in line
+        fix = "HERALD_EGRESS_ALLOW_LOOPBACK=true" if name == "loopback" else "HERALD_EGRESS_ALLOW"
+        assert fix in line, line
+    assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 0
+    allowed = {"HERALD_EGRESS_ALLOW": "169.254.169.254/32"}
+    await ok("targets", "apply", str(path), url=db_url, env=allowed)
+    assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == len(urls)

@@ -475,6 +475,8 @@ def chart_values(db_url: str, **overrides: Any) -> dict[str, Any]:
         "migrations": {"enabled": False},
         "operator": {"extraEnv": [{"name": "HERALD_STATUS_INTERVAL", "value": "1s"}]},
         "worker": {
+            # Every receiver of the tests listens on 127.0.0.1.
+            "egress": {"allowLoopback": True},
             "extraEnv": [
                 {"name": "HERALD_TARGETS_REFRESH", "value": "1s"},
             ]

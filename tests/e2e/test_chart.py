@@ -24,7 +24,8 @@ import yaml
 
 from herald_operator.settings import OperatorSettings
 from herald_queue import config
-from herald_queue.settings import DatabaseSettings, QueueSettings
+from herald_queue.egress import EgressPolicy
+from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 from herald_worker.settings import WorkerSettings
 from tests.conftest import REQUIRE_ALL, need_binary
 from tests.e2e.chart_helpers import (
@@ -269,8 +270,8 @@ def _settings_env(*classes: type[Any]) -> set[str]:
 
 COMMON_ENV = {"POD_NAMESPACE", "HERALD_LOG_LEVEL", "HERALD_LOG_FORMAT"}
 ENV_BY_COMPONENT = {
-    "worker": (DatabaseSettings, QueueSettings, WorkerSettings),
-    "operator": (DatabaseSettings, QueueSettings, OperatorSettings),
+    "worker": (DatabaseSettings, QueueSettings, EgressSettings, WorkerSettings),
+    "operator": (DatabaseSettings, QueueSettings, EgressSettings, OperatorSettings),
 }
 
 
@@ -287,6 +288,24 @@ def test_environment_is_what_the_process_reads(value_set: str, component: str) -
     literal = {name: item["value"] for name, item in env.items() if "value" in item}
     for cls in classes:
         config.load(cls, literal)  # raises ConfigError on a value the process would refuse
+
+
+EGRESS_ENV = ("HERALD_EGRESS_ALLOW", "HERALD_EGRESS_DENY", "HERALD_EGRESS_ALLOW_LOOPBACK")
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_worker_and_operator_share_the_egress_policy(value_set: str) -> None:
+    """The workers enforce worker.egress; the operator refuses, at registration, a target
+    whose URL names an address it forbids: both read the same values."""
+    worker = env_of(container(value_set, "worker"))
+    operator = env_of(container(value_set, "operator"))
+    assert {n: worker[n] for n in EGRESS_ENV} == {n: operator[n] for n in EGRESS_ENV}
+    policy = config.load(EgressSettings, {n: worker[n]["value"] for n in EGRESS_ENV}).policy()
+    if value_set == "all-on":
+        assert [str(n) for n in policy.deny] == ["10.0.0.0/8", "192.168.0.0/16"]
+        assert [str(n) for n in policy.allow] == ["10.1.2.3/32"]
+    else:
+        assert policy == EgressPolicy(), "link-local, metadata and loopback refused by default"
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -616,6 +635,8 @@ SCHEMA = json.loads((CHART / "values.schema.json").read_text())
         (["--set", "worker.extraEnv[0].value=x"], "name"),
         (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
         (["--set", "database.url=mysql://db"], "/database/url"),
+        (["--set", "worker.egress.deny[0]=ten"], "/worker/egress/deny/0"),
+        (["--set", "worker.egress.allowLoopback=maybe"], "/worker/egress/allowLoopback"),
     ],
 )
 def test_values_schema_rejects_bad_values(flags: list[str], message: str) -> None:

@@ -22,7 +22,7 @@ from herald_worker.settings import WorkerSettings
 from tests.conftest import need_binary
 from tests.e2e.chart_helpers import WORKER_METRICS, series_names
 from tests.e2e.observability import alertmanager, metric_names, post_alerts, prometheus, query
-from tests.helpers import eventually
+from tests.helpers import LOCAL_EGRESS, eventually
 
 pytestmark = pytest.mark.e2e
 TOKEN = "e2e-token"
@@ -59,6 +59,7 @@ async def worker(
         worker_settings=ws,
         db_settings=DatabaseSettings(pool_min=1, pool_max=8),
         queue_settings=QueueSettings(),
+        egress_settings=LOCAL_EGRESS,
         url=db_url,
     ) as (running, _, _):
         yield running

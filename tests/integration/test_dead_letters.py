@@ -493,3 +493,66 @@ async def test_cancel_waiting_jobs(queue: Queue) -> None:
     }
     assert {e.row["retry_count"] for e in entries} == {0, 1}
     assert await queue.jobs.cancel([b]) == [], "already dead"
+
+
+async def test_a_replay_leaves_cancelled_jobs_out_unless_named_by_id(queue: Queue) -> None:
+    """A cancellation is the user's intent: a replay by filters or of everything (the
+    store's, so the API's, the CLI's and a DeadLetterReplay's) leaves cancelled jobs out and
+    counts them; naming one by dead-letter id or job id replays it."""
+    await register(queue, **ONE_SHOT)
+    a, b, c, d = [
+        r.id for r in await queue.jobs.enqueue_many([job(payload={"i": i}) for i in range(4)])
+    ]
+    assert set(await queue.jobs.cancel([a, c, d])) == {a, c, d}
+    [jb] = await queue.jobs.claim("w", 10)
+    assert jb.id == b
+    await queue.jobs.fail("w", [failure(jb, "permanent")])
+
+    everything = DeadLetterFilter()
+    dry = await queue.dead_letters.replay(everything, dry_run=True)
+    assert (dry.matched, dry.cancelled_left_out) == (1, 3)
+    result = await queue.dead_letters.replay(everything)
+    assert (result.job_ids, result.cancelled_left_out) == ([b], 3)
+    assert result.to_json()["cancelledLeftOut"] == 3
+    by_filter = await queue.dead_letters.replay(DeadLetterFilter(target="hook"))
+    assert (by_filter.matched, by_filter.cancelled_left_out) == (0, 3)
+    rows = {r["id"]: r["state"] for r in await job_rows(queue)}
+    assert rows == {a: "dead", b: "queued", c: "dead", d: "dead"}
+
+    [entry_a] = await all_entries(queue, DeadLetterFilter(job_ids=(a,)))
+    by_id = await queue.dead_letters.replay(DeadLetterFilter(ids=(entry_a.id,)))
+    assert (by_id.job_ids, by_id.cancelled_left_out) == ([a], 0)
+    by_job = await queue.dead_letters.replay(DeadLetterFilter(job_ids=(c,)))
+    assert by_job.job_ids == [c]
+    rows = {r["id"]: r["state"] for r in await job_rows(queue)}
+    assert rows == {a: "queued", b: "queued", c: "queued", d: "dead"}
+    left = await queue.dead_letters.replay(everything, dry_run=True)
+    assert (left.matched, left.cancelled_left_out) == (0, 1)
+
+
+async def test_a_replay_keeps_a_future_run_at(queue: Queue) -> None:
+    """A job cancelled before its runAt keeps it when replayed (also after retention
+    removed the job row): it waits for its time. A job that was attempted runs again now."""
+    await register(queue, **ONE_SHOT)
+    later = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    scheduled = await queue.jobs.enqueue(job(payload={"when": "2030"}, run_at=later))
+    pruned = await queue.jobs.enqueue(job(payload={"when": "2030, pruned"}, run_at=later))
+    attempted = await queue.jobs.enqueue(job(payload={"when": "now"}))
+    [c] = await queue.jobs.claim("w", 10)
+    assert c.id == attempted.id
+    await queue.jobs.fail("w", [failure(c, "permanent")])
+    assert set(await queue.jobs.cancel([scheduled.id, pruned.id])) == {scheduled.id, pruned.id}
+    [entry] = await all_entries(queue, DeadLetterFilter(job_ids=(scheduled.id,)))
+    assert entry.to_json()["runAt"] == "2030-01-01T00:00:00Z"
+    [failed_entry] = await all_entries(queue, DeadLetterFilter(job_ids=(attempted.id,)))
+    assert failed_entry.to_json()["runAt"] is None
+    assert await sql_exec(queue, "DELETE FROM herald.jobs WHERE id = %s", [pruned.id]) == 1
+
+    ids = (scheduled.id, pruned.id, attempted.id)
+    result = await queue.dead_letters.replay(DeadLetterFilter(job_ids=ids))
+    assert set(result.job_ids) == set(ids)
+    rows = {r["id"]: r for r in await job_rows(queue)}
+    assert rows[scheduled.id]["run_at"] == later
+    assert rows[pruned.id]["run_at"] == later
+    assert rows[attempted.id]["run_at"] < later
+    assert [j.id for j in await queue.jobs.claim("w", 10)] == [attempted.id]

@@ -31,7 +31,7 @@ import pytest
 
 from herald_operator import app
 from herald_operator.runtime import Options
-from herald_queue.settings import DatabaseSettings
+from herald_queue.settings import DatabaseSettings, EgressSettings
 from tests.helpers import eventually
 from tests.operator.cluster import (
     DEPLOY,
@@ -86,10 +86,13 @@ async def start_operator(k8s: Emulator, db_url: str) -> AsyncIterator[StartOpera
         priority = overrides.pop("priority", 100)
         connect_timeout = overrides.pop("db_connect_timeout", 5.0)
         wait_watching = overrides.pop("wait_watching", True)
+        allow_loopback = overrides.pop("allow_loopback", True)
         settings = operator_settings(**overrides)
         options = Options(
             settings=settings,
             database=DatabaseSettings(pool_min=1, pool_max=4, connect_timeout=connect_timeout),
+            # The tests' targets point at 127.0.0.1: loopback is allowed explicitly.
+            egress=EgressSettings(allow_loopback=allow_loopback),
             url=db_url,
             identity=identity,
             priority=priority,

@@ -4,6 +4,7 @@ the rendered status (checked against the CRD, as an apiserver would), and peerin
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from herald_operator.conditions import (
     transitioned,
 )
 from herald_operator.readiness import SecretOutcome, SecretRead
+from herald_queue.egress import EgressPolicy
 from herald_queue.registry import TargetRow
 from herald_queue.spec import parse_spec
 from herald_queue.states import CircuitState
@@ -105,7 +107,7 @@ def manifest(**spec: Any) -> dict[str, Any]:
 
 
 def check(spec: dict[str, Any], secret: SecretRead | None = None) -> Condition:
-    parsed = readiness.parse(manifest(**spec))
+    parsed = readiness.parse(manifest(**spec), EgressPolicy())
     if parsed.target is None:
         assert parsed.problem is not None
         return parsed.problem
@@ -116,8 +118,64 @@ def found(**data: str) -> SecretRead:
     return SecretRead("team", "creds", SecretOutcome.FOUND, data=data)
 
 
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"headers": {"X-A": "a\x00b"}}, "spec.headers.X-A: must be a single-line header value"),
+        ({"url": "https://h.example.com/a\x00b"}, "spec.url: must not contain control"),
+        ({"url": "https://u:PASSWORD@h.example.com/"}, "spec.url: must not hold credentials"),
+    ],
+)
+def test_hostile_strings_are_an_invalid_spec_before_the_database(
+    spec: dict[str, Any], expected: str
+) -> None:
+    """What the CRD refuses, should an object get past it (an older CRD): the operator's
+    parse makes it Ready=False InvalidSpec, so nothing reaches PostgreSQL's text columns."""
+    parsed = readiness.parse(
+        manifest(**{"type": "webhook", "url": "https://h.example.com/"} | spec), EgressPolicy()
+    )
+    assert parsed.target is None and parsed.problem is not None
+    assert (parsed.problem.status, parsed.problem.reason) == ("False", "InvalidSpec")
+    assert expected in parsed.problem.message
+    assert "PASSWORD" not in parsed.problem.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://0xa9fea9fe/",
+        "http://2852039166/",
+        "http://169.254.43518/",
+        "http://127.0.0.1:8080/hook",
+    ],
+)
+def test_a_url_the_egress_policy_refuses_is_not_ready(url: str) -> None:
+    parsed = readiness.parse(manifest(type="webhook", url=url), EgressPolicy())
+    assert parsed.target is None and parsed.problem is not None
+    assert (parsed.problem.status, parsed.problem.reason) == ("False", "EgressDenied")
+    assert parsed.problem.message.startswith("spec.url: the egress policy refuses ")
+    assert "HERALD_EGRESS_" in parsed.problem.message
+    allowed = EgressPolicy(allow=(ipaddress.ip_network("169.254.169.254/32"),), allow_loopback=True)
+    assert readiness.parse(manifest(type="webhook", url=url), allowed).target is not None
+
+
+def test_a_secret_url_the_egress_policy_refuses_is_not_ready_and_not_shown() -> None:
+    parsed = readiness.parse(manifest(type="webhook", secretRef={"name": "creds"}), EgressPolicy())
+    assert parsed.target is not None
+    secret = found(url="http://user:SECRETPART@0xa9fea9fe/hook")
+    denied = readiness.check(parsed.target, secret, EgressPolicy())
+    assert (denied.status, denied.reason) == ("False", "EgressDenied")
+    assert "Secret team/creds (spec.secretRef) key url" in denied.message
+    assert "SECRETPART" not in denied.message and "a9fe" not in denied.message
+    assert "169.254" not in denied.message
+    ok = readiness.check(parsed.target, found(url="https://hooks.example.com/x"), EgressPolicy())
+    assert ok.reason == "Ready"
+
+
 def test_a_plain_webhook_is_ready() -> None:
-    parsed = readiness.parse(manifest(type="webhook", url="https://example.com/h"))
+    parsed = readiness.parse(manifest(type="webhook", url="https://example.com/h"), EgressPolicy())
     assert parsed.target is not None and parsed.target.generation == 2
     ready = readiness.check(parsed.target, None)
     assert (ready.status, ready.reason) == ("True", "Ready")

@@ -80,6 +80,9 @@ def test_a_window_that_starts_after_the_start_matches_nothing() -> None:
         ({"errorClass": "fatal"}, "spec.errorClass"),
         ({"jobIds": ["not-a-uuid"]}, "spec.jobIds"),
         ({"limit": 0}, "spec.limit"),
+        ({"target": "ho\x00ok"}, "spec.target"),
+        ({"target": "hook\n"}, "spec.target"),
+        ({"target": 5}, "spec.target"),
     ],
 )
 def test_invalid_specs_say_which_field(spec: dict[str, Any], problem: str) -> None:

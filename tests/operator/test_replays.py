@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from herald_queue.queue import Queue
-from tests.helpers import eventually, job, sql_rows, sql_value
+from tests.helpers import claim_all, eventually, failure, job, sql_rows, sql_value
 from tests.operator.cluster import (
     DLR,
     DLR_URL,
@@ -32,9 +32,13 @@ from tests.operator.cluster import (
 
 
 async def dead_letters(queue: Queue, target_name: str, n: int) -> list[uuid.UUID]:
-    """``n`` jobs of ``target_name``, cancelled: ``n`` dead letters."""
+    """``n`` jobs of ``target_name`` that failed permanently: ``n`` dead letters."""
     ids = [(await queue.jobs.enqueue(job(f"default/{target_name}", {"n": i}))).id for i in range(n)]
-    assert len(await queue.jobs.cancel(ids)) == n
+    claimed = await claim_all(queue)
+    ours = [c for c in claimed if c.id in ids]
+    assert len(ours) == n
+    await queue.jobs.fail("w", [failure(c, "permanent") for c in ours])
+    await queue.jobs.release("w", [c.id for c in claimed if c.id not in ids])
     return ids
 
 
@@ -174,6 +178,29 @@ async def test_limit_and_job_ids_narrow_the_selection(
     assert (done["matched"], done["replayed"]) == (2, 2)
     replayed = await queued_ids(queue)
     assert len(replayed) == 2 and replayed < set(ids[:3])
+
+
+async def test_a_replay_leaves_cancelled_jobs_out_unless_job_ids_names_them(
+    k8s: Emulator, operator: RunningOperator, queue: Queue
+) -> None:
+    await ready_target(k8s)
+    failed = await dead_letters(queue, "hook", 2)
+    cancelled = [(await queue.jobs.enqueue(job("default/hook", {"c": i}))).id for i in range(3)]
+    assert len(await queue.jobs.cancel(cancelled)) == 3
+    await create(k8s, DLR_URL, replay_manifest("everything", target="hook"))
+    done = await wait_finished(k8s, "everything")
+    assert (done["matched"], done["replayed"], done["skipped"]) == (2, 2, 0)
+    assert "3 cancelled job(s) left out" in done["message"], done["message"]
+    assert "spec.jobIds" in done["message"]
+    assert await queued_ids(queue) == set(failed)
+    await create(k8s, DLR_URL, replay_manifest("dry", dryRun=True))
+    dry = await wait_finished(k8s, "dry")
+    assert dry["matched"] == 0 and "3 cancelled job(s) left out" in dry["message"], dry
+    await create(k8s, DLR_URL, replay_manifest("named", jobIds=[str(cancelled[0])]))
+    named = await wait_finished(k8s, "named")
+    assert (named["matched"], named["replayed"]) == (1, 1)
+    assert "cancelled" not in named["message"], named["message"]
+    assert await queued_ids(queue) == {*failed, cancelled[0]}
 
 
 async def test_dead_letters_of_a_deleted_target_replay_to_its_recreation(

@@ -282,3 +282,27 @@ async def test_deletion_waits_while_postgresql_is_down(
 def _retries(body: dict[str, Any], handler: str) -> int:
     raw = (body.get("metadata", {}).get("annotations") or {}).get(f"herald.dev/{handler}")
     return int(json.loads(raw).get("retries") or 0) if raw else 0
+
+
+async def test_a_target_the_egress_policy_refuses_is_not_ready_nor_registered(
+    k8s: Emulator, start_operator: StartOperator, queue: Queue
+) -> None:
+    """The operator knows the workers' egress policy: a URL naming a refused address (in
+    any spelling) is Ready=False EgressDenied with the setting to change, and is not
+    registered, so enqueueing to it is refused rather than dead-lettered."""
+    await start_operator(allow_loopback=False)
+    for name, url in [
+        ("metadata", "http://169.254.169.254/latest/meta-data/"),
+        ("mapped", "http://[::ffff:169.254.169.254]/"),
+        ("hex", "http://0xa9fea9fe/"),
+        ("loopback", "http://127.0.0.1:9/hook"),
+    ]:
+        await create(k8s, PT_URL, target(name, url=url))
+        found = await wait_ready(k8s, name, "False")
+        assert found["reason"] == "EgressDenied", found
+        assert "the egress policy refuses" in found["message"]
+        setting = "HERALD_EGRESS_ALLOW_LOOPBACK" if name == "loopback" else "HERALD_EGRESS_ALLOW"
+        assert setting in found["message"], found
+        assert await queue.registry.list(NS, name) == []
+    await create(k8s, PT_URL, target("outside", url="http://10.0.0.7:9/hook"))
+    assert (await wait_ready(k8s, "outside"))["reason"] == "Ready"

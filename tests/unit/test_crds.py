@@ -572,7 +572,6 @@ URLS_BOTH_ACCEPT = [
     "https://hooks.example.com/herald",
     "http://receiver.default.svc.cluster.local:8080/hook?team=sre#x",
     "https://hooks.example.com?x=1",
-    "https://user:pw@hooks.example.com/",
     "http://10.0.0.7:80",
     "http://[fd00::7]:8080/hook",
     "https://hooks.example.com:/x",
@@ -585,6 +584,10 @@ URLS_BOTH_REJECT = [
     "https://:80/x",
     "https://hooks.example.com:abc/x",
     "mailto:sre@example.com",
+    "https://user:pw@hooks.example.com/",
+    "https://user@hooks.example.com/x",
+    "https://hooks.example.com/a\x00b",
+    "https://hooks.example.com/a\x7fb",
 ]
 URL_CASES = [(u, True) for u in URLS_BOTH_ACCEPT] + [(u, False) for u in URLS_BOTH_REJECT]
 
@@ -832,7 +835,7 @@ def test_every_cel_rule_is_exercised_by_an_invalid_manifest() -> None:
     """A rule added to a CRD needs an invalid manifest that breaks it."""
     broken = {problem.rule for path in INVALID for problem in rejections(path)[1]}
     rules = {spec["rule"] for _, _, spec in crd_schema.all_rules()}
-    assert len(rules) == 7
+    assert len(rules) == 8
     assert rules - broken == set()
 
 
@@ -842,3 +845,80 @@ def test_chart_crds_are_copies() -> None:
         pytest.skip("the Helm chart has no crds/ yet")
     for path in CRD_DIR.glob("*.yaml"):
         assert (chart / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+HEADER_VALUES = [
+    ("sre", True),
+    ("", True),
+    ("a b\tc", True),
+    ('Bearer-ish; q=0.5, x="y"', True),
+    ("a\x00b", False),
+    ("a\x01b", False),
+    ("a\x7fb", False),
+    ("sre\nX-Admin: yes", False),
+    ("a\rb", False),
+    (" sre", False),
+    ("sre\t", False),
+    ("\u00e9quipe", False),
+]
+
+
+@pytest.mark.parametrize(("value", "valid"), HEADER_VALUES)
+def test_header_values_are_rfc_9110_field_values_for_both(value: str, valid: bool) -> None:
+    """The CRD's pattern and parse_spec accept the same header values: visible ASCII with
+    spaces and tabs inside; no control character (NUL, line breaks, DEL), nothing leading
+    or trailing, no obs-text."""
+    spec = {"type": "webhook", "url": "https://hooks.example.com/x", "headers": {"X-A": value}}
+    problems = validate(
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "PublishingTarget",
+            "metadata": {"name": "t"},
+            "spec": spec,
+        }
+    )
+    assert (problems == []) is valid, problems
+    if valid:
+        assert parse_spec(spec).headers == {"X-A": value}
+    else:
+        with pytest.raises(InvalidTarget, match=r"^spec\.headers\.X-A: must "):
+            parse_spec(spec)
+
+
+@pytest.mark.parametrize("name", ["X-A\n", "X-A\x00", "X A", ""])
+def test_header_names_are_tokens_to_their_last_character(name: str) -> None:
+    with pytest.raises(InvalidTarget, match="is not a valid HTTP header name"):
+        parse_spec({"type": "webhook", "url": "https://h.example.com/", "headers": {name: "v"}})
+
+
+@pytest.mark.parametrize("field", ["name", "namespace"])
+def test_object_names_with_a_final_newline_are_refused(field: str) -> None:
+    """``$`` matches before a final newline: names are checked with fullmatch."""
+    manifest = {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "PublishingTarget",
+        "metadata": {"name": "hook", "namespace": "default", field: "hook\n"},
+        "spec": {"type": "webhook", "url": "https://h.example.com/", "secretRef": {"name": "s"}},
+    }
+    with pytest.raises(InvalidTarget, match=rf"metadata\.{field}"):
+        parse_target(manifest)
+    manifest["metadata"][field] = "hook"
+    manifest["spec"]["secretRef"] = {"name": "s\n"}
+    with pytest.raises(InvalidTarget, match=r"spec\.secretRef\.name"):
+        parse_target(manifest)
+
+
+def test_url_credentials_are_refused_and_never_repeated() -> None:
+    for url in (
+        "http://u:PASSWORD@hooks.example.com/x",
+        "https://PASSWORD@hooks.example.com",
+        "http://u:PASSWORD@hooks example.com/x",
+    ):
+        why = check_url(url)
+        assert why is not None and "PASSWORD" not in why, why
+        assert "Secret under key url" in why
+        # A Secret's url key may hold credentials (it is a secret).
+    assert check_url("http://u:PASSWORD@hooks.example.com/x", allow_userinfo=True) is None
+    shown = check_url("ftp://u:PASSWORD@hooks.example.com/x", allow_userinfo=True)
+    assert shown is not None and "PASSWORD" not in shown and "***@hooks.example.com" in shown
+    assert check_url("https://hooks.example.com/a@b") is None, "an @ in the path is no userinfo"

@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from herald_queue import spec as spec_module
 from herald_queue.errors import InvalidTarget
-from herald_queue.spec import PublishingTarget, TargetSpec
+from herald_queue.spec import PublishingTarget, TargetSpec, parse_spec
 from herald_queue.target_types import TYPES, InvalidPayload, RenderContext, get
 from herald_queue.target_types.base import USER_AGENT, OutgoingRequest
 from herald_queue.target_types.pagerduty import DEFAULT_URL
@@ -251,6 +251,8 @@ def test_endpoint_precedence(kind: str) -> None:
         "hooks.example.com/services/SECRETPART",
         "https://hooks.example.com/services/SECRET PART",
         "http://[::1/SECRETPART",
+        "https://hooks.example.com/services/SECRET\x00PART",
+        "ftp://user:SECRETPART@hooks.example.com/x",
     ],
 )
 def test_check_reports_a_bad_secret_url_without_its_value(kind: str, bad_url: str) -> None:
@@ -265,6 +267,19 @@ def test_check_reports_a_bad_secret_url_without_its_value(kind: str, bad_url: st
         assert "value is not shown" in message
         assert "SECRET" not in message
         assert "hooks.example.com" not in message
+
+
+@pytest.mark.parametrize("kind", ["webhook", "slack", "pagerduty"])
+def test_a_secret_url_may_hold_credentials(kind: str) -> None:
+    """spec.url refuses user:password@ (the spec is not secret); the Secret's url key takes
+    it, and the request carries it, while the request's repr does not show it."""
+    spec = make_target(kind, secret="oncall-hook").spec
+    url = "https://user:SECRETPART@hooks.example.com/x"
+    assert get(kind).check(spec, {"url": url, "routingKey": ROUTING_KEY}) == []
+    assert get(kind).endpoint(spec, {"url": url}) == url
+    with pytest.raises(InvalidTarget, match="must not hold credentials") as info:
+        parse_spec({"type": kind, "url": url})
+    assert "SECRETPART" not in str(info.value)
 
 
 @pytest.mark.parametrize("kind", ["webhook", "slack"])
@@ -370,7 +385,9 @@ def test_webhook_sends_the_secret_authorization_header() -> None:
     without = get("webhook").render(make_ctx(target, {"a": 1}, secrets={}))
     assert "Authorization" not in without.headers
     [problem] = get("webhook").check(target.spec, {"authorization": "Bearer a\nX-Evil: 1"})
-    assert problem == "Secret oncall-hook key authorization: must be a single line"
+    assert problem.startswith("Secret oncall-hook key authorization: must be a single-line ")
+    [problem] = get("webhook").check(target.spec, {"authorization": "Bearer a\x00SECRETPART"})
+    assert "without control characters" in problem and "SECRETPART" not in problem
 
 
 def test_webhook_body_is_the_payload_byte_for_byte() -> None:

@@ -26,11 +26,11 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from herald_queue.queue import Queue
-from herald_queue.settings import DatabaseSettings, QueueSettings
+from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 from herald_worker.process import Options, Running, start
 from herald_worker.receiver import Answer, Receiver, Script
 from herald_worker.settings import WorkerSettings
-from tests.helpers import eventually, sql_rows, sql_value, target_manifest
+from tests.helpers import LOCAL_EGRESS, eventually, sql_rows, sql_value, target_manifest
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -236,6 +236,7 @@ async def worker(
     settings: WorkerSettings | None = None,
     queue_settings: QueueSettings | None = None,
     db_settings: DatabaseSettings | None = None,
+    egress_settings: EgressSettings | None = None,
     name: str | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Worker]:
@@ -247,6 +248,7 @@ async def worker(
             worker_settings=ws,
             db_settings=db_settings or DatabaseSettings(pool_min=1, pool_max=8),
             queue_settings=queue_settings or QueueSettings(),
+            egress_settings=egress_settings or LOCAL_EGRESS,
             url=db_url,
         ) as (running, stop, task),
         aiohttp.ClientSession() as http,

@@ -371,6 +371,32 @@ def alert(fingerprint: str, severity: str = "warning", status: str = "firing") -
     }
 
 
+async def test_a_replay_by_selector_leaves_cancelled_jobs_out(api: Worker) -> None:
+    """DELETE /v1/jobs/{id} of a job scheduled for 2030, then a replay by selector: left out
+    and counted (cancelledLeftOut); by jobIds it is back, still waiting for 2030."""
+    _, job = await api.post(
+        "/v1/jobs", json={"target": "hook", "payload": {"c": 1}, "runAt": "2030-01-01T00:00:00Z"}
+    )
+    status, _ = await api.delete(f"/v1/jobs/{job['id']}")
+    assert status == 200
+    status, listed = await api.get("/v1/dead-letters", params={"target": "hook"})
+    [entry] = listed["items"]
+    assert (entry["reason"], entry["runAt"]) == ("cancelled", "2030-01-01T00:00:00Z")
+    for body in (
+        {"target": "hook"},
+        {"target": "hook", "dryRun": True},
+        {"errorClass": "permanent"},
+    ):
+        status, result = await api.post("/v1/dead-letters/replay", json=body)
+        assert status == 200, result
+        assert (result["matched"], result["replayed"], result["cancelledLeftOut"]) == (0, 0, 1)
+    assert (await api.get(f"/v1/jobs/{job['id']}"))[1]["state"] == "dead"
+    status, result = await api.post("/v1/dead-letters/replay", json={"jobIds": [job["id"]]})
+    assert (status, result["jobIds"], result["cancelledLeftOut"]) == (200, [job["id"]], 0)
+    _, back = await api.get(f"/v1/jobs/{job['id']}")
+    assert (back["state"], back["runAt"]) == ("queued", "2030-01-01T00:00:00Z")
+
+
 async def test_alertmanager_routes(api: Worker) -> None:
     status, body = await api.post(
         "/v1/alertmanager/held", json=alert_message(alert("aa01", "critical"), alert("aa02"))
@@ -408,6 +434,8 @@ BAD_SUBMISSIONS: list[tuple[str, Any, int | tuple[int, int], str]] = [
     ("target not a string", {"target": 5, "payload": 1}, 400, "target"),
     ("target a list", {"target": ["held"], "payload": 1}, 400, "target"),
     ("bad target name", {"target": "Not_A_Name!", "payload": 1}, 400, "target"),
+    ("target with a final newline", {"target": "hook\n", "payload": 1}, 400, "target"),
+    ("target with a NUL", {"target": "ho\u0000ok", "payload": 1}, 400, "target"),
     ("bad namespaced target", {"target": "a/b/c", "payload": 1}, 400, "target"),
     ("target with spaces", {"target": "held ", "payload": 1}, 400, "target"),
     ("unknown target", {"target": "nope", "payload": 1}, 404, "target"),

@@ -90,6 +90,7 @@ async def test_permanent_error_to_dlq_then_replayed_and_delivered(
                 "matched": 1,
                 "replayed": 1,
                 "skipped": 0,
+                "cancelledLeftOut": 0,
                 "dryRun": False,
                 "jobIds": [job_id],
             }

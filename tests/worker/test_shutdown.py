@@ -28,7 +28,7 @@ import pytest
 
 from herald_queue.settings import QueueSettings
 from herald_worker.receiver import Answer, always
-from tests.helpers import eventually, expire_leases, job, open_queue, sql_rows
+from tests.helpers import LOCAL_EGRESS_ENV, eventually, expire_leases, job, open_queue, sql_rows
 from tests.worker.harness import (
     FAST_RETRY,
     TrackingReceiver,
@@ -59,6 +59,7 @@ async def worker_process(
         "HERALD_HTTP_HOST": "127.0.0.1",
         "HERALD_HTTP_PORT": str(port),
         "HERALD_KUBERNETES_SECRETS": "false",
+        **LOCAL_EGRESS_ENV,
         "HERALD_POLL_INTERVAL": "0.05",
         "HERALD_CONCURRENCY": str(CONCURRENCY),
         "HERALD_TARGET_CONCURRENCY": str(CONCURRENCY),

@@ -9,7 +9,7 @@ from herald_queue.settings import DatabaseSettings, QueueSettings
 from herald_worker.process import Options, start
 from herald_worker.receiver import Receiver
 from herald_worker.settings import WorkerSettings
-from tests.helpers import eventually
+from tests.helpers import LOCAL_EGRESS, eventually
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -46,6 +46,7 @@ async def test_worker_delivers_signed_webhooks(db_url: str, tmp_path: Path) -> N
             ),
             db_settings=DatabaseSettings(pool_min=1, pool_max=8),
             queue_settings=QueueSettings(),
+            egress_settings=LOCAL_EGRESS,
             url=db_url,
         ) as (running, _stop, task):
             base = f"http://127.0.0.1:{running.port}"

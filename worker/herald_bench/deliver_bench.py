@@ -164,6 +164,7 @@ async def _with_workers(
         "HERALD_TARGET_CONCURRENCY": "64",
         "HERALD_CLAIM_BATCH": "64",
         "HERALD_HTTP_HOST": "127.0.0.1",
+        "HERALD_EGRESS_ALLOW_LOOPBACK": "true",  # the receiver is on 127.0.0.1
         "HERALD_POLL_INTERVAL": "0.5",
     }
     async with contextlib.AsyncExitStack() as stack:

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from herald_queue import config
+from herald_queue.egress import EgressPolicy
 from herald_queue.queue import Queue
-from herald_queue.settings import DatabaseSettings, QueueSettings
+from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 
 
 def database_settings() -> DatabaseSettings:
@@ -16,6 +17,12 @@ def database_settings() -> DatabaseSettings:
 
 def queue_settings() -> QueueSettings:
     return config.load(QueueSettings)
+
+
+def egress_policy() -> EgressPolicy:
+    """The workers' egress policy (HERALD_EGRESS_*): targets are checked against it when
+    they are applied."""
+    return config.load(EgressSettings).policy()
 
 
 @asynccontextmanager

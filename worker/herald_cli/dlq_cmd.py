@@ -49,7 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("id", type=job_id, help="dead-letter id")
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
-    replay = sub.add_parser("replay", help="put dead letters back on the queue (once each)")
+    replay = sub.add_parser(
+        "replay",
+        help="put dead letters back on the queue (once each)",
+        description="Put dead letters back on the queue, each once ever. Cancelled jobs are "
+        "replayed only when named by id (dead-letter ID or --job-id), never by filters or "
+        "--all. A job that died before its runAt still waits for it.",
+    )
     replay.add_argument("ids", type=job_id, nargs="*", metavar="ID", help="dead-letter ids")
     _filters(replay)
     replay.add_argument(
@@ -61,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     replay.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
     replay.add_argument(
-        "--all", action="store_true", help="required to replay without ids or filters"
+        "--all",
+        action="store_true",
+        help="required to replay without ids or filters (cancelled jobs are still left out)",
     )
     replay.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
     replay.add_argument("--json", action="store_true", help="machine-readable output")
@@ -158,20 +166,21 @@ async def run(args: argparse.Namespace) -> int:
             )
             if args.json:
                 emit_json(result.to_json())
-            elif args.dry_run:
-                print(
-                    f"would replay {result.replayed} dead letters"
-                    + (f"; {result.skipped} have no target any more" if result.skipped else "")
-                )
             else:
-                print(
-                    f"replayed {result.replayed} dead letters"
-                    + (
-                        f"; skipped {result.skipped} whose target no longer exists"
-                        if result.skipped
-                        else ""
+                if args.dry_run:
+                    line = f"would replay {result.replayed} dead letters"
+                    if result.skipped:
+                        line += f"; {result.skipped} have no target any more"
+                else:
+                    line = f"replayed {result.replayed} dead letters"
+                    if result.skipped:
+                        line += f"; skipped {result.skipped} whose target no longer exists"
+                if result.cancelled_left_out:
+                    line += (
+                        f"; left out {result.cancelled_left_out} cancelled job(s) (replay a "
+                        "cancelled job by naming it: herald dlq replay ID, or --job-id JOB)"
                     )
-                )
+                print(line)
         elif args.action == "purge":
             purged = await store.purge(args.older_than, target=args.target, dry_run=args.dry_run)
             if args.json:

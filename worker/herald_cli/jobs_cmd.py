@@ -84,7 +84,10 @@ async def run(args: argparse.Namespace) -> int:
             cancelled = await queue.jobs.cancel(args.ids)
             missing = set(args.ids) - set(cancelled)
             for i in cancelled:
-                print(f"{i} cancelled (now a dead letter, reason cancelled)")
+                print(
+                    f"{i} cancelled (now a dead letter, reason cancelled; only "
+                    f"`herald dlq replay --job-id {i}` puts it back)"
+                )
             if missing:
                 raise InvalidRequest(
                     "id",

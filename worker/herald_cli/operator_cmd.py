@@ -29,9 +29,10 @@ async def run(args: argparse.Namespace) -> int:
     from herald_operator.runtime import Options
     from herald_operator.settings import OperatorSettings
     from herald_queue import config, db, migrate
-    from herald_queue.settings import DatabaseSettings, QueueSettings
+    from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 
     settings = config.load(OperatorSettings)
+    egress = config.load(EgressSettings)
     database = config.load(DatabaseSettings)
     queue = config.load(QueueSettings)
     url = db.resolve_url(database, announce=database.url is None)
@@ -43,7 +44,9 @@ async def run(args: argparse.Namespace) -> int:
             )
     else:
         await _check_schema(url, database.connect_timeout)
-    await run_operator(Options(settings=settings, database=database, queue=queue, url=url))
+    await run_operator(
+        Options(settings=settings, database=database, queue=queue, egress=egress, url=url)
+    )
     return 0
 
 

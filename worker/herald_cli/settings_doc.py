@@ -12,6 +12,11 @@ from herald_queue import config
 SECTIONS = [
     ("Database (every process)", "herald_queue.settings", "DatabaseSettings"),
     ("Queue (every process)", "herald_queue.settings", "QueueSettings"),
+    (
+        "Egress (`herald worker`, `herald operator`, `herald targets apply`)",
+        "herald_queue.settings",
+        "EgressSettings",
+    ),
     ("Worker (`herald worker`)", "herald_worker.settings", "WorkerSettings"),
     ("Operator (`herald operator`)", "herald_operator.settings", "OperatorSettings"),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from herald_cli.context import open_queue, queue_settings
+from herald_cli.context import egress_policy, open_queue, queue_settings
 from herald_cli.output import emit_json, print_table
 from herald_queue import manifests
 from herald_queue.errors import InvalidTarget
@@ -74,7 +74,10 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _apply(args: argparse.Namespace) -> int:
     found = manifests.load(
-        args.path, default_namespace=queue_settings().default_namespace, recursive=args.recursive
+        args.path,
+        egress=egress_policy(),
+        default_namespace=queue_settings().default_namespace,
+        recursive=args.recursive,
     )
     for line in found.skipped:
         print(f"skipped {line}: not a PublishingTarget", file=sys.stderr)

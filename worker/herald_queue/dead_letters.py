@@ -101,6 +101,7 @@ class DeadLetter:
             "replayedAt": iso(r["replayed_at"]),
             "replayResult": r["replay_result"],
             "replayedBy": r["replayed_by"],
+            "runAt": iso(r["run_at"]),
         }
         if with_payload:
             body["payload"] = r["payload"]
@@ -123,12 +124,16 @@ class ReplayResult:
     """Entries whose target no longer exists (marked ``target-missing``)."""
     job_ids: list[uuid.UUID]
     dry_run: bool
+    cancelled_left_out: int = 0
+    """Cancelled jobs the selector matched but a replay leaves out: only a replay that
+    names them by id (dead-letter id or job id) puts them back."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "matched": self.matched,
             "replayed": self.replayed,
             "skipped": self.skipped,
+            "cancelledLeftOut": self.cancelled_left_out,
             "dryRun": self.dry_run,
             "jobIds": [str(i) for i in self.job_ids],
         }
@@ -223,7 +228,11 @@ class DeadLetterStore:
         """Put unreplayed dead letters matching ``where`` back on the queue (oldest first,
         at most ``limit``). Each entry is replayed once ever, in batches that each commit
         with their jobs, so an interrupted replay can simply be run again. Without
-        ``replayed_by`` the replay is a one-off (:func:`one_off_tag`)."""
+        ``replayed_by`` the replay is a one-off (:func:`one_off_tag`).
+
+        Cancelled jobs are left out unless ``where`` names them by id (``ids`` or
+        ``job_ids``); the result counts them (``cancelled_left_out``). A job that died
+        before its first attempt keeps a ``runAt`` still in the future."""
         replayed_by = replayed_by or one_off_tag("replay")
         if limit < 1:
             raise InvalidRequest("limit", f"must be at least 1, got {limit}")
@@ -232,14 +241,16 @@ class DeadLetterStore:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(D["count_replayable"], params | {"limit": limit})
                 row = await cur.fetchone()
-            assert row is not None
-            matched, missing = int(row[0]), int(row[1])  # type: ignore[call-overload]
+                assert row is not None
+                matched, missing = int(row[0]), int(row[1])  # type: ignore[call-overload]
+                cancelled = await self._cancelled_left_out(conn, params)
             return ReplayResult(
                 matched=matched,
                 replayed=matched - missing,
                 skipped=missing,
                 job_ids=[],
                 dry_run=True,
+                cancelled_left_out=cancelled,
             )
         replayed, skipped, job_ids = 0, 0, []
         remaining = limit
@@ -252,13 +263,21 @@ class DeadLetterStore:
             remaining -= batch.matched
             if batch.matched < size:
                 break
+        async with self._pool.connection() as conn:
+            cancelled = await self._cancelled_left_out(conn, params)
         return ReplayResult(
             matched=replayed + skipped,
             replayed=replayed,
             skipped=skipped,
             job_ids=job_ids,
             dry_run=False,
+            cancelled_left_out=cancelled,
         )
+
+    async def _cancelled_left_out(self, conn: AsyncConn, params: dict[str, Any]) -> int:
+        cur = await conn.execute(D["count_cancelled_left_out"], params)
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
 
     async def replay_batch(
         self, where: DeadLetterFilter, *, limit: int, replayed_by: str

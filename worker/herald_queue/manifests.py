@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from herald_queue.egress import EgressPolicy
 from herald_queue.errors import InvalidTarget
 from herald_queue.secret_data import decode_secret_data
 from herald_queue.spec import API_VERSION, KIND, PublishingTarget, parse_target
@@ -82,10 +83,16 @@ def _secret_data(where: str, doc: Mapping[str, Any]) -> dict[str, str]:
 
 
 def load(
-    path: str | Path, *, default_namespace: str = "default", recursive: bool = False
+    path: str | Path,
+    *,
+    egress: EgressPolicy,
+    default_namespace: str = "default",
+    recursive: bool = False,
 ) -> Manifests:
     """Every PublishingTarget and Secret under ``path``. All problems are collected and
-    raised together, so nothing is applied from a set of files with a mistake in it."""
+    raised together, so nothing is applied from a set of files with a mistake in it. A
+    target whose URL names an address ``egress`` refuses is one of them (the workers
+    would refuse every delivery)."""
     targets: list[PublishingTarget] = []
     secrets: dict[tuple[str, str], dict[str, str]] = {}
     skipped: list[str] = []
@@ -103,6 +110,9 @@ def load(
                     target = parse_target(doc, default_namespace=default_namespace)
                 except InvalidTarget as exc:
                     problems.append(f"{where}: {exc}")
+                    continue
+                if (why := egress.url_problem(target.spec.url)) is not None:
+                    problems.append(f"{where}: PublishingTarget {target.ref}: spec.url: {why}")
                     continue
                 if target.ref in seen:
                     problems.append(
@@ -124,6 +134,16 @@ def load(
                     problems.append(str(exc))
             else:
                 skipped.append(f"{where}: {api}/{kind} {meta.get('name', '?')}")
+    for target in targets:
+        secret = secrets.get((target.namespace, target.spec.secret_name or ""), {})
+        if egress.url_problem((secret.get("url") or "").strip()):
+            problems.append(
+                f"PublishingTarget {target.ref}: Secret {target.namespace}/"
+                f"{target.spec.secret_name} key url names an address the egress policy "
+                "refuses (the value is not shown): the workers would refuse every delivery. "
+                "Point it elsewhere, or allow the address (HERALD_EGRESS_ALLOW, "
+                "HERALD_EGRESS_ALLOW_LOOPBACK)."
+            )
     if problems:
         raise InvalidTarget("\n".join(problems))
     return Manifests(targets=targets, secrets=secrets, skipped=skipped)

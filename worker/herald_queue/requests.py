@@ -16,7 +16,7 @@ from herald_queue.errors import InvalidRequest
 from herald_queue.states import Priority
 
 _TARGET = re.compile(
-    r"^(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+    r"(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
 )
 KEY_MAX = 256
 FIELDS = ("target", "payload", "priority", "idempotencyKey", "orderingKey", "runAt")
@@ -115,7 +115,7 @@ def parse_job(body: Any, *, max_payload_bytes: int, prefix: str = "") -> JobRequ
         raise InvalidRequest(
             f"{prefix}target", "is required: the PublishingTarget name or namespace/name"
         )
-    if not _TARGET.match(target):
+    if not _TARGET.fullmatch(target):
         raise InvalidRequest(
             f"{prefix}target", f"{target!r} is not a target name or namespace/name"
         )

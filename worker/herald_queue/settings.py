@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from herald_queue.config import ConfigError, Duration, env, require_positive
+from herald_queue.egress import ALLOW_SETTING, DENY_SETTING, EgressPolicy, parse_networks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,3 +93,46 @@ class QueueSettings:
 
     def budget(self, priority: str) -> float:
         return {"high": 0.0, "medium": self.budget_medium, "low": self.budget_low}[priority]
+
+
+@dataclasses.dataclass(frozen=True)
+class EgressSettings:
+    """Where the workers may deliver (herald_queue.egress). Read by the worker, which
+    enforces it on every address it connects to, and by whatever registers targets (the
+    operator, `herald targets apply`, `herald worker --targets`), which refuses a URL whose
+    literal address it forbids: give them the same values."""
+
+    allow: str | None = env(
+        "HERALD_EGRESS_ALLOW",
+        None,
+        "Networks (CIDRs, comma-separated) the workers may deliver to although a built-in "
+        "rule or HERALD_EGRESS_DENY refuses them: the most specific matching network decides "
+        "(e.g. 169.254.10.0/24 reaches that part of the link-local range, never "
+        "169.254.169.254, the metadata service, unless listed itself).",
+    )
+    deny: str | None = env(
+        "HERALD_EGRESS_DENY",
+        None,
+        "Networks (CIDRs, comma-separated) the workers never deliver to, besides the "
+        "built-in ones: link-local (169.254.0.0/16, fe80::/10), the cloud metadata services "
+        "(169.254.169.254, fd00:ec2::254, 100.100.100.200, 192.0.0.192) and loopback.",
+    )
+    allow_loopback: bool = env(
+        "HERALD_EGRESS_ALLOW_LOOPBACK",
+        False,
+        "Deliver to loopback addresses (127.0.0.0/8, ::1, 0.0.0.0): the worker's own host. "
+        "For local runs and tests; `herald demo` sets it.",
+    )
+
+    def validate(self) -> None:
+        self.policy()
+
+    def policy(self) -> EgressPolicy:
+        try:
+            return EgressPolicy(
+                allow=parse_networks(self.allow, ALLOW_SETTING),
+                deny=parse_networks(self.deny, DENY_SETTING),
+                allow_loopback=self.allow_loopback,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None

@@ -20,9 +20,17 @@ API_VERSION = "herald.dev/v1alpha1"
 KIND = "PublishingTarget"
 TYPES = ("webhook", "slack", "pagerduty")
 
-# DNS-1123 subdomain, as Kubernetes requires of object names.
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# DNS-1123 subdomain, as Kubernetes requires of object names. Both are used with
+# fullmatch: "$" would also match before a final newline.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+# An HTTP token (RFC 9110 section 5.1).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# An HTTP field value (RFC 9110 section 5.5): visible ASCII, with spaces and tabs inside
+# (none leading or trailing); no control character, so no NUL and no line break. Non-ASCII
+# (obs-text) is refused too: receivers decode it differently.
+_HEADER_VALUE = re.compile(r"([\x21-\x7e]([\t\x20-\x7e]*[\x21-\x7e])?)?")
+# Characters no URL, name or header may hold: C0 controls (NUL among them), DEL, C1 controls.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_HEADERS = 64
 # Headers Herald sets itself; a target may not override them.
 RESERVED_HEADERS = frozenset(
@@ -125,6 +133,11 @@ class PublishingTarget:
         return f"{self.namespace}/{self.name}"
 
 
+def is_object_name(value: object) -> bool:
+    """Whether ``value`` is a Kubernetes object name (a DNS-1123 subdomain)."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 class _Problems:
     """Collects every problem of a spec so one error names them all."""
 
@@ -179,20 +192,66 @@ def _mapping(
     return value
 
 
-def check_url(url: str) -> str | None:
-    """Why ``url`` is not a usable http(s) endpoint, or None when it is."""
+USERINFO_PROBLEM = (
+    "must not hold credentials (user:password@ before the host): the spec is readable by "
+    "anyone who can read the object and is copied into every dead letter; put the whole URL "
+    "in the target's Secret under key url (spec.secretRef) instead"
+)
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether ``url`` has a user:password@ part before its host."""
+    _, sep, rest = url.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0] if sep else ""
+    return "@" in authority
+
+
+def _shown(url: str) -> str:
+    """``url`` for a message: without its userinfo, if any (it is a credential)."""
+    if not has_userinfo(url):
+        return repr(url)
+    scheme, _, rest = url.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return repr(f"{scheme}://***@{rest[authority.rindex('@') + 1 :]}")
+
+
+def check_url(url: str, *, allow_userinfo: bool = False) -> str | None:
+    """Why ``url`` is not a usable http(s) endpoint, or None when it is. A URL with
+    credentials (userinfo) is refused unless ``allow_userinfo`` (a Secret's url key may
+    hold one: it is a secret); messages never repeat the credentials."""
+    if _CONTROL.search(url):
+        return "must not contain control characters (such as NUL or a line break)"
+    if not allow_userinfo and has_userinfo(url):
+        return USERINFO_PROBLEM
+    shown = _shown(url)
     try:
         parts = urlsplit(url)
         _ = parts.port
     except ValueError as exc:
         return f"is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https"):
-        return f"must be an http:// or https:// URL, got {url!r}"
+        return f"must be an http:// or https:// URL, got {shown}"
     if not parts.hostname:
-        return f"has no host: {url!r}"
+        return f"has no host: {shown}"
     if any(c.isspace() for c in url):
-        return f"must not contain whitespace: {url!r}"
+        return f"must not contain whitespace: {shown}"
     return None
+
+
+def header_value_problem(value: object) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value, or None when it can."""
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if _HEADER_VALUE.fullmatch(value):
+        return None
+    if _CONTROL.search(value) and not set(_CONTROL.findall(value)) <= {"\t"}:
+        return (
+            "must be a single-line header value without control characters (RFC 9110 "
+            "field-value: no NUL, line break or other control character; tabs only inside)"
+        )
+    if value != value.strip(" \t"):
+        return "must not start or end with a space or tab (RFC 9110 field-value)"
+    return "must be visible ASCII characters, with spaces and tabs inside (RFC 9110 field-value)"
 
 
 def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
@@ -231,7 +290,7 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
     secret_ref = _mapping(problems, spec, "secretRef", "spec")
     if "secretRef" in spec and spec["secretRef"] is not None:
         secret_name = secret_ref.get("name")
-        if not isinstance(secret_name, str) or not _NAME.match(secret_name):
+        if not isinstance(secret_name, str) or not _NAME.fullmatch(secret_name):
             problems.add("spec.secretRef.name", f"must be a Secret name, got {secret_name!r}")
             secret_name = None
 
@@ -241,8 +300,10 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
         problems.add("spec.headers", f"at most {MAX_HEADERS} headers, got {len(raw_headers)}")
     for name, value in raw_headers.items():
         path = f"spec.headers.{name}"
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            problems.add(path, "is not a valid HTTP header name")
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            if isinstance(name, str) and _CONTROL.search(name):
+                path = f"spec.headers.{name!r}"
+            problems.add(path, "is not a valid HTTP header name (RFC 9110 token)")
         elif name.lower() in RESERVED_HEADERS:
             problems.add(path, "is set by Herald and cannot be overridden")
         elif name.lower() in CREDENTIAL_HEADERS:
@@ -252,8 +313,8 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
                 "Secret (secretRef; a webhook target sends the Secret's key authorization "
                 "as its Authorization header)",
             )
-        elif not isinstance(value, str) or "\n" in value or "\r" in value:
-            problems.add(path, "must be a single-line string")
+        elif (why := header_value_problem(value)) is not None:
+            problems.add(path, why)
         else:
             headers[name] = value
 
@@ -411,9 +472,9 @@ def parse_target(
     metadata = manifest.get("metadata") or {}
     name = metadata.get("name")
     namespace = metadata.get("namespace") or default_namespace
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidTarget(f"metadata.name: must be a Kubernetes object name, got {name!r}")
-    if not isinstance(namespace, str) or not _NAME.match(namespace):
+    if not isinstance(namespace, str) or not _NAME.fullmatch(namespace):
         raise InvalidTarget(f"metadata.namespace: must be a namespace name, got {namespace!r}")
     try:
         spec = parse_spec(manifest.get("spec") or {})

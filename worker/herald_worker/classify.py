@@ -13,6 +13,7 @@ import ssl
 import aiohttp
 
 from herald_queue.states import ErrorClass
+from herald_worker.egress import EgressRefused
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
@@ -33,6 +34,8 @@ def classify_status(status: int) -> ErrorClass | None:
 def classify_exception(exc: BaseException, timeout: float) -> tuple[ErrorClass, str]:
     """The class of a failure to get a response, and a message without the URL (it may
     carry credentials, as Slack webhook URLs do)."""
+    if isinstance(exc, EgressRefused):  # the target, not the receiver, must change
+        return ErrorClass.PERMANENT, f"not delivered to {exc.host}: {exc.reason}"
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return ErrorClass.TRANSIENT, f"no response within {timeout:g}s (timeoutSeconds)"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):

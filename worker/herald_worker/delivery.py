@@ -7,9 +7,11 @@ import time
 
 import aiohttp
 
+from herald_queue.egress import EgressPolicy
 from herald_queue.states import ErrorClass
 from herald_queue.target_types.base import OutgoingRequest
 from herald_worker.classify import GONE, classify_exception, classify_status, parse_retry_after
+from herald_worker.egress import GuardedConnector
 
 # How much of an error response is kept for the job's last error.
 BODY_SNIPPET = 200
@@ -34,9 +36,14 @@ class Result:
 
 
 class Sender:
-    def __init__(self, *, concurrency: int) -> None:
-        self._connector = aiohttp.TCPConnector(
-            limit=concurrency, limit_per_host=0, ttl_dns_cache=30, enable_cleanup_closed=True
+    def __init__(self, *, concurrency: int, egress: EgressPolicy) -> None:
+        # Every address is checked against the egress policy when a connection opens.
+        self._connector = GuardedConnector(
+            egress,
+            limit=concurrency,
+            limit_per_host=0,
+            ttl_dns_cache=30,
+            enable_cleanup_closed=True,
         )
         self._session = aiohttp.ClientSession(
             connector=self._connector, auto_decompress=True, trust_env=False

@@ -23,7 +23,7 @@ import yaml
 from aiohttp import web
 
 from herald_queue import scratch
-from herald_queue.settings import DatabaseSettings, QueueSettings
+from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 from herald_worker.process import Options, Running, start
 from herald_worker.receiver import Answer, Receiver
 from herald_worker.settings import WorkerSettings
@@ -159,6 +159,8 @@ async def run(plan: Plan, *, out: TextIO = sys.stdout, database_url: str | None 
                 worker_settings=ws,
                 db_settings=DatabaseSettings(pool_min=2, pool_max=12),
                 queue_settings=QueueSettings(),
+                # The demo's receiver is on 127.0.0.1: loopback is allowed explicitly.
+                egress_settings=EgressSettings(allow_loopback=True),
                 url=url,
             ) as (running, _, _task):
                 return await _drive(plan, running, receiver, script, out, started)

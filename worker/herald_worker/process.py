@@ -18,7 +18,7 @@ from aiohttp import web
 from herald_queue import config, db, manifests, migrate
 from herald_queue.listener import Listener
 from herald_queue.queue import Queue
-from herald_queue.settings import DatabaseSettings, QueueSettings
+from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 from herald_worker.api.app import make_app
 from herald_worker.api.context import ApiContext
 from herald_worker.delivery import Sender
@@ -115,6 +115,7 @@ async def start(
     worker_settings: WorkerSettings | None = None,
     db_settings: DatabaseSettings | None = None,
     queue_settings: QueueSettings | None = None,
+    egress_settings: EgressSettings | None = None,
     url: str | None = None,
 ) -> AsyncIterator[tuple[Running, asyncio.Event, asyncio.Task[None]]]:
     """Start the HTTP API, connect, register --targets, and run the worker in a task.
@@ -124,8 +125,14 @@ async def start(
     if url is not None:
         dbs = dataclasses.replace(dbs, url=url)
     qs = queue_settings or config.load(QueueSettings)
+    egress = (egress_settings or config.load(EgressSettings)).policy()
     found = (
-        manifests.load(options.targets, default_namespace=qs.default_namespace, recursive=True)
+        manifests.load(
+            options.targets,
+            egress=egress,
+            default_namespace=qs.default_namespace,
+            recursive=True,
+        )
         if options.targets
         else None
     )
@@ -141,7 +148,8 @@ async def start(
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else ws.http_port
     log.info("HTTP API listening", extra={"action": "listen", "host": ws.http_host, "port": port})
-    sender = Sender(concurrency=ws.concurrency)
+    log.info("egress policy", extra={"action": "egress", "policy": egress.describe()})
+    sender = Sender(concurrency=ws.concurrency, egress=egress)
     queue: Queue | None = None
     try:
         queue = await _open_queue(dbs, qs, ws, options, health)

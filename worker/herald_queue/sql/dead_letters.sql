@@ -12,12 +12,22 @@ AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
 AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
 AND (%(job_ids)s::uuid[] IS NULL OR d.job_id = ANY (%(job_ids)s::uuid[]))
 
+-- name: replayable
+-- A fragment: the entries a replay with this selector takes (the store, the API, the CLI
+-- and DeadLetterReplay all replay through it). Unreplayed entries matching the selector,
+-- except cancelled jobs unless the selector names them by id (ids or job_ids): a
+-- cancellation is the user's intent, which a replay by filter or of everything must not undo.
+NOT d.replayed
+AND {{selector}}
+AND (d.reason <> 'cancelled'
+     OR %(ids)s::uuid[] IS NOT NULL OR %(job_ids)s::uuid[] IS NOT NULL)
+
 -- name: list_dead_letters
 -- Newest first, keyset-paginated on (failed_at, id). Every filter is optional.
 SELECT d.id, d.job_id, d.fingerprint, d.target_namespace, d.target_name, d.target_type,
        d.payload, d.error_message, d.error_type, d.reason, d.http_status, d.retry_count,
        d.last_retry_at, d.priority, d.idempotency_key, d.ordering_key, d.job_created_at,
-       d.failed_at, d.replayed, d.replayed_at, d.replay_result, d.replayed_by
+       d.failed_at, d.replayed, d.replayed_at, d.replay_result, d.replayed_by, d.run_at
 FROM herald.dead_letters d
 WHERE {{selector}}
   AND (%(replayed)s::boolean IS NULL OR d.replayed = %(replayed)s)
@@ -30,7 +40,7 @@ LIMIT %(limit)s;
 SELECT d.id, d.job_id, d.fingerprint, d.target_namespace, d.target_name, d.target_type,
        d.payload, d.error_message, d.error_type, d.reason, d.http_status, d.retry_count,
        d.last_retry_at, d.priority, d.idempotency_key, d.ordering_key, d.job_created_at,
-       d.failed_at, d.replayed, d.replayed_at, d.replay_result, d.replayed_by,
+       d.failed_at, d.replayed, d.replayed_at, d.replay_result, d.replayed_by, d.run_at,
        d.target_config
 FROM herald.dead_letters d
 WHERE d.id = %(id)s;
@@ -53,14 +63,15 @@ LIMIT 1;
 -- requeued: the job row again (same id, so webhook-id stays stable), attempts reset. It
 --   may still exist as dead, or be gone after retention; an idempotency key now used by
 --   another job is dropped rather than failing the replay. Ordering-key jobs start held
---   and the caller normalizes their chains.
+--   and the caller normalizes their chains. A job that died before its first attempt keeps
+--   a runAt still in the future (d.run_at): replaying a job scheduled for later does not
+--   deliver it early.
 WITH picked AS (
     SELECT d.id, d.target_namespace, d.target_name
     FROM herald.dead_letters d
-    WHERE NOT d.replayed
+    WHERE {{replayable}}
       AND (d.replay_result IS DISTINCT FROM 'target-missing'
            OR d.replayed_by IS DISTINCT FROM %(replayed_by)s)
-      AND {{selector}}
     ORDER BY d.failed_at, d.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -76,7 +87,8 @@ WITH picked AS (
                               AND t.deleted_at IS NULL
     WHERE d.id = p.id
     RETURNING d.id, d.job_id, t.id AS target_id, d.priority, d.payload, d.idempotency_key,
-              d.ordering_key, d.job_created_at, d.replay_result
+              d.ordering_key, d.job_created_at, d.replay_result,
+              greatest(now(), d.run_at) AS run_at
 ), requeued AS (
     INSERT INTO herald.jobs AS j (id, target_id, priority, payload, idempotency_key,
                                   ordering_key, held, run_at, deadline, created_at)
@@ -86,8 +98,8 @@ WITH picked AS (
                                AND o.idempotency_key = m.idempotency_key
                                AND o.id <> m.job_id)
                 THEN NULL ELSE m.idempotency_key END,
-           m.ordering_key, m.ordering_key IS NOT NULL, now(),
-           now() + make_interval(secs => CASE m.priority
+           m.ordering_key, m.ordering_key IS NOT NULL, m.run_at,
+           m.run_at + make_interval(secs => CASE m.priority
                                              WHEN 'high' THEN 0
                                              WHEN 'medium' THEN %(budget_medium)s
                                              ELSE %(budget_low)s END),
@@ -115,10 +127,16 @@ SELECT count(*) AS matched,
              AND t.deleted_at IS NULL))
            AS target_missing
 FROM (SELECT * FROM herald.dead_letters d
-      WHERE NOT d.replayed
-        AND {{selector}}
+      WHERE {{replayable}}
       ORDER BY d.failed_at, d.id
       LIMIT %(limit)s) AS d;
+
+-- name: count_cancelled_left_out
+-- Cancelled jobs a replay with this selector leaves out (see replayable), to say so.
+SELECT count(*) AS cancelled FROM herald.dead_letters d
+WHERE NOT d.replayed AND d.reason = 'cancelled'
+  AND %(ids)s::uuid[] IS NULL AND %(job_ids)s::uuid[] IS NULL
+  AND {{selector}};
 
 -- name: count_replayed_by
 SELECT count(*) FILTER (WHERE replay_result = 'queued') AS replayed,

@@ -157,6 +157,9 @@ CREATE TABLE herald.dead_letters (
     replayed_at      timestamptz,
     replay_result    text CHECK (replay_result IN ('queued', 'target-missing')),
     replayed_by      text,
+    -- The runAt of a job that died before its first attempt (cancelled, or its target
+    -- deleted, while it waited for its time); a replay keeps it if it is still ahead.
+    run_at           timestamptz,
     -- replayed: back on the queue. A replay that found no target marks the entry
     -- target-missing and leaves it unreplayed, for a later replay.
     CONSTRAINT dead_letters_replay_check
@@ -185,13 +188,14 @@ BEGIN
     INSERT INTO herald.dead_letters (
         id, job_id, fingerprint, target_namespace, target_name, target_type, payload,
         target_config, error_message, error_type, reason, http_status, retry_count,
-        last_retry_at, priority, idempotency_key, ordering_key, job_created_at, failed_at)
+        last_retry_at, priority, idempotency_key, ordering_key, job_created_at, failed_at,
+        run_at)
     SELECT gen_random_uuid(), NEW.id, coalesce(NEW.payload ->> 'fingerprint',
                NEW.payload -> 'alerts' -> 0 ->> 'fingerprint'), t.namespace, t.name,
            t.type, NEW.payload, t.config, coalesce(NEW.last_error, NEW.dead_reason),
            coalesce(NEW.last_error_class, 'permanent'), NEW.dead_reason, NEW.last_http_status,
            NEW.attempts, NEW.started_at, NEW.priority, NEW.idempotency_key, NEW.ordering_key,
-           NEW.created_at, NEW.finished_at
+           NEW.created_at, NEW.finished_at, CASE WHEN NEW.attempts = 0 THEN NEW.run_at END
     FROM herald.targets t
     WHERE t.id = NEW.target_id;
     UPDATE herald.targets SET dead_lettered_total = dead_lettered_total + 1

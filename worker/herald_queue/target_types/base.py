@@ -89,8 +89,11 @@ def secret_label(spec: TargetSpec) -> str:
 def url_problem(url: str) -> str | None:
     """Why ``url`` is not a usable http(s) endpoint, without repeating the URL (it may be a
     credential), or None when it is usable."""
-    if check_url(url) is None:
+    why = check_url(url, allow_userinfo=True)  # the Secret may hold credentials
+    if why is None:
         return None
+    if why.startswith("must not contain control characters"):
+        return "contains control characters (such as NUL or a line break)"
     if any(c.isspace() for c in url):
         return "contains whitespace"
     try:

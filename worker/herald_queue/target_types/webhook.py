@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from herald_queue.errors import InvalidTarget
-from herald_queue.spec import TargetSpec
+from herald_queue.spec import TargetSpec, header_value_problem
 from herald_queue.target_types.base import (
     URL_KEY,
     OutgoingRequest,
@@ -96,8 +96,9 @@ class Webhook(TargetType):
             _, bad = signing_keys(value)
             problems += [f"{secret_label(spec)} key {SIGNING_SECRET_KEY}: {p}" for p in bad]
         authorization = secret_value(secrets, AUTHORIZATION_KEY)
-        if authorization is not None and ("\n" in authorization or "\r" in authorization):
-            problems.append(f"{secret_label(spec)} key {AUTHORIZATION_KEY}: must be a single line")
+        if authorization is not None and (why := header_value_problem(authorization)):
+            # The reason, never the value (a credential).
+            problems.append(f"{secret_label(spec)} key {AUTHORIZATION_KEY}: {why}")
         return problems
 
     def render(self, ctx: RenderContext) -> OutgoingRequest:

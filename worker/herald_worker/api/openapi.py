@@ -171,6 +171,11 @@ SCHEMAS: dict[str, Any] = {
                 "enum": ["queued", "target-missing", None],
             },
             "replayedBy": NULLABLE_STRING,
+            "runAt": {
+                **NULLABLE_TIME,
+                "description": "The runAt of a job that died before its first attempt; a "
+                "replay keeps it while it is in the future.",
+            },
             "payload": {},
             "targetConfig": {"type": "object"},
         },
@@ -196,6 +201,11 @@ SCHEMAS: dict[str, Any] = {
             "matched": {"type": "integer"},
             "replayed": {"type": "integer"},
             "skipped": {"type": "integer"},
+            "cancelledLeftOut": {
+                "type": "integer",
+                "description": "Cancelled jobs the selector matched but the replay left out: "
+                "only a replay naming them by id (ids or jobIds) puts them back.",
+            },
             "dryRun": {"type": "boolean"},
             "jobIds": {"type": "array", "items": {"type": "string"}},
         },
@@ -482,7 +492,8 @@ def document() -> dict[str, Any]:
             },
             "/v1/dead-letters/replay": {
                 "post": {
-                    "summary": "Replay the dead letters a selector matches (each once, ever)",
+                    "summary": "Replay the dead letters a selector matches (each once, ever; "
+                    "cancelled jobs only when named by id)",
                     "operationId": "replayDeadLetters",
                     "requestBody": {
                         "required": True,

@@ -145,6 +145,19 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ printf "%ds" (int .Values.database.connectTimeoutSeconds) | quote }}
 {{- end }}
 
+{{/* The egress policy, read by the workers (enforced at connect time) and by the operator
+(a target whose URL names a refused address is not Ready): the same values for both. */}}
+{{- define "herald.egressEnv" -}}
+{{- with .Values.worker.egress }}
+- name: HERALD_EGRESS_ALLOW
+  value: {{ join "," (.allow | default list) | quote }}
+- name: HERALD_EGRESS_DENY
+  value: {{ join "," (.deny | default list) | quote }}
+- name: HERALD_EGRESS_ALLOW_LOOPBACK
+  value: {{ .allowLoopback | default false | quote }}
+{{- end }}
+{{- end }}
+
 {{/* The writable scratch space: the root filesystem is read-only. */}}
 {{- define "herald.tmpVolume" -}}
 - name: tmp
