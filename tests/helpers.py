@@ -14,6 +14,11 @@ from herald_queue.states import Priority
 
 T = TypeVar("T")
 
+# A retry policy whose next attempt is an hour away: a job failed under it stays waiting
+# for the whole test however slow the machine is (a test that wants the retry moves its
+# run_at with make_ready).
+RETRY_LATER = {"initialBackoffSeconds": 3600, "maxBackoffSeconds": 3600, "jitterSeconds": 0}
+
 
 def target_manifest(
     name: str = "hook",

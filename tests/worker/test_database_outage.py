@@ -115,7 +115,11 @@ async def test_postgres_restart_loses_nothing(
                 lambda: len(rx.delivered_ids()) >= JOBS // 4, timeout=30, interval=0.005
             )
 
+            # Requests in flight are held while PostgreSQL stops, so it goes down mid-run
+            # however fast this machine delivers; released, their outcomes wait in memory.
+            rx.gate.clear()
             await asyncio.to_thread(private_pg.stop)
+            rx.gate.set()
             # Nothing can be claimed or settled now: the jobs held are those whose outcome
             # was not recorded when the database went down.
             held = {str(i) for i in w.running.worker._held}

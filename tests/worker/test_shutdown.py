@@ -159,12 +159,10 @@ async def test_sigterm_drains_cleanly(db_url: str, tmp_path: Path) -> None:
                 None,
             ), r
 
-        # A second worker takes the rest at once (the lease is 300 s: nothing is waiting
-        # for a lease to expire).
-        started = time.monotonic()
+        # A second worker takes the rest at once (the lease is 300 s, far beyond this
+        # wait: nothing is waiting for a lease to expire).
         async with worker(db_url, path, queue_settings=QueueSettings(lease=300)) as second:
-            await wait_state(second.queue, "succeeded", jobs, timeout=30)
-        assert time.monotonic() - started < 30
+            await wait_state(second.queue, "succeeded", jobs, timeout=60)
         delivered = collections.Counter(rx.delivered_ids())
         assert set(delivered) == set(ids)
         assert max(delivered.values()) == 1, "a clean shutdown delivers nothing twice"
