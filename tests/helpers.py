@@ -81,6 +81,43 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+def running_tasks(exclude: asyncio.Task[Any] | None = None) -> str:
+    """The tasks of this loop still running, each with where it waits (for a message)."""
+    lines = []
+    for task in asyncio.all_tasks():
+        if task is exclude or task is asyncio.current_task() or task.done():
+            continue
+        frames = task.get_stack(limit=4)
+        where = " <- ".join(
+            f"{f.f_code.co_name} ({f.f_code.co_filename}:{f.f_lineno})" for f in frames
+        )
+        lines.append(f"  {task.get_name()}: {where or '?'}")
+    return "\n".join(lines) or "  (none)"
+
+
+async def bounded(aw: Awaitable[T], what: str, timeout: float) -> T:
+    """Await ``aw`` (a teardown step) at most ``timeout`` seconds; past that, cancel it and
+    fail with a message naming ``what`` it waited for and the tasks still running, instead
+    of hanging until pytest's timeout."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        stuck = running_tasks(exclude=task)
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        raise AssertionError(
+            f"teardown: {what} did not finish within {timeout:g}s; tasks still running:\n{stuck}"
+        )
+    return task.result()
+
+
+async def stop_process(proc: asyncio.subprocess.Process, what: str, timeout: float) -> None:
+    """Kill ``proc`` if it still runs, and wait for it at most ``timeout`` seconds."""
+    if proc.returncode is None:
+        proc.kill()
+    await bounded(proc.communicate(), f"{what} (pid {proc.pid}) to exit after SIGKILL", timeout)
+
+
 async def set_db_clock_back(queue: Queue, sql: str, params: dict[str, Any]) -> None:
     async with queue.pool.connection() as conn:
         await conn.execute(sql.encode(), params)

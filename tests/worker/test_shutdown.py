@@ -28,7 +28,7 @@ import pytest
 
 from herald_queue.settings import QueueSettings
 from herald_worker.receiver import Answer, always
-from tests.helpers import eventually, expire_leases, job, open_queue, sql_rows
+from tests.helpers import eventually, expire_leases, job, open_queue, sql_rows, stop_process
 from tests.worker.harness import (
     FAST_RETRY,
     TrackingReceiver,
@@ -95,9 +95,7 @@ async def worker_process(
                 await eventually(ready, timeout=30, interval=0.1, message="worker ready")
             yield proc
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await stop_process(proc, "herald worker", 30)
 
 
 async def exit_status(proc: asyncio.subprocess.Process, log: Path, timeout: float) -> int:

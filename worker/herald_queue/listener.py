@@ -79,9 +79,14 @@ class Listener:
 
 
 async def wait(event: asyncio.Event, timeout: float) -> bool:
-    """Wait for ``event`` at most ``timeout`` seconds; True if it was set."""
+    """Wait for ``event`` at most ``timeout`` seconds; True if it was set.
+
+    asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for returns the result
+    instead of raising when the event is set in the same loop iteration as a cancel, and
+    a loop that waits this way then survives the cancel that should stop it."""
     try:
-        await asyncio.wait_for(event.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await event.wait()
     except TimeoutError:
         return False
     return True

@@ -49,6 +49,10 @@ log = logging.getLogger("herald.worker")
 DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, DatabaseUnavailable, OSError)
 SETTLE_BATCH = 200
 SETTLE_LINGER = 0.005
+STOP_TIMEOUT = 10.0
+"""Seconds the side tasks get to end once cancelled at shutdown."""
+STOP_RECANCEL = 0.2
+"""Seconds between cancels of a side task that is still running (one swallowed a cancel)."""
 
 
 def worker_id() -> str:
@@ -499,7 +503,8 @@ class Worker:
         """Wait until every outcome is written (the database may be back meanwhile)."""
         if self._unsettled:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see listener.wait
+                    await self._settled.wait()
 
     @property
     def in_flight(self) -> int:
@@ -544,9 +549,13 @@ def _db_retry(
 
 
 async def supervise(
-    tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]], main: Awaitable[None]
+    tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
+    main: Awaitable[None],
+    *,
+    stop_timeout: float = STOP_TIMEOUT,
 ) -> None:
-    """Run ``main`` with side tasks; if a side task fails, the worker fails loudly."""
+    """Run ``main`` with side tasks; if a side task fails, the worker fails loudly. When
+    ``main`` ends, the side tasks are stopped (within ``stop_timeout``, see stop_tasks)."""
     side: dict[asyncio.Task[None], str] = {
         asyncio.create_task(factory(), name=name): name for name, factory in tasks.items()
     }
@@ -570,6 +579,32 @@ async def supervise(
         main_task.cancel()
         with contextlib.suppress(BaseException):
             await main_task
-        for task in side:
+        await stop_tasks(side, stop_timeout)
+
+
+async def stop_tasks(tasks: Mapping[asyncio.Task[Any], str], timeout: float) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again those that are still running
+    (a cancel can be swallowed: asyncio.wait_for on Python 3.11, in our code or in a
+    library's, returns instead of raising when what it waits for completes at the same
+    moment). After ``timeout`` the shutdown goes on without them, saying which they are and
+    where they are stuck, rather than hanging until the pod is killed."""
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*side, return_exceptions=True)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(remaining, STOP_RECANCEL))
+    for task in pending:
+        frames = task.get_stack(limit=3)
+        where = "; ".join(f"{f.f_code.co_filename}:{f.f_lineno}" for f in frames) or "?"
+        log.error(
+            "side task %s did not stop within %gs of being cancelled; shutting down without it",
+            tasks[task],
+            timeout,
+            extra={"action": "supervise", "task": tasks[task], "where": where},
+        )
+    done = [t for t in tasks if t.done() and not t.cancelled()]
+    await asyncio.gather(*done, return_exceptions=True)
