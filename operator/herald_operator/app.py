@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from herald_operator.metrics import MetricsServer
 from herald_operator.runtime import DB_ERRORS, Options, Runtime, runtime_of
 from herald_operator.settings import OperatorSettings
 from herald_queue import migrate
-from herald_queue.errors import HeraldError, SchemaOutOfDate
+from herald_queue.errors import CannotListen, HeraldError, SchemaOutOfDate
 
 log = logging.getLogger("herald.operator")
 
@@ -115,7 +116,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         raise kopf.PermanentError(str(exc)) from None
     memo["herald"] = rt
     server = MetricsServer(rt.metrics, options.listen_host, rt.settings.metrics_port)
-    port = await server.start()
+    try:
+        port = await server.start()
+    except CannotListen as exc:  # taken since check_ports: the operator cannot run
+        await rt.close()
+        raise kopf.PermanentError(str(exc)) from None
     rt.closers.append(server.stop)
     log.info("serving /metrics", extra={"action": "listen", "port": port})
     if rt.settings.scaling:
@@ -190,6 +195,32 @@ def build_registry(
     kopf.on.resume(*dlr, registry=r)(replays.run)
     kopf.on.create(*dlr, registry=r)(replays.run)
     return r
+
+
+def check_ports(options: Options) -> None:
+    """Fail in one line, before kopf starts, when a port the operator serves is taken (kopf
+    would otherwise die with a traceback binding its liveness endpoint, and the metrics
+    server's startup handler would retry forever)."""
+    settings = options.settings
+    for what, port, setting in (
+        ("/metrics", settings.metrics_port, "HERALD_OPERATOR_METRICS_PORT"),
+        ("/healthz", settings.health_port, "HERALD_OPERATOR_HEALTH_PORT"),
+    ):
+        if not port:
+            continue
+        family = socket.AF_INET6 if ":" in options.listen_host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+            try:
+                probe.bind((options.listen_host, port))
+            except OSError as exc:
+                raise CannotListen(
+                    what,
+                    options.listen_host,
+                    port,
+                    exc,
+                    port_setting=setting,
+                ) from None
 
 
 async def run(

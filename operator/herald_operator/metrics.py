@@ -17,6 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from herald_queue.errors import CannotListen
+
 READY_VALUES = ("True", "False", "Unknown")
 
 
@@ -147,7 +149,17 @@ class MetricsServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise CannotListen(
+                "/metrics",
+                self._host,
+                self._port,
+                exc,
+                port_setting="HERALD_OPERATOR_METRICS_PORT",
+            ) from None
         addresses = self._runner.addresses
         return int(addresses[0][1]) if addresses else self._port
 

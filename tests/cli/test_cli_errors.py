@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -277,3 +278,38 @@ async def test_a_database_lost_during_a_command_is_one_line(
     run = Run(("stats", "--watch"), process.returncode or 0, "", err.decode())
     assert run.code == 1
     assert run.error.startswith("herald: error: lost the connection to PostgreSQL: "), run.err
+
+
+def occupied_port(host: str = "127.0.0.1") -> socket.socket:
+    """A socket listening on a free port of ``host`` (close it when done)."""
+    s = socket.socket()
+    s.bind((host, 0))
+    s.listen()
+    return s
+
+
+async def test_a_port_in_use_is_one_line_naming_it_and_the_setting(db_url: str) -> None:
+    with occupied_port() as taken, occupied_port("0.0.0.0") as taken_any:
+        port, any_port = taken.getsockname()[1], taken_any.getsockname()[1]
+        worker_run, metrics_run, health_run = await asyncio.gather(
+            herald(
+                "worker",
+                url=db_url,
+                env={"HERALD_HTTP_HOST": "127.0.0.1", "HERALD_HTTP_PORT": str(port)},
+            ),
+            herald("operator", url=db_url, env={"HERALD_OPERATOR_METRICS_PORT": str(any_port)}),
+            herald("operator", url=db_url, env={"HERALD_OPERATOR_HEALTH_PORT": str(any_port)}),
+        )
+    in_use = "address already in use; stop what listens there, or set"
+    assert worker_run.error == (
+        f"herald: error: cannot serve the HTTP API on 127.0.0.1:{port}: {in_use} "
+        "HERALD_HTTP_PORT to a free port"
+    )
+    assert metrics_run.error == (
+        f"herald: error: cannot serve /metrics on 0.0.0.0:{any_port}: {in_use} "
+        "HERALD_OPERATOR_METRICS_PORT to a free port"
+    )
+    assert health_run.error == (
+        f"herald: error: cannot serve /healthz on 0.0.0.0:{any_port}: {in_use} "
+        "HERALD_OPERATOR_HEALTH_PORT to a free port"
+    )

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from herald_operator.app import check_ports
     from herald_operator.app import run as run_operator
     from herald_operator.runtime import Options
     from herald_operator.settings import OperatorSettings
@@ -34,6 +35,7 @@ async def run(args: argparse.Namespace) -> int:
     settings = config.load(OperatorSettings)
     database = config.load(DatabaseSettings)
     queue = config.load(QueueSettings)
+    check_ports(Options(settings=settings))
     url = db.resolve_url(database, announce=database.url is None)
     if args.migrate or database.url is None:
         report = await migrate.migrate_url(url, timeout=database.connect_timeout)
