@@ -17,6 +17,7 @@ from aiohttp import web
 
 from herald_queue import config, db, manifests, migrate
 from herald_queue.errors import CannotListen
+from herald_queue.httplog import ServerLog
 from herald_queue.listener import Listener
 from herald_queue.queue import Queue
 from herald_queue.settings import DatabaseSettings, QueueSettings
@@ -139,6 +140,7 @@ async def start(
         access_log=None,
         handle_signals=False,
         shutdown_timeout=2,
+        logger=ServerLog(),  # a malformed request is one quiet line, not a traceback
     )
     await runner.setup()
     site = web.TCPSite(runner, ws.http_host, ws.http_port, reuse_address=True)
