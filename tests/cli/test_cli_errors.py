@@ -280,6 +280,46 @@ async def test_a_database_lost_during_a_command_is_one_line(
     assert run.error.startswith("herald: error: lost the connection to PostgreSQL: "), run.err
 
 
+async def test_unreadable_and_too_deep_files_are_one_line(
+    db_url: str, queue: Queue, tmp_path: Path
+) -> None:
+    """Non-UTF-8 files and manifests nested 1,500 deep: one line each, never the
+    UnicodeDecodeError or the ~3,000-line RecursionError traceback."""
+    await register(queue, "hook")
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(b'{"name": "Ren\xe9"}')
+    latin1_yaml = tmp_path / "latin1.yaml"
+    latin1_yaml.write_bytes(b"apiVersion: herald.dev/v1alpha1\nkind: PublishingTarget\n# \xe9\n")
+    head = "apiVersion: herald.dev/v1alpha1\nkind: PublishingTarget\nmetadata: {name: deep}\n"
+    deep_yaml = tmp_path / "deep.yaml"
+    deep_yaml.write_text(f"{head}spec: {{type: webhook, headers: {deep(1500)}}}\n")
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text(json.dumps(target_manifest("deep"))[:-2] + f', "x": {deep(1500)}}}}}')
+    too_deep = "nested too deeply to read (a manifest is a few levels deep)"
+    runs = await asyncio.gather(
+        herald("enqueue", "--target", "hook", "--payload", f"@{latin1}", url=db_url),
+        herald("targets", "apply", str(latin1_yaml), url=db_url),
+        herald("targets", "apply", str(deep_yaml), url=db_url),
+        herald("targets", "apply", str(deep_json), url=db_url),
+        herald("worker", "--targets", str(deep_yaml), url=db_url),
+        herald("worker", "--targets", str(latin1_yaml), url=db_url),
+    )
+    enqueue_run, latin1_run, deep_run, deep_json_run, worker_deep, worker_latin1 = runs
+    assert enqueue_run.error == (
+        f"herald: error: --payload: {latin1} is not UTF-8 text (byte 0xe9 at offset 13): "
+        "JSON payloads are UTF-8"
+    )
+    not_utf8 = (
+        f"herald: error: {latin1_yaml}: not UTF-8 text (byte 0xe9 at offset 57): manifests "
+        "are UTF-8 YAML or JSON"
+    )
+    assert latin1_run.error == worker_latin1.error == not_utf8
+    assert deep_run.error == worker_deep.error == f"herald: error: {deep_yaml}: {too_deep}"
+    assert deep_json_run.error == f"herald: error: {deep_json}: {too_deep}"
+    assert await count_jobs(queue) == 0
+    assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 1
+
+
 def occupied_port(host: str = "127.0.0.1") -> socket.socket:
     """A socket listening on a free port of ``host`` (close it when done)."""
     s = socket.socket()
