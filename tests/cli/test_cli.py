@@ -438,6 +438,11 @@ def data_dir() -> Iterator[Path]:
 
 async def test_without_a_database_url_the_embedded_postgresql_is_used(data_dir: Path) -> None:
     env = {"HERALD_DATA_DIR": str(data_dir)}
+    stopped_line = f"embedded PostgreSQL in {data_dir}: stopped (the next command starts it)\n"
+    # A status has no side effect: it does not start the server to say it answers.
+    before = await ok("db", "status", url=None, env=env)
+    assert (before.out, before.err) == (stopped_line, "")
+    assert not (data_dir / "pgdata").exists()
     try:
         run = await ok("stats", "--json", url=None, env=env)
         assert run.json()["queued"] == 0, "migrated on first use"
@@ -451,3 +456,6 @@ async def test_without_a_database_url_the_embedded_postgresql_is_used(data_dir: 
         stopped = await herald("db", "stop", url=None, env=env)
     assert (stopped.code, stopped.out) == (0, "stopped\n"), stopped.err
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    after = await ok("db", "status", url=None, env=env)
+    assert (after.out, after.err) == (stopped_line, "")
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "still stopped"

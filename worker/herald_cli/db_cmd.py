@@ -11,7 +11,12 @@ from herald_queue import db, embedded
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    sub.add_parser("status", help="where the database is and whether it answers")
+    sub.add_parser(
+        "status",
+        help="where the database is and whether it answers (never starts the embedded one)",
+        description="Where the database is and whether it answers. The embedded PostgreSQL "
+        "is reported as stopped when it is not running: this command never starts it.",
+    )
     sub.add_parser("stop", help="stop the embedded PostgreSQL (data stays in HERALD_DATA_DIR)")
 
 
@@ -24,7 +29,14 @@ async def run(args: argparse.Namespace) -> int:
             return 1
         print("stopped" if embedded.stop(data_dir) else f"not running (data in {data_dir})")
         return 0
-    url = db.resolve_url(settings, announce=True)
+    if settings.url:
+        url = db.resolve_url(settings)
+    else:
+        found = embedded.running(data_dir)
+        if found is None:
+            print(f"embedded PostgreSQL in {data_dir}: stopped (the next command starts it)")
+            return 0
+        url = found
     conn = await db.connect(url, timeout=settings.connect_timeout)
     try:
         cur = await conn.execute("SHOW server_version")
