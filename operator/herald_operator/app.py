@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
+import yaml
 
 from herald_operator import replays, targets
 from herald_operator.autoscaler import COMPONENT, WorkerAutoscaler
@@ -22,6 +23,7 @@ from herald_operator.metrics import MetricsServer
 from herald_operator.runtime import DB_ERRORS, Options, Runtime, runtime_of
 from herald_operator.settings import OperatorSettings
 from herald_queue import migrate
+from herald_queue.config import ConfigError
 from herald_queue.errors import CannotListen, HeraldError, SchemaOutOfDate
 
 log = logging.getLogger("herald.operator")
@@ -195,6 +197,30 @@ def build_registry(
     kopf.on.resume(*dlr, registry=r)(replays.run)
     kopf.on.create(*dlr, registry=r)(replays.run)
     return r
+
+
+def check_kubernetes() -> None:
+    """Fail in one line, before kopf starts, when there are no Kubernetes credentials to
+    log in with (kopf would log a traceback every 10 s and never act)."""
+    import os
+
+    from kubernetes import config as kube_config
+
+    try:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return
+    except kube_config.ConfigException:
+        pass
+    try:
+        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+    except (kube_config.ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as exc:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"cannot log in to Kubernetes: not in a cluster (no service account), and the "
+            f"kubeconfig {where} cannot be used ({reason}); run the operator in the cluster, "
+            "or point KUBECONFIG at a working kubeconfig"
+        ) from None
 
 
 def check_ports(options: Options) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from herald_cli.context import database_settings
 from herald_queue import db, embedded
+from herald_queue.config import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +26,10 @@ async def run(args: argparse.Namespace) -> int:
     data_dir = Path(settings.data_dir) if settings.data_dir else embedded.default_data_dir()
     if args.action == "stop":
         if settings.url:
-            print("HERALD_DATABASE_URL is set: there is no embedded PostgreSQL to stop")
-            return 1
+            raise ConfigError(
+                "HERALD_DATABASE_URL is set: there is no embedded PostgreSQL to stop (unset "
+                "it to manage the embedded one)"
+            )
         print("stopped" if embedded.stop(data_dir) else f"not running (data in {data_dir})")
         return 0
     if settings.url:

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from herald_operator.app import check_ports
+    from herald_operator.app import check_kubernetes, check_ports
     from herald_operator.app import run as run_operator
     from herald_operator.runtime import Options
     from herald_operator.settings import OperatorSettings
@@ -45,6 +45,7 @@ async def run(args: argparse.Namespace) -> int:
             )
     else:
         await _check_schema(url, database.connect_timeout)
+    check_kubernetes()
     await run_operator(Options(settings=settings, database=database, queue=queue, url=url))
     return 0
 
