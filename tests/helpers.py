@@ -15,6 +15,11 @@ from herald_queue.states import Priority
 
 T = TypeVar("T")
 
+# A retry policy whose next attempt is an hour away: a job failed under it stays waiting
+# for the whole test however slow the machine is (a test that wants the retry moves its
+# run_at with make_ready).
+RETRY_LATER = {"initialBackoffSeconds": 3600, "maxBackoffSeconds": 3600, "jitterSeconds": 0}
+
 
 # Every peer of the tests is on 127.0.0.1, which the egress policy refuses by default: the
 # workers, the CLI and the operator the tests start allow loopback explicitly.
@@ -81,6 +86,43 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} not met within {timeout}s (last: {last!r})")
         await asyncio.sleep(interval)
+
+
+def running_tasks(exclude: asyncio.Task[Any] | None = None) -> str:
+    """The tasks of this loop still running, each with where it waits (for a message)."""
+    lines = []
+    for task in asyncio.all_tasks():
+        if task is exclude or task is asyncio.current_task() or task.done():
+            continue
+        frames = task.get_stack(limit=4)
+        where = " <- ".join(
+            f"{f.f_code.co_name} ({f.f_code.co_filename}:{f.f_lineno})" for f in frames
+        )
+        lines.append(f"  {task.get_name()}: {where or '?'}")
+    return "\n".join(lines) or "  (none)"
+
+
+async def bounded(aw: Awaitable[T], what: str, timeout: float) -> T:
+    """Await ``aw`` (a teardown step) at most ``timeout`` seconds; past that, cancel it and
+    fail with a message naming ``what`` it waited for and the tasks still running, instead
+    of hanging until pytest's timeout."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        stuck = running_tasks(exclude=task)
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        raise AssertionError(
+            f"teardown: {what} did not finish within {timeout:g}s; tasks still running:\n{stuck}"
+        )
+    return task.result()
+
+
+async def stop_process(proc: asyncio.subprocess.Process, what: str, timeout: float) -> None:
+    """Kill ``proc`` if it still runs, and wait for it at most ``timeout`` seconds."""
+    if proc.returncode is None:
+        proc.kill()
+    await bounded(proc.communicate(), f"{what} (pid {proc.pid}) to exit after SIGKILL", timeout)
 
 
 async def set_db_clock_back(queue: Queue, sql: str, params: dict[str, Any]) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import kopf
+import yaml
 
 from herald_operator import replays, targets
 from herald_operator.autoscaler import COMPONENT, WorkerAutoscaler
@@ -21,7 +23,8 @@ from herald_operator.metrics import MetricsServer
 from herald_operator.runtime import DB_ERRORS, Options, Runtime, runtime_of
 from herald_operator.settings import OperatorSettings
 from herald_queue import migrate
-from herald_queue.errors import HeraldError, SchemaOutOfDate
+from herald_queue.config import ConfigError
+from herald_queue.errors import CannotListen, HeraldError, SchemaOutOfDate
 
 log = logging.getLogger("herald.operator")
 
@@ -116,9 +119,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     except HeraldError as exc:
         raise kopf.PermanentError(str(exc)) from None
     memo["herald"] = rt
-    host = options.listen_host or rt.settings.listen_host
-    server = MetricsServer(rt.metrics, host, rt.settings.metrics_port)
-    port = await server.start()
+    server = MetricsServer(rt.metrics, options.host, rt.settings.metrics_port)
+    try:
+        port = await server.start()
+    except CannotListen as exc:  # taken since check_ports: the operator cannot run
+        await rt.close()
+        raise kopf.PermanentError(str(exc)) from None
     rt.closers.append(server.stop)
     log.info("serving /metrics", extra={"action": "listen", "port": port})
     if rt.settings.scaling:
@@ -195,6 +201,56 @@ def build_registry(
     return r
 
 
+def check_kubernetes() -> None:
+    """Fail in one line, before kopf starts, when there are no Kubernetes credentials to
+    log in with (kopf would log a traceback every 10 s and never act)."""
+    import os
+
+    from kubernetes import config as kube_config
+
+    try:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return
+    except kube_config.ConfigException:
+        pass
+    try:
+        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+    except (kube_config.ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as exc:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"cannot log in to Kubernetes: not in a cluster (no service account), and the "
+            f"kubeconfig {where} cannot be used ({reason}); run the operator in the cluster, "
+            "or point KUBECONFIG at a working kubeconfig"
+        ) from None
+
+
+def check_ports(options: Options) -> None:
+    """Fail in one line, before kopf starts, when a port the operator serves is taken (kopf
+    would otherwise die with a traceback binding its liveness endpoint, and the metrics
+    server's startup handler would retry forever)."""
+    settings = options.settings
+    for what, port, setting in (
+        ("/metrics", settings.metrics_port, "HERALD_OPERATOR_METRICS_PORT"),
+        ("/healthz", settings.health_port, "HERALD_OPERATOR_HEALTH_PORT"),
+    ):
+        if not port:
+            continue
+        family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+            try:
+                probe.bind((options.host, port))
+            except OSError as exc:
+                raise CannotListen(
+                    what,
+                    options.host,
+                    port,
+                    exc,
+                    port_setting=setting,
+                ) from None
+
+
 async def run(
     options: Options,
     *,
@@ -205,7 +261,7 @@ async def run(
     """Run until stopped (SIGTERM/SIGINT in the main thread, or ``stop_flag``)."""
     settings = options.settings
     namespace = settings.namespace
-    host = options.listen_host or settings.listen_host
+    host = options.host
     authority = f"[{host}]" if ":" in host else host  # an IPv6 address
     await kopf.operator(
         registry=registry if registry is not None else build_registry(settings),

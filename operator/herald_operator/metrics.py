@@ -17,6 +17,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from herald_queue.errors import CannotListen
+from herald_queue.httplog import ServerLog
+
 READY_VALUES = ("True", "False", "Unknown")
 
 
@@ -144,10 +147,20 @@ class MetricsServer:
     async def start(self) -> int:
         app = web.Application()
         app.router.add_get("/metrics", self._serve)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=ServerLog())
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise CannotListen(
+                "/metrics",
+                self._host,
+                self._port,
+                exc,
+                port_setting="HERALD_OPERATOR_METRICS_PORT",
+            ) from None
         addresses = self._runner.addresses
         return int(addresses[0][1]) if addresses else self._port
 

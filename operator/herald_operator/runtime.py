@@ -61,6 +61,11 @@ class Options:
     api_backoffs: tuple[float, ...] = (1, 2, 4, 8, 15)
     """kopf's retries of a failed Kubernetes API request."""
 
+    @property
+    def host(self) -> str:
+        """Where /metrics and /healthz listen."""
+        return self.listen_host or self.settings.listen_host
+
 
 class QueueSnapshot:
     """Registry rows and queue depths of every target, read at most once per ``max_age``

@@ -78,8 +78,10 @@ async def herald(
         out, err = await asyncio.wait_for(process.communicate(data), timeout)
     except TimeoutError:
         process.kill()
-        await process.wait()
-        raise
+        await asyncio.wait_for(process.wait(), 30)
+        raise AssertionError(
+            f"herald {' '.join(args)} did not finish within {timeout:g}s (killed)"
+        ) from None
     assert process.returncode is not None
     return Run(tuple(args), process.returncode, out.decode(), err.decode())
 

@@ -22,7 +22,16 @@ from herald_queue import migrate
 from herald_queue.queue import Queue
 from herald_queue.states import Priority
 from tests.cli.cli import EXAMPLES, ONE_SHOT, cli_env, count_jobs, herald, json_lines, ok
-from tests.helpers import claim_all, failure, job, job_rows, register, sql_rows, target_manifest
+from tests.helpers import (
+    RETRY_LATER,
+    claim_all,
+    failure,
+    job,
+    job_rows,
+    register,
+    sql_rows,
+    target_manifest,
+)
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 STATES = ["queued", "running", "retrying", "succeeded", "dead"]
@@ -272,8 +281,9 @@ async def test_enqueue_json_lines_from_stdin_shaped_like_the_api_body(
 
 async def jobs_in_every_state(queue: Queue) -> dict[str, uuid.UUID]:
     """Jobs of default/alpha (5 attempts) and default/beta (1 attempt): 2 queued, 1
-    running, 1 retrying, 2 succeeded, 1 dead. Returns an id per state."""
-    await register(queue, "alpha", retry={"maxAttempts": 5})
+    running, 1 retrying, 2 succeeded, 1 dead. Returns an id per state. The retrying job's
+    next attempt is an hour away, so it is not "ready now" however slow the test runs."""
+    await register(queue, "alpha", retry={"maxAttempts": 5, **RETRY_LATER})
     await register(queue, "beta", **ONE_SHOT)
     results = await queue.jobs.enqueue_many(
         [job("alpha", {"i": i}) for i in range(3)] + [job("beta", {"i": i}) for i in range(2)]
@@ -431,6 +441,11 @@ def data_dir() -> Iterator[Path]:
 
 async def test_without_a_database_url_the_embedded_postgresql_is_used(data_dir: Path) -> None:
     env = {"HERALD_DATA_DIR": str(data_dir)}
+    stopped_line = f"embedded PostgreSQL in {data_dir}: stopped (the next command starts it)\n"
+    # A status has no side effect: it does not start the server to say it answers.
+    before = await ok("db", "status", url=None, env=env)
+    assert (before.out, before.err) == (stopped_line, "")
+    assert not (data_dir / "pgdata").exists()
     try:
         run = await ok("stats", "--json", url=None, env=env)
         assert run.json()["queued"] == 0, "migrated on first use"
@@ -444,3 +459,6 @@ async def test_without_a_database_url_the_embedded_postgresql_is_used(data_dir: 
         stopped = await herald("db", "stop", url=None, env=env)
     assert (stopped.code, stopped.out) == (0, "stopped\n"), stopped.err
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    after = await ok("db", "status", url=None, env=env)
+    assert (after.out, after.err) == (stopped_line, "")
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "still stopped"

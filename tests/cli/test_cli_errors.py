@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -342,3 +343,78 @@ async def test_targets_apply_refuses_a_url_the_egress_policy_forbids(
     allowed = {"HERALD_EGRESS_ALLOW": "169.254.169.254/32"}
     await ok("targets", "apply", str(path), url=db_url, env=allowed)
     assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == len(urls)
+
+
+async def test_unreadable_and_too_deep_files_are_one_line(
+    db_url: str, queue: Queue, tmp_path: Path
+) -> None:
+    """Non-UTF-8 files and manifests nested 1,500 deep: one line each, never the
+    UnicodeDecodeError or the ~3,000-line RecursionError traceback."""
+    await register(queue, "hook")
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(b'{"name": "Ren\xe9"}')
+    latin1_yaml = tmp_path / "latin1.yaml"
+    latin1_yaml.write_bytes(b"apiVersion: herald.dev/v1alpha1\nkind: PublishingTarget\n# \xe9\n")
+    head = "apiVersion: herald.dev/v1alpha1\nkind: PublishingTarget\nmetadata: {name: deep}\n"
+    deep_yaml = tmp_path / "deep.yaml"
+    deep_yaml.write_text(f"{head}spec: {{type: webhook, headers: {deep(1500)}}}\n")
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text(json.dumps(target_manifest("deep"))[:-2] + f', "x": {deep(1500)}}}}}')
+    too_deep = "nested too deeply to read (a manifest is a few levels deep)"
+    runs = await asyncio.gather(
+        herald("enqueue", "--target", "hook", "--payload", f"@{latin1}", url=db_url),
+        herald("targets", "apply", str(latin1_yaml), url=db_url),
+        herald("targets", "apply", str(deep_yaml), url=db_url),
+        herald("targets", "apply", str(deep_json), url=db_url),
+        herald("worker", "--targets", str(deep_yaml), url=db_url),
+        herald("worker", "--targets", str(latin1_yaml), url=db_url),
+    )
+    enqueue_run, latin1_run, deep_run, deep_json_run, worker_deep, worker_latin1 = runs
+    assert enqueue_run.error == (
+        f"herald: error: --payload: {latin1} is not UTF-8 text (byte 0xe9 at offset 13): "
+        "JSON payloads are UTF-8"
+    )
+    not_utf8 = (
+        f"herald: error: {latin1_yaml}: not UTF-8 text (byte 0xe9 at offset 57): manifests "
+        "are UTF-8 YAML or JSON"
+    )
+    assert latin1_run.error == worker_latin1.error == not_utf8
+    assert deep_run.error == worker_deep.error == f"herald: error: {deep_yaml}: {too_deep}"
+    assert deep_json_run.error == f"herald: error: {deep_json}: {too_deep}"
+    assert await count_jobs(queue) == 0
+    assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 1
+
+
+def occupied_port(host: str = "127.0.0.1") -> socket.socket:
+    """A socket listening on a free port of ``host`` (close it when done)."""
+    s = socket.socket()
+    s.bind((host, 0))
+    s.listen()
+    return s
+
+
+async def test_a_port_in_use_is_one_line_naming_it_and_the_setting(db_url: str) -> None:
+    with occupied_port() as taken, occupied_port("0.0.0.0") as taken_any:
+        port, any_port = taken.getsockname()[1], taken_any.getsockname()[1]
+        worker_run, metrics_run, health_run = await asyncio.gather(
+            herald(
+                "worker",
+                url=db_url,
+                env={"HERALD_HTTP_HOST": "127.0.0.1", "HERALD_HTTP_PORT": str(port)},
+            ),
+            herald("operator", url=db_url, env={"HERALD_OPERATOR_METRICS_PORT": str(any_port)}),
+            herald("operator", url=db_url, env={"HERALD_OPERATOR_HEALTH_PORT": str(any_port)}),
+        )
+    in_use = "address already in use; stop what listens there, or set"
+    assert worker_run.error == (
+        f"herald: error: cannot serve the HTTP API on 127.0.0.1:{port}: {in_use} "
+        "HERALD_HTTP_PORT to a free port"
+    )
+    assert metrics_run.error == (
+        f"herald: error: cannot serve /metrics on 0.0.0.0:{any_port}: {in_use} "
+        "HERALD_OPERATOR_METRICS_PORT to a free port"
+    )
+    assert health_run.error == (
+        f"herald: error: cannot serve /healthz on 0.0.0.0:{any_port}: {in_use} "
+        "HERALD_OPERATOR_HEALTH_PORT to a free port"
+    )

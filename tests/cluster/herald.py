@@ -479,7 +479,7 @@ def chart_values(db_url: str, **overrides: Any) -> dict[str, Any]:
             "egress": {"allowLoopback": True},
             "extraEnv": [
                 {"name": "HERALD_TARGETS_REFRESH", "value": "1s"},
-            ]
+            ],
         },
     }
     return _merge(values, overrides)

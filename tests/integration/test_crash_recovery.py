@@ -31,6 +31,7 @@ from tests.helpers import (
     register,
     sql_exec,
     sql_rows,
+    stop_process,
     target_row,
 )
 
@@ -68,9 +69,7 @@ async def holder(
             {"claimed": claimed, "completed": completed}[line[0]].append(uuid.UUID(line[1]))
         yield proc, claimed, completed
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.communicate()
+        await stop_process(proc, f"the claimer {worker}", 30)
 
 
 async def run_to_end(url: str, worker: str) -> dict[str, list[uuid.UUID]]:

@@ -15,6 +15,7 @@ from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.queue import Queue
 from herald_queue.states import JobState
 from tests.helpers import (
+    RETRY_LATER,
     eventually,
     failure,
     job,
@@ -145,7 +146,7 @@ async def test_held_flags_and_one_at_a_time(queue: Queue) -> None:
 
 
 async def test_retrying_head_blocks_the_rest_until_it_succeeds(queue: Queue) -> None:
-    await register(queue)
+    await register(queue, retry=RETRY_LATER)  # the head is due when make_ready says so
     a, b, _ = await chain(queue, "k", 3)
     [ja] = await queue.jobs.claim("w", 10)
     [out] = await queue.jobs.fail("w", [failure(ja)])

@@ -403,7 +403,9 @@ async def test_auto_pause_holds_until_resume_or_spec_change(queue: Queue) -> Non
 
 
 async def test_rate_limit_is_a_shared_token_bucket(queue: Queue) -> None:
-    hook_id = await register(queue, rateLimit={"requestsPerSecond": 5, "burst": 10})
+    # One token per 100 s: none comes back while the test runs, however slowly; the
+    # refill is shown by ageing the bucket in SQL.
+    hook_id = await register(queue, rateLimit={"requestsPerSecond": 0.01, "burst": 10})
     await register(queue, "free")
     await queue.jobs.enqueue_many([job(payload={"i": i}) for i in range(40)])
     await queue.jobs.enqueue_many([job("free", {"i": i}) for i in range(20)])
@@ -415,25 +417,26 @@ async def test_rate_limit_is_a_shared_token_bucket(queue: Queue) -> None:
         assert by_target.pop(hook_id) == 10, "the burst"
         assert sum(by_target.values()) == 20, "other targets are not limited"
         assert (await target_row(queue))["rate_tokens"] == 0
-        # Right after, the bucket is empty for every worker (a token takes 0.2 s).
-        assert len(await queue.jobs.claim("w", 100)) <= 1
-        assert len(await other.jobs.claim("w2", 100)) <= 1
-        # One second later (the bucket emptied again, then aged by SQL): 5 tokens.
+        # Right after, the bucket is empty for every worker.
+        assert await queue.jobs.claim("w", 100) == []
+        assert await other.jobs.claim("w2", 100) == []
+        # 500 seconds later (the bucket aged by SQL): 5 tokens, for whichever worker asks.
         await sql_exec(
             queue,
             "UPDATE herald.targets SET rate_tokens = 0, rate_updated_at = "
-            "now() - interval '1 second' WHERE id = %s",
+            "now() - interval '500 seconds' WHERE id = %s",
             [hook_id],
         )
-        assert len(await other.jobs.claim("w2", 100)) == 5, "5 tokens a second"
-        assert len(await queue.jobs.claim("w", 100)) <= 1
+        assert len(await other.jobs.claim("w2", 100)) == 5, "0.01 tokens a second"
+        assert await queue.jobs.claim("w", 100) == []
 
 
 async def test_replicas_share_probes_and_tokens(queue: Queue) -> None:
     """Four workers (each its own pool and caches) claim at the same instant: together
     they take exactly the half-open probes of one target and the burst of another."""
     await open_circuit(queue, 10, halfOpenProbes=2)
-    limited = await register(queue, "limited", rateLimit={"requestsPerSecond": 1, "burst": 7})
+    # No token comes back while the four claims run (one per 1,000 s), however slowly.
+    limited = await register(queue, "limited", rateLimit={"requestsPerSecond": 0.001, "burst": 7})
     await queue.jobs.enqueue_many([job("limited", {"i": i}) for i in range(30)])
     await end_open_period(queue)
     replicas = [await open_queue(queue.url, pool_max=2) for _ in range(4)]

@@ -30,7 +30,7 @@ from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSetting
 from herald_worker.process import Options, Running, start
 from herald_worker.receiver import Answer, Receiver, Script
 from herald_worker.settings import WorkerSettings
-from tests.helpers import LOCAL_EGRESS, eventually, sql_rows, sql_value, target_manifest
+from tests.helpers import LOCAL_EGRESS, bounded, eventually, sql_rows, sql_value, target_manifest
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -136,7 +136,7 @@ class TrackingReceiver(Receiver):
 
     async def stop(self) -> None:
         self.gate.set()  # let held requests finish, so the server stops at once
-        await super().stop()
+        await bounded(super().stop(), f"the test receiver on port {self.port} to stop", 30)
 
     def counts(self) -> dict[str, int]:
         """Requests per webhook-id."""
@@ -242,21 +242,29 @@ async def worker(
 ) -> AsyncIterator[Worker]:
     """A worker started in this process (``herald worker --targets manifests``)."""
     ws = settings or fast_settings(**overrides)
-    async with (
-        start(
-            Options(targets=manifests, name=name),
-            worker_settings=ws,
-            db_settings=db_settings or DatabaseSettings(pool_min=1, pool_max=8),
-            queue_settings=queue_settings or QueueSettings(),
-            egress_settings=egress_settings or LOCAL_EGRESS,
-            url=db_url,
-        ) as (running, stop, task),
-        aiohttp.ClientSession() as http,
-    ):
-        w = Worker(running, stop, task, http, f"http://127.0.0.1:{running.port}")
-        await eventually(lambda: running.health.ready, timeout=10, message="worker ready")
-        yield w
-        assert not task.done() or task.exception() is None, task.exception()
+    started = start(
+        Options(targets=manifests, name=name),
+        worker_settings=ws,
+        db_settings=db_settings or DatabaseSettings(pool_min=1, pool_max=8),
+        queue_settings=queue_settings or QueueSettings(),
+        egress_settings=egress_settings or LOCAL_EGRESS,
+        url=db_url,
+    )
+    running, stop, task = await started.__aenter__()
+    try:
+        async with aiohttp.ClientSession() as http:
+            w = Worker(running, stop, task, http, f"http://127.0.0.1:{running.port}")
+            await eventually(lambda: running.health.ready, timeout=10, message="worker ready")
+            yield w
+            assert not task.done() or task.exception() is None, task.exception()
+    finally:
+        # The shutdown: the grace period for deliveries in flight, writing their outcomes,
+        # stopping the side tasks; bounded, and loud about what it waited for.
+        await bounded(
+            started.__aexit__(None, None, None),
+            f"the in-process worker {running.worker.id} to stop (process.start's shutdown)",
+            ws.shutdown_grace + 30,
+        )
 
 
 # -- database views -----------------------------------------------------------------------

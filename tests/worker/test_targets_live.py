@@ -257,18 +257,25 @@ async def test_rate_limit_spaces_deliveries(db_url: str, tmp_path: Path) -> None
         )
         async with worker(db_url, path) as w:
             ids = await w.submit_many("hook", [{"n": i} for i in range(jobs)])
-            await wait_state(w.queue, "succeeded", jobs, timeout=20)
+            await wait_state(w.queue, "succeeded", jobs, timeout=60)
             assert sorted(rx.delivered_ids()) == sorted(ids)
-    starts = sorted(i.started for i in rx.intervals)
+            # When each job was claimed, on the database's clock (the one the bucket runs
+            # on): the bound is exact there, whatever the delays between claim and request.
+            claimed = await sql_rows(
+                w.queue,
+                "SELECT extract(epoch FROM started_at)::float AS t FROM herald.jobs "
+                "ORDER BY started_at",
+            )
+    starts = [r["t"] for r in claimed]
     t0 = starts[0]
     for k, t in enumerate(starts):
-        allowed = burst + rate * (t - t0) + 1.5  # tolerance: scheduling, the first claim
+        allowed = burst + rate * (t - t0) + 1  # + 1: a token partly refilled
         assert k + 1 <= allowed, (
-            f"{k + 1} requests within {t - t0:.3f}s: more than burst + rate * t = {allowed:.1f}"
+            f"{k + 1} claims within {t - t0:.3f}s: more than burst + rate * t = {allowed:.1f}"
         )
     span = starts[-1] - t0
-    assert span >= (jobs - burst) / rate * 0.9, f"{jobs} deliveries in {span:.2f}s"
-    assert span < 10, f"much slower than the rate allows: {span:.2f}s"
+    assert span >= (jobs - burst - 1) / rate, f"{jobs} claims in {span:.2f}s"
+    assert len(rx.intervals) == jobs, "one request per claim"
 
 
 async def test_target_concurrency_bounds_deliveries_in_flight(db_url: str, tmp_path: Path) -> None:

@@ -7,11 +7,17 @@ from pathlib import Path
 
 from herald_cli.context import database_settings
 from herald_queue import db, embedded
+from herald_queue.config import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    sub.add_parser("status", help="where the database is and whether it answers")
+    sub.add_parser(
+        "status",
+        help="where the database is and whether it answers (never starts the embedded one)",
+        description="Where the database is and whether it answers. The embedded PostgreSQL "
+        "is reported as stopped when it is not running: this command never starts it.",
+    )
     sub.add_parser("stop", help="stop the embedded PostgreSQL (data stays in HERALD_DATA_DIR)")
 
 
@@ -20,11 +26,20 @@ async def run(args: argparse.Namespace) -> int:
     data_dir = Path(settings.data_dir) if settings.data_dir else embedded.default_data_dir()
     if args.action == "stop":
         if settings.url:
-            print("HERALD_DATABASE_URL is set: there is no embedded PostgreSQL to stop")
-            return 1
+            raise ConfigError(
+                "HERALD_DATABASE_URL is set: there is no embedded PostgreSQL to stop (unset "
+                "it to manage the embedded one)"
+            )
         print("stopped" if embedded.stop(data_dir) else f"not running (data in {data_dir})")
         return 0
-    url = db.resolve_url(settings, announce=True)
+    if settings.url:
+        url = db.resolve_url(settings)
+    else:
+        found = embedded.running(data_dir)
+        if found is None:
+            print(f"embedded PostgreSQL in {data_dir}: stopped (the next command starts it)")
+            return 0
+        url = found
     conn = await db.connect(url, timeout=settings.connect_timeout)
     try:
         cur = await conn.execute("SHOW server_version")

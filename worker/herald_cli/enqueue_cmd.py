@@ -40,6 +40,12 @@ def _payload_text(value: str) -> str:
             return Path(value[1:]).read_text("utf-8")
         except OSError as exc:
             raise InvalidRequest("--payload", f"cannot read {value[1:]}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(
+                "--payload",
+                f"{value[1:]} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                f"{exc.start}): JSON payloads are UTF-8",
+            ) from None
     return value
 
 

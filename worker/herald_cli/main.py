@@ -42,6 +42,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"herald: error: {message} (see `{self.prog} --help`)\n")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a log level (one of {', '.join(LOG_LEVELS)})"
+        )
+    return value.upper()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="herald",
@@ -52,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=None,
+        type=_log_level,
         help="DEBUG, INFO, WARNING (default: "
         "HERALD_LOG_LEVEL or WARNING for commands, INFO for processes)",
     )
@@ -87,10 +99,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    except psycopg.Error as exc:  # the server refused something no check above caught
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"herald: error: PostgreSQL refused it: {reason}", file=sys.stderr)
+        logging.getLogger("herald").debug("the database error", exc_info=True)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: one line, the traceback only with --log-level DEBUG
+        print(
+            f"herald: error: unexpected {type(exc).__name__}: "
+            f"{(str(exc).strip().splitlines() or [''])[0]} (a bug in Herald: please report it, "
+            "with the traceback `--log-level DEBUG` prints)",
+            file=sys.stderr,
+        )
+        logging.getLogger("herald").debug("the unexpected error", exc_info=True)
+        return 1
     finally:
         logging.shutdown()
 

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from herald_operator.app import check_kubernetes, check_ports
     from herald_operator.app import run as run_operator
     from herald_operator.runtime import Options
     from herald_operator.settings import OperatorSettings
@@ -35,6 +36,7 @@ async def run(args: argparse.Namespace) -> int:
     egress = config.load(EgressSettings)
     database = config.load(DatabaseSettings)
     queue = config.load(QueueSettings)
+    check_ports(Options(settings=settings))
     url = db.resolve_url(database, announce=database.url is None)
     if args.migrate or database.url is None:
         report = await migrate.migrate_url(url, timeout=database.connect_timeout)
@@ -44,6 +46,7 @@ async def run(args: argparse.Namespace) -> int:
             )
     else:
         await _check_schema(url, database.connect_timeout)
+    check_kubernetes()
     await run_operator(
         Options(settings=settings, database=database, queue=queue, egress=egress, url=url)
     )

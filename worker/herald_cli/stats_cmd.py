@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from typing import Any
 
@@ -14,11 +15,23 @@ from herald_queue.states import JobState, Priority
 STATES = [s.value for s in JobState]
 
 
+def _interval(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0.05 <= seconds <= 86_400:  # NaN fails this too
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a refresh interval (seconds, from 0.05 to 86400)"
+        )
+    return seconds
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--watch",
         nargs="?",
-        type=float,
+        type=_interval,
         const=2.0,
         metavar="SECONDS",
         help="refresh every SECONDS (default 2) until interrupted",

@@ -70,6 +70,11 @@ async def connect(url: str, *, timeout: float = 5.0) -> AsyncConn:
         )
     except psycopg.OperationalError as exc:
         raise unavailable(url, exc) from None
+    except psycopg.ProgrammingError:  # a malformed conninfo: its message may quote the URL
+        raise DatabaseUnavailable(
+            "the database URL is not a valid PostgreSQL URL; expected e.g. "
+            "postgresql://user:password@host:5432/dbname"
+        ) from None
 
 
 async def open_pool(

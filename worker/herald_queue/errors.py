@@ -6,6 +6,8 @@ through the HTTP API, the CLI and custom resource status.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
 
 
@@ -64,3 +66,30 @@ class SchemaOutOfDate(HeraldError):
         super().__init__(
             f"database schema is at version {current}, this Herald needs {expected}: {hint}"
         )
+
+
+class CannotListen(HeraldError):
+    """A process cannot open its port: in use, not allowed, or an address not of this
+    host. Names the address, the reason and the setting that changes it."""
+
+    def __init__(
+        self,
+        what: str,
+        host: str,
+        port: int,
+        exc: OSError,
+        *,
+        port_setting: str,
+        host_setting: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        if exc.errno == errno.EADDRNOTAVAIL and host_setting:
+            hint = f"set {host_setting} to an address of this host (0.0.0.0 for every one)"
+        elif exc.errno == errno.EADDRINUSE:
+            hint = f"stop what listens there, or set {port_setting} to a free port"
+        else:
+            hint = f"set {port_setting} to a port this process may open"
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(f"cannot serve {what} on {address}: {reason}; {hint}")

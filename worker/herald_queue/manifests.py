@@ -41,8 +41,13 @@ def _files(path: Path, recursive: bool) -> list[Path]:
 def _documents(file: Path) -> Iterator[tuple[str, Any]]:
     try:
         text = file.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidTarget(f"{file}: cannot read it ({exc})") from None
+    except OSError as exc:
+        raise InvalidTarget(f"{file}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidTarget(
+            f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}): manifests are UTF-8 YAML or JSON"
+        ) from None
     try:
         if file.suffix == ".json":
             docs: list[Any] = [json.loads(text)]
@@ -50,6 +55,10 @@ def _documents(file: Path) -> Iterator[tuple[str, Any]]:
             docs = list(yaml.safe_load_all(text))
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise InvalidTarget(f"{file}: not valid YAML/JSON: {_one_line(exc)}") from None
+    except RecursionError:
+        raise InvalidTarget(
+            f"{file}: nested too deeply to read (a manifest is a few levels deep)"
+        ) from None
     for index, doc in enumerate(docs):
         where = f"{file} (document {index + 1})"
         if doc is None:

@@ -27,12 +27,14 @@ class Result:
     retry_after: float | None = None
     gone: bool = False
     """The receiver answered 410 Gone: this endpoint will not take deliveries any more."""
+    withheld: bool = False
+    """Not sent (the worker held the target back): given back, no attempt counted."""
     finished: float = dataclasses.field(default_factory=time.monotonic)
     """When the attempt ended (monotonic), to order the outcomes settled in one batch."""
 
     @property
     def delivered(self) -> bool:
-        return self.error_class is None and not self.gone
+        return self.error_class is None and not self.gone and not self.withheld
 
 
 class Sender:

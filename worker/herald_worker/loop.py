@@ -4,6 +4,11 @@
   and every HERALD_POLL_INTERVAL as the fallback.
 - Deliveries are bounded per worker (HERALD_CONCURRENCY) and per target
   (HERALD_TARGET_CONCURRENCY); outcomes are settled in batches (one statement per batch).
+- A target this worker has seen fail failureThreshold times in a row is held locally until
+  those failures are written (when the shared circuit opens): nothing more of it is
+  claimed, and what was claimed but not sent yet is given back without counting an
+  attempt. So a failing target gets at most a threshold plus one wave of requests, not a
+  wave per settle round.
 - A lost database pauses the loop (not ready), which resumes with backoff; settlements
   wait in memory meanwhile and are written once it is back (a lease that expired meanwhile
   means another worker may deliver again: at-least-once, never lost).
@@ -49,6 +54,10 @@ log = logging.getLogger("herald.worker")
 DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, DatabaseUnavailable, OSError)
 SETTLE_BATCH = 200
 SETTLE_LINGER = 0.005
+STOP_TIMEOUT = 10.0
+"""Seconds the side tasks get to end once cancelled at shutdown."""
+STOP_RECANCEL = 0.2
+"""Seconds between cancels of a side task that is still running (one swallowed a cancel)."""
 
 
 def worker_id() -> str:
@@ -60,6 +69,11 @@ class _Settlement:
     job: ClaimedJob
     target: RuntimeTarget | None
     result: Result
+    counted: bool = False
+    """A failure this worker counted towards the target's local streak."""
+
+
+WITHHELD = "not sent: this worker saw the target reach its failure threshold"
 
 
 class Worker:
@@ -95,6 +109,14 @@ class Worker:
         self._settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._streak: dict[int, int] = {}
+        """Per target: failures in a row this worker saw (not permanent ones), since its
+        last success there."""
+        self._unwritten: dict[int, int] = {}
+        """Per target: failures counted in the streak whose outcome is not written yet."""
+        self._held_back: set[int] = set()
+        """Targets whose streak reached their failureThreshold, until those failures are
+        written: nothing of them is claimed or sent meanwhile (see _observe)."""
 
     # -- the claim loop ----------------------------------------------------------------
 
@@ -130,6 +152,7 @@ class Worker:
             return
         cap = self.settings.target_concurrency
         limits = {t: max(0, cap - n) for t, n in self._per_target.items() if n}
+        limits.update(dict.fromkeys(self._held_back, 0))
         want = min(self.settings.claim_batch, free)
         self.listener.jobs.clear()
         self._wake.clear()
@@ -191,7 +214,10 @@ class Worker:
                 if target is None:  # registered after our last refresh
                     await self.directory.refresh()
                     target = self.directory.get(job.target_id)
-                result = await self._attempt(job, target)
+                if job.target_id in self._held_back:
+                    result = Result(status=None, duration=0.0, withheld=True, message=WITHHELD)
+                else:
+                    result = await self._attempt(job, target)
             except Exception as exc:  # a bug or a lost database: never leave the job held
                 log.error(
                     "delivery attempt failed inside the worker; the job is retried",
@@ -205,17 +231,56 @@ class Worker:
                     message=f"the worker failed before an answer ({type(exc).__name__})",
                 )
             ref = target.ref if target else str(job.target_id)
-            self.metrics.attempts.labels(ref).inc()
-            outcome = "success" if result.delivered else "failure"
-            self.metrics.duration.labels(ref, outcome).observe(result.duration)
+            if not result.withheld:
+                self.metrics.attempts.labels(ref).inc()
+                outcome = "success" if result.delivered else "failure"
+                self.metrics.duration.labels(ref, outcome).observe(result.duration)
+            counted = self._observe(job, target, result)
             self._unsettled += 1
             self._settled.clear()
-            self._settlements.put_nowait(_Settlement(job, target, result))
+            self._settlements.put_nowait(_Settlement(job, target, result, counted))
         finally:
             self._deliveries.pop(job.id, None)
             self._per_target[job.target_id] -= 1
             self.metrics.in_flight.set(len(self._deliveries))
             self._wake.set()
+
+    def _observe(self, job: ClaimedJob, target: RuntimeTarget | None, result: Result) -> bool:
+        """Keep the target's local streak; hold the target back once the streak reaches its
+        failureThreshold (without waiting for the shared circuit to be written). True if
+        this failure counted."""
+        t = job.target_id
+        if result.withheld or result.gone or target is None:
+            return False
+        if result.delivered:
+            self._streak[t] = 0
+            return False
+        if result.error_class is ErrorClass.PERMANENT:  # the breaker does not count these
+            return False
+        self._streak[t] = self._streak.get(t, 0) + 1
+        self._unwritten[t] = self._unwritten.get(t, 0) + 1
+        threshold = target.row.spec.circuit_breaker.failure_threshold
+        if self._streak[t] >= threshold and t not in self._held_back:
+            self._held_back.add(t)
+            log.info(
+                "target failing: claiming and sending nothing more of it until its "
+                "failures are written",
+                extra={"action": "hold-back", "target": target.ref, "failures": self._streak[t]},
+            )
+        return True
+
+    def _written(self, batch: list[_Settlement]) -> None:
+        """Failures written: the shared circuit state has them, and decides from now on."""
+        for s in batch:
+            if not s.counted:
+                continue
+            t = s.job.target_id
+            self._unwritten[t] -= 1
+            if not self._unwritten[t]:
+                del self._unwritten[t]
+                if t in self._held_back:
+                    self._held_back.discard(t)
+                    self._streak[t] = 0
 
     async def _attempt(self, job: ClaimedJob, target: RuntimeTarget | None) -> Result:
         if target is None:
@@ -284,7 +349,12 @@ class Worker:
     async def _settle_batch(self, batch: list[_Settlement]) -> None:
         delivered = [s for s in batch if s.result.delivered]
         gone = [s for s in batch if s.result.gone]
-        failed = [s for s in batch if not s.result.delivered and not s.result.gone]
+        withheld = [s for s in batch if s.result.withheld]
+        failed = [
+            s
+            for s in batch
+            if not s.result.delivered and not s.result.gone and not s.result.withheld
+        ]
         last_success: dict[int, float] = {}
         for s in delivered:
             target = s.job.target_id
@@ -300,6 +370,10 @@ class Worker:
                 if failed:
                     await self._fail(failed, last_success)
                     failed = []
+                if withheld:  # after the failures, so the circuit they open holds them
+                    await self.queue.jobs.release(self.id, [s.job.id for s in withheld])
+                    withheld = []
+        self._written(batch)
         for s in batch:
             if self._held.get(s.job.id) is s.job:  # not a newer attempt claimed since
                 del self._held[s.job.id]
@@ -499,7 +573,8 @@ class Worker:
         """Wait until every outcome is written (the database may be back meanwhile)."""
         if self._unsettled:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see listener.wait
+                    await self._settled.wait()
 
     @property
     def in_flight(self) -> int:
@@ -544,9 +619,13 @@ def _db_retry(
 
 
 async def supervise(
-    tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]], main: Awaitable[None]
+    tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
+    main: Awaitable[None],
+    *,
+    stop_timeout: float = STOP_TIMEOUT,
 ) -> None:
-    """Run ``main`` with side tasks; if a side task fails, the worker fails loudly."""
+    """Run ``main`` with side tasks; if a side task fails, the worker fails loudly. When
+    ``main`` ends, the side tasks are stopped (within ``stop_timeout``, see stop_tasks)."""
     side: dict[asyncio.Task[None], str] = {
         asyncio.create_task(factory(), name=name): name for name, factory in tasks.items()
     }
@@ -570,6 +649,32 @@ async def supervise(
         main_task.cancel()
         with contextlib.suppress(BaseException):
             await main_task
-        for task in side:
+        await stop_tasks(side, stop_timeout)
+
+
+async def stop_tasks(tasks: Mapping[asyncio.Task[Any], str], timeout: float) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again those that are still running
+    (a cancel can be swallowed: asyncio.wait_for on Python 3.11, in our code or in a
+    library's, returns instead of raising when what it waits for completes at the same
+    moment). After ``timeout`` the shutdown goes on without them, saying which they are and
+    where they are stuck, rather than hanging until the pod is killed."""
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*side, return_exceptions=True)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(remaining, STOP_RECANCEL))
+    for task in pending:
+        frames = task.get_stack(limit=3)
+        where = "; ".join(f"{f.f_code.co_filename}:{f.f_lineno}" for f in frames) or "?"
+        log.error(
+            "side task %s did not stop within %gs of being cancelled; shutting down without it",
+            tasks[task],
+            timeout,
+            extra={"action": "supervise", "task": tasks[task], "where": where},
+        )
+    done = [t for t in tasks if t.done() and not t.cancelled()]
+    await asyncio.gather(*done, return_exceptions=True)

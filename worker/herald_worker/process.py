@@ -16,6 +16,8 @@ import tenacity
 from aiohttp import web
 
 from herald_queue import config, db, manifests, migrate
+from herald_queue.errors import CannotListen
+from herald_queue.httplog import ServerLog
 from herald_queue.listener import Listener
 from herald_queue.queue import Queue
 from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
@@ -141,11 +143,26 @@ async def start(
     health = Health(metrics)
     context = ApiContext(settings=ws, metrics=metrics, tracker=tracker, health=health)
     runner = web.AppRunner(
-        make_app(context), access_log=None, handle_signals=False, shutdown_timeout=2
+        make_app(context),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=2,
+        logger=ServerLog(),  # a malformed request is one quiet line, not a traceback
     )
     await runner.setup()
     site = web.TCPSite(runner, ws.http_host, ws.http_port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CannotListen(
+            "the HTTP API",
+            ws.http_host,
+            ws.http_port,
+            exc,
+            port_setting="HERALD_HTTP_PORT",
+            host_setting="HERALD_HTTP_HOST",
+        ) from None
     port = runner.addresses[0][1] if runner.addresses else ws.http_port
     log.info("HTTP API listening", extra={"action": "listen", "host": ws.http_host, "port": port})
     log.info("egress policy", extra={"action": "egress", "policy": egress.describe()})
