@@ -575,7 +575,30 @@ async def test_bad_query_parameters_are_refused_naming_them(api: Worker) -> None
     assert await sql_value(api.queue, "SELECT count(*) FROM herald.dead_letters") == 0
 
 
+async def test_an_empty_replay_selector_replays_nothing_unless_all_is_said(api: Worker) -> None:
+    await api.post("/v1/jobs", json=[{"target": "reject", "payload": {"r": i}} for i in range(3)])
+    await wait_state(api.queue, "dead", 3, target="reject")
+    for body in ({}, {"limit": 10}, {"all": False}):
+        status, answer = await api.post("/v1/dead-letters/replay", json=body)
+        assert_error(status, answer, 400, "all", f"empty selector {body}")
+        assert '"all": true' in answer["error"]["message"]
+    replayed = "SELECT count(*) FROM herald.dead_letters WHERE replayed"
+    assert await sql_value(api.queue, replayed) == 0, "a refused replay replays nothing"
+    status, answer = await api.post("/v1/dead-letters/replay", json={"all": True})
+    assert status == 200, answer
+    assert answer["replayed"] == 3
+    assert await sql_value(api.queue, replayed) == 3
+
+
 BAD_REPLAYS: list[tuple[str, Any, str]] = [
+    ("empty selector", {}, "all"),
+    ("empty selector, a dry run", {"dryRun": True}, "all"),
+    ("empty selector, all false", {"all": False, "limit": 5}, "all"),
+    ("all a string", {"all": "yes"}, "all"),
+    ("ids empty", {"ids": []}, "ids"),
+    ("target empty", {"target": ""}, "target"),
+    ("failedAfter empty", {"failedAfter": ""}, "failedAfter"),
+    ("errorClass empty", {"errorClass": ""}, "errorClass"),
     ("unknown field", {"bogus": 1}, "bogus"),
     ("limit zero", {"limit": 0}, "limit"),
     ("limit a string", {"limit": "5"}, "limit"),
@@ -1014,7 +1037,7 @@ async def test_responses_match_the_documented_schemas(api: Worker) -> None:
     assert len(page["items"]) == 2
     status, body = await api.get(f"/v1/dead-letters/{page['items'][0]['id']}")
     check(doc, "/v1/dead-letters/{id}", "GET", status, body)
-    status, body = await api.post("/v1/dead-letters/replay", json={"dryRun": True})
+    status, body = await api.post("/v1/dead-letters/replay", json={"all": True, "dryRun": True})
     check(doc, "/v1/dead-letters/replay", "POST", status, body)
     status, body = await api.post(f"/v1/dead-letters/{page['items'][0]['id']}/replay")
     check(doc, "/v1/dead-letters/{id}/replay", "POST", status, body)

@@ -13,16 +13,8 @@ from herald_worker.api import params
 from herald_worker.api.errors import read_json
 from herald_worker.api.jobs import need_queue
 
-REPLAY_FIELDS = (
-    "target",
-    "errorClass",
-    "failedAfter",
-    "failedBefore",
-    "ids",
-    "jobIds",
-    "limit",
-    "dryRun",
-)
+SELECTOR_FIELDS = ("target", "errorClass", "failedAfter", "failedBefore", "ids", "jobIds")
+REPLAY_FIELDS = (*SELECTOR_FIELDS, "all", "limit", "dryRun")
 
 
 def _filter(request: web.Request) -> DeadLetterFilter:
@@ -106,13 +98,24 @@ async def replay_many(request: web.Request) -> web.Response:
     unknown = sorted(set(body) - set(REPLAY_FIELDS))
     if unknown:
         raise InvalidRequest(unknown[0], f"unknown field (accepted: {', '.join(REPLAY_FIELDS)})")
-    selector = _selector(body)  # an empty selector replays everything, within the limit
+    selector = _selector(body)
     limit = body.get("limit", 1000)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
         raise InvalidRequest("limit", f"must be an integer from 1 to 1000000, got {limit!r}")
     dry_run = body.get("dryRun", False)
     if not isinstance(dry_run, bool):
         raise InvalidRequest("dryRun", "must be true or false")
+    everything = body.get("all", False)
+    if not isinstance(everything, bool):
+        raise InvalidRequest("all", "must be true or false")
+    if not everything and all(body.get(name) is None for name in SELECTOR_FIELDS):
+        # An empty selector matches every dead letter: too much to do by accident (the
+        # CLI asks for --all likewise).
+        raise InvalidRequest(
+            "all",
+            "the selector is empty, which would replay every dead letter: pass "
+            f'"all": true to mean that, or a selector ({", ".join(SELECTOR_FIELDS)})',
+        )
     result = await need_queue(request).dead_letters.replay(
         selector, limit=limit, dry_run=dry_run, replayed_by=one_off_tag("api")
     )
@@ -126,20 +129,22 @@ def _selector(body: dict[str, Any]) -> DeadLetterFilter:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidRequest(name, "must be a list of ids")
+        if not value:
+            raise InvalidRequest(name, "is empty; list at least one id, or leave it out")
         return tuple(params.job_id(v, name) for v in value)
 
+    def time(name: str) -> Any:
+        value = body.get(name)
+        return None if value is None else parse_time(value, name)
+
     target = body.get("target")
-    if target is not None and not isinstance(target, str):
-        raise InvalidRequest("target", "must be a string")
+    if target is not None and (not isinstance(target, str) or not target):
+        raise InvalidRequest("target", "must be a non-empty string (name or namespace/name)")
     return DeadLetterFilter(
         target=target,
         error_class=params.error_class(body.get("errorClass")),
-        failed_after=parse_time(body["failedAfter"], "failedAfter")
-        if body.get("failedAfter")
-        else None,
-        failed_before=parse_time(body["failedBefore"], "failedBefore")
-        if body.get("failedBefore")
-        else None,
+        failed_after=time("failedAfter"),
+        failed_before=time("failedBefore"),
         ids=ids("ids"),
         job_ids=ids("jobIds"),
     )

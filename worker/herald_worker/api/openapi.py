@@ -185,6 +185,12 @@ SCHEMAS: dict[str, Any] = {
             "failedBefore": TIME,
             "ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
             "jobIds": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+            "all": {
+                "type": "boolean",
+                "default": False,
+                "description": "Required (true) to replay with no selector field: an empty "
+                "selector matches every dead letter.",
+            },
             "limit": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 1000},
             "dryRun": {"type": "boolean", "default": False},
         },
