@@ -181,9 +181,26 @@ async def test_enqueue_one_job_from_flags_and_an_idempotency_key_returns_the_sam
         "state": "queued",
         "duplicate": False,
     }
+    same_file = tmp_path / "same.json"
+    same_file.write_text('{"summary":  "disk full"}')
+    again = await ok(
+        "enqueue",
+        "--target",
+        "hook",
+        "--payload",
+        f"@{same_file}",
+        "--priority",
+        "high",
+        "--ordering-key",
+        "node7",
+        "--idempotency-key",
+        "disk-full-node7",
+        url=db_url,
+    )
+    assert again.out == f"{body['id']} queued -> default/hook (duplicate)\n"
     payload_file = tmp_path / "payload.json"
     payload_file.write_text('{"summary": "something else"}')
-    again = await ok(
+    reused = await herald(
         "enqueue",
         "--target",
         "hook",
@@ -193,7 +210,9 @@ async def test_enqueue_one_job_from_flags_and_an_idempotency_key_returns_the_sam
         "disk-full-node7",
         url=db_url,
     )
-    assert again.out == f"{body['id']} queued -> default/hook (duplicate)\n"
+    assert reused.code == 1 and "Traceback" not in reused.err, reused.err
+    assert reused.err.startswith("herald: error: idempotency key 'disk-full-node7' was already")
+    assert body["id"] in reused.err and len(reused.err.splitlines()) == 1
     rows = await job_rows(queue, "idempotency_key = 'disk-full-node7'")
     assert len(rows) == 1
     assert (str(rows[0]["id"]), rows[0]["priority"], rows[0]["ordering_key"]) == (
@@ -223,7 +242,7 @@ async def test_enqueue_one_job_from_flags_and_an_idempotency_key_returns_the_sam
 
     # Racing enqueues sharing a key: every one answers with the same, single job.
     race = ["enqueue", "--target", "hook", "--idempotency-key", "race", "--json"]
-    racing = await asyncio.gather(*(ok(*race, "--payload", str(i), url=db_url) for i in range(4)))
+    racing = await asyncio.gather(*(ok(*race, "--payload", "7", url=db_url) for _ in range(4)))
     assert len({r.json()["id"] for r in racing}) == 1
     assert sorted(r.json()["duplicate"] for r in racing) == [False, True, True, True]
     assert await count_jobs(queue, "idempotency_key = 'race'") == 1
@@ -241,8 +260,8 @@ async def test_enqueue_json_lines_from_stdin_shaped_like_the_api_body(
         {"target": "oncall-hook", "payload": {"n": 0}},
         {"target": "team/chat", "payload": [1, 2], "priority": "low", "orderingKey": "k"},
         {"target": "hook", "payload": "text", "priority": "high", "idempotencyKey": "new"},
-        {"target": "default/hook", "payload": None, "idempotencyKey": "new"},  # same batch
-        {"target": "hook", "payload": 3, "idempotencyKey": "old"},  # an earlier job
+        {"target": "default/hook", "payload": "text", "priority": "high", "idempotencyKey": "new"},
+        {"target": "hook", "payload": 1, "idempotencyKey": "old"},  # an earlier job
         {"target": "hook", "payload": 4, "runAt": "2099-01-01T00:00:00Z"},
     ]
     text = json_lines(lines[:2]) + "\n  \n" + json_lines(lines[2:])  # blank lines are skipped
@@ -264,6 +283,16 @@ async def test_enqueue_json_lines_from_stdin_shaped_like_the_api_body(
     results = again.json()
     assert [r["duplicate"] for r in results] == [True, True, True]
     assert [r["id"] for r in results] == [str(rows[3]["id"])] * 2 + [str(rows[0]["id"])]
+    assert await count_jobs(queue) == 5
+
+    # A key reused with another payload: refused, and nothing of the batch is written.
+    reused = await herald(
+        "enqueue",
+        url=db_url,
+        stdin=json_lines([{"target": "hook", "payload": 9}, {**lines[4], "payload": 2}]),
+    )
+    assert reused.code == 1 and "Traceback" not in reused.err, reused.err
+    assert "idempotency key 'old' was already used with different parameters" in reused.err
     assert await count_jobs(queue) == 5
 
 

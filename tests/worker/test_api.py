@@ -112,9 +112,25 @@ async def test_submit_one_many_and_duplicates(api: Worker, rx: TrackingReceiver)
     keyed = {"target": "held", "payload": {"k": 1}, "idempotencyKey": "order-42"}
     status, first = await api.post("/v1/jobs", json=keyed)
     assert (status, first["duplicate"]) == (201, False), first
-    status, again = await api.post("/v1/jobs", json={**keyed, "payload": {"k": 2}})
+    status, again = await api.post("/v1/jobs", json={**keyed, "payload": {"k": 1}})
     assert status == 200, again
     assert (again["id"], again["duplicate"]) == (first["id"], True)
+    # The key again with other parameters: refused (Stripe's 409), in a list too.
+    for other in ({"payload": {"k": 2}}, {"priority": "high"}, {"runAt": "2030-01-01T00:00:00Z"}):
+        status, refused = await api.post("/v1/jobs", json={**keyed, **other})
+        assert_error(status, refused, 409, "idempotencyKey", f"reused key, {other}")
+        assert "different parameters" in refused["error"]["message"]
+        assert first["id"] in refused["error"]["message"]
+    status, refused = await api.post(
+        "/v1/jobs", json=[{"target": "held", "payload": "new"}, {**keyed, "payload": 2}]
+    )
+    assert_error(status, refused, 409, "[1].idempotencyKey", "reused key in a list")
+    assert (
+        await sql_value(
+            api.queue, "SELECT count(*) FROM herald.jobs WHERE payload::text = '\"new\"'"
+        )
+        == 0
+    )
     status, batch = await api.post("/v1/jobs", json=[keyed, keyed])
     assert status == 200, "every job of the list was a duplicate"
     assert [j["id"] for j in batch["jobs"]] == [first["id"]] * 2
@@ -387,6 +403,11 @@ async def test_alertmanager_routes(api: Worker) -> None:
         "/v1/alertmanager/default/held", json=alert_message(alert("aa01", "critical"))
     )
     assert (status, body["created"], body["duplicates"]) == (200, 0, 1)
+    # Re-sent with changed annotations: the same alert (the receiver's own key), still a
+    # duplicate rather than a refusal.
+    changed = {**alert("aa01", "critical"), "annotations": {"summary": "now worse"}}
+    status, body = await api.post("/v1/alertmanager/held", json=alert_message(changed))
+    assert (status, body["created"], body["duplicates"]) == (200, 0, 1), body
     status, body = await api.post("/v1/alertmanager/nope", json=alert_message(alert("cc")))
     assert_error(status, body, 404, "target", "unknown target")
 
@@ -1014,11 +1035,20 @@ async def test_responses_match_the_documented_schemas(api: Worker) -> None:
         ],
     )
     check(doc, "/v1/jobs", "POST", status, many)
-    status, dup = await api.post(
-        "/v1/jobs", json={"target": "held", "payload": 1, "idempotencyKey": "k"}
-    )
+    keyed = {
+        "target": "held",
+        "payload": 1,
+        "idempotencyKey": "k",
+        "orderingKey": "o",
+        "runAt": "2030-01-01T00:00:00Z",
+        "priority": "low",
+    }
+    status, dup = await api.post("/v1/jobs", json=keyed)
     assert status == 200
     check(doc, "/v1/jobs", "POST", status, dup)
+    status, reused = await api.post("/v1/jobs", json={**keyed, "payload": 2})
+    assert status == 409
+    check(doc, "/v1/jobs", "POST", status, reused)
     await wait_state(api.queue, "succeeded", 1, target="hook")
     for job_id in (one["id"], many["jobs"][0]["id"]):
         status, body = await api.get(f"/v1/jobs/{job_id}")

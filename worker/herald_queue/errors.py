@@ -41,6 +41,23 @@ class AmbiguousTarget(HeraldError):
         )
 
 
+class IdempotencyKeyReused(HeraldError):
+    """An idempotency key sent again with other parameters than the job it created (Stripe
+    answers this with 409 too): the caller mixed up two requests, and returning the first
+    job would silently drop the second."""
+
+    def __init__(self, key: str, job_id: str, *, index: int | None = None) -> None:
+        self.key = key
+        self.job_id = job_id
+        self.index = index
+        """Position of the offending job in a batch (None for a single job)."""
+        super().__init__(
+            f"idempotency key {key!r} was already used with different parameters (payload, "
+            f"priority, orderingKey or runAt) for job {job_id}; send the same request to get "
+            "that job again, or use a new key for a new job"
+        )
+
+
 class InvalidTarget(HeraldError):
     """A PublishingTarget (or its Secret) that cannot be used as written."""
 

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import admission, chains, sql
 from herald_queue.db import AsyncConn
-from herald_queue.errors import InvalidRequest
+from herald_queue.errors import IdempotencyKeyReused, InvalidRequest
 from herald_queue.ids import uuid7_ints
 from herald_queue.models import (
     ClaimedJob,
@@ -111,7 +111,7 @@ class JobStore:
         )
         ordered = [(resolved[r.target][0], r.ordering_key) for r in requests if r.ordering_key]
         keyed = [(resolved[r.target][0], r.idempotency_key) for r in requests if r.idempotency_key]
-        existing: dict[tuple[int, str], tuple[uuid.UUID, str]] = {}
+        existing: dict[tuple[int, str], tuple[uuid.UUID, str, str | None]] = {}
         single = len(requests) == 1 and not ordered  # one autocommitted statement
         async with (
             self._pool.connection() as conn,
@@ -134,8 +134,14 @@ class JobStore:
                     J["find_by_idempotency_keys"],
                     {"target_ids": [t for t, _ in keyed], "keys": [k for _, k in keyed]},
                 )
-                for job_id, target_id, key, state in await cur.fetchall():
-                    existing[(int(str(target_id)), str(key))] = (uuid.UUID(str(job_id)), str(state))
+                for job_id, target_id, key, state, digest in await cur.fetchall():
+                    existing[(int(str(target_id)), str(key))] = (
+                        uuid.UUID(str(job_id)),
+                        str(state),
+                        None if digest is None else str(digest),
+                    )
+                # Raised inside the transaction: a batch with one reused key writes nothing.
+                _check_key_reuse(requests, resolved, ids, inserted, existing)
             await chains.settle(conn, ordered)
         results = []
         for job_id, r in zip(ids, requests, strict=True):
@@ -612,6 +618,26 @@ class Consumer:
         return False
 
 
+def _check_key_reuse(
+    requests: Sequence[JobRequest],
+    resolved: dict[str, tuple[int, str]],
+    ids: Sequence[int],
+    inserted: set[int],
+    existing: dict[tuple[int, str], tuple[uuid.UUID, str, str | None]],
+) -> None:
+    """Refuse a request whose idempotency key names a job created with other parameters
+    (an earlier job, or an earlier request of the same batch). Jobs without a stored digest
+    (enqueued before it was kept) match any request."""
+    for index, (job_id, r) in enumerate(zip(ids, requests, strict=True)):
+        if job_id in inserted or not r.key_reuse_checked or r.idempotency_key is None:
+            continue
+        found = existing.get((resolved[r.target][0], r.idempotency_key))
+        if found is not None and found[2] is not None and found[2] != r.request_hash:
+            raise IdempotencyKeyReused(
+                r.idempotency_key, str(found[0]), index=index if len(requests) > 1 else None
+            )
+
+
 def _completed(jobs: Sequence[ClaimedJob], row: Any) -> CompleteOutcome:
     assert row is not None
     completed: list[uuid.UUID] = list(row[0])
@@ -649,7 +675,8 @@ def _record_json(job_id: int, target_id: int, r: JobRequest, budget: float) -> s
     return (
         f'{{"id":"{job_id:032x}","target_id":{target_id},"priority":"{r.priority.value}",'
         f'"payload":{r.payload_json},"idempotency_key":{_json_str(r.idempotency_key)},'
-        f'"ordering_key":{_json_str(r.ordering_key)},"run_at":{run_at},"budget":{budget}}}'
+        f'"ordering_key":{_json_str(r.ordering_key)},"run_at":{run_at},"budget":{budget},'
+        f'"request_hash":{_json_str(r.request_hash)}}}'
     )
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -31,10 +33,31 @@ class JobRequest:
     idempotency_key: str | None = None
     ordering_key: str | None = None
     run_at: dt.datetime | None = None
+    key_reuse_checked: bool = True
+    """Refuse this request when its idempotency key already names a job created with other
+    parameters (:class:`~herald_queue.errors.IdempotencyKeyReused`). False for keys Herald
+    derives itself (the Alertmanager receiver's), where a re-sent notification with
+    changed details is still the same event, a duplicate."""
 
     @property
     def payload(self) -> Any:
         return json.loads(self.payload_json)
+
+    @functools.cached_property
+    def request_hash(self) -> str | None:
+        """With an idempotency key, a digest of what the request asks for: the payload (as
+        JSON, whatever its key order or spacing), priority, ordering key and runAt (as an
+        instant). None without a key."""
+        if self.idempotency_key is None:
+            return None
+        run_at = self.run_at.astimezone(dt.UTC).isoformat() if self.run_at else None
+        canonical = json.dumps(
+            [self.payload, self.priority.value, self.ordering_key, run_at],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> str:

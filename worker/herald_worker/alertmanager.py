@@ -105,6 +105,9 @@ def jobs_from_message(body: Any, target: str, *, max_payload_bytes: int) -> list
                 priority=priority_of(status, labels),
                 idempotency_key=f"alertmanager:{fingerprint}:{status}:{starts_at}",
                 ordering_key=f"alert:{fingerprint}",
+                # The key is Herald's own (fingerprint, status, startsAt): a group re-sent
+                # with changed annotations or group fields is the same event, a duplicate.
+                key_reuse_checked=False,
             )
         )
     return jobs

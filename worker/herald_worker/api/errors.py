@@ -16,6 +16,7 @@ from herald_queue.errors import (
     AmbiguousTarget,
     DatabaseUnavailable,
     HeraldError,
+    IdempotencyKeyReused,
     InvalidRequest,
     InvalidTarget,
     SchemaOutOfDate,
@@ -37,6 +38,9 @@ def http_error(exc: BaseException) -> web.Response:
     if isinstance(exc, InvalidRequest):
         status = 413 if "HERALD_MAX_PAYLOAD_BYTES" in exc.problem else 400
         return error_response(status, f"{exc.field}: {exc.problem}", exc.field)
+    if isinstance(exc, IdempotencyKeyReused):
+        field = "idempotencyKey" if exc.index is None else f"[{exc.index}].idempotencyKey"
+        return error_response(409, f"{field}: {exc}", field)
     if isinstance(exc, TargetNotFound):
         return error_response(404, str(exc), "target")
     if isinstance(exc, AmbiguousTarget | InvalidTarget):

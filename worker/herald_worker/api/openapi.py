@@ -84,8 +84,11 @@ SCHEMAS: dict[str, Any] = {
             "idempotencyKey": {
                 "type": "string",
                 "maxLength": 256,
-                "description": "A second submission with the same key (per target) returns "
-                "the existing job instead of creating one.",
+                "minLength": 1,
+                "description": "A second submission with the same key (per target) and the "
+                "same parameters returns the existing job (200, duplicate) instead of creating "
+                "one; with other parameters (payload, priority, orderingKey, runAt) it is "
+                "refused (409).",
             },
             "orderingKey": {
                 "type": "string",
@@ -340,6 +343,10 @@ def document() -> dict[str, Any]:
                             "Every job was a duplicate (idempotency key): the existing ones.",
                         ),
                         "404": _error("The target is not registered."),
+                        "409": _error(
+                            "An idempotency key was used before with different parameters "
+                            "(payload, priority, orderingKey or runAt); nothing was written."
+                        ),
                         "413": _error("The body or a payload is too large."),
                         **COMMON,
                     },
