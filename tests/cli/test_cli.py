@@ -393,15 +393,31 @@ async def test_jobs_show_list_and_cancel(db_url: str, queue: Queue) -> None:
     for action in ("show", "list", "cancel"):
         assert re.search(rf"^\s+{action}\s", help_run.out, re.M), help_run.out
 
-    everything = listed.json()
+    everything = listed.json()["items"]
+    assert listed.json()["nextCursor"] is None, "one page holds them all"
     assert len(everything) == 7 and all("payload" not in j for j in everything)
     newest_first = [str(r["id"]) for r in reversed(await job_rows(queue))]
     assert [j["id"] for j in everything] == newest_first
-    assert [(j["id"], j["deadReason"]) for j in dead.json()] == [
+    assert [(j["id"], j["deadReason"]) for j in dead.json()["items"]] == [
         (str(ids["dead"]), "permanent-error")
     ]
-    assert [j["id"] for j in high.json()] == [str(ids["queued"])]
-    assert [j["id"] for j in limited.json()] == newest_first[:3]
+    assert [j["id"] for j in high.json()["items"]] == [str(ids["queued"])]
+    assert [j["id"] for j in limited.json()["items"]] == newest_first[:3]
+    # Pages, as the API's and `dlq list`'s: --cursor takes the nextCursor of the last one.
+    seen, cursor = [], limited.json()["nextCursor"]
+    while cursor is not None:
+        page = await ok("jobs", "list", "--limit", "3", "--cursor", cursor, "--json", url=db_url)
+        seen += [j["id"] for j in page.json()["items"]]
+        cursor = page.json()["nextCursor"]
+    assert newest_first[:3] + seen == newest_first
+    paged = await ok("jobs", "list", "--limit", "1", "--target", "alpha", url=db_url)
+    hint = paged.out.splitlines()[-1]
+    assert hint.startswith("more: herald jobs list --target alpha --limit 1 --cursor "), hint
+    rest = await ok(*hint.split()[2:], url=db_url)
+    alpha = [j["id"] for j in everything if j["target"] == "default/alpha"]
+    assert [paged.out.split()[8], rest.out.split()[8]] == alpha[:2], (paged.out, rest.out)
+    bad = await herald("jobs", "list", "--cursor", "nope", url=db_url)
+    assert bad.code == 1 and "cursor" in bad.error
     lines = table.out.splitlines()
     assert lines[0].split()[:5] == ["ID", "TARGET", "PRIORITY", "STATE", "ATTEMPTS"]
     assert lines[1].split()[:5] == [

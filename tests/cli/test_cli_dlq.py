@@ -35,7 +35,8 @@ async def test_dlq_list_pages_filters_show_and_stats(db_url: str, queue: Queue) 
     lines = table.out.splitlines()
     assert lines[0].split()[:5] == ["ID", "TARGET", "CLASS", "REASON", "ATTEMPTS"]
     assert [line.split()[0] for line in lines[1:5]] == [i["id"] for i in items[:4]]
-    assert lines[5:6] == [""] and re.fullmatch(r"more: herald dlq list --cursor \S+", lines[6])
+    assert lines[5:6] == [""]
+    assert re.fullmatch(r"more: herald dlq list --limit 4 --cursor \S+", lines[6]), lines[6]
     counts = stats.json()
     assert (counts["total"], counts["waiting"], counts["replayed"]) == (5, 5, 0)
     assert counts["byTarget"] == {"default/alpha": 3, "default/beta": 2}
@@ -85,6 +86,9 @@ async def test_dlq_replay_puts_each_dead_letter_back_once(db_url: str, queue: Qu
     )
     assert (dry.json()["matched"], dry.json()["replayed"], dry.json()["dryRun"]) == (3, 3, True)
     assert dry_text.out == "would replay 3 dead letters\n"
+    assert (await ok("dlq", "replay", "--all", "--limit", "1", "--dry-run", url=db_url)).out == (
+        "would replay 1 dead letter\n"
+    )
     assert await count_jobs(queue, "state = 'dead'") == 3, "a dry run changes nothing"
     assert await dead_letter_count(queue, "replayed") == 0
 
@@ -92,10 +96,22 @@ async def test_dlq_replay_puts_each_dead_letter_back_once(db_url: str, queue: Qu
     assert (one["replayed"], one["jobIds"]) == (1, [str(ids[0])])
     [row] = await job_rows(queue, "id = %s", [ids[0]])
     assert (row["state"], row["payload"]) == ("queued", {"i": 0})
-    twice = (await ok("dlq", "replay", entry_of[str(ids[0])], "--json", url=db_url)).json()
-    assert (twice["matched"], twice["replayed"]) == (0, 0), "an entry is replayed once ever"
-    by_job = await ok("dlq", "replay", "--job-id", str(ids[0]), "--json", url=db_url)
-    assert by_job.json()["replayed"] == 0
+    # Replayed once ever: naming it again is an error, as the API's 409.
+    twice = await herald("dlq", "replay", entry_of[str(ids[0])], "--json", url=db_url)
+    assert twice.error == (
+        f"herald: error: dead letter {entry_of[str(ids[0])]} was already replayed (each is "
+        "replayed once; if the job failed again, it has a new dead letter: `herald dlq list "
+        "--not-replayed`)"
+    )
+    assert twice.out == ""
+    by_job = await herald("dlq", "replay", "--job-id", str(ids[0]), url=db_url)
+    assert f"dead letter of job {ids[0]} was already replayed" in by_job.error
+    unknown = await herald("dlq", "replay", "0190a5b2-0000-7000-8000-000000000000", url=db_url)
+    assert unknown.error == (
+        "herald: error: no dead letter 0190a5b2-0000-7000-8000-000000000000 (see `herald dlq list`)"
+    )
+    not_an_id = await herald("dlq", "show", "42", url=db_url)
+    assert "'42' is not a dead-letter id (a UUID)" in not_an_id.error
 
     # Two replays of everything at once: the two entries left are replayed once in all.
     racing = await asyncio.gather(

@@ -8,7 +8,7 @@ import uuid
 
 from herald_cli.context import open_queue
 from herald_cli.jobs_cmd import job_id
-from herald_cli.output import emit_json, print_table
+from herald_cli.output import emit_json, next_page, plural, print_table
 from herald_queue.config import parse_duration
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.errors import InvalidRequest
@@ -23,6 +23,13 @@ def duration(value: str) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def entry_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a dead-letter id (a UUID)") from None
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -46,11 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     show = sub.add_parser("show", help="one dead letter, with payload and target config")
-    show.add_argument("id", type=job_id, help="dead-letter id")
+    show.add_argument("id", type=entry_id, help="dead-letter id")
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
     replay = sub.add_parser("replay", help="put dead letters back on the queue (once each)")
-    replay.add_argument("ids", type=job_id, nargs="*", metavar="ID", help="dead-letter ids")
+    replay.add_argument("ids", type=entry_id, nargs="*", metavar="ID", help="dead-letter ids")
     _filters(replay)
     replay.add_argument(
         "--job-id",
@@ -120,7 +127,16 @@ async def run(args: argparse.Namespace) -> int:
                 empty="no dead letters",
             )
             if page.next_cursor:
-                print(f"\nmore: herald dlq list --cursor {page.next_cursor}")
+                options = [
+                    ("--target", args.target),
+                    ("--error-class", args.error_class),
+                    ("--failed-after", args.failed_after),
+                    ("--failed-before", args.failed_before),
+                    ("--replayed", args.replayed is True),
+                    ("--not-replayed", args.replayed is False),
+                    ("--limit", args.limit),
+                ]
+                print("\n" + next_page("herald dlq list", options, page.next_cursor))
         elif args.action == "show":
             entry = await store.get(args.id)
             if entry is None:
@@ -156,16 +172,19 @@ async def run(args: argparse.Namespace) -> int:
             result = await store.replay(
                 where, limit=args.limit, dry_run=args.dry_run, replayed_by=one_off_tag("cli")
             )
+            if not args.dry_run and result.matched == 0 and (args.ids or args.job_ids):
+                # As the API's 409: what was named by id is there, but was replayed before.
+                await store.explain_nothing_replayed(args.ids or [], args.job_ids or [])
             if args.json:
                 emit_json(result.to_json())
             elif args.dry_run:
                 print(
-                    f"would replay {result.replayed} dead letters"
+                    f"would replay {plural(result.replayed, 'dead letter')}"
                     + (f"; {result.skipped} have no target any more" if result.skipped else "")
                 )
             else:
                 print(
-                    f"replayed {result.replayed} dead letters"
+                    f"replayed {plural(result.replayed, 'dead letter')}"
                     + (
                         f"; skipped {result.skipped} whose target no longer exists"
                         if result.skipped

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -13,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import chains, sql
 from herald_queue.db import AsyncConn
-from herald_queue.errors import InvalidRequest
+from herald_queue.errors import AlreadyReplayed, DeadLetterNotFound, InvalidRequest
 from herald_queue.models import iso
 from herald_queue.settings import QueueSettings
 from herald_queue.states import ErrorClass
@@ -290,6 +291,25 @@ class DeadLetterStore:
             job_ids=requeued,
             dry_run=False,
         )
+
+    async def explain_nothing_replayed(
+        self, ids: Sequence[uuid.UUID], job_ids: Sequence[uuid.UUID] = ()
+    ) -> None:
+        """After a replay of dead letters named by id (or job id) replayed none: raise
+        :class:`DeadLetterNotFound` for names without a dead letter, or
+        :class:`AlreadyReplayed` when each was replayed before. Returns when it was other
+        filters given with the ids that matched nothing."""
+        unknown = [str(i) for i in ids if await self.get(i) is None]
+        if job_ids:
+            page = await self.list(DeadLetterFilter(job_ids=tuple(job_ids)), limit=MAX_PAGE)
+            with_entries = {str(d.row["job_id"]) for d in page.items}
+            unknown += [f"of job {i}" for i in job_ids if str(i) not in with_entries]
+        if unknown:
+            raise DeadLetterNotFound(unknown)
+        named = DeadLetterFilter(ids=tuple(ids) or None, job_ids=tuple(job_ids) or None)
+        left = await self.list(dataclasses.replace(named, replayed=False), limit=1)
+        if not left.items:
+            raise AlreadyReplayed([*map(str, ids), *(f"of job {i}" for i in job_ids)])
 
     async def replay_counts(self, replayed_by: str) -> tuple[int, int]:
         """(replayed, skipped) so far by the replay named ``replayed_by``."""

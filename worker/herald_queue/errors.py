@@ -58,6 +58,24 @@ class IdempotencyKeyReused(HeraldError):
         )
 
 
+class DeadLetterNotFound(HeraldError):
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        super().__init__(f"no dead letter {', '.join(names)} (see `herald dlq list`)")
+
+
+class AlreadyReplayed(HeraldError):
+    """Every dead letter a replay named by id was replayed before (each is, once ever)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        what, was = ("dead letter", "was") if len(names) == 1 else ("dead letters", "were")
+        super().__init__(
+            f"{what} {', '.join(names)} {was} already replayed (each is replayed once; if the "
+            "job failed again, it has a new dead letter: `herald dlq list --not-replayed`)"
+        )
+
+
 class InvalidTarget(HeraldError):
     """A PublishingTarget (or its Secret) that cannot be used as written."""
 

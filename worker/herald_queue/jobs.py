@@ -8,7 +8,9 @@ with skewed clocks still agree on leases, backoff and circuits.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -572,6 +574,16 @@ class JobStore:
         """Most recent first; pass the last id as ``before`` for the next page."""
         if not 1 <= limit <= 1000:
             raise InvalidRequest("limit", f"must be from 1 to 1000, got {limit}")
+        return await self._list(state, target, priority, before, limit)
+
+    async def _list(
+        self,
+        state: JobState | None,
+        target: str | None,
+        priority: Priority | None,
+        before: uuid.UUID | None,
+        limit: int,
+    ) -> builtins.list[JobRecord]:
         target_id = (await self.registry.resolve(target))[0] if target else None
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
@@ -586,6 +598,32 @@ class JobStore:
             )
             return [JobRecord.from_row(r) for r in await cur.fetchall()]
 
+    async def page(
+        self,
+        *,
+        state: JobState | None = None,
+        target: str | None = None,
+        priority: Priority | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        """A page of :meth:`list`: pass its ``next_cursor`` as ``cursor`` for the next one
+        (None on the last page). The convention of every listing (dead letters too)."""
+        before = None
+        if cursor is not None:
+            try:
+                before = uuid.UUID(cursor)
+            except ValueError:
+                raise InvalidRequest(
+                    "cursor", "is not a cursor this server gave out (use nextCursor from a page)"
+                ) from None
+        if not 1 <= limit <= 1000:
+            raise InvalidRequest("limit", f"must be from 1 to 1000, got {limit}")
+        records = await self._list(state, target, priority, before, limit + 1)
+        more = len(records) > limit
+        records = records[:limit]
+        return JobPage(records, str(records[-1].id) if more else None)
+
     async def prune(self, *, batch: int = 5000) -> int:
         """Retention: delete finished jobs older than the job retention period."""
         params = {"older_than": self.settings.job_retention, "limit": batch}
@@ -596,6 +634,13 @@ class JobStore:
                 total += cur.rowcount
                 if cur.rowcount < batch:
                     return total
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPage:
+    items: list[JobRecord]
+    next_cursor: str | None
+    """The ``cursor`` of the next page; None on the last one."""
 
 
 class Consumer:

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
-from herald_queue.errors import InvalidRequest
+from herald_queue.errors import AlreadyReplayed, InvalidRequest
 from herald_queue.requests import parse_time
 from herald_worker.api import params
 from herald_worker.api.errors import read_json
@@ -70,8 +70,7 @@ async def replay_one(request: web.Request) -> web.Response:
                 "error": {
                     "status": 409,
                     "field": "id",
-                    "message": f"dead letter {entry_id} was already replayed (each is replayed "
-                    "once; if the job failed again, it has a new dead letter)",
+                    "message": str(AlreadyReplayed([str(entry_id)])),
                 }
             },
             status=409,
@@ -116,9 +115,13 @@ async def replay_many(request: web.Request) -> web.Response:
             "the selector is empty, which would replay every dead letter: pass "
             f'"all": true to mean that, or a selector ({", ".join(SELECTOR_FIELDS)})',
         )
-    result = await need_queue(request).dead_letters.replay(
+    store = need_queue(request).dead_letters
+    result = await store.replay(
         selector, limit=limit, dry_run=dry_run, replayed_by=one_off_tag("api")
     )
+    if not dry_run and result.matched == 0 and (selector.ids or selector.job_ids):
+        # Named by id and none replayed: 404 or 409, as for one (and as the CLI).
+        await store.explain_nothing_replayed(selector.ids or (), selector.job_ids or ())
     return web.json_response(result.to_json())
 
 

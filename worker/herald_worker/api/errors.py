@@ -13,8 +13,10 @@ import psycopg_pool
 from aiohttp import web
 
 from herald_queue.errors import (
+    AlreadyReplayed,
     AmbiguousTarget,
     DatabaseUnavailable,
+    DeadLetterNotFound,
     HeraldError,
     IdempotencyKeyReused,
     InvalidRequest,
@@ -41,6 +43,10 @@ def http_error(exc: BaseException) -> web.Response:
     if isinstance(exc, IdempotencyKeyReused):
         field = "idempotencyKey" if exc.index is None else f"[{exc.index}].idempotencyKey"
         return error_response(409, f"{field}: {exc}", field)
+    if isinstance(exc, AlreadyReplayed):
+        return error_response(409, str(exc), "ids")
+    if isinstance(exc, DeadLetterNotFound):
+        return error_response(404, str(exc), "ids")
     if isinstance(exc, TargetNotFound):
         return error_response(404, str(exc), "target")
     if isinstance(exc, AmbiguousTarget | InvalidTarget):

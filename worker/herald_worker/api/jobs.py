@@ -92,16 +92,19 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    before = params.optional(request, "before")
-    records = await need_queue(request).jobs.list(
+    page = await need_queue(request).jobs.page(
         state=params.state(request),
         target=params.optional(request, "target"),
         priority=params.priority(request),
-        before=params.job_id(before, "before") if before else None,
+        cursor=params.optional(request, "cursor"),
         limit=params.limit(request, 50, 1000),
     )
-    items = [r.to_json(with_payload=False) for r in records]
-    return web.json_response({"items": items, "next": items[-1]["id"] if items else None})
+    return web.json_response(
+        {
+            "items": [r.to_json(with_payload=False) for r in page.items],
+            "nextCursor": page.next_cursor,
+        }
+    )
 
 
 async def cancel_job(request: web.Request) -> web.Response:

@@ -53,6 +53,17 @@ TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 NULLABLE_STRING = {"type": ["string", "null"]}
 
+# Every listing pages the same way: `cursor` in, `nextCursor` out (null on the last page).
+CURSOR = _query(
+    "cursor",
+    "The nextCursor of the previous page (opaque); omit it for the first page.",
+    {"type": "string", "minLength": 1},
+)
+NEXT_CURSOR = {
+    "type": ["string", "null"],
+    "description": "Pass as `cursor` for the next page; null on the last page.",
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -367,11 +378,7 @@ def document() -> dict[str, Any]:
                             "Page size.",
                             {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
                         ),
-                        _query(
-                            "before",
-                            "The `next` of the previous page.",
-                            {"type": "string", "format": "uuid"},
-                        ),
+                        CURSOR,
                     ],
                     "responses": {
                         "200": _json(
@@ -379,7 +386,7 @@ def document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "items": {"type": "array", "items": _ref("Job")},
-                                    "next": NULLABLE_STRING,
+                                    "nextCursor": NEXT_CURSOR,
                                 },
                             },
                             "A page of jobs.",
@@ -453,7 +460,7 @@ def document() -> dict[str, Any]:
                             "Page size.",
                             {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                         ),
-                        _query("cursor", "nextCursor of the previous page.", {"type": "string"}),
+                        CURSOR,
                     ],
                     "responses": {
                         "200": _json(
@@ -461,7 +468,7 @@ def document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "items": {"type": "array", "items": _ref("DeadLetter")},
-                                    "nextCursor": NULLABLE_STRING,
+                                    "nextCursor": NEXT_CURSOR,
                                 },
                             },
                             "A page.",
@@ -501,7 +508,14 @@ def document() -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": _ref("ReplaySelector")}},
                     },
-                    "responses": {"200": _json(_ref("ReplayResult"), "Counts."), **COMMON},
+                    "responses": {
+                        "200": _json(_ref("ReplayResult"), "Counts."),
+                        "404": _error("An id in ids or jobIds has no dead letter."),
+                        "409": _error(
+                            "The dead letters named by ids or jobIds were all replayed before."
+                        ),
+                        **COMMON,
+                    },
                 }
             },
             "/v1/dead-letters/{id}": {
