@@ -590,8 +590,21 @@ BAD_QUERIES: list[tuple[str, str, dict[str, str], int | tuple[int, int], str]] =
     ("DELETE", "/v1/dead-letters", {"olderThan": "inf"}, 400, "olderThan"),
     ("DELETE", "/v1/dead-letters", {"olderThan": "99999999999999d"}, 400, "olderThan"),
     ("GET", "/v1/jobs", {"limit": "\u00b2"}, 400, "limit"),
-    ("GET", "/v1/jobs", {"target": "a\u0000b"}, 404, "target"),
-    ("GET", "/v1/dead-letters", {"target": "a\u0000b"}, (400, 404), None),
+    ("GET", "/v1/jobs", {"target": "a\u0000b"}, 400, "target"),
+    ("GET", "/v1/dead-letters", {"target": "a\u0000b"}, 400, "target"),
+    # Given empty is not the same as not given: refused, as the document says.
+    ("GET", "/v1/jobs", {"cursor": ""}, 400, "cursor"),
+    ("GET", "/v1/jobs", {"priority": ""}, 400, "priority"),
+    ("GET", "/v1/jobs", {"cursor": "0190a5b200007000800000000000000a"}, 400, "cursor"),
+    ("GET", "/v1/dead-letters", {"errorClass": ""}, 400, "errorClass"),
+    ("GET", "/v1/dead-letters", {"failedAfter": ""}, 400, "failedAfter"),
+    ("GET", "/v1/dead-letters", {"target": ""}, 400, "target"),
+    ("GET", "/v1/dead-letters", {"target": "Not A Target"}, 400, "target"),
+    ("GET", "/v1/dead-letters", {"replayed": "yes"}, 400, "replayed"),
+    ("GET", "/v1/dead-letters", {"failedAfter": "2026-01-01T00:00Z"}, 400, "failedAfter"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": ""}, 400, "olderThan"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": "1h30m"}, 400, "olderThan"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": "30d", "target": ""}, 400, "target"),
     ("DELETE", "/v1/dead-letters", {"olderThan": "30d", "dryRun": "perhaps"}, 400, "dryRun"),
 ]
 
@@ -715,6 +728,19 @@ async def test_bad_alertmanager_messages_are_refused_naming_the_field(api: Worke
     assert await sql_value(api.queue, "SELECT count(*) FROM herald.jobs") == 0
 
 
+async def test_fixed_segments_are_not_ids(api: Worker) -> None:
+    """/v1/dead-letters/replay and /stats are routes of their own, not ids of
+    /v1/dead-letters/{id}: other methods on them are 405 with only their own Allow."""
+    for method, path, allowed in (
+        ("OPTIONS", "/v1/dead-letters/replay", "POST"),
+        ("GET", "/v1/dead-letters/replay", "POST"),
+        ("POST", "/v1/dead-letters/stats", "GET"),
+    ):
+        async with api.http.request(method, api.base + path) as r:
+            assert r.status == 405, f"{method} {path}: {r.status}"
+            assert r.headers["Allow"] == allowed, f"{method} {path}: {r.headers['Allow']}"
+
+
 async def test_ids_in_paths(api: Worker) -> None:
     for method, path in (
         ("GET", "/v1/jobs/{}"),
@@ -722,7 +748,14 @@ async def test_ids_in_paths(api: Worker) -> None:
         ("GET", "/v1/dead-letters/{}"),
         ("POST", "/v1/dead-letters/{}/replay"),
     ):
-        for bad in ("not-a-uuid", "123", "%20", "0190a5b2-0000-7000-8000-00000000000g"):
+        for bad in (
+            "not-a-uuid",
+            "123",
+            "%20",
+            "0190a5b2-0000-7000-8000-00000000000g",
+            "0190a5b200007000800000000000000a",  # a UUID, but not as the document writes one
+            "urn:uuid:0190a5b2-0000-7000-8000-00000000000a",
+        ):
             async with api.http.request(method, api.base + path.format(bad)) as r:
                 assert_error(r.status, await r.json(), 400, "id", f"{method} {path} {bad}")
         async with api.http.request(method, api.base + path.format(UNKNOWN_ID)) as r:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -151,20 +151,24 @@ class PurgeResult:
         }
 
 
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{32}$"
+"""A dead-letter page cursor: the last entry's failure time (microseconds since the epoch)
+and id. Every string of this form is a cursor (the API schema's pattern)."""
+_CURSOR = re.compile(CURSOR_PATTERN)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def encode_cursor(failed_at: dt.datetime, entry_id: uuid.UUID) -> str:
-    raw = f"{failed_at.isoformat()}|{entry_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{(failed_at - _EPOCH) // dt.timedelta(microseconds=1)}.{entry_id.hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, _, ident = raw.partition("|")
-        return dt.datetime.fromisoformat(when), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
+    if not _CURSOR.match(cursor):
         raise InvalidRequest(
             "cursor", "is not a cursor this server gave out (use nextCursor from a page)"
-        ) from None
+        )
+    micros, _, ident = cursor.partition(".")
+    return _EPOCH + dt.timedelta(microseconds=int(micros)), uuid.UUID(ident)
 
 
 class DeadLetterStore:

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from herald_queue import admission, chains, sql
 from herald_queue.db import AsyncConn
 from herald_queue.errors import IdempotencyKeyReused, InvalidRequest
-from herald_queue.ids import uuid7_ints
+from herald_queue.ids import parse_uuid, uuid7_ints
 from herald_queue.models import (
     ClaimedJob,
     CompleteOutcome,
@@ -609,14 +609,11 @@ class JobStore:
     ) -> JobPage:
         """A page of :meth:`list`: pass its ``next_cursor`` as ``cursor`` for the next one
         (None on the last page). The convention of every listing (dead letters too)."""
-        before = None
-        if cursor is not None:
-            try:
-                before = uuid.UUID(cursor)
-            except ValueError:
-                raise InvalidRequest(
-                    "cursor", "is not a cursor this server gave out (use nextCursor from a page)"
-                ) from None
+        before = None if cursor is None else parse_uuid(cursor)
+        if cursor is not None and before is None:
+            raise InvalidRequest(
+                "cursor", "is not a cursor this server gave out (use nextCursor from a page)"
+            )
         if not 1 <= limit <= 1000:
             raise InvalidRequest("limit", f"must be from 1 to 1000, got {limit}")
         records = await self._list(state, target, priority, before, limit + 1)

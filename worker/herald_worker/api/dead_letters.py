@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
 
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.errors import AlreadyReplayed, InvalidRequest
-from herald_queue.requests import parse_time
+from herald_queue.requests import TARGET_PATTERN, json_integer, parse_time
 from herald_worker.api import params
 from herald_worker.api.errors import read_json
 from herald_worker.api.jobs import need_queue
 
+TARGET = re.compile(TARGET_PATTERN)
 SELECTOR_FIELDS = ("target", "errorClass", "failedAfter", "failedBefore", "ids", "jobIds")
 REPLAY_FIELDS = (*SELECTOR_FIELDS, "all", "limit", "dryRun")
 
 
 def _filter(request: web.Request) -> DeadLetterFilter:
     return DeadLetterFilter(
-        target=params.optional(request, "target"),
+        target=params.target(request),
         error_class=params.error_class(params.optional(request, "errorClass")),
         failed_after=params.time(request, "failedAfter"),
         failed_before=params.time(request, "failedBefore"),
@@ -42,7 +44,7 @@ async def list_entries(request: web.Request) -> web.Response:
 
 
 async def get_entry(request: web.Request) -> web.Response:
-    entry_id = params.job_id(request.match_info["id"])
+    entry_id = params.entry_id(request.match_info["id"])
     entry = await need_queue(request).dead_letters.get(entry_id)
     if entry is None:
         return web.json_response(
@@ -53,7 +55,7 @@ async def get_entry(request: web.Request) -> web.Response:
 
 
 async def replay_one(request: web.Request) -> web.Response:
-    entry_id = params.job_id(request.match_info["id"])
+    entry_id = params.entry_id(request.match_info["id"])
     store = need_queue(request).dead_letters
     entry = await store.get(entry_id)
     if entry is None:
@@ -97,10 +99,14 @@ async def replay_many(request: web.Request) -> web.Response:
     unknown = sorted(set(body) - set(REPLAY_FIELDS))
     if unknown:
         raise InvalidRequest(unknown[0], f"unknown field (accepted: {', '.join(REPLAY_FIELDS)})")
+    nulls = sorted(name for name, value in body.items() if value is None)
+    if nulls:
+        raise InvalidRequest(nulls[0], "is null: give a value, or leave the field out")
     selector = _selector(body)
-    limit = body.get("limit", 1000)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
-        raise InvalidRequest("limit", f"must be an integer from 1 to 1000000, got {limit!r}")
+    given = body.get("limit", 1000)
+    limit = json_integer(given)
+    if limit is None or not 1 <= limit <= 1_000_000:
+        raise InvalidRequest("limit", f"must be an integer from 1 to 1000000, got {given!r}")
     dry_run = body.get("dryRun", False)
     if not isinstance(dry_run, bool):
         raise InvalidRequest("dryRun", "must be true or false")
@@ -134,15 +140,16 @@ def _selector(body: dict[str, Any]) -> DeadLetterFilter:
             raise InvalidRequest(name, "must be a list of ids")
         if not value:
             raise InvalidRequest(name, "is empty; list at least one id, or leave it out")
-        return tuple(params.job_id(v, name) for v in value)
+        check = params.entry_id if name == "ids" else params.job_id
+        return tuple(check(v, name) for v in value)
 
     def time(name: str) -> Any:
         value = body.get(name)
         return None if value is None else parse_time(value, name)
 
     target = body.get("target")
-    if target is not None and (not isinstance(target, str) or not target):
-        raise InvalidRequest("target", "must be a non-empty string (name or namespace/name)")
+    if target is not None and (not isinstance(target, str) or not TARGET.match(target)):
+        raise InvalidRequest("target", f"{target!r} is not a target name or namespace/name")
     return DeadLetterFilter(
         target=target,
         error_class=params.error_class(body.get("errorClass")),
@@ -159,7 +166,7 @@ async def purge(request: web.Request) -> web.Response:
         raise InvalidRequest("olderThan", "is required, e.g. olderThan=30d")
     dry_run = params.boolean(params.optional(request, "dryRun"), "dryRun") or False
     result = await need_queue(request).dead_letters.purge(
-        older_than, target=params.optional(request, "target"), dry_run=dry_run
+        older_than, target=params.target(request), dry_run=dry_run
     )
     return web.json_response(result.to_json())
 

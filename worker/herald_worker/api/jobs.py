@@ -94,7 +94,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     page = await need_queue(request).jobs.page(
         state=params.state(request),
-        target=params.optional(request, "target"),
+        target=params.target(request),
         priority=params.priority(request),
         cursor=params.optional(request, "cursor"),
         limit=params.limit(request, 50, 1000),
