@@ -4,6 +4,7 @@ PostgreSQL, each run as a subprocess against a real database."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 import shutil
@@ -363,6 +364,9 @@ async def test_stats_watch_prints_until_interrupted(db_url: str, queue: Queue) -
         assert process.stdout is not None
         first = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
         assert first["queued"] == 0
+        assert list(first)[:5] == STATES, "totals first, as without --watch"
+        read_at = dt.datetime.fromisoformat(first["time"].replace("Z", "+00:00"))
+        assert abs((dt.datetime.now(dt.UTC) - read_at).total_seconds()) < 60, first["time"]
         await queue.jobs.enqueue(job("hook"))
         async with asyncio.timeout(30):  # one object per line, refreshed
             while json.loads(await process.stdout.readline())["queued"] != 1:
@@ -432,6 +436,9 @@ async def test_jobs_show_list_and_cancel(db_url: str, queue: Queue) -> None:
     assert (body["state"], body["payload"], body["lastError"]) == ("dead", {"i": 0}, "bad request")
     assert re.search(r"^payload\s+\{\"q\": 1\}$", text.out, re.M), text.out
     assert re.search(r"^state\s+queued$", text.out, re.M), text.out
+    assert re.search(r"^waitingForOrderingKey\s+false$", text.out, re.M), text.out
+    assert re.search(r"^lastError\s+-$", text.out, re.M), text.out
+    assert not re.search(r"\b(None|True|False)\b", text.out), text.out
 
     cancelled = await ok("jobs", "cancel", str(ids["queued"]), url=db_url)
     assert cancelled.out == f"{ids['queued']} cancelled (now a dead letter, reason cancelled)\n"

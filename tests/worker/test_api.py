@@ -501,6 +501,18 @@ async def test_bad_submissions_are_refused_naming_the_field(api: Worker) -> None
         "nothing refused was written, not even the good jobs of a refused list"
     )
 
+    # The messages say what is wrong, not something near it.
+    wording = [
+        ({"target": 5, "payload": 1}, "target", "target: must be a string"),
+        ({"payload": 1}, "target", "target: is required"),
+        (42, "body", "body: must be a JSON object (one job) or a list of objects"),
+        ([42], "[0]", "[0]: must be a JSON object"),
+    ]
+    for body, field, message in wording:
+        status, answer = await api.post("/v1/jobs", json=body)
+        assert_error(status, answer, 400, field, f"wording of {body}")
+        assert answer["error"]["message"].startswith(message), answer
+
     # limits are inclusive: what is just allowed is accepted
     edge = {
         **GOOD,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import uuid
 
 from herald_cli.context import open_queue
 from herald_cli.jobs_cmd import job_id
-from herald_cli.output import emit_json, next_page, plural, print_table
+from herald_cli.output import emit_json, next_page, plural, print_table, shown
 from herald_queue.config import parse_duration
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.errors import InvalidRequest
+from herald_queue.models import iso
 from herald_queue.requests import parse_time
 from herald_queue.states import ErrorClass
 
@@ -146,8 +146,7 @@ async def run(args: argparse.Namespace) -> int:
                 emit_json(body)
             else:
                 for key, value in body.items():
-                    shown = json.dumps(value) if isinstance(value, dict | list) else value
-                    print(f"{key:16} {shown}")
+                    print(f"{key:16} {shown(value)}")
         elif args.action == "replay":
             where = _where(args, ids=args.ids)
             selected = any(
@@ -196,9 +195,15 @@ async def run(args: argparse.Namespace) -> int:
             if args.json:
                 emit_json(purged.to_json())
             elif args.dry_run:
-                print(f"would delete {purged.matched} dead letters older than {purged.cutoff}")
+                print(
+                    f"would delete {plural(purged.matched, 'dead letter')} that failed before "
+                    f"{iso(purged.cutoff.replace(microsecond=0))}"
+                )
             else:
-                print(f"deleted {purged.deleted} dead letters older than {purged.cutoff}")
+                print(
+                    f"deleted {plural(purged.deleted, 'dead letter')} that failed before "
+                    f"{iso(purged.cutoff.replace(microsecond=0))}"
+                )
         else:
             stats = await store.stats()
             if args.json:

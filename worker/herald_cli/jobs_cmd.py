@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import uuid
 
 from herald_cli.context import open_queue
-from herald_cli.output import emit_json, next_page, print_table
+from herald_cli.output import emit_json, next_page, print_table, shown
 from herald_queue.errors import InvalidRequest
 from herald_queue.requests import parse_priority
 from herald_queue.states import JobState
@@ -51,8 +50,7 @@ async def run(args: argparse.Namespace) -> int:
                 emit_json(record.to_json())
             else:
                 for key, value in record.to_json().items():
-                    shown = json.dumps(value) if isinstance(value, dict | list) else value
-                    print(f"{key:22} {shown}")
+                    print(f"{key:22} {shown(value)}")
         elif args.action == "list":
             priority = parse_priority(args.priority) if args.priority else None
             page = await queue.jobs.page(

@@ -59,3 +59,13 @@ def next_page(command: str, options: Sequence[tuple[str, Any]], cursor: str) -> 
 def plural(n: int, word: str, words: str | None = None) -> str:
     """``1 dead letter``, ``2 dead letters``."""
     return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def shown(value: Any) -> str:
+    """A value of a JSON document as a person reads it in a ``key value`` listing: text as
+    is, nothing as ``-``, everything else as JSON (``true``, ``3``, ``{"a": 1}``)."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)

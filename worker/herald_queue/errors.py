@@ -23,12 +23,21 @@ class InvalidRequest(HeraldError):
 
 
 class TargetNotFound(HeraldError):
-    def __init__(self, ref: str) -> None:
+    def __init__(self, ref: str, hint: str | None = None) -> None:
         self.ref = ref
         super().__init__(
-            f"target {ref!r} is not registered: apply its PublishingTarget "
-            "(kubectl apply, or `herald targets apply PATH` locally) first"
+            f"target {ref!r} is not registered: "
+            + (
+                hint
+                or "apply its PublishingTarget (kubectl apply, or `herald targets apply PATH` "
+                "locally) first"
+            )
         )
+
+
+LISTED_TARGETS = "nothing to do (`herald targets list` shows the registered targets)"
+"""The hint of :class:`TargetNotFound` for commands on an existing target (delete,
+resume), where applying the target first would be the wrong advice."""
 
 
 class AmbiguousTarget(HeraldError):

@@ -157,10 +157,16 @@ def parse_job(body: Any, *, max_payload_bytes: int, prefix: str = "") -> JobRequ
         raise InvalidRequest(
             f"{prefix}{unknown[0]}", f"unknown field (accepted: {', '.join(FIELDS)})"
         )
-    target = body.get("target")
-    if not isinstance(target, str) or not target:
+    if body.get("target") is None:
         raise InvalidRequest(
             f"{prefix}target", "is required: the PublishingTarget name or namespace/name"
+        )
+    target = body["target"]
+    if not isinstance(target, str):
+        raise InvalidRequest(
+            f"{prefix}target",
+            "must be a string: the PublishingTarget name or namespace/name, got "
+            + json.dumps(target)[:40],
         )
     if not _TARGET.match(target):
         raise InvalidRequest(

@@ -44,6 +44,10 @@ async def submit(request: web.Request) -> web.Response:
         results = await enqueue(request, jobs)
         created = any(r["duplicate"] is False for r in results)
         return web.json_response({"jobs": results}, status=201 if created else 200)
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            "body", "must be a JSON object (one job) or a list of objects (several jobs)"
+        )
     [result] = await enqueue(request, [parse_job(body, max_payload_bytes=max_bytes)])
     return web.json_response(result, status=200 if result["duplicate"] else 201)
 
