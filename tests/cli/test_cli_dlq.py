@@ -157,3 +157,24 @@ async def test_dlq_purge_dry_run_deletes_nothing(db_url: str, queue: Queue) -> N
     bad = await herald("dlq", "purge", "--older-than", "a while", url=db_url)
     assert bad.code == 2
     assert "argument --older-than: 'a while' is not a duration" in bad.error
+
+
+async def test_replaying_dead_letters_of_a_deleted_target_by_id_is_an_error(
+    db_url: str, queue: Queue
+) -> None:
+    """As the API's 409: nothing named could be replayed. With filters instead of ids, the
+    same replay reports what it skipped and succeeds."""
+    [job_id] = await bury(queue, "gone", 1)
+    await queue.registry.delete("gone")
+    [entry] = (await ok("dlq", "list", "--json", url=db_url)).json()["items"]
+    by_id = await herald("dlq", "replay", entry["id"], url=db_url)
+    assert by_id.error == (
+        "herald: error: target default/gone no longer exists: nothing was replayed, and the "
+        "dead letters are marked target-missing (replay them again once the target is "
+        "recreated)"
+    )
+    by_job = await herald("dlq", "replay", "--job-id", str(job_id), url=db_url)
+    assert "default/gone no longer exists" in by_job.error
+    filtered = await ok("dlq", "replay", "--target", "default/gone", url=db_url)
+    assert filtered.out == "replayed 0 dead letters; skipped 1 whose target no longer exists\n"
+    assert await count_jobs(queue, "state = 'queued'") == 0

@@ -644,6 +644,24 @@ async def test_an_empty_replay_selector_replays_nothing_unless_all_is_said(api: 
     assert await sql_value(api.queue, replayed) == 3
 
 
+async def test_replaying_by_id_what_cannot_be_replayed_is_a_conflict(api: Worker) -> None:
+    _, job = await api.post("/v1/jobs", json={"target": "reject", "payload": 1})
+    await wait_state(api.queue, "dead", 1, target="reject")
+    await api.queue.registry.delete("reject")
+    _, page = await api.get("/v1/dead-letters")
+    [entry] = page["items"]
+    for path, body in (
+        (f"/v1/dead-letters/{entry['id']}/replay", None),
+        ("/v1/dead-letters/replay", {"ids": [entry["id"]]}),
+        ("/v1/dead-letters/replay", {"jobIds": [job["id"]]}),
+    ):
+        status, answer = await api.post(path, json=body)
+        assert_error(status, answer, 409, "target", f"{path} {body}")
+        assert "default/reject no longer exists" in answer["error"]["message"], answer
+    status, answer = await api.post("/v1/dead-letters/replay", json={"target": "reject"})
+    assert (status, answer["replayed"], answer["skipped"]) == (200, 0, 1), answer
+
+
 BAD_REPLAYS: list[tuple[str, Any, str]] = [
     ("empty selector", {}, "all"),
     ("empty selector, a dry run", {"dryRun": True}, "all"),

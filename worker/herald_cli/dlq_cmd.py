@@ -171,9 +171,9 @@ async def run(args: argparse.Namespace) -> int:
             result = await store.replay(
                 where, limit=args.limit, dry_run=args.dry_run, replayed_by=one_off_tag("cli")
             )
-            if not args.dry_run and result.matched == 0 and (args.ids or args.job_ids):
-                # As the API's 409: what was named by id is there, but was replayed before.
-                await store.explain_nothing_replayed(args.ids or [], args.job_ids or [])
+            if not args.dry_run and result.replayed == 0 and (args.ids or args.job_ids):
+                # As the API's 404/409: named by id, and none could be replayed.
+                await store.explain_nothing_replayed(args.ids or [], args.job_ids or [], result)
             if args.json:
                 emit_json(result.to_json())
             elif args.dry_run:

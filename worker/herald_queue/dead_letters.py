@@ -14,7 +14,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import chains, sql
 from herald_queue.db import AsyncConn
-from herald_queue.errors import AlreadyReplayed, DeadLetterNotFound, InvalidRequest
+from herald_queue.errors import (
+    AlreadyReplayed,
+    DeadLetterNotFound,
+    InvalidRequest,
+    TargetsMissing,
+)
 from herald_queue.models import iso
 from herald_queue.settings import QueueSettings
 from herald_queue.states import ErrorClass
@@ -297,12 +302,23 @@ class DeadLetterStore:
         )
 
     async def explain_nothing_replayed(
-        self, ids: Sequence[uuid.UUID], job_ids: Sequence[uuid.UUID] = ()
+        self,
+        ids: Sequence[uuid.UUID],
+        job_ids: Sequence[uuid.UUID] = (),
+        result: ReplayResult | None = None,
     ) -> None:
         """After a replay of dead letters named by id (or job id) replayed none: raise
-        :class:`DeadLetterNotFound` for names without a dead letter, or
-        :class:`AlreadyReplayed` when each was replayed before. Returns when it was other
+        :class:`DeadLetterNotFound` for names without a dead letter,
+        :class:`AlreadyReplayed` when each was replayed before, or :class:`TargetsMissing`
+        when the replay found them but their targets are gone. Returns when it was other
         filters given with the ids that matched nothing."""
+        if result is not None and result.matched and result.skipped == result.matched:
+            page = await self.list(
+                DeadLetterFilter(ids=tuple(ids) or None, job_ids=tuple(job_ids) or None),
+                limit=MAX_PAGE,
+            )
+            missing = {d.to_json()["target"] for d in page.items}
+            raise TargetsMissing(sorted(missing))
         unknown = [str(i) for i in ids if await self.get(i) is None]
         if job_ids:
             page = await self.list(DeadLetterFilter(job_ids=tuple(job_ids)), limit=MAX_PAGE)

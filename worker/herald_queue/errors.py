@@ -85,6 +85,19 @@ class AlreadyReplayed(HeraldError):
         )
 
 
+class TargetsMissing(HeraldError):
+    """Every dead letter a replay named by id was skipped: their targets no longer exist."""
+
+    def __init__(self, targets: Sequence[str]) -> None:
+        self.targets = list(targets)
+        what = "target" if len(targets) == 1 else "targets"
+        super().__init__(
+            f"{what} {', '.join(targets)} no longer {'exists' if len(targets) == 1 else 'exist'}"
+            ": nothing was replayed, and the dead letters are marked target-missing (replay "
+            "them again once the target is recreated)"
+        )
+
+
 class InvalidTarget(HeraldError):
     """A PublishingTarget (or its Secret) that cannot be used as written."""
 

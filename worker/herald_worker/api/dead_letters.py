@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
-from herald_queue.errors import AlreadyReplayed, InvalidRequest
+from herald_queue.errors import AlreadyReplayed, InvalidRequest, TargetsMissing
 from herald_queue.requests import TARGET_PATTERN, json_integer, parse_time
 from herald_worker.api import params
 from herald_worker.api.errors import read_json
@@ -78,17 +78,7 @@ async def replay_one(request: web.Request) -> web.Response:
             status=409,
         )
     if result.skipped:
-        return web.json_response(
-            {
-                "error": {
-                    "status": 409,
-                    "field": "target",
-                    "message": f"target {entry.to_json()['target']} no longer exists; the dead "
-                    "letter is marked target-missing",
-                }
-            },
-            status=409,
-        )
+        raise TargetsMissing([entry.to_json()["target"]])
     return web.json_response(result.to_json())
 
 
@@ -125,9 +115,9 @@ async def replay_many(request: web.Request) -> web.Response:
     result = await store.replay(
         selector, limit=limit, dry_run=dry_run, replayed_by=one_off_tag("api")
     )
-    if not dry_run and result.matched == 0 and (selector.ids or selector.job_ids):
+    if not dry_run and result.replayed == 0 and (selector.ids or selector.job_ids):
         # Named by id and none replayed: 404 or 409, as for one (and as the CLI).
-        await store.explain_nothing_replayed(selector.ids or (), selector.job_ids or ())
+        await store.explain_nothing_replayed(selector.ids or (), selector.job_ids or (), result)
     return web.json_response(result.to_json())
 
 

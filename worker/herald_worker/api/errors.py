@@ -23,6 +23,7 @@ from herald_queue.errors import (
     InvalidTarget,
     SchemaOutOfDate,
     TargetNotFound,
+    TargetsMissing,
 )
 
 log = logging.getLogger("herald.api")
@@ -45,6 +46,8 @@ def http_error(exc: BaseException) -> web.Response:
         return error_response(409, f"{field}: {exc}", field)
     if isinstance(exc, AlreadyReplayed):
         return error_response(409, str(exc), "ids")
+    if isinstance(exc, TargetsMissing):
+        return error_response(409, str(exc), "target")
     if isinstance(exc, DeadLetterNotFound):
         return error_response(404, str(exc), "ids")
     if isinstance(exc, TargetNotFound):

@@ -592,7 +592,8 @@ def document() -> dict[str, Any]:
                         "200": _json(_ref("ReplayResult"), "Counts."),
                         "404": _error("An id in ids or jobIds has no dead letter."),
                         "409": _error(
-                            "The dead letters named by ids or jobIds were all replayed before."
+                            "None of the dead letters named by ids or jobIds could be replayed: "
+                            "each was replayed before, or their targets are gone."
                         ),
                         **WITH_BODY,
                     },
