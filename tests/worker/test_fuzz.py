@@ -43,8 +43,6 @@ HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_schemathesis_finds_nothing(db_url: str, tmp_path: Path) -> None:
-    pytest.importorskip("schemathesis", reason="the test extra installs schemathesis")
-
     def refuse(receiver: Receiver, request: object, body: bytes) -> Answer:
         return Answer(400, body="no thanks")  # jobs of "reject" become dead letters
 
@@ -99,5 +97,4 @@ async def test_schemathesis_finds_nothing(db_url: str, tmp_path: Path) -> None:
             report = out.decode(errors="replace")
             elapsed = time.monotonic() - started
     assert process.returncode == 0, f"schemathesis found problems ({elapsed:.0f}s):\n{report}"
-    assert "Stateful" in report and "API Links:" in report, report
-    assert " passed" in report and "failed" not in report.split("SUMMARY")[-1], report
+    assert "Stateful" in report and "API Links:" in report, "the stateful phase ran"
