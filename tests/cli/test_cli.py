@@ -4,6 +4,7 @@ PostgreSQL, each run as a subprocess against a real database."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 import shutil
@@ -190,9 +191,26 @@ async def test_enqueue_one_job_from_flags_and_an_idempotency_key_returns_the_sam
         "state": "queued",
         "duplicate": False,
     }
+    same_file = tmp_path / "same.json"
+    same_file.write_text('{"summary":  "disk full"}')
+    again = await ok(
+        "enqueue",
+        "--target",
+        "hook",
+        "--payload",
+        f"@{same_file}",
+        "--priority",
+        "high",
+        "--ordering-key",
+        "node7",
+        "--idempotency-key",
+        "disk-full-node7",
+        url=db_url,
+    )
+    assert again.out == f"{body['id']} queued -> default/hook (duplicate)\n"
     payload_file = tmp_path / "payload.json"
     payload_file.write_text('{"summary": "something else"}')
-    again = await ok(
+    reused = await herald(
         "enqueue",
         "--target",
         "hook",
@@ -202,7 +220,9 @@ async def test_enqueue_one_job_from_flags_and_an_idempotency_key_returns_the_sam
         "disk-full-node7",
         url=db_url,
     )
-    assert again.out == f"{body['id']} queued -> default/hook (duplicate)\n"
+    assert reused.code == 1 and "Traceback" not in reused.err, reused.err
+    assert reused.err.startswith("herald: error: idempotency key 'disk-full-node7' was already")
+    assert body["id"] in reused.err and len(reused.err.splitlines()) == 1
     rows = await job_rows(queue, "idempotency_key = 'disk-full-node7'")
     assert len(rows) == 1
     assert (str(rows[0]["id"]), rows[0]["priority"], rows[0]["ordering_key"]) == (
@@ -232,7 +252,7 @@ async def test_enqueue_one_job_from_flags_and_an_idempotency_key_returns_the_sam
 
     # Racing enqueues sharing a key: every one answers with the same, single job.
     race = ["enqueue", "--target", "hook", "--idempotency-key", "race", "--json"]
-    racing = await asyncio.gather(*(ok(*race, "--payload", str(i), url=db_url) for i in range(4)))
+    racing = await asyncio.gather(*(ok(*race, "--payload", "7", url=db_url) for _ in range(4)))
     assert len({r.json()["id"] for r in racing}) == 1
     assert sorted(r.json()["duplicate"] for r in racing) == [False, True, True, True]
     assert await count_jobs(queue, "idempotency_key = 'race'") == 1
@@ -250,8 +270,8 @@ async def test_enqueue_json_lines_from_stdin_shaped_like_the_api_body(
         {"target": "oncall-hook", "payload": {"n": 0}},
         {"target": "team/chat", "payload": [1, 2], "priority": "low", "orderingKey": "k"},
         {"target": "hook", "payload": "text", "priority": "high", "idempotencyKey": "new"},
-        {"target": "default/hook", "payload": None, "idempotencyKey": "new"},  # same batch
-        {"target": "hook", "payload": 3, "idempotencyKey": "old"},  # an earlier job
+        {"target": "default/hook", "payload": "text", "priority": "high", "idempotencyKey": "new"},
+        {"target": "hook", "payload": 1, "idempotencyKey": "old"},  # an earlier job
         {"target": "hook", "payload": 4, "runAt": "2099-01-01T00:00:00Z"},
     ]
     text = json_lines(lines[:2]) + "\n  \n" + json_lines(lines[2:])  # blank lines are skipped
@@ -273,6 +293,16 @@ async def test_enqueue_json_lines_from_stdin_shaped_like_the_api_body(
     results = again.json()
     assert [r["duplicate"] for r in results] == [True, True, True]
     assert [r["id"] for r in results] == [str(rows[3]["id"])] * 2 + [str(rows[0]["id"])]
+    assert await count_jobs(queue) == 5
+
+    # A key reused with another payload: refused, and nothing of the batch is written.
+    reused = await herald(
+        "enqueue",
+        url=db_url,
+        stdin=json_lines([{"target": "hook", "payload": 9}, {**lines[4], "payload": 2}]),
+    )
+    assert reused.code == 1 and "Traceback" not in reused.err, reused.err
+    assert "idempotency key 'old' was already used with different parameters" in reused.err
     assert await count_jobs(queue) == 5
 
 
@@ -344,6 +374,9 @@ async def test_stats_watch_prints_until_interrupted(db_url: str, queue: Queue) -
         assert process.stdout is not None
         first = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
         assert first["queued"] == 0
+        assert list(first)[:5] == STATES, "totals first, as without --watch"
+        read_at = dt.datetime.fromisoformat(first["time"].replace("Z", "+00:00"))
+        assert abs((dt.datetime.now(dt.UTC) - read_at).total_seconds()) < 60, first["time"]
         await queue.jobs.enqueue(job("hook"))
         async with asyncio.timeout(30):  # one object per line, refreshed
             while json.loads(await process.stdout.readline())["queued"] != 1:
@@ -374,15 +407,31 @@ async def test_jobs_show_list_and_cancel(db_url: str, queue: Queue) -> None:
     for action in ("show", "list", "cancel"):
         assert re.search(rf"^\s+{action}\s", help_run.out, re.M), help_run.out
 
-    everything = listed.json()
+    everything = listed.json()["items"]
+    assert listed.json()["nextCursor"] is None, "one page holds them all"
     assert len(everything) == 7 and all("payload" not in j for j in everything)
     newest_first = [str(r["id"]) for r in reversed(await job_rows(queue))]
     assert [j["id"] for j in everything] == newest_first
-    assert [(j["id"], j["deadReason"]) for j in dead.json()] == [
+    assert [(j["id"], j["deadReason"]) for j in dead.json()["items"]] == [
         (str(ids["dead"]), "permanent-error")
     ]
-    assert [j["id"] for j in high.json()] == [str(ids["queued"])]
-    assert [j["id"] for j in limited.json()] == newest_first[:3]
+    assert [j["id"] for j in high.json()["items"]] == [str(ids["queued"])]
+    assert [j["id"] for j in limited.json()["items"]] == newest_first[:3]
+    # Pages, as the API's and `dlq list`'s: --cursor takes the nextCursor of the last one.
+    seen, cursor = [], limited.json()["nextCursor"]
+    while cursor is not None:
+        page = await ok("jobs", "list", "--limit", "3", "--cursor", cursor, "--json", url=db_url)
+        seen += [j["id"] for j in page.json()["items"]]
+        cursor = page.json()["nextCursor"]
+    assert newest_first[:3] + seen == newest_first
+    paged = await ok("jobs", "list", "--limit", "1", "--target", "alpha", url=db_url)
+    hint = paged.out.splitlines()[-1]
+    assert hint.startswith("more: herald jobs list --target alpha --limit 1 --cursor "), hint
+    rest = await ok(*hint.split()[2:], url=db_url)
+    alpha = [j["id"] for j in everything if j["target"] == "default/alpha"]
+    assert [paged.out.split()[8], rest.out.split()[8]] == alpha[:2], (paged.out, rest.out)
+    bad = await herald("jobs", "list", "--cursor", "nope", url=db_url)
+    assert bad.code == 1 and "cursor" in bad.error
     lines = table.out.splitlines()
     assert lines[0].split()[:5] == ["ID", "TARGET", "PRIORITY", "STATE", "ATTEMPTS"]
     assert lines[1].split()[:5] == [
@@ -397,6 +446,9 @@ async def test_jobs_show_list_and_cancel(db_url: str, queue: Queue) -> None:
     assert (body["state"], body["payload"], body["lastError"]) == ("dead", {"i": 0}, "bad request")
     assert re.search(r"^payload\s+\{\"q\": 1\}$", text.out, re.M), text.out
     assert re.search(r"^state\s+queued$", text.out, re.M), text.out
+    assert re.search(r"^waitingForOrderingKey\s+false$", text.out, re.M), text.out
+    assert re.search(r"^lastError\s+-$", text.out, re.M), text.out
+    assert not re.search(r"\b(None|True|False)\b", text.out), text.out
 
     cancelled = await ok("jobs", "cancel", str(ids["queued"]), url=db_url)
     assert cancelled.out == (

@@ -36,7 +36,8 @@ async def test_dlq_list_pages_filters_show_and_stats(db_url: str, queue: Queue) 
     lines = table.out.splitlines()
     assert lines[0].split()[:5] == ["ID", "TARGET", "CLASS", "REASON", "ATTEMPTS"]
     assert [line.split()[0] for line in lines[1:5]] == [i["id"] for i in items[:4]]
-    assert lines[5:6] == [""] and re.fullmatch(r"more: herald dlq list --cursor \S+", lines[6])
+    assert lines[5:6] == [""]
+    assert re.fullmatch(r"more: herald dlq list --limit 4 --cursor \S+", lines[6]), lines[6]
     counts = stats.json()
     assert (counts["total"], counts["waiting"], counts["replayed"]) == (5, 5, 0)
     assert counts["byTarget"] == {"default/alpha": 3, "default/beta": 2}
@@ -68,6 +69,10 @@ async def test_dlq_list_pages_filters_show_and_stats(db_url: str, queue: Queue) 
     )
     assert body["targetConfig"]["retry"]["maxAttempts"] == 1
     assert re.search(r"^payload\s+\{\"i\": 0\}$", text.out, re.M), text.out
+    # Values as JSON or "-", never Python's reprs (None, False).
+    assert re.search(r"^replayed\s+false$", text.out, re.M), text.out
+    assert re.search(r"^replayedAt\s+-$", text.out, re.M), text.out
+    assert not re.search(r"\b(None|True|False)\b", text.out), text.out
     assert missing.error == f"herald: error: id: no dead letter {alpha[0]}"
 
 
@@ -86,6 +91,9 @@ async def test_dlq_replay_puts_each_dead_letter_back_once(db_url: str, queue: Qu
     )
     assert (dry.json()["matched"], dry.json()["replayed"], dry.json()["dryRun"]) == (3, 3, True)
     assert dry_text.out == "would replay 3 dead letters\n"
+    assert (await ok("dlq", "replay", "--all", "--limit", "1", "--dry-run", url=db_url)).out == (
+        "would replay 1 dead letter\n"
+    )
     assert await count_jobs(queue, "state = 'dead'") == 3, "a dry run changes nothing"
     assert await dead_letter_count(queue, "replayed") == 0
 
@@ -93,10 +101,22 @@ async def test_dlq_replay_puts_each_dead_letter_back_once(db_url: str, queue: Qu
     assert (one["replayed"], one["jobIds"]) == (1, [str(ids[0])])
     [row] = await job_rows(queue, "id = %s", [ids[0]])
     assert (row["state"], row["payload"]) == ("queued", {"i": 0})
-    twice = (await ok("dlq", "replay", entry_of[str(ids[0])], "--json", url=db_url)).json()
-    assert (twice["matched"], twice["replayed"]) == (0, 0), "an entry is replayed once ever"
-    by_job = await ok("dlq", "replay", "--job-id", str(ids[0]), "--json", url=db_url)
-    assert by_job.json()["replayed"] == 0
+    # Replayed once ever: naming it again is an error, as the API's 409.
+    twice = await herald("dlq", "replay", entry_of[str(ids[0])], "--json", url=db_url)
+    assert twice.error == (
+        f"herald: error: dead letter {entry_of[str(ids[0])]} was already replayed (each is "
+        "replayed once; if the job failed again, it has a new dead letter: `herald dlq list "
+        "--not-replayed`)"
+    )
+    assert twice.out == ""
+    by_job = await herald("dlq", "replay", "--job-id", str(ids[0]), url=db_url)
+    assert f"dead letter of job {ids[0]} was already replayed" in by_job.error
+    unknown = await herald("dlq", "replay", "0190a5b2-0000-7000-8000-000000000000", url=db_url)
+    assert unknown.error == (
+        "herald: error: no dead letter 0190a5b2-0000-7000-8000-000000000000 (see `herald dlq list`)"
+    )
+    not_an_id = await herald("dlq", "show", "42", url=db_url)
+    assert "'42' is not a dead-letter id (a UUID)" in not_an_id.error
 
     # Two replays of everything at once: the two entries left are replayed once in all.
     racing = await asyncio.gather(
@@ -125,13 +145,14 @@ async def test_dlq_purge_dry_run_deletes_nothing(db_url: str, queue: Queue) -> N
     dry = (await ok("dlq", "purge", "--older-than", "1d", "--dry-run", "--json", url=db_url)).json()
     assert (dry["matched"], dry["deleted"], dry["dryRun"]) == (2, 0, True)
     text = await ok("dlq", "purge", "--older-than", "24h", "--dry-run", url=db_url)
-    assert text.out.startswith("would delete 2 dead letters older than ")
+    rfc3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert re.fullmatch(rf"would delete 2 dead letters that failed before {rfc3339}\n", text.out)
     assert await dead_letter_count(queue) == 4
 
     other = await ok("dlq", "purge", "--older-than", "1d", "--target", "beta", url=db_url)
     assert other.out.startswith("deleted 0 dead letters")
     purged = await ok("dlq", "purge", "--older-than", "1d", url=db_url)
-    assert purged.out.startswith("deleted 2 dead letters older than ")
+    assert re.fullmatch(rf"deleted 2 dead letters that failed before {rfc3339}\n", purged.out)
     left = await sql_rows(queue, "SELECT job_id FROM herald.dead_letters ORDER BY job_id")
     assert [r["job_id"] for r in left] == sorted(ids[2:])
     bad = await herald("dlq", "purge", "--older-than", "a while", url=db_url)
@@ -153,7 +174,7 @@ async def test_a_cancelled_job_stays_cancelled_and_keeps_its_run_at(
     assert f"herald dlq replay --job-id {scheduled.id}" in cancel.out
     everything = await ok("dlq", "replay", "--all", url=db_url)
     assert everything.out == (
-        "replayed 1 dead letters; left out 1 cancelled job(s) (replay a cancelled job by "
+        "replayed 1 dead letter; left out 1 cancelled job(s) (replay a cancelled job by "
         "naming it: herald dlq replay ID, or --job-id JOB)\n"
     )
     [row] = await job_rows(queue, "id = %s", [scheduled.id])
@@ -171,3 +192,24 @@ async def test_a_cancelled_job_stays_cancelled_and_keeps_its_run_at(
     )
     shown = (await ok("jobs", "show", str(scheduled.id), "--json", url=db_url)).json()
     assert (shown["state"], shown["runAt"]) == ("queued", "2030-01-01T00:00:00Z")
+
+
+async def test_replaying_dead_letters_of_a_deleted_target_by_id_is_an_error(
+    db_url: str, queue: Queue
+) -> None:
+    """As the API's 409: nothing named could be replayed. With filters instead of ids, the
+    same replay reports what it skipped and succeeds."""
+    [job_id] = await bury(queue, "gone", 1)
+    await queue.registry.delete("gone")
+    [entry] = (await ok("dlq", "list", "--json", url=db_url)).json()["items"]
+    by_id = await herald("dlq", "replay", entry["id"], url=db_url)
+    assert by_id.error == (
+        "herald: error: target default/gone no longer exists: nothing was replayed, and the "
+        "dead letters are marked target-missing (replay them again once the target is "
+        "recreated)"
+    )
+    by_job = await herald("dlq", "replay", "--job-id", str(job_id), url=db_url)
+    assert "default/gone no longer exists" in by_job.error
+    filtered = await ok("dlq", "replay", "--target", "default/gone", url=db_url)
+    assert filtered.out == "replayed 0 dead letters; skipped 1 whose target no longer exists\n"
+    assert await count_jobs(queue, "state = 'queued'") == 0

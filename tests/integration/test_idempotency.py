@@ -1,14 +1,22 @@
 """Idempotency keys: a duplicate enqueue returns the existing job (created=False), never a
-second row. Keys are per target, and outlive the job's delivery (until retention)."""
+second row. Keys are per target, and outlive the job's delivery (until retention). The key
+sent again with other parameters (payload, priority, ordering key, runAt) is refused, as
+Stripe does, unless Herald derived the key itself (the Alertmanager receiver's)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import random
 
+import pytest
+
+from herald_queue.errors import IdempotencyKeyReused
 from herald_queue.queue import Queue
-from herald_queue.states import JobState
-from tests.helpers import failure, job, job_rows, open_queue, register, sql_value
+from herald_queue.requests import JobRequest
+from herald_queue.states import JobState, Priority
+from tests.helpers import failure, job, job_rows, open_queue, register, sql_exec, sql_value
 
 
 async def count_jobs(queue: Queue) -> int:
@@ -17,13 +25,89 @@ async def count_jobs(queue: Queue) -> int:
 
 async def test_duplicate_single_enqueue(queue: Queue) -> None:
     await register(queue)
-    first = await queue.jobs.enqueue(job(payload={"v": 1}, idempotency_key="alert-1"))
-    second = await queue.jobs.enqueue(job(payload={"v": 2}, idempotency_key="alert-1"))
-    assert first.created and not second.created
+    first = await queue.jobs.enqueue(job(payload={"v": 1, "w": [1, 2]}, idempotency_key="alert-1"))
+    second = await queue.jobs.enqueue(job(payload={"w": [1, 2], "v": 1}, idempotency_key="alert-1"))
+    assert first.created and not second.created, "the same request (key order aside) again"
     assert second.id == first.id and second.state is JobState.QUEUED
     assert second.to_json()["duplicate"] is True
     [row] = await job_rows(queue)
-    assert row["payload"] == {"v": 1}, "the first submission wins"
+    assert row["payload"] == {"v": 1, "w": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"payload_json": '{"v":2}'},
+        {"priority": Priority.HIGH},
+        {"ordering_key": "node7"},
+        {"run_at": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)},
+    ],
+    ids=["payload", "priority", "orderingKey", "runAt"],
+)
+async def test_a_key_reused_with_other_parameters_is_refused(
+    queue: Queue, change: dict[str, object]
+) -> None:
+    await register(queue)
+    first = await queue.jobs.enqueue(job(payload={"v": 1}, idempotency_key="alert-1"))
+    other = dataclasses.replace(job(payload={"v": 1}, idempotency_key="alert-1"), **change)
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        await queue.jobs.enqueue(other)
+    assert refused.value.job_id == str(first.id) and refused.value.index is None
+    assert "different parameters" in str(refused.value)
+    [row] = await job_rows(queue)
+    assert row["payload"] == {"v": 1}, "the first job is kept as it was"
+
+
+async def test_run_at_is_compared_as_an_instant(queue: Queue) -> None:
+    await register(queue)
+    utc = dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC)
+    paris = utc.astimezone(dt.timezone(dt.timedelta(hours=1)))
+    first = await queue.jobs.enqueue(job(idempotency_key="k", run_at=utc))
+    again = await queue.jobs.enqueue(job(idempotency_key="k", run_at=paris))
+    assert (again.id, again.created) == (first.id, False)
+
+
+async def test_a_batch_with_one_reused_key_writes_nothing(queue: Queue) -> None:
+    await register(queue)
+    await queue.jobs.enqueue(job(payload={"v": 1}, idempotency_key="old"))
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        await queue.jobs.enqueue_many(
+            [job(payload={"i": 0}), job(payload={"v": 2}, idempotency_key="old")]
+        )
+    assert refused.value.index == 1
+    with pytest.raises(IdempotencyKeyReused) as inside:  # within the batch itself
+        await queue.jobs.enqueue_many(
+            [
+                job(payload={"i": 0}, idempotency_key="new"),
+                job(payload={"i": 1}, idempotency_key="new"),
+            ]
+        )
+    assert inside.value.index == 1
+    assert await count_jobs(queue) == 1
+
+
+async def test_herald_s_own_keys_stay_duplicates(queue: Queue) -> None:
+    """The Alertmanager receiver derives its keys from the alert (fingerprint, status,
+    startsAt): a re-sent group with changed annotations is the same event."""
+    await register(queue)
+    first = await queue.jobs.enqueue(job(payload={"a": "old summary"}, idempotency_key="am:1"))
+    resent = JobRequest(
+        target="hook",
+        payload_json='{"a":"new summary"}',
+        idempotency_key="am:1",
+        key_reuse_checked=False,
+    )
+    again = await queue.jobs.enqueue(resent)
+    assert (again.id, again.created) == (first.id, False)
+
+
+async def test_jobs_without_a_stored_digest_match_any_request(queue: Queue) -> None:
+    """Jobs enqueued before migration 0002 have no digest: nothing to compare with."""
+    await register(queue)
+    first = await queue.jobs.enqueue(job(payload={"v": 1}, idempotency_key="k"))
+    await sql_exec(queue, "UPDATE herald.jobs SET request_hash = NULL")
+    again = await queue.jobs.enqueue(job(payload={"v": 2}, idempotency_key="k"))
+    assert (again.id, again.created) == (first.id, False)
 
 
 async def test_duplicates_inside_one_batch(queue: Queue) -> None:
@@ -32,9 +116,9 @@ async def test_duplicates_inside_one_batch(queue: Queue) -> None:
         [
             job(payload={"i": 0}, idempotency_key="a"),
             job(payload={"i": 1}, idempotency_key="b"),
-            job(payload={"i": 2}, idempotency_key="a"),
+            job(payload={"i": 0}, idempotency_key="a"),
             job(payload={"i": 3}),
-            job(payload={"i": 4}, idempotency_key="a"),
+            job(payload={"i": 0}, idempotency_key="a"),
         ]
     )
     assert [r.created for r in results] == [True, True, False, True, False]
@@ -80,7 +164,7 @@ async def test_key_survives_completion_and_death(queue: Queue) -> None:
     await queue.jobs.complete("w", [claimed[ok.id]])
     assert await queue.jobs.cancel([bad.id]) == [], "a running job is not cancelled"
     await queue.jobs.fail("w", [failure(claimed[bad.id], "permanent")])
-    again_ok = await queue.jobs.enqueue(job(payload={"new": True}, idempotency_key="done"))
+    again_ok = await queue.jobs.enqueue(job(idempotency_key="done"))
     again_bad = await queue.jobs.enqueue(job(idempotency_key="dead"))
     assert (again_ok.id, again_ok.created, again_ok.state) == (ok.id, False, JobState.SUCCEEDED)
     assert (again_bad.id, again_bad.created, again_bad.state) == (bad.id, False, JobState.DEAD)
@@ -93,8 +177,8 @@ async def test_concurrent_duplicates_from_several_tasks(db_url: str) -> None:
         await register(queue)
         results = await asyncio.gather(
             *(
-                queue.jobs.enqueue(job(payload={"task": n}, idempotency_key="race"))
-                for n in range(12)
+                queue.jobs.enqueue(job(payload={"task": 1}, idempotency_key="race"))
+                for _ in range(12)
             )
         )
         assert sum(r.created for r in results) == 1

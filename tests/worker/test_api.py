@@ -112,9 +112,25 @@ async def test_submit_one_many_and_duplicates(api: Worker, rx: TrackingReceiver)
     keyed = {"target": "held", "payload": {"k": 1}, "idempotencyKey": "order-42"}
     status, first = await api.post("/v1/jobs", json=keyed)
     assert (status, first["duplicate"]) == (201, False), first
-    status, again = await api.post("/v1/jobs", json={**keyed, "payload": {"k": 2}})
+    status, again = await api.post("/v1/jobs", json={**keyed, "payload": {"k": 1}})
     assert status == 200, again
     assert (again["id"], again["duplicate"]) == (first["id"], True)
+    # The key again with other parameters: refused (Stripe's 409), in a list too.
+    for other in ({"payload": {"k": 2}}, {"priority": "high"}, {"runAt": "2030-01-01T00:00:00Z"}):
+        status, refused = await api.post("/v1/jobs", json={**keyed, **other})
+        assert_error(status, refused, 409, "idempotencyKey", f"reused key, {other}")
+        assert "different parameters" in refused["error"]["message"]
+        assert first["id"] in refused["error"]["message"]
+    status, refused = await api.post(
+        "/v1/jobs", json=[{"target": "held", "payload": "new"}, {**keyed, "payload": 2}]
+    )
+    assert_error(status, refused, 409, "[1].idempotencyKey", "reused key in a list")
+    assert (
+        await sql_value(
+            api.queue, "SELECT count(*) FROM herald.jobs WHERE payload::text = '\"new\"'"
+        )
+        == 0
+    )
     status, batch = await api.post("/v1/jobs", json=[keyed, keyed])
     assert status == 200, "every job of the list was a duplicate"
     assert [j["id"] for j in batch["jobs"]] == [first["id"]] * 2
@@ -195,10 +211,10 @@ async def test_list_jobs_filters_and_paging(api: Worker) -> None:
         status, page = await api.get("/v1/jobs", params=params)
         assert status == 200
         seen += [j["id"] for j in page["items"]]
-        if not page["items"]:
+        assert len(page["items"]) == 2 if page["nextCursor"] else len(page["items"]) <= 2
+        if page["nextCursor"] is None:
             break
-        assert len(page["items"]) <= 2
-        params["before"] = page["next"]
+        params["cursor"] = page["nextCursor"]
     assert seen == ids[::-1], "pages cover everything once"
 
 
@@ -324,6 +340,14 @@ async def test_dead_letter_endpoints(api: Worker, rx: TrackingReceiver) -> None:
     assert set(real["jobIds"]) <= set(rejected)
     status, by_ids = await api.post("/v1/dead-letters/replay", json={"jobIds": [cancelled["id"]]})
     assert (by_ids["replayed"], by_ids["jobIds"]) == (1, [cancelled["id"]])
+    # Named again: replayed once ever, so 409, as for one entry (and as the CLI's exit 1).
+    status, again = await api.post("/v1/dead-letters/replay", json={"jobIds": [cancelled["id"]]})
+    assert_error(status, again, 409, "ids", "replaying a replayed dead letter")
+    assert "already replayed" in again["error"]["message"]
+    status, again = await api.post(f"/v1/dead-letters/{entry_id}/replay")
+    assert_error(status, again, 409, "id", "replaying a replayed dead letter")
+    status, unknown = await api.post("/v1/dead-letters/replay", json={"ids": [UNKNOWN_ID]})
+    assert_error(status, unknown, 404, "ids", "replaying an unknown dead letter")
     assert (await api.get(f"/v1/jobs/{cancelled['id']}"))[1]["state"] == "queued"
 
     # purge: dry run, then for real
@@ -413,6 +437,11 @@ async def test_alertmanager_routes(api: Worker) -> None:
         "/v1/alertmanager/default/held", json=alert_message(alert("aa01", "critical"))
     )
     assert (status, body["created"], body["duplicates"]) == (200, 0, 1)
+    # Re-sent with changed annotations: the same alert (the receiver's own key), still a
+    # duplicate rather than a refusal.
+    changed = {**alert("aa01", "critical"), "annotations": {"summary": "now worse"}}
+    status, body = await api.post("/v1/alertmanager/held", json=alert_message(changed))
+    assert (status, body["created"], body["duplicates"]) == (200, 0, 1), body
     status, body = await api.post("/v1/alertmanager/nope", json=alert_message(alert("cc")))
     assert_error(status, body, 404, "target", "unknown target")
 
@@ -500,6 +529,18 @@ async def test_bad_submissions_are_refused_naming_the_field(api: Worker) -> None
         "nothing refused was written, not even the good jobs of a refused list"
     )
 
+    # The messages say what is wrong, not something near it.
+    wording = [
+        ({"target": 5, "payload": 1}, "target", "target: must be a string"),
+        ({"payload": 1}, "target", "target: is required"),
+        (42, "body", "body: must be a JSON object (one job) or a list of objects"),
+        ([42], "[0]", "[0]: must be a JSON object"),
+    ]
+    for body, field, message in wording:
+        status, answer = await api.post("/v1/jobs", json=body)
+        assert_error(status, answer, 400, field, f"wording of {body}")
+        assert answer["error"]["message"].startswith(message), answer
+
     # limits are inclusive: what is just allowed is accepted
     edge = {
         **GOOD,
@@ -561,7 +602,7 @@ BAD_QUERIES: list[tuple[str, str, dict[str, str], int | tuple[int, int], str]] =
     ("GET", "/v1/jobs", {"state": "bogus"}, 400, "state"),
     ("GET", "/v1/jobs", {"state": "QUEUED"}, 400, "state"),
     ("GET", "/v1/jobs", {"priority": "urgent"}, 400, "priority"),
-    ("GET", "/v1/jobs", {"before": "not-a-uuid"}, 400, "before"),
+    ("GET", "/v1/jobs", {"cursor": "not-a-cursor"}, 400, "cursor"),
     ("GET", "/v1/jobs", {"target": "nope"}, 404, "target"),
     ("GET", "/v1/jobs", {"target": "Bad_Name"}, (400, 404), "target"),
     ("GET", "/v1/dead-letters", {"errorClass": "fatal"}, 400, "errorClass"),
@@ -589,8 +630,21 @@ BAD_QUERIES: list[tuple[str, str, dict[str, str], int | tuple[int, int], str]] =
     ("DELETE", "/v1/dead-letters", {"olderThan": "inf"}, 400, "olderThan"),
     ("DELETE", "/v1/dead-letters", {"olderThan": "99999999999999d"}, 400, "olderThan"),
     ("GET", "/v1/jobs", {"limit": "\u00b2"}, 400, "limit"),
-    ("GET", "/v1/jobs", {"target": "a\u0000b"}, 404, "target"),
-    ("GET", "/v1/dead-letters", {"target": "a\u0000b"}, (400, 404), None),
+    ("GET", "/v1/jobs", {"target": "a\u0000b"}, 400, "target"),
+    ("GET", "/v1/dead-letters", {"target": "a\u0000b"}, 400, "target"),
+    # Given empty is not the same as not given: refused, as the document says.
+    ("GET", "/v1/jobs", {"cursor": ""}, 400, "cursor"),
+    ("GET", "/v1/jobs", {"priority": ""}, 400, "priority"),
+    ("GET", "/v1/jobs", {"cursor": "0190a5b200007000800000000000000a"}, 400, "cursor"),
+    ("GET", "/v1/dead-letters", {"errorClass": ""}, 400, "errorClass"),
+    ("GET", "/v1/dead-letters", {"failedAfter": ""}, 400, "failedAfter"),
+    ("GET", "/v1/dead-letters", {"target": ""}, 400, "target"),
+    ("GET", "/v1/dead-letters", {"target": "Not A Target"}, 400, "target"),
+    ("GET", "/v1/dead-letters", {"replayed": "yes"}, 400, "replayed"),
+    ("GET", "/v1/dead-letters", {"failedAfter": "2026-01-01T00:00Z"}, 400, "failedAfter"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": ""}, 400, "olderThan"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": "1h30m"}, 400, "olderThan"),
+    ("DELETE", "/v1/dead-letters", {"olderThan": "30d", "target": ""}, 400, "target"),
     ("DELETE", "/v1/dead-letters", {"olderThan": "30d", "dryRun": "perhaps"}, 400, "dryRun"),
 ]
 
@@ -603,7 +657,48 @@ async def test_bad_query_parameters_are_refused_naming_them(api: Worker) -> None
     assert await sql_value(api.queue, "SELECT count(*) FROM herald.dead_letters") == 0
 
 
+async def test_an_empty_replay_selector_replays_nothing_unless_all_is_said(api: Worker) -> None:
+    await api.post("/v1/jobs", json=[{"target": "reject", "payload": {"r": i}} for i in range(3)])
+    await wait_state(api.queue, "dead", 3, target="reject")
+    for body in ({}, {"limit": 10}, {"all": False}):
+        status, answer = await api.post("/v1/dead-letters/replay", json=body)
+        assert_error(status, answer, 400, "all", f"empty selector {body}")
+        assert '"all": true' in answer["error"]["message"]
+    replayed = "SELECT count(*) FROM herald.dead_letters WHERE replayed"
+    assert await sql_value(api.queue, replayed) == 0, "a refused replay replays nothing"
+    status, answer = await api.post("/v1/dead-letters/replay", json={"all": True})
+    assert status == 200, answer
+    assert answer["replayed"] == 3
+    assert await sql_value(api.queue, replayed) == 3
+
+
+async def test_replaying_by_id_what_cannot_be_replayed_is_a_conflict(api: Worker) -> None:
+    _, job = await api.post("/v1/jobs", json={"target": "reject", "payload": 1})
+    await wait_state(api.queue, "dead", 1, target="reject")
+    await api.queue.registry.delete("reject")
+    _, page = await api.get("/v1/dead-letters")
+    [entry] = page["items"]
+    for path, body in (
+        (f"/v1/dead-letters/{entry['id']}/replay", None),
+        ("/v1/dead-letters/replay", {"ids": [entry["id"]]}),
+        ("/v1/dead-letters/replay", {"jobIds": [job["id"]]}),
+    ):
+        status, answer = await api.post(path, json=body)
+        assert_error(status, answer, 409, "target", f"{path} {body}")
+        assert "default/reject no longer exists" in answer["error"]["message"], answer
+    status, answer = await api.post("/v1/dead-letters/replay", json={"target": "reject"})
+    assert (status, answer["replayed"], answer["skipped"]) == (200, 0, 1), answer
+
+
 BAD_REPLAYS: list[tuple[str, Any, str]] = [
+    ("empty selector", {}, "all"),
+    ("empty selector, a dry run", {"dryRun": True}, "all"),
+    ("empty selector, all false", {"all": False, "limit": 5}, "all"),
+    ("all a string", {"all": "yes"}, "all"),
+    ("ids empty", {"ids": []}, "ids"),
+    ("target empty", {"target": ""}, "target"),
+    ("failedAfter empty", {"failedAfter": ""}, "failedAfter"),
+    ("errorClass empty", {"errorClass": ""}, "errorClass"),
     ("unknown field", {"bogus": 1}, "bogus"),
     ("limit zero", {"limit": 0}, "limit"),
     ("limit a string", {"limit": "5"}, "limit"),
@@ -691,6 +786,19 @@ async def test_bad_alertmanager_messages_are_refused_naming_the_field(api: Worke
     assert await sql_value(api.queue, "SELECT count(*) FROM herald.jobs") == 0
 
 
+async def test_fixed_segments_are_not_ids(api: Worker) -> None:
+    """/v1/dead-letters/replay and /stats are routes of their own, not ids of
+    /v1/dead-letters/{id}: other methods on them are 405 with only their own Allow."""
+    for method, path, allowed in (
+        ("OPTIONS", "/v1/dead-letters/replay", "POST"),
+        ("GET", "/v1/dead-letters/replay", "POST"),
+        ("POST", "/v1/dead-letters/stats", "GET"),
+    ):
+        async with api.http.request(method, api.base + path) as r:
+            assert r.status == 405, f"{method} {path}: {r.status}"
+            assert r.headers["Allow"] == allowed, f"{method} {path}: {r.headers['Allow']}"
+
+
 async def test_ids_in_paths(api: Worker) -> None:
     for method, path in (
         ("GET", "/v1/jobs/{}"),
@@ -698,7 +806,14 @@ async def test_ids_in_paths(api: Worker) -> None:
         ("GET", "/v1/dead-letters/{}"),
         ("POST", "/v1/dead-letters/{}/replay"),
     ):
-        for bad in ("not-a-uuid", "123", "%20", "0190a5b2-0000-7000-8000-00000000000g"):
+        for bad in (
+            "not-a-uuid",
+            "123",
+            "%20",
+            "0190a5b2-0000-7000-8000-00000000000g",
+            "0190a5b200007000800000000000000a",  # a UUID, but not as the document writes one
+            "urn:uuid:0190a5b2-0000-7000-8000-00000000000a",
+        ):
             async with api.http.request(method, api.base + path.format(bad)) as r:
                 assert_error(r.status, await r.json(), 400, "id", f"{method} {path} {bad}")
         async with api.http.request(method, api.base + path.format(UNKNOWN_ID)) as r:
@@ -829,13 +944,12 @@ async def test_fuzz_never_answers_500(api: Worker) -> None:
         "limit": ["0", "1", "1000", "x", "-3", "99999999999999999999", ""],
         "state": ["queued", "dead", "nope", ""],
         "priority": ["high", "x"],
-        "before": [UNKNOWN_ID, "zz"],
+        "cursor": [UNKNOWN_ID, "zz", "abc", "", "=="],
         "target": ["held", "nope", "a/b", "Bad!"],
         "errorClass": ["permanent", "x"],
         "failedAfter": ["2026-01-01T00:00:00Z", "x"],
         "failedBefore": ["2025-01-01T00:00:00Z", "1"],
         "replayed": ["true", "x"],
-        "cursor": ["abc", "", "=="],
         "olderThan": ["1d", "-1", "x", "99999999999999d"],
         "dryRun": ["true", "x"],
     }
@@ -1019,11 +1133,20 @@ async def test_responses_match_the_documented_schemas(api: Worker) -> None:
         ],
     )
     check(doc, "/v1/jobs", "POST", status, many)
-    status, dup = await api.post(
-        "/v1/jobs", json={"target": "held", "payload": 1, "idempotencyKey": "k"}
-    )
+    keyed = {
+        "target": "held",
+        "payload": 1,
+        "idempotencyKey": "k",
+        "orderingKey": "o",
+        "runAt": "2030-01-01T00:00:00Z",
+        "priority": "low",
+    }
+    status, dup = await api.post("/v1/jobs", json=keyed)
     assert status == 200
     check(doc, "/v1/jobs", "POST", status, dup)
+    status, reused = await api.post("/v1/jobs", json={**keyed, "payload": 2})
+    assert status == 409
+    check(doc, "/v1/jobs", "POST", status, reused)
     await wait_state(api.queue, "succeeded", 1, target="hook")
     for job_id in (one["id"], many["jobs"][0]["id"]):
         status, body = await api.get(f"/v1/jobs/{job_id}")
@@ -1042,7 +1165,7 @@ async def test_responses_match_the_documented_schemas(api: Worker) -> None:
     assert len(page["items"]) == 2
     status, body = await api.get(f"/v1/dead-letters/{page['items'][0]['id']}")
     check(doc, "/v1/dead-letters/{id}", "GET", status, body)
-    status, body = await api.post("/v1/dead-letters/replay", json={"dryRun": True})
+    status, body = await api.post("/v1/dead-letters/replay", json={"all": True, "dryRun": True})
     check(doc, "/v1/dead-letters/replay", "POST", status, body)
     status, body = await api.post(f"/v1/dead-letters/{page['items'][0]['id']}/replay")
     check(doc, "/v1/dead-letters/{id}/replay", "POST", status, body)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import uuid
 
 from herald_cli.context import open_queue
 from herald_cli.jobs_cmd import job_id
-from herald_cli.output import emit_json, print_table
+from herald_cli.output import emit_json, next_page, plural, print_table, shown
 from herald_queue.config import parse_duration
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.errors import InvalidRequest
+from herald_queue.models import iso
 from herald_queue.requests import parse_time
 from herald_queue.states import ErrorClass
 
@@ -23,6 +23,13 @@ def duration(value: str) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def entry_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a dead-letter id (a UUID)") from None
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     show = sub.add_parser("show", help="one dead letter, with payload and target config")
-    show.add_argument("id", type=job_id, help="dead-letter id")
+    show.add_argument("id", type=entry_id, help="dead-letter id")
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
     replay = sub.add_parser(
@@ -56,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "replayed only when named by id (dead-letter ID or --job-id), never by filters or "
         "--all. A job that died before its runAt still waits for it.",
     )
-    replay.add_argument("ids", type=job_id, nargs="*", metavar="ID", help="dead-letter ids")
+    replay.add_argument("ids", type=entry_id, nargs="*", metavar="ID", help="dead-letter ids")
     _filters(replay)
     replay.add_argument(
         "--job-id",
@@ -128,7 +135,16 @@ async def run(args: argparse.Namespace) -> int:
                 empty="no dead letters",
             )
             if page.next_cursor:
-                print(f"\nmore: herald dlq list --cursor {page.next_cursor}")
+                options = [
+                    ("--target", args.target),
+                    ("--error-class", args.error_class),
+                    ("--failed-after", args.failed_after),
+                    ("--failed-before", args.failed_before),
+                    ("--replayed", args.replayed is True),
+                    ("--not-replayed", args.replayed is False),
+                    ("--limit", args.limit),
+                ]
+                print("\n" + next_page("herald dlq list", options, page.next_cursor))
         elif args.action == "show":
             entry = await store.get(args.id)
             if entry is None:
@@ -138,8 +154,7 @@ async def run(args: argparse.Namespace) -> int:
                 emit_json(body)
             else:
                 for key, value in body.items():
-                    shown = json.dumps(value) if isinstance(value, dict | list) else value
-                    print(f"{key:16} {shown}")
+                    print(f"{key:16} {shown(value)}")
         elif args.action == "replay":
             where = _where(args, ids=args.ids)
             selected = any(
@@ -164,15 +179,18 @@ async def run(args: argparse.Namespace) -> int:
             result = await store.replay(
                 where, limit=args.limit, dry_run=args.dry_run, replayed_by=one_off_tag("cli")
             )
+            if not args.dry_run and result.replayed == 0 and (args.ids or args.job_ids):
+                # As the API's 404/409: named by id, and none could be replayed.
+                await store.explain_nothing_replayed(args.ids or [], args.job_ids or [], result)
             if args.json:
                 emit_json(result.to_json())
             else:
                 if args.dry_run:
-                    line = f"would replay {result.replayed} dead letters"
+                    line = f"would replay {plural(result.replayed, 'dead letter')}"
                     if result.skipped:
                         line += f"; {result.skipped} have no target any more"
                 else:
-                    line = f"replayed {result.replayed} dead letters"
+                    line = f"replayed {plural(result.replayed, 'dead letter')}"
                     if result.skipped:
                         line += f"; skipped {result.skipped} whose target no longer exists"
                 if result.cancelled_left_out:
@@ -186,9 +204,15 @@ async def run(args: argparse.Namespace) -> int:
             if args.json:
                 emit_json(purged.to_json())
             elif args.dry_run:
-                print(f"would delete {purged.matched} dead letters older than {purged.cutoff}")
+                print(
+                    f"would delete {plural(purged.matched, 'dead letter')} that failed before "
+                    f"{iso(purged.cutoff.replace(microsecond=0))}"
+                )
             else:
-                print(f"deleted {purged.deleted} dead letters older than {purged.cutoff}")
+                print(
+                    f"deleted {plural(purged.deleted, 'dead letter')} that failed before "
+                    f"{iso(purged.cutoff.replace(microsecond=0))}"
+                )
         else:
             stats = await store.stats()
             if args.json:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import uuid
 
 from herald_cli.context import open_queue
-from herald_cli.output import emit_json, print_table
+from herald_cli.output import emit_json, next_page, print_table, shown
 from herald_queue.errors import InvalidRequest
 from herald_queue.requests import parse_priority
 from herald_queue.states import JobState
@@ -30,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--state", choices=[s.value for s in JobState])
     listing.add_argument("--target", help="name or namespace/name")
     listing.add_argument("--priority", help="high, medium or low")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=int, default=50, help="page size (1-1000)")
+    listing.add_argument("--cursor", help="nextCursor of the previous page")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     cancel = sub.add_parser("cancel", help="cancel waiting jobs (they become dead letters)")
     cancel.add_argument("ids", type=job_id, nargs="+", metavar="ID")
@@ -50,18 +50,23 @@ async def run(args: argparse.Namespace) -> int:
                 emit_json(record.to_json())
             else:
                 for key, value in record.to_json().items():
-                    shown = json.dumps(value) if isinstance(value, dict | list) else value
-                    print(f"{key:22} {shown}")
+                    print(f"{key:22} {shown(value)}")
         elif args.action == "list":
             priority = parse_priority(args.priority) if args.priority else None
-            records = await queue.jobs.list(
+            page = await queue.jobs.page(
                 state=JobState(args.state) if args.state else None,
                 target=args.target,
                 priority=priority,
+                cursor=args.cursor,
                 limit=args.limit,
             )
             if args.json:
-                emit_json([r.to_json(with_payload=False) for r in records])
+                emit_json(
+                    {
+                        "items": [r.to_json(with_payload=False) for r in page.items],
+                        "nextCursor": page.next_cursor,
+                    }
+                )
             else:
                 now = dt.datetime.now(dt.UTC)
                 print_table(
@@ -76,10 +81,18 @@ async def run(args: argparse.Namespace) -> int:
                             f"{(now - r.created_at).total_seconds():.0f}s",
                             (r.last_error or "")[:50],
                         ]
-                        for r in records
+                        for r in page.items
                     ],
                     empty="no jobs",
                 )
+                if page.next_cursor:
+                    options = [
+                        ("--state", args.state),
+                        ("--target", args.target),
+                        ("--priority", args.priority),
+                        ("--limit", args.limit),
+                    ]
+                    print("\n" + next_page("herald jobs list", options, page.next_cursor))
         else:
             cancelled = await queue.jobs.cancel(args.ids)
             missing = set(args.ids) - set(cancelled)

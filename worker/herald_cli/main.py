@@ -37,7 +37,23 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
+class _SubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Sub-commands whose help pages open with their one-line help, at every level
+    (`herald dlq replay --help` says what replay does, not only its options)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        summary = kwargs.get("help")
+        if summary and kwargs.get("description") is None:
+            kwargs["description"] = summary[0].upper() + summary[1:].rstrip(".") + "."
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        return parser
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _SubParsers)
+
     def error(self, message: str) -> Any:  # one line, exit 2, like every other error
         self.exit(2, f"herald: error: {message} (see `{self.prog} --help`)\n")
 
@@ -53,6 +69,15 @@ def _log_level(value: str) -> str:
     return value.upper()
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("herald")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="herald",
@@ -60,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The database is HERALD_DATABASE_URL; without it, an embedded PostgreSQL "
         "under HERALD_DATA_DIR is started and used.",
     )
+    parser.add_argument("--version", action="version", version=f"herald {_version()}")
     parser.add_argument(
         "--log-level",
         default=None,
@@ -70,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, module, help_text in COMMANDS:
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text)
         importlib.import_module(f"herald_cli.{module}").add_arguments(command)
         command.set_defaults(module=module)
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -42,3 +43,29 @@ def age(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f}h"
     return f"{seconds / 86400:.0f}d"
+
+
+def next_page(command: str, options: Sequence[tuple[str, Any]], cursor: str) -> str:
+    """The command that prints the next page: the same filters, and ``--cursor``."""
+    words = [command]
+    for flag, value in options:
+        if value is True:
+            words.append(flag)
+        elif value not in (None, False):
+            words += [flag, shlex.quote(str(value))]
+    return f"more: {' '.join([*words, '--cursor', cursor])}"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 dead letter``, ``2 dead letters``."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def shown(value: Any) -> str:
+    """A value of a JSON document as a person reads it in a ``key value`` listing: text as
+    is, nothing as ``-``, everything else as JSON (``true``, ``3``, ``{"a": 1}``)."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)

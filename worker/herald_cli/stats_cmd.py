@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="one JSON object: totals per state at the top, then breakdowns "
-        "(with --watch, one object per line)",
+        '(with --watch, one object per line, with the "time" it was read)',
     )
 
 
@@ -83,10 +83,12 @@ async def run(args: argparse.Namespace) -> int:
         while True:
             stats = await queue.stats()
             if args.json:
-                if args.watch:
+                if args.watch:  # one line per refresh, with the time it was read
+                    import datetime as dt
                     import json
 
-                    print(json.dumps(stats), flush=True)
+                    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+                    print(json.dumps(stats | {"time": now.replace("+00:00", "Z")}), flush=True)
                 else:
                     emit_json(stats)
             else:

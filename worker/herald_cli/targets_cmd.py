@@ -9,6 +9,8 @@ from herald_cli.context import egress_policy, open_queue, queue_settings
 from herald_cli.output import emit_json, print_table
 from herald_queue import manifests
 from herald_queue.errors import InvalidTarget
+from herald_queue.models import iso
+from herald_queue.registry import TargetRow
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +26,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     delete.add_argument("target", metavar="TARGET", help="name or namespace/name")
     resume = sub.add_parser("resume", help="resume a target paused after 410 Gone")
     resume.add_argument("target", metavar="TARGET", help="name or namespace/name")
+
+
+def last_problem(t: TargetRow) -> str:
+    """The LAST ERROR column: the latest failure or 410 pause, with its time, unless a
+    delivery succeeded since (then the target has recovered and the column is empty)."""
+    events = []
+    if t.last_error is not None and t.last_error_at is not None:
+        events.append((t.last_error_at, t.last_error))
+    if t.auto_paused_reason is not None and t.auto_paused_at is not None:
+        events.append((t.auto_paused_at, f"paused: {t.auto_paused_reason}"))
+    if not events:
+        return ""
+    when, text = max(events, key=lambda e: e[0])
+    if t.last_delivery_at is not None and t.last_delivery_at > when:
+        return ""
+    return f"{iso(when.replace(microsecond=0))} {text[:60]}"
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -45,7 +63,7 @@ async def run(args: argparse.Namespace) -> int:
                             t.circuit_state.value,
                             t.delivered_total,
                             t.dead_lettered_total,
-                            (t.last_error or "")[:60],
+                            last_problem(t),
                         ]
                         for t in targets
                     ],

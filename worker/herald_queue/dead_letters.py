@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
+import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -13,7 +14,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import chains, sql
 from herald_queue.db import AsyncConn
-from herald_queue.errors import InvalidRequest
+from herald_queue.errors import (
+    AlreadyReplayed,
+    DeadLetterNotFound,
+    InvalidRequest,
+    TargetsMissing,
+)
 from herald_queue.models import iso
 from herald_queue.settings import QueueSettings
 from herald_queue.states import ErrorClass
@@ -155,20 +161,24 @@ class PurgeResult:
         }
 
 
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{32}$"
+"""A dead-letter page cursor: the last entry's failure time (microseconds since the epoch)
+and id. Every string of this form is a cursor (the API schema's pattern)."""
+_CURSOR = re.compile(CURSOR_PATTERN)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def encode_cursor(failed_at: dt.datetime, entry_id: uuid.UUID) -> str:
-    raw = f"{failed_at.isoformat()}|{entry_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{(failed_at - _EPOCH) // dt.timedelta(microseconds=1)}.{entry_id.hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, _, ident = raw.partition("|")
-        return dt.datetime.fromisoformat(when), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
+    if not _CURSOR.match(cursor):
         raise InvalidRequest(
             "cursor", "is not a cursor this server gave out (use nextCursor from a page)"
-        ) from None
+        )
+    micros, _, ident = cursor.partition(".")
+    return _EPOCH + dt.timedelta(microseconds=int(micros)), uuid.UUID(ident)
 
 
 class DeadLetterStore:
@@ -309,6 +319,36 @@ class DeadLetterStore:
             job_ids=requeued,
             dry_run=False,
         )
+
+    async def explain_nothing_replayed(
+        self,
+        ids: Sequence[uuid.UUID],
+        job_ids: Sequence[uuid.UUID] = (),
+        result: ReplayResult | None = None,
+    ) -> None:
+        """After a replay of dead letters named by id (or job id) replayed none: raise
+        :class:`DeadLetterNotFound` for names without a dead letter,
+        :class:`AlreadyReplayed` when each was replayed before, or :class:`TargetsMissing`
+        when the replay found them but their targets are gone. Returns when it was other
+        filters given with the ids that matched nothing."""
+        if result is not None and result.matched and result.skipped == result.matched:
+            page = await self.list(
+                DeadLetterFilter(ids=tuple(ids) or None, job_ids=tuple(job_ids) or None),
+                limit=MAX_PAGE,
+            )
+            missing = {d.to_json()["target"] for d in page.items}
+            raise TargetsMissing(sorted(missing))
+        unknown = [str(i) for i in ids if await self.get(i) is None]
+        if job_ids:
+            page = await self.list(DeadLetterFilter(job_ids=tuple(job_ids)), limit=MAX_PAGE)
+            with_entries = {str(d.row["job_id"]) for d in page.items}
+            unknown += [f"of job {i}" for i in job_ids if str(i) not in with_entries]
+        if unknown:
+            raise DeadLetterNotFound(unknown)
+        named = DeadLetterFilter(ids=tuple(ids) or None, job_ids=tuple(job_ids) or None)
+        left = await self.list(dataclasses.replace(named, replayed=False), limit=1)
+        if not left.items:
+            raise AlreadyReplayed([*map(str, ids), *(f"of job {i}" for i in job_ids)])
 
     async def replay_counts(self, replayed_by: str) -> tuple[int, int]:
         """(replayed, skipped) so far by the replay named ``replayed_by``."""

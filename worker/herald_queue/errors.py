@@ -25,12 +25,21 @@ class InvalidRequest(HeraldError):
 
 
 class TargetNotFound(HeraldError):
-    def __init__(self, ref: str) -> None:
+    def __init__(self, ref: str, hint: str | None = None) -> None:
         self.ref = ref
         super().__init__(
-            f"target {ref!r} is not registered: apply its PublishingTarget "
-            "(kubectl apply, or `herald targets apply PATH` locally) first"
+            f"target {ref!r} is not registered: "
+            + (
+                hint
+                or "apply its PublishingTarget (kubectl apply, or `herald targets apply PATH` "
+                "locally) first"
+            )
         )
+
+
+LISTED_TARGETS = "nothing to do (`herald targets list` shows the registered targets)"
+"""The hint of :class:`TargetNotFound` for commands on an existing target (delete,
+resume), where applying the target first would be the wrong advice."""
 
 
 class AmbiguousTarget(HeraldError):
@@ -40,6 +49,54 @@ class AmbiguousTarget(HeraldError):
         choices = ", ".join(f"{ns}/{name}" for ns in namespaces)
         super().__init__(
             f"target name {name!r} exists in several namespaces; name it as one of: {choices}"
+        )
+
+
+class IdempotencyKeyReused(HeraldError):
+    """An idempotency key sent again with other parameters than the job it created (Stripe
+    answers this with 409 too): the caller mixed up two requests, and returning the first
+    job would silently drop the second."""
+
+    def __init__(self, key: str, job_id: str, *, index: int | None = None) -> None:
+        self.key = key
+        self.job_id = job_id
+        self.index = index
+        """Position of the offending job in a batch (None for a single job)."""
+        super().__init__(
+            f"idempotency key {key!r} was already used with different parameters (payload, "
+            f"priority, orderingKey or runAt) for job {job_id}; send the same request to get "
+            "that job again, or use a new key for a new job"
+        )
+
+
+class DeadLetterNotFound(HeraldError):
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        super().__init__(f"no dead letter {', '.join(names)} (see `herald dlq list`)")
+
+
+class AlreadyReplayed(HeraldError):
+    """Every dead letter a replay named by id was replayed before (each is, once ever)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        what, was = ("dead letter", "was") if len(names) == 1 else ("dead letters", "were")
+        super().__init__(
+            f"{what} {', '.join(names)} {was} already replayed (each is replayed once; if the "
+            "job failed again, it has a new dead letter: `herald dlq list --not-replayed`)"
+        )
+
+
+class TargetsMissing(HeraldError):
+    """Every dead letter a replay named by id was skipped: their targets no longer exist."""
+
+    def __init__(self, targets: Sequence[str]) -> None:
+        self.targets = list(targets)
+        what = "target" if len(targets) == 1 else "targets"
+        super().__init__(
+            f"{what} {', '.join(targets)} no longer {'exists' if len(targets) == 1 else 'exist'}"
+            ": nothing was replayed, and the dead letters are marked target-missing (replay "
+            "them again once the target is recreated)"
         )
 
 

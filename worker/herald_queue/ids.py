@@ -9,9 +9,21 @@ processes (forked ones included) never collide.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+"""An id as JSON Schema's "uuid" format has it (and the API takes it): 8-4-4-4-12
+hexadecimal digits, nothing around them."""
+_UUID = re.compile(UUID_PATTERN)
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    """``value`` as a UUID if it is written as :data:`UUID_PATTERN` says, else None."""
+    return uuid.UUID(value) if _UUID.match(value) else None
+
 
 _lock = threading.Lock()
 _last_ms = 0

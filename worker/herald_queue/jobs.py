@@ -8,7 +8,9 @@ with skewed clocks still agree on leases, backoff and circuits.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -23,8 +25,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import admission, chains, sql
 from herald_queue.db import AsyncConn
-from herald_queue.errors import InvalidRequest
-from herald_queue.ids import uuid7_ints
+from herald_queue.errors import IdempotencyKeyReused, InvalidRequest
+from herald_queue.ids import parse_uuid, uuid7_ints
 from herald_queue.models import (
     ClaimedJob,
     CompleteOutcome,
@@ -111,7 +113,7 @@ class JobStore:
         )
         ordered = [(resolved[r.target][0], r.ordering_key) for r in requests if r.ordering_key]
         keyed = [(resolved[r.target][0], r.idempotency_key) for r in requests if r.idempotency_key]
-        existing: dict[tuple[int, str], tuple[uuid.UUID, str]] = {}
+        existing: dict[tuple[int, str], tuple[uuid.UUID, str, str | None]] = {}
         single = len(requests) == 1 and not ordered  # one autocommitted statement
         async with (
             self._pool.connection() as conn,
@@ -134,8 +136,14 @@ class JobStore:
                     J["find_by_idempotency_keys"],
                     {"target_ids": [t for t, _ in keyed], "keys": [k for _, k in keyed]},
                 )
-                for job_id, target_id, key, state in await cur.fetchall():
-                    existing[(int(str(target_id)), str(key))] = (uuid.UUID(str(job_id)), str(state))
+                for job_id, target_id, key, state, digest in await cur.fetchall():
+                    existing[(int(str(target_id)), str(key))] = (
+                        uuid.UUID(str(job_id)),
+                        str(state),
+                        None if digest is None else str(digest),
+                    )
+                # Raised inside the transaction: a batch with one reused key writes nothing.
+                _check_key_reuse(requests, resolved, ids, inserted, existing)
             await chains.settle(conn, ordered)
         results = []
         for job_id, r in zip(ids, requests, strict=True):
@@ -566,6 +574,16 @@ class JobStore:
         """Most recent first; pass the last id as ``before`` for the next page."""
         if not 1 <= limit <= 1000:
             raise InvalidRequest("limit", f"must be from 1 to 1000, got {limit}")
+        return await self._list(state, target, priority, before, limit)
+
+    async def _list(
+        self,
+        state: JobState | None,
+        target: str | None,
+        priority: Priority | None,
+        before: uuid.UUID | None,
+        limit: int,
+    ) -> builtins.list[JobRecord]:
         target_id = (await self.registry.resolve(target))[0] if target else None
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
@@ -580,6 +598,29 @@ class JobStore:
             )
             return [JobRecord.from_row(r) for r in await cur.fetchall()]
 
+    async def page(
+        self,
+        *,
+        state: JobState | None = None,
+        target: str | None = None,
+        priority: Priority | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        """A page of :meth:`list`: pass its ``next_cursor`` as ``cursor`` for the next one
+        (None on the last page). The convention of every listing (dead letters too)."""
+        before = None if cursor is None else parse_uuid(cursor)
+        if cursor is not None and before is None:
+            raise InvalidRequest(
+                "cursor", "is not a cursor this server gave out (use nextCursor from a page)"
+            )
+        if not 1 <= limit <= 1000:
+            raise InvalidRequest("limit", f"must be from 1 to 1000, got {limit}")
+        records = await self._list(state, target, priority, before, limit + 1)
+        more = len(records) > limit
+        records = records[:limit]
+        return JobPage(records, str(records[-1].id) if more else None)
+
     async def prune(self, *, batch: int = 5000) -> int:
         """Retention: delete finished jobs older than the job retention period."""
         params = {"older_than": self.settings.job_retention, "limit": batch}
@@ -590,6 +631,13 @@ class JobStore:
                 total += cur.rowcount
                 if cur.rowcount < batch:
                     return total
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPage:
+    items: list[JobRecord]
+    next_cursor: str | None
+    """The ``cursor`` of the next page; None on the last one."""
 
 
 class Consumer:
@@ -610,6 +658,26 @@ class Consumer:
         async for _ in self._conn.notifies(timeout=timeout, stop_after=1):
             return True
         return False
+
+
+def _check_key_reuse(
+    requests: Sequence[JobRequest],
+    resolved: dict[str, tuple[int, str]],
+    ids: Sequence[int],
+    inserted: set[int],
+    existing: dict[tuple[int, str], tuple[uuid.UUID, str, str | None]],
+) -> None:
+    """Refuse a request whose idempotency key names a job created with other parameters
+    (an earlier job, or an earlier request of the same batch). Jobs without a stored digest
+    (enqueued before it was kept) match any request."""
+    for index, (job_id, r) in enumerate(zip(ids, requests, strict=True)):
+        if job_id in inserted or not r.key_reuse_checked or r.idempotency_key is None:
+            continue
+        found = existing.get((resolved[r.target][0], r.idempotency_key))
+        if found is not None and found[2] is not None and found[2] != r.request_hash:
+            raise IdempotencyKeyReused(
+                r.idempotency_key, str(found[0]), index=index if len(requests) > 1 else None
+            )
 
 
 def _completed(jobs: Sequence[ClaimedJob], row: Any) -> CompleteOutcome:
@@ -649,7 +717,8 @@ def _record_json(job_id: int, target_id: int, r: JobRequest, budget: float) -> s
     return (
         f'{{"id":"{job_id:032x}","target_id":{target_id},"priority":"{r.priority.value}",'
         f'"payload":{r.payload_json},"idempotency_key":{_json_str(r.idempotency_key)},'
-        f'"ordering_key":{_json_str(r.ordering_key)},"run_at":{run_at},"budget":{budget}}}'
+        f'"ordering_key":{_json_str(r.ordering_key)},"run_at":{run_at},"budget":{budget},'
+        f'"request_hash":{_json_str(r.request_hash)}}}'
     )
 
 

@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import sql
 from herald_queue.db import AsyncConn
-from herald_queue.errors import AmbiguousTarget, TargetNotFound
+from herald_queue.errors import LISTED_TARGETS, AmbiguousTarget, TargetNotFound
 from herald_queue.models import iso
 from herald_queue.spec import PublishingTarget, TargetSpec, parse_spec
 from herald_queue.states import CircuitState
@@ -212,6 +212,12 @@ class TargetRegistry:
         self._ids[ref] = (now, *result)
         return result
 
+    async def _existing(self, ref: str) -> int:
+        try:
+            return (await self.resolve(ref))[0]
+        except TargetNotFound:
+            raise TargetNotFound(ref, LISTED_TARGETS) from None
+
     def invalidate(self) -> None:
         self._ids.clear()
 
@@ -220,7 +226,7 @@ class TargetRegistry:
         ``target-deleted``), so nothing is dropped and they can be replayed to a recreated
         target; deliveries in flight finish their attempt (a failed one goes to the DLQ
         too, via the sweeper). The name is free for a new target at once."""
-        target_id, _ = await self.resolve(ref)
+        target_id = await self._existing(ref)
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(Q["mark_target_deleted"], {"id": target_id})
             deleted = await cur.fetchone() is not None
@@ -250,6 +256,6 @@ class TargetRegistry:
 
     async def resume(self, ref: str) -> None:
         """Clear a 410 auto-pause and close the circuit (an operator's explicit word)."""
-        target_id, _ = await self.resolve(ref)
+        target_id = await self._existing(ref)
         async with self._pool.connection() as conn:
             await conn.execute(Q["resume_target"], {"id": target_id})

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -15,9 +17,12 @@ from typing import Any
 from herald_queue.errors import InvalidRequest
 from herald_queue.states import Priority
 
-_TARGET = re.compile(
-    r"(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
-)
+TARGET_PATTERN = r"^(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+"""A target reference: a PublishingTarget name, or namespace/name (also the API schema's)."""
+_TARGET = re.compile(TARGET_PATTERN)
+# RFC 3339's date-time, as JSON Schema's "date-time" format checks it; a leap second (:60)
+# is read as the last second of its minute.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 KEY_MAX = 256
 FIELDS = ("target", "payload", "priority", "idempotencyKey", "orderingKey", "runAt")
 
@@ -31,10 +36,31 @@ class JobRequest:
     idempotency_key: str | None = None
     ordering_key: str | None = None
     run_at: dt.datetime | None = None
+    key_reuse_checked: bool = True
+    """Refuse this request when its idempotency key already names a job created with other
+    parameters (:class:`~herald_queue.errors.IdempotencyKeyReused`). False for keys Herald
+    derives itself (the Alertmanager receiver's), where a re-sent notification with
+    changed details is still the same event, a duplicate."""
 
     @property
     def payload(self) -> Any:
         return json.loads(self.payload_json)
+
+    @functools.cached_property
+    def request_hash(self) -> str | None:
+        """With an idempotency key, a digest of what the request asks for: the payload (as
+        JSON, whatever its key order or spacing), priority, ordering key and runAt (as an
+        instant). None without a key."""
+        if self.idempotency_key is None:
+            return None
+        run_at = self.run_at.astimezone(dt.UTC).isoformat() if self.run_at else None
+        canonical = json.dumps(
+            [self.payload, self.priority.value, self.ordering_key, run_at],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> str:
@@ -82,15 +108,36 @@ def parse_time(value: Any, field: str) -> dt.datetime:
         raise InvalidRequest(
             field, "must be an RFC 3339 timestamp string, e.g. 2026-11-20T10:00:00Z"
         )
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+    match = _RFC3339.match(value)
+    if match is None:
+        if re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$", value):
+            raise InvalidRequest(field, f"{value!r} has no time zone offset (add Z or +00:00)")
         raise InvalidRequest(
             field, f"{value!r} is not an RFC 3339 timestamp (e.g. 2026-11-20T10:00:00Z)"
+        )
+    leap = match[1] == "60"
+    text = value[: match.start(1)] + ("59" if leap else match[1]) + value[match.end(1) :]
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        parsed += dt.timedelta(seconds=1 if leap else 0)
+        parsed.astimezone(dt.UTC)  # in range in UTC too (year 1 at +01:00 is not)
+    except (ValueError, OverflowError):
+        raise InvalidRequest(
+            field, f"{value!r} is not a valid time (a date, hour or offset is out of range)"
         ) from None
-    if parsed.tzinfo is None:
-        raise InvalidRequest(field, f"{value!r} has no time zone offset (add Z or +00:00)")
     return parsed
+
+
+def json_integer(value: Any) -> int | None:
+    """``value`` as an integer if JSON (and JSON Schema) counts it as one: 5, and 5.0 too
+    (a number with no fractional part). None for anything else, booleans included."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def parse_priority(value: Any, field: str = "priority") -> Priority:
@@ -110,10 +157,16 @@ def parse_job(body: Any, *, max_payload_bytes: int, prefix: str = "") -> JobRequ
         raise InvalidRequest(
             f"{prefix}{unknown[0]}", f"unknown field (accepted: {', '.join(FIELDS)})"
         )
-    target = body.get("target")
-    if not isinstance(target, str) or not target:
+    if body.get("target") is None:
         raise InvalidRequest(
             f"{prefix}target", "is required: the PublishingTarget name or namespace/name"
+        )
+    target = body["target"]
+    if not isinstance(target, str):
+        raise InvalidRequest(
+            f"{prefix}target",
+            "must be a string: the PublishingTarget name or namespace/name, got "
+            + json.dumps(target)[:40],
         )
     if not _TARGET.fullmatch(target):
         raise InvalidRequest(

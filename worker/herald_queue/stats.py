@@ -1,5 +1,9 @@
 """Queue statistics: totals per state, then per priority and per target, and the age of
-the oldest job ready to run."""
+the oldest job ready to run.
+
+"Ready" has one definition (``sql/stats.sql``): due now, not held behind its ordering key,
+its target neither paused nor behind an open circuit. Statistics, metrics, target status
+and the operator's scaler all count it so."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from herald_queue.errors import InvalidRequest
-from herald_queue.requests import JobRequest, encode_payload
+from herald_queue.requests import JobRequest, encode_payload, json_integer
 from herald_queue.states import Priority
 
 MAX_ALERTS = 1000
@@ -28,6 +28,8 @@ _ENVELOPE = (
     "externalURL",
     "groupKey",
 )
+_ENVELOPE_STRINGS = ("receiver", "externalURL", "groupKey", "status")
+_ALERT_STRINGS = ("endsAt", "generatorURL", "fingerprint")
 
 
 def priority_of(status: str, labels: Mapping[str, str]) -> Priority:
@@ -60,11 +62,17 @@ def fingerprint_of(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
 def jobs_from_message(body: Any, target: str, *, max_payload_bytes: int) -> list[JobRequest]:
     if not isinstance(body, Mapping):
         raise InvalidRequest("body", "must be an Alertmanager webhook message (a JSON object)")
-    version = body.get("version")
-    if version is not None and str(version) != "4":
+    version = body.get("version", "4")
+    if version != "4":
         raise InvalidRequest(
             "version", f'must be "4" (Alertmanager\'s webhook payload), got {version!r}'
         )
+    for key in _ENVELOPE_STRINGS:
+        if key in body and not isinstance(body[key], str):
+            raise InvalidRequest(key, "must be a string")
+    truncated = json_integer(body.get("truncatedAlerts", 0))
+    if truncated is None or truncated < 0:
+        raise InvalidRequest("truncatedAlerts", "must be an integer, at least 0")
     alerts = body.get("alerts")
     if not isinstance(alerts, list) or not alerts:
         raise InvalidRequest("alerts", "must be a non-empty list of alerts")
@@ -86,6 +94,9 @@ def jobs_from_message(body: Any, target: str, *, max_payload_bytes: int) -> list
         if not labels:
             raise InvalidRequest(f"{where}.labels", "must have at least one label")
         _string_map(alert.get("annotations"), f"{where}.annotations")
+        for key in _ALERT_STRINGS:
+            if key in alert and not isinstance(alert[key], str):
+                raise InvalidRequest(f"{where}.{key}", "must be a string")
         starts_at = alert.get("startsAt")
         if not isinstance(starts_at, str) or not starts_at:
             raise InvalidRequest(f"{where}.startsAt", "must be an RFC 3339 timestamp")
@@ -105,6 +116,9 @@ def jobs_from_message(body: Any, target: str, *, max_payload_bytes: int) -> list
                 priority=priority_of(status, labels),
                 idempotency_key=f"alertmanager:{fingerprint}:{status}:{starts_at}",
                 ordering_key=f"alert:{fingerprint}",
+                # The key is Herald's own (fingerprint, status, startsAt): a group re-sent
+                # with changed annotations or group fields is the same event, a duplicate.
+                key_reuse_checked=False,
             )
         )
     return jobs

@@ -151,7 +151,8 @@ class Metrics:
         )
         self.oldest_ready = Gauge(
             "herald_queue_oldest_ready_age_seconds",
-            "Age of the oldest job ready to run, per target (sampled).",
+            "Age of the oldest job ready to run, per target (sampled; 0 while the target "
+            "is paused or its circuit open: its jobs are not ready).",
             t,
             registry=r,
         )

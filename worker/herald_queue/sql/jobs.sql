@@ -7,16 +7,17 @@
 -- the existing job. Jobs with an ordering key start held; normalize_chains picks the head.
 -- With notify, the commit wakes idle workers (see herald_queue.waker for when).
 INSERT INTO herald.jobs (id, target_id, priority, payload, idempotency_key, ordering_key,
-                         held, run_at, deadline)
+                         held, run_at, deadline, request_hash)
 SELECT b.id, b.target_id, b.priority,
        coalesce(b.payload, 'null'::json),  -- a JSON null payload comes out of the record as NULL
        b.idempotency_key, b.ordering_key,
        b.ordering_key IS NOT NULL,
        greatest(b.run_at, now()),
-       greatest(b.run_at, now()) + make_interval(secs => b.budget)
+       greatest(b.run_at, now()) + make_interval(secs => b.budget),
+       b.request_hash
 FROM json_to_recordset(%(batch)s::json) AS b(
     id uuid, target_id integer, priority text, payload json, idempotency_key text,
-    ordering_key text, run_at timestamptz, budget double precision)
+    ordering_key text, run_at timestamptz, budget double precision, request_hash text)
 ON CONFLICT (target_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, CASE WHEN %(notify)s THEN pg_notify('herald_jobs', '') END AS notified;
 
@@ -39,7 +40,8 @@ SELECT now();
 COPY herald.jobs (id, target_id, priority, payload, run_at, deadline) FROM STDIN;
 
 -- name: find_by_idempotency_keys
-SELECT j.id, j.target_id, j.idempotency_key, j.state
+-- The jobs holding these keys, with the digest of the request that created each.
+SELECT j.id, j.target_id, j.idempotency_key, j.state, j.request_hash
 FROM herald.jobs j
 JOIN unnest(%(target_ids)s::integer[], %(keys)s::text[]) AS k (target_id, idempotency_key)
   ON j.target_id = k.target_id AND j.idempotency_key = k.idempotency_key;

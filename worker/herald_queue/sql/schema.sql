@@ -102,6 +102,11 @@ CREATE TABLE herald.jobs (
     -- Why the job is dead; the dead-letter trigger copies it into dead_letters.reason.
     dead_reason      text CHECK (dead_reason IN
                      ('permanent-error', 'attempts-exhausted', 'target-deleted', 'cancelled')),
+    -- With an idempotency key: a digest of what the submission asked for (payload, priority,
+    -- ordering key, runAt), so a later one with the same key and other parameters is refused
+    -- (herald_queue.requests.JobRequest.request_hash). NULL without a key (and for jobs
+    -- submitted before migration 0002).
+    request_hash     text,
     CONSTRAINT jobs_lease_check
         CHECK ((state = 'running') = (leased_by IS NOT NULL AND lease_expires_at IS NOT NULL)),
     CONSTRAINT jobs_finished_check

@@ -32,7 +32,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", "/v1/dead-letters", dead_letters.purge),
     ("GET", "/v1/dead-letters/stats", dead_letters.stats),
     ("POST", "/v1/dead-letters/replay", dead_letters.replay_many),
-    ("GET", "/v1/dead-letters/{id}", dead_letters.get_entry),
+    ("GET", "/v1/dead-letters/{id}", dead_letters.get_entry),  # see ROUTE_PATTERNS
     ("POST", "/v1/dead-letters/{id}/replay", dead_letters.replay_one),
     ("POST", "/v1/alertmanager/{target}", ops.alertmanager_receiver),
     ("POST", "/v1/alertmanager/{namespace}/{name}", ops.alertmanager_receiver),
@@ -41,6 +41,11 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/metrics", ops.metrics),
     ("GET", "/openapi.json", ops.openapi),
 ]
+
+# Path parameters that must not match a sibling's fixed segment: without this,
+# /v1/dead-letters/replay also matched /v1/dead-letters/{id} (id "replay"), so that
+# OPTIONS or GET on it answered 405 with "Allow: GET,POST" instead of "Allow: POST".
+ROUTE_PATTERNS = {"/v1/dead-letters/{id}": "/v1/dead-letters/{id:(?!replay$|stats$)[^/]+}"}
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """Methods kept as metric label values; any other a client sends counts as "other"."""
@@ -98,5 +103,5 @@ def make_app(context: ApiContext) -> web.Application:
     )
     app[CONTEXT] = context
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+        app.router.add_route(method, ROUTE_PATTERNS.get(path, path), handler)
     return app

@@ -13,13 +13,17 @@ import psycopg_pool
 from aiohttp import web
 
 from herald_queue.errors import (
+    AlreadyReplayed,
     AmbiguousTarget,
     DatabaseUnavailable,
+    DeadLetterNotFound,
     HeraldError,
+    IdempotencyKeyReused,
     InvalidRequest,
     InvalidTarget,
     SchemaOutOfDate,
     TargetNotFound,
+    TargetsMissing,
 )
 
 log = logging.getLogger("herald.api")
@@ -37,6 +41,15 @@ def http_error(exc: BaseException) -> web.Response:
     if isinstance(exc, InvalidRequest):
         status = 413 if "HERALD_MAX_PAYLOAD_BYTES" in exc.problem else 400
         return error_response(status, f"{exc.field}: {exc.problem}", exc.field)
+    if isinstance(exc, IdempotencyKeyReused):
+        field = "idempotencyKey" if exc.index is None else f"[{exc.index}].idempotencyKey"
+        return error_response(409, f"{field}: {exc}", field)
+    if isinstance(exc, AlreadyReplayed):
+        return error_response(409, str(exc), "ids")
+    if isinstance(exc, TargetsMissing):
+        return error_response(409, str(exc), "target")
+    if isinstance(exc, DeadLetterNotFound):
+        return error_response(404, str(exc), "ids")
     if isinstance(exc, TargetNotFound):
         return error_response(404, str(exc), "target")
     if isinstance(exc, AmbiguousTarget | InvalidTarget):

@@ -44,6 +44,10 @@ async def submit(request: web.Request) -> web.Response:
         results = await enqueue(request, jobs)
         created = any(r["duplicate"] is False for r in results)
         return web.json_response({"jobs": results}, status=201 if created else 200)
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            "body", "must be a JSON object (one job) or a list of objects (several jobs)"
+        )
     [result] = await enqueue(request, [parse_job(body, max_payload_bytes=max_bytes)])
     return web.json_response(result, status=200 if result["duplicate"] else 201)
 
@@ -92,16 +96,19 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    before = params.optional(request, "before")
-    records = await need_queue(request).jobs.list(
+    page = await need_queue(request).jobs.page(
         state=params.state(request),
-        target=params.optional(request, "target"),
+        target=params.target(request),
         priority=params.priority(request),
-        before=params.job_id(before, "before") if before else None,
+        cursor=params.optional(request, "cursor"),
         limit=params.limit(request, 50, 1000),
     )
-    items = [r.to_json(with_payload=False) for r in records]
-    return web.json_response({"items": items, "next": items[-1]["id"] if items else None})
+    return web.json_response(
+        {
+            "items": [r.to_json(with_payload=False) for r in page.items],
+            "nextCursor": page.next_cursor,
+        }
+    )
 
 
 async def cancel_job(request: web.Request) -> web.Response:

@@ -7,6 +7,12 @@ import functools
 from importlib import metadata
 from typing import Any
 
+from herald_queue.dead_letters import CURSOR_PATTERN
+from herald_queue.ids import UUID_PATTERN
+from herald_queue.requests import KEY_MAX, TARGET_PATTERN
+from herald_worker.api.dead_letters import SELECTOR_FIELDS
+from herald_worker.api.params import DURATION_PATTERN
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -30,28 +36,63 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     }
 
 
-def _path(name: str, description: str) -> dict[str, Any]:
+def _path(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string"},
+        "schema": schema,
     }
 
 
-BAD = _error("The request is malformed; the error names the field and the problem.")
+# What the server checks, written once (params.py and requests.py use the same patterns).
+UUID = {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
+TARGET_REF = {"type": "string", "pattern": TARGET_PATTERN, "maxLength": 317}
+NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"}
+NAMESPACE = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"}
+NO_NUL = r"^[^\u0000]*$"
+"""Strings PostgreSQL can hold (no NUL character)."""
+TEXT = {"type": "string", "pattern": NO_NUL}
+KEY = {"type": "string", "minLength": 1, "maxLength": KEY_MAX, "pattern": NO_NUL}
+STRING_MAP = {
+    "type": ["object", "null"],
+    "propertyNames": {"pattern": NO_NUL},
+    "additionalProperties": TEXT,
+}
+
+
+BAD = _error(
+    "The request is malformed; the error names the field and the problem. Rules a schema "
+    "cannot state are in the descriptions (a time window's failedBefore after its "
+    "failedAfter; a payload without NUL characters)."
+)
 UNAUTHORIZED = _error("HERALD_API_TOKEN is set and the bearer token is missing or wrong.")
 UNAVAILABLE = _error("PostgreSQL is not reachable; nothing was written. Retry later.")
 NOT_FOUND = _error("No such object.")
+TOO_LARGE = _error(
+    "The request body (16 MiB) or a payload (HERALD_MAX_PAYLOAD_BYTES) is too large."
+)
 COMMON = {"400": BAD, "401": UNAUTHORIZED, "503": UNAVAILABLE}
+WITH_BODY = {**COMMON, "413": TOO_LARGE}
 
 PRIORITY = {"type": "string", "enum": ["high", "medium", "low"]}
 STATE = {"type": "string", "enum": ["queued", "running", "retrying", "succeeded", "dead"]}
 ERROR_CLASS = {"type": "string", "enum": ["transient", "permanent", "unknown"]}
 TIME = {"type": "string", "format": "date-time"}
+PAYLOAD_DESCRIPTION = (
+    "Any JSON value (at most HERALD_MAX_PAYLOAD_BYTES), without NUL characters (\\u0000) "
+    "in its strings or keys: PostgreSQL cannot hold them."
+)
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 NULLABLE_STRING = {"type": ["string", "null"]}
+
+# Every listing pages the same way: `cursor` in, `nextCursor` out (null on the last page).
+CURSOR_DESCRIPTION = "The nextCursor of the previous page; omit it for the first page."
+NEXT_CURSOR = {
+    "type": ["string", "null"],
+    "description": "Pass as `cursor` for the next page; null on the last page.",
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -75,25 +116,40 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "target": {
-                "type": "string",
+                **TARGET_REF,
                 "description": "PublishingTarget name, or namespace/name.",
                 "examples": ["oncall-hook", "default/oncall-hook"],
             },
-            "payload": {"description": "Any JSON value (at most HERALD_MAX_PAYLOAD_BYTES)."},
+            "payload": {"$ref": "#/components/schemas/Payload"},
             "priority": {**PRIORITY, "default": "medium"},
             "idempotencyKey": {
-                "type": "string",
-                "maxLength": 256,
-                "description": "A second submission with the same key (per target) returns "
-                "the existing job instead of creating one.",
+                **KEY,
+                "type": ["string", "null"],
+                "description": "A second submission with the same key (per target) and the "
+                "same parameters returns the existing job (200, duplicate) instead of creating "
+                "one; with other parameters (payload, priority, orderingKey, runAt) it is "
+                "refused (409).",
             },
             "orderingKey": {
-                "type": "string",
-                "maxLength": 256,
+                **KEY,
+                "type": ["string", "null"],
                 "description": "Jobs of a target sharing it are delivered one at a time, in order.",
             },
-            "runAt": {**TIME, "description": "Not delivered before this time."},
+            "runAt": {**NULLABLE_TIME, "description": "Not delivered before this time."},
         },
+    },
+    "Payload": {
+        "description": PAYLOAD_DESCRIPTION,
+        "anyOf": [
+            {"type": ["null", "boolean", "number"]},
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "array", "items": {"$ref": "#/components/schemas/Payload"}},
+            {
+                "type": "object",
+                "propertyNames": {"pattern": NO_NUL},
+                "additionalProperties": {"$ref": "#/components/schemas/Payload"},
+            },
+        ],
     },
     "JobAccepted": {
         "type": "object",
@@ -183,13 +239,25 @@ SCHEMAS: dict[str, Any] = {
     "ReplaySelector": {
         "type": "object",
         "additionalProperties": False,
+        "description": "Which dead letters to replay. At least one selector field, or "
+        '"all": true: an empty selector would replay every dead letter.',
+        "anyOf": [
+            {"required": ["all"], "properties": {"all": {"const": True}}},
+            *({"required": [name]} for name in SELECTOR_FIELDS),
+        ],
         "properties": {
-            "target": {"type": "string"},
+            "target": TARGET_REF,
             "errorClass": ERROR_CLASS,
             "failedAfter": TIME,
-            "failedBefore": TIME,
-            "ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
-            "jobIds": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+            "failedBefore": {**TIME, "description": "Later than failedAfter, when both are given."},
+            "ids": {"type": "array", "minItems": 1, "items": UUID},
+            "jobIds": {"type": "array", "minItems": 1, "items": UUID},
+            "all": {
+                "type": "boolean",
+                "default": False,
+                "description": "Required (true) to replay with no selector field: an empty "
+                "selector matches every dead letter.",
+            },
             "limit": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 1000},
             "dryRun": {"type": "boolean", "default": False},
         },
@@ -216,31 +284,36 @@ SCHEMAS: dict[str, Any] = {
         "description": "Alertmanager's webhook payload, version 4.",
         "properties": {
             "version": {"type": "string", "enum": ["4"]},
-            "groupKey": {"type": "string"},
-            "status": {"type": "string"},
-            "receiver": {"type": "string"},
-            "groupLabels": {"type": "object"},
-            "commonLabels": {"type": "object"},
-            "commonAnnotations": {"type": "object"},
-            "externalURL": {"type": "string"},
-            "truncatedAlerts": {"type": "integer"},
+            "groupKey": TEXT,
+            "status": TEXT,
+            "receiver": TEXT,
+            "groupLabels": STRING_MAP,
+            "commonLabels": STRING_MAP,
+            "commonAnnotations": STRING_MAP,
+            "externalURL": TEXT,
+            "truncatedAlerts": {"type": "integer", "minimum": 0},
             "alerts": {
                 "type": "array",
                 "minItems": 1,
+                "maxItems": 1000,
                 "items": {
                     "type": "object",
                     "required": ["status", "labels", "startsAt"],
+                    "propertyNames": {"pattern": NO_NUL},
+                    "additionalProperties": {"$ref": "#/components/schemas/Payload"},
                     "properties": {
                         "status": {"type": "string", "enum": ["firing", "resolved"]},
-                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "annotations": {
+                        "labels": {
                             "type": "object",
-                            "additionalProperties": {"type": "string"},
+                            "minProperties": 1,
+                            "propertyNames": {"pattern": NO_NUL},
+                            "additionalProperties": TEXT,
                         },
-                        "startsAt": {"type": "string"},
-                        "endsAt": {"type": "string"},
-                        "generatorURL": {"type": "string"},
-                        "fingerprint": {"type": "string"},
+                        "annotations": STRING_MAP,
+                        "startsAt": {**TEXT, "minLength": 1},
+                        "endsAt": TEXT,
+                        "generatorURL": TEXT,
+                        "fingerprint": TEXT,
                     },
                 },
             },
@@ -276,9 +349,20 @@ def _alertmanager(parameters: list[dict[str, Any]], operation: str) -> dict[str,
             "content": {"application/json": {"schema": _ref("AlertmanagerMessage")}},
         },
         "responses": {
-            "200": _json(OK_JSON, "The jobs (created or duplicates)."),
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["jobs", "created", "duplicates"],
+                    "properties": {
+                        "jobs": {"type": "array", "items": _ref("JobAccepted")},
+                        "created": {"type": "integer"},
+                        "duplicates": {"type": "integer"},
+                    },
+                },
+                "The jobs (created or duplicates).",
+            ),
             "404": _error("The target is not registered."),
-            **COMMON,
+            **WITH_BODY,
         },
     }
 
@@ -289,8 +373,9 @@ def document() -> dict[str, Any]:
         version = metadata.version("herald")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
         version = "dev"
-    job_id = _path("id", "Job id (UUID).")
-    entry_id = _path("id", "Dead-letter id (UUID).")
+    job_id = _path("id", "Job id (UUID).", UUID)
+    entry_id = _path("id", "Dead-letter id (UUID).", UUID)
+    target_query = _query("target", "Only this target: name, or namespace/name.", TARGET_REF)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -344,8 +429,11 @@ def document() -> dict[str, Any]:
                             "Every job was a duplicate (idempotency key): the existing ones.",
                         ),
                         "404": _error("The target is not registered."),
-                        "413": _error("The body or a payload is too large."),
-                        **COMMON,
+                        "409": _error(
+                            "An idempotency key was used before with different parameters "
+                            "(payload, priority, orderingKey or runAt); nothing was written."
+                        ),
+                        **WITH_BODY,
                     },
                 },
                 "get": {
@@ -353,34 +441,28 @@ def document() -> dict[str, Any]:
                     "operationId": "listJobs",
                     "parameters": [
                         _query("state", "Only this state.", STATE),
-                        _query(
-                            "target",
-                            "Only this target (name or namespace/name).",
-                            {"type": "string"},
-                        ),
+                        target_query,
                         _query("priority", "Only this priority.", PRIORITY),
                         _query(
                             "limit",
                             "Page size.",
                             {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
                         ),
-                        _query(
-                            "before",
-                            "The `next` of the previous page.",
-                            {"type": "string", "format": "uuid"},
-                        ),
+                        _query("cursor", CURSOR_DESCRIPTION, UUID),
                     ],
                     "responses": {
                         "200": _json(
                             {
                                 "type": "object",
+                                "required": ["items", "nextCursor"],
                                 "properties": {
                                     "items": {"type": "array", "items": _ref("Job")},
-                                    "next": NULLABLE_STRING,
+                                    "nextCursor": NEXT_CURSOR,
                                 },
                             },
                             "A page of jobs.",
                         ),
+                        "404": _error("The target is not registered."),
                         **COMMON,
                     },
                 },
@@ -437,32 +519,45 @@ def document() -> dict[str, Any]:
                     "operationId": "listDeadLetters",
                     "parameters": [
                         _query(
-                            "target",
-                            "namespace/name, or a name (any namespace).",
-                            {"type": "string"},
+                            "target", "Only this target: namespace/name, or a name.", TARGET_REF
                         ),
                         _query("errorClass", "Only this error class.", ERROR_CLASS),
                         _query("failedAfter", "Failed at or after.", TIME),
-                        _query("failedBefore", "Failed before.", TIME),
+                        _query("failedBefore", "Failed before (later than failedAfter).", TIME),
                         _query("replayed", "Replayed or not.", {"type": "boolean"}),
                         _query(
                             "limit",
                             "Page size.",
                             {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                         ),
-                        _query("cursor", "nextCursor of the previous page.", {"type": "string"}),
+                        _query(
+                            "cursor",
+                            CURSOR_DESCRIPTION,
+                            {"type": "string", "pattern": CURSOR_PATTERN},
+                        ),
                     ],
                     "responses": {
                         "200": _json(
                             {
                                 "type": "object",
+                                "required": ["items", "nextCursor"],
                                 "properties": {
                                     "items": {"type": "array", "items": _ref("DeadLetter")},
-                                    "nextCursor": NULLABLE_STRING,
+                                    "nextCursor": NEXT_CURSOR,
                                 },
                             },
                             "A page.",
-                        ),
+                        )
+                        | {
+                            "links": {
+                                name: {
+                                    "operationId": name,
+                                    "parameters": {"id": "$response.body#/items/0/id"},
+                                    "description": "The first dead letter of the page.",
+                                }
+                                for name in ("getDeadLetter", "replayDeadLetter")
+                            }
+                        },
                         **COMMON,
                     },
                 },
@@ -471,10 +566,15 @@ def document() -> dict[str, Any]:
                     "operationId": "purgeDeadLetters",
                     "parameters": [
                         {
-                            **_query("olderThan", "e.g. 30d, 12h, 90m.", {"type": "string"}),
+                            **_query(
+                                "olderThan",
+                                "Failed longer ago than this: seconds, or a number with a unit "
+                                "(s, m, h, d), e.g. 30d, 12h, 90m; at most 100 years.",
+                                {"type": "string", "pattern": DURATION_PATTERN},
+                            ),
                             "required": True,
                         },
-                        _query("target", "Only this target.", {"type": "string"}),
+                        target_query,
                         _query("dryRun", "Only count.", {"type": "boolean"}),
                     ],
                     "responses": {
@@ -499,7 +599,15 @@ def document() -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": _ref("ReplaySelector")}},
                     },
-                    "responses": {"200": _json(_ref("ReplayResult"), "Counts."), **COMMON},
+                    "responses": {
+                        "200": _json(_ref("ReplayResult"), "Counts."),
+                        "404": _error("An id in ids or jobIds has no dead letter."),
+                        "409": _error(
+                            "None of the dead letters named by ids or jobIds could be replayed: "
+                            "each was replayed before, or their targets are gone."
+                        ),
+                        **WITH_BODY,
+                    },
                 }
             },
             "/v1/dead-letters/{id}": {
@@ -529,13 +637,22 @@ def document() -> dict[str, Any]:
             },
             "/v1/alertmanager/{target}": {
                 "post": _alertmanager(
-                    [_path("target", "Target name (namespace HERALD_NAMESPACE, or the only one).")],
+                    [
+                        _path(
+                            "target",
+                            "Target name (namespace HERALD_NAMESPACE, or the only one).",
+                            NAME,
+                        )
+                    ],
                     "alertmanagerWebhook",
                 )
             },
             "/v1/alertmanager/{namespace}/{name}": {
                 "post": _alertmanager(
-                    [_path("namespace", "Target namespace."), _path("name", "Target name.")],
+                    [
+                        _path("namespace", "Target namespace.", NAMESPACE),
+                        _path("name", "Target name.", NAME),
+                    ],
                     "alertmanagerWebhookNamespaced",
                 )
             },

@@ -1,21 +1,39 @@
-"""Query-string parameters, checked with the parameter named in every error."""
+"""Query-string and path parameters, checked with the parameter named in every error.
+
+The rules are the OpenAPI document's (``openapi.py`` builds its parameter schemas from the
+patterns here): a parameter given empty is refused, not read as absent, so that what the
+document forbids the server refuses too.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 from aiohttp import web
 
 from herald_queue.config import parse_duration
 from herald_queue.errors import InvalidRequest
-from herald_queue.requests import parse_priority, parse_time
+from herald_queue.ids import parse_uuid
+from herald_queue.requests import TARGET_PATTERN, parse_priority, parse_time
 from herald_queue.states import ErrorClass, JobState, Priority
+
+DURATION_PATTERN = (
+    r"^(?:[0-9]{1,9}(?:\.[0-9]{1,3})?s?|[0-9]{1,7}(?:\.[0-9]{1,3})?m|"
+    r"[0-9]{1,5}(?:\.[0-9]{1,3})?h|[0-9]{1,4}(?:\.[0-9]{1,3})?d)$"
+)
+"""A duration the API takes: a number of seconds (s), minutes (m), hours (h) or days (d),
+bounded so that every match is within the 100 years any duration may be."""
+_DURATION = re.compile(DURATION_PATTERN)
+_TARGET = re.compile(TARGET_PATTERN)
 
 
 def optional(request: web.Request, name: str) -> str | None:
     value = request.query.get(name)
-    return value if value not in (None, "") else None
+    if value == "":
+        raise InvalidRequest(name, "is empty: give a value, or leave the parameter out")
+    return value
 
 
 def limit(request: web.Request, default: int, maximum: int) -> int:
@@ -27,11 +45,22 @@ def limit(request: web.Request, default: int, maximum: int) -> int:
     return int(raw)
 
 
-def job_id(value: str, name: str = "id") -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidRequest(name, f"{value!r} is not a job id (a UUID)") from None
+def job_id(value: str, name: str = "id", what: str = "job id") -> uuid.UUID:
+    parsed = parse_uuid(value)
+    if parsed is None:
+        raise InvalidRequest(name, f"{value!r} is not a {what} (a UUID)")
+    return parsed
+
+
+def entry_id(value: str, name: str = "id") -> uuid.UUID:
+    return job_id(value, name, "dead-letter id")
+
+
+def target(request: web.Request) -> str | None:
+    raw = optional(request, "target")
+    if raw is not None and not _TARGET.match(raw):
+        raise InvalidRequest("target", f"{raw!r} is not a target name or namespace/name")
+    return raw
 
 
 def state(request: web.Request) -> JobState | None:
@@ -68,17 +97,18 @@ def time(request: web.Request, name: str) -> dt.datetime | None:
 def boolean(raw: str | None, name: str) -> bool | None:
     if raw is None:
         return None
-    lowered = raw.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
+    if raw in ("true", "false"):
+        return raw == "true"
     raise InvalidRequest(name, f"must be true or false, got {raw!r}")
 
 
 def duration(raw: str | None, name: str) -> float | None:
     if raw is None:
         return None
+    if not _DURATION.match(raw):
+        raise InvalidRequest(
+            name, f"{raw!r} is not a duration: a number with a unit, e.g. 90s, 15m, 24h or 30d"
+        )
     try:
         return parse_duration(raw)
     except ValueError as exc:
