@@ -505,6 +505,8 @@ async def test_without_a_database_url_the_embedded_postgresql_is_used(data_dir: 
             f"herald: HERALD_DATABASE_URL is not set; using the embedded PostgreSQL in "
             f"{data_dir} (left running for the next command; `herald db stop` stops it)\n"
         )
+        again = await ok("stats", "--json", url=None, env=env)
+        assert again.err == "", "the banner is said once, when the server starts"
         status = await ok("db", "status", url=None, env=env)
         assert re.fullmatch(rf"PostgreSQL \S+ at embedded, {data_dir}: answering\n", status.out)
     finally:

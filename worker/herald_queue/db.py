@@ -31,6 +31,10 @@ def describe(url: str) -> str:
     return f"{host}:{port}/{dbname}" if not host.startswith("/") else f"{host}/{dbname}"
 
 
+_STARTED: set[Path] = set()
+_ANNOUNCED: set[Path] = set()
+
+
 def resolve_url(settings: DatabaseSettings, *, announce: bool = False) -> str:
     """The database URL to use: HERALD_DATABASE_URL, else the embedded server's."""
     if settings.url:
@@ -43,8 +47,13 @@ def resolve_url(settings: DatabaseSettings, *, announce: bool = False) -> str:
             ) from None
         return settings.url
     data_dir = Path(settings.data_dir) if settings.data_dir else embedded.default_data_dir()
+    # Said by the process that starts the server, once, not by every command that finds
+    # it running.
+    if embedded.running(data_dir) is None:
+        _STARTED.add(data_dir)
     url = embedded.start(data_dir)
-    if announce:
+    if announce and data_dir in _STARTED and data_dir not in _ANNOUNCED:
+        _ANNOUNCED.add(data_dir)
         print(
             f"herald: HERALD_DATABASE_URL is not set; using the embedded PostgreSQL in "
             f"{data_dir} (left running for the next command; `herald db stop` stops it)",
