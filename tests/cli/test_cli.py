@@ -22,7 +22,16 @@ import yaml
 from herald_queue import migrate
 from herald_queue.queue import Queue
 from herald_queue.states import Priority
-from tests.cli.cli import EXAMPLES, ONE_SHOT, cli_env, count_jobs, herald, json_lines, ok
+from tests.cli.cli import (
+    EXAMPLES,
+    ONE_SHOT,
+    cli_env,
+    closed_port,
+    count_jobs,
+    herald,
+    json_lines,
+    ok,
+)
 from tests.helpers import (
     RETRY_LATER,
     claim_all,
@@ -471,8 +480,9 @@ async def test_demo_delivers_or_dead_letters_every_job(pg_admin_url: str) -> Non
     summary = dict(
         re.findall(r"^  (\S.*?)\s{2,}(\S.*)$", run.out.split("herald demo: summary")[1], re.M)
     )
-    assert summary["jobs submitted"] == "200"
-    assert int(summary["delivered"]) + int(summary["dead-lettered (400)"]) == 200
+    assert summary["jobs submitted"] == "300"  # 200 at once, then 100 paced
+    assert int(summary["delivered"]) + int(summary["dead-lettered (400)"]) == 300
+    assert "paced latency p50, p99 (100 at 50/s)" in summary
     assert summary["dead-lettered (400)"] == "1"
     assert summary["bad signatures"] == "0"
     assert summary["duplicate deliveries"] == "0"
@@ -516,3 +526,71 @@ async def test_without_a_database_url_the_embedded_postgresql_is_used(data_dir: 
     after = await ok("db", "status", url=None, env=env)
     assert (after.out, after.err) == (stopped_line, "")
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "still stopped"
+
+
+# -- the local example and herald receive -----------------------------------------------
+
+
+async def test_the_local_example_delivers_to_herald_receive(
+    db_url: str, queue: Queue, tmp_path: Path
+) -> None:
+    """examples/local/ as shipped (only its port moved to a free one): `herald receive`
+    verifies the signature its Secret makes and prints the delivery."""
+    port = closed_port()
+    text = (EXAMPLES / "local" / "webhook-target.yaml").read_text()
+    assert "http://127.0.0.1:9000/hook" in text
+    (tmp_path / "local.yaml").write_text(text.replace(":9000/", f":{port}/"))
+    receive = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "herald_cli.main",
+        "receive",
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert receive.stdout is not None
+    try:
+        banner = await asyncio.wait_for(receive.stdout.readline(), 30)
+        assert banner.decode().startswith("herald receive: listening on http://127.0.0.1:")
+        await ok(
+            "targets",
+            "apply",
+            str(tmp_path / "local.yaml"),
+            url=db_url,
+            env={"HERALD_EGRESS_ALLOW_LOOPBACK": "true"},
+        )
+        submitted = await ok(
+            "enqueue",
+            "--target",
+            "local-hook",
+            "--payload",
+            '{"hello": "world"}',
+            "--json",
+            url=db_url,
+        )
+        job_id = submitted.json()["id"]
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "herald_cli.main",
+            "worker",
+            "--targets",
+            str(tmp_path / "local.yaml"),
+            env=cli_env(db_url, HERALD_HTTP_HOST="127.0.0.1", HERALD_HTTP_PORT=str(closed_port())),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            line = await asyncio.wait_for(receive.stdout.readline(), 60)
+        finally:
+            worker.terminate()
+            await asyncio.wait_for(worker.wait(), 60)
+        assert line.decode().split()[:4] == [job_id, "signature", "ok", "->"], line
+        assert '{"hello": "world"}' in line.decode()
+    finally:
+        receive.terminate()
+        out, _ = await asyncio.wait_for(receive.communicate(), 30)
+    assert receive.returncode == 0
+    assert out.decode().endswith("herald receive: stopped after 1 request(s)\n")

@@ -174,6 +174,10 @@ def cases(
         # demo and bench
         ("demo: too few jobs", ("demo", "--jobs", "-5"), db),
         ("demo: malformed URL", ("demo", "--database-url", "not a url"), db),
+        # receive
+        ("receive: port in use", ("receive", "--port", str(port)), db),
+        ("receive: bad port", ("receive", "--port", "70000"), db),
+        ("receive: bad status", ("receive", "--status", "99"), db),
         ("bench: malformed URL", ("bench", "--quick", "--database-url", "not a url"), db),
         ("bench: unreachable", ("bench", "--quick", "--database-url", down), db),
         # herald worker's start-up

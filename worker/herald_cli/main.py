@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("worker", "worker_cmd", "run the delivery worker (the data plane)"),
     ("operator", "operator_cmd", "run the Kubernetes operator (the control plane)"),
     ("demo", "demo_cmd", "watch Herald ride out a misbehaving receiver, end to end"),
+    ("receive", "receive_cmd", "a local webhook receiver that prints and verifies deliveries"),
     ("bench", "bench_cmd", "measure enqueue, drain and latency figures"),
     ("db", "db_cmd", "manage the embedded PostgreSQL"),
 ]

@@ -107,12 +107,12 @@ class Receiver:
         self.changed.set()
         return web.Response(status=answer.status, text=answer.body, headers=answer.headers)
 
-    async def start(self, port: int = 0) -> Receiver:
+    async def start(self, port: int = 0, *, host: str = "127.0.0.1") -> Receiver:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", self.path, self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
