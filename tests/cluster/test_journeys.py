@@ -94,7 +94,14 @@ async def test_a_target_applied_with_kubectl_delivers(herald: Herald, kubectl: K
             target("hook", receiver.url, secretRef={"name": "hook"}, headers={"X-Team": "sre"}),
         )
         await ready(kubectl, "publishingtarget", "hook")
-        row = (await kubectl("get", "publishingtarget", "hook", "--no-headers")).out.split()
+
+        # Ready comes from the reconcile handler, circuit, depth and dead letters from the
+        # first status refresh, a moment later.
+        async def live_row() -> list[str] | None:
+            row = (await kubectl("get", "publishingtarget", "hook", "--no-headers")).out.split()
+            return row if len(row) == 7 else None
+
+        row = await wait_for(live_row, what="live columns in kubectl get publishingtargets")
         assert row[:6] == ["hook", "webhook", "True", "closed", "0", "0"], row
 
         job = await submit(worker, "hook", {"summary": "disk full"})
