@@ -824,7 +824,7 @@ def test_prometheus_alerts_fire_as_documented(tmp_path: Path) -> None:
                       description: >-
                         The oldest job ready for target default/hook has waited 12m 0s (more
                         than 300s): the workers do not keep up, or the target is rate-limited
-                        or paused.
+                        (paused targets and open circuits have no ready jobs).
               - eval_time: 8m
                 alertname: HeraldWorkerNotReady
                 exp_alerts:
