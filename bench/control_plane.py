@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 import yaml
 from tests.cluster.controlplane import control_plane, find_binaries
-from tests.cluster.herald import Kubectl, herald_release, run, wait_for
+from tests.cluster.herald import Kubectl, herald_release, run, wait_default_account, wait_for
 
 from herald_queue import embedded, migrate
 
@@ -77,9 +77,7 @@ async def measure(n: int, idle: float, kubectl_path: str, helm_path: str) -> dic
             await admin("apply", "-f", str(Path(__file__).parents[1] / "crds"))
             await admin("create", "namespace", "bench")
             kubectl = admin.in_namespace("bench")
-            await wait_for(
-                lambda: _has_default_account(kubectl), timeout=60, what="the namespace's SA"
-            )
+            await wait_default_account(kubectl)
             async with herald_release(
                 kube,
                 kubectl,
@@ -184,11 +182,6 @@ def _start_postgres() -> tuple[Path, str]:
     pg_dir = Path(tempfile.mkdtemp(prefix="herald-bench-pg-"))
     pg_dir.chmod(0o755)  # the embedded server may run as another user
     return pg_dir, embedded.start(pg_dir)
-
-
-async def _has_default_account(kubectl: Kubectl) -> bool:
-    result = await kubectl("get", "serviceaccount", "default", check=False)
-    return result.code == 0
 
 
 async def _ready_count(kubectl: Kubectl) -> int:

@@ -16,6 +16,18 @@ from typing import Any
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 
+def parse_timestamp(raw: Any) -> dt.datetime | None:
+    """A time the API wrote (``metav1.Time``, RFC 3339 with Z), or None when absent or not
+    a time; a time without a zone is taken as UTC."""
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
 def timestamp(when: dt.datetime, *, precise: bool = False) -> str:
     """RFC 3339 in UTC with second precision, as ``metav1.Time`` is serialised (with
     microseconds when ``precise``: a time that is read back and compared)."""

@@ -17,6 +17,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from herald_operator.conditions import parse_timestamp
+
 GROUPS = ("kopf.dev", "zalando.org")
 """API groups of kopf's peering CRDs: kopf.dev now, zalando.org before (kopf serves both)."""
 VERSION = "v1"
@@ -38,16 +40,6 @@ def random_priority() -> int:
     return low + secrets.randbelow(high - low + 1)
 
 
-def _parse_time(raw: Any) -> dt.datetime | None:
-    if not raw:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def is_active(peering: Mapping[str, Any] | None, me: str, priority: int, now: dt.datetime) -> bool:
     """Whether the replica ``me`` (with ``priority``) acts, given the KopfPeering object.
 
@@ -61,7 +53,7 @@ def is_active(peering: Mapping[str, Any] | None, me: str, priority: int, now: dt
     for peer, info in status.items():
         if peer == me or not isinstance(info, Mapping):
             continue
-        seen = _parse_time(info.get("lastseen")) or now
+        seen = parse_timestamp(info.get("lastseen")) or now
         lifetime = dt.timedelta(seconds=int(info.get("lifetime", DEFAULT_LIFETIME)))
         if seen + lifetime <= now:
             continue  # dead: kopf ignores (and cleans) it

@@ -18,7 +18,15 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from herald_operator.conditions import FALSE, TRUE, UNKNOWN, Condition, set_condition, timestamp
+from herald_operator.conditions import (
+    FALSE,
+    TRUE,
+    UNKNOWN,
+    Condition,
+    parse_timestamp,
+    set_condition,
+    timestamp,
+)
 from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.errors import InvalidRequest
 from herald_queue.spec import is_object_name
@@ -339,10 +347,4 @@ def waiting(
 
 
 def started_at_of(status: Mapping[str, Any]) -> dt.datetime | None:
-    raw = status.get("startTime")
-    if not raw:
-        return None
-    try:
-        return dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return parse_timestamp(status.get("startTime"))

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from herald_operator import replay
+from herald_operator.conditions import parse_timestamp
 from herald_operator.kube import KubeError
 from herald_operator.replay import InvalidSelection, Phase, Progress, Selection
 from herald_operator.runtime import DB_ERRORS, Runtime, counted, runtime_of
@@ -122,14 +123,8 @@ async def run(
 
 def _age(meta: kopf.Meta, now: dt.datetime) -> float:
     """Seconds since the object was created (0 when the API did not say)."""
-    created = meta.get("creationTimestamp")
-    if not created:
-        return 0.0
-    try:
-        at = dt.datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return max(0.0, (now - at).total_seconds())
+    created = parse_timestamp(meta.get("creationTimestamp"))
+    return 0.0 if created is None else max(0.0, (now - created).total_seconds())
 
 
 def _progress_of(status: Any) -> Progress:

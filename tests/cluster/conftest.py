@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from tests.cluster.controlplane import ROOT, ControlPlane, control_plane, find_binaries
-from tests.cluster.herald import Kubectl, run, wait_for
+from tests.cluster.herald import Kubectl, run, wait_default_account
 from tests.conftest import REQUIRE_ALL, need_binary
 
 
@@ -74,12 +74,8 @@ async def namespace(kube: ControlPlane, kubectl_path: str) -> AsyncIterator[str]
     admin = Kubectl(kubectl_path, kube.admin_kubeconfig, "default")
     await admin("create", "namespace", name)
 
-    async def has_default_account() -> bool:
-        result = await admin("get", "serviceaccount", "default", "-n", name, check=False)
-        return result.code == 0
-
     # Namespaced work (TokenRequest, Deployments) needs the controller manager's defaults.
-    await wait_for(has_default_account, timeout=30, what=f"ServiceAccount {name}/default")
+    await wait_default_account(admin.in_namespace(name))
     yield name
     # Objects with Herald's finalizer would hold the namespace once the operator is gone:
     # the cluster is thrown away at the end of the session, so the deletion is not awaited.

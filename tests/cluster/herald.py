@@ -168,6 +168,36 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+async def wait_ready(
+    kubectl: Kubectl, kind: str, name: str, generation: int = 1, timeout: float = 30.0
+) -> dict[str, Any]:
+    """The object once its Ready condition is True for ``generation``."""
+
+    async def check() -> dict[str, Any] | None:
+        obj = await kubectl.get(kind, name)
+        ok = (
+            obj is not None
+            and condition(obj).get("status") == "True"
+            and (obj.get("status") or {}).get("observedGeneration") == generation
+        )
+        return obj if ok else None
+
+    found: dict[str, Any] = await wait_for(
+        check, timeout=timeout, what=f"{kind} {name} Ready at generation {generation}"
+    )
+    return found
+
+
+async def wait_default_account(kubectl: Kubectl) -> None:
+    """Until the controller manager has made the namespace's default ServiceAccount
+    (TokenRequests and Deployments in a new namespace need it)."""
+
+    async def exists() -> bool:
+        return (await kubectl("get", "serviceaccount", "default", check=False)).code == 0
+
+    await wait_for(exists, timeout=60, what=f"ServiceAccount {kubectl.namespace}/default")
+
+
 # -- the chart --------------------------------------------------------------------------
 
 
@@ -352,47 +382,34 @@ class Herald:
     release: Release
     logs: Path
     processes: list[HeraldProcess] = dataclasses.field(default_factory=list)
-    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     async def operator(self, **env: str) -> HeraldProcess:
-        base = await self.release.container_env("operator")
-        kubeconfig = await self.release.service_account_kubeconfig("operator")
         metrics, health = free_port(), free_port()
-        process = await start_herald(
-            "operator",
-            {
-                **base,
-                "KUBECONFIG": str(kubeconfig),
-                "HERALD_OPERATOR_LISTEN_HOST": "127.0.0.1",
-                "HERALD_OPERATOR_METRICS_PORT": str(metrics),
-                "HERALD_OPERATOR_HEALTH_PORT": str(health),
-                **self.extra_env,
-                **env,
-            },
-            log=self.logs / f"operator-{len(self.processes)}.log",
-            port=metrics,
-            ready_path="/metrics",
-        )
-        self.processes.append(process)
-        return process
+        local = {
+            "HERALD_OPERATOR_LISTEN_HOST": "127.0.0.1",
+            "HERALD_OPERATOR_METRICS_PORT": str(metrics),
+            "HERALD_OPERATOR_HEALTH_PORT": str(health),
+        }
+        return await self._start("operator", {**local, **env}, metrics, "/metrics")
 
     async def worker(self, **env: str) -> HeraldProcess:
-        base = await self.release.container_env("worker")
-        kubeconfig = await self.release.service_account_kubeconfig("worker")
         port = free_port()
+        local = {"HERALD_HTTP_HOST": "127.0.0.1", "HERALD_HTTP_PORT": str(port)}
+        return await self._start("worker", {**local, **env}, port, "/readyz")
+
+    async def _start(
+        self, component: str, env: Mapping[str, str], port: int, ready_path: str
+    ) -> HeraldProcess:
+        """``herald COMPONENT`` with the chart's environment for it, as its ServiceAccount,
+        listening on 127.0.0.1 (``env`` last: the test's overrides)."""
+        base = await self.release.container_env(component)
+        kubeconfig = await self.release.service_account_kubeconfig(component)
         process = await start_herald(
-            "worker",
-            {
-                **base,
-                "KUBECONFIG": str(kubeconfig),
-                "HERALD_HTTP_HOST": "127.0.0.1",
-                "HERALD_HTTP_PORT": str(port),
-                **self.extra_env,
-                **env,
-            },
-            log=self.logs / f"worker-{len(self.processes)}.log",
+            component,
+            {**base, "KUBECONFIG": str(kubeconfig), **env},
+            log=self.logs / f"{component}-{len(self.processes)}.log",
             port=port,
-            ready_path="/readyz",
+            ready_path=ready_path,
         )
         self.processes.append(process)
         return process

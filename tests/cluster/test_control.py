@@ -18,10 +18,10 @@ from tests.cluster.herald import (
     RELEASE,
     HeraldProcess,
     Kubectl,
-    condition,
     herald_release,
     target,
     wait_for,
+    wait_ready,
 )
 from tests.helpers import job, open_queue, sql_exec
 
@@ -52,14 +52,7 @@ async def queue(db_url: str) -> AsyncIterator[Queue]:
 
 
 async def ready_target(kubectl: Kubectl, name: str, generation: int = 1) -> None:
-    async def check() -> bool:
-        obj = await kubectl.get("publishingtarget", name)
-        return (
-            condition(obj).get("status") == "True"
-            and ((obj or {}).get("status") or {}).get("observedGeneration") == generation
-        )
-
-    await wait_for(check, timeout=40, what=f"PublishingTarget {name} Ready")
+    await wait_ready(kubectl, "publishingtarget", name, generation, timeout=40)
 
 
 async def replicas(kubectl: Kubectl) -> int:

@@ -26,6 +26,7 @@ from tests.cluster.herald import (
     secret,
     target,
     wait_for,
+    wait_ready,
 )
 
 from herald_worker.receiver import Answer, Receiver, always
@@ -60,22 +61,6 @@ async def submit(worker: HeraldProcess, target_name: str, payload: Any, **fields
         return str(body["id"])
 
 
-async def ready(kubectl: Kubectl, kind: str, name: str, generation: int = 1) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
-        obj = await kubectl.get(kind, name)
-        ok = (
-            obj is not None
-            and condition(obj).get("status") == "True"
-            and (obj.get("status") or {}).get("observedGeneration") == generation
-        )
-        return obj if ok else None
-
-    found: dict[str, Any] = await wait_for(
-        check, timeout=30, what=f"{kind} {name} Ready at generation {generation}"
-    )
-    return found
-
-
 def signed_with(received: Any, key: str) -> bool:
     try:
         standardwebhooks.Webhook(key).verify(received.body, received.headers)
@@ -93,7 +78,7 @@ async def test_a_target_applied_with_kubectl_delivers(herald: Herald, kubectl: K
             secret("hook", signingSecret=first),
             target("hook", receiver.url, secretRef={"name": "hook"}, headers={"X-Team": "sre"}),
         )
-        await ready(kubectl, "publishingtarget", "hook")
+        await wait_ready(kubectl, "publishingtarget", "hook")
 
         # Ready comes from the reconcile handler, circuit, depth and dead letters from the
         # first status refresh, a moment later.
@@ -117,7 +102,7 @@ async def test_a_target_applied_with_kubectl_delivers(herald: Herald, kubectl: K
 
         # A spec edit: a new generation, observed once the operator has registered it.
         await kubectl("patch", "pt", "hook", "--type=merge", "-p", '{"spec":{"timeoutSeconds":5}}')
-        edited = await ready(kubectl, "publishingtarget", "hook", generation=2)
+        edited = await wait_ready(kubectl, "publishingtarget", "hook", generation=2)
         assert condition(edited)["observedGeneration"] == 2
 
         # Rotating the Secret: deliveries are signed with the new key within the worker's
@@ -137,7 +122,7 @@ async def test_a_target_applied_with_kubectl_delivers(herald: Herald, kubectl: K
 
         # Deleting the target: its finalizer dead-letters what still waits.
         await kubectl("patch", "pt", "hook", "--type=merge", "-p", '{"spec":{"paused":true}}')
-        await ready(kubectl, "publishingtarget", "hook", generation=3)
+        await wait_ready(kubectl, "publishingtarget", "hook", generation=3)
         waiting = [await submit(worker, "hook", {"n": n}) for n in range(3)]
         await kubectl("delete", "publishingtarget", "hook", "--timeout=30s")
         assert await kubectl.get("publishingtarget", "hook") is None
@@ -159,7 +144,7 @@ async def test_a_dead_letter_replay_applied_with_kubectl(herald: Herald, kubectl
         await herald.operator()
         worker = await herald.worker()
         await kubectl.apply(target("hook", receiver.url))
-        await ready(kubectl, "publishingtarget", "hook")
+        await wait_ready(kubectl, "publishingtarget", "hook")
         ids = [await submit(worker, "hook", {"n": n}) for n in range(5)]
         await wait_for(lambda: len(receiver.received) >= 5, what="five 400s")
         answer["status"] = 200
@@ -243,7 +228,7 @@ async def test_a_replay_resumes_without_duplicates_after_the_operator_is_killed(
         operator = await herald.operator(HERALD_STATUS_INTERVAL="1s")
         worker = await herald.worker()
         await kubectl.apply(target("hook", receiver.url))
-        await ready(kubectl, "publishingtarget", "hook")
+        await wait_ready(kubectl, "publishingtarget", "hook")
         total = 600
         async with aiohttp.ClientSession() as http:
             for start in range(0, total, 200):
