@@ -691,7 +691,7 @@ def test_header_count_is_bounded_by_both() -> None:
     )
     assert [p.path for p in problems] == ["spec.headers"]
     assert "too many properties" in problems[0].message
-    with pytest.raises(InvalidTarget, match=r"spec\.headers: at most 64 headers, got 65"):
+    with pytest.raises(InvalidTarget, match=r"spec\.headers: must have at most 64 entries, got 65"):
         parse_spec(spec)
 
 
