@@ -6,6 +6,7 @@ error messages and the CRD's schema (``python -m herald_queue.crd_gen`` writes
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated
 
@@ -18,10 +19,23 @@ DEFAULT_LIMIT = 1000
 WINDOW_PROBLEM = "must be later than failedAfter"
 
 
+# RFC 3339 date-time, as the API server's format check takes it; without the zone.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?(?P<zone>[Zz]|[+-]\d{2}:\d{2})?"
+)
+
+
 def _time_text(value: object) -> object:
-    """Times are RFC 3339 strings (pydantic would also take a number of seconds)."""
-    if not isinstance(value, str | dt.datetime):
-        raise problem("must be an RFC 3339 time (a string, e.g. 2026-11-20T00:00:00Z)")
+    """Times are RFC 3339 strings, as the API server checks them (pydantic would also take
+    a number of seconds, a space for the T, or no seconds)."""
+    if isinstance(value, dt.datetime):
+        return value
+    match = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        shown = repr(value[:64] if isinstance(value, str) else value)
+        raise problem(f"must be an RFC 3339 time (e.g. 2026-11-20T00:00:00Z), got {shown}")
+    if match["zone"] is None:
+        raise problem("has no time zone (add Z or +00:00)")
     return value
 
 
