@@ -33,7 +33,8 @@ KIND = "PublishingTarget"
 TYPES = ("webhook", "slack", "pagerduty")
 
 # An HTTP token (RFC 9110 section 5.1).
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+HEADER_NAME_PATTERN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_HEADER_NAME = re.compile(HEADER_NAME_PATTERN)
 # An HTTP field value (RFC 9110 section 5.5): visible ASCII, with spaces and tabs inside
 # (none leading or trailing); no control character, so no NUL and no line break. Non-ASCII
 # (obs-text) is refused too: receivers decode it differently.
@@ -385,7 +386,7 @@ class TargetSpec(SpecModel):
         max_length=MAX_HEADERS,
         json_schema_extra=rules(
             (
-                """self.all(k, k.matches("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"))""",
+                f'self.all(k, k.matches("^{HEADER_NAME_PATTERN}$"))',
                 "header names must be HTTP tokens (letters, digits and !#$%&'*+-.^_`|~)",
             ),
             (
