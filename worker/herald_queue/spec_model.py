@@ -62,7 +62,6 @@ class SpecModel(BaseModel):
         extra="forbid",
         strict=True,
         allow_inf_nan=False,
-        use_attribute_docstrings=False,
     )
 
     @model_validator(mode="before")
