@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,12 +28,12 @@ from herald_operator.conditions import (
 )
 from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.errors import InvalidRequest
-from herald_queue.spec import is_object_name
-from herald_queue.states import ErrorClass
+from herald_queue.replay_spec import DEFAULT_LIMIT as DEFAULT_LIMIT
+from herald_queue.replay_spec import parse_replay_spec
+from herald_queue.spec_model import SpecError
 
 COMPLETE = "Complete"
 FAILED = "Failed"
-DEFAULT_LIMIT = 1000
 
 
 class Phase(enum.StrEnum):
@@ -94,78 +93,36 @@ class Selection:
         return ", ".join(parts) + f", at most {self.limit}"
 
 
-def _time(spec: Mapping[str, Any], key: str) -> dt.datetime | None:
-    raw = spec.get(key)
-    if raw in (None, ""):
-        return None
-    if isinstance(raw, dt.datetime):
-        value = raw
-    else:
-        try:
-            value = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidSelection(
-                f"spec.{key}: {raw!r} is not an RFC 3339 time (e.g. 2026-11-20T00:00:00Z)"
-            ) from None
-    if value.tzinfo is None:
-        raise InvalidSelection(f"spec.{key}: {raw!r} has no time zone (add Z or +00:00)")
-    return value
-
-
 def select(spec: Mapping[str, Any], namespace: str, started_at: dt.datetime) -> Selection:
     """The dead letters a DeadLetterReplay in ``namespace`` selects, once started at
     ``started_at``. The target, when named, is the PublishingTarget of that name in the
     replay's own namespace; a replay never reaches into another namespace."""
-    target = spec.get("target") or None
-    if target is not None and not is_object_name(target):
-        raise InvalidSelection(
-            f"spec.target: {target!r} must be the name of a PublishingTarget in namespace "
-            f"{namespace} (no namespace/ prefix: a replay only reaches its own namespace)"
-        )
-    error_class = None
-    if spec.get("errorClass"):
-        try:
-            error_class = ErrorClass(spec["errorClass"])
-        except ValueError:
-            known = ", ".join(c.value for c in ErrorClass)
-            raise InvalidSelection(
-                f"spec.errorClass: {spec['errorClass']!r} is not one of {known}"
-            ) from None
-    failed_after = _time(spec, "failedAfter")
-    failed_before = _time(spec, "failedBefore")
-    if failed_before is not None and failed_after is not None and failed_before <= failed_after:
-        raise InvalidSelection("spec.failedBefore must be later than spec.failedAfter")
+    try:
+        parsed = parse_replay_spec(spec)
+    except SpecError as exc:
+        raise InvalidSelection(str(exc)) from None
+    failed_after, failed_before = parsed.failed_after, parsed.failed_before
     # Fixed at the start: later failures (a replayed job dying again) are not this replay's.
     cutoff = started_at if failed_before is None else min(failed_before, started_at)
-    job_ids: tuple[uuid.UUID, ...] | None = None
-    raw_ids = spec.get("jobIds") or []
-    if raw_ids:
-        try:
-            job_ids = tuple(uuid.UUID(str(i)) for i in raw_ids)
-        except ValueError:
-            raise InvalidSelection("spec.jobIds: every entry must be a job id (UUID)") from None
-    limit = spec.get("limit", DEFAULT_LIMIT)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidSelection(f"spec.limit: must be a positive integer, got {limit!r}")
     # failedAfter at or after the start: nothing can match (not an error: zero counts).
     empty = failed_after is not None and failed_after >= cutoff
     try:
         selector = DeadLetterFilter(
-            target=target,
+            target=parsed.target,
             namespace=namespace,
-            error_class=error_class,
+            error_class=parsed.error_class,
             failed_after=failed_after,
             failed_before=None if empty else cutoff,
-            job_ids=job_ids,
+            job_ids=parsed.job_ids or None,
         )
         selector.params()
     except InvalidRequest as exc:
         raise InvalidSelection(f"spec.{exc.field}: {exc.problem}") from None
     return Selection(
         filter=selector,
-        target=target,
-        limit=limit,
-        dry_run=bool(spec.get("dryRun", False)),
+        target=parsed.target,
+        limit=parsed.limit,
+        dry_run=parsed.dry_run,
         empty=empty,
         failed_before=failed_before,
     )

@@ -1,8 +1,7 @@
-"""The PublishingTarget spec: parsed, checked and completed with defaults.
-
-The defaults here are the CRD's defaults (``crds/publishingtargets.yaml``; a test keeps
-them equal), so a target registered from a local manifest behaves exactly like one the
-operator registered from the cluster. Every problem is reported with the field's path.
+"""The PublishingTarget spec: one pydantic model, from which come the parser (``herald targets
+apply``, the operator, the worker's registry), its error messages and the CRD's schema
+(``python -m herald_queue.crd_gen`` writes ``crds/publishingtargets.yaml``; see there how to
+add a field). Every problem is reported with the field's path.
 """
 
 from __future__ import annotations
@@ -11,26 +10,44 @@ import dataclasses
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+
 from herald_queue.errors import InvalidTarget
+from herald_queue.spec_model import (
+    SpecError,
+    SpecModel,
+    check,
+    is_finite_number,
+    is_object_name,
+    no_default,
+    object_name,
+    problem,
+    rules,
+)
 
 API_VERSION = "herald.dev/v1alpha1"
 KIND = "PublishingTarget"
 TYPES = ("webhook", "slack", "pagerduty")
 
-# DNS-1123 subdomain, as Kubernetes requires of object names. Both are used with
-# fullmatch: "$" would also match before a final newline.
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 # An HTTP token (RFC 9110 section 5.1).
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+HEADER_NAME_PATTERN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_HEADER_NAME = re.compile(HEADER_NAME_PATTERN)
 # An HTTP field value (RFC 9110 section 5.5): visible ASCII, with spaces and tabs inside
 # (none leading or trailing); no control character, so no NUL and no line break. Non-ASCII
 # (obs-text) is refused too: receivers decode it differently.
-_HEADER_VALUE = re.compile(r"([\x21-\x7e]([\t\x20-\x7e]*[\x21-\x7e])?)?")
+HEADER_VALUE_PATTERN = r"([\x21-\x7e]([\t\x20-\x7e]*[\x21-\x7e])?)?"
+_HEADER_VALUE = re.compile(HEADER_VALUE_PATTERN)
 # Characters no URL, name or header may hold: C0 controls (NUL among them), DEL, C1 controls.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The CRD's check of spec.url (Herald's is check_url): http(s), a host, no whitespace and no
+# control character (NUL, line breaks, DEL, C1).
+URL_PATTERN = (
+    r"^https?://([^\s\x00-\x1f\x7f-\x9f/?#@]+@)?([^\s\x00-\x1f\x7f-\x9f/?#@:\[\]]+|"
+    r"\[[0-9A-Fa-f:.]+\])(:[0-9]*)?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
+)
 MAX_HEADERS = 64
 # Headers Herald sets itself; a target may not override them.
 RESERVED_HEADERS = frozenset(
@@ -48,149 +65,6 @@ RESERVED_HEADERS = frozenset(
 # anyone who can read the object, and is kept with every dead letter); a webhook target
 # takes an Authorization header from its Secret (key authorization).
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    initial_backoff: float = 2.0
-    max_backoff: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 1.0
-    # An explicit schedule (seconds before attempt 2, 3, ...) replaces the exponential one;
-    # its last step repeats. Seed 000's schedule is (60, 300, 900, 3600, 14400).
-    schedule: tuple[float, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class CircuitBreakerPolicy:
-    failure_threshold: int = 5
-    open_seconds: float = 30.0
-    half_open_probes: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class RateLimit:
-    requests_per_second: float
-    burst: int
-
-
-@dataclasses.dataclass(frozen=True)
-class TargetSpec:
-    type: str
-    url: str | None = None
-    secret_name: str | None = None
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    timeout: float = 10.0
-    retry: RetryPolicy = RetryPolicy()
-    circuit_breaker: CircuitBreakerPolicy = CircuitBreakerPolicy()
-    rate_limit: RateLimit | None = None
-    paused: bool = False
-
-    def to_config(self) -> dict[str, Any]:
-        """The spec as stored in the registry: camelCase, defaults filled in."""
-        config: dict[str, Any] = {
-            "type": self.type,
-            "headers": dict(self.headers),
-            "timeoutSeconds": self.timeout,
-            "retry": {
-                "maxAttempts": self.retry.max_attempts,
-                "initialBackoffSeconds": self.retry.initial_backoff,
-                "maxBackoffSeconds": self.retry.max_backoff,
-                "multiplier": self.retry.multiplier,
-                "jitterSeconds": self.retry.jitter,
-            },
-            "circuitBreaker": {
-                "failureThreshold": self.circuit_breaker.failure_threshold,
-                "openSeconds": self.circuit_breaker.open_seconds,
-                "halfOpenProbes": self.circuit_breaker.half_open_probes,
-            },
-            "paused": self.paused,
-        }
-        if self.url is not None:
-            config["url"] = self.url
-        if self.secret_name is not None:
-            config["secretRef"] = {"name": self.secret_name}
-        if self.retry.schedule:
-            config["retry"]["scheduleSeconds"] = list(self.retry.schedule)
-        if self.rate_limit is not None:
-            config["rateLimit"] = {
-                "requestsPerSecond": self.rate_limit.requests_per_second,
-                "burst": self.rate_limit.burst,
-            }
-        return config
-
-
-@dataclasses.dataclass(frozen=True)
-class PublishingTarget:
-    namespace: str
-    name: str
-    spec: TargetSpec
-    generation: int = 0
-
-    @property
-    def ref(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-def is_object_name(value: object) -> bool:
-    """Whether ``value`` is a Kubernetes object name (a DNS-1123 subdomain)."""
-    return isinstance(value, str) and _NAME.fullmatch(value) is not None
-
-
-class _Problems:
-    """Collects every problem of a spec so one error names them all."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-
-def _number(
-    problems: _Problems,
-    data: Mapping[str, Any],
-    key: str,
-    path: str,
-    default: float,
-    *,
-    minimum: float,
-    maximum: float,
-    integer: bool = False,
-    exclusive_min: bool = False,
-) -> float:
-    if key not in data or data[key] is None:
-        return default
-    value = data[key]
-    kind = "an integer" if integer else "a number"
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or (integer and not float(value).is_integer())
-        or not math.isfinite(value)
-    ):
-        problems.add(f"{path}.{key}", f"must be {kind}, got {value!r}")
-        return default
-    low_ok = value > minimum if exclusive_min else value >= minimum
-    if not low_ok or value > maximum:
-        bound = f"greater than {minimum:g}" if exclusive_min else f"at least {minimum:g}"
-        problems.add(f"{path}.{key}", f"must be {bound} and at most {maximum:g}, got {value!r}")
-        return default
-    return int(value) if integer else float(value)
-
-
-def _mapping(
-    problems: _Problems, data: Mapping[str, Any], key: str, path: str
-) -> Mapping[str, Any]:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        problems.add(f"{path}.{key}", f"must be an object, got {type(value).__name__}")
-        return {}
-    return value
-
 
 USERINFO_PROBLEM = (
     "must not hold credentials (user:password@ before the host): the spec is readable by "
@@ -254,210 +128,338 @@ def header_value_problem(value: object) -> str | None:
     return "must be visible ASCII characters, with spaces and tabs inside (RFC 9110 field-value)"
 
 
-def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
-    """Check a PublishingTarget spec and complete it with defaults."""
-    problems = _Problems()
-    if not isinstance(spec, Mapping):
-        raise InvalidTarget(f"spec: must be an object, got {type(spec).__name__}")
-    known = {
-        "type",
-        "url",
-        "secretRef",
-        "headers",
-        "timeoutSeconds",
-        "retry",
-        "circuitBreaker",
-        "rateLimit",
-        "paused",
+def _header_name(name: str) -> str:
+    if not _HEADER_NAME.fullmatch(name):
+        raise problem("is not a valid HTTP header name (RFC 9110 token)")
+    if name.lower() in RESERVED_HEADERS:
+        raise problem("is set by Herald and cannot be overridden")
+    if name.lower() in CREDENTIAL_HEADERS:
+        raise problem(
+            "carries a credential, which never goes inline: put it in the target's Secret "
+            "(secretRef; a webhook target sends the Secret's key authorization as its "
+            "Authorization header)"
+        )
+    return name
+
+
+def _header_value(value: object) -> object:
+    if isinstance(value, str) and (why := header_value_problem(value)) is not None:
+        raise problem(why)
+    return value
+
+
+def _url(value: object) -> object:
+    if isinstance(value, str) and (why := check_url(value)) is not None:
+        raise problem(why)
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[
+    str,
+    Field(
+        pattern=f"^{HEADER_VALUE_PATTERN}$",
+        description=(
+            "Header value (RFC 9110 field-value): visible ASCII characters, with spaces and "
+            "tabs inside but not leading or trailing; no control character (NUL, line breaks)."
+        ),
+    ),
+    BeforeValidator(_header_value),
+]
+Seconds = Annotated[float, Field(ge=0, le=86_400)]
+
+
+def _quoted(names: frozenset[str]) -> str:
+    return ", ".join(f"'{n}'" for n in sorted(names))
+
+
+class SecretRef(SpecModel):
+    """The Secret, in the target's namespace, holding its credentials. Keys read:
+    `signingSecret` (webhook: Standard Webhooks secret, "whsec_" followed by base64; signs
+    every request), `routingKey` (pagerduty: the integration's routing key, required for
+    pagerduty), `url` (optional, any type: overrides spec.url)."""
+
+    name: object_name("a Secret") = Field(  # type: ignore[valid-type]
+        description="Name of the Secret (a DNS-1123 subdomain)."
+    )
+
+
+class RetryPolicy(SpecModel):
+    """How failed deliveries are retried. Transient and unknown failures are retried with
+    exponential backoff and jitter (initialBackoffSeconds, multiplied by multiplier each
+    attempt, capped at maxBackoffSeconds), or on scheduleSeconds when given; a Retry-After
+    answer is honoured. Permanent failures go to the dead-letter queue at once."""
+
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": rules(
+            (
+                "self.maxBackoffSeconds >= self.initialBackoffSeconds",
+                "retry.maxBackoffSeconds must be at least retry.initialBackoffSeconds",
+            )
+        )
     }
-    for key in spec:
-        if key not in known:
-            problems.add(f"spec.{key}", f"unknown field (known: {', '.join(sorted(known))})")
 
-    kind = spec.get("type")
-    if kind not in TYPES:
-        problems.add("spec.type", f"must be one of {', '.join(TYPES)}, got {kind!r}")
-
-    url = spec.get("url")
-    if url is not None:
-        if not isinstance(url, str):
-            problems.add("spec.url", f"must be a string, got {type(url).__name__}")
-            url = None
-        elif (why := check_url(url)) is not None:
-            problems.add("spec.url", why)
-
-    secret_name = None
-    secret_ref = _mapping(problems, spec, "secretRef", "spec")
-    if "secretRef" in spec and spec["secretRef"] is not None:
-        secret_name = secret_ref.get("name")
-        if not isinstance(secret_name, str) or not _NAME.fullmatch(secret_name):
-            problems.add("spec.secretRef.name", f"must be a Secret name, got {secret_name!r}")
-            secret_name = None
-
-    headers: dict[str, str] = {}
-    raw_headers = _mapping(problems, spec, "headers", "spec")
-    if len(raw_headers) > MAX_HEADERS:
-        problems.add("spec.headers", f"at most {MAX_HEADERS} headers, got {len(raw_headers)}")
-    for name, value in raw_headers.items():
-        path = f"spec.headers.{name}"
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            if isinstance(name, str) and _CONTROL.search(name):
-                path = f"spec.headers.{name!r}"
-            problems.add(path, "is not a valid HTTP header name (RFC 9110 token)")
-        elif name.lower() in RESERVED_HEADERS:
-            problems.add(path, "is set by Herald and cannot be overridden")
-        elif name.lower() in CREDENTIAL_HEADERS:
-            problems.add(
-                path,
-                "carries a credential, which never goes inline: put it in the target's "
-                "Secret (secretRef; a webhook target sends the Secret's key authorization "
-                "as its Authorization header)",
-            )
-        elif (why := header_value_problem(value)) is not None:
-            problems.add(path, why)
-        else:
-            headers[name] = value
-
-    timeout = _number(
-        problems, spec, "timeoutSeconds", "spec", 10.0, minimum=0, maximum=300, exclusive_min=True
+    max_attempts: int = Field(
+        default=5,
+        alias="maxAttempts",
+        ge=1,
+        le=100,
+        json_schema_extra={"format": "int32"},
+        description=(
+            "Delivery attempts in all, the first included, before the job goes to the "
+            "dead-letter queue."
+        ),
+    )
+    initial_backoff: Seconds = Field(
+        default=2.0,
+        alias="initialBackoffSeconds",
+        description="Delay before the second attempt, in seconds.",
+    )
+    max_backoff: Seconds = Field(
+        default=30.0,
+        alias="maxBackoffSeconds",
+        description=(
+            "Upper bound of the exponential delay, in seconds; at least initialBackoffSeconds."
+        ),
+    )
+    multiplier: float = Field(
+        default=2.0, ge=1, le=10, description="Factor applied to the delay after each attempt."
+    )
+    jitter: float = Field(
+        default=1.0,
+        alias="jitterSeconds",
+        ge=0,
+        le=3_600,
+        description=(
+            "Random delay, from 0 to this many seconds, added to each backoff so that "
+            "retries do not arrive in lockstep."
+        ),
+    )
+    # Seed 000's schedule is (60, 300, 900, 3600, 14400).
+    schedule: (
+        tuple[
+            Annotated[Seconds, Field(description="Delay before the next attempt, in seconds.")], ...
+        ]
+        | None
+    ) = Field(
+        default=None,
+        alias="scheduleSeconds",
+        strict=False,  # a list in the manifest, a tuple here
+        min_length=1,
+        max_length=100,
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+        description=(
+            "Explicit delays, in seconds, before attempt 2, 3, ...; when given, it replaces "
+            "the exponential schedule and its last step repeats (e.g. [60, 300, 900, 3600, "
+            "14400]). Jitter still applies."
+        ),
     )
 
-    r = _mapping(problems, spec, "retry", "spec")
-    retry = RetryPolicy(
-        max_attempts=int(
-            _number(
-                problems, r, "maxAttempts", "spec.retry", 5, minimum=1, maximum=100, integer=True
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RetryPolicy:
+        if self.max_backoff < self.initial_backoff:
+            raise problem(
+                f"must be at least initialBackoffSeconds ({self.initial_backoff:g}), got "
+                f"{self.max_backoff:g}",
+                field="maxBackoffSeconds",
             )
-        ),
-        initial_backoff=_number(
-            problems, r, "initialBackoffSeconds", "spec.retry", 2.0, minimum=0, maximum=86_400
-        ),
-        max_backoff=_number(
-            problems, r, "maxBackoffSeconds", "spec.retry", 30.0, minimum=0, maximum=86_400
-        ),
-        multiplier=_number(problems, r, "multiplier", "spec.retry", 2.0, minimum=1, maximum=10),
-        jitter=_number(problems, r, "jitterSeconds", "spec.retry", 1.0, minimum=0, maximum=3_600),
-        schedule=_schedule(problems, r.get("scheduleSeconds")),
+        return self
+
+
+class CircuitBreakerPolicy(SpecModel):
+    """Stops deliveries to an unwell receiver. After failureThreshold consecutive transient
+    failures the circuit opens for openSeconds: jobs wait in the queue without spending
+    attempts. Then up to halfOpenProbes deliveries test the receiver; a success closes the
+    circuit, a failure opens it again. The state is shared by every worker replica."""
+
+    failure_threshold: int = Field(
+        default=5,
+        alias="failureThreshold",
+        ge=1,
+        le=1_000,
+        json_schema_extra={"format": "int32"},
+        description="Consecutive transient failures that open the circuit.",
     )
-    if retry.max_backoff < retry.initial_backoff:
-        problems.add(
-            "spec.retry.maxBackoffSeconds",
-            f"must be at least initialBackoffSeconds ({retry.initial_backoff:g}), "
-            f"got {retry.max_backoff:g}",
+    open_seconds: float = Field(
+        default=30.0,
+        alias="openSeconds",
+        gt=0,
+        le=86_400,
+        description="How long the circuit stays open before probing, in seconds.",
+    )
+    half_open_probes: int = Field(
+        default=1,
+        alias="halfOpenProbes",
+        ge=1,
+        le=100,
+        json_schema_extra={"format": "int32"},
+        description="Deliveries allowed at once while the circuit is half-open.",
+    )
+
+
+def _burst_schema(schema: dict[str, Any]) -> None:
+    no_default(schema)
+    schema["format"] = "int32"
+
+
+class RateLimit(SpecModel):
+    """Caps the delivery rate to this target across all worker replicas (a token bucket).
+    Absent: no limit."""
+
+    requests_per_second: float = Field(
+        alias="requestsPerSecond",
+        gt=0,
+        le=100_000,
+        description="Sustained deliveries per second.",
+    )
+    # Its default depends on requestsPerSecond, so the CRD has none (see _default_burst).
+    burst: int = Field(
+        default=1,
+        ge=1,
+        le=1_000_000,
+        json_schema_extra=_burst_schema,
+        description=(
+            "Deliveries allowed at once above the sustained rate (bucket size). Default: "
+            "requestsPerSecond rounded up."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_burst(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("burst") is None:
+            rps = data.get("requestsPerSecond")
+            if is_finite_number(rps) and rps > 0:
+                return {**data, "burst": max(1, math.ceil(rps))}
+        return data
+
+
+URL_REQUIRED = (
+    "is required unless the Secret named by secretRef holds it (key url) or type is pagerduty"
+)
+
+
+class TargetSpec(SpecModel):
+    """Where and how to deliver. Credentials never appear here: they live in the Secret
+    named by secretRef."""
+
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": rules(
+            (
+                "self.type == 'pagerduty' || has(self.url) || has(self.secretRef)",
+                f"url {URL_REQUIRED}",
+            )
         )
+    }
 
-    c = _mapping(problems, spec, "circuitBreaker", "spec")
-    breaker = CircuitBreakerPolicy(
-        failure_threshold=int(
-            _number(
-                problems,
-                c,
-                "failureThreshold",
-                "spec.circuitBreaker",
-                5,
-                minimum=1,
-                maximum=1_000,
-                integer=True,
-            )
-        ),
-        open_seconds=_number(
-            problems,
-            c,
-            "openSeconds",
-            "spec.circuitBreaker",
-            30.0,
-            minimum=0,
-            maximum=86_400,
-            exclusive_min=True,
-        ),
-        half_open_probes=int(
-            _number(
-                problems,
-                c,
-                "halfOpenProbes",
-                "spec.circuitBreaker",
-                1,
-                minimum=1,
-                maximum=100,
-                integer=True,
-            )
-        ),
+    type: Literal["webhook", "slack", "pagerduty"] = Field(
+        description=(
+            "Kind of receiver: webhook (HTTP POST of the job's JSON payload with the Standard "
+            "Webhooks headers webhook-id, webhook-timestamp and, with a signing secret, "
+            "webhook-signature), slack (incoming webhook) or pagerduty (Events API v2)."
+        )
     )
-
-    rate_limit = None
-    rl = _mapping(problems, spec, "rateLimit", "spec")
-    if "rateLimit" in spec and spec["rateLimit"] is not None:
-        if "requestsPerSecond" not in rl:
-            problems.add("spec.rateLimit.requestsPerSecond", "is required when rateLimit is set")
-        else:
-            rps = _number(
-                problems,
-                rl,
-                "requestsPerSecond",
-                "spec.rateLimit",
-                1.0,
-                minimum=0,
-                maximum=100_000,
-                exclusive_min=True,
-            )
-            burst = int(
-                _number(
-                    problems,
-                    rl,
-                    "burst",
-                    "spec.rateLimit",
-                    max(1, math.ceil(rps)),
-                    minimum=1,
-                    maximum=1_000_000,
-                    integer=True,
+    url: (
+        Annotated[str, Field(max_length=2048, pattern=URL_PATTERN), BeforeValidator(_url)] | None
+    ) = Field(
+        default=None,
+        json_schema_extra={
+            "format": "uri",
+            **rules(
+                (
+                    "!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",
+                    f"url {USERINFO_PROBLEM}",
                 )
-            )
-            rate_limit = RateLimit(requests_per_second=rps, burst=burst)
-
-    paused = spec.get("paused", False)
-    if not isinstance(paused, bool):
-        problems.add("spec.paused", f"must be true or false, got {paused!r}")
-        paused = False
-
-    if kind in ("webhook", "slack") and url is None and secret_name is None:
-        problems.add(
-            "spec.url",
-            "is required unless the Secret named by secretRef holds it (key url) or type is "
-            "pagerduty",
-        )
-
-    if problems.items:
-        raise InvalidTarget("; ".join(problems.items))
-    assert isinstance(kind, str)
-    return TargetSpec(
-        type=kind,
-        url=url,
-        secret_name=secret_name,
-        headers=headers,
-        timeout=timeout,
-        retry=retry,
-        circuit_breaker=breaker,
-        rate_limit=rate_limit,
-        paused=paused,
+            ),
+        },
+        description=(
+            "Endpoint URL: http:// or https://, with a host and without credentials "
+            "(user:password@ is refused: keep such a URL in the Secret). Optional for "
+            "pagerduty (default: the Events API v2 enqueue URL) and when the Secret named "
+            "by secretRef has a `url` key, which takes precedence (Slack webhook URLs are "
+            "credentials: keep them in the Secret)."
+        ),
+    )
+    secret_ref: SecretRef | None = Field(default=None, alias="secretRef")
+    headers: dict[HeaderName, HeaderValue] = Field(
+        default={},  # pydantic copies it for each spec
+        max_length=MAX_HEADERS,
+        json_schema_extra=rules(
+            (
+                f'self.all(k, k.matches("^{HEADER_NAME_PATTERN}$"))',
+                "header names must be HTTP tokens (letters, digits and !#$%&'*+-.^_`|~)",
+            ),
+            (
+                f"!self.exists(k, k.lowerAscii() in [{_quoted(RESERVED_HEADERS)}])",
+                "headers cannot set Content-Type, Content-Length, Host, User-Agent, "
+                "webhook-id, webhook-timestamp or webhook-signature (any case): Herald sets "
+                "them",
+            ),
+            (
+                f"!self.exists(k, k.lowerAscii() in [{_quoted(CREDENTIAL_HEADERS)}])",
+                "headers cannot carry credentials (Authorization, Proxy-Authorization, "
+                "Cookie): put them in the target's Secret (secretRef); a webhook target "
+                "sends the Secret's key authorization as its Authorization header",
+            ),
+        ),
+        description=(
+            "Extra HTTP headers sent with every request, name to value. Headers Herald sets "
+            "itself (Content-Type, Content-Length, Host, User-Agent, webhook-id, "
+            "webhook-timestamp, webhook-signature) cannot be set here, nor credentials "
+            "(Authorization, Proxy-Authorization, Cookie), which come from the Secret."
+        ),
+    )
+    timeout: float = Field(
+        default=10.0,
+        alias="timeoutSeconds",
+        gt=0,
+        le=300,
+        description="Timeout of one delivery attempt, in seconds.",
+    )
+    # The API server checks retry's CEL rule against this default as written, before the
+    # nested defaults apply: the CRD's default spells every field out (a model's does).
+    retry: RetryPolicy = RetryPolicy()
+    circuit_breaker: CircuitBreakerPolicy = Field(
+        default=CircuitBreakerPolicy(), alias="circuitBreaker"
+    )
+    rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
+    paused: bool = Field(
+        default=False,
+        description=(
+            "Hold deliveries: jobs are still accepted and wait in the queue until the target "
+            "is resumed."
+        ),
     )
 
+    @model_validator(mode="after")
+    def _url_required(self) -> TargetSpec:
+        if self.type != "pagerduty" and self.url is None and self.secret_ref is None:
+            raise problem(URL_REQUIRED, field="url")
+        return self
 
-def _schedule(problems: _Problems, value: Any) -> tuple[float, ...]:
-    if value is None:
-        return ()
-    path = "spec.retry.scheduleSeconds"
-    if not isinstance(value, list) or not value or len(value) > 100:
-        problems.add(path, "must be a list of 1 to 100 delays in seconds")
-        return ()
-    steps = []
-    for i, step in enumerate(value):
-        if isinstance(step, bool) or not isinstance(step, int | float) or not 0 <= step <= 86_400:
-            problems.add(
-                f"{path}[{i}]", f"must be a number of seconds from 0 to 86400, got {step!r}"
-            )
-            return ()
-        steps.append(float(step))
-    return tuple(steps)
+    @property
+    def secret_name(self) -> str | None:
+        return None if self.secret_ref is None else self.secret_ref.name
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishingTarget:
+    namespace: str
+    name: str
+    spec: TargetSpec
+    generation: int = 0
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def parse_spec(spec: object) -> TargetSpec:
+    """Check a PublishingTarget spec and complete it with defaults."""
+    try:
+        return check(TargetSpec, spec)
+    except SpecError as exc:
+        raise InvalidTarget(str(exc)) from None
 
 
 def parse_target(
@@ -472,9 +474,9 @@ def parse_target(
     metadata = manifest.get("metadata") or {}
     name = metadata.get("name")
     namespace = metadata.get("namespace") or default_namespace
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not is_object_name(name):
         raise InvalidTarget(f"metadata.name: must be a Kubernetes object name, got {name!r}")
-    if not isinstance(namespace, str) or not _NAME.fullmatch(namespace):
+    if not isinstance(namespace, str) or not is_object_name(namespace):
         raise InvalidTarget(f"metadata.namespace: must be a namespace name, got {namespace!r}")
     try:
         spec = parse_spec(manifest.get("spec") or {})
