@@ -24,12 +24,17 @@ from herald_operator import status as target_status
 from herald_operator.conditions import Condition, find, set_condition, transitioned
 from herald_operator.runtime import DB_ERRORS, Runtime, counted, object_lock, runtime_of
 from herald_queue.errors import TargetNotFound
+from herald_queue.target_types.webhook import signing_public_keys
 
 GROUP, VERSION, PLURAL = "herald.dev", "v1alpha1", "publishingtargets"
 KIND = "PublishingTarget"
 
 
-async def _evaluate(rt: Runtime, parsed: readiness.Parsed) -> Condition:
+async def _evaluate(
+    rt: Runtime, parsed: readiness.Parsed, patch: kopf.Patch, status: Mapping[str, Any]
+) -> Condition:
+    """The Ready condition; also publishes the Secret's signing public keys in the status
+    (when the Secret was read and they changed)."""
     target = parsed.target
     if target is None:
         assert parsed.problem is not None
@@ -37,6 +42,11 @@ async def _evaluate(rt: Runtime, parsed: readiness.Parsed) -> Condition:
     secret = None
     if target.spec.secret_name is not None:
         secret = await rt.kube.read_secret(target.namespace, target.spec.secret_name)
+    if secret is None or secret.data is not None:
+        data = secret.data if secret and secret.data and target.spec.type == "webhook" else {}
+        keys = signing_public_keys(data)
+        if list(status.get("signingPublicKeys") or []) != keys:
+            patch.status["signingPublicKeys"] = keys
     return readiness.check(target, secret, rt.egress)
 
 
@@ -95,7 +105,7 @@ async def reconcile(
     generation = meta.get("generation")
     async with object_lock(memo):
         parsed = readiness.parse(body, rt.egress)
-        condition = await _evaluate(rt, parsed)
+        condition = await _evaluate(rt, parsed, patch, status)
         if parsed.target is not None:
             try:
                 result = await rt.queue.registry.apply(parsed.target)
@@ -172,7 +182,7 @@ async def refresh(
         except DB_ERRORS:
             rt.metrics.refreshes.labels(result="retry").inc()
             return  # logged once by the snapshot; the next tick tries again
-        condition = await _evaluate(rt, parsed)
+        condition = await _evaluate(rt, parsed, patch, status)
         if row is None:
             return
         known = find(memo.get("herald_conditions") or status.get("conditions"), "Ready")

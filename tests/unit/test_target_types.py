@@ -349,7 +349,8 @@ def test_webhook_check_accepts_good_configurations() -> None:
         ("whsec_" + base64.b64encode(b"SECRETPART-16byt").decode(), "decodes to 16 bytes"),
         ("whsec_" + base64.b64encode(b"S" * 65).decode(), "decodes to 65 bytes"),
         ("   ", "is empty"),
-        ("whsk_" + base64.b64encode(b"SECRETPART" * 4).decode(), "asymmetric"),
+        ("whsk_" + base64.b64encode(b"SECRETPART" * 4).decode(), "not 32 (seed) or 64"),
+        ("whpk_" + base64.b64encode(b"SECRETPART" * 4).decode(), "is a public key"),
     ],
 )
 def test_webhook_check_reports_a_bad_signing_secret(value: str, expected: str) -> None:

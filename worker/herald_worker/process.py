@@ -184,6 +184,7 @@ async def start(
             )
         directory = TargetDirectory(queue.registry, _secret_source(ws, found))
         await directory.refresh()
+        context.directory = directory
         listener = Listener(queue.url)
         health.listener = listener
         worker = Worker(

@@ -699,5 +699,46 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _json(OK_JSON, "OpenAPI 3.1.")},
                 }
             },
+            "/signing-keys/{namespace}/{name}": {
+                "get": {
+                    "summary": "The ed25519 public keys (whpk_...) that verify a target's "
+                    "v1a signatures",
+                    "operationId": "signingKeys",
+                    "security": [],
+                    "parameters": [
+                        {
+                            "name": "namespace",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["target", "publicKeys"],
+                                "properties": {
+                                    "target": {"type": "string"},
+                                    "publicKeys": {
+                                        "type": "array",
+                                        "items": {"type": "string", "pattern": "^whpk_"},
+                                    },
+                                },
+                            },
+                            "The public keys, in the Secret's order.",
+                        ),
+                        "404": _error(
+                            "The target is not registered or has no ed25519 signing key."
+                        ),
+                    },
+                }
+            },
         },
     }
