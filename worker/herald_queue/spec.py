@@ -86,6 +86,9 @@ class TargetSpec:
     circuit_breaker: CircuitBreakerPolicy = CircuitBreakerPolicy()
     rate_limit: RateLimit | None = None
     paused: bool = False
+    disable_after: float | None = None
+    """spec.disableAfterSeconds: continuous failure that disables the target (0: never);
+    None: the worker's HERALD_DISABLE_AFTER."""
 
     def to_config(self) -> dict[str, Any]:
         """The spec as stored in the registry: camelCase, defaults filled in."""
@@ -118,6 +121,8 @@ class TargetSpec:
                 "requestsPerSecond": self.rate_limit.requests_per_second,
                 "burst": self.rate_limit.burst,
             }
+        if self.disable_after is not None:
+            config["disableAfterSeconds"] = self.disable_after
         return config
 
 
@@ -269,6 +274,7 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
         "circuitBreaker",
         "rateLimit",
         "paused",
+        "disableAfterSeconds",
     }
     for key in spec:
         if key not in known:
@@ -414,6 +420,12 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
             )
             rate_limit = RateLimit(requests_per_second=rps, burst=burst)
 
+    disable_after = None
+    if spec.get("disableAfterSeconds") is not None:
+        disable_after = _number(
+            problems, spec, "disableAfterSeconds", "spec", 0, minimum=0, maximum=31_536_000
+        )
+
     paused = spec.get("paused", False)
     if not isinstance(paused, bool):
         problems.add("spec.paused", f"must be true or false, got {paused!r}")
@@ -439,6 +451,7 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
         circuit_breaker=breaker,
         rate_limit=rate_limit,
         paused=paused,
+        disable_after=disable_after,
     )
 
 

@@ -198,7 +198,9 @@ async def start(
             listener=listener,
             name=options.name,
         )
-        maintenance = Maintenance(queue, directory, metrics, health, listener)
+        maintenance = Maintenance(
+            queue, directory, metrics, health, listener, disable_after=ws.disable_after
+        )
         stop = asyncio.Event()
         side = {
             "listener": listener.run,

@@ -69,6 +69,13 @@ class WorkerSettings:
         "How often target configuration and Secrets are re-read (registry changes also "
         "arrive at once by notification).",
     )
+    disable_after: Duration = env(
+        "HERALD_DISABLE_AFTER",
+        432_000.0,
+        "A target whose deliveries have all failed for this long (no success in between) is "
+        "disabled: its jobs wait until `herald targets enable NAME` (or a spec change). "
+        "spec.disableAfterSeconds overrides it per target; 0 never disables.",
+    )
     kubernetes_secrets: bool | None = env(
         "HERALD_KUBERNETES_SECRETS",
         None,
