@@ -227,5 +227,6 @@ class Metrics:
             self.trips,
             self.recoveries,
             self.gone,
+            self.disabled,
         ):
             family.labels(ref)
