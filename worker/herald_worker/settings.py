@@ -14,8 +14,8 @@ class WorkerSettings:
     api_token: str | None = env(
         "HERALD_API_TOKEN",
         None,
-        "Bearer token the API requires (every endpoint but /healthz, /readyz, /metrics and "
-        "/openapi.json). Unset: no authentication.",
+        "Bearer token the API requires (every endpoint but /healthz, /readyz, /metrics, "
+        "/openapi.json and /signing-keys/...). Unset: no authentication.",
         secret=True,
     )
     concurrency: int = env(

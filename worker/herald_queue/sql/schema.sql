@@ -66,9 +66,7 @@ CREATE TABLE herald.targets (
         CHECK ((circuit_state = 'open') = (circuit_open_until IS NOT NULL)),
     CONSTRAINT targets_rate_check CHECK ((rate_per_second IS NULL) = (rate_burst IS NULL)),
     CONSTRAINT targets_auto_pause_check
-        CHECK ((auto_paused_reason IS NULL) = (auto_paused_at IS NULL)),
-    CONSTRAINT targets_auto_pause_cause_check
-        CHECK ((auto_paused_reason IS NULL) = (auto_paused_cause IS NULL))
+        CHECK ((auto_paused_reason IS NULL) = (auto_paused_at IS NULL))
 );
 
 -- One live target per namespace/name; tombstones do not count.

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from herald_worker.api import dead_letters, jobs, ops, signing_keys
+from herald_worker.api import dead_letters, jobs, ops, signing_keys, tracker
 from herald_worker.api.context import CONTEXT, ApiContext
 from herald_worker.api.errors import error_response, errors_middleware
 
@@ -30,6 +30,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", "/v1/jobs/{id}", jobs.cancel_job),
     ("GET", "/v1/queue/stats", jobs.stats),
     ("GET", "/v1/targets", jobs.targets),
+    ("GET", "/v1/tracker", tracker.list_recent),
+    ("DELETE", "/v1/tracker", tracker.clear),
     ("GET", "/v1/dead-letters", dead_letters.list_entries),
     ("DELETE", "/v1/dead-letters", dead_letters.purge),
     ("GET", "/v1/dead-letters/stats", dead_letters.stats),

@@ -6,5 +6,3 @@ ALTER TABLE herald.targets ADD COLUMN failing_since timestamptz;
 ALTER TABLE herald.targets ADD COLUMN auto_paused_cause text
     CHECK (auto_paused_cause IN ('gone', 'failing'));
 UPDATE herald.targets SET auto_paused_cause = 'gone' WHERE auto_paused_reason IS NOT NULL;
-ALTER TABLE herald.targets ADD CONSTRAINT targets_auto_pause_cause_check
-    CHECK ((auto_paused_reason IS NULL) = (auto_paused_cause IS NULL));
