@@ -964,3 +964,18 @@ def test_pagerduty_several_alerts_in_one_job_are_refused() -> None:
     payload["alerts"] = []
     with pytest.raises(InvalidPayload, match="0 alerts"):
         render_pd(payload)
+
+
+# -- spec.disableAfterSeconds (the other field this branch adds) ----------------------------
+
+
+def test_disable_after_is_checked_and_kept_in_the_registered_config() -> None:
+    base = {"type": "webhook", "url": "https://example.com/h"}
+    assert parse_spec(base).disable_after is None
+    assert "disableAfterSeconds" not in parse_spec(base).to_config()
+    spec = parse_spec({**base, "disableAfterSeconds": 3600})
+    assert spec.disable_after == 3600 and spec.to_config()["disableAfterSeconds"] == 3600
+    assert parse_spec(spec.to_config()) == spec
+    for bad in (-1, "5d", 31_536_001, True):
+        with pytest.raises(InvalidTarget, match=r"spec\.disableAfterSeconds"):
+            parse_spec({**base, "disableAfterSeconds": bad})
