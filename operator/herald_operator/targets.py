@@ -19,17 +19,23 @@ from typing import Any
 
 import kopf
 
-from herald_operator import readiness
+from herald_operator import disabling, readiness
 from herald_operator import status as target_status
 from herald_operator.conditions import Condition, find, set_condition, transitioned
 from herald_operator.runtime import DB_ERRORS, Runtime, counted, object_lock, runtime_of
 from herald_queue.errors import TargetNotFound
+from herald_queue.registry import TargetRow
+from herald_queue.target_types.webhook import signing_public_keys
 
 GROUP, VERSION, PLURAL = "herald.dev", "v1alpha1", "publishingtargets"
 KIND = "PublishingTarget"
 
 
-async def _evaluate(rt: Runtime, parsed: readiness.Parsed) -> Condition:
+async def _evaluate(
+    rt: Runtime, parsed: readiness.Parsed, patch: kopf.Patch, status: Mapping[str, Any]
+) -> Condition:
+    """The Ready condition; also publishes the Secret's signing public keys in the status
+    (when the Secret was read and they changed)."""
     target = parsed.target
     if target is None:
         assert parsed.problem is not None
@@ -37,6 +43,11 @@ async def _evaluate(rt: Runtime, parsed: readiness.Parsed) -> Condition:
     secret = None
     if target.spec.secret_name is not None:
         secret = await rt.kube.read_secret(target.namespace, target.spec.secret_name)
+    if secret is None or secret.data is not None:
+        data = secret.data if secret and secret.data and target.spec.type == "webhook" else {}
+        keys = signing_public_keys(data)
+        if list(status.get("signingPublicKeys") or []) != keys:
+            patch.status["signingPublicKeys"] = keys
     return readiness.check(target, secret, rt.egress)
 
 
@@ -80,6 +91,37 @@ def _set_ready(
         )
 
 
+def _set_disabled(
+    *,
+    body: kopf.Body,
+    memo: Any,
+    current: Mapping[str, Any],
+    patch: kopf.Patch,
+    row: TargetRow,
+    generation: int | None,
+    logger: Any,
+) -> None:
+    """Write the Disabled condition (when it changed) and post an Event on a transition."""
+    previous = memo.get("herald_conditions") or current.get("conditions")
+    condition = disabling.condition(row, previous)
+    if condition is None:
+        return
+    conditions = set_condition(
+        previous, condition, now=dt.datetime.now(dt.UTC), generation=generation
+    )
+    if conditions != readiness.plain(previous):
+        patch.status["conditions"] = conditions
+    memo["herald_conditions"] = conditions
+    if not transitioned(previous, condition):
+        return
+    if condition.status == "True":
+        logger.warning(f"target disabled: {condition.message}")
+        kopf.warn(body, reason="Disabled", message=condition.message)
+    else:
+        logger.info("target enabled again")
+        kopf.info(body, reason="Enabled", message="deliveries are enabled again")
+
+
 @counted(KIND)
 async def reconcile(
     body: kopf.Body,
@@ -95,7 +137,7 @@ async def reconcile(
     generation = meta.get("generation")
     async with object_lock(memo):
         parsed = readiness.parse(body, rt.egress)
-        condition = await _evaluate(rt, parsed)
+        condition = await _evaluate(rt, parsed, patch, status)
         if parsed.target is not None:
             try:
                 result = await rt.queue.registry.apply(parsed.target)
@@ -172,9 +214,18 @@ async def refresh(
         except DB_ERRORS:
             rt.metrics.refreshes.labels(result="retry").inc()
             return  # logged once by the snapshot; the next tick tries again
-        condition = await _evaluate(rt, parsed)
+        condition = await _evaluate(rt, parsed, patch, status)
         if row is None:
             return
+        if disabling.enable_requested(meta.get("annotations") or {}, row):
+            try:
+                await rt.queue.registry.enable(f"{namespace}/{name}")
+                row = (await rt.queue.registry.list(namespace, name) or [row])[0]
+            except DB_ERRORS:
+                rt.metrics.refreshes.labels(result="retry").inc()
+                return  # the next tick tries again
+            rt.snapshot.invalidate()
+            logger.info(f"enabled by the {disabling.ENABLE_ANNOTATION} annotation")
         known = find(memo.get("herald_conditions") or status.get("conditions"), "Ready")
         if condition.reason != "SecretUnavailable" or known is None:
             # An API hiccup while re-reading the Secret does not unsettle a known Ready.
@@ -188,6 +239,15 @@ async def refresh(
                 generation=generation,
                 logger=logger,
             )
+        _set_disabled(
+            body=body,
+            memo=memo,
+            current=status,
+            patch=patch,
+            row=row,
+            generation=generation,
+            logger=logger,
+        )
         ref = (namespace, name)
         dead = snapshot.dead_letters.get(ref, target_status.DeadLetters())
         live = target_status.render(row, snapshot.depth.get(ref, target_status.Depth()), dead)

@@ -87,6 +87,7 @@ def cases(
     ok_target = str(EXAMPLES / "webhook-target.yaml")
     db: dict[str, Any] = {"url": db_url}
     unreachable: dict[str, Any] = {"url": down}
+    no_worker = f"http://127.0.0.1:{closed_port()}"
     worker_env = {"HERALD_HTTP_HOST": "127.0.0.1", "HERALD_HTTP_PORT": str(closed_port())}
     process = ("--log-level", "WARNING")
     no_kube = {"KUBECONFIG": str(files["kubeconfig"]), "KUBERNETES_SERVICE_HOST": ""}
@@ -117,6 +118,14 @@ def cases(
         ("delete: unknown", ("targets", "delete", "nope"), db),
         ("resume: unknown", ("targets", "resume", "default/nope"), db),
         ("resume: unreachable", ("targets", "resume", "nope"), unreachable),
+        ("enable: unknown", ("targets", "enable", "default/nope"), db),
+        ("enable: not disabled", ("targets", "enable", "hook"), db),
+        ("enable: unreachable", ("targets", "enable", "nope"), unreachable),
+        # tracker (a worker's HTTP API)
+        ("tracker list: no worker", ("tracker", "list", "--worker", no_worker), db),
+        ("tracker list: not a URL", ("tracker", "list", "--worker", "::nope"), db),
+        ("tracker list: bad limit", ("tracker", "list", "--limit", "x"), db),
+        ("tracker clear: no worker", ("tracker", "clear", "--worker", no_worker), db),
         # enqueue
         (
             "enqueue: @file not UTF-8",

@@ -52,6 +52,7 @@ WORKER_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "herald_circuit_trips_total": ("counter", ("target",)),
     "herald_circuit_recoveries_total": ("counter", ("target",)),
     "herald_targets_auto_paused_total": ("counter", ("target",)),
+    "herald_targets_disabled_total": ("counter", ("target",)),
     "herald_leases_lost_total": ("counter", ()),
     "herald_jobs_rescued_total": ("counter", ()),
     "herald_deliveries_in_flight": ("gauge", ()),

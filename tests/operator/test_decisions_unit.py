@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from herald_operator import peering, readiness
+from herald_operator import disabling, peering, readiness
 from herald_operator import status as target_status
 from herald_operator.conditions import (
     Condition,
@@ -500,3 +500,47 @@ def test_status_shows_waiting_dead_letters_per_error_class() -> None:
     )
     assert rendered["deadLetters"] == {"waiting": 3, "transient": 2, "permanent": 0, "unknown": 1}
     assert crd_schema.validate(with_status(rendered)) == []
+
+
+# -- disabled after failing for days ---------------------------------------------------------
+
+
+def test_the_disabled_condition_appears_only_once_disabled() -> None:
+    assert disabling.condition(row(), None) is None, "never disabled: no condition"
+    gone = row(auto_paused_reason="HTTP 410", auto_paused_at=T0, auto_paused_cause="gone")
+    assert disabling.condition(gone, None) is None, "a 410 pause is not a disable"
+    off = row(
+        auto_paused_reason="deliveries have failed continuously since 2026-11-15T12:00:00Z",
+        auto_paused_at=T0,
+        auto_paused_cause="failing",
+    )
+    found = disabling.condition(off, None)
+    assert found is not None and (found.status, found.reason) == ("True", "FailingTooLong")
+    assert "herald targets enable team/hook" in found.message
+    assert "kubectl annotate pt hook herald.dev/enabled-at=" in found.message
+    written = set_condition(None, found, now=T0)
+    back = disabling.condition(row(), written)
+    assert back is not None and (back.status, back.reason) == ("False", "Enabled")
+
+
+@pytest.mark.parametrize(
+    ("annotation", "expected"),
+    [
+        (None, False),
+        ("not a time", False),
+        ("2026-11-20T11:59:59Z", False),  # before the disable: an old annotation
+        ("2026-11-20T12:00:00Z", True),
+        ("2026-11-21T00:00:00Z", True),
+    ],
+)
+def test_the_enable_annotation_counts_only_after_the_disable(
+    annotation: str | None, expected: bool
+) -> None:
+    off = row(
+        auto_paused_reason="failing",
+        auto_paused_at=T0 + dt.timedelta(microseconds=5),
+        auto_paused_cause="failing",
+    )
+    annotations = {} if annotation is None else {disabling.ENABLE_ANNOTATION: annotation}
+    assert disabling.enable_requested(annotations, off) is expected
+    assert disabling.enable_requested(annotations, row()) is False, "not disabled"

@@ -225,6 +225,7 @@ def test_publishing_target_status_fields() -> None:
         "delivered",
         "deadLettered",
         "failedAttempts",
+        "signingPublicKeys",
     }
     assert status["circuit"]["properties"]["state"]["enum"] == ["closed", "open", "half_open"]
     assert status["circuit"]["properties"]["openUntil"]["nullable"] is True

@@ -355,7 +355,8 @@ def test_webhook_check_accepts_good_configurations() -> None:
         ("whsec_" + base64.b64encode(b"SECRETPART-16byt").decode(), "decodes to 16 bytes"),
         ("whsec_" + base64.b64encode(b"S" * 65).decode(), "decodes to 65 bytes"),
         ("   ", "is empty"),
-        ("whsk_" + base64.b64encode(b"SECRETPART" * 4).decode(), "asymmetric"),
+        ("whsk_" + base64.b64encode(b"SECRETPART" * 4).decode(), "not 32 (seed) or 64"),
+        ("whpk_" + base64.b64encode(b"SECRETPART" * 4).decode(), "is a public key"),
     ],
 )
 def test_webhook_check_reports_a_bad_signing_secret(value: str, expected: str) -> None:
@@ -969,3 +970,18 @@ def test_pagerduty_several_alerts_in_one_job_are_refused() -> None:
     payload["alerts"] = []
     with pytest.raises(InvalidPayload, match="0 alerts"):
         render_pd(payload)
+
+
+# -- spec.disableAfterSeconds (the other field this branch adds) ----------------------------
+
+
+def test_disable_after_is_checked_and_kept_in_the_registered_config() -> None:
+    base = {"type": "webhook", "url": "https://example.com/h"}
+    assert parse_spec(base).disable_after is None
+    assert "disableAfterSeconds" not in parse_spec(base).to_config()
+    spec = parse_spec({**base, "disableAfterSeconds": 3600})
+    assert spec.disable_after == 3600 and spec.to_config()["disableAfterSeconds"] == 3600
+    assert parse_spec(spec.to_config()) == spec
+    for bad in (-1, "5d", 31_536_001, True):
+        with pytest.raises(InvalidTarget, match=r"spec\.disableAfterSeconds"):
+            parse_spec({**base, "disableAfterSeconds": bad})

@@ -1020,8 +1020,9 @@ async def test_bearer_token_guards_every_v1_endpoint(
                 assert r.status < 500
         for method, path, _ in ROUTES:
             if path in PUBLIC:
-                async with w.http.request(method, w.base + path) as r:
-                    assert r.status == 200, f"{path} is open without a token"
+                async with w.http.request(method, w.base + concrete(path)) as r:
+                    # hook has no ed25519 key: its signing-keys answer 404, not 401
+                    assert r.status == (404 if "{" in path else 200), f"{path} is open"
         assert {p for _, p, _ in ROUTES if not p.startswith("/v1/")} == set(PUBLIC)
 
         status, answer = await w.post(

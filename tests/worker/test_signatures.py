@@ -5,7 +5,9 @@ independent ``standardwebhooks`` library:
   not; with two secrets (rotation) it verifies with either;
 - ``webhook-id`` is the job id, the same on every attempt of a retried job;
 - the body is byte-identical to the submitted payload's compact JSON;
-- the target's extra headers arrive; Herald's own headers cannot be overridden.
+- the target's extra headers arrive; Herald's own headers cannot be overridden;
+- a whsk_ key adds a v1a (ed25519) signature that verifies with the public key the worker
+  publishes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from herald_worker.receiver import Answer
+from herald_worker.receiver import verify as receiver_verify
+from tests.unit.test_signing import ed25519_key, verify_v1a
 from tests.worker.harness import (
     FAST_RETRY,
     NO_BREAKER,
@@ -143,3 +147,52 @@ async def test_unsigned_target_still_sends_id_timestamp_and_its_authorization(
             assert "webhook-signature" not in r.headers
             assert r.headers["authorization"] == "Bearer token-123"
             assert r.body == b'{"x":1}'
+
+
+async def test_v1a_signatures_verify_with_the_public_key_the_worker_publishes(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A whsk_ key in signingSecret adds an ed25519 v1a signature; its public key is served
+    without the API token at /signing-keys/NAMESPACE/NAME, and verifies the delivery."""
+    private, public = ed25519_key()
+    async with TrackingReceiver() as rx:
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [
+                target_doc("hook", rx.url, secretRef={"name": "hook-secret"}),
+                secret_doc("hook-secret", signingSecret=f"{SECRET}\n{private}"),
+                target_doc("plain", rx.url, secretRef={"name": "plain-secret"}),
+                secret_doc("plain-secret", signingSecret=SECRET),
+            ],
+        )
+        async with worker(db_url, path, api_token="t0ken") as w:
+            async with w.http.get(f"{w.base}/signing-keys/default/hook") as r:
+                assert r.status == 200, await r.text()
+                published = await r.json()
+            assert published == {"target": "default/hook", "publicKeys": [public]}
+            for missing in ("default/plain", "default/nowhere", "other/hook"):
+                async with w.http.get(f"{w.base}/signing-keys/{missing}") as r:
+                    assert r.status == 404
+                    assert (await r.json())["error"]["message"].startswith(
+                        f"no published signing keys for target {missing}:"
+                    )
+            auth = {"Authorization": "Bearer t0ken"}
+            async with w.http.post(
+                f"{w.base}/v1/jobs", json={"target": "hook", "payload": {"v": "1a"}}, headers=auth
+            ) as r:
+                assert r.status == 201
+            await wait_state(w.queue, "succeeded", 1)
+            [r] = rx.received
+            headers = headers_of(r)
+            versions = [p.split(",")[0] for p in headers["webhook-signature"].split()]
+            assert versions == ["v1", "v1a"]
+            assert Webhook(SECRET).verify(r.body, headers) == {"v": "1a"}
+            [key] = published["publicKeys"]
+            ts = int(headers["webhook-timestamp"])
+            assert verify_v1a(key, headers["webhook-signature"], r.webhook_id, ts, r.body)
+            assert not verify_v1a(key, headers["webhook-signature"], r.webhook_id, ts + 1, r.body)
+            # `herald receive --secret whpk_...` verifies with the same function.
+            sig = headers["webhook-signature"]
+            assert receiver_verify(key, r.webhook_id, str(ts), r.body, sig)
+            assert not receiver_verify(ed25519_key()[1], r.webhook_id, str(ts), r.body, sig)
+            assert not receiver_verify(key, r.webhook_id, str(ts), r.body + b"!", sig)

@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("targets", "targets_cmd", "register PublishingTarget manifests and list targets"),
     ("enqueue", "enqueue_cmd", "submit one job, or JSON lines of jobs from stdin"),
     ("jobs", "jobs_cmd", "show or list jobs"),
+    ("tracker", "tracker_cmd", "list or clear a running worker's LRU tracker of recent jobs"),
     ("stats", "stats_cmd", "queue depth per state, priority and target"),
     ("dlq", "dlq_cmd", "list, show, replay and purge dead letters"),
     ("worker", "worker_cmd", "run the delivery worker (the data plane)"),

@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--secret",
         default=LOCAL_SECRET,
-        help="Standard Webhooks signing secret to verify with (default: examples/local/'s); "
-        "'' to accept unsigned requests",
+        help="Standard Webhooks signing secret to verify with (default: examples/local/'s), "
+        "or an ed25519 public key whpk_... to verify v1a signatures with; '' to accept "
+        "unsigned requests",
     )
     parser.add_argument(
         "--status", type=int, default=200, help="HTTP status to answer (default 200)"

@@ -1,4 +1,4 @@
-"""``herald targets apply PATH`` / ``list`` / ``delete`` / ``resume``."""
+"""``herald targets apply PATH`` / ``list`` / ``delete`` / ``resume`` / ``enable``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from herald_cli.context import egress_policy, open_queue, queue_settings
 from herald_cli.output import emit_json, print_table
 from herald_queue import manifests
-from herald_queue.errors import InvalidTarget
+from herald_queue.errors import HeraldError, InvalidTarget
 from herald_queue.models import iso
 from herald_queue.registry import TargetRow
 
@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     delete.add_argument("target", metavar="TARGET", help="name or namespace/name")
     resume = sub.add_parser("resume", help="resume a target paused after 410 Gone")
     resume.add_argument("target", metavar="TARGET", help="name or namespace/name")
+    enable = sub.add_parser(
+        "enable", help="bring back a target disabled after failing for days (HERALD_DISABLE_AFTER)"
+    )
+    enable.add_argument("target", metavar="TARGET", help="name or namespace/name")
 
 
 def last_problem(t: TargetRow) -> str:
@@ -44,6 +48,14 @@ def last_problem(t: TargetRow) -> str:
     return f"{iso(when.replace(microsecond=0))} {text[:60]}"
 
 
+def paused_column(t: TargetRow) -> str:
+    if t.paused:
+        return "yes"
+    if t.disabled:
+        return "disabled"
+    return "410 gone" if t.auto_paused_reason else "no"
+
+
 async def run(args: argparse.Namespace) -> int:
     if args.action == "apply":
         return await _apply(args)
@@ -59,7 +71,7 @@ async def run(args: argparse.Namespace) -> int:
                         [
                             t.ref,
                             t.type,
-                            "yes" if t.paused else (t.auto_paused_reason and "410 gone") or "no",
+                            paused_column(t),
                             t.circuit_state.value,
                             t.delivered_total,
                             t.dead_lettered_total,
@@ -84,6 +96,13 @@ async def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 1
+        elif args.action == "enable":
+            if not await queue.registry.enable(args.target):
+                raise HeraldError(
+                    f"{args.target} is not disabled, nothing done (`herald targets list` "
+                    "shows whether a target is paused, gone or disabled)"
+                )
+            print(f"enabled {args.target}: its jobs are delivered again")
         else:
             await queue.registry.resume(args.target)
             print(f"resumed {args.target}")

@@ -22,6 +22,7 @@ from herald_queue.states import CircuitState
 
 Q = sql.load("targets")
 J = sql.load("jobs")
+DISABLED_CAUSE = "failing"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,10 @@ class TargetRow:
     last_error_at: dt.datetime | None
     registered_at: dt.datetime
     updated_at: dt.datetime
+    auto_paused_cause: str | None = None
+    """Why a worker holds the jobs: "gone" (410) or "failing" (disabled), else None."""
+    failing_since: dt.datetime | None = None
+    """First failed attempt of the current failure streak (None after a success)."""
 
     @property
     def ref(self) -> str:
@@ -61,6 +66,11 @@ class TargetRow:
     def holding(self) -> bool:
         """Jobs wait: paused by spec, or paused after the receiver answered 410 Gone."""
         return self.paused or self.auto_paused_reason is not None
+
+    @property
+    def disabled(self) -> bool:
+        """Disabled after failing continuously for its disable period."""
+        return self.auto_paused_cause == DISABLED_CAUSE
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> TargetRow:
@@ -78,6 +88,8 @@ class TargetRow:
             "generation": self.generation,
             "paused": self.paused,
             "autoPausedReason": self.auto_paused_reason,
+            "disabled": self.disabled,
+            "failingSince": iso(self.failing_since),
             "circuit": {
                 "state": self.circuit_state.value,
                 "consecutiveFailures": self.consecutive_failures,
@@ -252,6 +264,26 @@ class TargetRegistry:
     async def auto_pause(self, target_id: int, reason: str) -> bool:
         async with self._pool.connection() as conn:
             cur = await conn.execute(Q["auto_pause_target"], {"id": target_id, "reason": reason})
+            return await cur.fetchone() is not None
+
+    async def disable_failing(
+        self, now: dt.datetime, default_seconds: float
+    ) -> Sequence[TargetRow]:
+        """Disable the targets failing continuously for their disable period as of
+        ``now`` (spec.disableAfterSeconds, else ``default_seconds``; 0 never); the targets
+        disabled by this call."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                Q["disable_failing_targets"], {"now": now, "default_seconds": default_seconds}
+            )
+            ids = [int(r[0]) for r in await cur.fetchall()]  # type: ignore[call-overload]
+        return [t for t in await self.list() if t.id in ids] if ids else []
+
+    async def enable(self, ref: str) -> bool:
+        """Bring back a target disabled after failing for days; False if it was not."""
+        target_id = await self._existing(ref)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(Q["enable_target"], {"id": target_id})
             return await cur.fetchone() is not None
 
     async def resume(self, ref: str) -> None:

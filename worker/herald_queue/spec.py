@@ -430,6 +430,18 @@ class TargetSpec(SpecModel):
             "is resumed."
         ),
     )
+    disable_after: float | None = Field(
+        default=None,
+        alias="disableAfterSeconds",
+        ge=0,
+        le=31_536_000,
+        description=(
+            "Disable the target after its deliveries have failed continuously (no success in "
+            "between) for this long: its jobs wait, a Disabled condition and an Event say so, "
+            "and `herald targets enable NAME` brings it back. 0 never disables; unset uses "
+            "the workers' HERALD_DISABLE_AFTER (5 days)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _url_required(self) -> TargetSpec:

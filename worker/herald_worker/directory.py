@@ -72,5 +72,11 @@ class TargetDirectory:
     def get(self, target_id: int) -> RuntimeTarget | None:
         return self._targets.get(target_id)
 
+    def find(self, namespace: str, name: str) -> RuntimeTarget | None:
+        for target in self._targets.values():
+            if target.row.namespace == namespace and target.row.name == name:
+                return target
+        return None
+
     def all(self) -> list[RuntimeTarget]:
         return list(self._targets.values())

@@ -1,7 +1,8 @@
 """The worker's side services, each a loop on its own interval:
 
 - rescuer (HERALD_RESCUE_INTERVAL): claims back jobs whose lease expired (their worker
-  died) and sweeps waiting jobs of deleted targets to the DLQ;
+  died), sweeps waiting jobs of deleted targets to the DLQ and disables the targets that
+  failed continuously for their disable period (HERALD_DISABLE_AFTER), as of ``clock()``;
 - cleaner (HERALD_CLEANUP_INTERVAL): retention of finished jobs (HERALD_JOB_RETENTION),
   of dead letters (HERALD_DEAD_LETTER_RETENTION) and of deleted targets' tombstones;
 - sampler (HERALD_SAMPLE_INTERVAL): queue depth, oldest ready job, DLQ size and circuit
@@ -16,6 +17,7 @@ other exception ends the loop, and the supervisor then stops the worker loudly.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -41,12 +43,19 @@ class Maintenance:
         metrics: Metrics,
         health: Health,
         listener: Listener,
+        *,
+        disable_after: float = 432_000.0,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.queue = queue
         self.directory = directory
         self.metrics = metrics
         self.health = health
         self.listener = listener
+        self.disable_after = disable_after
+        """HERALD_DISABLE_AFTER."""
+        self.clock = clock
+        """The time the disable check goes by (tests move it instead of waiting days)."""
 
     async def _loop(self, name: str, step: Callable[[], Awaitable[None]], interval: float) -> None:
         while True:
@@ -91,11 +100,29 @@ class Maintenance:
                 "claimed back jobs whose worker stopped renewing their lease",
                 extra={"action": "rescue", "jobs": len(outcomes), "dead": dead},
             )
+        await self.disable_once()
         swept = await self.queue.registry.sweep_deleted()
         if swept:
             log.info(
                 "moved jobs of deleted targets to the dead-letter queue",
                 extra={"action": "sweep", "jobs": swept},
+            )
+
+    async def disable_once(self) -> None:
+        """Disable the targets failing continuously for their disable period: their jobs
+        wait (none is dead-lettered), the operator reports a Disabled condition and an
+        Event; ``herald targets enable`` brings them back."""
+        for target in await self.queue.registry.disable_failing(self.clock(), self.disable_after):
+            self.metrics.disabled.labels(target.ref).inc()
+            log.warning(
+                "target disabled: its deliveries have failed continuously for its disable "
+                "period. Jobs are held; fix the endpoint, then `herald targets enable "
+                f"{target.ref}`",
+                extra={
+                    "action": "disable",
+                    "target": target.ref,
+                    "reason": target.auto_paused_reason,
+                },
             )
 
     async def clean_once(self) -> None:

@@ -124,6 +124,13 @@ class Metrics:
             t,
             registry=r,
         )
+        self.disabled = Counter(
+            "herald_targets_disabled",
+            "Targets disabled after their deliveries failed continuously for their "
+            "disable period (HERALD_DISABLE_AFTER or spec.disableAfterSeconds).",
+            t,
+            registry=r,
+        )
         self.lost_leases = Counter(
             "herald_leases_lost",
             "Deliveries whose lease this worker lost before settling "
@@ -220,5 +227,6 @@ class Metrics:
             self.trips,
             self.recoveries,
             self.gone,
+            self.disabled,
         ):
             family.labels(ref)

@@ -184,6 +184,7 @@ async def start(
             )
         directory = TargetDirectory(queue.registry, _secret_source(ws, found))
         await directory.refresh()
+        context.directory = directory
         listener = Listener(queue.url)
         health.listener = listener
         worker = Worker(
@@ -197,7 +198,9 @@ async def start(
             listener=listener,
             name=options.name,
         )
-        maintenance = Maintenance(queue, directory, metrics, health, listener)
+        maintenance = Maintenance(
+            queue, directory, metrics, health, listener, disable_after=ws.disable_after
+        )
         stop = asyncio.Event()
         side = {
             "listener": listener.run,

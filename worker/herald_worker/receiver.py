@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +46,22 @@ def always(answer: Answer) -> Script:
 
 
 def verify(secret: str, msg_id: str, timestamp: str, body: bytes, header: str) -> bool:
-    """Standard Webhooks verification, written apart from Herald's signer on purpose."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
+    """Standard Webhooks verification, written apart from Herald's signer on purpose:
+    ``secret`` is a ``whsec_`` secret (``v1`` HMAC) or a ``whpk_`` ed25519 public key
+    (``v1a``)."""
     content = f"{msg_id}.{timestamp}.".encode() + body
+    if secret.startswith("whpk_"):
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(secret[5:]))
+        for part in header.split():
+            version, _, signature = part.partition(",")
+            if version == "v1a":
+                try:
+                    public.verify(base64.b64decode(signature), content)
+                except (InvalidSignature, ValueError):
+                    continue
+                return True
+        return False
+    key = base64.b64decode(secret.removeprefix("whsec_"))
     expected = base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
     for part in header.split():
         version, _, signature = part.partition(",")

@@ -14,8 +14,8 @@ class WorkerSettings:
     api_token: str | None = env(
         "HERALD_API_TOKEN",
         None,
-        "Bearer token the API requires (every endpoint but /healthz, /readyz, /metrics and "
-        "/openapi.json). Unset: no authentication.",
+        "Bearer token the API requires (every endpoint but /healthz, /readyz, /metrics, "
+        "/openapi.json and /signing-keys/...). Unset: no authentication.",
         secret=True,
     )
     concurrency: int = env(
@@ -68,6 +68,13 @@ class WorkerSettings:
         30.0,
         "How often target configuration and Secrets are re-read (registry changes also "
         "arrive at once by notification).",
+    )
+    disable_after: Duration = env(
+        "HERALD_DISABLE_AFTER",
+        432_000.0,
+        "A target whose deliveries have all failed for this long (no success in between) is "
+        "disabled: its jobs wait until `herald targets enable NAME` (or a spec change). "
+        "spec.disableAfterSeconds overrides it per target; 0 never disables.",
     )
     kubernetes_secrets: bool | None = env(
         "HERALD_KUBERNETES_SECRETS",

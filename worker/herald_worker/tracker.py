@@ -77,6 +77,32 @@ class Tracker:
             self.misses += 1
             return None
 
+    def recent(
+        self, limit: int, state: JobState | None = None, target: str | None = None
+    ) -> list[Snapshot]:
+        """Up to ``limit`` snapshots, most recently updated first, optionally of one state
+        and one target (``namespace/name``, or a name in any namespace). What this process
+        saw last, not the database's word: a queued job may have moved on since on another
+        replica."""
+        with self._lock:
+            snapshots = list(self._cache.values())
+
+        def of_target(s: Snapshot) -> bool:
+            if target is None:
+                return True
+            return s.target == target if "/" in target else s.target.endswith("/" + target)
+
+        chosen = [s for s in snapshots if (state is None or s.state is state) and of_target(s)]
+        chosen.sort(key=lambda s: s.updated_at, reverse=True)
+        return chosen[:limit]
+
+    def clear(self) -> int:
+        """Forget every snapshot (lookups then read the database); how many there were."""
+        with self._lock:
+            n = len(self._cache)
+            self._cache.clear()
+            return n
+
     def __len__(self) -> int:
         return len(self._cache)
 

@@ -151,6 +151,7 @@ done AS (
     UPDATE herald.targets t
     SET delivered_total = t.delivered_total + p.n,
         last_delivery_at = now(),
+        failing_since = NULL,
         consecutive_failures = CASE WHEN t.circuit_state = 'open' THEN t.consecutive_failures
                                     ELSE 0 END,
         circuit_state = CASE WHEN t.circuit_state = 'half_open' THEN 'closed'
@@ -226,6 +227,8 @@ WITH f AS (
         circuit_changed_at = CASE WHEN d.trips THEN now() ELSE t.circuit_changed_at END,
         circuit_trips_total = t.circuit_trips_total + d.trips::integer,
         failed_attempts_total = t.failed_attempts_total + d.failures,
+        failing_since = CASE WHEN d.unwell > 0 THEN coalesce(t.failing_since, now())
+                             ELSE t.failing_since END,
         last_error = d.message,
         last_error_class = d.error_class,
         last_error_at = now()

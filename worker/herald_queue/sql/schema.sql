@@ -24,7 +24,9 @@ CREATE TABLE herald.targets (
     config              jsonb NOT NULL,
     generation          bigint NOT NULL DEFAULT 0,
     paused              boolean NOT NULL DEFAULT false,
-    -- Set by a worker when the receiver answered 410 Gone; cleared by a spec change.
+    -- Set by a worker when the receiver answered 410 Gone (auto_paused_cause 'gone') or
+    -- the target failed continuously for its disable period ('failing'); cleared by a
+    -- spec change, `herald targets resume` or `herald targets enable`.
     auto_paused_reason  text,
     auto_paused_at      timestamptz,
     -- Copies of the spec fields the SQL below needs, typed and checked.
@@ -56,6 +58,10 @@ CREATE TABLE herald.targets (
     registered_at       timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     deleted_at          timestamptz,
+    -- 0004: the first failed attempt of the current failure streak (NULL after a
+    -- success), and why a worker holds the jobs (with auto_paused_reason).
+    failing_since       timestamptz,
+    auto_paused_cause   text CHECK (auto_paused_cause IN ('gone', 'failing')),
     CONSTRAINT targets_open_until_check
         CHECK ((circuit_state = 'open') = (circuit_open_until IS NOT NULL)),
     CONSTRAINT targets_rate_check CHECK ((rate_per_second IS NULL) = (rate_burst IS NULL)),

@@ -2,7 +2,8 @@
 
 -- name: upsert_target
 -- Registers a PublishingTarget or brings its row in step with a new spec. A spec change
--- (new generation or config) clears a pause the worker set after a 410 Gone.
+-- (new generation or config) clears a pause the worker set (after a 410 Gone, or a
+-- disable after days of failures) and starts the failure streak over.
 INSERT INTO herald.targets AS t (namespace, name, type, config, generation, paused,
                                  max_attempts, failure_threshold, open_seconds,
                                  half_open_probes, rate_per_second, rate_burst)
@@ -28,13 +29,20 @@ SET type = EXCLUDED.type,
     auto_paused_at = CASE WHEN t.generation <> EXCLUDED.generation
                                OR t.config <> EXCLUDED.config THEN NULL
                           ELSE t.auto_paused_at END,
+    auto_paused_cause = CASE WHEN t.generation <> EXCLUDED.generation
+                                  OR t.config <> EXCLUDED.config THEN NULL
+                             ELSE t.auto_paused_cause END,
+    failing_since = CASE WHEN t.generation <> EXCLUDED.generation
+                              OR t.config <> EXCLUDED.config THEN NULL
+                         ELSE t.failing_since END,
     updated_at = now()
 RETURNING t.id, (t.xmax = 0) AS created, pg_notify('herald_targets', t.id::text) IS NULL
           AS notified;
 
 -- name: list_targets
 SELECT t.id, t.namespace, t.name, t.type, t.config, t.generation, t.paused,
-       t.auto_paused_reason, t.auto_paused_at, t.circuit_state, t.consecutive_failures,
+       t.auto_paused_reason, t.auto_paused_at, t.auto_paused_cause, t.failing_since,
+       t.circuit_state, t.consecutive_failures,
        t.circuit_changed_at, t.circuit_open_until, t.circuit_trips_total,
        t.circuit_recoveries_total, t.delivered_total, t.failed_attempts_total,
        t.dead_lettered_total, t.last_delivery_at, t.last_error, t.last_error_class,
@@ -71,13 +79,14 @@ RETURNING t.id;
 -- The receiver said the endpoint is gone (410): hold every job of the target until its
 -- spec changes or someone resumes it.
 UPDATE herald.targets
-SET auto_paused_reason = %(reason)s, auto_paused_at = now()
+SET auto_paused_reason = %(reason)s, auto_paused_at = now(), auto_paused_cause = 'gone'
 WHERE id = %(id)s AND auto_paused_reason IS NULL
 RETURNING id;
 
 -- name: resume_target
 UPDATE herald.targets
-SET auto_paused_reason = NULL, auto_paused_at = NULL,
+SET auto_paused_reason = NULL, auto_paused_at = NULL, auto_paused_cause = NULL,
+    failing_since = NULL,
     circuit_state = 'closed', circuit_open_until = NULL, consecutive_failures = 0,
     circuit_changed_at = CASE WHEN circuit_state <> 'closed' THEN now()
                               ELSE circuit_changed_at END
@@ -123,3 +132,35 @@ SET circuit_state = CASE WHEN q.probing AND t.circuit_state = 'open' THEN 'half_
 FROM unnest(%(ids)s::integer[], %(probing)s::boolean[], %(tokens)s::double precision[])
      AS q (id, probing, tokens)
 WHERE t.id = q.id;
+
+-- name: disable_failing_targets
+-- Disables the targets whose deliveries have all failed since at least their disable
+-- period before %(now)s (spec.disableAfterSeconds, else %(default_seconds)s; 0 never):
+-- their jobs are held like a 410's, with cause 'failing'. A target already held (paused,
+-- 410) is left alone. Returns the targets disabled now.
+UPDATE herald.targets t
+SET auto_paused_cause = 'failing', auto_paused_at = %(now)s,
+    auto_paused_reason = 'deliveries have failed continuously since '
+        || to_char(t.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+        || ' (disabled after ' || d.seconds || ' s; last error: '
+        || coalesce(left(t.last_error, 200), 'unknown') || ')'
+FROM (SELECT id, coalesce((config->>'disableAfterSeconds')::double precision,
+                          %(default_seconds)s::double precision) AS seconds
+      FROM herald.targets WHERE failing_since IS NOT NULL) d
+WHERE t.id = d.id AND d.seconds > 0 AND t.deleted_at IS NULL
+  AND t.auto_paused_reason IS NULL AND NOT t.paused
+  AND t.failing_since <= %(now)s::timestamptz - make_interval(secs => d.seconds)
+RETURNING t.id, t.namespace, t.name, t.auto_paused_reason;
+
+-- name: enable_target
+-- Brings a disabled target back: its jobs are claimed again, the failure streak starts
+-- over (so it is not disabled again before a full period of failures), the circuit
+-- closes. A target not disabled is left as it is.
+UPDATE herald.targets
+SET auto_paused_reason = NULL, auto_paused_at = NULL, auto_paused_cause = NULL,
+    failing_since = NULL,
+    circuit_state = 'closed', circuit_open_until = NULL, consecutive_failures = 0,
+    circuit_changed_at = CASE WHEN circuit_state <> 'closed' THEN now()
+                              ELSE circuit_changed_at END
+WHERE id = %(id)s AND auto_paused_cause = 'failing'
+RETURNING id, pg_notify('herald_jobs', '') IS NULL AS notified;

@@ -9,14 +9,16 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from herald_worker.api import dead_letters, jobs, ops
+from herald_worker.api import dead_letters, jobs, ops, signing_keys, tracker
 from herald_worker.api.context import CONTEXT, ApiContext
 from herald_worker.api.errors import error_response, errors_middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Open without a token: probes, metrics and the API description.
-PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# Open without a token (routes, as declared): probes, metrics, the API description and the
+# public keys receivers verify v1a signatures with.
+SIGNING_KEYS = "/signing-keys/{namespace}/{name}"
+PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", SIGNING_KEYS})
 # Request bodies above this are refused with 413 before they are read (per-job payloads
 # have their own limit, HERALD_MAX_PAYLOAD_BYTES).
 MAX_BODY = 16 * 1024 * 1024
@@ -28,6 +30,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", "/v1/jobs/{id}", jobs.cancel_job),
     ("GET", "/v1/queue/stats", jobs.stats),
     ("GET", "/v1/targets", jobs.targets),
+    ("GET", "/v1/tracker", tracker.list_recent),
+    ("DELETE", "/v1/tracker", tracker.clear),
     ("GET", "/v1/dead-letters", dead_letters.list_entries),
     ("DELETE", "/v1/dead-letters", dead_letters.purge),
     ("GET", "/v1/dead-letters/stats", dead_letters.stats),
@@ -40,6 +44,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/readyz", ops.readyz),
     ("GET", "/metrics", ops.metrics),
     ("GET", "/openapi.json", ops.openapi),
+    ("GET", SIGNING_KEYS, signing_keys.signing_keys),
 ]
 
 # Path parameters that must not match a sibling's fixed segment: without this,
@@ -56,7 +61,8 @@ def _auth_middleware(token: str | None) -> Middleware:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or request.path in PUBLIC:
+        resource = request.match_info.route.resource
+        if expected is None or (resource is not None and resource.canonical in PUBLIC):
             return await handler(request)
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):

@@ -7,6 +7,7 @@ import dataclasses
 from aiohttp import web
 
 from herald_queue.queue import Queue
+from herald_worker.directory import TargetDirectory
 from herald_worker.health import Health
 from herald_worker.metrics import Metrics
 from herald_worker.settings import WorkerSettings
@@ -21,6 +22,8 @@ class ApiContext:
     health: Health
     queue: Queue | None = None
     """None until the database has been reached (requests needing it get 503)."""
+    directory: TargetDirectory | None = None
+    """The worker's targets with their Secrets (None until the database is reached)."""
 
 
 CONTEXT = web.AppKey("herald", ApiContext)

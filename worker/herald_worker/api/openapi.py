@@ -513,6 +513,52 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _json(OK_JSON, "Targets."), **COMMON},
                 }
             },
+            "/v1/tracker": {
+                "get": {
+                    "summary": "This worker's LRU tracker: the jobs it saw last, most recently "
+                    "updated first (in memory, per replica; not the database's word)",
+                    "operationId": "listTracker",
+                    "parameters": [
+                        _query("state", "Only this state.", STATE),
+                        target_query,
+                        _query(
+                            "limit",
+                            "Most items.",
+                            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["size", "capacity", "items"],
+                                "properties": {
+                                    "size": {"type": "integer", "minimum": 0},
+                                    "capacity": {"type": "integer", "minimum": 1},
+                                    "items": {"type": "array", "items": _ref("Job")},
+                                },
+                            },
+                            "The tracked jobs.",
+                        ),
+                        **COMMON,
+                    },
+                },
+                "delete": {
+                    "summary": "Clear this worker's LRU tracker (lookups then read PostgreSQL)",
+                    "operationId": "clearTracker",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["cleared"],
+                                "properties": {"cleared": {"type": "integer", "minimum": 0}},
+                            },
+                            "How many jobs were forgotten.",
+                        ),
+                        **COMMON,
+                    },
+                },
+            },
             "/v1/dead-letters": {
                 "get": {
                     "summary": "Dead letters, newest first",
@@ -697,6 +743,47 @@ def document() -> dict[str, Any]:
                     "operationId": "openapi",
                     "security": [],
                     "responses": {"200": _json(OK_JSON, "OpenAPI 3.1.")},
+                }
+            },
+            "/signing-keys/{namespace}/{name}": {
+                "get": {
+                    "summary": "The ed25519 public keys (whpk_...) that verify a target's "
+                    "v1a signatures",
+                    "operationId": "signingKeys",
+                    "security": [],
+                    "parameters": [
+                        {
+                            "name": "namespace",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["target", "publicKeys"],
+                                "properties": {
+                                    "target": {"type": "string"},
+                                    "publicKeys": {
+                                        "type": "array",
+                                        "items": {"type": "string", "pattern": "^whpk_"},
+                                    },
+                                },
+                            },
+                            "The public keys, in the Secret's order.",
+                        ),
+                        "404": _error(
+                            "The target is not registered or has no ed25519 signing key."
+                        ),
+                    },
                 }
             },
         },
