@@ -142,18 +142,6 @@ def parse_time(value: Any, field: str) -> dt.datetime:
     return parsed
 
 
-def json_integer(value: Any) -> int | None:
-    """``value`` as an integer if JSON (and JSON Schema) counts it as one: 5, and 5.0 too
-    (a number with no fractional part). None for anything else, booleans included."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
 def parse_priority(value: Any, field: str = "priority") -> Priority:
     try:
         return Priority(value)
