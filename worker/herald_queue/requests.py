@@ -269,7 +269,8 @@ _ONE: TypeAdapter[JobSubmission] = TypeAdapter(JobSubmission)
 
 def parse_jobs(body: object, *, max_payload_bytes: int) -> tuple[list[JobRequest], bool]:
     """The jobs of a ``POST /v1/jobs`` body (decoded JSON), and whether it was a list: the
-    one place a submission is read."""
+    one place a submission is read. What a job stores and delivers is its
+    ``JobSubmission.payload_json``, made here (the ``_encoded`` validator)."""
     parsed = validate(
         SUBMISSION,
         body,

@@ -78,7 +78,10 @@ def problem(error: ErrorDetails, descriptions: Mapping[str, str] | None = None) 
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be an integer, got {_shown(given)}"
     if kind in ("enum", "literal_error"):
-        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        expected = str(ctx.get("expected", ""))
+        if "," not in expected and " or " not in expected:
+            return f"must be {expected}, got {_shown(given)}"
+        expected = expected.replace("'", "").replace(" or ", ", ")
         return f"must be one of {expected}, got {_shown(given)}"
     if kind == "string_pattern_mismatch":
         meaning = PATTERN_MEANINGS.get(str(ctx.get("pattern")), "does not have the right form")
@@ -91,7 +94,7 @@ def problem(error: ErrorDetails, descriptions: Mapping[str, str] | None = None) 
         return f"must be at most {ctx.get('max_length')} characters"
     if kind == "too_short":
         if ctx.get("min_length") == 1:
-            return "is empty; list at least one, or leave it out"
+            return "is an empty list: give at least one item"
         return f"must have at least {ctx.get('min_length')} items"
     if kind == "too_long":
         return f"must have at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"

@@ -60,7 +60,9 @@ def _uuid(value: Any) -> uuid.UUID:
     parsed = parse_uuid(value) if isinstance(value, str) else None
     if parsed is None:
         raise PydanticCustomError(
-            "uuid", "{given} is not an id (a UUID: 8-4-4-4-12 hexadecimal digits)", {"given": value}
+            "uuid",
+            "{given} is not an id (a UUID: 8-4-4-4-12 hexadecimal digits)",
+            {"given": repr(value)},
         )
     return parsed
 
@@ -92,14 +94,18 @@ Labels = Annotated[
 
 def _digits(value: Any) -> Any:
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
-        raise PydanticCustomError("integer", "must be an integer, got {given!r}", {"given": value})
+        raise PydanticCustomError(
+            "integer", "must be an integer, got {given}", {"given": repr(value)}
+        )
     return int(value) if isinstance(value, str) else value
 
 
 def _boolean(value: Any) -> Any:
     if value in ("true", "false"):
         return value == "true"
-    raise PydanticCustomError("boolean", "must be true or false, got {given!r}", {"given": value})
+    raise PydanticCustomError(
+        "boolean", "must be true or false, got {given}", {"given": repr(value)}
+    )
 
 
 QueryBool = Annotated[bool, PlainValidator(_boolean), WithJsonSchema({"type": "boolean"})]

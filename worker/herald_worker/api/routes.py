@@ -63,7 +63,8 @@ class Route:
         }
         accepted = set(inspect.signature(self.handler).parameters) - {"request"}
         wanted = {name for name, given in declared.items() if given}
-        assert accepted == wanted, f"{self.operation_id}: takes {accepted}, declared {wanted}"
+        if accepted != wanted:
+            raise TypeError(f"{self.operation_id}: the handler takes {accepted}, the row {wanted}")
         params, query, body, handler = self.params, self.query, self.body, self.handler
 
         async def handle(request: web.Request) -> web.StreamResponse:
