@@ -265,6 +265,7 @@ Submission = Annotated[
 """The ``POST /v1/jobs`` body: one job, or a list of 1 to 1000."""
 SUBMISSION: TypeAdapter[JobSubmission | list[JobSubmission]] = TypeAdapter(Submission)
 _ONE: TypeAdapter[JobSubmission] = TypeAdapter(JobSubmission)
+_HINTS = hints(JobSubmission)
 
 
 def parse_jobs(body: object, *, max_payload_bytes: int) -> tuple[list[JobRequest], bool]:
@@ -275,7 +276,7 @@ def parse_jobs(body: object, *, max_payload_bytes: int) -> tuple[list[JobRequest
         SUBMISSION,
         body,
         context={"max_payload_bytes": max_payload_bytes},
-        descriptions=hints(JobSubmission),
+        descriptions=_HINTS,
     )
     if isinstance(parsed, list):
         return [job.to_request() for job in parsed], True
@@ -289,5 +290,5 @@ def parse_job(body: Any, *, max_payload_bytes: int, prefix: str = "") -> JobRequ
         body,
         prefix=prefix,
         context={"max_payload_bytes": max_payload_bytes},
-        descriptions=hints(JobSubmission),
+        descriptions=_HINTS,
     ).to_request()

@@ -33,6 +33,7 @@ _ENVELOPE = (
     "groupKey",
 )
 MESSAGE: TypeAdapter[AlertmanagerMessage] = TypeAdapter(AlertmanagerMessage)
+_HINTS = hints(AlertmanagerMessage)
 
 
 def priority_of(status: str, labels: Mapping[str, str]) -> Priority:
@@ -58,7 +59,7 @@ def jobs_from_message(body: Any, target: str, *, max_payload_bytes: int) -> list
     fields as given."""
     if not isinstance(body, Mapping):
         raise InvalidRequest("body", "must be an Alertmanager webhook message (a JSON object)")
-    validate(MESSAGE, body, descriptions=hints(AlertmanagerMessage))
+    validate(MESSAGE, body, descriptions=_HINTS)
     envelope = {key: body[key] for key in _ENVELOPE if key in body}
     jobs = []
     for index, alert in enumerate(body["alerts"]):

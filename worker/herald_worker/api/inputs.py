@@ -26,10 +26,15 @@ def _hints(model: Any) -> dict[str, str]:
     return hints(model) if isinstance(model, type) and issubclass(model, BaseModel) else {}
 
 
+@functools.cache
+def _names(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(info.alias or name for name, info in model.model_fields.items())
+
+
 def query(request: web.Request, model: type[M]) -> M:
     """``model`` from the query string. A parameter given empty is refused, not read as
     absent, so that what the document forbids the server refuses too."""
-    names = {info.alias or name for name, info in model.model_fields.items()}
+    names = _names(model)
     for name in names:
         if request.query.get(name) == "":
             raise InvalidRequest(name, "is empty: give a value, or leave the parameter out")
