@@ -58,6 +58,14 @@ def test_every_problem_is_reported() -> None:
     assert "priority: must be one of high, medium, low" in message
 
 
+def test_a_long_list_of_problems_is_counted_not_listed() -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        parse_jobs([{"target": "hook"}] * 1000, max_payload_bytes=1024)
+    assert raised.value.field == "[0].payload"
+    assert str(raised.value).count("is required") == 10
+    assert str(raised.value).endswith("and 990 more problems")
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

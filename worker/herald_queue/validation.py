@@ -114,15 +114,21 @@ def problem(error: ErrorDetails, descriptions: Mapping[str, str] | None = None) 
     return str(error["msg"])  # PydanticCustomError: our own words, kept as written
 
 
+MAX_LISTED = 10
+"""Problems an error message lists; past that it counts them (a list of 1000 bad jobs)."""
+
+
 def invalid(
     exc: ValidationError, *, prefix: str = "", descriptions: Mapping[str, str] | None = None
 ) -> InvalidRequest:
     """One :class:`InvalidRequest` naming the first problem's field, its message listing
     every problem (``field: problem; field: problem``)."""
     errors = exc.errors(include_url=False)
-    parts = [(field_path(e["loc"], prefix), problem(e, descriptions)) for e in errors]
+    parts = [(field_path(e["loc"], prefix), problem(e, descriptions)) for e in errors[:MAX_LISTED]]
     field, first = parts[0]
     rest = [f"{f}: {p}" for f, p in parts[1:]]
+    if len(errors) > MAX_LISTED:
+        rest.append(f"and {len(errors) - MAX_LISTED} more problems")
     return InvalidRequest(field, "; ".join([first, *rest]))
 
 
