@@ -308,7 +308,8 @@ class ReplaySelector(Body):
 
 _SELECTOR_ATTRS = ("target", "error_class", "failed_after", "failed_before", "ids", "job_ids")
 
-StringMap = Annotated[TextMap | None, Field(None)]
+StringMap = TextMap | None
+"""Labels or annotations of the envelope; null is read as none."""
 
 
 class Alert(BaseModel):
