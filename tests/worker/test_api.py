@@ -18,7 +18,8 @@ import jsonschema
 import pytest
 
 from herald_queue.settings import QueueSettings
-from herald_worker.api.app import PUBLIC, ROUTES
+from herald_worker.api.app import PUBLIC
+from herald_worker.api.routes import ROUTES
 from herald_worker.receiver import Answer, Receiver
 from tests.helpers import eventually, sql_value
 from tests.worker.harness import (
@@ -706,8 +707,8 @@ BAD_REPLAYS: list[tuple[str, Any, str]] = [
     ("limit too big", {"limit": 2_000_000}, "limit"),
     ("dryRun a string", {"dryRun": "yes"}, "dryRun"),
     ("ids not a list", {"ids": "x"}, "ids"),
-    ("ids not uuids", {"ids": ["not-a-uuid"]}, "ids"),
-    ("jobIds numbers", {"jobIds": [1]}, "jobIds"),
+    ("ids not uuids", {"ids": ["not-a-uuid"]}, "ids[0]"),
+    ("jobIds numbers", {"jobIds": [1]}, "jobIds[0]"),
     ("target a number", {"target": 5}, "target"),
     ("errorClass unknown", {"errorClass": "fatal"}, "errorClass"),
     ("failedAfter bad", {"failedAfter": "nope"}, "failedAfter"),
@@ -747,7 +748,11 @@ BAD_ALERTS: list[tuple[str, Any, str]] = [
     ("alert not an object", {"alerts": [alert("a"), "x"]}, "alerts[1]"),
     ("bad status", {"alerts": [{**alert("a"), "status": "pending"}]}, "alerts[0].status"),
     ("no labels", {"alerts": [{**alert("a"), "labels": {}}]}, "alerts[0].labels"),
-    ("labels not strings", {"alerts": [{**alert("a"), "labels": {"x": 1}}]}, "alerts[0].labels"),
+    (
+        "labels not strings",
+        {"alerts": [{**alert("a"), "labels": {"x": 1}}]},
+        "alerts[0].labels.x",
+    ),
     (
         "annotations a list",
         {"alerts": [{**alert("a"), "annotations": []}]},
@@ -759,7 +764,7 @@ BAD_ALERTS: list[tuple[str, Any, str]] = [
         "alerts[0].startsAt",
     ),
     ("groupLabels bad", {"groupLabels": "x", "alerts": [alert("a")]}, "groupLabels"),
-    ("commonLabels bad", {"commonLabels": {"a": None}, "alerts": [alert("a")]}, "commonLabels"),
+    ("commonLabels bad", {"commonLabels": {"a": None}, "alerts": [alert("a")]}, "commonLabels.a"),
 ]
 
 
@@ -1000,7 +1005,7 @@ async def test_bearer_token_guards_every_v1_endpoint(
     db_url: str, tmp_path: Path, rx: TrackingReceiver
 ) -> None:
     async with worker(db_url, api_manifests(tmp_path, rx.url), api_token=TOKEN) as w:
-        v1 = [(m, p) for m, p, _ in ROUTES if p.startswith("/v1/")]
+        v1 = [(r.method, r.path) for r in ROUTES if r.path.startswith("/v1/")]
         assert len(v1) >= 14
         for method, path in v1:
             for headers in (
@@ -1018,12 +1023,13 @@ async def test_bearer_token_guards_every_v1_endpoint(
             ) as r:
                 assert r.status != 401, f"{method} {path} refused the right token"
                 assert r.status < 500
-        for method, path, _ in ROUTES:
-            if path in PUBLIC:
-                async with w.http.request(method, w.base + concrete(path)) as r:
+        for route in ROUTES:
+            if route.path in PUBLIC:
+                async with w.http.request(route.method, w.base + concrete(route.path)) as r:
                     # hook has no ed25519 key: its signing-keys answer 404, not 401
-                    assert r.status == (404 if "{" in path else 200), f"{path} is open"
-        assert {p for _, p, _ in ROUTES if not p.startswith("/v1/")} == set(PUBLIC)
+                    expected = 404 if "{" in route.path else 200
+                    assert r.status == expected, f"{route.path} is open without a token"
+        assert {r.path for r in ROUTES if not r.path.startswith("/v1/")} == set(PUBLIC)
 
         status, answer = await w.post(
             "/v1/jobs", json=GOOD, headers={"Authorization": f"Bearer {TOKEN}"}
@@ -1071,7 +1077,7 @@ async def test_openapi_document_is_valid_and_matches_the_routes(api: Worker) -> 
         for method in ops
         if method in ("get", "post", "put", "delete", "patch")
     }
-    served = {(method, path) for method, path, _ in ROUTES}
+    served = {(r.method, r.path) for r in ROUTES}
     assert served - documented == set(), "routes missing from the document"
     assert documented - served == set(), "documented operations the server does not have"
     operation_ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]

@@ -1,6 +1,11 @@
-"""A job submission, checked field by field before anything is written.
+"""A job submission: :class:`JobSubmission`, the API's ``POST /v1/jobs`` body (one, or a
+list), which the CLI's JSON lines use too; :func:`parse_jobs` is the one place a body is
+read into :class:`JobRequest` values.
 
-The shape is the API's ``POST /v1/jobs`` body; the CLI's JSON lines use the same one.
+To add a field: add it to :class:`JobSubmission` (type, constraints, description; its
+JSON name through ``alias``) and carry it into :class:`JobRequest` in
+:meth:`JobSubmission.to_request`. The parser, its error messages and the published OpenAPI
+schema all follow from the model.
 """
 
 from __future__ import annotations
@@ -11,20 +16,42 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Strict,
+    StrictStr,
+    StringConstraints,
+    Tag,
+    TypeAdapter,
+    ValidationInfo,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from herald_queue.errors import InvalidRequest
 from herald_queue.states import Priority
+from herald_queue.validation import hints, pattern, validate
 
-TARGET_PATTERN = r"^(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+TARGET_PATTERN = pattern(
+    r"^(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+    "is not a target name or namespace/name",
+)
 """A target reference: a PublishingTarget name, or namespace/name (also the API schema's)."""
-_TARGET = re.compile(TARGET_PATTERN)
+NO_NUL = pattern(r"^[^\u0000]*$", "contains a NUL character (\\u0000), which cannot be stored")
+"""Strings PostgreSQL can hold (no NUL character)."""
 # RFC 3339's date-time, as JSON Schema's "date-time" format checks it; a leap second (:60)
 # is read as the last second of its minute.
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 KEY_MAX = 256
-FIELDS = ("target", "payload", "priority", "idempotencyKey", "orderingKey", "runAt")
+MAX_BATCH = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,19 +117,6 @@ def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> s
     return text
 
 
-def _key(body: Mapping[str, Any], name: str, prefix: str) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest(f"{prefix}{name}", "must be a non-empty string")
-    if len(value) > KEY_MAX:
-        raise InvalidRequest(f"{prefix}{name}", f"must be at most {KEY_MAX} characters")
-    if "\x00" in value:
-        raise InvalidRequest(f"{prefix}{name}", "must not contain a NUL character")
-    return value
-
-
 def parse_time(value: Any, field: str) -> dt.datetime:
     if not isinstance(value, str):
         raise InvalidRequest(
@@ -128,18 +142,6 @@ def parse_time(value: Any, field: str) -> dt.datetime:
     return parsed
 
 
-def json_integer(value: Any) -> int | None:
-    """``value`` as an integer if JSON (and JSON Schema) counts it as one: 5, and 5.0 too
-    (a number with no fractional part). None for anything else, booleans included."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
 def parse_priority(value: Any, field: str = "priority") -> Priority:
     try:
         return Priority(value)
@@ -148,42 +150,145 @@ def parse_priority(value: Any, field: str = "priority") -> Priority:
         raise InvalidRequest(field, f"must be one of {choices}, got {value!r}") from None
 
 
+def _timestamp(value: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "timestamp", "must be an RFC 3339 timestamp string, e.g. 2026-11-20T10:00:00Z"
+        )
+    try:
+        return parse_time(value, "")
+    except InvalidRequest as exc:
+        raise PydanticCustomError("timestamp", exc.problem) from None
+
+
+def _integral(value: Any) -> Any:
+    """5.0 is the integer 5 in JSON (and JSON Schema); booleans are not integers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Timestamp = Annotated[
+    dt.datetime,
+    PlainValidator(_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""An RFC 3339 date-time with an offset (a leap second is the last second of its minute)."""
+JSON_INT = (BeforeValidator(_integral), Strict())
+"""An integer as JSON has it: 5 or 5.0; not "5", not true (``Annotated[int, ..., *JSON_INT]``,
+after its bounds)."""
+TargetRef = Annotated[StrictStr, StringConstraints(pattern=TARGET_PATTERN, max_length=317)]
+Key = Annotated[StrictStr, StringConstraints(min_length=1, max_length=KEY_MAX, pattern=NO_NUL)]
+PAYLOAD_SCHEMA: dict[str, Any] = {
+    "description": "Any JSON value (at most HERALD_MAX_PAYLOAD_BYTES), without NUL characters "
+    "(\\u0000) in its strings or keys: PostgreSQL cannot hold them.",
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": "#/components/schemas/Payload"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": "#/components/schemas/Payload"},
+        },
+    ],
+}
+"""Any JSON value PostgreSQL can hold, as the API document names it (``Payload``)."""
+PAYLOAD_MARK = "x-herald-payload"
+PAYLOAD_REF = WithJsonSchema({PAYLOAD_MARK: True})
+"""A field holding a payload; the API document refers to ``Payload`` there."""
+
+
+def _encoded(value: Any, info: ValidationInfo) -> str:
+    limit = (info.context or {}).get("max_payload_bytes", 1 << 62)
+    try:
+        return encode_payload(value, max_bytes=limit)
+    except InvalidRequest as exc:
+        raise PydanticCustomError("payload", exc.problem) from None
+
+
+class ApiModel(BaseModel):
+    """A JSON body of the API: camelCase names, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=False, extra="forbid", frozen=True
+    )
+
+
+class JobSubmission(ApiModel):
+    """One job to submit."""
+
+    target: TargetRef = Field(
+        description="PublishingTarget name, or namespace/name.",
+        examples=["oncall-hook", "default/oncall-hook"],
+    )
+    payload_json: Annotated[str, BeforeValidator(_encoded), PAYLOAD_REF] = Field(
+        alias="payload",
+        description="any JSON value",
+    )
+    """The payload, serialised once (compact JSON), as it will be stored and sent."""
+    priority: Priority = Field(Priority.MEDIUM, description="high, medium or low.")
+    idempotency_key: Key | None = Field(
+        None,
+        description="A second submission with the same key (per target) and the same "
+        "parameters returns the existing job (200, duplicate) instead of creating one; with "
+        "other parameters (payload, priority, orderingKey, runAt) it is refused (409).",
+    )
+    ordering_key: Key | None = Field(
+        None, description="Jobs of a target sharing it are delivered one at a time, in order."
+    )
+    run_at: Timestamp | None = Field(None, description="Not delivered before this time.")
+
+    def to_request(self) -> JobRequest:
+        return JobRequest(
+            target=self.target,
+            payload_json=self.payload_json,
+            priority=self.priority,
+            idempotency_key=self.idempotency_key,
+            ordering_key=self.ordering_key,
+            run_at=self.run_at,
+        )
+
+
+def _one_or_many(value: Any) -> str | None:
+    return "<many>" if isinstance(value, list) else "<one>" if isinstance(value, dict) else None
+
+
+Submission = Annotated[
+    Annotated[JobSubmission, Tag("<one>")]
+    | Annotated[list[JobSubmission], Tag("<many>"), Field(min_length=1, max_length=MAX_BATCH)],
+    Discriminator(
+        _one_or_many,
+        custom_error_type="submission",
+        custom_error_message="must be a JSON object (one job) or a list of objects "
+        f"(several jobs, at most {MAX_BATCH})",
+    ),
+]
+"""The ``POST /v1/jobs`` body: one job, or a list of 1 to 1000."""
+SUBMISSION: TypeAdapter[JobSubmission | list[JobSubmission]] = TypeAdapter(Submission)
+_ONE: TypeAdapter[JobSubmission] = TypeAdapter(JobSubmission)
+_HINTS = hints(JobSubmission)
+
+
+def parse_jobs(body: object, *, max_payload_bytes: int) -> tuple[list[JobRequest], bool]:
+    """The jobs of a ``POST /v1/jobs`` body (decoded JSON), and whether it was a list: the
+    one place a submission is read. What a job stores and delivers is its
+    ``JobSubmission.payload_json``, made here (the ``_encoded`` validator)."""
+    parsed = validate(
+        SUBMISSION,
+        body,
+        context={"max_payload_bytes": max_payload_bytes},
+        descriptions=_HINTS,
+    )
+    if isinstance(parsed, list):
+        return [job.to_request() for job in parsed], True
+    return [parsed.to_request()], False
+
+
 def parse_job(body: Any, *, max_payload_bytes: int, prefix: str = "") -> JobRequest:
-    """A :class:`JobRequest` from a decoded JSON body; ``prefix`` names it in a list."""
-    if not isinstance(body, Mapping):
-        raise InvalidRequest(prefix.rstrip(".: ") or "body", "must be a JSON object")
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise InvalidRequest(
-            f"{prefix}{unknown[0]}", f"unknown field (accepted: {', '.join(FIELDS)})"
-        )
-    if body.get("target") is None:
-        raise InvalidRequest(
-            f"{prefix}target", "is required: the PublishingTarget name or namespace/name"
-        )
-    target = body["target"]
-    if not isinstance(target, str):
-        raise InvalidRequest(
-            f"{prefix}target",
-            "must be a string: the PublishingTarget name or namespace/name, got "
-            + json.dumps(target)[:40],
-        )
-    if not _TARGET.fullmatch(target):
-        raise InvalidRequest(
-            f"{prefix}target", f"{target!r} is not a target name or namespace/name"
-        )
-    if "payload" not in body:
-        raise InvalidRequest(f"{prefix}payload", "is required (any JSON value)")
-    payload_json = encode_payload(
-        body["payload"], max_bytes=max_payload_bytes, field=f"{prefix}payload"
-    )
-    priority = parse_priority(body.get("priority", "medium"), f"{prefix}priority")
-    run_at = body.get("runAt")
-    return JobRequest(
-        target=target,
-        payload_json=payload_json,
-        priority=priority,
-        idempotency_key=_key(body, "idempotencyKey", prefix),
-        ordering_key=_key(body, "orderingKey", prefix),
-        run_at=None if run_at is None else parse_time(run_at, f"{prefix}runAt"),
-    )
+    """A :class:`JobRequest` from one decoded JSON object; ``prefix`` names it in a list."""
+    return validate(
+        _ONE,
+        body,
+        prefix=prefix,
+        context={"max_payload_bytes": max_payload_bytes},
+        descriptions=_HINTS,
+    ).to_request()

@@ -15,9 +15,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from herald_queue.errors import InvalidRequest
-from herald_queue.requests import JobRequest, encode_payload, json_integer
+from herald_queue.requests import JobRequest, encode_payload
 from herald_queue.states import Priority
+from herald_queue.validation import hints, validate
+from herald_worker.api.models import AlertmanagerMessage
 
 MAX_ALERTS = 1000
 _ENVELOPE = (
@@ -28,8 +32,8 @@ _ENVELOPE = (
     "externalURL",
     "groupKey",
 )
-_ENVELOPE_STRINGS = ("receiver", "externalURL", "groupKey", "status")
-_ALERT_STRINGS = ("endsAt", "generatorURL", "fingerprint")
+MESSAGE: TypeAdapter[AlertmanagerMessage] = TypeAdapter(AlertmanagerMessage)
+_HINTS = hints(AlertmanagerMessage)
 
 
 def priority_of(status: str, labels: Mapping[str, str]) -> Priority:
@@ -41,16 +45,6 @@ def priority_of(status: str, labels: Mapping[str, str]) -> Priority:
     return Priority.MEDIUM
 
 
-def _string_map(value: Any, field: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise InvalidRequest(field, "must be an object of string values")
-    return dict(value)
-
-
 def fingerprint_of(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     given = alert.get("fingerprint")
     if isinstance(given, str) and given:
@@ -60,46 +54,19 @@ def fingerprint_of(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
 
 
 def jobs_from_message(body: Any, target: str, *, max_payload_bytes: int) -> list[JobRequest]:
+    """One job per alert of ``body`` (decoded JSON), validated by
+    :class:`~herald_worker.api.models.AlertmanagerMessage`; each payload keeps the alert's
+    fields as given."""
     if not isinstance(body, Mapping):
         raise InvalidRequest("body", "must be an Alertmanager webhook message (a JSON object)")
-    version = body.get("version", "4")
-    if version != "4":
-        raise InvalidRequest(
-            "version", f'must be "4" (Alertmanager\'s webhook payload), got {version!r}'
-        )
-    for key in _ENVELOPE_STRINGS:
-        if key in body and not isinstance(body[key], str):
-            raise InvalidRequest(key, "must be a string")
-    truncated = json_integer(body.get("truncatedAlerts", 0))
-    if truncated is None or truncated < 0:
-        raise InvalidRequest("truncatedAlerts", "must be an integer, at least 0")
-    alerts = body.get("alerts")
-    if not isinstance(alerts, list) or not alerts:
-        raise InvalidRequest("alerts", "must be a non-empty list of alerts")
-    if len(alerts) > MAX_ALERTS:
-        raise InvalidRequest("alerts", f"at most {MAX_ALERTS} alerts per message")
+    validate(MESSAGE, body, descriptions=_HINTS)
     envelope = {key: body[key] for key in _ENVELOPE if key in body}
-    for key in ("groupLabels", "commonLabels", "commonAnnotations"):
-        if key in envelope:
-            _string_map(envelope[key], key)
     jobs = []
-    for index, alert in enumerate(alerts):
+    for index, alert in enumerate(body["alerts"]):
         where = f"alerts[{index}]"
-        if not isinstance(alert, Mapping):
-            raise InvalidRequest(where, "must be an object")
-        status = alert.get("status")
-        if status not in ("firing", "resolved"):
-            raise InvalidRequest(f"{where}.status", f"must be firing or resolved, got {status!r}")
-        labels = _string_map(alert.get("labels"), f"{where}.labels")
-        if not labels:
-            raise InvalidRequest(f"{where}.labels", "must have at least one label")
-        _string_map(alert.get("annotations"), f"{where}.annotations")
-        for key in _ALERT_STRINGS:
-            if key in alert and not isinstance(alert[key], str):
-                raise InvalidRequest(f"{where}.{key}", "must be a string")
-        starts_at = alert.get("startsAt")
-        if not isinstance(starts_at, str) or not starts_at:
-            raise InvalidRequest(f"{where}.startsAt", "must be an RFC 3339 timestamp")
+        status = alert["status"]
+        labels = alert["labels"]
+        starts_at = alert["startsAt"]
         fingerprint = fingerprint_of(alert, labels)
         one = dict(alert) | {"fingerprint": fingerprint}
         payload = {

@@ -9,43 +9,18 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from herald_worker.api import dead_letters, jobs, ops, signing_keys, tracker
 from herald_worker.api.context import CONTEXT, ApiContext
 from herald_worker.api.errors import error_response, errors_middleware
+from herald_worker.api.routes import ROUTES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Open without a token (routes, as declared): probes, metrics, the API description and the
+# Open without a token (route templates): probes, metrics, the API description and the
 # public keys receivers verify v1a signatures with.
-SIGNING_KEYS = "/signing-keys/{namespace}/{name}"
-PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", SIGNING_KEYS})
+PUBLIC = frozenset(route.path for route in ROUTES if route.public)
 # Request bodies above this are refused with 413 before they are read (per-job payloads
 # have their own limit, HERALD_MAX_PAYLOAD_BYTES).
 MAX_BODY = 16 * 1024 * 1024
-
-ROUTES: list[tuple[str, str, Handler]] = [
-    ("POST", "/v1/jobs", jobs.submit),
-    ("GET", "/v1/jobs", jobs.list_jobs),
-    ("GET", "/v1/jobs/{id}", jobs.get_job),
-    ("DELETE", "/v1/jobs/{id}", jobs.cancel_job),
-    ("GET", "/v1/queue/stats", jobs.stats),
-    ("GET", "/v1/targets", jobs.targets),
-    ("GET", "/v1/tracker", tracker.list_recent),
-    ("DELETE", "/v1/tracker", tracker.clear),
-    ("GET", "/v1/dead-letters", dead_letters.list_entries),
-    ("DELETE", "/v1/dead-letters", dead_letters.purge),
-    ("GET", "/v1/dead-letters/stats", dead_letters.stats),
-    ("POST", "/v1/dead-letters/replay", dead_letters.replay_many),
-    ("GET", "/v1/dead-letters/{id}", dead_letters.get_entry),  # see ROUTE_PATTERNS
-    ("POST", "/v1/dead-letters/{id}/replay", dead_letters.replay_one),
-    ("POST", "/v1/alertmanager/{target}", ops.alertmanager_receiver),
-    ("POST", "/v1/alertmanager/{namespace}/{name}", ops.alertmanager_receiver),
-    ("GET", "/healthz", ops.healthz),
-    ("GET", "/readyz", ops.readyz),
-    ("GET", "/metrics", ops.metrics),
-    ("GET", "/openapi.json", ops.openapi),
-    ("GET", SIGNING_KEYS, signing_keys.signing_keys),
-]
 
 # Path parameters that must not match a sibling's fixed segment: without this,
 # /v1/dead-letters/replay also matched /v1/dead-letters/{id} (id "replay"), so that
@@ -108,6 +83,6 @@ def make_app(context: ApiContext) -> web.Application:
         ],
     )
     app[CONTEXT] = context
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, ROUTE_PATTERNS.get(path, path), handler)
+    for route in ROUTES:
+        app.router.add_route(route.method, ROUTE_PATTERNS.get(route.path, route.path), route.bind())
     return app

@@ -8,16 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from herald_queue.errors import InvalidRequest
 from herald_queue.queue import Queue
-from herald_queue.requests import JobRequest, parse_job
+from herald_queue.requests import JobRequest, parse_jobs
 from herald_queue.states import JobState
-from herald_worker.api import params
 from herald_worker.api.context import ctx
 from herald_worker.api.errors import read_json
+from herald_worker.api.models import JobPath, JobsQuery
 from herald_worker.tracker import Snapshot
-
-MAX_BATCH = 1000
 
 
 def need_queue(request: web.Request) -> Queue:
@@ -30,25 +27,15 @@ def need_queue(request: web.Request) -> Queue:
 
 
 async def submit(request: web.Request) -> web.Response:
+    """One job (201, or 200 for a duplicate) or a list (201 if any was created)."""
     body = await read_json(request)
     max_bytes = need_queue(request).settings.max_payload_bytes
-    if isinstance(body, list):
-        if not body:
-            raise InvalidRequest("body", "is an empty list; send at least one job")
-        if len(body) > MAX_BATCH:
-            raise InvalidRequest("body", f"at most {MAX_BATCH} jobs per request, got {len(body)}")
-        jobs = [
-            parse_job(item, max_payload_bytes=max_bytes, prefix=f"[{i}].")
-            for i, item in enumerate(body)
-        ]
-        results = await enqueue(request, jobs)
+    jobs, many = parse_jobs(body, max_payload_bytes=max_bytes)
+    results = await enqueue(request, jobs)
+    if many:
         created = any(r["duplicate"] is False for r in results)
         return web.json_response({"jobs": results}, status=201 if created else 200)
-    if not isinstance(body, dict):
-        raise InvalidRequest(
-            "body", "must be a JSON object (one job) or a list of objects (several jobs)"
-        )
-    [result] = await enqueue(request, [parse_job(body, max_payload_bytes=max_bytes)])
+    [result] = results
     return web.json_response(result, status=200 if result["duplicate"] else 201)
 
 
@@ -69,8 +56,8 @@ async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[dict[str
     return out
 
 
-async def get_job(request: web.Request) -> web.Response:
-    job_id = params.job_id(request.match_info["id"])
+async def get_job(request: web.Request, path: JobPath) -> web.Response:
+    job_id = path.id
     c = ctx(request)
     snapshot = c.tracker.lookup(job_id)
     if snapshot is not None:
@@ -95,13 +82,13 @@ async def get_job(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def list_jobs(request: web.Request) -> web.Response:
+async def list_jobs(request: web.Request, query: JobsQuery) -> web.Response:
     page = await need_queue(request).jobs.page(
-        state=params.state(request),
-        target=params.target(request),
-        priority=params.priority(request),
-        cursor=params.optional(request, "cursor"),
-        limit=params.limit(request, 50, 1000),
+        state=query.state,
+        target=query.target,
+        priority=query.priority,
+        cursor=query.cursor,
+        limit=query.limit,
     )
     return web.json_response(
         {
@@ -111,8 +98,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     )
 
 
-async def cancel_job(request: web.Request) -> web.Response:
-    job_id = params.job_id(request.match_info["id"])
+async def cancel_job(request: web.Request, path: JobPath) -> web.Response:
+    job_id = path.id
     cancelled = await need_queue(request).jobs.cancel([job_id])
     if not cancelled:
         return web.json_response(

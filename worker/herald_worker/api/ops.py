@@ -9,7 +9,7 @@ from herald_worker import alertmanager
 from herald_worker.api.context import ctx
 from herald_worker.api.errors import read_json
 from herald_worker.api.jobs import enqueue, need_queue
-from herald_worker.api.openapi import document
+from herald_worker.api.models import AlertmanagerNamespacedPath, AlertmanagerPath
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -34,12 +34,22 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
+    from herald_worker.api.openapi import document  # built from the route table, which names us
+
     return web.json_response(document())
 
 
-async def alertmanager_receiver(request: web.Request) -> web.Response:
-    info = request.match_info
-    target = f"{info['namespace']}/{info['name']}" if "namespace" in info else info["target"]
+async def alertmanager_receiver(request: web.Request, path: AlertmanagerPath) -> web.Response:
+    return await _alertmanager(request, path.target)
+
+
+async def alertmanager_namespaced(
+    request: web.Request, path: AlertmanagerNamespacedPath
+) -> web.Response:
+    return await _alertmanager(request, f"{path.namespace}/{path.name}")
+
+
+async def _alertmanager(request: web.Request, target: str) -> web.Response:
     body = await read_json(request)
     max_bytes = need_queue(request).settings.max_payload_bytes
     jobs = alertmanager.jobs_from_message(body, target, max_payload_bytes=max_bytes)

@@ -10,10 +10,11 @@ from aiohttp import web
 from herald_queue.target_types.webhook import signing_public_keys
 from herald_worker.api.context import ctx
 from herald_worker.api.errors import error_response
+from herald_worker.api.models import SigningKeysPath
 
 
-async def signing_keys(request: web.Request) -> web.Response:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
+async def signing_keys(request: web.Request, path: SigningKeysPath) -> web.Response:
+    namespace, name = path.namespace, path.name
     directory = ctx(request).directory
     keys: list[str] = []
     if directory is not None:

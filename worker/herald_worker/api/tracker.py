@@ -5,17 +5,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from herald_worker.api import params
 from herald_worker.api.context import ctx
+from herald_worker.api.models import TrackerQuery
 
 
-async def list_recent(request: web.Request) -> web.Response:
+async def list_recent(request: web.Request, query: TrackerQuery) -> web.Response:
     tracker = ctx(request).tracker
-    items = tracker.recent(
-        params.limit(request, 100, 1000),
-        state=params.state(request),
-        target=params.target(request),
-    )
+    items = tracker.recent(query.limit, state=query.state, target=query.target)
     return web.json_response(
         {
             "size": len(tracker),

@@ -1,0 +1,530 @@
+"""Every query, path and body of the HTTP API, and every answer, as a pydantic model: the
+server parses through these (``inputs.py``) and ``/openapi.json`` is generated from them
+(``openapi.py``) and from the route table (``routes.py``).
+
+To add a query parameter or a body field: add a field to its model here (type,
+constraints, ``description``; the JSON name is the camelCase of the Python name unless an
+``alias`` says otherwise) and use it in the handler. A new endpoint: a handler, its models
+here, and one ``Route`` row in ``routes.py``. Nothing else is written by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    JsonValue,
+    PlainValidator,
+    StrictBool,
+    StrictStr,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+
+from herald_queue.config import parse_duration
+from herald_queue.dead_letters import CURSOR_PATTERN, DeadLetterFilter
+from herald_queue.errors import InvalidRequest
+from herald_queue.ids import UUID_PATTERN, parse_uuid
+from herald_queue.requests import JSON_INT, NO_NUL, PAYLOAD_REF, TargetRef, Timestamp
+from herald_queue.states import ErrorClass, JobState, Priority
+from herald_queue.validation import pattern
+
+T = TypeVar("T")
+
+DURATION_PATTERN = pattern(
+    r"^(?:[0-9]{1,9}(?:\.[0-9]{1,3})?s?|[0-9]{1,7}(?:\.[0-9]{1,3})?m|"
+    r"[0-9]{1,5}(?:\.[0-9]{1,3})?h|[0-9]{1,4}(?:\.[0-9]{1,3})?d)$",
+    "is not a duration: a number with a unit, e.g. 90s, 15m, 24h or 30d",
+)
+"""A duration the API takes: a number of seconds (s), minutes (m), hours (h) or days (d),
+bounded so that every match is within the 100 years any duration may be."""
+pattern(UUID_PATTERN, "is not a UUID (8-4-4-4-12 hexadecimal digits)")
+pattern(CURSOR_PATTERN, "is not a cursor this server gave out (use nextCursor from a page)")
+NAME_PATTERN = pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", "is not a target name")
+NAMESPACE_PATTERN = pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", "is not a namespace")
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    parsed = parse_uuid(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise PydanticCustomError(
+            "uuid",
+            "{given} is not an id (a UUID: 8-4-4-4-12 hexadecimal digits)",
+            {"given": repr(value)},
+        )
+    return parsed
+
+
+Id = Annotated[
+    uuid.UUID,
+    PlainValidator(_uuid),
+    WithJsonSchema({"type": "string", "format": "uuid", "pattern": UUID_PATTERN}),
+]
+"""A job or dead-letter id, written 8-4-4-4-12."""
+Text = Annotated[StrictStr, StringConstraints(pattern=NO_NUL)]
+"""A string PostgreSQL can hold."""
+_TEXT_MAP_SCHEMA = {
+    "type": "object",
+    "propertyNames": {"pattern": NO_NUL},
+    "additionalProperties": {"type": "string", "pattern": NO_NUL},
+}
+TextMap = Annotated[
+    dict[Annotated[str, StringConstraints(pattern=NO_NUL)], Text],
+    WithJsonSchema(_TEXT_MAP_SCHEMA),
+]
+"""An object of strings (labels, annotations)."""
+Labels = Annotated[
+    dict[Annotated[str, StringConstraints(pattern=NO_NUL)], Text],
+    Field(min_length=1),
+    WithJsonSchema({**_TEXT_MAP_SCHEMA, "minProperties": 1}),
+]
+
+
+def _digits(value: Any) -> Any:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError(
+            "integer", "must be an integer, got {given}", {"given": repr(value)}
+        )
+    return int(value) if isinstance(value, str) else value
+
+
+def _boolean(value: Any) -> Any:
+    if value in ("true", "false"):
+        return value == "true"
+    raise PydanticCustomError(
+        "boolean", "must be true or false, got {given}", {"given": repr(value)}
+    )
+
+
+QueryBool = Annotated[bool, PlainValidator(_boolean), WithJsonSchema({"type": "boolean"})]
+
+
+def _refuse_null(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError("null", "is null: give a value, or leave the field out")
+    return value
+
+
+class _NullNotInSchema:
+    """The schema of an optional field that may be left out but not given as null."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        options = [s for s in schema.get("anyOf", []) if s != {"type": "null"}]
+        if len(options) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            return {**options[0], **rest}
+        return schema
+
+
+Omittable = Annotated[T | None, BeforeValidator(_refuse_null), _NullNotInSchema()]
+"""May be left out; null is refused (it would mean nothing)."""
+
+
+class Query(BaseModel):
+    """Query parameters: camelCase names; a parameter given empty is refused (``inputs``),
+    not read as absent; unknown parameters are ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=False, extra="ignore", frozen=True
+    )
+
+
+class Body(BaseModel):
+    """A JSON body: camelCase names, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=False, extra="forbid", frozen=True
+    )
+
+
+class Answer(BaseModel):
+    """A JSON answer (documented; the tests validate real answers against it)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=False, extra="forbid")
+
+
+CURSOR_DESCRIPTION = "The nextCursor of the previous page; omit it for the first page."
+TARGET_DESCRIPTION = "Only this target: name, or namespace/name."
+
+# -- paths ---------------------------------------------------------------------------------
+
+
+class JobPath(BaseModel):
+    id: Id = Field(description="Job id (UUID).")
+
+
+class DeadLetterPath(BaseModel):
+    id: Id = Field(description="Dead-letter id (UUID).")
+
+
+class AlertmanagerPath(BaseModel):
+    target: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] = Field(
+        description="Target name (namespace HERALD_NAMESPACE, or the only one)."
+    )
+
+
+class AlertmanagerNamespacedPath(BaseModel):
+    namespace: Annotated[str, StringConstraints(pattern=NAMESPACE_PATTERN)] = Field(
+        description="Target namespace."
+    )
+    name: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] = Field(
+        description="Target name."
+    )
+
+
+# -- queries -------------------------------------------------------------------------------
+
+
+class JobsQuery(Query):
+    state: JobState | None = Field(None, description="Only this state.")
+    target: TargetRef | None = Field(None, description=TARGET_DESCRIPTION)
+    priority: Priority | None = Field(None, description="Only this priority.")
+    limit: Annotated[int, Field(ge=1, le=1000), BeforeValidator(_digits)] = Field(
+        50, description="Page size."
+    )
+    cursor: Annotated[str, StringConstraints(pattern=UUID_PATTERN)] | None = Field(
+        None, description=CURSOR_DESCRIPTION, json_schema_extra={"format": "uuid"}
+    )
+
+
+class DeadLettersQuery(Query):
+    target: TargetRef | None = Field(None, description=TARGET_DESCRIPTION)
+    error_class: ErrorClass | None = Field(None, description="Only this error class.")
+    failed_after: Timestamp | None = Field(None, description="Failed at or after.")
+    failed_before: Timestamp | None = Field(
+        None, description="Failed before (later than failedAfter)."
+    )
+    replayed: QueryBool | None = Field(None, description="Replayed or not.")
+    limit: Annotated[int, Field(ge=1, le=1000), BeforeValidator(_digits)] = Field(
+        100, description="Page size."
+    )
+    cursor: Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)] | None = Field(
+        None, description=CURSOR_DESCRIPTION
+    )
+
+    def selector(self) -> DeadLetterFilter:
+        return DeadLetterFilter(
+            target=self.target,
+            error_class=self.error_class,
+            failed_after=self.failed_after,
+            failed_before=self.failed_before,
+            replayed=self.replayed,
+        )
+
+
+def _checked_duration(value: str) -> str:
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        raise PydanticCustomError("duration", str(exc)) from None
+    return value
+
+
+class PurgeQuery(Query):
+    older_than: Annotated[
+        str, StringConstraints(pattern=DURATION_PATTERN), AfterValidator(_checked_duration)
+    ] = Field(
+        description="Failed longer ago than this: seconds, or a number with a unit "
+        "(s, m, h, d), e.g. 30d, 12h, 90m; at most 100 years.",
+        examples=["30d"],
+    )
+    target: TargetRef | None = Field(None, description=TARGET_DESCRIPTION)
+    dry_run: QueryBool = Field(False, description="Only count.")
+
+    @property
+    def seconds(self) -> float:
+        return parse_duration(self.older_than)
+
+
+# -- bodies --------------------------------------------------------------------------------
+
+SELECTOR_FIELDS = ("target", "errorClass", "failedAfter", "failedBefore", "ids", "jobIds")
+
+
+_SELECTOR_RULE: list[JsonValue] = [{"required": ["all"], "properties": {"all": {"const": True}}}]
+_SELECTOR_RULE += [{"required": [name]} for name in SELECTOR_FIELDS]
+
+
+class ReplaySelector(Body):
+    """Which dead letters to replay. At least one selector field, or "all": true: an empty
+    selector would replay every dead letter."""
+
+    target: Omittable[TargetRef] = None
+    error_class: Omittable[ErrorClass] = None
+    failed_after: Omittable[Timestamp] = None
+    failed_before: Omittable[Timestamp] = Field(
+        None, description="Later than failedAfter, when both are given."
+    )
+    ids: Omittable[Annotated[list[Id], Field(min_length=1)]] = None
+    job_ids: Omittable[Annotated[list[Id], Field(min_length=1)]] = None
+    all: StrictBool = Field(
+        False,
+        description="Required (true) to replay with no selector field: an empty selector "
+        "matches every dead letter.",
+    )
+    limit: Annotated[int, Field(ge=1, le=1_000_000), *JSON_INT] = 1000
+    dry_run: StrictBool = False
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": _SELECTOR_RULE})
+
+    @model_validator(mode="after")
+    def _not_everything_by_accident(self) -> ReplaySelector:
+        empty = all(getattr(self, name) is None for name in _SELECTOR_ATTRS)
+        if empty and not self.all:
+            # An empty selector matches every dead letter: too much to do by accident (the
+            # CLI asks for --all likewise).
+            raise InvalidRequest(
+                "all",
+                "the selector is empty, which would replay every dead letter: pass "
+                f'"all": true to mean that, or a selector ({", ".join(SELECTOR_FIELDS)})',
+            )
+        return self
+
+    def selector(self) -> DeadLetterFilter:
+        return DeadLetterFilter(
+            target=self.target,
+            error_class=self.error_class,
+            failed_after=self.failed_after,
+            failed_before=self.failed_before,
+            ids=tuple(self.ids) if self.ids else None,
+            job_ids=tuple(self.job_ids) if self.job_ids else None,
+        )
+
+
+_SELECTOR_ATTRS = ("target", "error_class", "failed_after", "failed_before", "ids", "job_ids")
+
+StringMap = TextMap | None
+"""Labels or annotations of the envelope; null is read as none."""
+
+
+class Alert(BaseModel):
+    """One alert; other fields are kept in the job's payload as given."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"propertyNames": {"pattern": NO_NUL}}
+    )
+
+    status: Literal["firing", "resolved"]
+    labels: Labels
+    annotations: StringMap = None
+    starts_at: Annotated[Text, StringConstraints(min_length=1)] = Field(alias="startsAt")
+    ends_at: Omittable[Text] = Field(None, alias="endsAt")
+    generator_url: Omittable[Text] = Field(None, alias="generatorURL")
+    fingerprint: Omittable[Text] = None
+
+
+class AlertmanagerMessage(BaseModel):
+    """Alertmanager's webhook payload, version 4."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: Literal["4"] = "4"
+    group_key: Omittable[Text] = Field(None, alias="groupKey")
+    status: Omittable[Text] = None
+    receiver: Omittable[Text] = None
+    group_labels: StringMap = Field(None, alias="groupLabels")
+    common_labels: StringMap = Field(None, alias="commonLabels")
+    common_annotations: StringMap = Field(None, alias="commonAnnotations")
+    external_url: Omittable[Text] = Field(None, alias="externalURL")
+    truncated_alerts: Annotated[int, Field(ge=0), *JSON_INT] = Field(0, alias="truncatedAlerts")
+    alerts: Annotated[list[Alert], Field(min_length=1, max_length=1000)]
+
+
+# -- answers -------------------------------------------------------------------------------
+
+NextCursor = Annotated[
+    str | None, Field(description="Pass as `cursor` for the next page; null on the last page.")
+]
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    field: str | None = Field(description="The field, parameter or header at fault, if one.")
+    message: str = Field(description="What is wrong and what to do, naming the field.")
+
+
+class Error(BaseModel):
+    """Every error answer: ``{"error": {"status", "field", "message"}}``."""
+
+    error: ErrorDetail
+
+
+class JobAccepted(Answer):
+    id: uuid.UUID
+    target: str
+    state: JobState
+    duplicate: bool = Field(
+        description="True when an existing job with the same idempotency key was returned."
+    )
+
+
+class JobsAccepted(Answer):
+    jobs: list[JobAccepted]
+
+
+class AlertmanagerAccepted(Answer):
+    jobs: list[JobAccepted]
+    created: int
+    duplicates: int
+
+
+class Job(Answer):
+    model_config = ConfigDict(extra="forbid")
+
+    id: uuid.UUID
+    target: str
+    priority: Priority | None = None
+    state: JobState
+    attempts: int | None = None
+    idempotency_key: str | None = None
+    ordering_key: str | None = None
+    waiting_for_ordering_key: bool | None = None
+    run_at: dt.datetime | None = None
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    last_error: str | None = None
+    last_error_class: ErrorClass | None = None
+    last_http_status: int | None = None
+    dead_reason: str | None = None
+    payload: Annotated[Any, Field(description="The payload (lookups from the database only).")] = (
+        None
+    )
+    source: Literal["tracker", "database"] | None = Field(
+        None, description="Answered from the in-memory tracker or from PostgreSQL."
+    )
+
+
+class JobPage(Answer):
+    items: list[Job]
+    next_cursor: NextCursor
+
+
+class Cancelled(Answer):
+    id: uuid.UUID
+    state: Literal["dead"]
+    dead_reason: Literal["cancelled"]
+
+
+class QueueStats(Answer):
+    model_config = ConfigDict(extra="allow")
+
+    queued: int
+    running: int
+    retrying: int
+    succeeded: int
+    dead: int
+
+
+class Listing(Answer):
+    """Rows as the database reports them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    items: list[dict[str, Any]]
+
+
+class Statistics(Answer):
+    model_config = ConfigDict(extra="allow")
+
+
+class DeadLetter(Answer):
+    id: uuid.UUID
+    job_id: uuid.UUID
+    target: str
+    target_type: str | None = None
+    fingerprint: str | None = None
+    error_class: ErrorClass
+    error: str
+    reason: Literal["permanent-error", "attempts-exhausted", "target-deleted", "cancelled"]
+    http_status: int | None = None
+    attempts: int | None = None
+    last_attempt_at: dt.datetime | None = None
+    priority: Priority | None = None
+    idempotency_key: str | None = None
+    ordering_key: str | None = None
+    job_created_at: dt.datetime | None = None
+    failed_at: dt.datetime | None = None
+    replayed: bool | None = None
+    replayed_at: dt.datetime | None = None
+    replay_result: Literal["queued", "target-missing"] | None = None
+    replayed_by: str | None = None
+    run_at: dt.datetime | None = Field(
+        None,
+        description="The runAt of a job that died before its first attempt; a replay keeps "
+        "it while it is in the future.",
+    )
+    payload: Annotated[Any, PAYLOAD_REF] = None
+    target_config: dict[str, Any] | None = None
+
+
+class DeadLetterPage(Answer):
+    items: list[DeadLetter]
+    next_cursor: NextCursor
+
+
+class ReplayResult(Answer):
+    matched: int
+    replayed: int
+    skipped: int
+    cancelled_left_out: int | None = Field(
+        None,
+        description="Cancelled jobs the selector matched but the replay left out: only a "
+        "replay naming them by id (ids or jobIds) puts them back.",
+    )
+    dry_run: bool
+    job_ids: list[str] | None = None
+
+
+class Health(Answer):
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+
+
+# -- the tracker and the published signing keys ---------------------------------------------
+
+
+class TrackerQuery(Query):
+    state: JobState | None = Field(None, description="Only this state.")
+    target: TargetRef | None = Field(None, description=TARGET_DESCRIPTION)
+    limit: Annotated[int, Field(ge=1, le=1000), BeforeValidator(_digits)] = Field(
+        100, description="How many, most recently updated first."
+    )
+
+
+class TrackerPage(Answer):
+    size: int = Field(description="Jobs this worker process tracks now.")
+    capacity: int = Field(description="Jobs it tracks at most (HERALD_TRACKER_SIZE).")
+    items: list[Job]
+
+
+class TrackerCleared(Answer):
+    cleared: int = Field(description="Jobs forgotten.")
+
+
+class SigningKeysPath(AlertmanagerNamespacedPath):
+    pass
+
+
+class SigningKeys(Answer):
+    target: str = Field(description="namespace/name.")
+    public_keys: list[str] = Field(
+        description="The ed25519 public keys (whpk_...) that verify its v1a signatures."
+    )

@@ -1,0 +1,324 @@
+"""The route table: each endpoint once, with the models of its path, query and body and
+its answers. The application's routes (``app.py``) and the OpenAPI document
+(``openapi.py``) are both built from it.
+
+A handler takes the request and, as keyword arguments, what its row declares: ``path``,
+``query`` and ``body`` (each validated by its model before the handler runs). A row whose
+``body`` the handler reads itself (``reads_body=True``: the job submission, whose payload
+keeps its bytes) only documents it. Adding an endpoint: write the handler, its models in
+``models.py``, and one row below; 400, 401, 413 and 503 answers are added to its document
+as its inputs call for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from herald_queue.requests import Submission
+from herald_worker.api import dead_letters, inputs, jobs, models, ops, signing_keys, tracker
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """One documented answer: its model (None: no body schema) and what it means."""
+
+    model: Any
+    description: str
+    media: str = "application/json"
+    links: Mapping[str, Mapping[str, Any]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    replies: Mapping[int, Reply]
+    errors: Mapping[int, str] = dataclasses.field(default_factory=dict)
+    """Error answers particular to this route (the model is always ``Error``)."""
+    params: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    body: Any = None
+    reads_body: bool = False
+    public: bool = False
+    """Open without a token."""
+    description: str | None = None
+
+    def bind(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler: validates the declared inputs, then calls ours."""
+        declared = {
+            "path": self.params is not None,
+            "query": self.query is not None,
+            "body": self.body is not None and not self.reads_body,
+        }
+        accepted = set(inspect.signature(self.handler).parameters) - {"request"}
+        wanted = {name for name, given in declared.items() if given}
+        if accepted != wanted:
+            raise TypeError(f"{self.operation_id}: the handler takes {accepted}, the row {wanted}")
+        params, query, body, handler = self.params, self.query, self.body, self.handler
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            kwargs: dict[str, Any] = {}
+            if params is not None:
+                kwargs["path"] = inputs.path(request, params)
+            if query is not None:
+                kwargs["query"] = inputs.query(request, query)
+            if "body" in wanted:
+                kwargs["body"] = await inputs.body(request, body)
+            return await handler(request, **kwargs)
+
+        return handle
+
+
+NOT_FOUND = "No such object."
+UNREGISTERED = "The target is not registered."
+
+
+def _alertmanager(path: str, handler: Handler, operation_id: str, params: type[BaseModel]) -> Route:
+    return Route(
+        "POST",
+        path,
+        handler,
+        operation_id,
+        "Alertmanager webhook receiver: one job per alert",
+        description="Priority: critical and firing -> high; resolved or severity info -> low; "
+        "otherwise medium. Idempotency key from fingerprint, status and startsAt (a re-sent "
+        "group does not duplicate); ordering key from the fingerprint (a resolve never "
+        "overtakes its trigger).",
+        replies={200: Reply(models.AlertmanagerAccepted, "The jobs (created or duplicates).")},
+        errors={404: UNREGISTERED},
+        params=params,
+        body=models.AlertmanagerMessage,
+        reads_body=True,  # alertmanager.jobs_from_message validates it
+    )
+
+
+DEAD_LETTER_LINKS = {
+    name: {
+        "operationId": name,
+        "parameters": {"id": "$response.body#/items/0/id"},
+        "description": "The first dead letter of the page.",
+    }
+    for name in ("getDeadLetter", "replayDeadLetter")
+}
+ACCEPTED = models.JobAccepted | models.JobsAccepted
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/v1/jobs",
+        jobs.submit,
+        "submitJobs",
+        "Submit one job, or a list of up to 1000 jobs",
+        replies={
+            201: Reply(ACCEPTED, "Accepted (durably stored)."),
+            200: Reply(ACCEPTED, "Every job was a duplicate (idempotency key): the existing ones."),
+        },
+        errors={
+            404: UNREGISTERED,
+            409: "An idempotency key was used before with different parameters (payload, "
+            "priority, orderingKey or runAt); nothing was written.",
+        },
+        body=Submission,
+        reads_body=True,
+    ),
+    Route(
+        "GET",
+        "/v1/jobs",
+        jobs.list_jobs,
+        "listJobs",
+        "Recent jobs, newest first",
+        replies={200: Reply(models.JobPage, "A page of jobs.")},
+        errors={404: UNREGISTERED},
+        query=models.JobsQuery,
+    ),
+    Route(
+        "GET",
+        "/v1/jobs/{id}",
+        jobs.get_job,
+        "getJob",
+        "One job (in-memory tracker first, PostgreSQL second)",
+        replies={200: Reply(models.Job, "The job.")},
+        errors={404: NOT_FOUND},
+        params=models.JobPath,
+    ),
+    Route(
+        "DELETE",
+        "/v1/jobs/{id}",
+        jobs.cancel_job,
+        "cancelJob",
+        "Cancel a waiting job (it becomes a dead letter)",
+        replies={200: Reply(models.Cancelled, "Cancelled.")},
+        errors={409: "The job is not waiting (running, finished or unknown)."},
+        params=models.JobPath,
+    ),
+    Route(
+        "GET",
+        "/v1/queue/stats",
+        jobs.stats,
+        "queueStats",
+        "Totals per state, then per priority and per target",
+        replies={200: Reply(models.QueueStats, "Statistics.")},
+    ),
+    Route(
+        "GET",
+        "/v1/targets",
+        jobs.targets,
+        "listTargets",
+        "Registered targets with their circuit state and counters",
+        replies={200: Reply(models.Listing, "Targets.")},
+    ),
+    Route(
+        "GET",
+        "/v1/tracker",
+        tracker.list_recent,
+        "listTracked",
+        "Jobs this worker process saw lately (its in-memory LRU tracker), most recently "
+        "updated first",
+        replies={200: Reply(models.TrackerPage, "The tracked jobs.")},
+        query=models.TrackerQuery,
+    ),
+    Route(
+        "DELETE",
+        "/v1/tracker",
+        tracker.clear,
+        "clearTracker",
+        "Forget every job this worker process tracks (lookups then read PostgreSQL)",
+        replies={200: Reply(models.TrackerCleared, "Cleared.")},
+    ),
+    Route(
+        "GET",
+        "/v1/dead-letters",
+        dead_letters.list_entries,
+        "listDeadLetters",
+        "Dead letters, newest first",
+        replies={200: Reply(models.DeadLetterPage, "A page.", links=DEAD_LETTER_LINKS)},
+        query=models.DeadLettersQuery,
+    ),
+    Route(
+        "DELETE",
+        "/v1/dead-letters",
+        dead_letters.purge,
+        "purgeDeadLetters",
+        "Purge dead letters older than a duration",
+        replies={200: Reply(models.Statistics, "What was (or would be) deleted.")},
+        query=models.PurgeQuery,
+    ),
+    Route(
+        "GET",
+        "/v1/dead-letters/stats",
+        dead_letters.stats,
+        "deadLetterStats",
+        "Dead letters by target, error class and priority",
+        replies={200: Reply(models.Statistics, "Statistics.")},
+    ),
+    Route(
+        "POST",
+        "/v1/dead-letters/replay",
+        dead_letters.replay_many,
+        "replayDeadLetters",
+        "Replay the dead letters a selector matches (each once, ever; cancelled jobs only "
+        "when named by id)",
+        replies={200: Reply(models.ReplayResult, "Counts.")},
+        errors={
+            404: "An id in ids or jobIds has no dead letter.",
+            409: "None of the dead letters named by ids or jobIds could be replayed: each was "
+            "replayed before, or their targets are gone.",
+        },
+        body=models.ReplaySelector,
+    ),
+    Route(
+        "GET",
+        "/v1/dead-letters/{id}",  # see app.ROUTE_PATTERNS
+        dead_letters.get_entry,
+        "getDeadLetter",
+        "One dead letter, with payload and target configuration",
+        replies={200: Reply(models.DeadLetter, "The dead letter.")},
+        errors={404: NOT_FOUND},
+        params=models.DeadLetterPath,
+    ),
+    Route(
+        "POST",
+        "/v1/dead-letters/{id}/replay",
+        dead_letters.replay_one,
+        "replayDeadLetter",
+        "Put one dead letter back on the queue",
+        replies={200: Reply(models.ReplayResult, "Replayed.")},
+        errors={404: NOT_FOUND, 409: "Already replayed, or its target is gone."},
+        params=models.DeadLetterPath,
+    ),
+    _alertmanager(
+        "/v1/alertmanager/{target}",
+        ops.alertmanager_receiver,
+        "alertmanagerWebhook",
+        models.AlertmanagerPath,
+    ),
+    _alertmanager(
+        "/v1/alertmanager/{namespace}/{name}",
+        ops.alertmanager_namespaced,
+        "alertmanagerWebhookNamespaced",
+        models.AlertmanagerNamespacedPath,
+    ),
+    Route(
+        "GET",
+        "/signing-keys/{namespace}/{name}",
+        signing_keys.signing_keys,
+        "signingKeys",
+        "The ed25519 public keys a target's v1a signatures verify with",
+        description="Open without a token: public keys are not secrets. An unknown target "
+        "and one without a whsk_ key both answer 404, so it does not tell which targets exist.",
+        replies={200: Reply(models.SigningKeys, "The public keys.")},
+        errors={404: "No published signing keys for this target."},
+        params=models.SigningKeysPath,
+        public=True,
+    ),
+    Route(
+        "GET",
+        "/healthz",
+        ops.healthz,
+        "healthz",
+        "Liveness",
+        replies={200: Reply(models.Health, "Alive."), 503: Reply(models.Health, "Failed.")},
+        public=True,
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        ops.readyz,
+        "readyz",
+        "Readiness (PostgreSQL reachable, listening)",
+        replies={
+            200: Reply(models.Health, "Ready."),
+            503: Reply(models.Health, "Not ready, with reasons."),
+        },
+        public=True,
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        ops.metrics,
+        "metrics",
+        "Prometheus metrics",
+        replies={200: Reply(str, "Prometheus text format.", media="text/plain")},
+        public=True,
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        ops.openapi,
+        "openapi",
+        "This document",
+        replies={200: Reply(dict[str, Any], "OpenAPI 3.1.")},
+        public=True,
+    ),
+]
