@@ -29,13 +29,15 @@ async def run(args: argparse.Namespace) -> int:
     from herald_operator.app import run as run_operator
     from herald_operator.runtime import Options
     from herald_operator.settings import OperatorSettings
-    from herald_queue import config, db, migrate
+    from herald_queue import db, migrate
     from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
+    from herald_queue.settings_base import check
 
-    settings = config.load(OperatorSettings)
-    egress = config.load(EgressSettings)
-    database = config.load(DatabaseSettings)
-    queue = config.load(QueueSettings)
+    check(OperatorSettings, EgressSettings, DatabaseSettings, QueueSettings)
+    settings = OperatorSettings()
+    egress = EgressSettings()
+    database = DatabaseSettings()
+    queue = QueueSettings()
     check_ports(Options(settings=settings))
     url = db.resolve_url(database, announce=database.url is None)
     if args.migrate or database.url is None:

@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
+    from herald_queue.settings_base import check
     from herald_worker.process import Options, serve
+    from herald_worker.settings import WorkerSettings
 
+    check(WorkerSettings, DatabaseSettings, QueueSettings, EgressSettings)
     return await serve(Options(targets=args.targets, migrate=args.migrate, name=args.name))

@@ -13,7 +13,7 @@ import uuid
 
 from aiohttp import web
 
-from herald_queue.config import parse_duration
+from herald_queue.durations import parse_duration
 from herald_queue.errors import InvalidRequest
 from herald_queue.ids import parse_uuid
 from herald_queue.requests import TARGET_PATTERN, parse_priority, parse_time
