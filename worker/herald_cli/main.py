@@ -20,10 +20,13 @@ import psycopg_pool
 
 from herald_queue.errors import HeraldError, SettingsError
 from herald_queue.settings import LOG_LEVELS, LogSettings
+from herald_queue.settings_base import check
 
 # (command, module in herald_cli, help): each module has add_arguments(parser) and
-# async run(args) -> int. Modules import their heavy dependencies (kopf, the worker) inside
-# run(), so `herald migrate` never loads kopf.
+# async run(args) -> int, and may have settings() -> the settings classes it reads, checked
+# with HERALD_LOG_* before it runs (every bad variable is said at once). Modules import
+# their heavy dependencies (kopf, the worker) inside run(), so `herald migrate` never loads
+# kopf.
 COMMANDS: list[tuple[str, str, str]] = [
     ("migrate", "migrate_cmd", "create or upgrade Herald's tables (idempotent, safe in parallel)"),
     ("targets", "targets_cmd", "register PublishingTarget manifests and list targets"),
@@ -114,14 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from herald_cli import logs
 
+    module = importlib.import_module(f"herald_cli.{args.module}")
     try:
-        log_settings = LogSettings()
+        check(LogSettings, *(module.settings() if hasattr(module, "settings") else ()))
     except SettingsError as exc:
         return _refuse(exc)
-    logs.configure(args.log_level, log_settings, process=args.command in ("worker", "operator"))
+    logs.configure(args.log_level, LogSettings(), process=args.command in ("worker", "operator"))
     try:
-        run = importlib.import_module(f"herald_cli.{args.module}").run
-        return int(asyncio.run(run(args)) or 0)
+        return int(asyncio.run(module.run(args)) or 0)
     except SettingsError as exc:
         return _refuse(exc)
     except HeraldError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from herald_queue.settings_base import HeraldSettings
+
 log = logging.getLogger("herald.operator")
 
 
@@ -24,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def settings() -> tuple[type[HeraldSettings], ...]:
+    from herald_operator.settings import OperatorSettings
+    from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
+
+    return (DatabaseSettings, QueueSettings, EgressSettings, OperatorSettings)
+
+
 async def run(args: argparse.Namespace) -> int:
     from herald_operator.app import check_kubernetes, check_ports
     from herald_operator.app import run as run_operator
@@ -31,9 +40,7 @@ async def run(args: argparse.Namespace) -> int:
     from herald_operator.settings import OperatorSettings
     from herald_queue import db, migrate
     from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
-    from herald_queue.settings_base import check
 
-    check(OperatorSettings, EgressSettings, DatabaseSettings, QueueSettings)
     settings = OperatorSettings()
     egress = EgressSettings()
     database = DatabaseSettings()

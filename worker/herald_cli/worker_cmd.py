@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from herald_queue.settings_base import HeraldSettings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -26,11 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="worker id in leases and logs (default host-pid-random)")
 
 
-async def run(args: argparse.Namespace) -> int:
+def settings() -> tuple[type[HeraldSettings], ...]:
     from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
-    from herald_queue.settings_base import check
-    from herald_worker.process import Options, serve
     from herald_worker.settings import WorkerSettings
 
-    check(WorkerSettings, DatabaseSettings, QueueSettings, EgressSettings)
+    return (DatabaseSettings, QueueSettings, EgressSettings, WorkerSettings)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from herald_worker.process import Options, serve
+
     return await serve(Options(targets=args.targets, migrate=args.migrate, name=args.name))

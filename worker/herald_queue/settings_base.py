@@ -236,7 +236,7 @@ def _shown(value: Any, secret: bool) -> str:
     text = str(value)
     if len(text) > _SHOWN_CHARS:
         text = text[:_SHOWN_CHARS] + "..."
-    if not text or not text.isprintable() or text != text.strip():
+    if not text or not text.isprintable() or any(c.isspace() for c in text):
         return repr(text)
     return text
 
