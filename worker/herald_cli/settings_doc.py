@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from herald_operator.settings import OperatorSettings
 from herald_queue.durations import format_duration
 from herald_queue.settings import DatabaseSettings, EgressSettings, LogSettings, QueueSettings
-from herald_queue.settings_base import HeraldSettings, type_name
+from herald_queue.settings_base import HeraldSettings, describe
 from herald_worker.settings import WorkerSettings
 
 CLASSES: tuple[type[HeraldSettings], ...] = (
@@ -44,7 +44,7 @@ def tables() -> str:
         parts.append("| variable | type | default | meaning |")
         parts.append("|---|---|---|---|")
         for name, info in cls.model_fields.items():
-            kind = type_name(info)
+            kind = describe(info).name
             doc = (info.description or "") + (" Secret: never logged." if cls.secret(name) else "")
             default = _default(info.default, kind)
             parts.append(f"| `{cls.env_name(name)}` | {kind} | {default} | {doc} |")

@@ -4,8 +4,8 @@ bad variable. How to add a setting: see :mod:`herald_queue.settings`.
 
 A field's variable is ``HERALD_`` + its name in capitals, unless the field gives another
 with ``validation_alias`` (``HERALD_DATABASE_URL`` for ``DatabaseSettings.url``). The
-field's type says what is accepted; :func:`accepted` and :func:`type_name` turn it into the
-words of error lines and of the README's tables, so both always agree with the parser.
+field's type says what is accepted; :func:`describe` turns it into the words of error lines
+and of the README's tables, so both always agree with the parser.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ Duration = Annotated[
 
 PositiveDuration = Annotated[
     float,
-    Kind("duration", f"a duration greater than 0, at most 100 years ({FORMS})"),
+    Kind("duration > 0", f"a duration greater than 0, at most 100 years ({FORMS})"),
     BeforeValidator(_duration),
     Field(gt=0),
 ]
@@ -169,65 +169,23 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
-def _constraints(info: FieldInfo) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for item in info.metadata:
-        for key in ("gt", "ge", "lt", "le"):
-            value = getattr(item, key, None)
-            if isinstance(item, annotated_types.BaseMetadata) and value is not None:
-                found[key] = value
-    return found
-
-
-def _kind(info: FieldInfo) -> Kind | None:
+def describe(info: FieldInfo) -> Kind:
+    """What a field accepts: its Kind, or one derived from its type and lower bound."""
     kinds = [m for m in info.metadata if isinstance(m, Kind)]
-    return kinds[-1] if kinds else None
-
-
-def _int_bounds(info: FieldInfo) -> tuple[int | None, int | None]:
-    bounds = _constraints(info)
-    low = bounds.get("ge", bounds["gt"] + 1 if "gt" in bounds else None)
-    high = bounds.get("le", bounds["lt"] - 1 if "lt" in bounds else None)
-    return (None if low is None else int(low)), (None if high is None else int(high))
-
-
-def accepted(info: FieldInfo) -> str:
-    """What a field accepts, as ``must be ...`` continues: ``an integer of at least 1``."""
-    kind = _kind(info)
-    if kind is not None:
-        return kind.accepted
+    if kinds:
+        return kinds[-1]
     base = _base_type(info.annotation)
     if base is bool:
-        return "true or false (also 1/0, yes/no, on/off)"
+        return Kind("boolean", "true or false (also 1/0, yes/no, on/off)")
     if typing.get_origin(base) is typing.Literal:
-        return "one of " + ", ".join(str(a) for a in typing.get_args(base))
+        choices = [str(a) for a in typing.get_args(base)]
+        return Kind(" / ".join(f"`{c}`" for c in choices), "one of " + ", ".join(choices))
     if base is int:
-        low, high = _int_bounds(info)
-        if low is not None and high is not None:
-            return f"an integer from {low} to {high}"
-        if low is not None:
-            return f"an integer of at least {low}"
-        return "an integer"
-    return "text"
-
-
-def type_name(info: FieldInfo) -> str:
-    """The README's type column: ``integer ≥ 1``, ``duration > 0``, ``boolean``..."""
-    kind = _kind(info)
-    base = _base_type(info.annotation)
-    if kind is not None:
-        bounds = _constraints(info)
-        return kind.name + (" > 0" if bounds.get("gt") == 0 else "")
-    if base is bool:
-        return "boolean"
-    if typing.get_origin(base) is typing.Literal:
-        return " / ".join(f"`{a}`" for a in typing.get_args(base))
-    if base is int:
-        low, high = _int_bounds(info)
-        if low is not None and high is not None:
-            return f"integer {low}–{high}"
-        return "integer" + (f" ≥ {low}" if low is not None else "")
-    return "string"
+        low = [m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)]
+        if low:
+            return Kind(f"integer ≥ {low[0]}", f"an integer of at least {low[0]}")
+        return Kind("integer", "an integer")
+    return Kind("string", "text")
 
 
 def _shown(value: Any, secret: bool) -> str:
@@ -264,7 +222,7 @@ def _line(cls: type[HeraldSettings], error: ErrorDetails, given: Mapping[str, An
         return problem
     info = cls.model_fields[field]
     if error["type"] != "value_error":
-        problem = "must be " + accepted(info)
+        problem = "must be " + describe(info).accepted
     value = _shown(_given(cls, field, given, error.get("input", "")), cls.secret(field))
     return f"{cls.env_name(field)}={value}: {problem}"
 
