@@ -40,7 +40,7 @@ def settings_from(cls: type[S], env: Mapping[str, str], monkeypatch: pytest.Monk
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return cls()
+    return cls.from_env()
 
 
 def target_manifest(

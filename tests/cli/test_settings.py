@@ -269,3 +269,22 @@ async def test_the_operator_accepts_every_setting_given(db_url: str, tmp_path: P
     run = await herald("operator", url=db_url, env=env)
     assert run.code == 1, run.err
     assert run.error.startswith("herald: error: cannot log in to Kubernetes"), run.err
+
+
+def test_constructed_settings_are_their_defaults_whatever_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`herald demo`, the benchmarks and the tests construct their settings: a user's
+    HERALD_API_TOKEN or a bad HERALD_LEASE must not leak into them. Commands read the
+    environment with from_env()."""
+    monkeypatch.setenv("HERALD_API_TOKEN", "tok-s3cret")
+    monkeypatch.setenv("HERALD_LEASE", "0")
+    assert WorkerSettings().api_token is None
+    assert QueueSettings(lease=5).lease == 5.0
+    token = WorkerSettings.from_env().api_token
+    assert token is not None and token.get_secret_value() == "tok-s3cret"
+    assert "tok-s3cret" not in repr(WorkerSettings.from_env())
+    with pytest.raises(SettingsError, match=r"^HERALD_LEASE=0: must be a duration"):
+        QueueSettings.from_env()
+    with pytest.raises(SettingsError, match=r"^HERALD_LEASE=-3: must be a duration"):
+        QueueSettings(lease="-3")

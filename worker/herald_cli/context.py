@@ -12,17 +12,17 @@ from herald_queue.settings_base import check
 
 
 def database_settings() -> DatabaseSettings:
-    return DatabaseSettings()
+    return DatabaseSettings.from_env()
 
 
 def queue_settings() -> QueueSettings:
-    return QueueSettings()
+    return QueueSettings.from_env()
 
 
 def egress_policy() -> EgressPolicy:
     """The workers' egress policy (HERALD_EGRESS_*): targets are checked against it when
     they are applied."""
-    return EgressSettings().policy()
+    return EgressSettings.from_env().policy()
 
 
 @asynccontextmanager

@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check(LogSettings, *(module.settings() if hasattr(module, "settings") else ()))
     except SettingsError as exc:
         return _refuse(exc)
-    logs.configure(args.log_level, LogSettings(), process=args.command in ("worker", "operator"))
+    process = args.command in ("worker", "operator")
+    logs.configure(args.log_level, LogSettings.from_env(), process=process)
     try:
         return int(asyncio.run(module.run(args)) or 0)
     except SettingsError as exc:

@@ -41,10 +41,10 @@ async def run(args: argparse.Namespace) -> int:
     from herald_queue import db, migrate
     from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 
-    settings = OperatorSettings()
-    egress = EgressSettings()
-    database = DatabaseSettings()
-    queue = QueueSettings()
+    settings = OperatorSettings.from_env()
+    egress = EgressSettings.from_env()
+    database = DatabaseSettings.from_env()
+    queue = QueueSettings.from_env()
     check_ports(Options(settings=settings))
     url = db.resolve_url(database, announce=database.url is None)
     if args.migrate or database.url is None:

@@ -29,8 +29,12 @@ How to add a setting
 4. If the chart sets it, add it to the Deployment's env (tests/e2e/test_chart.py loads the
    chart's values with these classes).
 
-A bad value stops the process at start with one line per bad variable and exit status 2
-(``HERALD_LOG_LEVEL=LOUD: must be one of debug, info, warning, error``).
+Commands read the settings with ``DatabaseSettings.from_env()``; a class constructed
+directly (``QueueSettings(lease=1)``, in tests and ``herald demo``) is its defaults and
+arguments only. A bad value stops the process at start with one line per bad variable and
+exit status 2 (``HERALD_LOG_LEVEL=LOUD: must be one of debug, info, warning, error``): a
+command that reads a class checks it with the others it reads (``settings()`` in
+``herald_cli/worker_cmd.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ import os
 import types
 import typing
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from contextvars import ContextVar
+from typing import Annotated, Any, ClassVar, Self
 
 import annotated_types
 from pydantic import (
@@ -28,7 +29,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from herald_queue.durations import FORMS, parse_duration
 from herald_queue.errors import SettingsError
@@ -106,9 +107,14 @@ def _allows_none(annotation: Any) -> bool:
     ) in typing.get_args(annotation)
 
 
+_FROM_ENV: ContextVar[bool] = ContextVar("herald_settings_from_env", default=False)
+
+
 class HeraldSettings(BaseSettings):
-    """Settings read from the environment when constructed (keyword arguments win over
-    it). A bad value raises :class:`SettingsError`, one line per bad variable."""
+    """Settings of a process: :meth:`from_env` reads them from the environment (what the
+    commands do); constructed directly (tests, `herald demo`, the benchmarks), they are the
+    defaults and the keyword arguments only, whatever the environment says. A bad value
+    raises :class:`SettingsError`, one line per bad variable."""
 
     model_config = SettingsConfigDict(
         env_prefix=PREFIX,
@@ -125,6 +131,26 @@ class HeraldSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise SettingsError(error_lines(type(self), exc, values)) from None
+
+    @classmethod
+    def from_env(cls, **values: Any) -> Self:
+        """The settings the environment gives (keyword arguments win over it)."""
+        token = _FROM_ENV.set(True)
+        try:
+            return cls(**values)
+        finally:
+            _FROM_ENV.reset(token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings) if _FROM_ENV.get() else (init_settings,)
 
     @classmethod
     def env_name(cls, field: str) -> str:
@@ -151,7 +177,7 @@ def check(*classes: type[HeraldSettings]) -> None:
     lines: list[str] = []
     for cls in classes:
         try:
-            cls()
+            cls.from_env()
         except SettingsError as exc:
             lines.extend(exc.lines)
     if lines:
@@ -211,7 +237,7 @@ def _given(cls: type[HeraldSettings], field: str, given: Mapping[str, Any], erro
     for key in (field, cls.model_fields[field].validation_alias):
         if isinstance(key, str) and key in given:
             return given[key]
-    return os.environ.get(cls.env_name(field), error)
+    return os.environ.get(cls.env_name(field), error) if _FROM_ENV.get() else error
 
 
 def _line(cls: type[HeraldSettings], error: ErrorDetails, given: Mapping[str, Any]) -> str:

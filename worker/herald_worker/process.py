@@ -123,12 +123,12 @@ async def start(
 ) -> AsyncIterator[tuple[Running, asyncio.Event, asyncio.Task[None]]]:
     """Start the HTTP API, connect, register --targets, and run the worker in a task.
     Yields (running, stop event, task); on exit, stops it and waits for the shutdown."""
-    ws = worker_settings or WorkerSettings()
-    dbs = db_settings or DatabaseSettings()
+    ws = worker_settings or WorkerSettings.from_env()
+    dbs = db_settings or DatabaseSettings.from_env()
     if url is not None:
         dbs = dbs.model_copy(update={"url": SecretStr(url)})
-    qs = queue_settings or QueueSettings()
-    egress = (egress_settings or EgressSettings()).policy()
+    qs = queue_settings or QueueSettings.from_env()
+    egress = (egress_settings or EgressSettings.from_env()).policy()
     found = (
         manifests.load(
             options.targets,
