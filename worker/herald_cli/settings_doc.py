@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import SecretStr
-
 from herald_operator.settings import OperatorSettings
 from herald_queue.durations import format_duration
 from herald_queue.settings import DatabaseSettings, EgressSettings, LogSettings, QueueSettings
@@ -30,8 +28,6 @@ def _default(value: Any, kind: str) -> str:
         return "true" if value else "false"
     if kind.startswith("duration") and isinstance(value, int | float):
         return f"`{format_duration(value)}`"
-    if isinstance(value, SecretStr):
-        return "(secret)"
     if value == "":
         return "(see description)"
     return f"`{value}`"
