@@ -26,7 +26,9 @@ How to add a setting
    with a message that names the variables (see ``DatabaseSettings``).
 3. Run ``python -m herald_cli.settings_doc`` and paste its output between
    ``<!-- settings:begin -->`` and ``<!-- settings:end -->`` in README.md.
-4. If the chart sets it, add it to the Deployment's env (tests/e2e/test_chart.py loads the
+4. Add its case (default, a valid value, a refused one and its line) to the table in
+   tests/cli/test_settings.py: a test fails until every field has one.
+5. If the chart sets it, add it to the Deployment's env (tests/e2e/test_chart.py loads the
    chart's values with these classes).
 
 Commands read the settings with ``DatabaseSettings.from_env()``; a class constructed

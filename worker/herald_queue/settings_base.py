@@ -207,11 +207,33 @@ def describe(info: FieldInfo) -> Kind:
         choices = [str(a) for a in typing.get_args(base)]
         return Kind(" / ".join(f"`{c}`" for c in choices), "one of " + ", ".join(choices))
     if base is int:
-        low = [m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)]
-        if low:
-            return Kind(f"integer ≥ {low[0]}", f"an integer of at least {low[0]}")
+        low, high = _int_bounds(info.metadata)
+        if low is not None and high is not None:
+            return Kind(f"integer {low}–{high}", f"an integer from {low} to {high}")
+        if low is not None:
+            return Kind(f"integer ≥ {low}", f"an integer of at least {low}")
+        if high is not None:
+            return Kind(f"integer ≤ {high}", f"an integer of at most {high}")
         return Kind("integer", "an integer")
     return Kind("string", "text")
+
+
+def _int_bounds(metadata: list[Any]) -> tuple[int | None, int | None]:
+    """The least and greatest integer ``Field(ge=, gt=, le=, lt=)`` allow."""
+    low = high = None
+    for m in metadata:
+        if not isinstance(m, annotated_types.BaseMetadata):
+            continue
+        ge, gt, le, lt = (getattr(m, name, None) for name in ("ge", "gt", "le", "lt"))
+        if ge is not None:
+            low = int(ge)
+        elif gt is not None:
+            low = int(gt) + 1
+        if le is not None:
+            high = int(le)
+        elif lt is not None:
+            high = int(lt) - 1
+    return low, high
 
 
 def _shown(value: Any, secret: bool) -> str:
