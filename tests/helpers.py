@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
+
+import pytest
 
 from herald_queue.queue import Queue
 from herald_queue.requests import JobRequest, encode_payload
 from herald_queue.settings import EgressSettings
+from herald_queue.settings_base import HeraldSettings
 from herald_queue.spec import parse_target
 from herald_queue.states import Priority
 
 T = TypeVar("T")
+S = TypeVar("S", bound=HeraldSettings)
 
 # A retry policy whose next attempt is an hour away: a job failed under it stays waiting
 # for the whole test however slow the machine is (a test that wants the retry moves its
@@ -25,6 +30,17 @@ RETRY_LATER = {"initialBackoffSeconds": 3600, "maxBackoffSeconds": 3600, "jitter
 # workers, the CLI and the operator the tests start allow loopback explicitly.
 LOCAL_EGRESS = EgressSettings(allow_loopback=True)
 LOCAL_EGRESS_ENV = {"HERALD_EGRESS_ALLOW_LOOPBACK": "true"}
+
+
+def settings_from(cls: type[S], env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> S:
+    """``cls`` read from an environment holding exactly the HERALD_ variables of ``env``,
+    the way a process reads it."""
+    for name in list(os.environ):
+        if name.upper().startswith("HERALD_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return cls.from_env()
 
 
 def target_manifest(

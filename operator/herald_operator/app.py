@@ -23,8 +23,7 @@ from herald_operator.metrics import MetricsServer
 from herald_operator.runtime import DB_ERRORS, Options, Runtime, runtime_of
 from herald_operator.settings import OperatorSettings
 from herald_queue import migrate
-from herald_queue.config import ConfigError
-from herald_queue.errors import CannotListen, HeraldError, SchemaOutOfDate
+from herald_queue.errors import CannotListen, ConfigError, HeraldError, SchemaOutOfDate
 
 log = logging.getLogger("herald.operator")
 

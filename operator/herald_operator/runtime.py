@@ -50,7 +50,7 @@ class Options:
     queue: QueueSettings = dataclasses.field(default_factory=QueueSettings)
     egress: EgressSettings = dataclasses.field(default_factory=EgressSettings)
     """The workers' egress policy: a target whose URL it refuses is not Ready."""
-    url: str | None = None
+    url: str | None = dataclasses.field(default=None, repr=False)  # it may hold a password
     """The database URL (default: HERALD_DATABASE_URL, else the embedded PostgreSQL)."""
     identity: str = dataclasses.field(default_factory=peering.identity)
     priority: int = dataclasses.field(default_factory=peering.random_priority)

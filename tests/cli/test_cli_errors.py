@@ -242,9 +242,10 @@ async def test_an_unreachable_database_is_one_line_naming_it() -> None:
         assert "s3cret-pw" not in run.err
         assert "refused" in run.error.lower(), run.err
     malformed = await herald("stats", url="not-a-url")
-    assert malformed.error == (
-        "herald: error: HERALD_DATABASE_URL is not a valid PostgreSQL URL; expected e.g. "
-        "postgresql://user:password@host:5432/dbname"
+    assert (malformed.code, malformed.error) == (
+        2,
+        "herald: error: HERALD_DATABASE_URL=(secret, not shown): must be a PostgreSQL URL "
+        "such as postgresql://user:password@host:5432/dbname",
     )
 
 

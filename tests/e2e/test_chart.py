@@ -10,7 +10,6 @@ them the tests skip locally and fail in CI (HERALD_TEST_REQUIRE_ALL=1).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import re
@@ -23,9 +22,10 @@ import pytest
 import yaml
 
 from herald_operator.settings import OperatorSettings
-from herald_queue import config
+from herald_queue.durations import parse_duration
 from herald_queue.egress import EgressPolicy
-from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
+from herald_queue.settings import DatabaseSettings, EgressSettings, LogSettings, QueueSettings
+from herald_queue.settings_base import HeraldSettings
 from herald_worker.settings import WorkerSettings
 from tests.conftest import REQUIRE_ALL, need_binary
 from tests.e2e.chart_helpers import (
@@ -51,6 +51,7 @@ from tests.e2e.chart_helpers import (
     template_args,
     values_args,
 )
+from tests.helpers import settings_from
 
 pytestmark = pytest.mark.e2e
 
@@ -264,20 +265,22 @@ def test_probes_are_on_the_ports_the_processes_listen_on(value_set: str) -> None
     assert svc["selector"] == deployment(value_set, "operator")["spec"]["selector"]["matchLabels"]
 
 
-def _settings_env(*classes: type[Any]) -> set[str]:
-    return {f.metadata["env"] for cls in classes for f in dataclasses.fields(cls)}
+def _settings_env(*classes: type[HeraldSettings]) -> set[str]:
+    return {cls.env_name(name) for cls in classes for name in cls.model_fields}
 
 
-COMMON_ENV = {"POD_NAMESPACE", "HERALD_LOG_LEVEL", "HERALD_LOG_FORMAT"}
-ENV_BY_COMPONENT = {
-    "worker": (DatabaseSettings, QueueSettings, EgressSettings, WorkerSettings),
-    "operator": (DatabaseSettings, QueueSettings, EgressSettings, OperatorSettings),
+COMMON_ENV = {"POD_NAMESPACE"}
+ENV_BY_COMPONENT: dict[str, tuple[type[HeraldSettings], ...]] = {
+    "worker": (DatabaseSettings, QueueSettings, EgressSettings, LogSettings, WorkerSettings),
+    "operator": (DatabaseSettings, QueueSettings, EgressSettings, LogSettings, OperatorSettings),
 }
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 @pytest.mark.parametrize("component", ["worker", "operator"])
-def test_environment_is_what_the_process_reads(value_set: str, component: str) -> None:
+def test_environment_is_what_the_process_reads(
+    value_set: str, component: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every variable the chart sets is a setting of that process, its literal values load
     with the process's own settings code, and the namespace comes from the downward API."""
     env = env_of(container(value_set, component))
@@ -287,20 +290,23 @@ def test_environment_is_what_the_process_reads(value_set: str, component: str) -
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     literal = {name: item["value"] for name, item in env.items() if "value" in item}
     for cls in classes:
-        config.load(cls, literal)  # raises ConfigError on a value the process would refuse
+        settings_from(cls, literal, monkeypatch)  # raises on a value the process would refuse
 
 
 EGRESS_ENV = ("HERALD_EGRESS_ALLOW", "HERALD_EGRESS_DENY", "HERALD_EGRESS_ALLOW_LOOPBACK")
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_worker_and_operator_share_the_egress_policy(value_set: str) -> None:
+def test_worker_and_operator_share_the_egress_policy(
+    value_set: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The workers enforce worker.egress; the operator refuses, at registration, a target
     whose URL names an address it forbids: both read the same values."""
     worker = env_of(container(value_set, "worker"))
     operator = env_of(container(value_set, "operator"))
     assert {n: worker[n] for n in EGRESS_ENV} == {n: operator[n] for n in EGRESS_ENV}
-    policy = config.load(EgressSettings, {n: worker[n]["value"] for n in EGRESS_ENV}).policy()
+    egress = {n: worker[n]["value"] for n in EGRESS_ENV}
+    policy = settings_from(EgressSettings, egress, monkeypatch).policy()
     if value_set == "all-on":
         assert [str(n) for n in policy.deny] == ["10.0.0.0/8", "192.168.0.0/16"]
         assert [str(n) for n in policy.allow] == ["10.1.2.3/32"]
@@ -359,7 +365,7 @@ def test_database_secret_is_required() -> None:
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_worker_outlives_its_shutdown_grace(value_set: str) -> None:
     spec = deployment(value_set, "worker")["spec"]["template"]["spec"]
-    grace = config.parse_duration(env_of(spec["containers"][0])["HERALD_SHUTDOWN_GRACE"]["value"])
+    grace = parse_duration(env_of(spec["containers"][0])["HERALD_SHUTDOWN_GRACE"]["value"])
     assert spec["terminationGracePeriodSeconds"] > grace
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from herald_operator.scaling import Scaler, ScalingPolicy
 from herald_operator.settings import OperatorSettings
-from herald_queue.config import ConfigError
+from herald_queue.errors import SettingsError
 
 
 class Clock:
@@ -136,14 +136,13 @@ def test_bad_policies_are_refused(policy: dict[str, int]) -> None:
 @pytest.mark.parametrize(
     ("scale_min", "scale_max", "message"),
     [
-        (0, 10, "HERALD_SCALE_MIN: must be at least 1, got 0"),
-        (5, 4, "HERALD_SCALE_MIN/HERALD_SCALE_MAX: need min <= max, got 5/4"),
+        (0, 10, "HERALD_SCALE_MIN=0: must be an integer of at least 1"),
+        (5, 4, "HERALD_SCALE_MIN=5, HERALD_SCALE_MAX=4: the minimum must not exceed the maximum"),
     ],
 )
 def test_operator_settings_refuse_a_scaling_range_without_workers(
     scale_min: int, scale_max: int, message: str
 ) -> None:
-    settings = OperatorSettings(scale_min=scale_min, scale_max=scale_max)
-    with pytest.raises(ConfigError) as caught:
-        settings.validate()
-    assert str(caught.value).startswith(message)
+    with pytest.raises(SettingsError) as caught:
+        OperatorSettings(scale_min=scale_min, scale_max=scale_max)
+    assert caught.value.lines == [message]

@@ -9,10 +9,10 @@ import socket
 
 import pytest
 
-from herald_queue import config
-from herald_queue.config import ConfigError
 from herald_queue.egress import EgressPolicy, literal_address
+from herald_queue.errors import SettingsError
 from herald_queue.settings import EgressSettings
+from tests.helpers import settings_from
 
 METADATA_V4 = ipaddress.ip_address("169.254.169.254")
 
@@ -155,26 +155,34 @@ def test_an_allowed_ipv6_form_does_not_open_its_ipv4_address() -> None:
     assert policy.check("::ffff:169.254.169.254") is not None
 
 
-def test_settings_parse_lists_and_refuse_mistakes() -> None:
-    settings = config.load(
+def test_settings_parse_lists_and_refuse_mistakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from(
         EgressSettings,
         {
             "HERALD_EGRESS_ALLOW": "169.254.10.0/24, 10.1.2.3",
             "HERALD_EGRESS_DENY": "10.0.0.0/8 fd00::/8",
             "HERALD_EGRESS_ALLOW_LOOPBACK": "true",
         },
+        monkeypatch,
     )
     policy = settings.policy()
     assert policy.allow == net("169.254.10.0/24", "10.1.2.3/32")
     assert policy.deny == net("10.0.0.0/8", "fd00::/8")
     assert policy.allow_loopback
-    assert config.load(EgressSettings, {}).policy() == EgressPolicy()
-    with pytest.raises(ConfigError, match=r"HERALD_EGRESS_DENY: 'ten' is not a network"):
-        config.load(EgressSettings, {"HERALD_EGRESS_DENY": "ten"})
-    with pytest.raises(ConfigError, match=r"both list 10\.0\.0\.0/8"):
-        config.load(
+    assert settings_from(EgressSettings, {}, monkeypatch).policy() == EgressPolicy()
+    empty = {"HERALD_EGRESS_ALLOW": "", "HERALD_EGRESS_DENY": ""}  # as the chart renders none
+    assert settings_from(EgressSettings, empty, monkeypatch).policy() == EgressPolicy()
+    with pytest.raises(SettingsError) as caught:
+        settings_from(EgressSettings, {"HERALD_EGRESS_DENY": "10.0.0.0/8,ten"}, monkeypatch)
+    assert caught.value.lines == [
+        "HERALD_EGRESS_DENY=10.0.0.0/8,ten: 'ten' is not a network (use CIDRs such as "
+        "10.0.0.0/8 or fd00::/8, separated by commas)"
+    ]
+    with pytest.raises(SettingsError, match=r"both list 10\.0\.0\.0/8"):
+        settings_from(
             EgressSettings,
             {"HERALD_EGRESS_DENY": "10.0.0.0/8", "HERALD_EGRESS_ALLOW": "10.0.0.0/8"},
+            monkeypatch,
         )
 
 

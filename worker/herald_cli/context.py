@@ -5,24 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from herald_queue import config
 from herald_queue.egress import EgressPolicy
 from herald_queue.queue import Queue
 from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
+from herald_queue.settings_base import check
 
 
 def database_settings() -> DatabaseSettings:
-    return config.load(DatabaseSettings)
+    return DatabaseSettings.from_env()
 
 
 def queue_settings() -> QueueSettings:
-    return config.load(QueueSettings)
+    return QueueSettings.from_env()
 
 
 def egress_policy() -> EgressPolicy:
     """The workers' egress policy (HERALD_EGRESS_*): targets are checked against it when
     they are applied."""
-    return config.load(EgressSettings).policy()
+    return EgressSettings.from_env().policy()
 
 
 @asynccontextmanager
@@ -30,6 +30,7 @@ async def open_queue(*, check_schema: bool = True) -> AsyncIterator[Queue]:
     """The queue on HERALD_DATABASE_URL, or on the embedded PostgreSQL (announced on
     stderr). The embedded database is migrated on first use, so a new user's first
     command just works."""
+    check(DatabaseSettings, QueueSettings)  # every bad variable of both, at once
     db = database_settings()
     settings = queue_settings()
     if db.url is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from herald_cli.context import database_settings
 from herald_queue import db, embedded
-from herald_queue.config import ConfigError
+from herald_queue.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,8 +8,8 @@ import uuid
 from herald_cli.context import open_queue
 from herald_cli.jobs_cmd import job_id
 from herald_cli.output import emit_json, next_page, plural, print_table, shown
-from herald_queue.config import parse_duration
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
+from herald_queue.durations import parse_duration
 from herald_queue.errors import InvalidRequest
 from herald_queue.models import iso
 from herald_queue.requests import parse_time

@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from typing import Any
+
+from herald_queue.settings import LogSettings
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -60,11 +61,10 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str | None, *, process: bool) -> None:
-    level_name = (
-        level or os.environ.get("HERALD_LOG_LEVEL") or ("INFO" if process else "WARNING")
-    ).upper()
-    fmt = os.environ.get("HERALD_LOG_FORMAT") or ("json" if process else "text")
+def configure(level: str | None, settings: LogSettings, *, process: bool) -> None:
+    """``level`` (--log-level) wins over HERALD_LOG_LEVEL."""
+    level_name = (level or settings.log_level or ("info" if process else "warning")).upper()
+    fmt = settings.log_format or ("json" if process else "text")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -1,7 +1,8 @@
 """``herald``: one console script for every Herald process and for people at a terminal.
 
 Every failure a user can cause ends in one line on stderr (``herald: error: ...``) and a
-non-zero exit status: 2 for a command line that cannot be understood, 1 otherwise.
+non-zero exit status: 2 for a command line that cannot be understood or a setting that
+cannot be used (one line per bad variable), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from herald_queue.errors import HeraldError
+from herald_queue.errors import HeraldError, SettingsError
+from herald_queue.settings import LOG_LEVELS, LogSettings
+from herald_queue.settings_base import check
 
 # (command, module in herald_cli, help): each module has add_arguments(parser) and
-# async run(args) -> int. Modules import their heavy dependencies (kopf, the worker) inside
-# run(), so `herald migrate` never loads kopf.
+# async run(args) -> int, and may have settings() -> the settings classes it reads, checked
+# with HERALD_LOG_* before it runs (every bad variable is said at once). Modules import
+# their heavy dependencies (kopf, the worker) inside run(), so `herald migrate` never loads
+# kopf.
 COMMANDS: list[tuple[str, str, str]] = [
     ("migrate", "migrate_cmd", "create or upgrade Herald's tables (idempotent, safe in parallel)"),
     ("targets", "targets_cmd", "register PublishingTarget manifests and list targets"),
@@ -60,15 +65,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"herald: error: {message} (see `{self.prog} --help`)\n")
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
 def _log_level(value: str) -> str:
-    if value.upper() not in LOG_LEVELS:
+    if value.lower() not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a log level (one of {', '.join(LOG_LEVELS)})"
         )
-    return value.upper()
+    return value.lower()
 
 
 def _version() -> str:
@@ -92,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default=None,
         type=_log_level,
-        help="DEBUG, INFO, WARNING (default: "
-        "HERALD_LOG_LEVEL or WARNING for commands, INFO for processes)",
+        help=f"{', '.join(LOG_LEVELS)} (default: "
+        "HERALD_LOG_LEVEL, or warning for commands, info for processes)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -104,15 +106,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse(exc: SettingsError) -> int:
+    """Settings that cannot be used: one line per bad variable, exit status 2."""
+    for line in exc.lines:
+        print(f"herald: error: {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from herald_cli import logs
 
-    logs.configure(args.log_level, process=args.command in ("worker", "operator"))
+    module = importlib.import_module(f"herald_cli.{args.module}")
     try:
-        run = importlib.import_module(f"herald_cli.{args.module}").run
-        return int(asyncio.run(run(args)) or 0)
+        check(LogSettings, *(module.settings() if hasattr(module, "settings") else ()))
+    except SettingsError as exc:
+        return _refuse(exc)
+    process = args.command in ("worker", "operator")
+    logs.configure(args.log_level, LogSettings.from_env(), process=process)
+    try:
+        return int(asyncio.run(module.run(args)) or 0)
+    except SettingsError as exc:
+        return _refuse(exc)
     except HeraldError as exc:
         lines = str(exc).splitlines() or [type(exc).__name__]
         print(f"herald: error: {lines[0]}", file=sys.stderr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from herald_queue.settings_base import HeraldSettings
+
 log = logging.getLogger("herald.operator")
 
 
@@ -24,18 +26,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def settings() -> tuple[type[HeraldSettings], ...]:
+    from herald_operator.settings import OperatorSettings
+    from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
+
+    return (DatabaseSettings, QueueSettings, EgressSettings, OperatorSettings)
+
+
 async def run(args: argparse.Namespace) -> int:
     from herald_operator.app import check_kubernetes, check_ports
     from herald_operator.app import run as run_operator
     from herald_operator.runtime import Options
     from herald_operator.settings import OperatorSettings
-    from herald_queue import config, db, migrate
+    from herald_queue import db, migrate
     from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 
-    settings = config.load(OperatorSettings)
-    egress = config.load(EgressSettings)
-    database = config.load(DatabaseSettings)
-    queue = config.load(QueueSettings)
+    settings = OperatorSettings.from_env()
+    egress = EgressSettings.from_env()
+    database = DatabaseSettings.from_env()
+    queue = QueueSettings.from_env()
     check_ports(Options(settings=settings))
     url = db.resolve_url(database, announce=database.url is None)
     if args.migrate or database.url is None:

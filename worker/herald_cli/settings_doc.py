@@ -3,32 +3,31 @@ the README in step: `python -m herald_cli.settings_doc` prints them)."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from herald_queue import config
+from herald_operator.settings import OperatorSettings
+from herald_queue.durations import format_duration
+from herald_queue.settings import DatabaseSettings, EgressSettings, LogSettings, QueueSettings
+from herald_queue.settings_base import HeraldSettings, describe
+from herald_worker.settings import WorkerSettings
 
-# (section title, module, class)
-SECTIONS = [
-    ("Database (every process)", "herald_queue.settings", "DatabaseSettings"),
-    ("Queue (every process)", "herald_queue.settings", "QueueSettings"),
-    (
-        "Egress (`herald worker`, `herald operator`, `herald targets apply`)",
-        "herald_queue.settings",
-        "EgressSettings",
-    ),
-    ("Worker (`herald worker`)", "herald_worker.settings", "WorkerSettings"),
-    ("Operator (`herald operator`)", "herald_operator.settings", "OperatorSettings"),
-]
+CLASSES: tuple[type[HeraldSettings], ...] = (
+    DatabaseSettings,
+    QueueSettings,
+    EgressSettings,
+    LogSettings,
+    WorkerSettings,
+    OperatorSettings,
+)
 
 
-def _default(value: Any, type_name: str) -> str:
-    if type_name == "duration" and isinstance(value, int | float):
-        return f"`{config.format_duration(value)}`"
+def _default(value: Any, kind: str) -> str:
     if value is None:
         return "unset"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if kind.startswith("duration") and isinstance(value, int | float):
+        return f"`{format_duration(value)}`"
     if value == "":
         return "(see description)"
     return f"`{value}`"
@@ -36,14 +35,15 @@ def _default(value: Any, type_name: str) -> str:
 
 def tables() -> str:
     parts = []
-    for title, module, name in SECTIONS:
-        cls = getattr(importlib.import_module(module), name)
-        parts.append(f"#### {title}\n")
-        parts.append("| variable | default | meaning |")
-        parts.append("|---|---|---|")
-        for info in config.describe(cls):
-            doc = info.doc + (" Secret: never logged." if info.secret else "")
-            parts.append(f"| `{info.env}` | {_default(info.default, info.type_name)} | {doc} |")
+    for cls in CLASSES:
+        parts.append(f"#### {cls.section}\n")
+        parts.append("| variable | type | default | meaning |")
+        parts.append("|---|---|---|---|")
+        for name, info in cls.model_fields.items():
+            kind = describe(info).name
+            doc = (info.description or "") + (" Secret: never logged." if cls.secret(name) else "")
+            default = _default(info.default, kind)
+            parts.append(f"| `{cls.env_name(name)}` | {kind} | {default} | {doc} |")
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 

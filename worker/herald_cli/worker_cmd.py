@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from herald_queue.settings_base import HeraldSettings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -24,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run `herald migrate` first (always done with the embedded database)",
     )
     parser.add_argument("--name", help="worker id in leases and logs (default host-pid-random)")
+
+
+def settings() -> tuple[type[HeraldSettings], ...]:
+    from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
+    from herald_worker.settings import WorkerSettings
+
+    return (DatabaseSettings, QueueSettings, EgressSettings, WorkerSettings)
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -37,15 +37,8 @@ _ANNOUNCED: set[Path] = set()
 
 def resolve_url(settings: DatabaseSettings, *, announce: bool = False) -> str:
     """The database URL to use: HERALD_DATABASE_URL, else the embedded server's."""
-    if settings.url:
-        try:
-            conninfo_to_dict(settings.url)
-        except psycopg.ProgrammingError:
-            raise DatabaseUnavailable(
-                "HERALD_DATABASE_URL is not a valid PostgreSQL URL; expected e.g. "
-                "postgresql://user:password@host:5432/dbname"
-            ) from None
-        return settings.url
+    if settings.url:  # a valid URL: DatabaseSettings checks it
+        return settings.url.get_secret_value()
     data_dir = Path(settings.data_dir) if settings.data_dir else embedded.default_data_dir()
     # Said by the process that starts the server, once, not by every command that finds
     # it running.

@@ -64,7 +64,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
-def parse_networks(text: str | None, setting: str) -> tuple[Network, ...]:
+def parse_networks(text: str | None) -> tuple[Network, ...]:
     """CIDRs separated by commas or whitespace (a bare address is a /32 or /128)."""
     networks = []
     for item in re.split(r"[\s,]+", text or ""):
@@ -74,8 +74,8 @@ def parse_networks(text: str | None, setting: str) -> tuple[Network, ...]:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise ValueError(
-                f"{setting}: {item!r} is not a network (use CIDRs such as 10.0.0.0/8 or "
-                "fd00::/8, separated by commas)"
+                f"{item!r} is not a network (use CIDRs such as 10.0.0.0/8 or fd00::/8, "
+                "separated by commas)"
             ) from None
     return tuple(networks)
 

@@ -15,6 +15,20 @@ class HeraldError(Exception):
     """Base class of every error Herald raises on purpose."""
 
 
+class ConfigError(HeraldError):
+    """The process cannot run as configured (a setting, a missing kubeconfig...)."""
+
+
+class SettingsError(ConfigError):
+    """Settings the environment gives that cannot be used: one line per bad variable, each
+    saying the variable, what is wrong with its value and what is accepted (never the value
+    of a secret). The CLI prints the lines and exits with status 2."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = list(lines)
+        super().__init__("\n".join(self.lines))
+
+
 class InvalidRequest(HeraldError):
     """Bad input: names the field and the problem."""
 

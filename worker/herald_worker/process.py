@@ -14,8 +14,9 @@ from pathlib import Path
 
 import tenacity
 from aiohttp import web
+from pydantic import SecretStr
 
-from herald_queue import config, db, manifests, migrate
+from herald_queue import db, manifests, migrate
 from herald_queue.errors import CannotListen
 from herald_queue.httplog import ServerLog
 from herald_queue.listener import Listener
@@ -122,12 +123,12 @@ async def start(
 ) -> AsyncIterator[tuple[Running, asyncio.Event, asyncio.Task[None]]]:
     """Start the HTTP API, connect, register --targets, and run the worker in a task.
     Yields (running, stop event, task); on exit, stops it and waits for the shutdown."""
-    ws = worker_settings or config.load(WorkerSettings)
-    dbs = db_settings or config.load(DatabaseSettings)
+    ws = worker_settings or WorkerSettings.from_env()
+    dbs = db_settings or DatabaseSettings.from_env()
     if url is not None:
-        dbs = dataclasses.replace(dbs, url=url)
-    qs = queue_settings or config.load(QueueSettings)
-    egress = (egress_settings or config.load(EgressSettings)).policy()
+        dbs = dbs.model_copy(update={"url": SecretStr(url)})
+    qs = queue_settings or QueueSettings.from_env()
+    egress = (egress_settings or EgressSettings.from_env()).policy()
     found = (
         manifests.load(
             options.targets,

@@ -1,106 +1,91 @@
-"""Settings of the worker process (``herald worker``), from the environment."""
+"""Settings of the worker process (``herald worker``), from the environment. How to add
+one: see :mod:`herald_queue.settings`."""
 
 from __future__ import annotations
 
-import dataclasses
+from typing import ClassVar
 
-from herald_queue.config import ConfigError, Duration, env, require_positive
+from pydantic import Field, SecretStr
+
+from herald_queue.settings_base import (
+    Count,
+    Duration,
+    HeraldSettings,
+    ListenPort,
+    PositiveDuration,
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class WorkerSettings:
-    http_host: str = env("HERALD_HTTP_HOST", "0.0.0.0", "Address the HTTP API listens on.")  # noqa: S104
-    http_port: int = env("HERALD_HTTP_PORT", 8080, "Port of the HTTP API, /metrics and probes.")
-    api_token: str | None = env(
-        "HERALD_API_TOKEN",
+class WorkerSettings(HeraldSettings):
+    section: ClassVar[str] = "Worker (`herald worker`)"
+
+    http_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - probes and Prometheus reach the pod's IP
+        description="Address the HTTP API listens on.",
+    )
+    http_port: ListenPort = Field(
+        8080,
+        description="Port of the HTTP API, /metrics and probes (0: any free port, logged at "
+        "start).",
+    )
+    api_token: SecretStr | None = Field(
         None,
-        "Bearer token the API requires (every endpoint but /healthz, /readyz, /metrics, "
-        "/openapi.json and /signing-keys/...). Unset: no authentication.",
-        secret=True,
+        description="Bearer token the API requires (every endpoint but /healthz, /readyz, "
+        "/metrics, /openapi.json and /signing-keys/...). Unset: no authentication.",
     )
-    concurrency: int = env(
-        "HERALD_CONCURRENCY", 64, "Deliveries in flight at once in one worker process."
+    concurrency: Count = Field(
+        64, description="Deliveries in flight at once in one worker process."
     )
-    target_concurrency: int = env(
-        "HERALD_TARGET_CONCURRENCY",
-        16,
-        "Deliveries in flight at once to one target, per worker process.",
+    target_concurrency: Count = Field(
+        16, description="Deliveries in flight at once to one target, per worker process."
     )
-    claim_batch: int = env("HERALD_CLAIM_BATCH", 50, "Most jobs one claim takes.")
-    poll_interval: Duration = env(
-        "HERALD_POLL_INTERVAL",
+    claim_batch: Count = Field(50, description="Most jobs one claim takes.")
+    poll_interval: PositiveDuration = Field(
         1.0,
-        "How often an idle worker looks for work without a notification (LISTEN/NOTIFY "
-        "wakes it at once; this is the fallback, and the pace of retries due on other "
-        "workers' schedules).",
+        description="How often an idle worker looks for work without a notification "
+        "(LISTEN/NOTIFY wakes it at once; this is the fallback, and the pace of retries due on "
+        "other workers' schedules).",
     )
-    shutdown_grace: Duration = env(
-        "HERALD_SHUTDOWN_GRACE",
+    shutdown_grace: PositiveDuration = Field(
         20.0,
-        "On SIGTERM, how long deliveries in flight may finish before they are released to "
-        "other workers. Keep it below the pod's terminationGracePeriodSeconds.",
+        description="On SIGTERM, how long deliveries in flight may finish before they are "
+        "released to other workers. Keep it below the pod's terminationGracePeriodSeconds.",
     )
-    tracker_size: int = env(
-        "HERALD_TRACKER_SIZE", 10_000, "Recent jobs kept in memory for fast lookups (LRU)."
+    tracker_size: Count = Field(
+        10_000, description="Recent jobs kept in memory for fast lookups (LRU)."
     )
-    retry_after_cap: Duration = env(
-        "HERALD_RETRY_AFTER_CAP",
+    retry_after_cap: PositiveDuration = Field(
         3600.0,
-        "Longest Retry-After honoured; a receiver asking for more waits this long.",
+        description="Longest Retry-After honoured; a receiver asking for more waits this long.",
     )
-    rescue_interval: Duration = env(
-        "HERALD_RESCUE_INTERVAL",
+    rescue_interval: PositiveDuration = Field(
         5.0,
-        "How often expired leases are rescued and jobs of deleted targets swept to the DLQ.",
+        description="How often expired leases are rescued and jobs of deleted targets swept to "
+        "the DLQ.",
     )
-    cleanup_interval: Duration = env(
-        "HERALD_CLEANUP_INTERVAL",
+    cleanup_interval: PositiveDuration = Field(
         300.0,
-        "How often finished jobs and old dead letters are pruned (retention).",
+        description="How often finished jobs and old dead letters are pruned (retention).",
     )
-    sample_interval: Duration = env(
-        "HERALD_SAMPLE_INTERVAL",
+    sample_interval: PositiveDuration = Field(
         10.0,
-        "How often queue depth, DLQ size and circuit states are sampled for /metrics.",
+        description="How often queue depth, DLQ size and circuit states are sampled for /metrics.",
     )
-    targets_refresh: Duration = env(
-        "HERALD_TARGETS_REFRESH",
+    targets_refresh: PositiveDuration = Field(
         30.0,
-        "How often target configuration and Secrets are re-read (registry changes also "
-        "arrive at once by notification).",
+        description="How often target configuration and Secrets are re-read (registry changes "
+        "also arrive at once by notification).",
     )
-    disable_after: Duration = env(
-        "HERALD_DISABLE_AFTER",
+    disable_after: Duration = Field(
         432_000.0,
-        "A target whose deliveries have all failed for this long (no success in between) is "
-        "disabled: its jobs wait until `herald targets enable NAME` (or a spec change). "
-        "spec.disableAfterSeconds overrides it per target; 0 never disables.",
+        description="A target whose deliveries have all failed for this long (no success in "
+        "between) is disabled: its jobs wait until `herald targets enable NAME` (or a spec "
+        "change). spec.disableAfterSeconds overrides it per target; 0 never disables.",
     )
-    kubernetes_secrets: bool | None = env(
-        "HERALD_KUBERNETES_SECRETS",
+    kubernetes_secrets: bool | None = Field(
         None,
-        "Read Secrets from the Kubernetes API. Default: yes inside a cluster "
+        description="Read Secrets from the Kubernetes API. Default: yes inside a cluster "
         "(KUBERNETES_SERVICE_HOST set), no otherwise (then Secrets come from the manifests "
         "given with --targets).",
     )
-    user_agent: str = env(
-        "HERALD_USER_AGENT", "", "User-Agent of deliveries (default Herald/<version>)."
-    )
-
-    def validate(self) -> None:
-        if not 0 < self.http_port < 65536:
-            raise ConfigError(f"HERALD_HTTP_PORT: must be a port number, got {self.http_port}")
-        for name, value in (
-            ("HERALD_CONCURRENCY", self.concurrency),
-            ("HERALD_TARGET_CONCURRENCY", self.target_concurrency),
-            ("HERALD_CLAIM_BATCH", self.claim_batch),
-            ("HERALD_TRACKER_SIZE", self.tracker_size),
-            ("HERALD_POLL_INTERVAL", self.poll_interval),
-            ("HERALD_SHUTDOWN_GRACE", self.shutdown_grace),
-            ("HERALD_RETRY_AFTER_CAP", self.retry_after_cap),
-            ("HERALD_RESCUE_INTERVAL", self.rescue_interval),
-            ("HERALD_CLEANUP_INTERVAL", self.cleanup_interval),
-            ("HERALD_SAMPLE_INTERVAL", self.sample_interval),
-            ("HERALD_TARGETS_REFRESH", self.targets_refresh),
-        ):
-            require_positive(name, value)
+    user_agent: str = Field("", description="User-Agent of deliveries (default Herald/<version>).")

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from pydantic import SecretStr
 
 from herald_worker.api.context import CONTEXT, ApiContext
 from herald_worker.api.errors import error_response, errors_middleware
@@ -31,8 +32,8 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 """Methods kept as metric label values; any other a client sends counts as "other"."""
 
 
-def _auth_middleware(token: str | None) -> Middleware:
-    expected = f"Bearer {token}".encode() if token else None
+def _auth_middleware(token: SecretStr | None) -> Middleware:
+    expected = f"Bearer {token.get_secret_value()}".encode() if token else None
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -33,8 +33,8 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from herald_queue.config import parse_duration
 from herald_queue.dead_letters import CURSOR_PATTERN, DeadLetterFilter
+from herald_queue.durations import parse_duration
 from herald_queue.errors import InvalidRequest
 from herald_queue.ids import UUID_PATTERN, parse_uuid
 from herald_queue.requests import JSON_INT, NO_NUL, PAYLOAD_REF, TargetRef, Timestamp
