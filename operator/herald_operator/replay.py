@@ -30,7 +30,7 @@ from herald_operator.conditions import (
 from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.errors import InvalidRequest
 from herald_queue.spec import is_object_name
-from herald_queue.states import ErrorClass
+from herald_queue.states import ErrorClass, Priority
 
 COMPLETE = "Complete"
 FAILED = "Failed"
@@ -85,6 +85,8 @@ class Selection:
         parts = [f"dead letters {where}"]
         if self.filter.error_class:
             parts.append(f"error class {self.filter.error_class.value}")
+        if self.filter.priority:
+            parts.append(f"priority {self.filter.priority.value}")
         if self.filter.failed_after:
             parts.append(f"failed after {timestamp(self.filter.failed_after)}")
         if self.failed_before:
@@ -131,6 +133,15 @@ def select(spec: Mapping[str, Any], namespace: str, started_at: dt.datetime) -> 
             raise InvalidSelection(
                 f"spec.errorClass: {spec['errorClass']!r} is not one of {known}"
             ) from None
+    priority = None
+    if spec.get("priority"):
+        try:
+            priority = Priority(spec["priority"])
+        except ValueError:
+            known = ", ".join(p.value for p in Priority)
+            raise InvalidSelection(
+                f"spec.priority: {spec['priority']!r} is not one of {known}"
+            ) from None
     failed_after = _time(spec, "failedAfter")
     failed_before = _time(spec, "failedBefore")
     if failed_before is not None and failed_after is not None and failed_before <= failed_after:
@@ -154,6 +165,7 @@ def select(spec: Mapping[str, Any], namespace: str, started_at: dt.datetime) -> 
             target=target,
             namespace=namespace,
             error_class=error_class,
+            priority=priority,
             failed_after=failed_after,
             failed_before=None if empty else cutoff,
             job_ids=job_ids,

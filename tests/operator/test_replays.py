@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from herald_queue.queue import Queue
+from herald_queue.states import Priority
 from tests.helpers import claim_all, eventually, failure, job, sql_rows, sql_value
 from tests.operator.cluster import (
     DLR,
@@ -243,3 +244,20 @@ async def test_a_finished_replay_never_runs_again(
     )
     assert status(k8s, DLR, "once") == done
     assert not await queued_ids(queue) & set(later)
+
+
+async def test_a_replay_selects_by_priority(
+    k8s: Emulator, operator: RunningOperator, queue: Queue
+) -> None:
+    await ready_target(k8s)
+    low = [
+        (await queue.jobs.enqueue(job("default/hook", {"n": i}, Priority.LOW))).id for i in range(2)
+    ]
+    high = [(await queue.jobs.enqueue(job("default/hook", {"h": 0}, Priority.HIGH))).id]
+    claimed = await claim_all(queue)
+    await queue.jobs.fail("w", [failure(c, "permanent") for c in claimed if c.id in low + high])
+    await create(k8s, DLR_URL, replay_manifest("lows", target="hook", priority="low"))
+    done = await wait_finished(k8s, "lows")
+    assert done["phase"] == "Succeeded", done
+    assert (done["matched"], done["replayed"]) == (2, 2)
+    assert await queued_ids(queue) == set(low)

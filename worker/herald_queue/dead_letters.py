@@ -22,7 +22,7 @@ from herald_queue.errors import (
 )
 from herald_queue.models import iso
 from herald_queue.settings import QueueSettings
-from herald_queue.states import ErrorClass
+from herald_queue.states import ErrorClass, Priority
 
 D = sql.load("dead_letters")
 MAX_PAGE = 1000
@@ -46,6 +46,7 @@ class DeadLetterFilter:
     namespace: str | None = None
     """Only dead letters of targets in this namespace (with or without ``target``)."""
     error_class: ErrorClass | None = None
+    priority: Priority | None = None
     failed_after: dt.datetime | None = None
     failed_before: dt.datetime | None = None
     replayed: bool | None = None
@@ -69,6 +70,7 @@ class DeadLetterFilter:
             "namespace": namespace,
             "name": name,
             "error_type": self.error_class.value if self.error_class else None,
+            "priority": self.priority.value if self.priority else None,
             "failed_after": self.failed_after,
             "failed_before": self.failed_before,
             "ids": list(self.ids) if self.ids is not None else None,

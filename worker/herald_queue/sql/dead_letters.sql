@@ -7,6 +7,7 @@
 (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
 AND (%(name)s::text IS NULL OR d.target_name = %(name)s)
 AND (%(error_type)s::text IS NULL OR d.error_type = %(error_type)s)
+AND (%(priority)s::text IS NULL OR d.priority = %(priority)s)
 AND (%(failed_after)s::timestamptz IS NULL OR d.failed_at >= %(failed_after)s)
 AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
 AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))

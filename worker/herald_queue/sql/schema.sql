@@ -175,6 +175,7 @@ CREATE TABLE herald.dead_letters (
 CREATE INDEX dead_letters_target_name_idx
     ON herald.dead_letters (target_namespace, target_name, failed_at DESC);
 CREATE INDEX dead_letters_error_type_idx ON herald.dead_letters (error_type, failed_at DESC);
+CREATE INDEX dead_letters_priority_idx ON herald.dead_letters (priority, failed_at DESC);
 CREATE INDEX dead_letters_failed_at_idx ON herald.dead_letters (failed_at DESC);
 CREATE INDEX dead_letters_unreplayed_idx ON herald.dead_letters (failed_at DESC)
     WHERE NOT replayed;

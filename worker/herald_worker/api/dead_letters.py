@@ -9,13 +9,21 @@ from aiohttp import web
 
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.errors import AlreadyReplayed, InvalidRequest, TargetsMissing
-from herald_queue.requests import TARGET_PATTERN, json_integer, parse_time
+from herald_queue.requests import TARGET_PATTERN, json_integer, parse_priority, parse_time
 from herald_worker.api import params
 from herald_worker.api.errors import read_json
 from herald_worker.api.jobs import need_queue
 
 TARGET = re.compile(TARGET_PATTERN)
-SELECTOR_FIELDS = ("target", "errorClass", "failedAfter", "failedBefore", "ids", "jobIds")
+SELECTOR_FIELDS = (
+    "target",
+    "errorClass",
+    "priority",
+    "failedAfter",
+    "failedBefore",
+    "ids",
+    "jobIds",
+)
 REPLAY_FIELDS = (*SELECTOR_FIELDS, "all", "limit", "dryRun")
 
 
@@ -23,6 +31,7 @@ def _filter(request: web.Request) -> DeadLetterFilter:
     return DeadLetterFilter(
         target=params.target(request),
         error_class=params.error_class(params.optional(request, "errorClass")),
+        priority=params.priority(request),
         failed_after=params.time(request, "failedAfter"),
         failed_before=params.time(request, "failedBefore"),
         replayed=params.boolean(params.optional(request, "replayed"), "replayed"),
@@ -143,6 +152,7 @@ def _selector(body: dict[str, Any]) -> DeadLetterFilter:
     return DeadLetterFilter(
         target=target,
         error_class=params.error_class(body.get("errorClass")),
+        priority=None if body.get("priority") is None else parse_priority(body["priority"]),
         failed_after=time("failedAfter"),
         failed_before=time("failedBefore"),
         ids=ids("ids"),

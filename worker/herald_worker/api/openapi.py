@@ -248,6 +248,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "target": TARGET_REF,
             "errorClass": ERROR_CLASS,
+            "priority": PRIORITY,
             "failedAfter": TIME,
             "failedBefore": {**TIME, "description": "Later than failedAfter, when both are given."},
             "ids": {"type": "array", "minItems": 1, "items": UUID},
@@ -522,6 +523,7 @@ def document() -> dict[str, Any]:
                             "target", "Only this target: namespace/name, or a name.", TARGET_REF
                         ),
                         _query("errorClass", "Only this error class.", ERROR_CLASS),
+                        _query("priority", "Only jobs of this priority.", PRIORITY),
                         _query("failedAfter", "Failed at or after.", TIME),
                         _query("failedBefore", "Failed before (later than failedAfter).", TIME),
                         _query("replayed", "Replayed or not.", {"type": "boolean"}),
