@@ -79,6 +79,19 @@ class QueueSettings:
         "Namespace of a target named without one (`oncall-hook` means "
         "`<namespace>/oncall-hook`; a name unique across namespaces also resolves).",
     )
+    # Capacity of the whole queue (herald_queue.capacity); each target's is spec.capacity.
+    capacity: int = env(
+        "HERALD_QUEUE_CAPACITY",
+        0,
+        "Jobs the whole queue is sized for (waiting: queued or retrying, all targets). From "
+        "80 % and at 100 % workers warn (metrics, one log line per crossing); 0: no capacity.",
+    )
+    capacity_hard_limit: bool = env(
+        "HERALD_QUEUE_CAPACITY_HARD_LIMIT",
+        False,
+        "Refuse jobs beyond HERALD_QUEUE_CAPACITY: the API answers 429 with Retry-After (the "
+        "Alertmanager receiver 503). Default: warn only, never refuse.",
+    )
 
     def validate(self) -> None:
         if self.budget_medium < 0 or self.budget_low < self.budget_medium:
@@ -90,6 +103,10 @@ class QueueSettings:
         require_positive("HERALD_LEASE", self.lease)
         require_positive("HERALD_JOB_RETENTION", self.job_retention)
         require_positive("HERALD_DEAD_LETTER_RETENTION", self.dead_letter_retention)
+        if self.capacity < 0:
+            raise ConfigError(
+                f"HERALD_QUEUE_CAPACITY: must be 0 (none) or a number of jobs, got {self.capacity}"
+            )
 
     def budget(self, priority: str) -> float:
         return {"high": 0.0, "medium": self.budget_medium, "low": self.budget_low}[priority]

@@ -76,6 +76,15 @@ class RateLimit:
 
 
 @dataclasses.dataclass(frozen=True)
+class CapacityPolicy:
+    """spec.capacity: how many jobs may wait for the target (queued or retrying). Warnings
+    from 80 % (herald_queue.capacity); with ``hard_limit`` the API refuses jobs beyond it."""
+
+    jobs: int
+    hard_limit: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class TargetSpec:
     type: str
     url: str | None = None
@@ -85,6 +94,7 @@ class TargetSpec:
     retry: RetryPolicy = RetryPolicy()
     circuit_breaker: CircuitBreakerPolicy = CircuitBreakerPolicy()
     rate_limit: RateLimit | None = None
+    capacity: CapacityPolicy | None = None
     paused: bool = False
 
     def to_config(self) -> dict[str, Any]:
@@ -117,6 +127,11 @@ class TargetSpec:
             config["rateLimit"] = {
                 "requestsPerSecond": self.rate_limit.requests_per_second,
                 "burst": self.rate_limit.burst,
+            }
+        if self.capacity is not None:
+            config["capacity"] = {
+                "jobs": self.capacity.jobs,
+                "hardLimit": self.capacity.hard_limit,
             }
         return config
 
@@ -268,6 +283,7 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
         "retry",
         "circuitBreaker",
         "rateLimit",
+        "capacity",
         "paused",
     }
     for key in spec:
@@ -414,6 +430,8 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
             )
             rate_limit = RateLimit(requests_per_second=rps, burst=burst)
 
+    capacity = _capacity(problems, spec)
+
     paused = spec.get("paused", False)
     if not isinstance(paused, bool):
         problems.add("spec.paused", f"must be true or false, got {paused!r}")
@@ -438,8 +456,34 @@ def parse_spec(spec: Mapping[str, Any]) -> TargetSpec:
         retry=retry,
         circuit_breaker=breaker,
         rate_limit=rate_limit,
+        capacity=capacity,
         paused=paused,
     )
+
+
+MAX_CAPACITY = 1_000_000_000
+
+
+def _capacity(problems: _Problems, spec: Mapping[str, Any]) -> CapacityPolicy | None:
+    """spec.capacity; absent (the default): no capacity, never a warning, never a refusal."""
+    raw = _mapping(problems, spec, "capacity", "spec")
+    if spec.get("capacity") is None:
+        return None
+    for key in sorted(set(raw) - {"jobs", "hardLimit"}):
+        problems.add(f"spec.capacity.{key}", "unknown field (known: hardLimit, jobs)")
+    if "jobs" not in raw:
+        problems.add("spec.capacity.jobs", "is required when capacity is set")
+        return None
+    jobs = int(
+        _number(
+            problems, raw, "jobs", "spec.capacity", 1, minimum=1, maximum=MAX_CAPACITY, integer=True
+        )
+    )
+    hard_limit = raw.get("hardLimit", False)
+    if not isinstance(hard_limit, bool):
+        problems.add("spec.capacity.hardLimit", f"must be true or false, got {hard_limit!r}")
+        hard_limit = False
+    return CapacityPolicy(jobs=jobs, hard_limit=hard_limit)
 
 
 def _schedule(problems: _Problems, value: Any) -> tuple[float, ...]:

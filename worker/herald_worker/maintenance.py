@@ -18,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from herald_queue import stats
+from herald_queue.capacity import ALL, CapacityWatch, Level, percent
 from herald_queue.listener import Listener, wait
 from herald_queue.queue import Queue
+from herald_queue.registry import TargetRow
 from herald_queue.states import CircuitState, JobState
 from herald_worker.directory import TargetDirectory
 from herald_worker.health import Health
@@ -41,7 +44,11 @@ class Maintenance:
         metrics: Metrics,
         health: Health,
         listener: Listener,
+        capacity: CapacityWatch | None = None,
     ) -> None:
+        self.capacity = capacity or CapacityWatch(
+            queue.settings.capacity, queue.settings.capacity_hard_limit
+        )
         self.queue = queue
         self.directory = directory
         self.metrics = metrics
@@ -142,4 +149,47 @@ class Maintenance:
             for circuit in CircuitState:
                 m.circuit.labels(t.ref, circuit.value).set(1 if t.circuit_state is circuit else 0)
             m.paused.labels(t.ref).set(1 if t.holding else 0)
+        self._sample_capacity(rows, targets)
         self.health.database_ok()
+
+    def _sample_capacity(self, rows: list[dict[str, Any]], targets: list[TargetRow]) -> None:
+        """Fill of each capacity into /metrics and the API's hard limits; one log line
+        (and one count) per crossing of 80 % or 100 %, not per sample."""
+        m = self.metrics
+        waiting: dict[str, int] = {}
+        for r in rows:
+            if r["state"] in (JobState.QUEUED, JobState.RETRYING):
+                ref = f"{r['namespace']}/{r['name']}"
+                waiting[ref] = waiting.get(ref, 0) + int(r["n"])
+        limits = {t.ref: t.spec.capacity for t in targets if t.spec.capacity is not None}
+        crossings = self.capacity.observe(waiting, limits)
+        m.capacity_ratio.clear()
+        m.capacity_jobs.clear()
+        for ref, policy in limits.items():
+            m.capacity_ratio.labels(ref).set(waiting.get(ref, 0) / policy.jobs)
+            m.capacity_jobs.labels(ref).set(policy.jobs)
+            for level in ("warning", "full"):
+                m.capacity_crossings.labels(ref, level)
+        total = self.capacity.total_capacity
+        m.total_capacity_jobs.set(total)
+        m.total_capacity_ratio.set(self.capacity.total / total if total else 0)
+        for c in crossings:
+            extra = {
+                "action": "capacity",
+                "target": c.scope or None,
+                "level": c.after.label,
+                "waiting": c.waiting,
+                "capacity": c.capacity,
+                "percent": percent(c.waiting, c.capacity),
+            }
+            if not c.rising:
+                log.info("capacity fill went down a level", extra=extra)
+                continue
+            if c.scope == ALL:
+                m.total_capacity_crossings.labels(c.after.label).inc()
+            else:
+                m.capacity_crossings.labels(c.scope, c.after.label).inc()
+            log.warning(
+                "queue at capacity" if c.after is Level.FULL else "queue near capacity",
+                extra=extra,
+            )

@@ -174,6 +174,46 @@ class Metrics:
             t,
             registry=r,
         )
+        # Capacity (herald_queue.capacity): fill of spec.capacity and HERALD_QUEUE_CAPACITY.
+        self.capacity_ratio = Gauge(
+            "herald_queue_capacity_ratio",
+            "Waiting jobs over spec.capacity.jobs, per target with a capacity (sampled; "
+            "warning from 0.8, full at 1).",
+            t,
+            registry=r,
+        )
+        self.capacity_jobs = Gauge(
+            "herald_queue_capacity_jobs", "spec.capacity.jobs, per target with one.", t, registry=r
+        )
+        self.capacity_crossings = Counter(
+            "herald_queue_capacity_crossings",
+            "Times a target's waiting jobs rose to a capacity level (warning: 80 %, full: "
+            "100 %), counted by each worker at its sample.",
+            ("target", "level"),
+            registry=r,
+        )
+        self.total_capacity_ratio = Gauge(
+            "herald_queue_total_capacity_ratio",
+            "Waiting jobs of all targets over HERALD_QUEUE_CAPACITY (sampled; absent when unset).",
+            registry=r,
+        )
+        self.total_capacity_jobs = Gauge(
+            "herald_queue_total_capacity_jobs",
+            "HERALD_QUEUE_CAPACITY (0: none).",
+            registry=r,
+        )
+        self.total_capacity_crossings = Counter(
+            "herald_queue_total_capacity_crossings",
+            "Times all waiting jobs rose to a level of HERALD_QUEUE_CAPACITY.",
+            ("level",),
+            registry=r,
+        )
+        self.refused = Counter(
+            "herald_jobs_refused",
+            "Jobs refused by a hard capacity limit (429, or 503 to Alertmanager).",
+            t,
+            registry=r,
+        )
         self.tracker_lookups = Counter(
             "herald_tracker_lookups",
             "Job lookups by the API, answered from the in-memory "
@@ -193,6 +233,8 @@ class Metrics:
         )
         for result in ("hit", "miss"):
             self.tracker_lookups.labels(result)
+        for level in ("warning", "full"):
+            self.total_capacity_crossings.labels(level)
         r.register(_TrackerCollector(tracker))
 
     def initialize_target(self, ref: str) -> None:
@@ -220,5 +262,6 @@ class Metrics:
             self.trips,
             self.recoveries,
             self.gone,
+            self.refused,
         ):
             family.labels(ref)

@@ -16,6 +16,7 @@ import tenacity
 from aiohttp import web
 
 from herald_queue import config, db, manifests, migrate
+from herald_queue.capacity import CapacityWatch
 from herald_queue.errors import CannotListen
 from herald_queue.httplog import ServerLog
 from herald_queue.listener import Listener
@@ -141,7 +142,10 @@ async def start(
     tracker = Tracker(ws.tracker_size)
     metrics = Metrics(tracker)
     health = Health(metrics)
-    context = ApiContext(settings=ws, metrics=metrics, tracker=tracker, health=health)
+    capacity = CapacityWatch(qs.capacity, qs.capacity_hard_limit)
+    context = ApiContext(
+        settings=ws, metrics=metrics, tracker=tracker, health=health, capacity=capacity
+    )
     runner = web.AppRunner(
         make_app(context),
         access_log=None,
@@ -197,7 +201,7 @@ async def start(
             listener=listener,
             name=options.name,
         )
-        maintenance = Maintenance(queue, directory, metrics, health, listener)
+        maintenance = Maintenance(queue, directory, metrics, health, listener, capacity)
         stop = asyncio.Event()
         side = {
             "listener": listener.run,

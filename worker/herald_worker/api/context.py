@@ -6,6 +6,7 @@ import dataclasses
 
 from aiohttp import web
 
+from herald_queue.capacity import CapacityWatch
 from herald_queue.queue import Queue
 from herald_worker.health import Health
 from herald_worker.metrics import Metrics
@@ -21,6 +22,8 @@ class ApiContext:
     health: Health
     queue: Queue | None = None
     """None until the database has been reached (requests needing it get 503)."""
+    capacity: CapacityWatch = dataclasses.field(default_factory=CapacityWatch)
+    """The fill of the capacities, as last sampled (hard limits refuse submissions)."""
 
 
 CONTEXT = web.AppKey("herald", ApiContext)

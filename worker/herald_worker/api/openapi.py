@@ -364,6 +364,11 @@ def _alertmanager(parameters: list[dict[str, Any]], operation: str) -> dict[str,
             ),
             "404": _error("The target is not registered."),
             **WITH_BODY,
+            "503": _error(
+                "PostgreSQL is not reachable, or a hard capacity limit is reached (503 rather "
+                "than 429, so Alertmanager retries); nothing was written. Retry-After says "
+                "when to try again."
+            ),
         },
     }
 
@@ -435,6 +440,11 @@ def document() -> dict[str, Any]:
                             "(payload, priority, orderingKey or runAt); nothing was written."
                         ),
                         **WITH_BODY,
+                        "429": _error(
+                            "A hard capacity limit (a target's spec.capacity, or "
+                            "HERALD_QUEUE_CAPACITY) is reached; nothing was written (a batch is "
+                            "refused whole). Retry after the Retry-After header's seconds."
+                        ),
                     },
                 },
                 "get": {
@@ -499,7 +509,15 @@ def document() -> dict[str, Any]:
                             {
                                 "type": "object",
                                 "required": ["queued", "running", "retrying", "succeeded", "dead"],
-                                "properties": {s: {"type": "integer"} for s in STATE["enum"]},
+                                "properties": {s: {"type": "integer"} for s in STATE["enum"]}
+                                | {
+                                    "capacityPct": {
+                                        "type": ["number", "null"],
+                                        "description": "Waiting jobs (queued, retrying) in "
+                                        "percent of HERALD_QUEUE_CAPACITY; null when unset. "
+                                        "byTarget entries carry their spec.capacity's.",
+                                    }
+                                },
                             },
                             "Statistics.",
                         ),
