@@ -30,6 +30,7 @@ from tests.operator.cluster import (
     valid,
     wait_ready,
 )
+from tests.worker.harness import metric, worker
 
 
 async def dead_letters(queue: Queue, target_name: str, n: int) -> list[uuid.UUID]:
@@ -261,3 +262,23 @@ async def test_a_replay_selects_by_priority(
     assert done["phase"] == "Succeeded", done
     assert (done["matched"], done["replayed"]) == (2, 2)
     assert await queued_ids(queue) == set(low)
+
+
+async def test_a_replay_counts_in_the_workers_metrics_with_its_target(
+    k8s: Emulator, operator: RunningOperator, queue: Queue, db_url: str
+) -> None:
+    """herald_dead_letters_replayed_total counts a DeadLetterReplay's work too (PostgreSQL
+    keeps the counter; a worker's real /metrics shows it)."""
+    await ready_target(k8s)
+    await dead_letters(queue, "hook", 3)
+    await create(k8s, DLR_URL, replay_manifest("counted", target="hook", limit=2))
+    done = await wait_finished(k8s, "counted")
+    assert (done["phase"], done["replayed"]) == ("Succeeded", 2)
+    async with worker(db_url) as w:
+
+        async def replayed() -> float | None:
+            samples = await w.metrics()
+            found = metric(samples, "herald_dead_letters_replayed_total", target="default/hook")
+            return found if found == 2 else None
+
+        assert await eventually(replayed, timeout=10) == 2

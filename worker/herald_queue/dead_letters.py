@@ -406,6 +406,20 @@ class DeadLetterStore:
             out.setdefault(key, {})[r["error_type"]] = int(r["n"])
         return out
 
+    async def counters(self) -> tuple[dict[tuple[str, str, str], int], dict[str, int]]:
+        """The counters PostgreSQL keeps on every path: dead letters written per
+        (namespace/name, error class, reason), and dead letters replayed per namespace/name
+        (tombstones of deleted targets included)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(D["dead_letter_counters"])
+            written = {
+                (f"{r['namespace']}/{r['name']}", r["error_type"], r["reason"]): int(r["n"])
+                for r in await cur.fetchall()
+            }
+            cur = await conn.cursor(row_factory=dict_row).execute(D["replay_counters"])
+            replayed = {f"{r['namespace']}/{r['name']}": int(r["n"]) for r in await cur.fetchall()}
+        return written, replayed
+
     async def stats(self) -> dict[str, Any]:
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(D["dead_letter_stats"])

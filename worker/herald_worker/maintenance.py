@@ -29,7 +29,7 @@ from herald_queue.states import CircuitState, JobState
 from herald_worker.directory import TargetDirectory
 from herald_worker.health import Health
 from herald_worker.loop import DB_ERRORS
-from herald_worker.metrics import Metrics
+from herald_worker.metrics import DEAD_LETTER_SERIES, Metrics
 
 log = logging.getLogger("herald.maintenance")
 # Tombstones of deleted targets outlive the job retention by this much.
@@ -128,6 +128,11 @@ class Maintenance:
         rows = await stats.count_rows(self.queue.pool, live_only=True)
         dlq = await self.queue.dead_letters.stats()
         targets = await self.queue.registry.list()
+        written, replayed = await self.queue.dead_letters.counters()
+        # From here on no await: a scrape sees one sample, not half of two.
+        zeros = {(t.ref, c, r): 0 for t in targets for c, r in DEAD_LETTER_SERIES}
+        m.database_counters.written = zeros | written
+        m.database_counters.replayed = {t.ref: 0 for t in targets} | replayed
         oldest: dict[str, float] = {}
         m.depth.clear()
         for t in targets:  # every live target shows 0 rather than nothing

@@ -67,6 +67,7 @@ LIMIT 1;
 --   and the caller normalizes their chains. A job that died before its first attempt keeps
 --   a runAt still in the future (d.run_at): replaying a job scheduled for later does not
 --   deliver it early.
+-- counted: the replay counter of each target that got jobs back.
 WITH picked AS (
     SELECT d.id, d.target_namespace, d.target_name
     FROM herald.dead_letters d
@@ -114,6 +115,11 @@ WITH picked AS (
         last_error_class = NULL, last_http_status = NULL
     WHERE j.state = 'dead'
     RETURNING j.id, j.target_id, j.ordering_key
+), counted AS (
+    -- Each target's replay counter (herald_dead_letters_replayed_total), whoever replays.
+    UPDATE herald.targets t SET replayed_total = t.replayed_total + r.n
+    FROM (SELECT target_id, count(*) AS n FROM requeued GROUP BY target_id) r
+    WHERE t.id = r.target_id
 )
 SELECT m.id, m.job_id, m.replay_result, r.target_id, r.ordering_key,
        r.id IS NOT NULL AS requeued, pg_notify('herald_jobs', '') IS NULL AS notified
@@ -178,3 +184,15 @@ WHERE NOT d.replayed
   AND d.reason <> 'cancelled'
   AND (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
 GROUP BY 1, 2, 3;
+
+-- name: dead_letter_counters
+-- The dead-letter and replay counters of every target row (tombstones too: a deleted
+-- target's jobs are its last dead letters), summed over the rows of one namespace/name.
+SELECT t.namespace, t.name, c.error_type, c.reason, sum(c.n)::bigint AS n
+FROM herald.dead_letter_counts c JOIN herald.targets t ON t.id = c.target_id
+GROUP BY 1, 2, 3, 4;
+
+-- name: replay_counters
+SELECT t.namespace, t.name, sum(t.replayed_total)::bigint AS n
+FROM herald.targets t
+GROUP BY 1, 2;

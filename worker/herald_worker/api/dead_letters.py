@@ -11,6 +11,7 @@ from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.errors import AlreadyReplayed, InvalidRequest, TargetsMissing
 from herald_queue.requests import TARGET_PATTERN, json_integer, parse_priority, parse_time
 from herald_worker.api import params
+from herald_worker.api.context import ctx
 from herald_worker.api.errors import read_json
 from herald_worker.api.jobs import need_queue
 
@@ -39,6 +40,7 @@ def _filter(request: web.Request) -> DeadLetterFilter:
 
 
 async def list_entries(request: web.Request) -> web.Response:
+    ctx(request).metrics.dead_letter_reads.labels("list").inc()
     page = await need_queue(request).dead_letters.list(
         _filter(request),
         limit=params.limit(request, 100, 1000),
@@ -54,6 +56,7 @@ async def list_entries(request: web.Request) -> web.Response:
 
 async def get_entry(request: web.Request) -> web.Response:
     entry_id = params.entry_id(request.match_info["id"])
+    ctx(request).metrics.dead_letter_reads.labels("show").inc()
     entry = await need_queue(request).dead_letters.get(entry_id)
     if entry is None:
         return web.json_response(
@@ -172,4 +175,5 @@ async def purge(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
+    ctx(request).metrics.dead_letter_reads.labels("stats").inc()
     return web.json_response(await need_queue(request).dead_letters.stats())
