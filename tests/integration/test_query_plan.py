@@ -223,7 +223,7 @@ async def test_retention_prune_uses_the_finished_index(queue: Queue, data: dict[
     plan = await explain(
         queue,
         sql.query("jobs", "prune_finished"),
-        {"older_than": queue.settings.job_retention, "limit": 5000},
+        {"older_than": queue.settings.job_retention, "limit": 5000, "now": None},
     )
     assert "jobs_finished_idx" in index_names(plan), plan
     assert "jobs" not in seq_scans(plan), plan

@@ -367,16 +367,18 @@ class DeadLetterStore:
         target: str | None = None,
         dry_run: bool = False,
         batch: int = 5000,
+        now: dt.datetime | None = None,
     ) -> PurgeResult:
-        """Delete dead letters that failed more than ``older_than`` seconds ago."""
+        """Delete dead letters that failed more than ``older_than`` seconds before ``now``
+        (by default the database's clock)."""
         if older_than < 0:
             raise InvalidRequest("olderThan", "must not be negative")
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)  # for display
+        cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=older_than)  # shown
         namespace, name = None, None
         if target:
             ns, _, name = target.rpartition("/")
             namespace = ns or None
-        params = {"older_than": older_than, "namespace": namespace, "name": name}
+        params = {"older_than": older_than, "namespace": namespace, "name": name, "now": now}
         async with self._pool.connection() as conn:
             cur = await conn.execute(D["count_purgeable"], params)
             row = await cur.fetchone()

@@ -16,6 +16,7 @@ other exception ends the loop, and the supervisor then stops the worker loudly.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -105,12 +106,16 @@ class Maintenance:
                 extra={"action": "sweep", "jobs": swept},
             )
 
-    async def clean_once(self) -> None:
+    async def clean_once(self, now: dt.datetime | None = None) -> None:
+        """One pass of retention, as of ``now`` (by default the database's clock): finished
+        jobs after HERALD_JOB_RETENTION, dead letters after HERALD_DEAD_LETTER_RETENTION,
+        tombstones of deleted targets a day after the job retention once no job of theirs
+        is unfinished."""
         settings = self.queue.settings
-        jobs = await self.queue.jobs.prune()
-        purged = await self.queue.dead_letters.purge(settings.dead_letter_retention)
+        jobs = await self.queue.jobs.prune(now=now)
+        purged = await self.queue.dead_letters.purge(settings.dead_letter_retention, now=now)
         tombstones = await self.queue.registry.purge_tombstones(
-            settings.job_retention + TOMBSTONE_MARGIN
+            settings.job_retention + TOMBSTONE_MARGIN, now=now
         )
         if jobs or purged.deleted or tombstones:
             log.info(

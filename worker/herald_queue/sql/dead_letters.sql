@@ -152,17 +152,19 @@ FROM herald.dead_letters WHERE replayed_by = %(replayed_by)s;
 
 -- name: count_purgeable
 SELECT count(*) AS matched FROM herald.dead_letters
-WHERE failed_at < now() - make_interval(secs => %(older_than)s)
+WHERE failed_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(older_than)s)
   AND (%(namespace)s::text IS NULL OR target_namespace = %(namespace)s)
   AND (%(name)s::text IS NULL OR target_name = %(name)s);
 
 -- name: purge_dead_letters
 -- Retention and `dlq purge`: removes entries that failed before the cutoff, a bounded
--- batch at a time (the caller loops until a batch comes back short).
+-- batch at a time (the caller loops until a batch comes back short). now: the caller's
+-- clock (NULL: the database's).
 DELETE FROM herald.dead_letters
 WHERE id = ANY (ARRAY(
     SELECT id FROM herald.dead_letters
-    WHERE failed_at < now() - make_interval(secs => %(older_than)s)
+    WHERE failed_at < coalesce(%(now)s::timestamptz, now())
+                      - make_interval(secs => %(older_than)s)
       AND (%(namespace)s::text IS NULL OR target_namespace = %(namespace)s)
       AND (%(name)s::text IS NULL OR target_name = %(name)s)
     LIMIT %(limit)s));
