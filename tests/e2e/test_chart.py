@@ -892,6 +892,9 @@ def test_dashboard_is_a_grafana_dashboard() -> None:
         "dead letters",
         "circuit state per target",
         "retries by error class",
+        "success rate %",
+        "top failing targets",
+        "capacity fill",
     ):
         assert subject in titles, subject
     for panel in board["panels"]:
