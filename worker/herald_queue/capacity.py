@@ -11,7 +11,8 @@ The count is cheap: no enqueue counts rows. Each worker counts waiting jobs per 
 per HERALD_SAMPLE_INTERVAL (the sampler's grouped count, which it makes anyway for
 ``herald_queue_depth``) and adds the jobs its own API accepted since. Other replicas'
 submissions arrive with the next sample, so a hard limit may be overshot by what the other
-replicas accept within one interval; it is backpressure, not an exact quota.
+replicas accept within one interval (and a worker refuses nothing before its first sample);
+it is backpressure, not an exact quota.
 """
 
 from __future__ import annotations
