@@ -84,6 +84,8 @@ class Selection:
         parts = [f"dead letters {where}"]
         if self.filter.error_class:
             parts.append(f"error class {self.filter.error_class.value}")
+        if self.filter.priority:
+            parts.append(f"priority {self.filter.priority.value}")
         if self.filter.failed_after:
             parts.append(f"failed after {timestamp(self.filter.failed_after)}")
         if self.failed_before:
@@ -111,6 +113,7 @@ def select(spec: Mapping[str, Any], namespace: str, started_at: dt.datetime) -> 
             target=parsed.target,
             namespace=namespace,
             error_class=parsed.error_class,
+            priority=parsed.priority,
             failed_after=failed_after,
             failed_before=None if empty else cutoff,
             job_ids=parsed.job_ids or None,

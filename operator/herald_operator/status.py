@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from herald_operator.conditions import Condition
+from herald_queue.capacity import Level, level_of, percent
 from herald_queue.models import iso
 from herald_queue.registry import TargetRow
 from herald_queue.states import CircuitState, JobState, Priority
@@ -121,6 +123,38 @@ def render(row: TargetRow, depth: Depth, dead_letters: DeadLetters | None = None
         "deadLettered": row.dead_lettered_total,
         "failedAttempts": row.failed_attempts_total,
     }
+
+
+CAPACITY_CONDITION = "CapacityPressure"
+CAPACITY_REASONS = {
+    Level.OK: "BelowCapacity",
+    Level.WARNING: "NearCapacity",
+    Level.FULL: "AtCapacity",
+}
+
+
+def capacity_condition(row: TargetRow, depth: Depth) -> Condition | None:
+    """``CapacityPressure``: True from 80 % of spec.capacity.jobs (reason NearCapacity; at
+    100 % AtCapacity), False below; None for a target without a capacity (no condition)."""
+    policy = row.spec.capacity
+    if policy is None:
+        return None
+    level = level_of(depth.total, policy.jobs)
+    fill = f"{depth.total} of {policy.jobs} jobs waiting ({percent(depth.total, policy.jobs)} %)"
+    if level is Level.OK:
+        message = f"{fill}; warnings start at 80 %"
+    elif policy.hard_limit and level is Level.FULL:
+        message = f"{fill}: the API refuses new jobs for it (429, hard limit) until it drains"
+    elif policy.hard_limit:
+        message = f"{fill}: at 100 % the API refuses new jobs for it (hard limit)"
+    else:
+        message = f"{fill}: jobs are still accepted (no hard limit); check the receiver"
+    return Condition(
+        type=CAPACITY_CONDITION,
+        status="False" if level is Level.OK else "True",
+        reason=CAPACITY_REASONS[level],
+        message=message,
+    )
 
 
 def changed(current: Mapping[str, Any], rendered: Mapping[str, Any]) -> dict[str, Any]:

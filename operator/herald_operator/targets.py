@@ -174,6 +174,41 @@ async def reconcile(
         patch.status["observedGeneration"] = generation
 
 
+def _set_capacity(
+    memo: Any,
+    current: Mapping[str, Any],
+    patch: kopf.Patch,
+    condition: Condition | None,
+    body: kopf.Body,
+    logger: Any,
+) -> None:
+    """Write the CapacityPressure condition when it changed (removed when the spec has no
+    capacity); a Warning Event when the fill rises a level (80 %, 100 %), once per
+    crossing."""
+    previous = memo.get("herald_conditions") or current.get("conditions")
+    was = find(previous, target_status.CAPACITY_CONDITION)
+    if condition is None:
+        if was is None:
+            return
+        conditions = [
+            dict(c)
+            for c in previous or ()
+            if isinstance(c, Mapping) and c.get("type") != target_status.CAPACITY_CONDITION
+        ]
+    else:
+        conditions = set_condition(previous, condition, now=dt.datetime.now(dt.UTC))
+    if conditions != readiness.plain(previous):
+        patch.status["conditions"] = conditions
+    memo["herald_conditions"] = conditions
+    if condition is None:
+        return
+    reasons = list(target_status.CAPACITY_REASONS.values())
+    before = reasons.index(was["reason"]) if was and was.get("reason") in reasons else 0
+    if reasons.index(condition.reason) > before:
+        logger.warning(f"{condition.reason}: {condition.message}")
+        kopf.warn(body, reason=condition.reason, message=condition.message)
+
+
 async def refresh(
     body: kopf.Body,
     meta: kopf.Meta,
@@ -250,10 +285,14 @@ async def refresh(
         )
         ref = (namespace, name)
         dead = snapshot.dead_letters.get(ref, target_status.DeadLetters())
-        live = target_status.render(row, snapshot.depth.get(ref, target_status.Depth()), dead)
+        live_depth = snapshot.depth.get(ref, target_status.Depth())
+        live = target_status.render(row, live_depth, dead)
         previous_circuit = memo.get("herald_circuit") or status.get("circuit")
         for key, value in target_status.changed(status, live).items():
             patch.status[key] = value
+        _set_capacity(
+            memo, status, patch, target_status.capacity_condition(row, live_depth), body, logger
+        )
         memo["herald_circuit"] = live["circuit"]
         notice = memo.get("herald_dead_letter_notice") or target_status.DeadLetterNotice(
             # What the last status said (after a restart, letters written meanwhile count;

@@ -364,6 +364,25 @@ async def test_stats_json_has_the_totals_first_then_breakdowns(db_url: str, queu
     assert any(line.split()[:6] == ["default/alpha", "1", "1", "1", "1", "0"] for line in text)
 
 
+async def test_stats_show_capacity_pct(db_url: str, queue: Queue) -> None:
+    await register(queue, "sized", capacity={"jobs": 8})
+    await register(queue, "unsized")
+    await queue.jobs.enqueue_many([job("sized", {"n": n}) for n in range(6)])
+    await queue.jobs.enqueue(job("unsized"))
+    env = {"HERALD_QUEUE_CAPACITY": "28"}
+    stats = (await ok("stats", "--json", url=db_url, env=env)).json()
+    assert stats["capacityPct"] == 25.0, "7 waiting of HERALD_QUEUE_CAPACITY=28"
+    assert stats["byTarget"]["default/sized"]["capacityPct"] == 75.0
+    assert stats["byTarget"]["default/unsized"]["capacityPct"] is None
+    assert (await ok("stats", "--json", url=db_url)).json()["capacityPct"] is None
+    text = (await ok("stats", url=db_url, env=env)).out.splitlines()
+    assert text[1].endswith("  capacity: 25.0 %"), text[1]
+    header = next(line for line in text if line.startswith("TARGET"))
+    assert header.split()[-2:] == ["CAPACITY", "%"], header
+    rows = {line.split()[0]: line.split()[-1] for line in text if line.startswith("default/")}
+    assert rows == {"default/sized": "75.0", "default/unsized": "-"}, text
+
+
 async def test_stats_watch_prints_until_interrupted(db_url: str, queue: Queue) -> None:
     await register(queue, "hook")
     process = await asyncio.create_subprocess_exec(

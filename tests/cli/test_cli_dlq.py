@@ -5,10 +5,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import uuid
 
 from herald_queue.queue import Queue
-from tests.cli.cli import bury, count_jobs, herald, ok
-from tests.helpers import job, job_rows, sql_exec, sql_rows, sql_value
+from herald_queue.states import Priority
+from tests.cli.cli import ONE_SHOT, bury, count_jobs, herald, ok
+from tests.helpers import (
+    claim_all,
+    failure,
+    job,
+    job_rows,
+    register,
+    sql_exec,
+    sql_rows,
+    sql_value,
+)
 
 
 async def dead_letter_count(queue: Queue, where: str = "true") -> int:
@@ -213,3 +224,26 @@ async def test_replaying_dead_letters_of_a_deleted_target_by_id_is_an_error(
     filtered = await ok("dlq", "replay", "--target", "default/gone", url=db_url)
     assert filtered.out == "replayed 0 dead letters; skipped 1 whose target no longer exists\n"
     assert await count_jobs(queue, "state = 'queued'") == 0
+
+
+async def test_dlq_list_and_replay_by_priority(db_url: str, queue: Queue) -> None:
+    await register(queue, "mixed", **ONE_SHOT)
+    ids: dict[str, list[uuid.UUID]] = {}
+    for p in Priority:
+        results = await queue.jobs.enqueue_many([job("mixed", {"i": i}, p) for i in range(2)])
+        ids[p.value] = [r.id for r in results]
+    claimed = await claim_all(queue)
+    await queue.jobs.fail("w", [failure(c, "permanent") for c in claimed])
+
+    high, table = await asyncio.gather(
+        ok("dlq", "list", "--priority", "high", "--json", url=db_url),
+        ok("dlq", "list", "--priority", "high", "--limit", "1", url=db_url),
+    )
+    assert sorted(i["jobId"] for i in high.json()["items"]) == sorted(map(str, ids["high"]))
+    # The next-page hint keeps the filter.
+    assert "--priority high" in table.out.splitlines()[-1], table.out
+    replayed = await ok("dlq", "replay", "--priority", "low", "--json", url=db_url)
+    assert sorted(replayed.json()["jobIds"]) == sorted(map(str, ids["low"]))
+    assert await dead_letter_count(queue, "replayed") == 2
+    bad = await herald("dlq", "list", "--priority", "urgent", url=db_url)
+    assert bad.code == 2 and "--priority" in bad.err, bad.err

@@ -74,6 +74,8 @@ CASES = [
     Case(Q, "job_retention", "HERALD_JOB_RETENTION", 86_400.0, "2d", 172_800.0, "36526d", POSITIVE),
     Case(Q, "dead_letter_retention", "HERALD_DEAD_LETTER_RETENTION", 2_592_000.0, "1h30m", 5400.0, "30 days", POSITIVE),
     Case(Q, "default_namespace", "HERALD_NAMESPACE", "default", "team-a", "team-a", "Team_A", NAMESPACE),
+    Case(Q, "capacity", "HERALD_QUEUE_CAPACITY", 0, "5000", 5000, "-1", "must be an integer of at least 0"),
+    Case(Q, "capacity_hard_limit", "HERALD_QUEUE_CAPACITY_HARD_LIMIT", False, "on", True, "hard", BOOL),
     Case(E, "allow", "HERALD_EGRESS_ALLOW", None, "10.1.0.0/16", "10.1.0.0/16", "ten", f"'ten' {NETWORKS}"),
     Case(E, "deny", "HERALD_EGRESS_DENY", None, "192.168.0.0/16, fd00::/8", "192.168.0.0/16, fd00::/8", "10.0.0.0/33", f"'10.0.0.0/33' {NETWORKS}"),
     Case(E, "allow_loopback", "HERALD_EGRESS_ALLOW_LOOPBACK", False, "yes", True, "maybe", BOOL),

@@ -261,3 +261,45 @@ async def test_a_replay_resumes_without_duplicates_after_the_operator_is_killed(
         )
         delivered = receiver.delivered_ids()
         assert len(delivered) == len(set(delivered)) == total
+
+
+async def test_a_target_with_a_hard_capacity_pushes_back(herald: Herald, kubectl: Kubectl) -> None:
+    """spec.capacity on the real API: the worker answers 429 with Retry-After beyond it, and
+    the operator writes the CapacityPressure condition and a Warning Event."""
+    await herald.operator()
+    worker = await herald.worker()
+    await kubectl.apply(
+        target("cap", "http://127.0.0.1:9/", paused=True, capacity={"jobs": 2, "hardLimit": True})
+    )
+    await wait_ready(kubectl, "publishingtarget", "cap")
+    base = f"http://127.0.0.1:{worker.port}"
+    async with aiohttp.ClientSession() as http:
+
+        async def sampled() -> bool:
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+            return any(
+                line.startswith("herald_queue_capacity_jobs{") and '/cap"} 2.0' in line
+                for line in text.splitlines()
+            )
+
+        await wait_for(sampled, what="the worker sampled the target's capacity")
+        for n in range(2):
+            await submit(worker, "cap", {"n": n})
+        async with http.post(
+            f"{base}/v1/jobs", json={"target": "cap", "payload": {"n": 2}}
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == 429, body
+            assert int(resp.headers["Retry-After"]) >= 1
+    full = await wait_for(
+        lambda: _capacity(kubectl, "cap", "AtCapacity"), what="CapacityPressure AtCapacity"
+    )
+    assert full["status"] == "True" and "2 of 2 jobs waiting" in full["message"], full
+    described = (await kubectl("describe", "publishingtarget", "cap")).out
+    assert "AtCapacity" in described.split("Events:")[1], described
+
+
+async def _capacity(kubectl: Kubectl, name: str, reason: str) -> dict[str, Any] | None:
+    found = condition(await kubectl.get("publishingtarget", name), "CapacityPressure")
+    return found if found.get("reason") == reason else None

@@ -67,6 +67,16 @@ WORKER_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "herald_tracker_capacity_jobs": ("gauge", ()),
     "herald_api_requests_total": ("counter", ("route", "method", "status")),
     "herald_api_request_duration_seconds": ("histogram", ("route",)),
+    "herald_dead_letters_replayed_total": ("counter", ("target",)),
+    "herald_retry_successes_total": ("counter", ("target",)),
+    "herald_dead_letter_reads_total": ("counter", ("operation",)),
+    "herald_queue_capacity_ratio": ("gauge", ("target",)),
+    "herald_queue_capacity_jobs": ("gauge", ("target",)),
+    "herald_queue_capacity_crossings_total": ("counter", ("target", "level")),
+    "herald_queue_total_capacity_ratio": ("gauge", ()),
+    "herald_queue_total_capacity_jobs": ("gauge", ()),
+    "herald_queue_total_capacity_crossings_total": ("counter", ("level",)),
+    "herald_jobs_refused_total": ("counter", ("target",)),
 }
 
 OPERATOR_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -898,6 +898,9 @@ def test_dashboard_is_a_grafana_dashboard() -> None:
         "dead letters",
         "circuit state per target",
         "retries by error class",
+        "success rate %",
+        "top failing targets",
+        "capacity fill",
     ):
         assert subject in titles, subject
     for panel in board["panels"]:
@@ -936,6 +939,9 @@ def test_metric_catalogue_matches_the_worker() -> None:
     from herald_worker.tracker import Tracker
 
     metrics = Metrics(Tracker(10))
+    # The counters sampled from PostgreSQL show their labels once they have a value.
+    metrics.database_counters.written = {("default/x", "permanent", "permanent-error"): 1}
+    metrics.database_counters.replayed = {"default/x": 1}
     found: dict[str, tuple[str, tuple[str, ...]]] = {}
     for family in metrics.registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
@@ -943,6 +949,8 @@ def test_metric_catalogue_matches_the_worker() -> None:
         collector = metrics.registry._names_to_collectors.get(family.name)  # labelnames
         if collector is not None and hasattr(collector, "_labelnames"):
             labels = tuple(collector._labelnames)
+        elif family.samples:
+            labels = tuple(family.samples[0].labels)
         found[name] = (family.type, labels)
     assert found == WORKER_METRICS
 

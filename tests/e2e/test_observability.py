@@ -47,6 +47,8 @@ async def worker(
                         "maxBackoffSeconds": 0.5,
                         "jitterSeconds": 0,
                     },
+                    # A capacity, so the per-target capacity series exist too.
+                    "capacity": {"jobs": 1000},
                 },
             }
         )

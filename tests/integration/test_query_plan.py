@@ -85,7 +85,8 @@ async def populate(queue: Queue) -> dict[str, int]:
                     ELSE 'gamma' END,
                'webhook', '{"alert": "x"}', '{}', 'failed',
                (ARRAY['transient', 'permanent', 'unknown'])[1 + i % 3],
-               'attempts-exhausted', 5, 'medium', ts, ts, i % 7 = 0,
+               'attempts-exhausted', 5, CASE WHEN i % 50 = 0 THEN 'high' ELSE 'medium' END,
+               ts, ts, i % 7 = 0,
                CASE WHEN i % 7 = 0 THEN ts END, CASE WHEN i % 7 = 0 THEN 'queued' END
         FROM generate_series(1, 4000) AS i,
              LATERAL (SELECT now() - make_interval(secs => i * 648)) AS t (ts)
@@ -164,6 +165,7 @@ def list_params(**kw: Any) -> dict[str, Any]:
         "namespace": None,
         "name": None,
         "error_type": None,
+        "priority": None,
         "failed_after": None,
         "failed_before": None,
         "replayed": None,
@@ -200,12 +202,28 @@ async def test_dead_letter_list_by_target_uses_an_index(
         assert "dead_letters" not in seq_scans(plan), plan
 
 
+async def test_dead_letter_list_by_a_rare_priority_uses_its_index(
+    queue: Queue, data: dict[str, int]
+) -> None:
+    """High jobs are 2 % of the dead letters: the priority filter reads
+    dead_letters_priority_idx (migration 0005), first page and later ones."""
+    query = sql.query("dead_letters", "list_dead_letters")
+    cursor = {
+        "after_failed_at": dt.datetime.now(dt.UTC) - dt.timedelta(days=10),
+        "after_id": "00000000-0000-0000-0000-000000000000",
+    }
+    for params in (list_params(priority="high"), list_params(priority="high", **cursor)):
+        plan = await explain(queue, query, params)
+        assert "dead_letters_priority_idx" in index_names(plan), plan
+        assert "dead_letters" not in seq_scans(plan), plan
+
+
 async def test_retention_prune_uses_the_finished_index(queue: Queue, data: dict[str, int]) -> None:
     # The default retention (one day): about half of the finished jobs are past it.
     plan = await explain(
         queue,
         sql.query("jobs", "prune_finished"),
-        {"older_than": queue.settings.job_retention, "limit": 5000},
+        {"older_than": queue.settings.job_retention, "limit": 5000, "now": None},
     )
     assert "jobs_finished_idx" in index_names(plan), plan
     assert "jobs" not in seq_scans(plan), plan

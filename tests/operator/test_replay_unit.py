@@ -78,6 +78,7 @@ def test_a_window_that_starts_after_the_start_matches_nothing() -> None:
             "later than",
         ),
         ({"errorClass": "fatal"}, "spec.errorClass"),
+        ({"priority": "urgent"}, "spec.priority"),
         ({"jobIds": ["not-a-uuid"]}, "spec.jobIds"),
         ({"limit": 0}, "spec.limit"),
         ({"target": "ho\x00ok"}, "spec.target"),
@@ -174,3 +175,9 @@ def test_the_running_condition_keeps_its_transition_time_across_batches() -> Non
         second["conditions"][0]["lastTransitionTime"]
         == first["conditions"][0]["lastTransitionTime"]
     )
+
+
+def test_a_priority_selects_and_is_described() -> None:
+    selection = replay.select({"target": "hook", "priority": "high"}, "team", START)
+    assert selection.filter.params()["priority"] == "high"
+    assert "priority high" in selection.describe()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from herald_queue.queue import Queue
+from herald_queue.states import Priority
 from tests.helpers import claim_all, eventually, failure, job, sql_rows, sql_value
 from tests.operator.cluster import (
     DLR,
@@ -29,6 +30,7 @@ from tests.operator.cluster import (
     valid,
     wait_ready,
 )
+from tests.worker.harness import metric, worker
 
 
 async def dead_letters(queue: Queue, target_name: str, n: int) -> list[uuid.UUID]:
@@ -243,3 +245,40 @@ async def test_a_finished_replay_never_runs_again(
     )
     assert status(k8s, DLR, "once") == done
     assert not await queued_ids(queue) & set(later)
+
+
+async def test_a_replay_selects_by_priority(
+    k8s: Emulator, operator: RunningOperator, queue: Queue
+) -> None:
+    await ready_target(k8s)
+    low = [
+        (await queue.jobs.enqueue(job("default/hook", {"n": i}, Priority.LOW))).id for i in range(2)
+    ]
+    high = [(await queue.jobs.enqueue(job("default/hook", {"h": 0}, Priority.HIGH))).id]
+    claimed = await claim_all(queue)
+    await queue.jobs.fail("w", [failure(c, "permanent") for c in claimed if c.id in low + high])
+    await create(k8s, DLR_URL, replay_manifest("lows", target="hook", priority="low"))
+    done = await wait_finished(k8s, "lows")
+    assert done["phase"] == "Succeeded", done
+    assert (done["matched"], done["replayed"]) == (2, 2)
+    assert await queued_ids(queue) == set(low)
+
+
+async def test_a_replay_counts_in_the_workers_metrics_with_its_target(
+    k8s: Emulator, operator: RunningOperator, queue: Queue, db_url: str
+) -> None:
+    """herald_dead_letters_replayed_total counts a DeadLetterReplay's work too (PostgreSQL
+    keeps the counter; a worker's real /metrics shows it)."""
+    await ready_target(k8s)
+    await dead_letters(queue, "hook", 3)
+    await create(k8s, DLR_URL, replay_manifest("counted", target="hook", limit=2))
+    done = await wait_finished(k8s, "counted")
+    assert (done["phase"], done["replayed"]) == ("Succeeded", 2)
+    async with worker(db_url) as w:
+
+        async def replayed() -> float | None:
+            samples = await w.metrics()
+            found = metric(samples, "herald_dead_letters_replayed_total", target="default/hook")
+            return found if found == 2 else None
+
+        assert await eventually(replayed, timeout=10) == 2

@@ -306,3 +306,45 @@ async def test_a_target_the_egress_policy_refuses_is_not_ready_nor_registered(
         assert await queue.registry.list(NS, name) == []
     await create(k8s, PT_URL, target("outside", url="http://10.0.0.7:9/hook"))
     assert (await wait_ready(k8s, "outside"))["reason"] == "Ready"
+
+
+async def test_capacity_pressure_condition_follows_the_fill(
+    k8s: Emulator, operator: RunningOperator, queue: Queue
+) -> None:
+    """CapacityPressure: False below 80 % of spec.capacity.jobs, True NearCapacity from
+    80 %, AtCapacity at 100 %; one Warning Event per level reached, and the condition goes
+    when the spec drops the capacity."""
+    await create(k8s, PT_URL, target("hook", capacity={"jobs": 5, "hardLimit": True}))
+    await wait_ready(k8s, "hook")
+    below = await eventually(lambda: condition(k8s, PT, "hook", "CapacityPressure"))
+    assert (below["status"], below["reason"]) == ("False", "BelowCapacity")
+    assert "0 of 5 jobs waiting (0.0 %)" in below["message"]
+    for n in range(4):
+        await queue.jobs.enqueue(job("default/hook", {"n": n}))
+    near = await eventually(
+        lambda: (c := condition(k8s, PT, "hook", "CapacityPressure"))["status"] == "True" and c
+    )
+    assert near["reason"] == "NearCapacity" and "4 of 5 jobs waiting (80.0 %)" in near["message"]
+    await queue.jobs.enqueue(job("default/hook", {"n": 4}))
+    full = await eventually(
+        lambda: (
+            (c := condition(k8s, PT, "hook", "CapacityPressure"))["reason"] == "AtCapacity" and c
+        )
+    )
+    assert "refuses new jobs" in full["message"], full
+    assert full["lastTransitionTime"] == near["lastTransitionTime"], "status stayed True"
+    valid(k8s, PT, "hook")
+    assert [e["type"] for e in await eventually(lambda: events(k8s, "NearCapacity", "hook"))] == [
+        "Warning"
+    ]
+    assert len(await eventually(lambda: events(k8s, "AtCapacity", "hook"))) == 1
+    assert condition(k8s, PT, "hook")["status"] == "True", "Ready is kept beside it"
+
+    response = await k8s.patch(
+        f"{PT_URL}/hook",
+        json={"spec": {"capacity": None}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert response.status == 200
+    await eventually(lambda: condition(k8s, PT, "hook", "CapacityPressure") == {})
+    assert len(events(k8s, "NearCapacity", "hook")) == 1

@@ -34,3 +34,17 @@ def test_failure_table_matches_the_classifier() -> None:
     permanent = {int(n) for n in re.findall(r"\b(\d{3})\b", rows["permanent"])}
     assert transient == TRANSIENT_STATUSES
     assert permanent == PERMANENT_STATUSES
+
+
+def test_worker_metrics_are_documented() -> None:
+    """docs/metrics.md lists every metric the worker exports, with its labels."""
+    from tests.e2e.chart_helpers import WORKER_METRICS
+
+    text = (ROOT / "docs" / "metrics.md").read_text("utf-8")
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `(herald_[a-z_]+)` \| [a-z]+ \| ([^|]+) \|", text, re.M)
+    }
+    assert set(rows) == set(WORKER_METRICS)
+    for name, (_, labels) in WORKER_METRICS.items():
+        assert rows[name].strip() == (", ".join(labels) or "—"), name

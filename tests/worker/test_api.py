@@ -1205,3 +1205,34 @@ async def test_unauthorized_answer_matches_the_document(
         check(doc, "/v1/jobs", "GET", status, body)
         async with aiohttp.ClientSession() as http, http.get(w.base + "/openapi.json") as r:
             assert r.status == 200
+
+
+async def test_dead_letters_by_priority(api: Worker, rx: TrackingReceiver) -> None:
+    """The priority filter of the list and of the replay selector (seed 004's DLQ filters)."""
+    jobs = [
+        {"target": "reject", "payload": {"p": p, "i": i}, "priority": p}
+        for p in ("high", "medium", "low")
+        for i in range(2)
+    ]
+    _, many = await api.post("/v1/jobs", json=jobs)
+    answered = [j["id"] for j in many["jobs"]]  # in the order submitted
+    ids = {"high": answered[0:2], "low": answered[4:6]}
+    await wait_state(api.queue, "dead", 6, target="reject")
+
+    status, high = await api.get("/v1/dead-letters", params={"priority": "high"})
+    assert status == 200, high
+    assert sorted(i["jobId"] for i in high["items"]) == sorted(ids["high"])
+    assert {i["priority"] for i in high["items"]} == {"high"}
+    status, bad = await api.get("/v1/dead-letters", params={"priority": "urgent"})
+    assert_error(status, bad, 400, "priority", "a priority not in the set")
+
+    status, dry = await api.post(
+        "/v1/dead-letters/replay", json={"priority": "low", "dryRun": True}
+    )
+    assert status == 200, dry
+    assert dry["matched"] == 2, "a selector of only a priority is a selector (no all: true)"
+    status, real = await api.post("/v1/dead-letters/replay", json={"priority": "low"})
+    assert status == 200, real
+    assert sorted(real["jobIds"]) == sorted(ids["low"])
+    status, bad = await api.post("/v1/dead-letters/replay", json={"priority": 3})
+    assert_error(status, bad, 400, "priority", "a priority that is not a string")

@@ -312,6 +312,8 @@ async def test_metric_labels_are_bounded(db_url: str, tmp_path: Path) -> None:
         "outcome": {"success", "failure"},
         "result": {"hit", "miss"},
         "method": {"GET", "POST", "DELETE"},
+        "operation": {"list", "show", "stats"},
+        "level": {"warning", "full"},
     }
     for line in text.splitlines():
         if line.startswith("#"):

@@ -13,7 +13,7 @@ from herald_queue.durations import parse_duration
 from herald_queue.errors import InvalidRequest
 from herald_queue.models import iso
 from herald_queue.requests import parse_time
-from herald_queue.states import ErrorClass
+from herald_queue.states import ErrorClass, Priority
 
 REPLAY_LIMIT = 1_000_000
 
@@ -35,6 +35,7 @@ def entry_id(value: str) -> uuid.UUID:
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="namespace/name, or a name (any namespace)")
     parser.add_argument("--error-class", choices=[c.value for c in ErrorClass])
+    parser.add_argument("--priority", choices=[p.value for p in Priority])
     parser.add_argument("--failed-after", metavar="TIME", help="RFC 3339, inclusive")
     parser.add_argument("--failed-before", metavar="TIME", help="RFC 3339, exclusive")
 
@@ -97,6 +98,7 @@ def _where(args: argparse.Namespace, *, ids: list[uuid.UUID] | None = None) -> D
     return DeadLetterFilter(
         target=args.target,
         error_class=ErrorClass(args.error_class) if args.error_class else None,
+        priority=Priority(args.priority) if args.priority else None,
         failed_after=parse_time(args.failed_after, "--failed-after") if args.failed_after else None,
         failed_before=(
             parse_time(args.failed_before, "--failed-before") if args.failed_before else None
@@ -138,6 +140,7 @@ async def run(args: argparse.Namespace) -> int:
                 options = [
                     ("--target", args.target),
                     ("--error-class", args.error_class),
+                    ("--priority", args.priority),
                     ("--failed-after", args.failed_after),
                     ("--failed-before", args.failed_before),
                     ("--replayed", args.replayed is True),
@@ -162,6 +165,7 @@ async def run(args: argparse.Namespace) -> int:
                     args.ids,
                     args.target,
                     args.error_class,
+                    args.priority,
                     args.failed_after,
                     args.failed_before,
                     args.job_ids,

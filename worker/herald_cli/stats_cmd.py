@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from herald_cli.context import open_queue
-from herald_cli.output import age, emit_json, table
+from herald_cli.output import age, emit_json, shown, table
 from herald_queue.states import JobState, Priority
 
 STATES = [s.value for s in JobState]
@@ -48,7 +48,8 @@ def render(stats: dict[str, Any]) -> str:
     head = "  ".join(f"{s}: {stats[s]}" for s in STATES)
     lines = [
         head,
-        f"ready now: {stats['ready']}  oldest ready: {age(stats['oldestReadyAgeSeconds'])}",
+        f"ready now: {stats['ready']}  oldest ready: {age(stats['oldestReadyAgeSeconds'])}"
+        + ("" if stats["capacityPct"] is None else f"  capacity: {stats['capacityPct']} %"),
         "",
     ]
     lines.append(
@@ -65,12 +66,20 @@ def render(stats: dict[str, Any]) -> str:
         )
     )
     if stats["byTarget"]:
+        # The capacity column only when a target has a spec.capacity.
+        pct = any(t["capacityPct"] is not None for t in stats["byTarget"].values())
         lines.append("")
         lines.append(
             table(
-                ["target", *STATES, "ready", "oldest ready"],
+                ["target", *STATES, "ready", "oldest ready", *(["capacity %"] if pct else [])],
                 [
-                    [name, *(t[s] for s in STATES), t["ready"], age(t["oldestReadyAgeSeconds"])]
+                    [
+                        name,
+                        *(t[s] for s in STATES),
+                        t["ready"],
+                        age(t["oldestReadyAgeSeconds"]),
+                        *([shown(t["capacityPct"])] if pct else []),
+                    ]
                     for name, t in sorted(stats["byTarget"].items())
                 ],
             )

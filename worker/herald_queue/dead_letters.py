@@ -22,7 +22,7 @@ from herald_queue.errors import (
 )
 from herald_queue.models import iso
 from herald_queue.settings import QueueSettings
-from herald_queue.states import ErrorClass
+from herald_queue.states import ErrorClass, Priority
 
 D = sql.load("dead_letters")
 MAX_PAGE = 1000
@@ -46,6 +46,7 @@ class DeadLetterFilter:
     namespace: str | None = None
     """Only dead letters of targets in this namespace (with or without ``target``)."""
     error_class: ErrorClass | None = None
+    priority: Priority | None = None
     failed_after: dt.datetime | None = None
     failed_before: dt.datetime | None = None
     replayed: bool | None = None
@@ -69,6 +70,7 @@ class DeadLetterFilter:
             "namespace": namespace,
             "name": name,
             "error_type": self.error_class.value if self.error_class else None,
+            "priority": self.priority.value if self.priority else None,
             "failed_after": self.failed_after,
             "failed_before": self.failed_before,
             "ids": list(self.ids) if self.ids is not None else None,
@@ -365,16 +367,18 @@ class DeadLetterStore:
         target: str | None = None,
         dry_run: bool = False,
         batch: int = 5000,
+        now: dt.datetime | None = None,
     ) -> PurgeResult:
-        """Delete dead letters that failed more than ``older_than`` seconds ago."""
+        """Delete dead letters that failed more than ``older_than`` seconds before ``now``
+        (by default the database's clock)."""
         if older_than < 0:
             raise InvalidRequest("olderThan", "must not be negative")
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)  # for display
+        cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=older_than)  # shown
         namespace, name = None, None
         if target:
             ns, _, name = target.rpartition("/")
             namespace = ns or None
-        params = {"older_than": older_than, "namespace": namespace, "name": name}
+        params = {"older_than": older_than, "namespace": namespace, "name": name, "now": now}
         async with self._pool.connection() as conn:
             cur = await conn.execute(D["count_purgeable"], params)
             row = await cur.fetchone()
@@ -403,6 +407,20 @@ class DeadLetterStore:
             key = (r["target_namespace"], r["target_name"])
             out.setdefault(key, {})[r["error_type"]] = int(r["n"])
         return out
+
+    async def counters(self) -> tuple[dict[tuple[str, str, str], int], dict[str, int]]:
+        """The counters PostgreSQL keeps on every path: dead letters written per
+        (namespace/name, error class, reason), and dead letters replayed per namespace/name
+        (tombstones of deleted targets included)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(D["dead_letter_counters"])
+            written = {
+                (f"{r['namespace']}/{r['name']}", r["error_type"], r["reason"]): int(r["n"])
+                for r in await cur.fetchall()
+            }
+            cur = await conn.cursor(row_factory=dict_row).execute(D["replay_counters"])
+            replayed = {f"{r['namespace']}/{r['name']}": int(r["n"]) for r in await cur.fetchall()}
+        return written, replayed
 
     async def stats(self) -> dict[str, Any]:
         async with self._pool.connection() as conn:

@@ -114,6 +114,15 @@ class TargetsMissing(HeraldError):
         )
 
 
+class QueueFull(HeraldError):
+    """A hard capacity limit refused a submission (herald_queue.capacity); the API answers
+    429 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: str) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 class InvalidTarget(HeraldError):
     """A PublishingTarget (or its Secret) that cannot be used as written."""
 

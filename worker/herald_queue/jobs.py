@@ -621,9 +621,10 @@ class JobStore:
         records = records[:limit]
         return JobPage(records, str(records[-1].id) if more else None)
 
-    async def prune(self, *, batch: int = 5000) -> int:
-        """Retention: delete finished jobs older than the job retention period."""
-        params = {"older_than": self.settings.job_retention, "limit": batch}
+    async def prune(self, *, batch: int = 5000, now: dt.datetime | None = None) -> int:
+        """Retention: delete finished jobs older than the job retention period (at ``now``,
+        by default the database's clock)."""
+        params = {"older_than": self.settings.job_retention, "limit": batch, "now": now}
         total = 0
         async with self._pool.connection() as conn:
             while True:

@@ -54,7 +54,9 @@ class Queue:
         return cls(pool, settings, url, retry_after_cap=retry_after_cap)
 
     async def stats(self, *, live_only: bool = False) -> dict[str, Any]:
-        return await stats.queue_stats(self.pool, live_only=live_only)
+        return await stats.queue_stats(
+            self.pool, live_only=live_only, capacity=self.settings.capacity
+        )
 
     async def close(self) -> None:
         await self.jobs.waker.flush()

@@ -256,9 +256,9 @@ class TargetRegistry:
             cur = await conn.execute(J["bury_deleted_targets_jobs"], {"target_id": None})
             return len(await cur.fetchall())
 
-    async def purge_tombstones(self, older_than: float) -> int:
+    async def purge_tombstones(self, older_than: float, *, now: dt.datetime | None = None) -> int:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(Q["purge_tombstones"], {"older_than": older_than})
+            cur = await conn.execute(Q["purge_tombstones"], {"older_than": older_than, "now": now})
             return len(await cur.fetchall())
 
     async def auto_pause(self, target_id: int, reason: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, BeforeValidator, Field, model_validator
 
 from herald_queue.spec_model import SpecModel, check, object_name, problem, rules
-from herald_queue.states import ErrorClass
+from herald_queue.states import ErrorClass, Priority
 
 DEFAULT_LIMIT = 1000
 WINDOW_PROBLEM = "must be later than failedAfter"
@@ -80,6 +80,10 @@ class ReplaySpec(SpecModel):
             "Only dead letters whose last failure was of this class: transient, permanent or "
             "unknown."
         ),
+    )
+    priority: Annotated[Priority, Field(strict=False)] | None = Field(
+        default=None,
+        description="Only dead letters of jobs of this priority: high, medium or low.",
     )
     failed_after: Time | None = Field(
         default=None,

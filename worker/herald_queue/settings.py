@@ -144,6 +144,20 @@ class QueueSettings(HeraldSettings):
         description="Namespace of a target named without one (`oncall-hook` means "
         "`<namespace>/oncall-hook`; a name unique across namespaces also resolves).",
     )
+    # Capacity of the whole queue (herald_queue.capacity); each target's is spec.capacity.
+    capacity: Annotated[int, Field(ge=0)] = Field(
+        0,
+        validation_alias="HERALD_QUEUE_CAPACITY",
+        description="Jobs the whole queue is sized for (waiting: queued or retrying, all "
+        "targets). From 80 % and at 100 % workers warn (metrics, one log line per crossing); "
+        "0: no capacity.",
+    )
+    capacity_hard_limit: bool = Field(
+        False,
+        validation_alias="HERALD_QUEUE_CAPACITY_HARD_LIMIT",
+        description="Refuse jobs beyond HERALD_QUEUE_CAPACITY: the API answers 429 with "
+        "Retry-After (the Alertmanager receiver 503). Default: warn only, never refuse.",
+    )
 
     @model_validator(mode="after")
     def _budget_order(self) -> Self:

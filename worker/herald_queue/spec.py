@@ -334,6 +334,31 @@ class RateLimit(SpecModel):
         return data
 
 
+MAX_CAPACITY = 1_000_000_000
+
+
+class CapacityPolicy(SpecModel):
+    """How many jobs may wait for this target (queued or retrying: status.depth.total). From
+    80 % and at 100 % Herald warns (metrics, a log line per crossing, the CapacityPressure
+    condition); jobs are still accepted unless hardLimit is true. Absent: no capacity."""
+
+    jobs: int = Field(
+        ge=1,
+        le=MAX_CAPACITY,
+        json_schema_extra={"format": "int32"},
+        description="Waiting jobs the target is sized for.",
+    )
+    hard_limit: bool = Field(
+        default=False,
+        alias="hardLimit",
+        description=(
+            "Refuse jobs beyond the capacity: the HTTP API answers 429 with Retry-After (the "
+            "Alertmanager receiver 503), so producers back off. Default false: warn only, "
+            "never refuse."
+        ),
+    )
+
+
 URL_REQUIRED = (
     "is required unless the Secret named by secretRef holds it (key url) or type is pagerduty"
 )
@@ -423,6 +448,7 @@ class TargetSpec(SpecModel):
         default=CircuitBreakerPolicy(), alias="circuitBreaker"
     )
     rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
+    capacity: CapacityPolicy | None = None
     paused: bool = Field(
         default=False,
         description=(

@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import sql
+from herald_queue.capacity import percent
 from herald_queue.db import AsyncConn
 from herald_queue.states import JobState, Priority
 
@@ -35,14 +36,24 @@ async def count_rows(
         return await cur.fetchall()
 
 
+async def target_capacities(pool: AsyncConnectionPool[AsyncConn]) -> dict[str, int]:
+    """spec.capacity.jobs by namespace/name, of the live targets that have one."""
+    async with pool.connection() as conn:
+        cur = await conn.cursor(row_factory=dict_row).execute(S["target_capacities"])
+        return {f"{r['namespace']}/{r['name']}": int(r["jobs"]) for r in await cur.fetchall()}
+
+
 async def queue_stats(
-    pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False
+    pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False, capacity: int = 0
 ) -> dict[str, Any]:
     """``{"queued": n, "running": n, "retrying": n, "succeeded": n, "dead": n, "ready": n,
     "oldestReadyAgeSeconds": s, "byPriority": {...}, "byTarget": {...}}``.
 
     ``succeeded`` and ``dead`` count the finished jobs still kept (HERALD_JOB_RETENTION);
     with ``live_only`` they are not counted at all (cheaper, for samplers).
+
+    ``capacityPct`` is the fill of ``capacity`` (HERALD_QUEUE_CAPACITY) by waiting jobs, and
+    each target's of its spec.capacity (None without one; herald_queue.capacity).
     """
     rows = await count_rows(pool, live_only=live_only)
     totals = _zero()
@@ -75,7 +86,11 @@ async def queue_stats(
             oldest = age if oldest is None else max(oldest, age)
             current = entry["oldestReadyAgeSeconds"]
             entry["oldestReadyAgeSeconds"] = age if current is None else max(current, age)
+    limits = await target_capacities(pool)
+    for ref, entry in by_target.items():
+        entry["capacityPct"] = percent(entry["queued"] + entry["retrying"], limits.get(ref))
     return totals | {
+        "capacityPct": percent(totals["queued"] + totals["retrying"], capacity),
         "ready": ready,
         "oldestReadyAgeSeconds": oldest,
         "byPriority": by_priority,

@@ -398,6 +398,8 @@ class Worker:
                 )
                 continue
             self.metrics.delivered.labels(ref, s.job.priority.value).inc()
+            if s.job.attempts > 1:
+                self.metrics.retry_successes.labels(ref).inc()
             self.metrics.latency.labels(ref, s.job.priority.value).observe(
                 max(0.0, (now - s.job.created_at).total_seconds())
             )
@@ -485,11 +487,13 @@ class Worker:
         if outcome.refunded:
             self.metrics.refunds.labels(ref).inc()
         if outcome.state is JobState.DEAD:
+            # Counted by PostgreSQL (herald_dead_letters_written_total), like every path.
             reason = (
                 "permanent-error" if error_class is ErrorClass.PERMANENT else "attempts-exhausted"
             )
-            self.metrics.dead_lettered.labels(ref, error_class.value, reason).inc()
-            log.warning("job dead-lettered", extra={"action": "dead-letter", **context})
+            log.warning(
+                "job dead-lettered", extra={"action": "dead-letter", "reason": reason, **context}
+            )
         else:
             delay = max(0.0, (outcome.run_at - dt.datetime.now(dt.UTC)).total_seconds())
             self.metrics.retries.labels(ref, error_class.value).inc()

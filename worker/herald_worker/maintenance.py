@@ -20,15 +20,18 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from herald_queue import stats
+from herald_queue.capacity import ALL, CapacityWatch, Level, percent
 from herald_queue.listener import Listener, wait
 from herald_queue.queue import Queue
+from herald_queue.registry import TargetRow
 from herald_queue.states import CircuitState, JobState
 from herald_worker.directory import TargetDirectory
 from herald_worker.health import Health
 from herald_worker.loop import DB_ERRORS
-from herald_worker.metrics import Metrics
+from herald_worker.metrics import DEAD_LETTER_SERIES, Metrics
 
 log = logging.getLogger("herald.maintenance")
 # Tombstones of deleted targets outlive the job retention by this much.
@@ -43,10 +46,14 @@ class Maintenance:
         metrics: Metrics,
         health: Health,
         listener: Listener,
+        capacity: CapacityWatch | None = None,
         *,
         disable_after: float = 432_000.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
+        self.capacity = capacity or CapacityWatch(
+            queue.settings.capacity, queue.settings.capacity_hard_limit
+        )
         self.queue = queue
         self.directory = directory
         self.metrics = metrics
@@ -125,12 +132,16 @@ class Maintenance:
                 },
             )
 
-    async def clean_once(self) -> None:
+    async def clean_once(self, now: dt.datetime | None = None) -> None:
+        """One pass of retention, as of ``now`` (by default the database's clock): finished
+        jobs after HERALD_JOB_RETENTION, dead letters after HERALD_DEAD_LETTER_RETENTION,
+        tombstones of deleted targets a day after the job retention once no job of theirs
+        is unfinished."""
         settings = self.queue.settings
-        jobs = await self.queue.jobs.prune()
-        purged = await self.queue.dead_letters.purge(settings.dead_letter_retention)
+        jobs = await self.queue.jobs.prune(now=now)
+        purged = await self.queue.dead_letters.purge(settings.dead_letter_retention, now=now)
         tombstones = await self.queue.registry.purge_tombstones(
-            settings.job_retention + TOMBSTONE_MARGIN
+            settings.job_retention + TOMBSTONE_MARGIN, now=now
         )
         if jobs or purged.deleted or tombstones:
             log.info(
@@ -148,6 +159,11 @@ class Maintenance:
         rows = await stats.count_rows(self.queue.pool, live_only=True)
         dlq = await self.queue.dead_letters.stats()
         targets = await self.queue.registry.list()
+        written, replayed = await self.queue.dead_letters.counters()
+        # From here on no await: a scrape sees one sample, not half of two.
+        zeros = {(t.ref, c, r): 0 for t in targets for c, r in DEAD_LETTER_SERIES}
+        m.database_counters.written = zeros | written
+        m.database_counters.replayed = {t.ref: 0 for t in targets} | replayed
         oldest: dict[str, float] = {}
         m.depth.clear()
         for t in targets:  # every live target shows 0 rather than nothing
@@ -169,4 +185,47 @@ class Maintenance:
             for circuit in CircuitState:
                 m.circuit.labels(t.ref, circuit.value).set(1 if t.circuit_state is circuit else 0)
             m.paused.labels(t.ref).set(1 if t.holding else 0)
+        self._sample_capacity(rows, targets)
         self.health.database_ok()
+
+    def _sample_capacity(self, rows: list[dict[str, Any]], targets: list[TargetRow]) -> None:
+        """Fill of each capacity into /metrics and the API's hard limits; one log line
+        (and one count) per crossing of 80 % or 100 %, not per sample."""
+        m = self.metrics
+        waiting: dict[str, int] = {}
+        for r in rows:
+            if r["state"] in (JobState.QUEUED, JobState.RETRYING):
+                ref = f"{r['namespace']}/{r['name']}"
+                waiting[ref] = waiting.get(ref, 0) + int(r["n"])
+        limits = {t.ref: t.spec.capacity for t in targets if t.spec.capacity is not None}
+        crossings = self.capacity.observe(waiting, limits)
+        m.capacity_ratio.clear()
+        m.capacity_jobs.clear()
+        for ref, policy in limits.items():
+            m.capacity_ratio.labels(ref).set(waiting.get(ref, 0) / policy.jobs)
+            m.capacity_jobs.labels(ref).set(policy.jobs)
+            for level in ("warning", "full"):
+                m.capacity_crossings.labels(ref, level)
+        total = self.capacity.total_capacity
+        m.total_capacity_jobs.set(total)
+        m.total_capacity_ratio.set(self.capacity.total / total if total else 0)
+        for c in crossings:
+            extra = {
+                "action": "capacity",
+                "target": c.scope or None,
+                "level": c.after.label,
+                "waiting": c.waiting,
+                "capacity": c.capacity,
+                "percent": percent(c.waiting, c.capacity),
+            }
+            if not c.rising:
+                log.info("capacity fill went down a level", extra=extra)
+                continue
+            if c.scope == ALL:
+                m.total_capacity_crossings.labels(c.after.label).inc()
+            else:
+                m.capacity_crossings.labels(c.scope, c.after.label).inc()
+            log.warning(
+                "queue at capacity" if c.after is Level.FULL else "queue near capacity",
+                extra=extra,
+            )

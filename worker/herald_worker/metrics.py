@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from herald_worker.tracker import Tracker
@@ -36,6 +36,46 @@ class _TrackerCollector(Collector):
         )
         capacity.add_metric([], self._tracker.maxsize)
         yield capacity
+
+
+class _DatabaseCounters(Collector):
+    """Counters PostgreSQL keeps on every path, whichever process took it (sampled): dead
+    letters written (a delivery failure, the lease rescuer, a cancel through the API or the
+    CLI, a target deleted by the operator or the CLI) and dead letters replayed (API, CLI,
+    DeadLetterReplay). Every worker replica exports the same cluster-wide values: aggregate
+    them with max across replicas, not sum."""
+
+    def __init__(self) -> None:
+        self.written: dict[tuple[str, str, str], int] = {}
+        self.replayed: dict[str, int] = {}
+
+    def collect(self) -> Iterable[Any]:
+        written = CounterMetricFamily(
+            "herald_dead_letters_written",
+            "Jobs moved to the dead-letter queue, on every path, by target, error class and "
+            "reason (from PostgreSQL, sampled; the same in every replica).",
+            labels=["target", "error_class", "reason"],
+        )
+        for labels, n in sorted(self.written.items()):
+            written.add_metric(list(labels), n)
+        yield written
+        replayed = CounterMetricFamily(
+            "herald_dead_letters_replayed",
+            "Dead letters put back on the queue by any replay (API, CLI, DeadLetterReplay), "
+            "by target (from PostgreSQL, sampled; the same in every replica).",
+            labels=["target"],
+        )
+        for target, n in sorted(self.replayed.items()):
+            replayed.add_metric([target], n)
+        yield replayed
+
+
+# The dead-letter series every live target shows from the start (at zero).
+DEAD_LETTER_SERIES = (
+    ("permanent", "permanent-error"),
+    ("transient", "attempts-exhausted"),
+    ("unknown", "attempts-exhausted"),
+)
 
 
 class Metrics:
@@ -89,10 +129,18 @@ class Metrics:
             buckets=BACKOFF_BUCKETS,
             registry=r,
         )
-        self.dead_lettered = Counter(
-            "herald_dead_letters_written",
-            "Jobs moved to the dead-letter queue.",
-            ("target", "error_class", "reason"),
+        self.database_counters = _DatabaseCounters()
+        r.register(self.database_counters)
+        self.retry_successes = Counter(
+            "herald_retry_successes",
+            "Jobs delivered after at least one failed attempt (a retry that worked).",
+            t,
+            registry=r,
+        )
+        self.dead_letter_reads = Counter(
+            "herald_dead_letter_reads",
+            "Reads of the dead-letter queue through the API, by operation (list, show, stats).",
+            ("operation",),
             registry=r,
         )
         self.duration = Histogram(
@@ -181,6 +229,46 @@ class Metrics:
             t,
             registry=r,
         )
+        # Capacity (herald_queue.capacity): fill of spec.capacity and HERALD_QUEUE_CAPACITY.
+        self.capacity_ratio = Gauge(
+            "herald_queue_capacity_ratio",
+            "Waiting jobs over spec.capacity.jobs, per target with a capacity (sampled; "
+            "warning from 0.8, full at 1).",
+            t,
+            registry=r,
+        )
+        self.capacity_jobs = Gauge(
+            "herald_queue_capacity_jobs", "spec.capacity.jobs, per target with one.", t, registry=r
+        )
+        self.capacity_crossings = Counter(
+            "herald_queue_capacity_crossings",
+            "Times a target's waiting jobs rose to a capacity level (warning: 80 %, full: "
+            "100 %), counted by each worker at its sample.",
+            ("target", "level"),
+            registry=r,
+        )
+        self.total_capacity_ratio = Gauge(
+            "herald_queue_total_capacity_ratio",
+            "Waiting jobs of all targets over HERALD_QUEUE_CAPACITY (sampled; absent when unset).",
+            registry=r,
+        )
+        self.total_capacity_jobs = Gauge(
+            "herald_queue_total_capacity_jobs",
+            "HERALD_QUEUE_CAPACITY (0: none).",
+            registry=r,
+        )
+        self.total_capacity_crossings = Counter(
+            "herald_queue_total_capacity_crossings",
+            "Times all waiting jobs rose to a level of HERALD_QUEUE_CAPACITY.",
+            ("level",),
+            registry=r,
+        )
+        self.refused = Counter(
+            "herald_jobs_refused",
+            "Jobs refused by a hard capacity limit (429, or 503 to Alertmanager).",
+            t,
+            registry=r,
+        )
         self.tracker_lookups = Counter(
             "herald_tracker_lookups",
             "Job lookups by the API, answered from the in-memory "
@@ -200,6 +288,10 @@ class Metrics:
         )
         for result in ("hit", "miss"):
             self.tracker_lookups.labels(result)
+        for level in ("warning", "full"):
+            self.total_capacity_crossings.labels(level)
+        for operation in ("list", "show", "stats"):
+            self.dead_letter_reads.labels(operation)
         r.register(_TrackerCollector(tracker))
 
     def initialize_target(self, ref: str) -> None:
@@ -211,12 +303,6 @@ class Metrics:
         for error_class in ("transient", "permanent", "unknown"):
             self.failures.labels(ref, error_class)
             self.retries.labels(ref, error_class)
-        for error_class, reason in (
-            ("permanent", "permanent-error"),
-            ("transient", "attempts-exhausted"),
-            ("unknown", "attempts-exhausted"),
-        ):
-            self.dead_lettered.labels(ref, error_class, reason)
         for outcome in ("success", "failure"):
             self.duration.labels(ref, outcome)
         for family in (
@@ -228,5 +314,7 @@ class Metrics:
             self.recoveries,
             self.gone,
             self.disabled,
+            self.refused,
+            self.retry_successes,
         ):
             family.labels(ref)

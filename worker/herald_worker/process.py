@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from herald_queue import db, manifests, migrate
+from herald_queue.capacity import CapacityWatch
 from herald_queue.errors import CannotListen
 from herald_queue.httplog import ServerLog
 from herald_queue.listener import Listener
@@ -142,7 +143,10 @@ async def start(
     tracker = Tracker(ws.tracker_size)
     metrics = Metrics(tracker)
     health = Health(metrics)
-    context = ApiContext(settings=ws, metrics=metrics, tracker=tracker, health=health)
+    capacity = CapacityWatch(qs.capacity, qs.capacity_hard_limit)
+    context = ApiContext(
+        settings=ws, metrics=metrics, tracker=tracker, health=health, capacity=capacity
+    )
     runner = web.AppRunner(
         make_app(context),
         access_log=None,
@@ -200,7 +204,7 @@ async def start(
             name=options.name,
         )
         maintenance = Maintenance(
-            queue, directory, metrics, health, listener, disable_after=ws.disable_after
+            queue, directory, metrics, health, listener, capacity, disable_after=ws.disable_after
         )
         stop = asyncio.Event()
         side = {

@@ -7,6 +7,7 @@
 (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
 AND (%(name)s::text IS NULL OR d.target_name = %(name)s)
 AND (%(error_type)s::text IS NULL OR d.error_type = %(error_type)s)
+AND (%(priority)s::text IS NULL OR d.priority = %(priority)s)
 AND (%(failed_after)s::timestamptz IS NULL OR d.failed_at >= %(failed_after)s)
 AND (%(failed_before)s::timestamptz IS NULL OR d.failed_at < %(failed_before)s)
 AND (%(ids)s::uuid[] IS NULL OR d.id = ANY (%(ids)s::uuid[]))
@@ -66,6 +67,7 @@ LIMIT 1;
 --   and the caller normalizes their chains. A job that died before its first attempt keeps
 --   a runAt still in the future (d.run_at): replaying a job scheduled for later does not
 --   deliver it early.
+-- counted: the replay counter of each target that got jobs back.
 WITH picked AS (
     SELECT d.id, d.target_namespace, d.target_name
     FROM herald.dead_letters d
@@ -113,6 +115,11 @@ WITH picked AS (
         last_error_class = NULL, last_http_status = NULL
     WHERE j.state = 'dead'
     RETURNING j.id, j.target_id, j.ordering_key
+), counted AS (
+    -- Each target's replay counter (herald_dead_letters_replayed_total), whoever replays.
+    UPDATE herald.targets t SET replayed_total = t.replayed_total + r.n
+    FROM (SELECT target_id, count(*) AS n FROM requeued GROUP BY target_id) r
+    WHERE t.id = r.target_id
 )
 SELECT m.id, m.job_id, m.replay_result, r.target_id, r.ordering_key,
        r.id IS NOT NULL AS requeued, pg_notify('herald_jobs', '') IS NULL AS notified
@@ -145,17 +152,19 @@ FROM herald.dead_letters WHERE replayed_by = %(replayed_by)s;
 
 -- name: count_purgeable
 SELECT count(*) AS matched FROM herald.dead_letters
-WHERE failed_at < now() - make_interval(secs => %(older_than)s)
+WHERE failed_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(older_than)s)
   AND (%(namespace)s::text IS NULL OR target_namespace = %(namespace)s)
   AND (%(name)s::text IS NULL OR target_name = %(name)s);
 
 -- name: purge_dead_letters
 -- Retention and `dlq purge`: removes entries that failed before the cutoff, a bounded
--- batch at a time (the caller loops until a batch comes back short).
+-- batch at a time (the caller loops until a batch comes back short). now: the caller's
+-- clock (NULL: the database's).
 DELETE FROM herald.dead_letters
 WHERE id = ANY (ARRAY(
     SELECT id FROM herald.dead_letters
-    WHERE failed_at < now() - make_interval(secs => %(older_than)s)
+    WHERE failed_at < coalesce(%(now)s::timestamptz, now())
+                      - make_interval(secs => %(older_than)s)
       AND (%(namespace)s::text IS NULL OR target_namespace = %(namespace)s)
       AND (%(name)s::text IS NULL OR target_name = %(name)s)
     LIMIT %(limit)s));
@@ -177,3 +186,15 @@ WHERE NOT d.replayed
   AND d.reason <> 'cancelled'
   AND (%(namespace)s::text IS NULL OR d.target_namespace = %(namespace)s)
 GROUP BY 1, 2, 3;
+
+-- name: dead_letter_counters
+-- The dead-letter and replay counters of every target row (tombstones too: a deleted
+-- target's jobs are its last dead letters), summed over the rows of one namespace/name.
+SELECT t.namespace, t.name, c.error_type, c.reason, sum(c.n)::bigint AS n
+FROM herald.dead_letter_counts c JOIN herald.targets t ON t.id = c.target_id
+GROUP BY 1, 2, 3, 4;
+
+-- name: replay_counters
+SELECT t.namespace, t.name, sum(t.replayed_total)::bigint AS n
+FROM herald.targets t
+GROUP BY 1, 2;

@@ -359,9 +359,11 @@ LIMIT %(limit)s;
 
 -- name: prune_finished
 -- Retention: removes finished jobs older than the cutoff, a bounded batch at a time.
+-- now: the cleaner's clock (NULL: the database's; tests pass one).
 DELETE FROM herald.jobs
 WHERE id = ANY (ARRAY(
     SELECT id FROM herald.jobs
     WHERE state IN ('succeeded', 'dead')
-      AND finished_at < now() - make_interval(secs => %(older_than)s)
+      AND finished_at < coalesce(%(now)s::timestamptz, now())
+                        - make_interval(secs => %(older_than)s)
     LIMIT %(limit)s));

@@ -62,6 +62,9 @@ CREATE TABLE herald.targets (
     -- success), and why a worker holds the jobs (with auto_paused_reason).
     failing_since       timestamptz,
     auto_paused_cause   text CHECK (auto_paused_cause IN ('gone', 'failing')),
+    -- 0006: dead letters of this target put back on the queue, by any replay (API, CLI,
+    -- DeadLetterReplay); exported as herald_dead_letters_replayed_total.
+    replayed_total      bigint NOT NULL DEFAULT 0,
     CONSTRAINT targets_open_until_check
         CHECK ((circuit_state = 'open') = (circuit_open_until IS NOT NULL)),
     CONSTRAINT targets_rate_check CHECK ((rate_per_second IS NULL) = (rate_burst IS NULL)),
@@ -178,9 +181,21 @@ CREATE TABLE herald.dead_letters (
                AND (replay_result IS NULL) = (replayed_at IS NULL))
 );
 
+-- Dead letters written, per target, error class and reason, on every path (the trigger
+-- below); exported as herald_dead_letters_written_total. They go with their target's row.
+CREATE TABLE herald.dead_letter_counts (
+    target_id  integer NOT NULL REFERENCES herald.targets (id) ON DELETE CASCADE,
+    error_type text NOT NULL CHECK (error_type IN ('transient', 'permanent', 'unknown')),
+    reason     text NOT NULL CHECK (reason IN
+               ('permanent-error', 'attempts-exhausted', 'target-deleted', 'cancelled')),
+    n          bigint NOT NULL CHECK (n >= 0),
+    PRIMARY KEY (target_id, error_type, reason)
+);
+
 CREATE INDEX dead_letters_target_name_idx
     ON herald.dead_letters (target_namespace, target_name, failed_at DESC);
 CREATE INDEX dead_letters_error_type_idx ON herald.dead_letters (error_type, failed_at DESC);
+CREATE INDEX dead_letters_priority_idx ON herald.dead_letters (priority, failed_at DESC);
 CREATE INDEX dead_letters_failed_at_idx ON herald.dead_letters (failed_at DESC);
 CREATE INDEX dead_letters_unreplayed_idx ON herald.dead_letters (failed_at DESC)
     WHERE NOT replayed;
@@ -211,6 +226,9 @@ BEGIN
     WHERE t.id = NEW.target_id;
     UPDATE herald.targets SET dead_lettered_total = dead_lettered_total + 1
     WHERE id = NEW.target_id;
+    INSERT INTO herald.dead_letter_counts AS c (target_id, error_type, reason, n)
+    VALUES (NEW.target_id, coalesce(NEW.last_error_class, 'permanent'), NEW.dead_reason, 1)
+    ON CONFLICT (target_id, error_type, reason) DO UPDATE SET n = c.n + 1;
     RETURN NULL;
 END
 $$;

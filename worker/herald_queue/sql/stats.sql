@@ -32,3 +32,9 @@ FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id
 WHERE j.state IN ('queued', 'retrying') AND NOT j.held AND j.run_at <= now()
   AND NOT t.paused AND t.auto_paused_reason IS NULL AND t.deleted_at IS NULL
   AND t.circuit_state <> 'open';
+
+-- name: target_capacities
+-- The spec.capacity of each live target that has one (herald_queue.capacity).
+SELECT t.namespace, t.name, (t.config -> 'capacity' ->> 'jobs')::bigint AS jobs
+FROM herald.targets t
+WHERE t.deleted_at IS NULL AND t.config ? 'capacity';

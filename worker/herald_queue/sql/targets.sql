@@ -70,7 +70,7 @@ RETURNING id, pg_notify('herald_targets', id::text) IS NULL AS notified;
 -- Deleted targets no job refers to any more (finished jobs are gone after the job
 -- retention period, which the cutoff includes).
 DELETE FROM herald.targets t
-WHERE t.deleted_at < now() - make_interval(secs => %(older_than)s)
+WHERE t.deleted_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(older_than)s)
   AND NOT EXISTS (SELECT 1 FROM herald.jobs j
                   WHERE j.target_id = t.id AND j.state IN ('queued', 'retrying', 'running'))
 RETURNING t.id;

@@ -6,6 +6,7 @@ import dataclasses
 
 from aiohttp import web
 
+from herald_queue.capacity import CapacityWatch
 from herald_queue.queue import Queue
 from herald_worker.directory import TargetDirectory
 from herald_worker.health import Health
@@ -24,6 +25,8 @@ class ApiContext:
     """None until the database has been reached (requests needing it get 503)."""
     directory: TargetDirectory | None = None
     """The worker's targets with their Secrets (None until the database is reached)."""
+    capacity: CapacityWatch = dataclasses.field(default_factory=CapacityWatch)
+    """The fill of the capacities, as last sampled (hard limits refuse submissions)."""
 
 
 CONTEXT = web.AppKey("herald", ApiContext)

@@ -6,11 +6,13 @@ from aiohttp import web
 
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.errors import AlreadyReplayed, TargetsMissing
+from herald_worker.api.context import ctx
 from herald_worker.api.jobs import need_queue
 from herald_worker.api.models import DeadLetterPath, DeadLettersQuery, PurgeQuery, ReplaySelector
 
 
 async def list_entries(request: web.Request, query: DeadLettersQuery) -> web.Response:
+    ctx(request).metrics.dead_letter_reads.labels("list").inc()
     page = await need_queue(request).dead_letters.list(
         query.selector(), limit=query.limit, cursor=query.cursor
     )
@@ -24,6 +26,7 @@ async def list_entries(request: web.Request, query: DeadLettersQuery) -> web.Res
 
 async def get_entry(request: web.Request, path: DeadLetterPath) -> web.Response:
     entry_id = path.id
+    ctx(request).metrics.dead_letter_reads.labels("show").inc()
     entry = await need_queue(request).dead_letters.get(entry_id)
     if entry is None:
         return web.json_response(
@@ -81,4 +84,5 @@ async def purge(request: web.Request, query: PurgeQuery) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
+    ctx(request).metrics.dead_letter_reads.labels("stats").inc()
     return web.json_response(await need_queue(request).dead_letters.stats())

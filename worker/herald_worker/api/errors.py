@@ -21,6 +21,7 @@ from herald_queue.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
     InvalidTarget,
+    QueueFull,
     SchemaOutOfDate,
     TargetNotFound,
     TargetsMissing,
@@ -52,6 +53,8 @@ def http_error(exc: BaseException) -> web.Response:
         return error_response(404, str(exc), "ids")
     if isinstance(exc, TargetNotFound):
         return error_response(404, str(exc), "target")
+    if isinstance(exc, QueueFull):
+        return error_response(429, str(exc), "target", headers={"Retry-After": exc.retry_after})
     if isinstance(exc, AmbiguousTarget | InvalidTarget):
         return error_response(400, str(exc), "target")
     if isinstance(

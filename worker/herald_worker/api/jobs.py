@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from herald_queue.capacity import retry_after
+from herald_queue.errors import QueueFull
 from herald_queue.queue import Queue
 from herald_queue.requests import JobRequest, parse_jobs
 from herald_queue.states import JobState
@@ -41,7 +43,17 @@ async def submit(request: web.Request) -> web.Response:
 
 async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[dict[str, Any]]:
     c = ctx(request)
-    results = await need_queue(request).jobs.enqueue_many(jobs)
+    queue = need_queue(request)
+    # Hard capacity limits, against the last sample (herald_queue.capacity): no row count.
+    resolved = {t: (await queue.registry.resolve(t))[1] for t in {j.target for j in jobs}}
+    refs = [resolved[j.target] for j in jobs]
+    refused = c.capacity.refusal(refs)
+    if refused is not None:
+        for ref in refs:
+            c.metrics.refused.labels(ref).inc()
+        raise QueueFull(refused.message(), retry_after(c.settings.sample_interval))
+    results = await queue.jobs.enqueue_many(jobs)
+    c.capacity.accepted([r.target for r in results if r.created])
     now = dt.datetime.now(dt.UTC)
     out = []
     for job, result in zip(jobs, results, strict=True):

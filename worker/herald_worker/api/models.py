@@ -205,6 +205,7 @@ class JobsQuery(Query):
 class DeadLettersQuery(Query):
     target: TargetRef | None = Field(None, description=TARGET_DESCRIPTION)
     error_class: ErrorClass | None = Field(None, description="Only this error class.")
+    priority: Priority | None = Field(None, description="Only dead letters of this priority.")
     failed_after: Timestamp | None = Field(None, description="Failed at or after.")
     failed_before: Timestamp | None = Field(
         None, description="Failed before (later than failedAfter)."
@@ -221,6 +222,7 @@ class DeadLettersQuery(Query):
         return DeadLetterFilter(
             target=self.target,
             error_class=self.error_class,
+            priority=self.priority,
             failed_after=self.failed_after,
             failed_before=self.failed_before,
             replayed=self.replayed,
@@ -253,7 +255,15 @@ class PurgeQuery(Query):
 
 # -- bodies --------------------------------------------------------------------------------
 
-SELECTOR_FIELDS = ("target", "errorClass", "failedAfter", "failedBefore", "ids", "jobIds")
+SELECTOR_FIELDS = (
+    "target",
+    "errorClass",
+    "priority",
+    "failedAfter",
+    "failedBefore",
+    "ids",
+    "jobIds",
+)
 
 
 _SELECTOR_RULE: list[JsonValue] = [{"required": ["all"], "properties": {"all": {"const": True}}}]
@@ -266,6 +276,7 @@ class ReplaySelector(Body):
 
     target: Omittable[TargetRef] = None
     error_class: Omittable[ErrorClass] = None
+    priority: Omittable[Priority] = None
     failed_after: Omittable[Timestamp] = None
     failed_before: Omittable[Timestamp] = Field(
         None, description="Later than failedAfter, when both are given."
@@ -299,6 +310,7 @@ class ReplaySelector(Body):
         return DeadLetterFilter(
             target=self.target,
             error_class=self.error_class,
+            priority=self.priority,
             failed_after=self.failed_after,
             failed_before=self.failed_before,
             ids=tuple(self.ids) if self.ids else None,
@@ -306,7 +318,15 @@ class ReplaySelector(Body):
         )
 
 
-_SELECTOR_ATTRS = ("target", "error_class", "failed_after", "failed_before", "ids", "job_ids")
+_SELECTOR_ATTRS = (
+    "target",
+    "error_class",
+    "priority",
+    "failed_after",
+    "failed_before",
+    "ids",
+    "job_ids",
+)
 
 StringMap = TextMap | None
 """Labels or annotations of the envelope; null is read as none."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from herald_queue.errors import QueueFull
 from herald_worker import alertmanager
 from herald_worker.api.context import ctx
-from herald_worker.api.errors import read_json
+from herald_worker.api.errors import error_response, read_json
 from herald_worker.api.jobs import enqueue, need_queue
 from herald_worker.api.models import AlertmanagerNamespacedPath, AlertmanagerPath
 
@@ -53,7 +54,11 @@ async def _alertmanager(request: web.Request, target: str) -> web.Response:
     body = await read_json(request)
     max_bytes = need_queue(request).settings.max_payload_bytes
     jobs = alertmanager.jobs_from_message(body, target, max_payload_bytes=max_bytes)
-    results = await enqueue(request, jobs)
+    try:
+        results = await enqueue(request, jobs)
+    except QueueFull as exc:
+        # 503, not 429: Alertmanager retries a notification on 5xx, not on every 4xx.
+        return error_response(503, str(exc), "target", headers={"Retry-After": exc.retry_after})
     created = sum(1 for r in results if not r["duplicate"])
     return web.json_response(
         {"jobs": results, "created": created, "duplicates": len(results) - created}

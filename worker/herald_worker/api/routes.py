@@ -96,7 +96,11 @@ def _alertmanager(path: str, handler: Handler, operation_id: str, params: type[B
         "group does not duplicate); ordering key from the fingerprint (a resolve never "
         "overtakes its trigger).",
         replies={200: Reply(models.AlertmanagerAccepted, "The jobs (created or duplicates).")},
-        errors={404: UNREGISTERED},
+        errors={
+            404: UNREGISTERED,
+            503: "PostgreSQL is not reachable, or a capacity with a hard limit is full (503, "
+            "not 429: Alertmanager retries on 5xx); nothing was written. Retry-After says when.",
+        },
         params=params,
         body=models.AlertmanagerMessage,
         reads_body=True,  # alertmanager.jobs_from_message validates it
@@ -128,6 +132,9 @@ ROUTES: list[Route] = [
             404: UNREGISTERED,
             409: "An idempotency key was used before with different parameters (payload, "
             "priority, orderingKey or runAt); nothing was written.",
+            429: "A target's (or the queue's) capacity is full and has a hard limit "
+            "(spec.capacity.hardLimit, HERALD_QUEUE_CAPACITY_HARD_LIMIT); nothing was "
+            "written. Retry after the Retry-After header's seconds.",
         },
         body=Submission,
         reads_body=True,
