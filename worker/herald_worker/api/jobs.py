@@ -10,7 +10,7 @@ from aiohttp import web
 
 from herald_queue.errors import InvalidRequest
 from herald_queue.queue import Queue
-from herald_queue.requests import JobRequest, parse_job
+from herald_queue.requests import JobRequest, decode_submission, parse_job
 from herald_queue.states import JobState
 from herald_worker.api import params
 from herald_worker.api.context import ctx
@@ -30,7 +30,7 @@ def need_queue(request: web.Request) -> Queue:
 
 
 async def submit(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_json(request, decode_submission)  # payloads kept as sent
     max_bytes = need_queue(request).settings.max_payload_bytes
     if isinstance(body, list):
         if not body:
