@@ -144,6 +144,9 @@ class Listener:
         row = await cur.fetchone()
         if row and row[0]:
             await conn.execute(f"LISTEN {JOBS_CHANNEL}".encode())
+            # herald_jobs_more is the waker's own call to the others: hearing it would
+            # wake this process for nothing after each of its limited claims.
+            await conn.execute(f"UNLISTEN {MORE_CHANNEL}".encode())
             self.waker = True
             self.jobs.set()  # what was enqueued before we heard herald_jobs
 

@@ -55,6 +55,8 @@ log = logging.getLogger("herald.worker")
 # Errors that mean "the database is not there right now": wait and try again.
 DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, DatabaseUnavailable, OSError)
 SETTLE_BATCH = 200
+MORE_INTERVAL = 0.05
+"""Seconds between two wake-ups of the other workers by the waker (see _claim_once)."""
 SETTLE_LINGER = 0.005
 STOP_TIMEOUT = 10.0
 """Seconds the side tasks get to end once cancelled at shutdown."""
@@ -111,6 +113,7 @@ class Worker:
         self._settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._refill = max(1, min(settings.claim_batch, settings.concurrency) // 2)
+        self._more_sent = -MORE_INTERVAL
         """Free delivery slots that make a busy worker claim again."""
         self._stopping = False
         self._streak: dict[int, int] = {}
@@ -174,9 +177,16 @@ class Worker:
             return
         for job in jobs:
             self._start(job)
-        if self.listener.waker and _limited(jobs, want, limits, cap):
+        now = time.monotonic()
+        if (
+            self.listener.waker
+            and now - self._more_sent >= MORE_INTERVAL
+            and _limited(jobs, want, limits, cap)
+        ):
             # More may be waiting than this claim could take: wake the workers that do not
             # hear herald_jobs (one enqueue wakes only the waker; a backlog is shared).
+            # Once per MORE_INTERVAL at most: a woken worker goes on claiming by itself.
+            self._more_sent = now
             await self.queue.jobs.notify_more()
         if len(jobs) < want:
             await self._sleep(self.settings.poll_interval)
