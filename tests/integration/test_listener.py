@@ -17,7 +17,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from herald_queue.listener import Listener, reconnect_backoff
-from tests.helpers import bounded, eventually
+from tests.helpers import bounded, eventually, job, open_queue, register
 
 BLIPS = 10
 
@@ -93,3 +93,38 @@ async def test_the_backoff_grows_while_connecting_fails(db_url: str) -> None:
 def test_the_default_backoff_starts_small_and_is_capped() -> None:
     assert 0.2 <= reconnect_backoff(1) <= 0.7
     assert 10 <= reconnect_backoff(50) <= 10.5
+
+
+async def test_one_enqueue_wakes_one_listener_and_a_full_claim_wakes_the_others(
+    db_url: str,
+) -> None:
+    """One listener (the waker) hears herald_jobs; notify_more reaches the others; when
+    the waker's connection ends another listener becomes the waker."""
+    listeners = [Listener(db_url, elect_interval=0.05) for _ in range(3)]
+    async with await open_queue(db_url) as queue, contextlib.AsyncExitStack() as stack:
+        await register(queue)  # before listening: its herald_targets note is not counted
+        tasks = [await stack.enter_async_context(listening(li)) for li in listeners]
+        await eventually(lambda: all(li.connected.is_set() for li in listeners), timeout=10)
+        await eventually(lambda: sum(li.waker for li in listeners) == 1, timeout=10)
+        [waker] = [li for li in listeners if li.waker]
+        others = [li for li in listeners if not li.waker]
+        for li in listeners:
+            li.jobs.clear()
+        before = [li.notifications for li in others]
+        await queue.jobs.enqueue(job())
+        await eventually(waker.jobs.is_set, timeout=10)
+        # The others never heard it: the next notification they get is notify_more's
+        # (PostgreSQL delivers in commit order), and it is their first since.
+        assert not any(li.jobs.is_set() for li in others)
+        await queue.jobs.notify_more()
+        await eventually(lambda: all(li.jobs.is_set() for li in others), timeout=10)
+        assert [li.notifications for li in others] == [n + 1 for n in before]
+        assert sum(li.waker for li in listeners) == 1
+
+        # The waker goes away: one of the others takes over and hears enqueues.
+        tasks[listeners.index(waker)].cancel()
+        await eventually(lambda: sum(li.waker for li in others) == 1, timeout=10)
+        [heir] = [li for li in others if li.waker]
+        heir.jobs.clear()
+        await queue.jobs.enqueue(job())
+        await eventually(heir.jobs.is_set, timeout=10)

@@ -4,7 +4,9 @@ independent ``standardwebhooks`` library:
 - every delivery verifies (``Webhook(secret).verify(body, headers)``), a wrong secret does
   not; with two secrets (rotation) it verifies with either;
 - ``webhook-id`` is the job id, the same on every attempt of a retried job;
-- the body is byte-identical to the submitted payload's compact JSON;
+- the body is byte-identical to the submitted payload's JSON text, whatever its spelling
+  (``1.0E2``, duplicate keys, unicode escapes, whitespace), from the API (single and batch)
+  and from ``herald enqueue`` (flags and stdin), and the signature covers those bytes;
 - the target's extra headers arrive; Herald's own headers cannot be overridden;
 - a whsk_ key adds a v1a (ed25519) signature that verifies with the public key the worker
   publishes.
@@ -21,6 +23,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from herald_worker.receiver import Answer
 from herald_worker.receiver import verify as receiver_verify
+from tests.cli.cli import ok
 from tests.unit.test_signing import ed25519_key, verify_v1a
 from tests.worker.harness import (
     FAST_RETRY,
@@ -48,8 +51,9 @@ PAYLOADS: list[Any] = [
 ]
 
 
-def compact(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+def as_sent(payload: Any) -> bytes:
+    """What ``aiohttp``'s ``json=`` sends for ``payload`` (json.dumps' default spacing)."""
+    return json.dumps(payload).encode()
 
 
 def headers_of(received: Any) -> dict[str, str]:
@@ -104,7 +108,59 @@ async def test_deliveries_verify_ids_are_stable_bodies_are_exact(
                 assert [a.answer.status for a in attempts] == [503, 200]
                 assert {a.webhook_id for a in attempts} == {job_id}, "stable across retries"
                 for a in attempts:
-                    assert a.body == compact(payload), "the payload's compact JSON, exactly"
+                    assert a.body == as_sent(payload), "the payload's JSON text, exactly"
+
+
+# Payload texts that re-serialising would change: each must arrive as these bytes.
+ODD_TEXTS = [
+    '{"value": 1.0E2, "small": -0.000e-0, "big": 123456789012345678901234567890}',
+    '{"k": 1, "k": 2, "k": {"k": [], "k": {}}}',
+    '{"u": "\\u00e9\\u6771\\ud83d\\ude80 \\/ \\" \\t", "raw": "Grüße 🚀"}',
+    '\t[ 1 ,\n 2,\r\n  {  "a"  :  null  }  ]',
+    "1E400",
+]
+
+
+async def test_odd_payload_texts_arrive_byte_identical_and_verify(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with TrackingReceiver(secret=SECRET) as rx:
+        path = write_manifests(
+            tmp_path / "targets.yaml",
+            [
+                target_doc("hook", rx.url, secretRef={"name": "hook-secret"}),
+                secret_doc("hook-secret", signingSecret=SECRET),
+            ],
+        )
+        async with worker(db_url, path) as w:
+            expected: dict[str, bytes] = {}  # job id -> the payload bytes submitted
+            headers = {"Content-Type": "application/json"}
+            for text in ODD_TEXTS:  # one job per request
+                body = f'{{ "payload" :{text} , "target":"hook"}}'
+                async with w.http.post(f"{w.base}/v1/jobs", data=body, headers=headers) as r:
+                    assert r.status == 201, await r.text()
+                    expected[(await r.json())["id"]] = text.strip().encode()
+            batch = "[" + ",".join(f'{{"target":"hook","payload":{t}}}' for t in ODD_TEXTS) + "]"
+            async with w.http.post(f"{w.base}/v1/jobs", data=batch, headers=headers) as r:
+                assert r.status == 201, await r.text()
+                for job, text in zip((await r.json())["jobs"], ODD_TEXTS, strict=True):
+                    expected[job["id"]] = text.strip().encode()
+            stdin = "".join(f'{{"target":"hook", "payload": {t}}}\n' for t in ODD_TEXTS[:3])
+            run = await ok("enqueue", "--json", url=db_url, stdin=stdin)
+            for job, text in zip(run.json(), ODD_TEXTS[:3], strict=True):
+                expected[job["id"]] = text.encode()
+            payload_file = tmp_path / "payload.json"
+            payload_file.write_text(ODD_TEXTS[1] + "\n", "utf-8")
+            args = ("--target", "hook", "--payload", f"@{payload_file}", "--json")
+            run = await ok("enqueue", *args, url=db_url)
+            expected[run.json()["id"]] = ODD_TEXTS[1].encode()
+
+            await wait_state(w.queue, "succeeded", len(expected))
+            assert rx.bad_signatures == 0
+            hook = Webhook(SECRET)
+            assert {r.webhook_id: r.body for r in rx.received} == expected
+            for r in rx.received:
+                assert hook.verify(r.body, headers_of(r)) == json.loads(r.body)
 
 
 async def test_rotated_secrets_sign_with_each(db_url: str, tmp_path: Path) -> None:
@@ -146,7 +202,7 @@ async def test_unsigned_target_still_sends_id_timestamp_and_its_authorization(
             assert r.headers["webhook-timestamp"].isdigit()
             assert "webhook-signature" not in r.headers
             assert r.headers["authorization"] == "Bearer token-123"
-            assert r.body == b'{"x":1}'
+            assert r.body == b'{"x": 1}'  # as aiohttp's json= sent it
 
 
 async def test_v1a_signatures_verify_with_the_public_key_the_worker_publishes(

@@ -11,7 +11,7 @@ from typing import Any
 from herald_cli.context import open_queue, queue_settings
 from herald_cli.output import emit_json
 from herald_queue.errors import InvalidRequest
-from herald_queue.requests import JobRequest, parse_job
+from herald_queue.requests import JobRequest, RawPayload, decode_submission, parse_job
 
 BATCH = 5000
 
@@ -50,8 +50,9 @@ def _payload_text(value: str) -> str:
 
 
 def _from_flags(args: argparse.Namespace, max_bytes: int) -> list[JobRequest]:
-    try:
-        payload = json.loads(_payload_text(args.payload))
+    text = _payload_text(args.payload)
+    try:  # sent as given, less the whitespace around it (a file's last newline)
+        payload = RawPayload(text.strip(" \t\r\n"), json.loads(text))
     except json.JSONDecodeError as exc:
         raise InvalidRequest("--payload", f"is not valid JSON: {exc}") from None
     except RecursionError:
@@ -84,7 +85,7 @@ def _from_stdin(max_bytes: int) -> list[JobRequest]:
         if not line.strip():
             continue
         try:  # stripped: the error's position is then "line 1 column N" of this line
-            body = json.loads(line.strip())
+            body = decode_submission(line.strip())
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"stdin line {number}", f"is not valid JSON: {exc}") from None
         except RecursionError:

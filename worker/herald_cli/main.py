@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -113,6 +113,16 @@ def _refuse(exc: SettingsError) -> int:
     return 2
 
 
+def _loop_factory(command: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The worker runs on uvloop: less CPU per delivery (×0.88 for the worker process in an
+    interleaved A/B of `herald bench --deliver`); other commands on asyncio's own loop."""
+    if command != "worker":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -126,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     process = args.command in ("worker", "operator")
     logs.configure(args.log_level, LogSettings.from_env(), process=process)
     try:
-        return int(asyncio.run(module.run(args)) or 0)
+        with asyncio.Runner(loop_factory=_loop_factory(args.command)) as runner:
+            return int(runner.run(module.run(args)) or 0)
     except SettingsError as exc:
         return _refuse(exc)
     except HeraldError as exc:

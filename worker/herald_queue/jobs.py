@@ -543,6 +543,11 @@ class JobStore:
                 await conn.execute("SELECT pg_notify('herald_jobs', '')")
         return outcomes
 
+    async def notify_more(self) -> None:
+        """Wake the workers that are not the waker (see herald_queue/listener.py)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(J["notify_more"])
+
     async def cancel(
         self, ids: Sequence[uuid.UUID], *, reason: str = "cancelled"
     ) -> list[uuid.UUID]:

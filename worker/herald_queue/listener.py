@@ -1,7 +1,14 @@
 """LISTEN/NOTIFY wake-ups: an idle claimer starts within milliseconds of an enqueue.
 
-A dedicated connection listens on ``herald_jobs`` (new, released, rescued or replayed
-jobs) and ``herald_targets`` (registry changes). Each notification sets an event; the
+A dedicated connection per worker process listens on ``herald_targets`` (registry
+changes) and ``herald_jobs_more``; one process at a time, the *waker*, also listens on
+``herald_jobs`` (new, released, rescued or replayed jobs), so that one enqueue wakes one
+claimer, not every idle process. The waker is whoever holds a session advisory lock
+(WAKER_LOCK), taken by the first listener to try and given up only with its connection;
+the others try again every ``elect_interval`` seconds, so a stopped waker is replaced
+within that. A waker whose claim came back full (more is waiting than it took) sends
+``herald_jobs_more``, which wakes every other process: a backlog is shared at once, a
+trickle wakes only the waker. Each notification sets an event; the
 claim loop clears it before claiming and waits on it (with a polling timeout as the
 fallback) when a claim comes back empty, so no wake-up is ever lost. A lost connection is
 reopened with backoff; meanwhile ``connected`` is False and waiters fall back to polling.
@@ -16,17 +23,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import tenacity
 
-from herald_queue import db
+from herald_queue import db, sql
 from herald_queue.errors import DatabaseUnavailable
 
 log = logging.getLogger("herald.listener")
 
 JOBS_CHANNEL = "herald_jobs"
 TARGETS_CHANNEL = "herald_targets"
+MORE_CHANNEL = "herald_jobs_more"
+WAKER_LOCK = 0x6865_7261_6C64  # "herald": the session advisory lock of the waker
+_TRY_WAKER_LOCK = sql.load("jobs")["try_waker_lock"]
 RECONNECT_ERRORS = (psycopg.OperationalError, OSError, DatabaseUnavailable)
 _BACKOFF = tenacity.wait_exponential(multiplier=0.2, max=10) + tenacity.wait_random(0, 0.5)
 
@@ -44,12 +55,16 @@ class Listener:
         self,
         url: str,
         *,
-        channels: tuple[str, ...] = (JOBS_CHANNEL, TARGETS_CHANNEL),
+        channels: tuple[str, ...] = (TARGETS_CHANNEL, MORE_CHANNEL),
         backoff: Callable[[int], float] = reconnect_backoff,
+        elect_interval: float = 1.0,
     ) -> None:
         self._url = url
         self._channels = channels
         self._backoff = backoff
+        self._elect_interval = elect_interval
+        self.waker = False
+        """This listener hears ``herald_jobs`` (it holds WAKER_LOCK)."""
         self.jobs = asyncio.Event()
         self.targets = asyncio.Event()
         self.connected = asyncio.Event()
@@ -103,18 +118,37 @@ class Listener:
             # Anything enqueued while we were not listening must not wait for a poll.
             self.jobs.set()
             self.targets.set()
-            async for note in conn.notifies():
-                self.notifications += 1
-                if note.channel == JOBS_CHANNEL:
-                    self.jobs.set()
-                else:
-                    self.targets.set()
-            raise psycopg.OperationalError("notification stream ended")
+            while True:
+                if not self.waker:
+                    await self._elect(conn)
+                # A waker listens until the connection ends; the others come back to try
+                # the lock again.
+                timeout = None if self.waker else self._elect_interval
+                async for note in conn.notifies(timeout=timeout):
+                    self.notifications += 1
+                    if note.channel == TARGETS_CHANNEL:
+                        self.targets.set()
+                    else:
+                        self.jobs.set()
+                if self.waker:
+                    raise psycopg.OperationalError("notification stream ended")
         finally:
             self.connected.clear()
+            self.waker = False
             self.backend_pid = None
             with contextlib.suppress(Exception):
                 await conn.close()
+
+    async def _elect(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cur = await conn.execute(_TRY_WAKER_LOCK, {"key": WAKER_LOCK})
+        row = await cur.fetchone()
+        if row and row[0]:
+            await conn.execute(f"LISTEN {JOBS_CHANNEL}".encode())
+            # herald_jobs_more is the waker's own call to the others: hearing it would
+            # wake this process for nothing after each of its limited claims.
+            await conn.execute(f"UNLISTEN {MORE_CHANNEL}".encode())
+            self.waker = True
+            self.jobs.set()  # what was enqueued before we heard herald_jobs
 
 
 async def wait(event: asyncio.Event, timeout: float) -> bool:

@@ -58,7 +58,8 @@ MAX_BATCH = 1000
 class JobRequest:
     target: str
     payload_json: str
-    """The payload, serialised once (compact JSON), as it will be stored and sent."""
+    """The payload's JSON text as it will be stored, signed and sent: the submitted text
+    itself when it came as a :class:`RawPayload`, else compact JSON."""
     priority: Priority = Priority.MEDIUM
     idempotency_key: str | None = None
     ordering_key: str | None = None
@@ -90,8 +91,97 @@ class JobRequest:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> str:
-    """Compact JSON of ``payload``; refuses what PostgreSQL's jsonb cannot hold."""
+@dataclasses.dataclass(frozen=True)
+class RawPayload:
+    """A submitted payload with the exact JSON text it came as, which is what is stored,
+    signed and delivered (``1.0E2`` stays ``1.0E2``, duplicate keys and spacing stay)."""
+
+    text: str
+    value: Any
+    """The text decoded, for the checks that need the value."""
+
+
+class _Malformed(Exception):
+    """The walk met something that is not JSON; the stdlib decoder says what."""
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+# Texts that may hold what PostgreSQL cannot store (NaN, Infinity, a lone surrogate escape):
+# only those are decoded again and checked.
+_SUSPECT = re.compile(r"NaN|Infinity|\\u[dD][89a-fA-F]")
+
+
+def decode_submission(raw: bytes | str) -> Any:
+    """``raw`` decoded as :func:`json.loads` does, except that the ``payload`` member of the
+    top-level object, or of each object of a top-level list (a batch), is a
+    :class:`RawPayload` holding its exact text. Invalid JSON raises the stdlib decoder's
+    :class:`json.JSONDecodeError` (or :class:`UnicodeDecodeError`)."""
+    text = raw if isinstance(raw, str) else raw.decode(json.detect_encoding(raw))
+    try:
+        pos = _skip(text, 0)
+        value: Any
+        if text.startswith("{", pos):
+            value, pos = _walk_object(text, pos)
+        elif text.startswith("[", pos):
+            value, pos = _walk_list(text, pos)
+        else:
+            return json.loads(text)
+        if _skip(text, pos) != len(text):
+            raise _Malformed
+        return value
+    except (_Malformed, json.JSONDecodeError):
+        json.loads(text)  # raises the stdlib's error, with its position
+        raise  # pragma: no cover - the walk refused what the stdlib takes
+
+
+def _skip(text: str, pos: int) -> int:
+    return _WS.match(text, pos).end()  # type: ignore[union-attr]
+
+
+def _walk_list(text: str, pos: int) -> tuple[list[Any], int]:
+    items: list[Any] = []
+    pos = _skip(text, pos + 1)
+    if text.startswith("]", pos):
+        return items, pos + 1
+    while True:
+        if text.startswith("{", pos):
+            item, pos = _walk_object(text, pos)
+        else:
+            item, pos = _DECODER.raw_decode(text, pos)
+        items.append(item)
+        pos = _skip(text, pos)
+        if text.startswith("]", pos):
+            return items, pos + 1
+        if not text.startswith(",", pos):
+            raise _Malformed
+        pos = _skip(text, pos + 1)
+
+
+def _walk_object(text: str, pos: int) -> tuple[dict[str, Any], int]:
+    members: dict[str, Any] = {}
+    pos = _skip(text, pos + 1)
+    if text.startswith("}", pos):
+        return members, pos + 1
+    while True:
+        if not text.startswith('"', pos):
+            raise _Malformed
+        key, pos = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
+        pos = _skip(text, pos)
+        if not text.startswith(":", pos):
+            raise _Malformed
+        start = _skip(text, pos + 1)
+        value, pos = _DECODER.raw_decode(text, start)
+        members[key] = RawPayload(text[start:pos], value) if key == "payload" else value
+        pos = _skip(text, pos)
+        if text.startswith("}", pos):
+            return members, pos + 1
+        if not text.startswith(",", pos):
+            raise _Malformed
+        pos = _skip(text, pos + 1)
+
+
+def _serialise(payload: Any, field: str) -> str:
     try:
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
@@ -100,14 +190,27 @@ def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> s
         raise InvalidRequest(field, f"is not JSON-serialisable ({exc})") from None
     except RecursionError:
         raise InvalidRequest(field, "is nested too deeply") from None
-    if "\\u0000" in text:
-        raise InvalidRequest(field, "contains a NUL character (\\u0000), which cannot be stored")
     try:
-        size = len(text.encode("utf-8"))
+        text.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidRequest(
             field, "contains an unpaired surrogate (\\ud800-\\udfff), which is not Unicode text"
         ) from None
+    return text
+
+
+def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> str:
+    """The JSON text stored for ``payload``: a :class:`RawPayload`'s own text, untouched,
+    or compact JSON of a value; refuses what PostgreSQL cannot hold."""
+    if isinstance(payload, RawPayload):
+        text = payload.text
+        if _SUSPECT.search(text):
+            _serialise(payload.value, field)
+    else:
+        text = _serialise(payload, field)
+    if "\\u0000" in text:
+        raise InvalidRequest(field, "contains a NUL character (\\u0000), which cannot be stored")
+    size = len(text.encode("utf-8"))
     if size > max_bytes:
         raise InvalidRequest(
             field,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 import statistics
 import sys
@@ -65,7 +66,7 @@ class Misbehaviour:
             self.outage_until = now + self.plan.outage_seconds
         if self.outage_until is not None and now < self.outage_until:
             return Answer(503, body="down for maintenance")
-        if b'"reject":true' in body:
+        if _rejected(body):
             return Answer(400, body="payload rejected: field 'reject' is not allowed")
         roll = self.random.random()
         if roll < self.plan.transient:
@@ -73,6 +74,16 @@ class Misbehaviour:
         if roll < self.plan.transient + self.plan.throttled:
             return Answer(429, headers={"Retry-After": "1"}, body="slow down")
         return Answer(200)
+
+
+def _rejected(body: bytes) -> bool:
+    """The payload asks to be rejected (``"reject": true``), however it is spaced: a
+    webhook body is the payload's JSON exactly as submitted."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and payload.get("reject") is True
 
 
 def _manifests(folder: Path, url: str) -> Path:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -37,6 +38,7 @@ import tenacity
 
 from herald_queue.errors import DatabaseUnavailable, InvalidTarget
 from herald_queue.listener import Listener
+from herald_queue.listener import wait as listener_wait
 from herald_queue.models import ClaimedJob, Failure, FailureOutcome
 from herald_queue.queue import Queue
 from herald_queue.states import ErrorClass, JobState
@@ -53,6 +55,8 @@ log = logging.getLogger("herald.worker")
 # Errors that mean "the database is not there right now": wait and try again.
 DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, DatabaseUnavailable, OSError)
 SETTLE_BATCH = 200
+MORE_INTERVAL = 0.05
+"""Seconds between two wake-ups of the other workers by the waker (see _claim_once)."""
 SETTLE_LINGER = 0.005
 STOP_TIMEOUT = 10.0
 """Seconds the side tasks get to end once cancelled at shutdown."""
@@ -108,6 +112,9 @@ class Worker:
         """Outcomes queued or being written."""
         self._settled = asyncio.Event()
         self._wake = asyncio.Event()
+        self._refill = max(1, min(settings.claim_batch, settings.concurrency) // 2)
+        self._more_sent = -MORE_INTERVAL
+        """Free delivery slots that make a busy worker claim again."""
         self._stopping = False
         self._streak: dict[int, int] = {}
         """Per target: failures in a row this worker saw (not permanent ones), since its
@@ -147,8 +154,14 @@ class Worker:
 
     async def _claim_once(self) -> None:
         free = self.settings.concurrency - len(self._deliveries)
-        if free <= 0:
-            await self._sleep(self.settings.poll_interval)
+        if self._deliveries and free < self._refill:
+            # Busy: claim again once half a batch of capacity is free (fewer, larger claims:
+            # less CPU per job here and in PostgreSQL). Until then only freed capacity, a
+            # timer or stop wakes the loop; a notification stays set for the next claim
+            # (waiting on it here would spin while it is set).
+            self._wake.clear()
+            if not self._stopping:
+                await listener_wait(self._wake, self.settings.poll_interval)
             return
         cap = self.settings.target_concurrency
         limits = {t: max(0, cap - n) for t, n in self._per_target.items() if n}
@@ -164,6 +177,17 @@ class Worker:
             return
         for job in jobs:
             self._start(job)
+        now = time.monotonic()
+        if (
+            self.listener.waker
+            and now - self._more_sent >= MORE_INTERVAL
+            and _limited(jobs, want, limits, cap)
+        ):
+            # More may be waiting than this claim could take: wake the workers that do not
+            # hear herald_jobs (one enqueue wakes only the waker; a backlog is shared).
+            # Once per MORE_INTERVAL at most: a woken worker goes on claiming by itself.
+            self._more_sent = now
+            await self.queue.jobs.notify_more()
         if len(jobs) < want:
             await self._sleep(self.settings.poll_interval)
 
@@ -583,6 +607,14 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._deliveries)
+
+
+def _limited(jobs: list[ClaimedJob], want: int, limits: dict[int, int], cap: int) -> bool:
+    """The claim took all it asked for, or all it could of some target."""
+    if len(jobs) >= want:
+        return True
+    taken = collections.Counter(j.target_id for j in jobs)
+    return any(n >= limits.get(t, cap) for t, n in taken.items())
 
 
 def _db_retry(

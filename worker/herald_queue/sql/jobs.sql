@@ -31,6 +31,15 @@ UNLISTEN herald_jobs;
 -- Wakes idle workers (LISTEN herald_jobs) when the transaction commits.
 SELECT pg_notify('herald_jobs', '');
 
+-- name: notify_more
+-- From the waker (herald_queue/listener.py) when its claim came back full: wakes the
+-- other workers, which do not hear herald_jobs, to share the backlog.
+SELECT pg_notify('herald_jobs_more', '');
+
+-- name: try_waker_lock
+-- The listener that gets this session lock is the waker, the one that hears herald_jobs.
+SELECT pg_try_advisory_lock(%(key)s);
+
 -- name: transaction_time
 -- The COPY path takes run_at (and deadlines) from the transaction's time, like now().
 SELECT now();

@@ -95,7 +95,7 @@ async def errors_middleware(
         return error_response(400, f"a value in the request cannot be stored: {exc}")
 
 
-async def read_json(request: web.Request) -> object:
+async def read_json(request: web.Request, loads: Callable[[bytes], object] = json.loads) -> object:
     if request.content_type not in ("application/json", "") and not request.content_type.endswith(
         "+json"
     ):
@@ -106,7 +106,7 @@ async def read_json(request: web.Request) -> object:
     if not raw.strip():
         raise InvalidRequest("body", "is empty; expected a JSON document")
     try:
-        return json.loads(raw)
+        return loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidRequest("body", f"is not valid JSON: {exc}") from None
     except UnicodeDecodeError:

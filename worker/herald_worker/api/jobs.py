@@ -11,7 +11,7 @@ from aiohttp import web
 from herald_queue.capacity import retry_after
 from herald_queue.errors import QueueFull
 from herald_queue.queue import Queue
-from herald_queue.requests import JobRequest, parse_jobs
+from herald_queue.requests import JobRequest, decode_submission, parse_jobs
 from herald_queue.states import JobState
 from herald_worker.api.context import ctx
 from herald_worker.api.errors import read_json
@@ -30,7 +30,7 @@ def need_queue(request: web.Request) -> Queue:
 
 async def submit(request: web.Request) -> web.Response:
     """One job (201, or 200 for a duplicate) or a list (201 if any was created)."""
-    body = await read_json(request)
+    body = await read_json(request, decode_submission)  # payloads kept as sent
     max_bytes = need_queue(request).settings.max_payload_bytes
     jobs, many = parse_jobs(body, max_payload_bytes=max_bytes)
     results = await enqueue(request, jobs)
