@@ -42,9 +42,10 @@ class WorkerSettings(HeraldSettings):
     claim_batch: Count = Field(50, description="Most jobs one claim takes.")
     poll_interval: PositiveDuration = Field(
         1.0,
-        description="How often an idle worker looks for work without a notification "
-        "(LISTEN/NOTIFY wakes it at once; this is the fallback, and the pace of retries due on "
-        "other workers' schedules).",
+        description="How often an idle worker looks for work without a notification (a new "
+        "job's NOTIFY wakes one worker at once, which wakes the others when its claim comes "
+        "back full; this is the fallback, and the pace of retries due on other workers' "
+        "schedules).",
     )
     shutdown_grace: PositiveDuration = Field(
         20.0,
