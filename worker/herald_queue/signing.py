@@ -23,9 +23,13 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# cryptography (some 8 MiB of a worker's memory) is imported only when a whsk_ key is
+# parsed: most targets sign with whsec_ (HMAC, the standard library's).
 
 SYMMETRIC_PREFIX = "whsec_"
 PRIVATE_PREFIX = "whsk_"
@@ -76,6 +80,8 @@ def _private_key(text: str) -> Ed25519PrivateKey | str:
         return "is not valid base64; " + FORM
     if len(raw) not in (32, 64):
         return f"decodes to {len(raw)} bytes, not 32 (seed) or 64 (seed + public key); " + FORM
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.from_private_bytes(raw[:32])
     if len(raw) == 64 and raw[32:] != _public_bytes(key):
         return "holds a public half that does not belong to its seed; " + FORM
@@ -83,6 +89,8 @@ def _private_key(text: str) -> Ed25519PrivateKey | str:
 
 
 def _public_bytes(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 

@@ -47,12 +47,21 @@ class Sender:
             ttl_dns_cache=30,
             enable_cleanup_closed=True,
         )
+        # No cookie jar: a delivery carries no state a receiver set on an earlier one.
         self._session = aiohttp.ClientSession(
-            connector=self._connector, auto_decompress=True, trust_env=False
+            connector=self._connector,
+            auto_decompress=True,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        """One ClientTimeout per target timeout value (they are immutable)."""
 
     async def send(self, request: OutgoingRequest, *, timeout: float) -> Result:
         started = time.monotonic()
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         try:
             async with self._session.request(
                 request.method,
@@ -60,7 +69,7 @@ class Sender:
                 data=request.body,
                 headers=request.headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=client_timeout,
             ) as response:
                 status = response.status
                 if 200 <= status < 300:

@@ -5,6 +5,7 @@ so spec and Secret changes apply without a restart."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 
@@ -25,12 +26,13 @@ class RuntimeTarget:
     problem: str | None
     """Why it cannot be delivered to now (a missing Secret key...), or None."""
 
-    @property
+    @functools.cached_property
     def ref(self) -> str:
         return self.row.ref
 
-    @property
+    @functools.cached_property
     def target(self) -> PublishingTarget:
+        """Built once (every delivery renders with it); a refresh makes a new RuntimeTarget."""
         return PublishingTarget(
             namespace=self.row.namespace,
             name=self.row.name,

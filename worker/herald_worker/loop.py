@@ -124,6 +124,8 @@ class Worker:
         self._held_back: set[int] = set()
         """Targets whose streak reached their failureThreshold, until those failures are
         written: nothing of them is claimed or sent meanwhile (see _observe)."""
+        # Read at scrape time, not set twice per job.
+        metrics.in_flight.set_function(lambda: len(self._deliveries))
 
     # -- the claim loop ----------------------------------------------------------------
 
@@ -215,7 +217,7 @@ class Worker:
         self._held[job.id] = job
         self._per_target[job.target_id] = self._per_target.get(job.target_id, 0) + 1
         ref = target.ref if target else str(job.target_id)
-        self.metrics.claimed.labels(ref, job.priority.value).inc()
+        self.metrics.per_job(ref, job.priority.value).claimed.inc()
         self.tracker.record(
             Snapshot(
                 job.id,
@@ -230,7 +232,6 @@ class Worker:
         )
         task = asyncio.create_task(self._deliver(job, target), name=f"deliver-{job.id}")
         self._deliveries[job.id] = task
-        self.metrics.in_flight.set(len(self._deliveries))
 
     async def _deliver(self, job: ClaimedJob, target: RuntimeTarget | None) -> None:
         try:
@@ -254,11 +255,12 @@ class Worker:
                     error_class=ErrorClass.UNKNOWN,
                     message=f"the worker failed before an answer ({type(exc).__name__})",
                 )
-            ref = target.ref if target else str(job.target_id)
             if not result.withheld:
-                self.metrics.attempts.labels(ref).inc()
-                outcome = "success" if result.delivered else "failure"
-                self.metrics.duration.labels(ref, outcome).observe(result.duration)
+                ref = target.ref if target else str(job.target_id)
+                series = self.metrics.per_job(ref, job.priority.value)
+                series.attempts.inc()
+                duration = series.success if result.delivered else series.failure
+                duration.observe(result.duration)
             counted = self._observe(job, target, result)
             self._unsettled += 1
             self._settled.clear()
@@ -266,7 +268,6 @@ class Worker:
         finally:
             self._deliveries.pop(job.id, None)
             self._per_target[job.target_id] -= 1
-            self.metrics.in_flight.set(len(self._deliveries))
             self._wake.set()
 
     def _observe(self, job: ClaimedJob, target: RuntimeTarget | None, result: Result) -> bool:
@@ -421,12 +422,11 @@ class Worker:
                     extra={"action": "complete", "job": str(s.job.id), "target": ref},
                 )
                 continue
-            self.metrics.delivered.labels(ref, s.job.priority.value).inc()
+            series = self.metrics.per_job(ref, s.job.priority.value)
+            series.delivered.inc()
             if s.job.attempts > 1:
                 self.metrics.retry_successes.labels(ref).inc()
-            self.metrics.latency.labels(ref, s.job.priority.value).observe(
-                max(0.0, (now - s.job.created_at).total_seconds())
-            )
+            series.latency.observe(max(0.0, (now - s.job.created_at).total_seconds()))
             self.tracker.record(
                 Snapshot(
                     s.job.id,

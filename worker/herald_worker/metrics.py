@@ -8,6 +8,7 @@ process has its own registry, so tests can run several workers in one process.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -78,9 +79,23 @@ DEAD_LETTER_SERIES = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class PerJob:
+    """The children of the series every delivery updates, for one target and priority."""
+
+    claimed: Counter
+    attempts: Counter
+    success: Histogram
+    """Attempt duration of a success."""
+    failure: Histogram
+    delivered: Counter
+    latency: Histogram
+
+
 class Metrics:
     def __init__(self, tracker: Tracker) -> None:
         r = self.registry = CollectorRegistry()
+        self._per_job: dict[tuple[str, str], PerJob] = {}
         t = ("target",)
         self.enqueued = Counter(
             "herald_jobs_enqueued",
@@ -293,6 +308,22 @@ class Metrics:
         for operation in ("list", "show", "stats"):
             self.dead_letter_reads.labels(operation)
         r.register(_TrackerCollector(tracker))
+
+    def per_job(self, ref: str, priority: str) -> PerJob:
+        """The series a delivery of ``ref`` at ``priority`` updates, looked up once (a
+        ``labels()`` call takes a lock and builds a key: five of them per job)."""
+        key = (ref, priority)
+        children = self._per_job.get(key)
+        if children is None:
+            children = self._per_job[key] = PerJob(
+                claimed=self.claimed.labels(ref, priority),
+                attempts=self.attempts.labels(ref),
+                success=self.duration.labels(ref, "success"),
+                failure=self.duration.labels(ref, "failure"),
+                delivered=self.delivered.labels(ref, priority),
+                latency=self.latency.labels(ref, priority),
+            )
+        return children
 
     def initialize_target(self, ref: str) -> None:
         """Create every series of a target at zero, so dashboards and alert rules (rates,
