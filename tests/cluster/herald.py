@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -114,6 +115,11 @@ class Kubectl:
 
 def _yaml(docs: Sequence[Mapping[str, Any]]) -> str:
     return yaml.safe_dump_all([dict(d) for d in docs], sort_keys=False)
+
+
+def signing_secret() -> str:
+    """A fresh Standard Webhooks secret (whsec_ and 32 random bytes in base64)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def secret(name: str, **data: str) -> dict[str, Any]:

@@ -4,8 +4,6 @@ Standard Webhooks signatures."""
 
 from __future__ import annotations
 
-import base64
-import secrets as random
 import signal
 import time
 import uuid
@@ -24,6 +22,7 @@ from tests.cluster.herald import (
     herald_release,
     replay,
     secret,
+    signing_secret,
     target,
     wait_for,
     wait_ready,
@@ -32,10 +31,6 @@ from tests.cluster.herald import (
 from herald_worker.receiver import Answer, Receiver, always
 
 pytestmark = pytest.mark.cluster
-
-
-def signing_secret() -> str:
-    return "whsec_" + base64.b64encode(random.token_bytes(32)).decode()
 
 
 @pytest.fixture()

@@ -7,10 +7,8 @@ from the worker, verifying the v1a signatures."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import secrets as random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +23,7 @@ from tests.cluster.herald import (
     Kubectl,
     herald_release,
     secret,
+    signing_secret,
     target,
     wait_for,
     wait_ready,
@@ -34,10 +33,6 @@ from tests.unit.test_signing import ed25519_key, verify_v1a
 from herald_worker.receiver import Answer, Receiver
 
 pytestmark = pytest.mark.cluster
-
-
-def signing_secret() -> str:
-    return "whsec_" + base64.b64encode(random.token_bytes(32)).decode()
 
 
 def verifies(key: str, body: bytes, headers: dict[str, str]) -> bool:

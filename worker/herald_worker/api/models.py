@@ -29,7 +29,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
@@ -318,15 +318,7 @@ class ReplaySelector(Body):
         )
 
 
-_SELECTOR_ATTRS = (
-    "target",
-    "error_class",
-    "priority",
-    "failed_after",
-    "failed_before",
-    "ids",
-    "job_ids",
-)
+_SELECTOR_ATTRS = tuple(to_snake(name) for name in SELECTOR_FIELDS)
 
 StringMap = TextMap | None
 """Labels or annotations of the envelope; null is read as none."""
