@@ -113,8 +113,9 @@ class Worker:
         self._settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._refill = max(1, min(settings.claim_batch, settings.concurrency) // 2)
-        self._more_sent = -MORE_INTERVAL
         """Free delivery slots that make a busy worker claim again."""
+        self._more_sent = -MORE_INTERVAL
+        """When this worker last woke the others (time.monotonic)."""
         self._stopping = False
         self._streak: dict[int, int] = {}
         """Per target: failures in a row this worker saw (not permanent ones), since its
