@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import ssl
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp.client_reqrep import ConnectionKey
 
 from herald_queue.states import ErrorClass
 from herald_queue.target_types.base import OutgoingRequest, RenderContext
 from herald_queue.target_types.webhook import Webhook
 from herald_worker import classify
+from herald_worker import http_client as http
 from herald_worker.receiver import Answer, always
 from tests.helpers import eventually
 from tests.worker.harness import (
@@ -265,40 +263,38 @@ def test_gone_is_not_classified_as_permanent() -> None:
     assert 410 not in classify.TRANSIENT_STATUSES
 
 
-def _key() -> ConnectionKey:
-    return ConnectionKey("receiver.example", 8443, True, True, None, None, None)
-
-
 @pytest.mark.parametrize(
     ("exc", "expected", "fragment"),
     [
         (TimeoutError(), ErrorClass.TRANSIENT, "no response within 2.5s"),
-        (aiohttp.ServerTimeoutError("read"), ErrorClass.TRANSIENT, "no response within"),
         (
-            aiohttp.ClientConnectorError(_key(), ConnectionRefusedError(111, "Connection refused")),
+            http.ConnectFailed(
+                "receiver.example", 8443, ConnectionRefusedError(111, "Connection refused")
+            ),
             ErrorClass.TRANSIENT,
             "cannot connect to receiver.example:8443: Connection refused",
         ),
         (
-            aiohttp.ClientConnectorDNSError(_key(), OSError(-2, "Name or service not known")),
+            http.DnsFailed("receiver.example"),
             ErrorClass.TRANSIENT,
             "DNS lookup of receiver.example failed",
         ),
         (
-            aiohttp.ClientConnectorCertificateError(_key(), ssl.SSLCertVerificationError("bad")),
+            http.TlsFailed("self-signed certificate"),
             ErrorClass.TRANSIENT,
-            "TLS certificate",
+            "TLS certificate not accepted: self-signed",
         ),
-        (
-            aiohttp.ClientSSLError(_key(), ssl.SSLError("handshake")),
-            ErrorClass.TRANSIENT,
-            "TLS handshake failed",
-        ),
-        (aiohttp.ServerDisconnectedError(), ErrorClass.TRANSIENT, "closed the connection"),
-        (aiohttp.ClientPayloadError("truncated"), ErrorClass.TRANSIENT, "connection error"),
-        (aiohttp.ClientOSError(104, "reset"), ErrorClass.TRANSIENT, "connection error"),
+        (http.TlsFailed(None), ErrorClass.TRANSIENT, "TLS handshake failed"),
+        (http.Disconnected(), ErrorClass.TRANSIENT, "closed the connection"),
+        (http.BadResponse(), ErrorClass.TRANSIENT, "not valid HTTP/1.1"),
         (ConnectionResetError(), ErrorClass.TRANSIENT, "connection error"),
-        (aiohttp.InvalidURL("http://[::1"), ErrorClass.PERMANENT, "not valid"),
+        (http.InvalidUrl("not a valid URL"), ErrorClass.PERMANENT, "not valid"),
+        (http.InvalidHeader("X-Team"), ErrorClass.PERMANENT, "header 'X-Team' cannot be sent"),
+        (
+            http.EgressRefused("db.internal", "10.0.0.5 is a private address"),
+            ErrorClass.PERMANENT,
+            "not delivered to db.internal",
+        ),
         (ValueError("odd"), ErrorClass.UNKNOWN, "ValueError"),
     ],
 )
@@ -310,11 +306,7 @@ def test_classify_exception(exc: BaseException, expected: ErrorClass, fragment: 
 
 def test_classify_exception_never_repeats_the_url() -> None:
     secret_url = "https://hooks.slack.example/services/T000/B000/SECRETTOKEN"
-    for exc in (
-        aiohttp.InvalidURL(secret_url),
-        aiohttp.ClientPayloadError(secret_url),
-        ValueError(secret_url),
-    ):
+    for exc in (http.InvalidUrl(secret_url), http.BadResponse(secret_url), ValueError(secret_url)):
         _, message = classify.classify_exception(exc, 1)
         assert "SECRETTOKEN" not in message, message
 

@@ -5,15 +5,11 @@ retried with a smaller budget; 410 Gone pauses the whole target."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email.utils
-import ssl
-
-import aiohttp
 
 from herald_queue.states import ErrorClass
-from herald_worker.egress import EgressRefused
+from herald_worker import http_client as http
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
@@ -34,25 +30,31 @@ def classify_status(status: int) -> ErrorClass | None:
 def classify_exception(exc: BaseException, timeout: float) -> tuple[ErrorClass, str]:
     """The class of a failure to get a response, and a message without the URL (it may
     carry credentials, as Slack webhook URLs do)."""
-    if isinstance(exc, EgressRefused):  # the target, not the receiver, must change
-        return ErrorClass.PERMANENT, f"not delivered to {exc.host}: {exc.reason}"
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return ErrorClass.TRANSIENT, f"no response within {timeout:g}s (timeoutSeconds)"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return ErrorClass.TRANSIENT, f"TLS certificate not accepted: {exc.certificate_error}"
-    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return ErrorClass.TRANSIENT, "TLS handshake failed"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return ErrorClass.TRANSIENT, f"DNS lookup of {exc.host} failed"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
-        return ErrorClass.TRANSIENT, f"cannot connect to {exc.host}:{exc.port}: {reason}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ErrorClass.TRANSIENT, "the receiver closed the connection without a response"
-    if isinstance(exc, aiohttp.ClientOSError | aiohttp.ClientPayloadError | ConnectionError):
-        return ErrorClass.TRANSIENT, f"connection error: {type(exc).__name__}"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return ErrorClass.PERMANENT, "the target URL is not valid"
+    match exc:
+        case http.EgressRefused():  # the target, not the receiver, must change
+            return ErrorClass.PERMANENT, f"not delivered to {exc.host}: {exc.reason}"
+        case TimeoutError():
+            return ErrorClass.TRANSIENT, f"no response within {timeout:g}s (timeoutSeconds)"
+        case http.TlsFailed(certificate_error=str(why)):
+            return ErrorClass.TRANSIENT, f"TLS certificate not accepted: {why}"
+        case http.TlsFailed():
+            return ErrorClass.TRANSIENT, "TLS handshake failed"
+        case http.DnsFailed():
+            return ErrorClass.TRANSIENT, f"DNS lookup of {exc.host} failed"
+        case http.ConnectFailed():
+            return ErrorClass.TRANSIENT, f"cannot connect to {exc.host}:{exc.port}: {exc.reason}"
+        case http.Disconnected():
+            return ErrorClass.TRANSIENT, "the receiver closed the connection without a response"
+        case http.BadResponse():
+            return ErrorClass.TRANSIENT, "the receiver's answer is not valid HTTP/1.1"
+        case ConnectionError():
+            return ErrorClass.TRANSIENT, f"connection error: {type(exc).__name__}"
+        case http.InvalidUrl():
+            return ErrorClass.PERMANENT, "the target URL is not valid"
+        case http.InvalidHeader():
+            return ErrorClass.PERMANENT, (
+                f"header {exc.name!r} cannot be sent (a line break or a character outside Latin-1)"
+            )
     return ErrorClass.UNKNOWN, f"delivery failed: {type(exc).__name__}"
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import ssl
 import time
-
-import aiohttp
 
 from herald_queue.egress import EgressPolicy
 from herald_queue.states import ErrorClass
 from herald_queue.target_types.base import OutgoingRequest
 from herald_worker.classify import GONE, classify_exception, classify_status, parse_retry_after
-from herald_worker.egress import GuardedConnector
+from herald_worker.http_client import HttpClient, HttpError
 
 # How much of an error response is kept for the job's last error.
 BODY_SNIPPET = 200
@@ -38,46 +37,19 @@ class Result:
 
 
 class Sender:
-    def __init__(self, *, concurrency: int, egress: EgressPolicy) -> None:
+    def __init__(
+        self, *, concurrency: int, egress: EgressPolicy, tls: ssl.SSLContext | None = None
+    ) -> None:
         # Every address is checked against the egress policy when a connection opens.
-        self._connector = GuardedConnector(
-            egress,
-            limit=concurrency,
-            limit_per_host=0,
-            ttl_dns_cache=30,
-            enable_cleanup_closed=True,
-        )
-        # No cookie jar: a delivery carries no state a receiver set on an earlier one.
-        self._session = aiohttp.ClientSession(
-            connector=self._connector,
-            auto_decompress=True,
-            trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-        """One ClientTimeout per target timeout value (they are immutable)."""
+        self._client = HttpClient(egress, max_idle=concurrency, tls=tls)
 
     async def send(self, request: OutgoingRequest, *, timeout: float) -> Result:
         started = time.monotonic()
-        client_timeout = self._timeouts.get(timeout)
-        if client_timeout is None:
-            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         try:
-            async with self._session.request(
-                request.method,
-                request.url,
-                data=request.body,
-                headers=request.headers,
-                allow_redirects=False,
-                timeout=client_timeout,
-            ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    await response.read()
-                    return Result(status=status, duration=time.monotonic() - started)
-                snippet = await _snippet(response)
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            response = await self._client.request(
+                request.method, request.url, request.headers, request.body, timeout
+            )
+        except (TimeoutError, HttpError, OSError) as exc:
             error_class, message = classify_exception(exc, timeout)
             return Result(
                 status=None,
@@ -86,6 +58,10 @@ class Sender:
                 message=message,
             )
         duration = time.monotonic() - started
+        status = response.status
+        if 200 <= status < 300:
+            return Result(status=status, duration=duration)
+        snippet = _snippet(response.snippet)
         reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
         if status == GONE:
             return Result(
@@ -104,17 +80,13 @@ class Sender:
             duration=duration,
             error_class=error_class,
             message=reason,
-            retry_after=retry_after,
+            retry_after=parse_retry_after(response.retry_after),
         )
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._client.close()
 
 
-async def _snippet(response: aiohttp.ClientResponse) -> str:
-    try:
-        raw = await response.content.read(BODY_SNIPPET + 1)
-    except (TimeoutError, aiohttp.ClientError):
-        return ""
+def _snippet(raw: bytes) -> str:
     text = raw.decode("utf-8", "replace").strip().replace("\n", " ")
     return text[:BODY_SNIPPET] + ("…" if len(text) > BODY_SNIPPET else "")
