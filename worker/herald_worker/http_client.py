@@ -27,6 +27,7 @@ import ssl
 import time
 import zlib
 from collections.abc import Mapping
+from typing import cast
 from urllib.parse import quote, unquote, urlsplit
 
 import httptools
@@ -161,6 +162,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
         self._keep_body = False
+        self._keep_alive = False
         self._started = False
         self._headers_done = False
         self._header = b""
@@ -172,8 +174,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:  # bytes while idle: nothing asked for them
@@ -225,6 +226,8 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
+        # Asked here: once the message is parsed the parser has reset and answers False.
+        self._keep_alive = self._parser.should_keep_alive()
         snippet = _decoded(b"".join(self._body), self._encoding) if self._body else b""
         waiter.set_result(Response(status, self._retry_after, snippet[:SNIPPET_BYTES]))
 
@@ -241,7 +244,7 @@ class _Connection(asyncio.Protocol):
     def done(self) -> bool:
         """After an answer: whether the connection can take another request."""
         self._waiter = None
-        return not self.closed and self._parser.should_keep_alive()
+        return not self.closed and self._keep_alive
 
     def answer_started(self) -> bool:
         return self._started
@@ -253,6 +256,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset_answer(self) -> None:
         self._headers_done = False
+        self._keep_alive = False
         self._retry_after = None
         self._encoding = b""
         self._body = []
