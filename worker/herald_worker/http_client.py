@@ -177,8 +177,8 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # bytes while idle: nothing asked for them
-            self.close()
+        if self._waiter is None or self._waiter.done():  # bytes nothing asked for: the
+            self.close()  # connection cannot be trusted with the next request's answer
             return
         self._started = True
         try:
