@@ -71,6 +71,7 @@ CASES = [
     Case(Q, "budget_low", "HERALD_PRIORITY_BUDGET_LOW", 300.0, "1h", 3600.0, "soon", DURATION),
     Case(Q, "max_payload_bytes", "HERALD_MAX_PAYLOAD_BYTES", 262_144, "1024", 1024, "0", COUNT),
     Case(Q, "lease", "HERALD_LEASE", 60.0, "90", 90.0, "0s", POSITIVE),
+    Case(Q, "durable_claims", "HERALD_DURABLE_CLAIMS", False, "yes", True, "always", BOOL),
     Case(Q, "job_retention", "HERALD_JOB_RETENTION", 86_400.0, "2d", 172_800.0, "36526d", POSITIVE),
     Case(Q, "dead_letter_retention", "HERALD_DEAD_LETTER_RETENTION", 2_592_000.0, "1h30m", 5400.0, "30 days", POSITIVE),
     Case(Q, "default_namespace", "HERALD_NAMESPACE", "default", "team-a", "team-a", "Team_A", NAMESPACE),

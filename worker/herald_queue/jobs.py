@@ -315,6 +315,7 @@ class JobStore:
             "quota_targets": list(limits),
             "quota_limits": list(limits.values()),
             "with_quotas": with_quotas,
+            "async_commit": not self.settings.durable_claims,
         }
         await cur.execute(J[query], params | (extra or {}))
         return cur

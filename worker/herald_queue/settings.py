@@ -130,6 +130,15 @@ class QueueSettings(HeraldSettings):
         description="Lease of a claimed job; workers renew it while delivering. A job whose "
         "worker stops renewing is claimed again after this long.",
     )
+    durable_claims: bool = Field(
+        False,
+        description="Commit each claim only once it is on disk (synchronous_commit). Off: a "
+        "claim commits without waiting for the disk, which takes a commit's wait off every "
+        "delivery's latency; a PostgreSQL crash can then undo the claims of its last moments, "
+        "and those jobs are delivered again (at least once, as after a worker crash), never "
+        "lost. Enqueues and outcomes always wait for the disk (as PostgreSQL's "
+        "synchronous_commit says).",
+    )
     job_retention: PositiveDuration = Field(
         86_400.0,
         description="How long succeeded and dead job rows are kept (dead letters have their own).",

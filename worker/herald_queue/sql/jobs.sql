@@ -139,6 +139,11 @@ WHERE j.id = ANY (ARRAY(
     ORDER BY c.deadline, c.seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED))
+  -- Unless HERALD_DURABLE_CLAIMS, this transaction commits without waiting for the disk
+  -- (synchronous_commit off for it alone): a claim lost to a crash of PostgreSQL leaves
+  -- its job queued, to be delivered again (at least once), never lost.
+  AND (SELECT CASE WHEN %(async_commit)s THEN set_config('synchronous_commit', 'off', true)
+                   ELSE 'unchanged' END) IS NOT NULL
 RETURNING j.id, j.target_id, j.priority, j.payload, j.attempts, j.idempotency_key,
           j.ordering_key, j.created_at, j.run_at, j.lease_expires_at;
 
