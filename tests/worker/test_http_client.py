@@ -686,6 +686,14 @@ async def test_an_unresolvable_name_is_a_dns_failure() -> None:
         assert message(caught.value) == "DNS lookup of nonexistent.invalid failed"
 
 
+async def test_a_port_nobody_listens_on_is_connection_refused() -> None:
+    port = free_port()
+    async with client() as c:
+        with pytest.raises(http.ConnectFailed) as caught:
+            await post(c, f"http://127.0.0.1:{port}/hook")
+        assert message(caught.value) == f"cannot connect to 127.0.0.1:{port}: Connection refused"
+
+
 # -- 7. TLS -----------------------------------------------------------------------------------
 
 
@@ -879,6 +887,67 @@ async def test_close_closes_every_idle_connection() -> None:
 
 
 # -- 9. uvloop --------------------------------------------------------------------------------
+
+
+async def scenario() -> list[str]:
+    """Keep-alive reuse, an error answer, a dropped connection, a timeout, connection
+    refused: what happened, one line each."""
+    seen: list[str] = []
+    hold = asyncio.Event()
+
+    async def script(peer: Peer, conn: Conn) -> None:
+        while (request := await peer.read(conn)) is not None:
+            if b"/slow" in request.split(b"\r\n", 1)[0]:
+                await hold.wait()
+            elif b"/error" in request.split(b"\r\n", 1)[0]:
+                await conn.write(
+                    b"HTTP/1.1 503 Busy\r\nRetry-After: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + chunked(b"try later")
+                )
+            elif b"/bye" in request.split(b"\r\n", 1)[0]:
+                await conn.write(OK)
+                return
+            else:
+                await conn.write(OK)
+
+    async with Peer(script) as peer, client() as c:
+        for path in ("/a", "/b", "/error", "/c", "/bye", "/d"):
+            r = await post(c, peer.url(path))
+            seen.append(f"{path} {r.status} {r.retry_after} {r.snippet!r}")
+        try:
+            await post(c, peer.url("/slow"), timeout=0.3)
+        except TimeoutError:
+            seen.append("/slow timeout")
+        seen.append(f"/e {(await post(c, peer.url('/e'))).status}")
+        seen.append(f"connections {peer.connections}")
+        try:
+            await post(c, f"http://127.0.0.1:{free_port()}/")
+        except http.ConnectFailed as exc:
+            seen.append(message(exc).rsplit(": ", 1)[1])
+        hold.set()
+    return seen
+
+
+EXPECTED = [
+    "/a 200 None b''",
+    "/b 200 None b''",
+    "/error 503 2 b'try later'",
+    "/c 200 None b''",
+    "/bye 200 None b''",
+    "/d 200 None b''",
+    "/slow timeout",
+    "/e 200",
+    "connections [0, 0, 0, 0, 0, 1, 1, 2]",
+    "Connection refused",
+]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_same_scenario_under_both_loops(loop: str) -> None:
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert runner.get_loop().__class__.__module__.startswith(loop)
+        assert runner.run(scenario()) == EXPECTED
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])

@@ -22,6 +22,7 @@ import base64
 import dataclasses
 import functools
 import logging
+import os
 import socket
 import ssl
 import time
@@ -81,7 +82,9 @@ class ConnectFailed(HttpError):
         super().__init__(f"{host}:{port}")
         self.host = host
         self.port = port
-        self.reason = error.strerror or type(error).__name__
+        # The system's words for the errno: asyncio's own strerror is "Connect call
+        # failed (address)", uvloop's the system's, and some errors carry none.
+        self.reason = os.strerror(error.errno) if error.errno else type(error).__name__
 
 
 class TlsFailed(HttpError):
