@@ -18,8 +18,9 @@ import gzip
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import uvloop
@@ -45,6 +46,8 @@ from tests.worker.harness import (
     worker,
     write_manifests,
 )
+
+T = TypeVar("T")
 
 LOOPBACK = EgressPolicy(allow_loopback=True)
 TIMEOUT = 5.0
@@ -204,6 +207,14 @@ async def post(
     timeout: float = TIMEOUT,
 ) -> http.Response:
     return await c.request("POST", url, headers or {}, body, timeout)
+
+
+def run_under(loop: str, main: Coroutine[object, object, T]) -> T:
+    """``main`` run in a new event loop: asyncio's own, or uvloop's (the worker's)."""
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert type(runner.get_loop()).__module__.startswith(loop)
+        return runner.run(main)
 
 
 def message(exc: BaseException, timeout: float = TIMEOUT) -> str:
@@ -837,6 +848,27 @@ async def test_tls_trusting_the_ca_is_delivered(pki: Pki, host: str) -> None:
         assert bodies == [b"0", b"1", b"2"]
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_tls_to_a_plain_http_port_says_so(loop: str) -> None:
+    """An HTTP server answers the TLS hello with a plain-text 400."""
+
+    async def script(peer: Peer, conn: Conn) -> None:
+        await conn.reader.read(5)
+        await conn.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+
+    async def run() -> http.TlsFailed:
+        async with Peer(script) as peer, client() as c:
+            with pytest.raises(http.TlsFailed) as caught:
+                await post(c, peer.url(scheme="https"))
+            return caught.value
+
+    failed = run_under(loop, run())
+    assert failed.certificate_error is None
+    assert message(failed) == (
+        "TLS handshake failed: the receiver's answer is not TLS (is the port plain HTTP?)"
+    )
+
+
 # -- 8. the idle pool -------------------------------------------------------------------------
 
 
@@ -944,16 +976,11 @@ EXPECTED = [
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_the_same_scenario_under_both_loops(loop: str) -> None:
-    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        assert runner.get_loop().__class__.__module__.startswith(loop)
-        assert runner.run(scenario()) == EXPECTED
+    assert run_under(loop, scenario()) == EXPECTED
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_tls_under_both_loops(loop: str, pki: Pki) -> None:
-    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
-
     async def run() -> tuple[str, list[int], list[bytes]]:
         async with tls_receiver(pki) as (port, bodies):
             async with client() as c:
@@ -966,8 +993,7 @@ def test_tls_under_both_loops(loop: str, pki: Pki) -> None:
                 statuses.append((await post(c, f"https://localhost:{port}/hook", b"y")).status)
             return refused, statuses, bodies
 
-    with asyncio.Runner(loop_factory=factory) as runner:
-        refused, statuses, bodies = runner.run(run())
+    refused, statuses, bodies = run_under(loop, run())
     assert refused.startswith("TLS certificate not accepted: ")
     assert statuses == [200, 200] and bodies == [b"x", b"y"]
 

@@ -88,10 +88,20 @@ class ConnectFailed(HttpError):
 
 
 class TlsFailed(HttpError):
-    def __init__(self, certificate_error: str | None) -> None:
-        super().__init__(certificate_error or "handshake")
+    def __init__(self, certificate_error: str | None, handshake_error: str | None = None) -> None:
+        super().__init__(certificate_error or handshake_error or "handshake")
         self.certificate_error = certificate_error
         """Why the certificate was refused; None when the handshake failed otherwise."""
+        self.handshake_error = handshake_error
+        """Why the handshake failed otherwise, when OpenSSL said."""
+
+
+def _handshake_error(exc: ssl.SSLError) -> str | None:
+    """What a failed handshake means, in words: a plain HTTP port answers the TLS hello
+    with text, which OpenSSL calls a wrong version number."""
+    if exc.reason == "WRONG_VERSION_NUMBER":
+        return "the receiver's answer is not TLS (is the port plain HTTP?)"
+    return exc.reason.lower().replace("_", " ") if exc.reason else None
 
 
 class Disconnected(HttpError):
@@ -401,8 +411,8 @@ class HttpClient:
                 )
             except ssl.SSLCertVerificationError as exc:
                 raise TlsFailed(exc.verify_message or str(exc)) from None
-            except ssl.SSLError:
-                raise TlsFailed(None) from None
+            except ssl.SSLError as exc:
+                raise TlsFailed(None, _handshake_error(exc)) from None
             except OSError as exc:
                 last = exc
                 continue
