@@ -872,6 +872,14 @@ def test_tls_to_a_plain_http_port_says_so(loop: str) -> None:
 # -- 8. the idle pool -------------------------------------------------------------------------
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_at_most_max_idle_connections_are_kept() -> None:
     """Five requests at once on five connections: two are kept, three closed."""
     release = asyncio.Event()
@@ -903,6 +911,44 @@ async def eofs(peer: Peer, n: int) -> None:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
+
+
+async def test_an_idle_connection_past_keepalive_is_not_reused() -> None:
+    clock = Clock()
+    async with Peer(answering(OK)) as peer, client(keepalive=60.0, clock=clock) as c:
+        await post(c, peer.url())
+        clock.now += 59
+        await post(c, peer.url())
+        assert peer.connections == [0, 0]
+        clock.now += 60
+        await post(c, peer.url())
+        assert peer.connections == [0, 0, 1]
+        await asyncio.wait_for(peer.conns[0].eof.wait(), WAIT)
+
+
+async def test_the_sweep_closes_idle_connections_past_keepalive() -> None:
+    clock = Clock()
+    other = Peer(answering(OK))
+    async with Peer(answering(OK)) as peer, other, client(keepalive=60.0, clock=clock) as c:
+        await post(c, peer.url())
+        clock.now += 30
+        await post(c, other.url())
+        clock.now += 31
+        c._sweep()  # what its timer would do
+        await asyncio.wait_for(peer.conns[0].eof.wait(), WAIT)
+        assert not other.conns[0].eof.is_set()
+        await post(c, other.url())
+        assert other.connections == [0, 0], "the younger one was kept"
+
+
+async def test_the_sweep_runs_on_its_own() -> None:
+    """With a keep-alive of 50 ms (and the real clock), the timer set when the connection
+    went idle closes it; nothing else would."""
+    async with Peer(answering(OK)) as peer, client(keepalive=0.05) as c:
+        await post(c, peer.url())
+        await asyncio.wait_for(peer.conns[0].eof.wait(), WAIT)
+        await post(c, peer.url())
+        assert peer.connections == [0, 1]
 
 
 async def test_close_closes_every_idle_connection() -> None:

@@ -27,7 +27,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -310,11 +310,21 @@ class HttpClient:
     """Connections per origin (scheme, host, port), at most ``max_idle`` kept idle."""
 
     def __init__(
-        self, egress: EgressPolicy, *, max_idle: int, tls: ssl.SSLContext | None = None
+        self,
+        egress: EgressPolicy,
+        *,
+        max_idle: int,
+        tls: ssl.SSLContext | None = None,
+        keepalive: float = KEEPALIVE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._egress = egress
         self._max_idle = max_idle
         self._tls = tls
+        self._keepalive = keepalive
+        """How long an idle connection is kept (KEEPALIVE_SECONDS but in tests)."""
+        self._clock = clock
+        """Seconds, for the age of idle connections and of resolved addresses."""
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._idle_count = 0
         self._resolved: dict[tuple[str, int], tuple[float, list[str]]] = {}
@@ -355,11 +365,11 @@ class HttpClient:
 
     def _take(self, where: Endpoint) -> _Connection | None:
         idle = self._idle.get((where.tls, where.host, where.port))
-        now = time.monotonic()
+        now = self._clock()
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
-            if not connection.closed and now - connection.idle_since < KEEPALIVE_SECONDS:
+            if not connection.closed and now - connection.idle_since < self._keepalive:
                 connection.reused = True
                 return connection
             connection.close()
@@ -369,17 +379,17 @@ class HttpClient:
         if not connection.done() or self._closed or self._idle_count >= self._max_idle:
             connection.close()
             return
-        connection.idle_since = time.monotonic()
+        connection.idle_since = self._clock()
         self._idle.setdefault((where.tls, where.host, where.port), []).append(connection)
         self._idle_count += 1
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(KEEPALIVE_SECONDS, self._sweep)
+            self._sweeper = loop.call_later(self._keepalive, self._sweep)
 
     def _sweep(self) -> None:
-        """Close connections idle for KEEPALIVE_SECONDS; again later while any are idle."""
+        """Close connections idle for the keep-alive time; again later while any are idle."""
         self._sweeper = None
-        cutoff = time.monotonic() - KEEPALIVE_SECONDS
+        cutoff = self._clock() - self._keepalive
         for key, idle in list(self._idle.items()):
             keep = []
             for c in idle:
@@ -393,9 +403,7 @@ class HttpClient:
             else:
                 del self._idle[key]
         if self._idle_count and not self._closed:
-            self._sweeper = asyncio.get_running_loop().call_later(
-                KEEPALIVE_SECONDS / 2, self._sweep
-            )
+            self._sweeper = asyncio.get_running_loop().call_later(self._keepalive / 2, self._sweep)
 
     async def _connect(self, where: Endpoint) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -423,7 +431,7 @@ class HttpClient:
     async def _addresses(self, host: str, port: int) -> list[str]:
         """The addresses of ``host`` the egress policy allows, resolved at most every
         DNS_TTL_SECONDS; :class:`EgressRefused` when it allows none."""
-        now = time.monotonic()
+        now = self._clock()
         cached = self._resolved.get((host, port))
         if cached is not None and cached[0] > now:
             return cached[1]
