@@ -579,8 +579,9 @@ async def test_an_authorization_header_wins_over_url_credentials() -> None:
         ({"X-Team": "a\rb"}, "X-Team"),
         ({"X-Bad\r\nName": "a"}, "X-Bad\r\nName"),
         ({"X-Ok": "fine", "X-Snow": "\u2603"}, "X-Snow"),
+        ({"X-Latin": "caf\xe9", "X-Snow": "\u2603"}, "X-Snow"),
     ],
-    ids=["crlf", "lf", "cr", "name", "not-latin-1"],
+    ids=["crlf", "lf", "cr", "name", "not-latin-1", "after-latin-1"],
 )
 async def test_a_header_that_cannot_be_sent_sends_nothing(
     headers: dict[str, str], bad: str

@@ -300,10 +300,18 @@ def _header_lines(headers: Mapping[str, str], where: Endpoint) -> bytes:
     try:
         lines = text.encode("latin-1")
     except UnicodeEncodeError:
-        raise InvalidHeader(next(n for n, v in headers.items() if not (n + v).isascii())) from None
+        raise InvalidHeader(next(n for n, v in headers.items() if not _latin1(n + v))) from None
     if where.authorization and not any(n.lower() == "authorization" for n in headers):
         lines += where.authorization
     return lines
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class HttpClient:
