@@ -333,6 +333,33 @@ async def test_a_pooled_connection_closed_before_the_answer_is_replaced() -> Non
         assert peer.connections == [0, 0, 1]
 
 
+async def test_a_stale_pooled_connection_is_replaced_by_a_new_one() -> None:
+    """Three connections kept; the receiver drops each as the next request arrives on it
+    (it had timed them all out). The request goes once more on a new connection, not on
+    every other kept one in turn: it is sent twice, not four times."""
+    release = asyncio.Event()
+
+    async def script(peer: Peer, conn: Conn) -> None:
+        if await peer.read(conn) is None:
+            return
+        if conn.index < 3:
+            await release.wait()
+            await conn.write(OK)
+            await peer.read(conn)  # the next request on it: dropped with the connection
+            return
+        await conn.write(OK)
+        await answering(OK)(peer, conn)
+
+    async with Peer(script) as peer, client() as c:
+        sending = [asyncio.ensure_future(post(c, peer.url())) for _ in range(3)]
+        await peer.wait_requests(3)
+        release.set()
+        await asyncio.gather(*sending)
+        assert (await post(c, peer.url())).status == 200
+        assert len(peer.requests) == 5, peer.connections
+        assert peer.connections[4] == 3, "the retry went on a new connection"
+
+
 async def test_a_fresh_connection_closed_before_any_answer_is_disconnected() -> None:
     async def script(peer: Peer, conn: Conn) -> None:
         await peer.read(conn)  # then close, no answer

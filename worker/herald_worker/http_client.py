@@ -354,14 +354,17 @@ class HttpClient:
             )
         )
         async with asyncio.timeout(timeout):
+            connection = self._take(where) or await self._connect(where)
             while True:
-                connection = self._take(where) or await self._connect(where)
                 try:
                     response = await connection.send(data)
                 except Disconnected:
                     connection.close()
                     if connection.reused and not connection.answer_started():
-                        continue  # closed while idle: once more on a new connection
+                        # Closed while idle: once more on a new connection (the other
+                        # idle ones are as old or older, likely closed too).
+                        connection = await self._connect(where)
+                        continue
                     raise
                 except BaseException:  # a timeout or cancel mid-answer: never reused
                     connection.close()
