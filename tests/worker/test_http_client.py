@@ -492,6 +492,38 @@ async def test_an_answer_that_is_not_http_is_a_bad_response(answer: bytes) -> No
         await asyncio.wait_for(peer.conns[0].eof.wait(), WAIT)  # and the connection dropped
 
 
+@pytest.mark.parametrize("split_at", [None, 1000], ids=["one-piece", "trickled"])
+async def test_endless_headers_are_a_bad_response(split_at: int | None) -> None:
+    """The receiver sends headers without end: refused once they pass MAX_HEAD_BYTES,
+    long before the timeout, and the connection dropped."""
+
+    async def script(peer: Peer, conn: Conn) -> None:
+        await peer.read(conn)
+        await conn.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+        line = b"a" * (split_at or 256 * 1024)
+        with contextlib.suppress(ConnectionError):
+            while not conn.eof.is_set():  # until the client hangs up
+                await conn.write(line)
+                await asyncio.sleep(0)
+
+    async def watch(peer: Peer) -> None:
+        await peer.wait_requests(1)
+        await peer.conns[0].wait_eof()
+
+    async with Peer(script) as peer, client() as c:
+        watching = asyncio.ensure_future(watch(peer))
+        with pytest.raises(http.BadResponse):
+            await post(c, peer.url(), timeout=10)
+        await asyncio.wait_for(watching, WAIT)
+
+
+async def test_a_long_but_bounded_head_is_read() -> None:
+    headers = b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 100) for n in range(300))  # ~32 KiB
+    answer = b"HTTP/1.1 503 Busy\r\n" + headers + b"Retry-After: 9\r\nContent-Length: 1\r\n\r\nb"
+    async with Peer(answering(answer)) as peer, client() as c:
+        assert await post(c, peer.url()) == http.Response(503, "9", b"b")
+
+
 # -- 4. the request on the wire -------------------------------------------------------------
 
 

@@ -44,6 +44,9 @@ DNS_TTL_SECONDS = 30.0
 """How long a host's resolved (and checked) addresses are reused."""
 SNIPPET_BYTES = 201
 """How much of an error's body is kept (the message shows 200 characters)."""
+MAX_HEAD_BYTES = 64 * 1024
+"""The longest status line and headers an answer may have: a receiver sending endless
+headers would otherwise cost memory, and the parser's copying CPU, until the timeout."""
 
 
 class HttpError(Exception):
@@ -178,6 +181,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._started = False
         self._headers_done = False
+        self._head_bytes = 0
         self._header = b""
         self._retry_after: str | None = None
         self._encoding = b""
@@ -194,12 +198,17 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._started = True
+        if not self._headers_done:
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse())  # an upgrade nobody asked for
         except httptools.HttpParserError:
             self._fail(BadResponse())
+        else:
+            if not self._headers_done and self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(BadResponse())
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -269,6 +278,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset_answer(self) -> None:
         self._headers_done = False
+        self._head_bytes = 0
         self._keep_alive = False
         self._retry_after = None
         self._encoding = b""
