@@ -1126,29 +1126,35 @@ class ClosingReceiver(TrackingReceiver):
         return response
 
 
-async def test_a_receiver_closing_every_connection_gets_every_job_once(
-    db_url: str, tmp_path: Path
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_receiver_closing_every_connection_gets_every_job_once(
+    db_url: str, tmp_path: Path, loop: str
 ) -> None:
-    rx = ClosingReceiver()
-    async with rx:
-        path = write_manifests(
-            tmp_path / "targets.yaml",
-            [
-                target_doc(
-                    "hook",
-                    rx.url,
-                    retry={"maxAttempts": 5, **FAST_RETRY},
-                    circuitBreaker=NO_BREAKER,
-                )
-            ],
-        )
-        async with worker(db_url, path) as w:
-            ids = await w.submit_many("hook", [{"n": n} for n in range(50)])
-            await wait_state(w.queue, "succeeded", 50)
-            assert sorted(rx.delivered_ids()) == sorted(ids)
-            assert rx.counts() == {i: 1 for i in ids}, "each delivered exactly once"
-            assert len(rx.received) == 50, "no failed attempt was sent again"
-            assert len(set(rx.peers)) == 50, "every request came on a new connection"
-            rows = await sql_rows(w.queue, "SELECT attempts, last_error FROM herald.jobs")
-            assert [(r["attempts"], r["last_error"]) for r in rows] == [(1, None)] * 50
-            assert await dead_letters(w.queue) == []
+    """The worker in the loop ``herald worker`` runs (uvloop) and in asyncio's."""
+
+    async def run() -> None:
+        rx = ClosingReceiver()
+        async with rx:
+            path = write_manifests(
+                tmp_path / "targets.yaml",
+                [
+                    target_doc(
+                        "hook",
+                        rx.url,
+                        retry={"maxAttempts": 5, **FAST_RETRY},
+                        circuitBreaker=NO_BREAKER,
+                    )
+                ],
+            )
+            async with worker(db_url, path) as w:
+                ids = await w.submit_many("hook", [{"n": n} for n in range(50)])
+                await wait_state(w.queue, "succeeded", 50)
+                assert sorted(rx.delivered_ids()) == sorted(ids)
+                assert rx.counts() == {i: 1 for i in ids}, "each delivered exactly once"
+                assert len(rx.received) == 50, "no failed attempt was sent again"
+                assert len(set(rx.peers)) == 50, "every request came on a new connection"
+                rows = await sql_rows(w.queue, "SELECT attempts, last_error FROM herald.jobs")
+                assert [(r["attempts"], r["last_error"]) for r in rows] == [(1, None)] * 50
+                assert await dead_letters(w.queue) == []
+
+    run_under(loop, run())
