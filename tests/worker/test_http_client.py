@@ -492,14 +492,21 @@ async def test_an_answer_that_is_not_http_is_a_bad_response(answer: bytes) -> No
         await asyncio.wait_for(peer.conns[0].eof.wait(), WAIT)  # and the connection dropped
 
 
-@pytest.mark.parametrize("split_at", [None, 1000], ids=["one-piece", "trickled"])
-async def test_endless_headers_are_a_bad_response(split_at: int | None) -> None:
-    """The receiver sends headers without end: refused once they pass MAX_HEAD_BYTES,
-    long before the timeout, and the connection dropped."""
+ENDLESS = [
+    (b"HTTP/1.1 200 OK\r\nX-Big: ", None),
+    (b"HTTP/1.1 200 OK\r\nX-Big: ", 1000),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: ", None),
+]
+
+
+@pytest.mark.parametrize(("start", "split_at"), ENDLESS, ids=["head", "trickled", "trailer"])
+async def test_endless_headers_are_a_bad_response(start: bytes, split_at: int | None) -> None:
+    """The receiver sends headers (or trailers) without end: refused once they pass
+    MAX_HEAD_BYTES, long before the timeout, and the connection dropped."""
 
     async def script(peer: Peer, conn: Conn) -> None:
         await peer.read(conn)
-        await conn.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+        await conn.write(start)
         line = b"a" * (split_at or 256 * 1024)
         with contextlib.suppress(ConnectionError):
             while not conn.eof.is_set():  # until the client hangs up
@@ -515,6 +522,15 @@ async def test_endless_headers_are_a_bad_response(split_at: int | None) -> None:
         with pytest.raises(http.BadResponse):
             await post(c, peer.url(), timeout=10)
         await asyncio.wait_for(watching, WAIT)
+
+
+async def test_many_small_chunks_are_read() -> None:
+    body = b"".join(b"%x\r\n%s\r\n" % (10, b"%010d" % n) for n in range(5000))
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n"
+    async with Peer(answering(answer)) as peer, client() as c:
+        for _ in range(2):
+            assert (await post(c, peer.url())).status == 200
+        assert peer.connections == [0, 0]
 
 
 async def test_a_long_but_bounded_head_is_read() -> None:

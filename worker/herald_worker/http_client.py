@@ -45,8 +45,9 @@ DNS_TTL_SECONDS = 30.0
 SNIPPET_BYTES = 201
 """How much of an error's body is kept (the message shows 200 characters)."""
 MAX_HEAD_BYTES = 64 * 1024
-"""The longest status line and headers an answer may have: a receiver sending endless
-headers would otherwise cost memory, and the parser's copying CPU, until the timeout."""
+"""How much of an answer may be other than its body (status line, headers, chunk framing,
+trailers), beyond as much as the body itself: a receiver sending endless headers or
+trailers would otherwise cost memory, and the parser's copying CPU, until the timeout."""
 
 
 class HttpError(Exception):
@@ -181,7 +182,8 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._started = False
         self._headers_done = False
-        self._head_bytes = 0
+        self._fed = 0
+        self._body_seen = 0
         self._header = b""
         self._retry_after: str | None = None
         self._encoding = b""
@@ -198,8 +200,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._started = True
-        if not self._headers_done:
-            self._head_bytes += len(data)
+        self._fed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -207,7 +208,7 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(BadResponse())
         else:
-            if not self._headers_done and self._head_bytes > MAX_HEAD_BYTES:
+            if self._fed - self._body_seen > MAX_HEAD_BYTES + self._body_seen:
                 self._fail(BadResponse())
 
     def eof_received(self) -> bool:
@@ -236,6 +237,7 @@ class _Connection(asyncio.Protocol):
         self._keep_body = not 200 <= status < 300
 
     def on_body(self, body: bytes) -> None:
+        self._body_seen += len(body)
         if self._keep_body and self._body_len < SNIPPET_BYTES * 4:
             self._body.append(body)
             self._body_len += len(body)
@@ -278,7 +280,8 @@ class _Connection(asyncio.Protocol):
 
     def _reset_answer(self) -> None:
         self._headers_done = False
-        self._head_bytes = 0
+        self._fed = 0
+        self._body_seen = 0
         self._keep_alive = False
         self._retry_after = None
         self._encoding = b""
