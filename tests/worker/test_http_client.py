@@ -18,6 +18,7 @@ import gzip
 import ipaddress
 import socket
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TypeVar
@@ -414,6 +415,16 @@ def chunked(body: bytes, size: int = 7) -> bytes:
     return b"".join(parts) + b"0\r\n\r\n"
 
 
+def encoded(encoding: bytes, body: bytes) -> bytes:
+    head = b"HTTP/1.1 422 Unprocessable\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+    return head % (encoding, len(body)) + body
+
+
+def raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-15)
+    return packer.compress(data) + packer.flush()
+
+
 ERROR_BODY = b"field 'summary' is rejected: " + b"0123456789" * 100
 
 
@@ -427,8 +438,10 @@ ERROR_BODY = b"field 'summary' is rejected: " + b"0123456789" * 100
         % (len(gzip.compress(ERROR_BODY)), gzip.compress(ERROR_BODY)),
         b"HTTP/1.1 422 Unprocessable\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked"
         b"\r\n\r\n" + chunked(gzip.compress(ERROR_BODY), 5),
+        encoded(b"deflate", zlib.compress(ERROR_BODY)),
+        encoded(b"deflate", raw_deflate(ERROR_BODY)),
     ],
-    ids=["content-length", "chunked", "gzip", "gzip-chunked"],
+    ids=["content-length", "chunked", "gzip", "gzip-chunked", "deflate", "raw-deflate"],
 )
 async def test_an_error_snippet_holds_the_first_bytes_of_the_body(answer: bytes) -> None:
     async with Peer(answering(answer)) as peer, client() as c:

@@ -299,10 +299,13 @@ def _decoded(body: bytes, encoding: bytes) -> bytes:
     but some receivers send them anyway)."""
     if encoding not in (b"gzip", b"deflate", b"x-gzip"):
         return body
-    try:
-        return zlib.decompressobj(wbits=47).decompress(body, SNIPPET_BYTES)
-    except zlib.error:
-        return b""
+    # gzip or zlib (as "deflate" should be), then raw deflate (as many servers send it).
+    for wbits in (47, -15):
+        try:
+            return zlib.decompressobj(wbits=wbits).decompress(body, SNIPPET_BYTES)
+        except zlib.error:
+            continue
+    return b""
 
 
 def _header_lines(headers: Mapping[str, str], where: Endpoint) -> bytes:
