@@ -937,13 +937,31 @@ async def test_tls_trusting_the_ca_is_delivered(pki: Pki, host: str) -> None:
         assert bodies == [b"0", b"1", b"2"]
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_tls_to_a_plain_http_port_says_so(loop: str) -> None:
-    """An HTTP server answers the TLS hello with a plain-text 400."""
+async def answer_hello_with_http(peer: Peer, conn: Conn) -> None:
+    await conn.reader.read(5)
+    await conn.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
 
-    async def script(peer: Peer, conn: Conn) -> None:
-        await conn.reader.read(5)
-        await conn.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+
+async def hang_up_on_hello(peer: Peer, conn: Conn) -> None:
+    await conn.reader.read(5)
+
+
+async def hang_up_at_once(peer: Peer, conn: Conn) -> None:
+    pass
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize(
+    ("script", "why"),
+    [
+        (answer_hello_with_http, "the receiver's answer is not TLS (is the port plain HTTP?)"),
+        (hang_up_on_hello, "the receiver closed the connection (is the port TLS?)"),
+        (hang_up_at_once, "the receiver closed the connection (is the port TLS?)"),
+    ],
+    ids=["http-answer", "hang-up-on-hello", "hang-up-at-once"],
+)
+def test_tls_to_a_port_that_does_not_speak_it_says_so(loop: str, script: Script, why: str) -> None:
+    """An HTTP server answers the TLS hello with a plain-text 400, another just hangs up."""
 
     async def run() -> http.TlsFailed:
         async with Peer(script) as peer, client() as c:
@@ -953,9 +971,7 @@ def test_tls_to_a_plain_http_port_says_so(loop: str) -> None:
 
     failed = run_under(loop, run())
     assert failed.certificate_error is None
-    assert message(failed) == (
-        "TLS handshake failed: the receiver's answer is not TLS (is the port plain HTTP?)"
-    )
+    assert message(failed) == f"TLS handshake failed: {why}"
 
 
 # -- 8. the idle pool -------------------------------------------------------------------------

@@ -100,11 +100,16 @@ class TlsFailed(HttpError):
         """Why the handshake failed otherwise, when OpenSSL said."""
 
 
+_HUNG_UP = "the receiver closed the connection (is the port TLS?)"
+
+
 def _handshake_error(exc: ssl.SSLError) -> str | None:
     """What a failed handshake means, in words: a plain HTTP port answers the TLS hello
-    with text, which OpenSSL calls a wrong version number."""
+    with text, which OpenSSL calls a wrong version number; others hang up."""
     if exc.reason == "WRONG_VERSION_NUMBER":
         return "the receiver's answer is not TLS (is the port plain HTTP?)"
+    if isinstance(exc, ssl.SSLEOFError):
+        return _HUNG_UP
     return exc.reason.lower().replace("_", " ") if exc.reason else None
 
 
@@ -448,6 +453,11 @@ class HttpClient:
                 raise TlsFailed(exc.verify_message or str(exc)) from None
             except ssl.SSLError as exc:
                 raise TlsFailed(None, _handshake_error(exc)) from None
+            except (ConnectionResetError, ConnectionAbortedError) as exc:
+                if where.tls:  # connected (a refusal is ConnectionRefusedError), then cut
+                    raise TlsFailed(None, _HUNG_UP) from None
+                last = exc
+                continue
             except OSError as exc:
                 last = exc
                 continue
