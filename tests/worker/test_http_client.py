@@ -18,6 +18,7 @@ import gzip
 import ipaddress
 import socket
 import ssl
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -106,8 +107,9 @@ Script = Callable[["Peer", Conn], Awaitable[None]]
 
 
 class Peer:
-    """An HTTP peer on 127.0.0.1 whose script (one run per connection) reads requests and
-    writes exact bytes; it counts connections and keeps every request it read."""
+    """An HTTP peer on 127.0.0.1 (or ``host``) whose script (one run per connection)
+    reads requests and writes exact bytes; it counts connections and keeps every request
+    it read."""
 
     def __init__(self, script: Script, *, host: str = "127.0.0.1") -> None:
         self.script = script
@@ -191,9 +193,14 @@ def answering(*answers: bytes, close: bool = False) -> Script:
 
 @contextlib.asynccontextmanager
 async def client(
-    egress: EgressPolicy = LOOPBACK, *, max_idle: int = 4, **kw: object
+    egress: EgressPolicy = LOOPBACK,
+    *,
+    max_idle: int = 4,
+    tls: ssl.SSLContext | None = None,
+    keepalive: float = http.KEEPALIVE_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[http.HttpClient]:
-    c = http.HttpClient(egress, max_idle=max_idle, **kw)  # type: ignore[arg-type]
+    c = http.HttpClient(egress, max_idle=max_idle, tls=tls, keepalive=keepalive, clock=clock)
     try:
         yield c
     finally:
@@ -688,8 +695,10 @@ async def test_error_messages_never_carry_url_credentials() -> None:
     port = free_port()
     failures: list[BaseException] = []
 
-    async def expect_failure(url: str, timeout: float = TIMEOUT, **kw: object) -> None:
-        async with client(**kw) as c:  # type: ignore[arg-type]
+    async def expect_failure(
+        url: str, timeout: float = TIMEOUT, egress: EgressPolicy = LOOPBACK
+    ) -> None:
+        async with client(egress) as c:
             try:
                 await post(c, url, timeout=timeout)
             except (http.HttpError, TimeoutError) as exc:
