@@ -308,6 +308,39 @@ async def test_a_body_delimited_by_close_is_read_to_the_end() -> None:
         assert peer.connections == [0, 1]
 
 
+async def test_bytes_after_the_answer_end_the_connection() -> None:
+    """A 204 with a body (a receiver's bug): the answer counts, the connection (whose
+    next bytes would be read as the next answer) is not kept."""
+    answer = b"HTTP/1.1 204 No Content\r\n\r\nsurprise"
+    async with Peer(answering(answer)) as peer, client() as c:
+        for _ in range(3):
+            assert (await post(c, peer.url())).status == 204
+        assert peer.connections == [0, 1, 2]
+
+
+async def test_bytes_while_idle_end_the_connection() -> None:
+    """Bytes nobody asked for on an idle connection: it is closed, the next request goes
+    on a new one."""
+    answered = asyncio.Event()
+
+    async def script(peer: Peer, conn: Conn) -> None:
+        if conn.index == 0:
+            await peer.read(conn)
+            await conn.write(OK)
+            await answered.wait()
+            await conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await conn.wait_eof()
+        else:
+            await answering(OK)(peer, conn)
+
+    async with Peer(script) as peer, client() as c:
+        assert (await post(c, peer.url())).status == 200
+        answered.set()
+        await asyncio.wait_for(peer.conns[0].eof.wait(), WAIT)
+        assert (await post(c, peer.url())).status == 200
+        assert peer.connections == [0, 1]
+
+
 # -- 2. connections closed by the receiver ------------------------------------------------
 
 
