@@ -6,8 +6,11 @@ Deliveries need little of a general HTTP client (no redirects, cookies, proxies,
 or compression), and its per-request work was the largest part of a worker's CPU per job,
 so this one does only what they need: the request is written in one piece and the answer
 parsed by httptools (llhttp, Node's parser). Only the status, ``Retry-After`` and the first
-bytes of an error's body are kept. A connection that was idle in the pool and closes before
-any byte of the answer (the receiver timed it out meanwhile) is replaced once by a new one.
+bytes of an error's body are kept, and what is not body is bounded (MAX_HEAD_BYTES), so a
+receiver cannot make the worker store or copy endless headers. A connection that was idle
+in the pool and closes before any byte of the answer (the receiver timed it out meanwhile)
+is replaced once by a new one. Its behaviour against real peers, under asyncio and uvloop,
+is tested in tests/worker/test_http_client.py.
 
 Checking the policy at connect time, on the addresses the connection will use, means a DNS
 answer that changes after the target was accepted (DNS rebinding) cannot reach a refused
