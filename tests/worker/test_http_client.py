@@ -1116,7 +1116,7 @@ async def test_close_closes_every_idle_connection() -> None:
 
 async def scenario() -> list[str]:
     """Keep-alive reuse, an error answer, a dropped connection, a timeout, connection
-    refused: what happened, one line each."""
+    refused, a failed DNS lookup, an egress refusal: what happened, one line each."""
     seen: list[str] = []
     hold = asyncio.Event()
 
@@ -1145,11 +1145,18 @@ async def scenario() -> list[str]:
             seen.append("/slow timeout")
         seen.append(f"/e {(await post(c, peer.url('/e'))).status}")
         seen.append(f"connections {peer.connections}")
-        try:
-            await post(c, f"http://127.0.0.1:{free_port()}/")
-        except http.ConnectFailed as exc:
-            seen.append(message(exc).rsplit(": ", 1)[1])
+        nobody = free_port()
+        for url in (f"http://127.0.0.1:{nobody}/", "http://nonexistent.invalid/"):
+            try:
+                await post(c, url)
+            except http.HttpError as exc:
+                seen.append(message(exc).replace(f":{nobody}:", ":PORT:"))
         hold.set()
+    async with client(EgressPolicy()) as c:
+        try:
+            await post(c, f"http://localhost:{peer.port}/")
+        except http.EgressRefused as exc:
+            seen.append(f"refused {exc.host}: {'loopback' in exc.reason}")
     return seen
 
 
@@ -1163,7 +1170,9 @@ EXPECTED = [
     "/slow timeout",
     "/e 200",
     "connections [0, 0, 0, 0, 0, 1, 1, 2]",
-    "Connection refused",
+    "cannot connect to 127.0.0.1:PORT: Connection refused",
+    "DNS lookup of nonexistent.invalid failed",
+    "refused localhost: True",
 ]
 
 
