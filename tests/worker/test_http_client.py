@@ -1051,6 +1051,33 @@ async def test_at_most_max_idle_connections_are_kept() -> None:
         assert {index for index, _ in peer.requests[5:]} <= kept
 
 
+async def test_idle_connections_the_receiver_closed_leave_the_pool_at_once() -> None:
+    """Receiver A closes both connections kept for it (its idle timeout is shorter than
+    ours): they stop counting towards max_idle then, not at the next sweep, so receiver
+    B's connection is kept."""
+    release = asyncio.Event()
+    hang_up = asyncio.Event()
+
+    async def closing(peer: Peer, conn: Conn) -> None:
+        await peer.read(conn)
+        await release.wait()
+        await conn.write(OK)
+        await hang_up.wait()
+        conn.writer.write_eof()  # half-closed: the peer sees the client's close after it
+        await conn.wait_eof()  # (which the client does once it has dropped the connection)
+
+    async with Peer(closing) as a, Peer(answering(OK)) as b, client(max_idle=2) as c:
+        sending = [asyncio.ensure_future(post(c, a.url())) for _ in range(2)]
+        await a.wait_requests(2)
+        release.set()
+        await asyncio.gather(*sending)
+        hang_up.set()
+        await asyncio.wait_for(eofs(a, 2), WAIT)
+        for _ in range(3):
+            assert (await post(c, b.url())).status == 200
+        assert b.connections == [0, 0, 0]
+
+
 async def eofs(peer: Peer, n: int) -> None:
     """Until the client has closed ``n`` of the peer's connections."""
     while sum(conn.eof.is_set() for conn in peer.conns) < n:

@@ -184,6 +184,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
+        self.on_idle_lost: Callable[[], None] | None = None
+        """Set while the connection is in the pool: takes it out."""
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
         self._keep_body = False
@@ -224,6 +226,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_idle_lost is not None:  # closed in the pool: out of it at once
+            forget, self.on_idle_lost = self.on_idle_lost, None
+            forget()
         if self._waiter is None or self._waiter.done():
             return
         if self._headers_done:  # the status is known: the body was cut short, or it ends
@@ -403,6 +408,7 @@ class HttpClient:
         now = self._clock()
         while idle:
             connection = idle.pop()
+            connection.on_idle_lost = None
             self._idle_count -= 1
             if not connection.closed and now - connection.idle_since < self._keepalive:
                 connection.reused = True
@@ -414,12 +420,24 @@ class HttpClient:
         if not connection.done() or self._closed or self._idle_count >= self._max_idle:
             connection.close()
             return
+        key = (where.tls, where.host, where.port)
         connection.idle_since = self._clock()
-        self._idle.setdefault((where.tls, where.host, where.port), []).append(connection)
+        connection.on_idle_lost = functools.partial(self._forget, key, connection)
+        self._idle.setdefault(key, []).append(connection)
         self._idle_count += 1
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(self._keepalive, self._sweep)
+
+    def _forget(self, key: tuple[bool, str, int], connection: _Connection) -> None:
+        """An idle connection closed (by the receiver, mostly): no longer kept."""
+        idle = self._idle.get(key)
+        if idle is None or connection not in idle:
+            return
+        idle.remove(connection)
+        self._idle_count -= 1
+        if not idle:
+            del self._idle[key]
 
     def _sweep(self) -> None:
         """Close connections idle for the keep-alive time; again later while any are idle."""
@@ -431,6 +449,7 @@ class HttpClient:
                 if not c.closed and c.idle_since > cutoff:
                     keep.append(c)
                 else:
+                    c.on_idle_lost = None
                     c.close()
             self._idle_count -= len(idle) - len(keep)
             if keep:
@@ -511,6 +530,7 @@ class HttpClient:
             self._sweeper = None
         for idle in self._idle.values():
             for connection in idle:
+                connection.on_idle_lost = None
                 connection.close()
         self._idle.clear()
         self._idle_count = 0
