@@ -628,6 +628,23 @@ async def test_a_non_ascii_path_is_percent_encoded_as_utf8() -> None:
         assert split(raw)[0] == b"POST /caf%C3%A9/%E2%98%83?q=%C3%BC&ok=%20 HTTP/1.1"
 
 
+@pytest.mark.parametrize(
+    ("path", "sent"),
+    [
+        ("/100%/a%2Fb%zz?p=5%&q=%41", "/100%25/a%2Fb%25zz?p=5%25&q=%41"),
+        ('/a b"<>\\^`{|}[]', "/a%20b%22%3C%3E%5C%5E%60%7B%7C%7D%5B%5D"),
+        ("/keep/!$&'()*+,;=:@~-._", "/keep/!$&'()*+,;=:@~-._"),
+    ],
+    ids=["stray-percent", "unsafe", "safe"],
+)
+def test_the_request_target_is_valid(path: str, sent: str) -> None:
+    """A ``%`` that starts no escape is sent as ``%25`` (a receiver's parser refuses a
+    bare one); escapes already there are kept; characters a target cannot hold are
+    escaped, the ones it can are not."""
+    head = http.endpoint(f"http://example.com{path}", "POST").head
+    assert head.split(b"\r\n")[0] == f"POST {sent} HTTP/1.1".encode()
+
+
 async def test_an_empty_path_is_slash_and_the_fragment_is_not_sent() -> None:
     async with Peer(answering(OK)) as peer, client() as c:
         await post(c, f"http://127.0.0.1:{peer.port}#frag")

@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import socket
 import ssl
 import time
@@ -147,6 +148,10 @@ class Endpoint:
     """The Authorization line for credentials in the URL (userinfo), or b""."""
 
 
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+"""A ``%`` that starts no escape: sent as ``%25``, escapes already in the URL kept."""
+
+
 @functools.lru_cache(maxsize=4096)
 def endpoint(url: str, method: str) -> Endpoint:
     """:class:`InvalidUrl` when ``url`` cannot be requested. URLs reaching here passed the
@@ -165,8 +170,9 @@ def endpoint(url: str, method: str) -> Endpoint:
     port = port or default
     shown = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
     authority = shown if port == default else f"{shown}:{port}"
-    target = quote(parts.path or "/", safe="/%!$&'()*+,;=:@~") + (
-        "?" + quote(parts.query, safe="/%!$&'()*+,;=:@~?") if parts.query else ""
+    path, query = (_STRAY_PERCENT.sub("%25", p) for p in (parts.path or "/", parts.query))
+    target = quote(path, safe="/%!$&'()*+,;=:@~") + (
+        "?" + quote(query, safe="/%!$&'()*+,;=:@~?") if query else ""
     )
     head = f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n".encode()
     authorization = b""
