@@ -946,13 +946,24 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return paths
 
 
+@dataclasses.dataclass
+class TlsReceiver:
+    port: int
+    bodies: list[bytes]
+    peers: list[object]
+    """The client's address of each request: one per connection."""
+
+
 @contextlib.asynccontextmanager
-async def tls_receiver(pki: Pki, host: str = "127.0.0.1") -> AsyncIterator[tuple[int, list[bytes]]]:
-    """An aiohttp receiver over TLS; yields its port and the bodies it received."""
+async def tls_receiver(pki: Pki, host: str = "127.0.0.1") -> AsyncIterator[TlsReceiver]:
+    """An aiohttp receiver over TLS."""
     bodies: list[bytes] = []
+    peers: list[object] = []
 
     async def hook(request: web.Request) -> web.Response:
         bodies.append(await request.read())
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
         return web.Response(text="ok")
 
     app = web.Application()
@@ -961,41 +972,42 @@ async def tls_receiver(pki: Pki, host: str = "127.0.0.1") -> AsyncIterator[tuple
     await runner.setup()
     await web.TCPSite(runner, host, 0, ssl_context=pki.server_context()).start()
     try:
-        yield runner.addresses[0][1], bodies
+        yield TlsReceiver(runner.addresses[0][1], bodies, peers)
     finally:
         await runner.cleanup()
 
 
 async def test_tls_with_an_unknown_ca_is_refused(pki: Pki) -> None:
-    async with tls_receiver(pki) as (port, bodies), client() as c:
+    async with tls_receiver(pki) as rx, client() as c:
         with pytest.raises(http.TlsFailed) as caught:
-            await post(c, f"https://127.0.0.1:{port}/hook")
+            await post(c, f"https://127.0.0.1:{rx.port}/hook")
         assert caught.value.certificate_error is not None
         assert "unable to get local issuer certificate" in caught.value.certificate_error
         assert message(caught.value) == (
             f"TLS certificate not accepted: {caught.value.certificate_error}"
         )
-        assert bodies == []
+        assert rx.bodies == []
 
 
 async def test_tls_with_the_wrong_name_is_refused(pki: Pki) -> None:
     """The certificate is for 127.0.0.1 and localhost, not 127.0.0.2."""
     async with (
-        tls_receiver(pki, "127.0.0.2") as (port, bodies),
+        tls_receiver(pki, "127.0.0.2") as rx,
         client(tls=pki.client_context()) as c,
     ):
         with pytest.raises(http.TlsFailed) as caught:
-            await post(c, f"https://127.0.0.2:{port}/hook")
+            await post(c, f"https://127.0.0.2:{rx.port}/hook")
         assert "mismatch" in (caught.value.certificate_error or ""), caught.value.certificate_error
-        assert bodies == []
+        assert rx.bodies == []
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 async def test_tls_trusting_the_ca_is_delivered(pki: Pki, host: str) -> None:
-    async with tls_receiver(pki) as (port, bodies), client(tls=pki.client_context()) as c:
+    async with tls_receiver(pki) as rx, client(tls=pki.client_context()) as c:
         for n in range(3):
-            assert (await post(c, f"https://{host}:{port}/hook", b"%d" % n)).status == 200
-        assert bodies == [b"0", b"1", b"2"]
+            assert (await post(c, f"https://{host}:{rx.port}/hook", b"%d" % n)).status == 200
+        assert rx.bodies == [b"0", b"1", b"2"]
+        assert len(set(rx.peers)) == 1, "one connection, kept"
 
 
 async def answer_hello_with_http(peer: Peer, conn: Conn) -> None:
@@ -1230,16 +1242,16 @@ def test_the_same_scenario_under_both_loops(loop: str) -> None:
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_tls_under_both_loops(loop: str, pki: Pki) -> None:
     async def run() -> tuple[str, list[int], list[bytes]]:
-        async with tls_receiver(pki) as (port, bodies):
+        async with tls_receiver(pki) as rx:
             async with client() as c:
                 try:
-                    await post(c, f"https://localhost:{port}/hook")
+                    await post(c, f"https://localhost:{rx.port}/hook")
                 except http.TlsFailed as exc:
                     refused = message(exc)
             async with client(tls=pki.client_context()) as c:
-                statuses = [(await post(c, f"https://localhost:{port}/hook", b"x")).status]
-                statuses.append((await post(c, f"https://localhost:{port}/hook", b"y")).status)
-            return refused, statuses, bodies
+                statuses = [(await post(c, f"https://localhost:{rx.port}/hook", b"x")).status]
+                statuses.append((await post(c, f"https://localhost:{rx.port}/hook", b"y")).status)
+            return refused, statuses, rx.bodies
 
     refused, statuses, bodies = run_under(loop, run())
     assert refused.startswith("TLS certificate not accepted: ")
