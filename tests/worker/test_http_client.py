@@ -788,13 +788,13 @@ async def test_a_receiver_that_never_answers_times_out_and_is_not_reused() -> No
         else:
             await answering(OK)(peer, conn)
 
-    timeout = 0.3
+    timeout = 0.5
     async with Peer(script) as peer, client() as c:
         started = asyncio.get_running_loop().time()
         with pytest.raises(TimeoutError) as caught:
             await post(c, peer.url(), timeout=timeout)
         assert asyncio.get_running_loop().time() - started < 10 * timeout
-        assert message(caught.value, timeout) == "no response within 0.3s (timeoutSeconds)"
+        assert message(caught.value, timeout) == "no response within 0.5s (timeoutSeconds)"
         await asyncio.wait_for(peer.conns[0].eof.wait(), WAIT)  # the client dropped it
         assert (await post(c, peer.url())).status == 200
         assert peer.connections == [0, 1]
@@ -814,7 +814,7 @@ async def test_a_timeout_mid_answer_drops_the_connection() -> None:
 
     async with Peer(script) as peer, client() as c:
         with pytest.raises(TimeoutError):
-            await post(c, peer.url(), timeout=0.3)
+            await post(c, peer.url(), timeout=0.5)
         assert (await post(c, peer.url())).status == 200
         assert peer.connections == [0, 1]
 
@@ -1198,7 +1198,7 @@ async def scenario() -> list[str]:
             r = await post(c, peer.url(path))
             seen.append(f"{path} {r.status} {r.retry_after} {r.snippet!r}")
         try:
-            await post(c, peer.url("/slow"), timeout=0.3)
+            await post(c, peer.url("/slow"), timeout=0.5)
         except TimeoutError:
             seen.append("/slow timeout")
         seen.append(f"/e {(await post(c, peer.url('/e'))).status}")
