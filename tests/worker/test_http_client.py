@@ -1273,8 +1273,8 @@ class ClosingReceiver(TrackingReceiver):
         assert request.transport is not None
         self.peers.append(request.transport.get_extra_info("peername"))
         response = await super()._handle(request)
-        assert "Connection" not in response.headers
         await response.prepare(request)
+        assert "Connection" not in response.headers, "the answer says nothing of closing"
         await response.write_eof()
         request.transport.close()
         return response
