@@ -285,6 +285,11 @@ def test_gone_is_not_classified_as_permanent() -> None:
             "TLS certificate not accepted: self-signed",
         ),
         (http.TlsFailed(None), ErrorClass.TRANSIENT, "TLS handshake failed"),
+        (
+            http.TlsFailed(None, "sslv3 alert handshake failure"),
+            ErrorClass.TRANSIENT,
+            "TLS handshake failed: sslv3 alert handshake failure",
+        ),
         (http.Disconnected(), ErrorClass.TRANSIENT, "closed the connection"),
         (http.BadResponse(), ErrorClass.TRANSIENT, "not valid HTTP/1.1"),
         (ConnectionResetError(), ErrorClass.TRANSIENT, "connection error"),

@@ -37,6 +37,8 @@ def classify_exception(exc: BaseException, timeout: float) -> tuple[ErrorClass, 
             return ErrorClass.TRANSIENT, f"no response within {timeout:g}s (timeoutSeconds)"
         case http.TlsFailed(certificate_error=str(why)):
             return ErrorClass.TRANSIENT, f"TLS certificate not accepted: {why}"
+        case http.TlsFailed(handshake_error=str(why)):
+            return ErrorClass.TRANSIENT, f"TLS handshake failed: {why}"
         case http.TlsFailed():
             return ErrorClass.TRANSIENT, "TLS handshake failed"
         case http.DnsFailed():

@@ -6,8 +6,11 @@ Deliveries need little of a general HTTP client (no redirects, cookies, proxies,
 or compression), and its per-request work was the largest part of a worker's CPU per job,
 so this one does only what they need: the request is written in one piece and the answer
 parsed by httptools (llhttp, Node's parser). Only the status, ``Retry-After`` and the first
-bytes of an error's body are kept. A connection that was idle in the pool and closes before
-any byte of the answer (the receiver timed it out meanwhile) is replaced once by a new one.
+bytes of an error's body are kept, and what is not body is bounded (MAX_HEAD_BYTES), so a
+receiver cannot make the worker store or copy endless headers. A connection that was idle
+in the pool and closes before any byte of the answer (the receiver timed it out meanwhile)
+is replaced once by a new one. Its behaviour against real peers, under asyncio and uvloop,
+is tested in tests/worker/test_http_client.py.
 
 Checking the policy at connect time, on the addresses the connection will use, means a DNS
 answer that changes after the target was accepted (DNS rebinding) cannot reach a refused
@@ -22,11 +25,13 @@ import base64
 import dataclasses
 import functools
 import logging
+import os
+import re
 import socket
 import ssl
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -43,6 +48,10 @@ DNS_TTL_SECONDS = 30.0
 """How long a host's resolved (and checked) addresses are reused."""
 SNIPPET_BYTES = 201
 """How much of an error's body is kept (the message shows 200 characters)."""
+MAX_HEAD_BYTES = 64 * 1024
+"""How much of an answer may be other than its body (status line, headers, chunk framing,
+trailers), beyond as much as the body itself: a receiver sending endless headers or
+trailers would otherwise cost memory, and the parser's copying CPU, until the timeout."""
 
 
 class HttpError(Exception):
@@ -81,14 +90,31 @@ class ConnectFailed(HttpError):
         super().__init__(f"{host}:{port}")
         self.host = host
         self.port = port
-        self.reason = error.strerror or type(error).__name__
+        # The system's words for the errno: asyncio's own strerror is "Connect call
+        # failed (address)", uvloop's the system's, and some errors carry none.
+        self.reason = os.strerror(error.errno) if error.errno else type(error).__name__
 
 
 class TlsFailed(HttpError):
-    def __init__(self, certificate_error: str | None) -> None:
-        super().__init__(certificate_error or "handshake")
+    def __init__(self, certificate_error: str | None, handshake_error: str | None = None) -> None:
+        super().__init__(certificate_error or handshake_error or "handshake")
         self.certificate_error = certificate_error
         """Why the certificate was refused; None when the handshake failed otherwise."""
+        self.handshake_error = handshake_error
+        """Why the handshake failed otherwise, when OpenSSL said."""
+
+
+_HUNG_UP = "the receiver closed the connection (is the port TLS?)"
+
+
+def _handshake_error(exc: ssl.SSLError) -> str | None:
+    """What a failed handshake means, in words: a plain HTTP port answers the TLS hello
+    with text, which OpenSSL calls a wrong version number; others hang up."""
+    if exc.reason == "WRONG_VERSION_NUMBER":
+        return "the receiver's answer is not TLS (is the port plain HTTP?)"
+    if isinstance(exc, ssl.SSLEOFError):
+        return _HUNG_UP
+    return exc.reason.lower().replace("_", " ") if exc.reason else None
 
 
 class Disconnected(HttpError):
@@ -122,6 +148,10 @@ class Endpoint:
     """The Authorization line for credentials in the URL (userinfo), or b""."""
 
 
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+"""A ``%`` that starts no escape: sent as ``%25``, escapes already in the URL kept."""
+
+
 @functools.lru_cache(maxsize=4096)
 def endpoint(url: str, method: str) -> Endpoint:
     """:class:`InvalidUrl` when ``url`` cannot be requested. URLs reaching here passed the
@@ -140,8 +170,9 @@ def endpoint(url: str, method: str) -> Endpoint:
     port = port or default
     shown = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
     authority = shown if port == default else f"{shown}:{port}"
-    target = quote(parts.path or "/", safe="/%!$&'()*+,;=:@~") + (
-        "?" + quote(parts.query, safe="/%!$&'()*+,;=:@~?") if parts.query else ""
+    path, query = (_STRAY_PERCENT.sub("%25", p) for p in (parts.path or "/", parts.query))
+    target = quote(path, safe="/%!$&'()*+,;=:@~") + (
+        "?" + quote(query, safe="/%!$&'()*+,;=:@~?") if query else ""
     )
     head = f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n".encode()
     authorization = b""
@@ -159,12 +190,16 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
+        self.on_idle_lost: Callable[[], None] | None = None
+        """Set while the connection is in the pool: takes it out."""
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
         self._keep_body = False
         self._keep_alive = False
         self._started = False
         self._headers_done = False
+        self._fed = 0
+        self._body_seen = 0
         self._header = b""
         self._retry_after: str | None = None
         self._encoding = b""
@@ -181,18 +216,25 @@ class _Connection(asyncio.Protocol):
             self.close()  # connection cannot be trusted with the next request's answer
             return
         self._started = True
+        self._fed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse())  # an upgrade nobody asked for
         except httptools.HttpParserError:
             self._fail(BadResponse())
+        else:
+            if self._fed - self._body_seen > MAX_HEAD_BYTES + self._body_seen:
+                self._fail(BadResponse())
 
     def eof_received(self) -> bool:
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_idle_lost is not None:  # closed in the pool: out of it at once
+            forget, self.on_idle_lost = self.on_idle_lost, None
+            forget()
         if self._waiter is None or self._waiter.done():
             return
         if self._headers_done:  # the status is known: the body was cut short, or it ends
@@ -214,6 +256,7 @@ class _Connection(asyncio.Protocol):
         self._keep_body = not 200 <= status < 300
 
     def on_body(self, body: bytes) -> None:
+        self._body_seen += len(body)
         if self._keep_body and self._body_len < SNIPPET_BYTES * 4:
             self._body.append(body)
             self._body_len += len(body)
@@ -256,6 +299,8 @@ class _Connection(asyncio.Protocol):
 
     def _reset_answer(self) -> None:
         self._headers_done = False
+        self._fed = 0
+        self._body_seen = 0
         self._keep_alive = False
         self._retry_after = None
         self._encoding = b""
@@ -273,10 +318,13 @@ def _decoded(body: bytes, encoding: bytes) -> bytes:
     but some receivers send them anyway)."""
     if encoding not in (b"gzip", b"deflate", b"x-gzip"):
         return body
-    try:
-        return zlib.decompressobj(wbits=47).decompress(body, SNIPPET_BYTES)
-    except zlib.error:
-        return b""
+    # gzip or zlib (as "deflate" should be), then raw deflate (as many servers send it).
+    for wbits in (47, -15):
+        try:
+            return zlib.decompressobj(wbits=wbits).decompress(body, SNIPPET_BYTES)
+        except zlib.error:
+            continue
+    return b""
 
 
 def _header_lines(headers: Mapping[str, str], where: Endpoint) -> bytes:
@@ -287,21 +335,39 @@ def _header_lines(headers: Mapping[str, str], where: Endpoint) -> bytes:
     try:
         lines = text.encode("latin-1")
     except UnicodeEncodeError:
-        raise InvalidHeader(next(n for n, v in headers.items() if not (n + v).isascii())) from None
+        raise InvalidHeader(next(n for n, v in headers.items() if not _latin1(n + v))) from None
     if where.authorization and not any(n.lower() == "authorization" for n in headers):
         lines += where.authorization
     return lines
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class HttpClient:
     """Connections per origin (scheme, host, port), at most ``max_idle`` kept idle."""
 
     def __init__(
-        self, egress: EgressPolicy, *, max_idle: int, tls: ssl.SSLContext | None = None
+        self,
+        egress: EgressPolicy,
+        *,
+        max_idle: int,
+        tls: ssl.SSLContext | None = None,
+        keepalive: float = KEEPALIVE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._egress = egress
         self._max_idle = max_idle
         self._tls = tls
+        self._keepalive = keepalive
+        """How long an idle connection is kept (KEEPALIVE_SECONDS but in tests)."""
+        self._clock = clock
+        """Seconds, for the age of idle connections and of resolved addresses."""
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._idle_count = 0
         self._resolved: dict[tuple[str, int], tuple[float, list[str]]] = {}
@@ -323,14 +389,17 @@ class HttpClient:
             )
         )
         async with asyncio.timeout(timeout):
+            connection = self._take(where) or await self._connect(where)
             while True:
-                connection = self._take(where) or await self._connect(where)
                 try:
                     response = await connection.send(data)
                 except Disconnected:
                     connection.close()
                     if connection.reused and not connection.answer_started():
-                        continue  # closed while idle: once more on a new connection
+                        # Closed while idle: once more on a new connection (the other
+                        # idle ones are as old or older, likely closed too).
+                        connection = await self._connect(where)
+                        continue
                     raise
                 except BaseException:  # a timeout or cancel mid-answer: never reused
                     connection.close()
@@ -342,11 +411,12 @@ class HttpClient:
 
     def _take(self, where: Endpoint) -> _Connection | None:
         idle = self._idle.get((where.tls, where.host, where.port))
-        now = time.monotonic()
+        now = self._clock()
         while idle:
             connection = idle.pop()
+            connection.on_idle_lost = None
             self._idle_count -= 1
-            if not connection.closed and now - connection.idle_since < KEEPALIVE_SECONDS:
+            if not connection.closed and now - connection.idle_since < self._keepalive:
                 connection.reused = True
                 return connection
             connection.close()
@@ -356,23 +426,36 @@ class HttpClient:
         if not connection.done() or self._closed or self._idle_count >= self._max_idle:
             connection.close()
             return
-        connection.idle_since = time.monotonic()
-        self._idle.setdefault((where.tls, where.host, where.port), []).append(connection)
+        key = (where.tls, where.host, where.port)
+        connection.idle_since = self._clock()
+        connection.on_idle_lost = functools.partial(self._forget, key, connection)
+        self._idle.setdefault(key, []).append(connection)
         self._idle_count += 1
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(KEEPALIVE_SECONDS, self._sweep)
+            self._sweeper = loop.call_later(self._keepalive, self._sweep)
+
+    def _forget(self, key: tuple[bool, str, int], connection: _Connection) -> None:
+        """An idle connection closed (by the receiver, mostly): no longer kept."""
+        idle = self._idle.get(key)
+        if idle is None or connection not in idle:
+            return
+        idle.remove(connection)
+        self._idle_count -= 1
+        if not idle:
+            del self._idle[key]
 
     def _sweep(self) -> None:
-        """Close connections idle for KEEPALIVE_SECONDS; again later while any are idle."""
+        """Close connections idle for the keep-alive time; again later while any are idle."""
         self._sweeper = None
-        cutoff = time.monotonic() - KEEPALIVE_SECONDS
+        cutoff = self._clock() - self._keepalive
         for key, idle in list(self._idle.items()):
             keep = []
             for c in idle:
                 if not c.closed and c.idle_since > cutoff:
                     keep.append(c)
                 else:
+                    c.on_idle_lost = None
                     c.close()
             self._idle_count -= len(idle) - len(keep)
             if keep:
@@ -380,9 +463,7 @@ class HttpClient:
             else:
                 del self._idle[key]
         if self._idle_count and not self._closed:
-            self._sweeper = asyncio.get_running_loop().call_later(
-                KEEPALIVE_SECONDS / 2, self._sweep
-            )
+            self._sweeper = asyncio.get_running_loop().call_later(self._keepalive / 2, self._sweep)
 
     async def _connect(self, where: Endpoint) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -398,8 +479,13 @@ class HttpClient:
                 )
             except ssl.SSLCertVerificationError as exc:
                 raise TlsFailed(exc.verify_message or str(exc)) from None
-            except ssl.SSLError:
-                raise TlsFailed(None) from None
+            except ssl.SSLError as exc:
+                raise TlsFailed(None, _handshake_error(exc)) from None
+            except (ConnectionResetError, ConnectionAbortedError) as exc:
+                if where.tls:  # connected (a refusal is ConnectionRefusedError), then cut
+                    raise TlsFailed(None, _HUNG_UP) from None
+                last = exc
+                continue
             except OSError as exc:
                 last = exc
                 continue
@@ -410,7 +496,7 @@ class HttpClient:
     async def _addresses(self, host: str, port: int) -> list[str]:
         """The addresses of ``host`` the egress policy allows, resolved at most every
         DNS_TTL_SECONDS; :class:`EgressRefused` when it allows none."""
-        now = time.monotonic()
+        now = self._clock()
         cached = self._resolved.get((host, port))
         if cached is not None and cached[0] > now:
             return cached[1]
@@ -450,6 +536,7 @@ class HttpClient:
             self._sweeper = None
         for idle in self._idle.values():
             for connection in idle:
+                connection.on_idle_lost = None
                 connection.close()
         self._idle.clear()
         self._idle_count = 0
