@@ -46,6 +46,8 @@ KEEPALIVE_SECONDS = 15.0
 and one that closes first is replaced without a failed delivery."""
 DNS_TTL_SECONDS = 30.0
 """How long a host's resolved (and checked) addresses are reused."""
+MAX_RESOLVED = 4096
+"""Hosts whose addresses are kept; past it, the expired ones are dropped."""
 SNIPPET_BYTES = 201
 """How much of an error's body is kept (the message shows 200 characters)."""
 MAX_HEAD_BYTES = 64 * 1024
@@ -521,6 +523,8 @@ class HttpClient:
                 "skipped addresses the egress policy refuses",
                 extra={"action": "egress", "host": host, "problem": refusals[0]},
             )
+        if len(self._resolved) >= MAX_RESOLVED:  # hosts come and go with targets
+            self._resolved = {k: v for k, v in self._resolved.items() if v[0] > now}
         self._resolved[(host, port)] = (now + DNS_TTL_SECONDS, allowed)
         return allowed
 
