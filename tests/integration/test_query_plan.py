@@ -141,6 +141,7 @@ def claim_params(**kw: Any) -> dict[str, Any]:
         "quota_targets": [],
         "quota_limits": [],
         "with_quotas": False,
+        "async_commit": True,
     } | kw
 
 
