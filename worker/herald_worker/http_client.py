@@ -202,7 +202,6 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self._fed = 0
         self._body_seen = 0
-        self._header = b""
         self._retry_after: str | None = None
         self._encoding = b""
         self._body: list[bytes] = []
