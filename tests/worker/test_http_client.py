@@ -1010,6 +1010,17 @@ async def test_tls_trusting_the_ca_is_delivered(pki: Pki, host: str) -> None:
         assert len(set(rx.peers)) == 1, "one connection, kept"
 
 
+async def test_ssl_cert_file_names_the_cas_the_default_client_trusts(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's way to trust a private CA: SSL_CERT_FILE in the worker's environment
+    (read by OpenSSL when the client makes its default context)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    async with tls_receiver(pki) as rx, client() as c:
+        assert (await post(c, f"https://localhost:{rx.port}/hook", b"private")).status == 200
+        assert rx.bodies == [b"private"]
+
+
 async def answer_hello_with_http(peer: Peer, conn: Conn) -> None:
     await conn.reader.read(5)
     await conn.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
