@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ssl
 import time
 
 from herald_queue.egress import EgressPolicy
@@ -37,11 +36,9 @@ class Result:
 
 
 class Sender:
-    def __init__(
-        self, *, concurrency: int, egress: EgressPolicy, tls: ssl.SSLContext | None = None
-    ) -> None:
+    def __init__(self, *, concurrency: int, egress: EgressPolicy) -> None:
         # Every address is checked against the egress policy when a connection opens.
-        self._client = HttpClient(egress, max_idle=concurrency, tls=tls)
+        self._client = HttpClient(egress, max_idle=concurrency)
 
     async def send(self, request: OutgoingRequest, *, timeout: float) -> Result:
         started = time.monotonic()

@@ -146,6 +146,8 @@ class Endpoint:
     port: int
     head: bytes
     """The request line and the Host line."""
+    origin: tuple[bool, str, int]
+    """(tls, host, port): the pool's key, whose connections a request may reuse."""
     authorization: bytes
     """The Authorization line for credentials in the URL (userinfo), or b""."""
 
@@ -181,7 +183,7 @@ def endpoint(url: str, method: str) -> Endpoint:
     if parts.username is not None:  # credentials in a Secret's url: Basic authentication
         user = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         authorization = b"Authorization: Basic %s\r\n" % base64.b64encode(user)
-    return Endpoint(tls, ascii_host, port, head, authorization)
+    return Endpoint(tls, ascii_host, port, head, (tls, ascii_host, port), authorization)
 
 
 class _Connection(asyncio.Protocol):
@@ -198,7 +200,9 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
         self._keep_body = False
         self._keep_alive = False
-        self._started = False
+        self.answer_started = False
+        """Whether any byte of the current answer came (else a closed kept connection may
+        be replaced: the receiver cannot have seen the request)."""
         self._headers_done = False
         self._fed = 0
         self._body_seen = 0
@@ -216,7 +220,7 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None or self._waiter.done():  # bytes nothing asked for: the
             self.close()  # connection cannot be trusted with the next request's answer
             return
-        self._started = True
+        self.answer_started = True
         self._fed += len(data)
         try:
             self._parser.feed_data(data)
@@ -280,7 +284,7 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None
         self._reset_answer()
-        self._started = False
+        self.answer_started = False
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self._waiter
@@ -289,9 +293,6 @@ class _Connection(asyncio.Protocol):
         """After an answer: whether the connection can take another request."""
         self._waiter = None
         return not self.closed and self._keep_alive
-
-    def answer_started(self) -> bool:
-        return self._started
 
     def close(self) -> None:
         self.closed = True
@@ -329,10 +330,9 @@ def _decoded(body: bytes, encoding: bytes) -> bytes:
 
 
 def _header_lines(headers: Mapping[str, str], where: Endpoint) -> bytes:
-    for name, value in headers.items():
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-            raise InvalidHeader(name)
     text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+        raise InvalidHeader(next(n for n, v in headers.items() if _breaks(n + v)))
     try:
         lines = text.encode("latin-1")
     except UnicodeEncodeError:
@@ -340,6 +340,10 @@ def _header_lines(headers: Mapping[str, str], where: Endpoint) -> bytes:
     if where.authorization and not any(n.lower() == "authorization" for n in headers):
         lines += where.authorization
     return lines
+
+
+def _breaks(text: str) -> bool:
+    return "\n" in text or "\r" in text
 
 
 def _latin1(text: str) -> bool:
@@ -396,7 +400,7 @@ class HttpClient:
                     response = await connection.send(data)
                 except Disconnected:
                     connection.close()
-                    if connection.reused and not connection.answer_started():
+                    if connection.reused and not connection.answer_started:
                         # Closed while idle: once more on a new connection (the other
                         # idle ones are as old or older, likely closed too).
                         connection = await self._connect(where)
@@ -411,7 +415,7 @@ class HttpClient:
     # -- the pool -----------------------------------------------------------------------
 
     def _take(self, where: Endpoint) -> _Connection | None:
-        idle = self._idle.get((where.tls, where.host, where.port))
+        idle = self._idle.get(where.origin)
         now = self._clock()
         while idle:
             connection = idle.pop()
@@ -427,10 +431,9 @@ class HttpClient:
         if not connection.done() or self._closed or self._idle_count >= self._max_idle:
             connection.close()
             return
-        key = (where.tls, where.host, where.port)
         connection.idle_since = self._clock()
-        connection.on_idle_lost = functools.partial(self._forget, key, connection)
-        self._idle.setdefault(key, []).append(connection)
+        connection.on_idle_lost = functools.partial(self._forget, where.origin, connection)
+        self._idle.setdefault(where.origin, []).append(connection)
         self._idle_count += 1
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
