@@ -131,8 +131,8 @@ def retry_conflicts(
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             try:
                 return await fn(*args, **kwargs)
-            except psycopg.errors.TransactionRollback as exc:
-                if attempt == CONFLICT_ATTEMPTS:
+            except psycopg.Error as exc:  # class 40: deadlock, serialization failure...
+                if not (exc.sqlstate or "").startswith("40") or attempt == CONFLICT_ATTEMPTS:
                     raise
                 log.warning(
                     "transaction rolled back by a conflict with another; trying again",
