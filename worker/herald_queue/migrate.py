@@ -10,8 +10,8 @@ own transaction.
 Nothing here waits without a bound. The migration lock is tried, not waited for; a
 migration's statements wait at most STATEMENT_LOCK_TIMEOUT for the table locks they need
 (so running workers, queued behind a waiting ALTER TABLE, are held up no longer than that)
-and are tried again. Every PROGRESS_INTERVAL the log says what is awaited and who holds
-it; after ``wait`` seconds in all, MigrationError names the holder.
+and are tried again. As soon as it waits, and then every PROGRESS_INTERVAL, the log says
+what is awaited and who holds it; after ``wait`` seconds in all, MigrationError names the holder.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class _Deadline:
         self._clock = clock
         self._start = clock()
         self._end = self._start + wait
-        self._said = self._start
+        self._said: float | None = None
 
     @property
     def waited(self) -> float:
@@ -91,8 +91,9 @@ class _Deadline:
         return self._end - self._clock()
 
     def due(self) -> bool:
-        """True once every PROGRESS_INTERVAL: time to say again what we wait for."""
-        if self._clock() - self._said < PROGRESS_INTERVAL:
+        """True at the first call (a wait is said as soon as it starts, however short its
+        bound), then once every PROGRESS_INTERVAL: time to say again what we wait for."""
+        if self._said is not None and self._clock() - self._said < PROGRESS_INTERVAL:
             return False
         self._said = self._clock()
         return True

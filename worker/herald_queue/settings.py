@@ -105,8 +105,8 @@ class DatabaseSettings(HeraldSettings):
         300.0,
         validation_alias="HERALD_MIGRATION_WAIT",
         description="Longest `herald migrate` (and any process that migrates first) waits "
-        "for another migration or for the table locks its statements need, saying every 5 s "
-        "what it waits for and who holds it; then it fails naming the holder.",
+        "for another migration or for the table locks its statements need, saying at once, "
+        "then every 5 s, what it waits for and who holds it; then it fails naming the holder.",
     )
 
     @model_validator(mode="after")
