@@ -172,9 +172,7 @@ class Process:
                 for line in lines:
                     if match(line):
                         return line
-                if self.process.poll() is not None and not any(
-                    r.is_alive() for r in self._readers
-                ):
+                if self.process.poll() is not None and not any(r.is_alive() for r in self._readers):
                     raise AssertionError(
                         f"{self.name} exited {self.process.returncode} before {what}:\n"
                         f"{self.tail()}"
@@ -208,8 +206,7 @@ class Process:
                 f"{self.name} did not stop within {timeout:g} s of "
                 f"{signal.Signals(sig).name} (killed):\n{self.tail()}"
             ) from None
-        for reader in self._readers:
-            reader.join(10)
+        self._close()
         return code
 
     def kill(self) -> None:
@@ -218,6 +215,16 @@ class Process:
             _kill_group(self.process)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(30)
+        self._close()
+
+    def _close(self) -> None:
+        """Its output read to the end (a child that kept the pipe open is not waited for
+        past 10 s), and the pipes closed."""
+        for reader in self._readers:
+            reader.join(10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None and not any(r.is_alive() for r in self._readers):
+                stream.close()
 
 
 @contextlib.contextmanager
@@ -313,8 +320,9 @@ def start_worker(
     deadline = time.monotonic() + timeout
     while (status := http_get(f"{base}/readyz", timeout=5)[0]) != 200:
         if worker.process.poll() is not None:
-            raise AssertionError(f"{worker.name} exited {worker.process.returncode}:\n"
-                                 f"{worker.tail()}")
+            raise AssertionError(
+                f"{worker.name} exited {worker.process.returncode}:\n{worker.tail()}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"{worker.name}: /readyz did not answer 200 within {timeout:g} s "

@@ -21,6 +21,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+
 import pytest
 
 from tests.e2e.commands import (
@@ -65,8 +66,7 @@ def local_examples(folder: Path, port: int) -> Path:
 def delivered(receiver: Process, job_id: str) -> bool:
     """``herald receive`` printed a verified delivery of ``job_id``."""
     return (
-        receiver.count("out", lambda line: line.startswith(job_id) and "signature ok" in line)
-        > 0
+        receiver.count("out", lambda line: line.startswith(job_id) and "signature ok" in line) > 0
     )
 
 
