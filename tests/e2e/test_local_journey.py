@@ -3,7 +3,8 @@ a ``herald`` subprocess with a time bound (a hang fails naming the command), on 
 embedded PostgreSQL exactly as a user gets it (HERALD_DATABASE_URL unset, a throwaway
 HERALD_DATA_DIR) and on the suite's database server.
 
-``herald demo``; then ``herald receive`` and ``herald worker --targets examples/local/``;
+``herald demo`` (a test of its own); then ``herald receive`` and ``herald worker --targets
+examples/local/``;
 while the worker runs: ``herald enqueue`` (flags and JSON lines on stdin), ``stats`` and
 ``stats --watch``, ``jobs list|show|cancel``, ``dlq list|show|replay``, ``tracker
 list|clear``, ``targets apply|list``, ``migrate``, a second worker; then every accepted job
@@ -78,14 +79,8 @@ def api_state(base: str, job_id: str) -> str | None:
 def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
     timings: dict[str, float] = {}
     began = time.monotonic()
-
-    # 1. The demo, with its quick option (the default 3,000 jobs take 25 s or more).
-    demo = ok(["demo", "--jobs", "100"], env, timeout=240)
-    assert "examples/local" in demo.out  # where it sends the user next
-    timings["demo"] = time.monotonic() - began
-
     with processes() as started:
-        # 2. The receiver, the worker, and a receiver that rejects everything (400).
+        # 1. The receiver, the worker, and a receiver that rejects everything (400).
         receiver, port = start_receiver(started, env)
         rejecter, reject_port = start_receiver(
             started, env, "--path", "/reject", "--status", "400", "--secret", ""
@@ -94,7 +89,7 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         worker, base = start_worker(started, env, "--targets", str(targets))
         timings["started"] = time.monotonic() - began
 
-        # 3. Enqueue with flags, and JSON lines on stdin.
+        # 2. Enqueue with flags, and JSON lines on stdin.
         one = ok(
             ["enqueue", "--target", "local-hook", "--payload", '{"hello": "world"}', "--json"],
             env,
@@ -116,7 +111,7 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
             what="the five jobs delivered to `herald receive`",
         )
 
-        # 4. Stats, once and watched (stopped with Ctrl-C after two refreshes).
+        # 3. Stats, once and watched (stopped with Ctrl-C after two refreshes).
         stats = ok(["stats", "--json"], env).json()
         assert stats["succeeded"] >= len(accepted), stats
         assert ok(["stats"], env).out.strip()
@@ -131,7 +126,7 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         for line in [s for s in watch.out if s.startswith("{")][:2]:
             assert json.loads(line)["succeeded"] >= len(accepted)
 
-        # 5. Jobs: list, show (the id round trip), cancel a job that waits for its runAt.
+        # 4. Jobs: list, show (the id round trip), cancel a job that waits for its runAt.
         listed = ok(["jobs", "list", "--json", "--target", "local-hook"], env).json()
         assert set(accepted) <= {j["id"] for j in listed["items"]}
         shown = ok(["jobs", "show", one["id"], "--json"], env).json()
@@ -150,7 +145,7 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         assert waiting["id"] in cancel.out
         assert ok(["jobs", "show", waiting["id"], "--json"], env).json()["state"] == "dead"
 
-        # 6. A dead letter: a target whose receiver answers 400 (applied while the worker
+        # 5. A dead letter: a target whose receiver answers 400 (applied while the worker
         # runs); listed, shown, replayed, and rejected a second time.
         (tmp / "reject.yaml").write_text(REJECT_TARGET.format(port=reject_port))
         applied = ok(["targets", "apply", str(tmp / "reject.yaml"), "--json"], env).json()
@@ -185,13 +180,13 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
             what="the replayed job dead again",
         )
 
-        # 7. The worker's tracker, through its API.
+        # 6. The worker's tracker, through its API.
         tracked = ok(["tracker", "list", "--worker", base, "--json"], env).json()
         assert set(accepted) <= {j["id"] for j in tracked["items"]}, tracked
         assert ok(["tracker", "clear", "--worker", base], env).out.strip()
         assert ok(["tracker", "list", "--worker", base, "--json"], env).json()["items"] == []
 
-        # 8. Targets: the example itself applied (it only changes the URL), then the copy
+        # 7. Targets: the example itself applied (it only changes the URL), then the copy
         # the receiver answers on again; listed.
         example = ok(["targets", "apply", str(EXAMPLES / "local"), "--json"], env).json()
         assert example == [{"target": "default/local-hook", "created": False}], example
@@ -199,10 +194,10 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         names = {t["name"] for t in ok(["targets", "list", "--json"], env).json()}
         assert {"local-hook", "local-reject"} <= names, names
 
-        # 9. `herald migrate` beside the running worker: up to date, promptly.
+        # 8. `herald migrate` beside the running worker: up to date, promptly.
         assert ok(["migrate", "--json"], env).json()["applied"] == []
 
-        # 10. A second worker, then jobs for both; the second stopped on its own.
+        # 9. A second worker, then jobs for both; the second stopped on its own.
         second, second_base = start_worker(started, env, "--targets", str(targets))
         more = ok(["enqueue", "--json"], env, input=lines + lines).json()
         accepted += [m["id"] for m in more]
@@ -215,7 +210,7 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         assert second.stop() == 0, second.tail()
         timings["journey"] = time.monotonic() - began
 
-        # 11. Everything delivered once, signed, nothing to the wrong place; all stopped.
+        # 10. Everything delivered once, signed, nothing to the wrong place; all stopped.
         stats = ok(["stats", "--json"], env).json()
         assert stats["queued"] == stats["running"] == stats["retrying"] == 0, stats
         assert worker.stop() == 0, worker.tail()
@@ -230,6 +225,17 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         # stopped means stopped: the next command says so, and does not start it
         assert "stopped" in ok(["db", "status"], env).out
     print(f"journey timings (s, cumulative): {timings}")
+
+
+def test_the_demo_leads_to_the_local_journey_and_cleans_up_after_itself() -> None:
+    """``herald demo`` with its quick option (the default 3,000 jobs take 25 s or more): it
+    ends in success, names the next step (examples/local/), and leaves no PostgreSQL
+    running in the user's HERALD_DATA_DIR (its own is private and stopped)."""
+    with embedded_data_dir() as data_dir:
+        env = env_for(None, data_dir)
+        demo = ok(["demo", "--jobs", "100"], env, timeout=240)
+        assert "examples/local" in demo.out, demo.out
+        assert "stopped" in ok(["db", "status"], env).out
 
 
 def test_local_journey_on_the_embedded_postgresql() -> None:
