@@ -33,12 +33,13 @@ from tests.e2e.commands import (
     http_get,
     ok,
     processes,
+    run,
     start_receiver,
     start_worker,
     wait_until,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 DELIVERY_TIMEOUT = 90.0
 """Seconds a job may take to reach the receiver (or the DLQ) on a loaded machine."""
@@ -227,6 +228,7 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
     print(f"journey timings (s, cumulative): {timings}")
 
 
+@pytest.mark.slow
 def test_the_demo_leads_to_the_local_journey_and_cleans_up_after_itself() -> None:
     """``herald demo`` with its quick option (the default 3,000 jobs take 25 s or more): it
     ends in success, names the next step (examples/local/), and leaves no PostgreSQL
@@ -238,10 +240,24 @@ def test_the_demo_leads_to_the_local_journey_and_cleans_up_after_itself() -> Non
         assert "stopped" in ok(["db", "status"], env).out
 
 
+@pytest.mark.slow
 def test_local_journey_on_the_embedded_postgresql() -> None:
     with embedded_data_dir() as data_dir:
         journey(env_for(None, data_dir), data_dir, embedded=True)
 
 
+@pytest.mark.slow
 async def test_local_journey_on_a_database_server(db_url: str, tmp_path: Path) -> None:
     journey(env_for(db_url, None), tmp_path, embedded=False)
+
+
+def test_a_command_that_does_not_return_fails_naming_it() -> None:
+    """The bound every step above has: a command still running at its timeout is killed
+    (its whole process group) and the test fails naming it."""
+    env = env_for(None, None)
+    began = time.monotonic()
+    with pytest.raises(
+        AssertionError, match=r"`herald receive --port 0` did not return within 3 s"
+    ):
+        run(["receive", "--port", "0"], env, timeout=3)
+    assert time.monotonic() - began < 60  # killed, not waited for
