@@ -273,3 +273,29 @@ async def test_every_command_returns_beside_a_worker_on_the_embedded_database(
         )
         assert worker.stop() == 0, worker.tail()
         assert receiver.stop() == 0
+
+
+async def test_a_killed_migrate_leaves_no_session_on_the_server(fresh_db: FreshDb) -> None:
+    """A user gives up on a waiting `herald migrate` (Ctrl-C, kill -9): nothing of it stays
+    on the server waiting for the lock (it tries the lock, it never waits on the server)."""
+    url = await fresh_db()
+    env = env_for(url, None, HERALD_MIGRATION_WAIT="5m")
+    with migration_lock_held(url, "journey-lock-holder"), processes() as started:
+        waiting = Process(["migrate"], env)
+        started.append(waiting)
+        waiting.wait_for_line(
+            "err", lambda s: "migration lock" in s, timeout=60, what="the waiting line"
+        )
+        with psycopg.connect(url, autocommit=True) as probe:
+            sessions = (
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'herald migrate%'"
+            )
+            assert probe.execute(sessions).fetchone() == (1,)
+            waiting.process.kill()
+            waiting.process.wait(timeout=30)
+            wait_until(
+                lambda: probe.execute(sessions).fetchone() == (0,),
+                timeout=30,
+                what="the killed migrate's session to leave the server",
+            )
