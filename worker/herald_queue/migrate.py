@@ -117,12 +117,12 @@ async def migrate(
         applied: list[str] = []
         if before == 0:
             await _refuse_partial_install(conn)
-            await _apply(conn, deadline, "schema.sql", [sql.schema()], migrations)
+            await _apply(conn, deadline, "schema.sql", sql.schema(), migrations)
             applied = [f"{v:04d}_{n} (schema.sql)" for v, n, _ in migrations]
         else:
             for version, name, text in migrations[before:]:
                 label = f"{version:04d}_{name}"
-                await _apply(conn, deadline, label, [text], [(version, name, text)])
+                await _apply(conn, deadline, label, text, [(version, name, text)])
                 applied.append(label)
         return MigrationReport(before=before, after=await current_version(conn), applied=applied)
     finally:
@@ -157,10 +157,10 @@ async def _apply(
     conn: AsyncConn,
     deadline: _Deadline,
     label: str,
-    texts: list[str],
+    text: str,
     versions: list[tuple[int, str, str]],
 ) -> None:
-    """Run one migration (its texts, then its version records) in one transaction, each
+    """Run one migration (its text, then its version records) in one transaction, each
     attempt waiting at most STATEMENT_LOCK_TIMEOUT for table locks, again until
     ``deadline``."""
     while True:
@@ -170,8 +170,7 @@ async def _apply(
                     "SELECT set_config('lock_timeout', %s, true)",
                     [f"{round(STATEMENT_LOCK_TIMEOUT * 1000)}ms"],
                 )
-                for text in texts:
-                    await conn.execute(text.encode())
+                await conn.execute(text.encode())
                 for version, name, _ in versions:
                     await _record(conn, version, name)
             return
