@@ -27,6 +27,7 @@ import pytest
 from herald_queue import db, listener, locks, migrate, sql
 from herald_queue.errors import MigrationError
 from herald_queue.queue import Queue
+from herald_queue.settings import DatabaseSettings
 from herald_queue.states import JobState
 from tests.helpers import RETRY_LATER, bounded, eventually, failure, job, register, sql_value
 
@@ -178,7 +179,7 @@ async def test_every_connection_says_which_process_it_is_and_bounds_its_lock_wai
     monkeypatch.setattr(db, "_application_name", db.application_name())
     db.name_process("worker")
     assert db.application_name().startswith("herald worker (")
-    conn = await db.connect(db_url, lock_timeout=2.5)
+    conn = await db.connect(db_url, DatabaseSettings(lock_timeout=2.5))
     try:
         cur = await conn.execute(
             "SELECT current_setting('application_name'), current_setting('lock_timeout')"
@@ -186,8 +187,6 @@ async def test_every_connection_says_which_process_it_is_and_bounds_its_lock_wai
         assert await cur.fetchone() == (db.application_name(), "2500ms")
     finally:
         await conn.close()
-    from herald_queue.settings import DatabaseSettings
-
     pool = await db.open_pool(db_url, DatabaseSettings(pool_min=1, pool_max=2, lock_timeout=7))
     try:
         async with pool.connection() as pooled:

@@ -46,6 +46,4 @@ async def _migrate_embedded(db: DatabaseSettings) -> None:
     from herald_queue import db as dbmod
     from herald_queue import migrate
 
-    await migrate.migrate_url(
-        dbmod.resolve_url(db), timeout=db.connect_timeout, wait=db.migration_wait
-    )
+    await migrate.migrate_url(dbmod.resolve_url(db), db)

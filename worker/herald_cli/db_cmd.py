@@ -40,7 +40,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"embedded PostgreSQL in {data_dir}: stopped (the next command starts it)")
             return 0
         url = found
-    conn = await db.connect(url, timeout=settings.connect_timeout)
+    conn = await db.connect(url, settings)
     try:
         cur = await conn.execute("SHOW server_version")
         row = await cur.fetchone()

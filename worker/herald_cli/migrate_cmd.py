@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace) -> int:
     settings = database_settings()
     url = db.resolve_url(settings, announce=True)
-    conn = await db.connect(url, timeout=settings.connect_timeout)
+    conn = await db.connect(url, settings)
     try:
         if args.check:
             current = await migrate.current_version(conn)

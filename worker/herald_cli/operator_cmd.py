@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from herald_queue.settings_base import HeraldSettings
+
+if TYPE_CHECKING:
+    from herald_queue.settings import DatabaseSettings
 
 log = logging.getLogger("herald.operator")
 
@@ -48,15 +52,13 @@ async def run(args: argparse.Namespace) -> int:
     check_ports(Options(settings=settings))
     url = db.resolve_url(database, announce=database.url is None)
     if args.migrate or database.url is None:
-        report = await migrate.migrate_url(
-            url, timeout=database.connect_timeout, wait=database.migration_wait
-        )
+        report = await migrate.migrate_url(url, database)
         if report.applied:
             log.info(
                 "migrated the database", extra={"action": "migrate", "applied": report.applied}
             )
     else:
-        await _check_schema(url, database.connect_timeout)
+        await _check_schema(url, database)
     check_kubernetes()
     await run_operator(
         Options(settings=settings, database=database, queue=queue, egress=egress, url=url)
@@ -64,14 +66,14 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _check_schema(url: str, timeout: float) -> None:
+async def _check_schema(url: str, database: DatabaseSettings) -> None:
     """A database at the wrong schema version is an error said in one line; an unreachable
     one is waited for (the operator's startup retries until PostgreSQL answers)."""
     from herald_queue import db, migrate
     from herald_queue.errors import DatabaseUnavailable
 
     try:
-        conn = await db.connect(url, timeout=timeout)
+        conn = await db.connect(url, database)
     except DatabaseUnavailable:
         return  # the startup handler says so and retries
     try:

@@ -27,8 +27,6 @@ from herald_queue.settings import DatabaseSettings
 AsyncConn = psycopg.AsyncConnection[tuple[object, ...]]
 log = logging.getLogger("herald.db")
 
-DEFAULT_LOCK_TIMEOUT = 30.0
-"""Seconds a statement waits for a lock before it fails (HERALD_DB_LOCK_TIMEOUT)."""
 _CONFIGURE = sql.load("locks")["configure_session"]
 _application_name = "herald"
 
@@ -44,7 +42,7 @@ def application_name() -> str:
     return _application_name
 
 
-async def configure(conn: AsyncConn, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+async def configure(conn: AsyncConn, *, lock_timeout: float) -> None:
     """Name the session and bound its lock waits (see ``configure_session``)."""
     await conn.execute(
         _CONFIGURE,
@@ -158,14 +156,15 @@ def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
-async def connect(
-    url: str, *, timeout: float = 5.0, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
-) -> AsyncConn:
+async def connect(url: str, settings: DatabaseSettings | None = None) -> AsyncConn:
+    """One connection (autocommit), named and with its lock bound; ``settings`` give the
+    timeouts (HERALD_DB_CONNECT_TIMEOUT, HERALD_DB_LOCK_TIMEOUT), their defaults without."""
+    settings = settings or DatabaseSettings()
     try:
         conn = await psycopg.AsyncConnection.connect(
             url,
             autocommit=True,
-            connect_timeout=max(1, round(timeout)),
+            connect_timeout=max(1, round(settings.connect_timeout)),
             application_name=_application_name,
         )
     except psycopg.OperationalError as exc:
@@ -176,7 +175,7 @@ async def connect(
             "postgresql://user:password@host:5432/dbname"
         ) from None
     try:
-        await configure(conn, lock_timeout=lock_timeout)
+        await configure(conn, lock_timeout=settings.lock_timeout)
     except BaseException:
         await conn.close()
         raise
@@ -187,7 +186,7 @@ async def open_pool(
     url: str, settings: DatabaseSettings, *, name: str = "herald"
 ) -> AsyncConnectionPool[AsyncConn]:
     """Open a pool once the database answers (a clear error if it does not)."""
-    probe = await connect(url, timeout=settings.connect_timeout)
+    probe = await connect(url, settings)
     await probe.close()
 
     async def configure_pooled(conn: AsyncConn) -> None:

@@ -30,6 +30,7 @@ from herald_queue import db, sql
 from herald_queue.db import AsyncConn
 from herald_queue.errors import MigrationError, SchemaOutOfDate
 from herald_queue.locks import SessionLock
+from herald_queue.settings import DatabaseSettings
 
 log = logging.getLogger("herald.migrate")
 
@@ -220,13 +221,11 @@ def _describe_session(row: dict[str, Any]) -> str:
     return f"'{name}' ({', '.join(parts)})"
 
 
-async def migrate_url(
-    url: str, *, timeout: float = 5.0, wait: float = DEFAULT_WAIT
-) -> MigrationReport:
-    """Connect to ``url``, migrate, disconnect."""
-    conn = await db.connect(url, timeout=timeout)
+async def migrate_url(url: str, settings: DatabaseSettings) -> MigrationReport:
+    """Connect to ``url``, migrate (waiting at most HERALD_MIGRATION_WAIT), disconnect."""
+    conn = await db.connect(url, settings)
     try:
-        return await migrate(conn, wait=wait)
+        return await migrate(conn, wait=settings.migration_wait)
     finally:
         await conn.close()
 

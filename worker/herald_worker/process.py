@@ -97,9 +97,7 @@ async def _open_queue(
     ):
         with attempt:
             if run_migrations:
-                report = await migrate.migrate_url(
-                    url, timeout=db_settings.connect_timeout, wait=db_settings.migration_wait
-                )
+                report = await migrate.migrate_url(url, db_settings)
                 if report.applied:
                     log.info(
                         "migrated the database",
