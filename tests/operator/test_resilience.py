@@ -136,7 +136,7 @@ async def test_status_writes_and_timers_outlive_an_api_outage(
             timeout=30,
             message="the status write retried through the outage",
         )
-        code, text = await eventually(
+        code, _ = await eventually(
             lambda: _with(_health(port), lambda answer: answer[0] != 200),
             timeout=20,
             message="/healthz failing while the API is away",
