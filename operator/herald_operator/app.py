@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -124,7 +125,30 @@ class _QuietTimers(logging.Filter):
         return not (message.startswith("Timer '") and message.endswith("' succeeded."))
 
 
-def _quiet_timers() -> None:
+class _QuietRetries(logging.Filter):
+    """kopf logs every failed attempt of an API request at ERROR; requests are retried for
+    as long as the API is away, so an outage of minutes would log one line per object per
+    backoff. The first failure and every ``every``-th retry of one request pass."""
+
+    ATTEMPT = re.compile(r"^Request attempt #(\d+) failed; will retry")
+
+    def __init__(self, every: int = 60) -> None:
+        super().__init__()
+        self.every = every
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self.ATTEMPT.match(record.getMessage())
+        if found is None:
+            return True
+        attempt = int(found.group(1))
+        return attempt == 1 or attempt % self.every == 0
+
+
+def _quiet_logs() -> None:
+    for name in ("kopf.objects", "kopf._cogs.clients.watching", "kopf._core.engines.peering"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietRetries) for f in logger.filters):
+            logger.addFilter(_QuietRetries())
     objects = logging.getLogger("kopf.objects")
     if not any(isinstance(f, _QuietTimers) for f in objects.filters):
         objects.addFilter(_QuietTimers())
@@ -133,7 +157,7 @@ def _quiet_timers() -> None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: Options = memo["herald_options"]
     configure(settings, options)
-    _quiet_timers()
+    _quiet_logs()
     try:
         rt = await Runtime.open(options)
     except SchemaOutOfDate as exc:

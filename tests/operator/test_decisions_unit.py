@@ -544,3 +544,24 @@ def test_the_enable_annotation_counts_only_after_the_disable(
     annotations = {} if annotation is None else {disabling.ENABLE_ANNOTATION: annotation}
     assert disabling.enable_requested(annotations, off) is expected
     assert disabling.enable_requested(annotations, row()) is False, "not disabled"
+
+
+def test_api_request_retries_never_run_out_and_are_logged_sparingly() -> None:
+    import itertools
+    import logging
+
+    from herald_operator.app import RetryForever, _QuietRetries
+
+    backoffs = RetryForever((1, 2, 4, 8, 15), cap=10)
+    assert list(itertools.islice(backoffs, 8)) == [1, 2, 4, 8, 10, 10, 10, 10]
+    assert list(itertools.islice(backoffs, 2)) == [1, 2]  # afresh for every request
+    quiet = _QuietRetries(every=60)
+
+    def passes(message: str) -> bool:
+        return quiet.filter(logging.LogRecord("kopf.objects", 40, "", 0, message, None, None))
+
+    assert passes("Request attempt #1 failed; will retry: PATCH /x -> boom")
+    assert not passes("Request attempt #2 failed; will retry: PATCH /x -> boom")
+    assert passes("Request attempt #120 failed; will retry: PATCH /x -> boom")
+    assert passes("Request attempt #3 failed; escalating: PATCH /x -> boom")
+    assert passes("Handler 'reconcile' succeeded.")
