@@ -94,7 +94,7 @@ class Conditions:
         self._now = dt.datetime.now(dt.UTC)
 
     def find(self, kind: str) -> Mapping[str, Any] | None:
-        """The condition of that type as read."""
+        """The condition of that type as read (or as a write in flight sets it)."""
         return find(self._read, kind)
 
     def set(self, condition: Condition, generation: int | None = None) -> Announced:
