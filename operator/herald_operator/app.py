@@ -9,9 +9,11 @@ rather than at import, because the status timer's interval is a setting
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import kopf
@@ -19,6 +21,7 @@ import yaml
 
 from herald_operator import replays, targets
 from herald_operator.autoscaler import COMPONENT, WorkerAutoscaler
+from herald_operator.kube import KubeError
 from herald_operator.metrics import MetricsServer
 from herald_operator.runtime import DB_ERRORS, Options, Runtime, runtime_of
 from herald_operator.settings import OperatorSettings
@@ -76,15 +79,41 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.watching.connect_timeout = 10
     settings.watching.inactivity_timeout = 70
-    # API requests: a request may take 30 s; a failed one is retried with these backoffs.
+    # API requests: a request may take 30 s; a failed one (no answer, 5xx, 403 or 429) is
+    # retried with these backoffs, then every last backoff for as long as the API is away
+    # (none longer than the status interval: the status is live within about one interval
+    # of the API's return). A status or annotation write is never given up (kopf would
+    # drop it, and a timer whose write failed would die), so handlers and timers resume
+    # where they were once the API is back, however long the outage.
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
-    settings.networking.error_backoffs = list(options.api_backoffs)
+    settings.networking.error_backoffs = RetryForever(
+        options.api_backoffs, cap=float(ours.status_interval)
+    )
     # An unexpected exception in a handler is retried after this long (outages we expect
     # raise kopf.TemporaryError with their own delay).
     settings.execution.default_backoff = options.retry_delay
     # Daemons and timers are told to stop on deletion and shutdown: no long polling.
     settings.background.cancellation_polling = 5
+
+
+class RetryForever:
+    """Backoffs (seconds) that never run out: ``first`` in turn, then its last one again
+    and again, none longer than ``cap`` (a request waiting out an outage goes through at
+    most ``cap`` after the API is back). Iterable afresh for every request; not Sized, so
+    kopf counts the attempts without a total."""
+
+    def __init__(self, first: Sequence[float], *, cap: float = float("inf")) -> None:
+        if not first:
+            raise ValueError("RetryForever needs at least one backoff")
+        self.first = tuple(min(float(b), cap) for b in first)
+
+    def __iter__(self) -> Iterator[float]:
+        yield from self.first
+        yield from itertools.repeat(self.first[-1])
+
+    def __repr__(self) -> str:
+        return f"RetryForever({', '.join(f'{b:g}' for b in self.first)}, ...)"
 
 
 class _QuietTimers(logging.Filter):
@@ -96,7 +125,30 @@ class _QuietTimers(logging.Filter):
         return not (message.startswith("Timer '") and message.endswith("' succeeded."))
 
 
-def _quiet_timers() -> None:
+class _QuietRetries(logging.Filter):
+    """kopf logs every failed attempt of an API request at ERROR; requests are retried for
+    as long as the API is away, so an outage of minutes would log one line per object per
+    backoff. The first failure and every ``every``-th retry of one request pass."""
+
+    ATTEMPT = re.compile(r"^Request attempt #(\d+) failed; will retry")
+
+    def __init__(self, every: int = 60) -> None:
+        super().__init__()
+        self.every = every
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self.ATTEMPT.match(record.getMessage())
+        if found is None:
+            return True
+        attempt = int(found.group(1))
+        return attempt == 1 or attempt % self.every == 0
+
+
+def _quiet_logs() -> None:
+    for name in ("kopf.objects", "kopf._cogs.clients.watching", "kopf._core.engines.peering"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietRetries) for f in logger.filters):
+            logger.addFilter(_QuietRetries())
     objects = logging.getLogger("kopf.objects")
     if not any(isinstance(f, _QuietTimers) for f in objects.filters):
         objects.addFilter(_QuietTimers())
@@ -105,7 +157,7 @@ def _quiet_timers() -> None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: Options = memo["herald_options"]
     configure(settings, options)
-    _quiet_timers()
+    _quiet_logs()
     try:
         rt = await Runtime.open(options)
     except SchemaOutOfDate as exc:
@@ -168,6 +220,20 @@ async def probe_database(memo: kopf.Memo, **_: Any) -> str:
     return "ok"
 
 
+async def probe_api(memo: kopf.Memo, **_: Any) -> str:
+    """Liveness (/healthz): the Kubernetes API answers. Fails while it does not (the
+    operator rides the outage out meanwhile) and passes again by itself once it does."""
+    rt = runtime_of(memo)
+    try:
+        async with asyncio.timeout(6):
+            await rt.kube.reachable(timeout=5)
+    except (KubeError, TimeoutError) as exc:
+        raise kopf.PermanentError(
+            f"the Kubernetes API is unreachable: {exc or type(exc).__name__}"
+        ) from None
+    return "ok"
+
+
 LoginFn = Callable[..., Any]
 
 
@@ -181,22 +247,35 @@ def build_registry(
     kopf.on.startup(registry=r)(startup)
     kopf.on.cleanup(registry=r)(cleanup)
     kopf.on.probe(registry=r, id="database")(probe_database)
+    kopf.on.probe(registry=r, id="api")(probe_api)
     if login is not None:
         kopf.on.login(registry=r)(login)
 
+    # Change handlers are retried until they succeed, however long an outage lasts: an
+    # exception is temporary (retried after HERALD's retry delay, kopf's default backoff),
+    # with no limit on retries nor on the time they take.
+    retried: dict[str, Any] = {"errors": kopf.ErrorsMode.TEMPORARY, "retries": None}
     pt = (targets.GROUP, targets.VERSION, targets.PLURAL)
-    kopf.on.resume(*pt, registry=r)(targets.reconcile)
-    kopf.on.create(*pt, registry=r)(targets.reconcile)
-    kopf.on.update(*pt, field="spec", registry=r)(targets.reconcile)
-    kopf.on.delete(*pt, registry=r)(targets.delete)
+    kopf.on.resume(*pt, registry=r, **retried)(targets.reconcile)
+    kopf.on.create(*pt, registry=r, **retried)(targets.reconcile)
+    kopf.on.update(*pt, field="spec", registry=r, **retried)(targets.reconcile)
+    kopf.on.delete(*pt, registry=r, **retried)(targets.delete)
+    # The status timer ticks for as long as the object exists: a tick that raises is
+    # tried again one interval later, and the next ticks follow as usual.
     interval = float(settings.status_interval)
-    kopf.timer(*pt, registry=r, interval=interval, initial_delay=min(interval, 1.0))(
-        targets.refresh
-    )
+    kopf.timer(
+        *pt,
+        registry=r,
+        interval=interval,
+        initial_delay=min(interval, 1.0),
+        errors=kopf.ErrorsMode.TEMPORARY,
+        retries=None,
+        backoff=interval,
+    )(targets.refresh)
 
     dlr = (replays.GROUP, replays.VERSION, replays.PLURAL)
-    kopf.on.resume(*dlr, registry=r)(replays.run)
-    kopf.on.create(*dlr, registry=r)(replays.run)
+    kopf.on.resume(*dlr, registry=r, **retried)(replays.run)
+    kopf.on.create(*dlr, registry=r, **retried)(replays.run)
     return r
 
 

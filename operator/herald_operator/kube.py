@@ -82,6 +82,23 @@ class KubeApi:
     def _json(response: Any) -> Any:
         return json.loads(response.data or b"null")
 
+    # -- reachability ---------------------------------------------------------------------------
+
+    async def reachable(self, *, timeout: float = 5.0) -> None:
+        """Raise KubeError unless the API server answers (``/version``, readable by any
+        account; any answer below 500 counts: the server is there)."""
+        import kubernetes
+
+        def call(client: Any) -> Any:
+            api = kubernetes.client.VersionApi(client)
+            return api.get_code(_preload_content=False, _request_timeout=timeout)
+
+        try:
+            await self._call("ask the API server its version", call)
+        except KubeError as exc:
+            if exc.status is None or exc.status >= 500:
+                raise
+
     # -- Secrets (read-only) ----------------------------------------------------------------
 
     async def read_secret(self, namespace: str, name: str) -> SecretRead:

@@ -184,7 +184,12 @@ class Leadership:
         replica acts even while nothing is scaled."""
         while True:
             await asyncio.sleep(interval)
-            await self.active()
+            try:
+                await self.active()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end the watch for good; it is logged
+                log.exception("cannot tell whether this replica acts", extra={"action": "peering"})
 
 
 @dataclasses.dataclass

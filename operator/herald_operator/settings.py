@@ -75,7 +75,9 @@ class OperatorSettings(HeraldSettings):
     )
     status_interval: PositiveDuration = Field(
         10.0,
-        description="How often each PublishingTarget's status is refreshed from PostgreSQL.",
+        description="How often each PublishingTarget's status is refreshed from PostgreSQL "
+        "(and set right if anyone changed it); also the longest wait between two retries of "
+        "a failed Kubernetes API request.",
     )
     dead_letter_event_interval: PositiveDuration = Field(
         60.0,

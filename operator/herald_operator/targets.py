@@ -4,14 +4,16 @@ the pure decisions of :mod:`readiness` and :mod:`status`.
 - create / spec update / resume: check, register (upsert) the target, set Ready and
   observedGeneration;
 - a timer (HERALD_STATUS_INTERVAL): re-read the Secret, keep the registration in step,
-  write the live status (circuit, depth, counters) when it changed, post Events on
-  transitions;
+  derive the whole status (conditions, observedGeneration, circuit, depth, counters) from
+  the truth and write what differs from the status as read (so a status overwritten by
+  anyone is set right within one interval), post Events on transitions;
 - delete (behind the herald.dev/finalizer finalizer): unregister; the registry moves the
   waiting jobs to the dead-letter queue with reason target-deleted (see docs/operator.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Mapping
@@ -51,37 +53,110 @@ async def _evaluate(
     return readiness.check(target, secret, rt.egress)
 
 
+@dataclasses.dataclass(frozen=True)
+class Announced:
+    was: Mapping[str, Any] | None
+    """The condition of that type last announced (or as read), if any."""
+    news: bool
+    """Its status changed: an Event is due."""
+
+
+class Conditions:
+    """One object's conditions during one handler run or timer tick.
+
+    What is written is compared with the object's status *as read* (the truth: anyone may
+    have overwritten it), never with what the operator remembers writing. One exception
+    covers a write in flight: kopf writes a handler's patch only after the handler
+    returns, so a timer tick that follows at once may still read the conditions that run
+    read. While they are exactly those, the conditions that run wrote stand in for them
+    (once: a tick that finds nothing to write forgets them, so a status overwritten back
+    to the very same conditions is set right by the next tick).
+
+    An Event is posted when a condition changes from the one last *announced* (kept in the
+    per-object memo, seeded from the status after a restart): a status set right again is
+    not news."""
+
+    def __init__(self, status: Mapping[str, Any], patch: kopf.Patch, memo: Any) -> None:
+        self._memo = memo
+        read = readiness.plain(status.get("conditions") or [])
+        self._as_read: list[dict[str, Any]] = [c for c in read if isinstance(c, dict)]
+        base = self._as_read
+        in_flight = memo.get("herald_in_flight")
+        if isinstance(in_flight, InFlight) and in_flight.over == self._as_read:
+            base = in_flight.conditions
+        self._read = base
+        self.items: list[dict[str, Any]] = [dict(c) for c in base]
+        self._patch = patch
+        announced = memo.get("herald_announced")
+        if not isinstance(announced, dict):
+            announced = memo["herald_announced"] = {}
+        self._announced: dict[str, dict[str, Any]] = announced
+        self._now = dt.datetime.now(dt.UTC)
+
+    def find(self, kind: str) -> Mapping[str, Any] | None:
+        """The condition of that type as read (or as a write in flight sets it)."""
+        return find(self._read, kind)
+
+    def set(self, condition: Condition, generation: int | None = None) -> Announced:
+        """Set ``condition``; what was announced before, and whether this is news."""
+        was = self._announced.get(condition.type) or find(self._read, condition.type)
+        self.items = set_condition(self.items, condition, now=self._now, generation=generation)
+        self._announced[condition.type] = {
+            "type": condition.type,
+            "status": condition.status,
+            "reason": condition.reason,
+        }
+        self._write()
+        return Announced(was, transitioned([was] if was else None, condition))
+
+    def remove(self, kind: str) -> None:
+        self.items = [c for c in self.items if c.get("type") != kind]
+        self._announced.pop(kind, None)
+        self._write()
+
+    def _write(self) -> None:
+        if self.items != self._read:
+            self._patch.status["conditions"] = self.items
+            self._memo["herald_in_flight"] = InFlight(self._as_read, self.items)
+        elif "conditions" not in self._patch.status:
+            self._memo.pop("herald_in_flight", None)
+
+
+@dataclasses.dataclass(frozen=True)
+class InFlight:
+    """Conditions written over ``over`` (the conditions read before), until read back."""
+
+    over: list[dict[str, Any]]
+    conditions: list[dict[str, Any]]
+
+
+def _observe(status: Mapping[str, Any], patch: kopf.Patch, generation: int | None) -> None:
+    """``observedGeneration``: this generation of the spec is handled (written when the
+    status as read says otherwise)."""
+    if generation is not None and status.get("observedGeneration") != generation:
+        patch.status["observedGeneration"] = generation
+
+
 def _set_ready(
     rt: Runtime,
+    conditions: Conditions,
     *,
     body: kopf.Body,
-    memo: Any,
-    current: Mapping[str, Any],
-    patch: kopf.Patch,
     condition: Condition,
     generation: int | None,
     logger: Any,
 ) -> None:
-    """Write the Ready condition (when it changed) and post an Event on a transition.
-
-    The per-object memo holds the conditions last written, fresher than the ``status``
-    kopf passed in when a handler and the timer follow each other closely."""
-    previous = memo.get("herald_conditions") or current.get("conditions")
-    conditions = set_condition(
-        previous, condition, now=dt.datetime.now(dt.UTC), generation=generation
-    )
-    if conditions != readiness.plain(previous):
-        patch.status["conditions"] = conditions
-    memo["herald_conditions"] = conditions
+    """Set the Ready condition; an Event on a transition."""
+    announced = conditions.set(condition, generation)
     ref = f"{body.metadata.namespace}/{body.metadata.name}"
     rt.metrics.targets.set(ref, condition.status)
-    if not transitioned(previous, condition):
+    if not announced.news:
         return
     if condition.status == "True":
         logger.info(f"target is ready: {condition.message}")
         kopf.info(body, reason="Ready", message=condition.message)
     else:
-        was = find(previous, condition.type)
+        was = announced.was
         logger.warning(f"target is not ready ({condition.reason}): {condition.message}")
         kopf.warn(
             body,
@@ -92,27 +167,19 @@ def _set_ready(
 
 
 def _set_disabled(
+    conditions: Conditions,
     *,
     body: kopf.Body,
-    memo: Any,
-    current: Mapping[str, Any],
-    patch: kopf.Patch,
     row: TargetRow,
     generation: int | None,
     logger: Any,
 ) -> None:
-    """Write the Disabled condition (when it changed) and post an Event on a transition."""
-    previous = memo.get("herald_conditions") or current.get("conditions")
-    condition = disabling.condition(row, previous)
+    """Set the Disabled condition (none for a target never disabled); an Event on a
+    transition."""
+    condition = disabling.condition(row, conditions.items)
     if condition is None:
         return
-    conditions = set_condition(
-        previous, condition, now=dt.datetime.now(dt.UTC), generation=generation
-    )
-    if conditions != readiness.plain(previous):
-        patch.status["conditions"] = conditions
-    memo["herald_conditions"] = conditions
-    if not transitioned(previous, condition):
+    if not conditions.set(condition, generation).news:
         return
     if condition.status == "True":
         logger.warning(f"target disabled: {condition.message}")
@@ -136,6 +203,7 @@ async def reconcile(
     rt = runtime_of(memo)
     generation = meta.get("generation")
     async with object_lock(memo):
+        conditions = Conditions(status, patch, memo)
         parsed = readiness.parse(body, rt.egress)
         condition = await _evaluate(rt, parsed, patch, status)
         if parsed.target is not None:
@@ -144,14 +212,7 @@ async def reconcile(
             except DB_ERRORS as exc:
                 down = readiness.database_unavailable(type(exc).__name__, rt.options.retry_delay)
                 _set_ready(
-                    rt,
-                    body=body,
-                    memo=memo,
-                    current=status,
-                    patch=patch,
-                    condition=down,
-                    generation=generation,
-                    logger=logger,
+                    rt, conditions, body=body, condition=down, generation=generation, logger=logger
                 )
                 raise kopf.TemporaryError(
                     f"cannot register the target: {exc}", delay=rt.options.retry_delay
@@ -162,46 +223,21 @@ async def reconcile(
                 f"(generation {parsed.target.generation})"
             )
         _set_ready(
-            rt,
-            body=body,
-            memo=memo,
-            current=status,
-            patch=patch,
-            condition=condition,
-            generation=generation,
-            logger=logger,
+            rt, conditions, body=body, condition=condition, generation=generation, logger=logger
         )
         patch.status["observedGeneration"] = generation
 
 
 def _set_capacity(
-    memo: Any,
-    current: Mapping[str, Any],
-    patch: kopf.Patch,
-    condition: Condition | None,
-    body: kopf.Body,
-    logger: Any,
+    conditions: Conditions, condition: Condition | None, body: kopf.Body, logger: Any
 ) -> None:
-    """Write the CapacityPressure condition when it changed (removed when the spec has no
-    capacity); a Warning Event when the fill rises a level (80 %, 100 %), once per
-    crossing."""
-    previous = memo.get("herald_conditions") or current.get("conditions")
-    was = find(previous, target_status.CAPACITY_CONDITION)
+    """Set the CapacityPressure condition (removed when the spec has no capacity); a
+    Warning Event when the fill rises a level (80 %, 100 %), once per crossing."""
     if condition is None:
-        if was is None:
-            return
-        conditions = [
-            dict(c)
-            for c in previous or ()
-            if isinstance(c, Mapping) and c.get("type") != target_status.CAPACITY_CONDITION
-        ]
-    else:
-        conditions = set_condition(previous, condition, now=dt.datetime.now(dt.UTC))
-    if conditions != readiness.plain(previous):
-        patch.status["conditions"] = conditions
-    memo["herald_conditions"] = conditions
-    if condition is None:
+        if conditions.find(target_status.CAPACITY_CONDITION) is not None:
+            conditions.remove(target_status.CAPACITY_CONDITION)
         return
+    was = conditions.set(condition).was
     reasons = list(target_status.CAPACITY_REASONS.values())
     before = reasons.index(was["reason"]) if was and was.get("reason") in reasons else 0
     if reasons.index(condition.reason) > before:
@@ -245,12 +281,16 @@ async def refresh(
                     f"{'registered' if result.created else 'brought in step'} {target.ref} "
                     f"(generation {target.generation})"
                 )
-                patch.status["observedGeneration"] = generation
         except DB_ERRORS:
             rt.metrics.refreshes.labels(result="retry").inc()
             return  # logged once by the snapshot; the next tick tries again
+        conditions = Conditions(status, patch, memo)
         condition = await _evaluate(rt, parsed, patch, status)
-        if row is None:
+        if row is None:  # an invalid spec, never registered: its problem is its status
+            _set_ready(
+                rt, conditions, body=body, condition=condition, generation=generation, logger=logger
+            )
+            _observe(status, patch, generation)
             return
         if disabling.enable_requested(meta.get("annotations") or {}, row):
             try:
@@ -261,28 +301,15 @@ async def refresh(
                 return  # the next tick tries again
             rt.snapshot.invalidate()
             logger.info(f"enabled by the {disabling.ENABLE_ANNOTATION} annotation")
-        known = find(memo.get("herald_conditions") or status.get("conditions"), "Ready")
-        if condition.reason != "SecretUnavailable" or known is None:
+        if condition.reason != "SecretUnavailable" or conditions.find("Ready") is None:
             # An API hiccup while re-reading the Secret does not unsettle a known Ready.
             _set_ready(
-                rt,
-                body=body,
-                memo=memo,
-                current=status,
-                patch=patch,
-                condition=condition,
-                generation=generation,
-                logger=logger,
+                rt, conditions, body=body, condition=condition, generation=generation, logger=logger
             )
-        _set_disabled(
-            body=body,
-            memo=memo,
-            current=status,
-            patch=patch,
-            row=row,
-            generation=generation,
-            logger=logger,
-        )
+        # This generation is handled: registered in step with the spec (or, for an invalid
+        # spec, its problem is reported just above).
+        _observe(status, patch, generation)
+        _set_disabled(conditions, body=body, row=row, generation=generation, logger=logger)
         ref = (namespace, name)
         dead = snapshot.dead_letters.get(ref, target_status.DeadLetters())
         live_depth = snapshot.depth.get(ref, target_status.Depth())
@@ -290,9 +317,7 @@ async def refresh(
         previous_circuit = memo.get("herald_circuit") or status.get("circuit")
         for key, value in target_status.changed(status, live).items():
             patch.status[key] = value
-        _set_capacity(
-            memo, status, patch, target_status.capacity_condition(row, live_depth), body, logger
-        )
+        _set_capacity(conditions, target_status.capacity_condition(row, live_depth), body, logger)
         memo["herald_circuit"] = live["circuit"]
         notice = memo.get("herald_dead_letter_notice") or target_status.DeadLetterNotice(
             # What the last status said (after a restart, letters written meanwhile count;

@@ -141,7 +141,16 @@ class ControlPlane:
     def restart_apiserver(self, *, timeout: float = 120.0) -> None:
         """Kill kube-apiserver (a crash: connections drop at once) and start it again on the
         same port and etcd."""
+        self.stop_apiserver()
+        self.start_apiserver(timeout=timeout)
+
+    def stop_apiserver(self) -> None:
+        """Kill kube-apiserver: every connection drops and none is accepted (an outage, as a
+        managed control plane's upgrade makes one) until :meth:`start_apiserver`."""
         self.processes.pop("kube-apiserver").stop(kill=True)
+
+    def start_apiserver(self, *, timeout: float = 120.0) -> None:
+        """Start kube-apiserver again on the same port and etcd; return once it is ready."""
         self._spawn("kube-apiserver", self._apiserver_args)
         self._wait_ready(timeout)
 

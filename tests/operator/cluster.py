@@ -54,8 +54,21 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
     JSON-patch ``test`` is answered 422, as the apiserver does (kopf retries it)."""
 
     _rvs = itertools.count(1)
+    down = False
+    """While True, every request is answered 503 (the API server is away; watch streams
+    already open stay open). ``refused`` lists them (method, path)."""
+
+    @property
+    def refused(self) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = self.__dict__.setdefault("_refused", [])
+        return found
 
     async def _handle(self, request: Any) -> Any:
+        if self.down:
+            self.refused.append((str(request.method), str(request.url.path)))
+            raise kmock.KubernetesError(
+                status=503, reason="ServiceUnavailable", message="the API server is away"
+            )
         data = request.data
         if (
             request.resource is not None

@@ -544,3 +544,67 @@ def test_the_enable_annotation_counts_only_after_the_disable(
     annotations = {} if annotation is None else {disabling.ENABLE_ANNOTATION: annotation}
     assert disabling.enable_requested(annotations, off) is expected
     assert disabling.enable_requested(annotations, row()) is False, "not disabled"
+
+
+def test_api_request_retries_never_run_out_and_are_logged_sparingly() -> None:
+    import itertools
+    import logging
+
+    from herald_operator.app import RetryForever, _QuietRetries
+
+    backoffs = RetryForever((1, 2, 4, 8, 15), cap=10)
+    assert list(itertools.islice(backoffs, 8)) == [1, 2, 4, 8, 10, 10, 10, 10]
+    assert list(itertools.islice(backoffs, 2)) == [1, 2]  # afresh for every request
+    quiet = _QuietRetries(every=60)
+
+    def passes(message: str) -> bool:
+        return quiet.filter(logging.LogRecord("kopf.objects", 40, "", 0, message, None, None))
+
+    assert passes("Request attempt #1 failed; will retry: PATCH /x -> boom")
+    assert not passes("Request attempt #2 failed; will retry: PATCH /x -> boom")
+    assert passes("Request attempt #120 failed; will retry: PATCH /x -> boom")
+    assert passes("Request attempt #3 failed; escalating: PATCH /x -> boom")
+    assert passes("Handler 'reconcile' succeeded.")
+
+
+def test_conditions_are_compared_with_the_status_as_read() -> None:
+    """The condition writer of the handlers and the status timer: a write still in flight
+    stands in for a stale read once; a status overwritten by someone else is written
+    again, without an Event."""
+    import kopf
+
+    from herald_operator.conditions import Condition
+    from herald_operator.targets import Conditions
+
+    memo: dict[str, Any] = {}
+    ready = Condition("Ready", "True", "Ready", "registered")
+    first = kopf.Patch()
+    assert Conditions({}, first, memo).set(ready, 1).news  # a first condition is news
+    written = first.status["conditions"]
+    assert [c["status"] for c in written] == ["True"]
+
+    stale = kopf.Patch()  # a tick right after, reading the object before the write landed
+    assert not Conditions({}, stale, memo).set(ready, 1).news
+    assert "conditions" not in stale.status
+
+    landed = kopf.Patch()
+    assert not Conditions({"conditions": written}, landed, memo).set(ready, 1).news
+    assert "conditions" not in landed.status  # a quiet target costs no write
+
+    overwritten = {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "Restored",
+                "message": "from a backup",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ]
+    }
+    repair = kopf.Patch()
+    assert not Conditions(overwritten, repair, memo).set(ready, 1).news  # no Event
+    assert [(c["status"], c["reason"]) for c in repair.status["conditions"]] == [("True", "Ready")]
+    # After a restart (an empty memo) the status as read is what was announced.
+    fresh: dict[str, Any] = {}
+    assert Conditions(overwritten, kopf.Patch(), fresh).set(ready, 1).news

@@ -103,7 +103,7 @@ async def test_metrics_and_liveness_are_served(k8s: Emulator, operator: RunningO
         assert "herald_operator_desired_worker_replicas" in text
         async with http.get(f"http://127.0.0.1:{settings.health_port}/healthz") as r:
             assert r.status == 200
-            assert await r.json() == {"database": "ok"}
+            assert await r.json() == {"database": "ok", "api": "ok"}
 
 
 async def _with(text: Any, check: Any) -> Any:
