@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 from herald_cli.context import open_queue, queue_settings
 from herald_cli.output import emit_json
 from herald_queue.errors import InvalidRequest
-from herald_queue.json_depth import json_depth, too_deep
+from herald_queue.json_depth import MAX_DEPTH_CEILING, json_depth, too_deep
 from herald_queue.requests import (
     JobRequest,
     RawPayload,
@@ -133,8 +133,8 @@ def _from_stdin(stream: BinaryIO, max_bytes: int, max_depth: int) -> list[JobReq
             continue
         where = f"stdin line {number}"
         depth = json_depth(line)
-        if depth > max_depth + 1:  # the job object around the payload
-            raise InvalidRequest(where, too_deep(depth - 1, max_depth) + " (its payload)")
+        if depth > MAX_DEPTH_CEILING + 1:  # before decoding (it recurses); parse_job is exact
+            raise InvalidRequest(where, too_deep(depth, max_depth))
         try:  # stripped: the error's position is then "line 1 column N" of this line
             body = decode_submission(line.strip())
         except json.JSONDecodeError as exc:
