@@ -296,7 +296,8 @@ after its bounds)."""
 TargetRef = Annotated[StrictStr, StringConstraints(pattern=TARGET_PATTERN, max_length=317)]
 Key = Annotated[StrictStr, StringConstraints(min_length=1, max_length=KEY_MAX, pattern=NO_NUL)]
 PAYLOAD_SCHEMA: dict[str, Any] = {
-    "description": "Any JSON value (at most HERALD_MAX_PAYLOAD_BYTES), without NUL characters "
+    "description": "Any JSON value (at most HERALD_MAX_PAYLOAD_BYTES, nested at most "
+    "HERALD_MAX_PAYLOAD_DEPTH arrays and objects deep), without NUL characters "
     "(\\u0000) in its strings or keys: PostgreSQL cannot hold them.",
     "anyOf": [
         {"type": ["null", "boolean", "number"]},
