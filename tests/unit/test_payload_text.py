@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from herald_queue.errors import InvalidRequest
-from herald_queue.json_depth import json_depth, shown_payload
+from herald_queue.json_depth import deeper_than, json_depth, shown_payload
 from herald_queue.requests import RawPayload, decode_submission, parse_job
 from herald_queue.spec import parse_target
 from herald_queue.target_types.base import InvalidPayload, RenderContext
@@ -107,6 +107,9 @@ DEPTHS = [
 def test_depth_is_read_from_the_text_ignoring_strings(text: str, depth: int) -> None:
     assert json_depth(text) == depth
     assert json_depth(text.encode()) == depth
+    assert deeper_than(text, depth) is None
+    if depth:
+        assert deeper_than(text, depth - 1) == deeper_than(text.encode(), depth - 1) == depth
     if depth < 500:
         assert depth == _decoded_depth(json.loads(text))
 

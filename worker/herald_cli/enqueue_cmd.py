@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 from herald_cli.context import open_queue, queue_settings
 from herald_cli.output import emit_json
 from herald_queue.errors import InvalidRequest
-from herald_queue.json_depth import MAX_DEPTH_CEILING, json_depth, too_deep
+from herald_queue.json_depth import MAX_DEPTH_CEILING, deeper_than, too_deep
 from herald_queue.requests import (
     JobRequest,
     RawPayload,
@@ -132,8 +132,8 @@ def _from_stdin(stream: BinaryIO, max_bytes: int, max_depth: int) -> list[JobReq
         if not line.strip():
             continue
         where = f"stdin line {number}"
-        depth = json_depth(line)
-        if depth > MAX_DEPTH_CEILING + 1:  # before decoding (it recurses); parse_job is exact
+        depth = deeper_than(line, MAX_DEPTH_CEILING + 1)
+        if depth is not None:  # before decoding (it recurses); parse_job is exact
             raise InvalidRequest(where, too_deep(depth, max_depth))
         try:  # stripped: the error's position is then "line 1 column N" of this line
             body = decode_submission(line.strip())

@@ -38,6 +38,19 @@ def json_depth(text: str | bytes) -> int:
     return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
+def deeper_than(text: str | bytes, limit: int) -> int | None:
+    """``text``'s depth when it exceeds ``limit``, else None. A text with no more opening
+    brackets than ``limit`` cannot exceed it: answered without a scan (the common case)."""
+    if isinstance(text, bytes):
+        opening = text.count(b"[") + text.count(b"{")
+    else:
+        opening = text.count("[") + text.count("{")
+    if opening <= limit:
+        return None
+    depth = json_depth(text)
+    return depth if depth > limit else None
+
+
 def too_deep(depth: int, limit: int) -> str:
     """The words of a refusal (the problem of an ``InvalidRequest``)."""
     return (

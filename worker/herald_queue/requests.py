@@ -37,7 +37,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from herald_queue.errors import InvalidRequest
-from herald_queue.json_depth import DEFAULT_MAX_DEPTH, json_depth, too_deep
+from herald_queue.json_depth import DEFAULT_MAX_DEPTH, deeper_than, too_deep
 from herald_queue.states import Priority
 from herald_queue.validation import hints, pattern, validate
 
@@ -230,8 +230,8 @@ def encode_payload(
 def check_depth(text: str | bytes, max_depth: int, field: str) -> None:
     """:class:`InvalidRequest` naming HERALD_MAX_PAYLOAD_DEPTH when the JSON ``text`` nests
     deeper than ``max_depth`` (read from the text; nothing is decoded)."""
-    depth = json_depth(text)
-    if depth > max_depth:
+    depth = deeper_than(text, max_depth)
+    if depth is not None:
         raise InvalidRequest(field, too_deep(depth, max_depth))
 
 

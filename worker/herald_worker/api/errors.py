@@ -26,7 +26,7 @@ from herald_queue.errors import (
     TargetNotFound,
     TargetsMissing,
 )
-from herald_queue.json_depth import MAX_DEPTH_CEILING, json_depth
+from herald_queue.json_depth import MAX_DEPTH_CEILING, deeper_than
 
 log = logging.getLogger("herald.api")
 
@@ -113,8 +113,8 @@ async def read_json(
     raw = await request.read()
     if not raw.strip():
         raise InvalidRequest("body", "is empty; expected a JSON document")
-    depth = json_depth(raw)
-    if depth > max_depth:
+    depth = deeper_than(raw, max_depth)
+    if depth is not None:
         raise InvalidRequest(
             "body",
             f"is nested {depth} levels deep (arrays and objects), more than the {max_depth} any "
