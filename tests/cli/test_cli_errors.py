@@ -77,7 +77,8 @@ async def test_bad_flags_are_one_line_errors_and_store_nothing(
                 enqueue("--payload", f"@{tmp_path / 'big.json'}"),
             ),
             (
-                "--payload: is nested too deeply",
+                "--payload: is nested 100000 levels deep (arrays and objects), more than the "
+                "limit of 64 (HERALD_MAX_PAYLOAD_DEPTH)",
                 enqueue("--payload", f"@{tmp_path / 'deeper.json'}"),
             ),
             (
@@ -130,7 +131,11 @@ async def test_a_bad_line_in_a_batch_stores_no_job_of_the_batch(db_url: str, que
                 "stdin line 3: is not valid JSON: Expecting value: line 1 column ",
                 batch('{"target": "hook", "payload":'),
             ),
-            ("stdin line 3: is nested too deeply", batch(raw_payload(deep(100_000)))),
+            (
+                "stdin line 3: is nested 100001 levels deep (arrays and objects), more than the "
+                "limit of 64 (HERALD_MAX_PAYLOAD_DEPTH)",
+                batch(raw_payload(deep(100_000))),
+            ),
             ("line 3: must be a JSON object", batch("[1, 2]")),
             (
                 "line 3: payload_json: unknown field (accepted: target, payload, priority, "
@@ -553,7 +558,7 @@ async def test_enqueue_reads_no_more_than_a_payload(db_url: str, queue: Queue) -
                 ),
             ),
             (
-                "stdin line 2: is not UTF-8 text (byte 0xff at offset 32): JSON is UTF-8",
+                "stdin line 2: is not UTF-8 text (byte 0xff at offset 32): JSON lines are UTF-8",
                 herald(
                     "enqueue",
                     url=db_url,

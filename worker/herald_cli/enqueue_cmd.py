@@ -48,14 +48,14 @@ SLACK = 64 * 1024
 line's other fields (target, keys, runAt). Nothing past that is read."""
 
 
-def _utf8(data: bytes, where: str) -> str:
+def _utf8(data: bytes, field: str, what: str, *, kind: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest(
-            where,
-            f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "
-            "JSON is UTF-8",
+            field,
+            f"{what}is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}): {kind} are UTF-8",
         ) from None
 
 
@@ -76,7 +76,7 @@ def _payload_text(value: str, max_bytes: int) -> str:
             f"{name} is larger than the payload limit of {max_bytes} bytes "
             "(HERALD_MAX_PAYLOAD_BYTES); nothing past it was read",
         )
-    return _utf8(data, f"--payload {name}")
+    return _utf8(data, "--payload", f"{name} ", kind="JSON payloads")
 
 
 def _from_flags(args: argparse.Namespace, max_bytes: int, max_depth: int) -> list[JobRequest]:
@@ -123,7 +123,7 @@ def _lines(stream: BinaryIO, max_line: int) -> Iterator[tuple[int, str]]:
                 f"is longer than {max_line} bytes (a job whose payload is at most "
                 "HERALD_MAX_PAYLOAD_BYTES, with its other fields)",
             )
-        yield number, _utf8(line, f"stdin line {number}")
+        yield number, _utf8(line, f"stdin line {number}", "", kind="JSON lines")
 
 
 def _from_stdin(stream: BinaryIO, max_bytes: int, max_depth: int) -> list[JobRequest]:

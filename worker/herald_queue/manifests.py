@@ -18,7 +18,7 @@ import yaml
 
 from herald_queue.egress import EgressPolicy
 from herald_queue.errors import InvalidTarget
-from herald_queue.json_depth import json_depth
+from herald_queue.json_depth import deeper_than
 from herald_queue.secret_data import decode_secret_data
 from herald_queue.spec import API_VERSION, KIND, PublishingTarget, parse_target
 
@@ -143,11 +143,8 @@ def _yaml_documents(file: Path, text: str) -> list[Any]:
 
 
 def _json_document(file: Path, text: str) -> Any:
-    depth = json_depth(text)
-    if depth > MAX_DEPTH:
-        raise InvalidTarget(
-            f"{file}: nested {depth} levels deep, more than the {MAX_DEPTH} a manifest may be"
-        )
+    if deeper_than(text, MAX_DEPTH) is not None:
+        raise RecursionError  # reported as a file nested too deeply to read
     return json.loads(text)
 
 
