@@ -142,9 +142,13 @@ def _yaml_documents(file: Path, text: str) -> list[Any]:
     return docs
 
 
+def _too_deep(file: Path) -> InvalidTarget:
+    return InvalidTarget(f"{file}: nested too deeply to read (a manifest is a few levels deep)")
+
+
 def _json_document(file: Path, text: str) -> Any:
-    if deeper_than(text, MAX_DEPTH) is not None:
-        raise RecursionError  # reported as a file nested too deeply to read
+    if deeper_than(text, MAX_DEPTH) is not None:  # before decoding: decoding recurses
+        raise _too_deep(file)
     return json.loads(text)
 
 
@@ -158,9 +162,7 @@ def _documents(file: Path) -> Iterator[tuple[str, Any]]:
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise InvalidTarget(f"{file}: not valid YAML/JSON: {_one_line(exc)}") from None
     except RecursionError:
-        raise InvalidTarget(
-            f"{file}: nested too deeply to read (a manifest is a few levels deep)"
-        ) from None
+        raise _too_deep(file) from None
     for index, doc in enumerate(docs):
         where = f"{file} (document {index + 1})"
         if doc is None:
