@@ -247,3 +247,38 @@ async def test_dlq_list_and_replay_by_priority(db_url: str, queue: Queue) -> Non
     assert await dead_letter_count(queue, "replayed") == 2
     bad = await herald("dlq", "list", "--priority", "urgent", url=db_url)
     assert bad.code == 2 and "--priority" in bad.err, bad.err
+
+
+async def test_a_stored_payload_too_deep_to_decode_is_shown_as_text(
+    db_url: str, queue: Queue
+) -> None:
+    """A row from before HERALD_MAX_PAYLOAD_DEPTH (nested 5000 deep, written with SQL)
+    never breaks ``jobs show|list`` or ``dlq show|list``: its payload is shown as text."""
+    await register(queue, "hook")
+    deep = "[" * 5000 + "]" * 5000
+    job_id = str(uuid.uuid4())
+    await sql_exec(
+        queue,
+        "INSERT INTO herald.jobs (id, target_id, priority, payload, run_at, deadline) "
+        "SELECT %s, id, 'medium', %s::json, now(), now() FROM herald.targets WHERE name = 'hook'",
+        [job_id, deep],
+    )
+    shown, listed, table = await asyncio.gather(
+        ok("jobs", "show", job_id, "--json", url=db_url),
+        ok("jobs", "list", "--json", url=db_url),
+        ok("jobs", "show", job_id, url=db_url),
+    )
+    assert (shown.json()["payload"], shown.json()["payloadText"]) == (None, deep)
+    assert "5000" in shown.json()["payloadNote"]
+    assert [i["id"] for i in listed.json()["items"]] == [job_id]
+    assert "payloadNote" in table.out
+    await ok("jobs", "cancel", job_id, url=db_url)
+    letters = await ok("dlq", "list", "--json", url=db_url)
+    [entry] = letters.json()["items"]
+    assert entry["payloadText"] == deep
+    one, table = await asyncio.gather(
+        ok("dlq", "show", entry["id"], "--json", url=db_url),
+        ok("dlq", "list", url=db_url),
+    )
+    assert (one.json()["payload"], one.json()["payloadText"]) == (None, deep)
+    assert job_id[:8] in table.out or entry["id"][:8] in table.out

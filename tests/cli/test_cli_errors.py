@@ -77,7 +77,8 @@ async def test_bad_flags_are_one_line_errors_and_store_nothing(
                 enqueue("--payload", f"@{tmp_path / 'big.json'}"),
             ),
             (
-                "--payload: is nested too deeply",
+                "--payload: is nested 100000 levels deep (arrays and objects), more than the "
+                "limit of 64 (HERALD_MAX_PAYLOAD_DEPTH)",
                 enqueue("--payload", f"@{tmp_path / 'deeper.json'}"),
             ),
             (
@@ -130,7 +131,11 @@ async def test_a_bad_line_in_a_batch_stores_no_job_of_the_batch(db_url: str, que
                 "stdin line 3: is not valid JSON: Expecting value: line 1 column ",
                 batch('{"target": "hook", "payload":'),
             ),
-            ("stdin line 3: is nested too deeply", batch(raw_payload(deep(100_000)))),
+            (
+                "stdin line 3: is nested 100001 levels deep (arrays and objects), more than the "
+                "limit of 64 (HERALD_MAX_PAYLOAD_DEPTH)",
+                batch(raw_payload(deep(100_000))),
+            ),
             ("line 3: must be a JSON object", batch("[1, 2]")),
             (
                 "line 3: payload_json: unknown field (accepted: target, payload, priority, "
@@ -420,3 +425,172 @@ async def test_a_port_in_use_is_one_line_naming_it_and_the_setting(db_url: str) 
         f"herald: error: cannot serve /healthz on 0.0.0.0:{any_port}: {in_use} "
         "HERALD_OPERATOR_HEALTH_PORT to a free port"
     )
+
+
+# -- bounded reads, manifests of the wrong shape ------------------------------------------
+
+SECRET_HEAD = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"
+ALIAS_BOMB = SECRET_HEAD + "stringData:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+for _level, (_name, _prev) in enumerate(zip("bcdefghi", "abcdefgh", strict=True)):
+    ALIAS_BOMB += f"  {_name}: &{_name} [{', '.join([f'*{_prev}'] * 9)}]\n"
+"""A billion laughs: nine levels of nine aliases, 9**9 strings once expanded."""
+
+WRONG_SHAPES = [
+    # (file text, the line after "FILE (document 1): ")
+    (SECRET_HEAD.replace("{name: s}", "[1]"), "metadata must be a mapping, got a list"),
+    (
+        "apiVersion: herald.dev/v1alpha1\nkind: PublishingTarget\nmetadata: [1]\n"
+        "spec: {type: webhook, url: 'http://127.0.0.1:9/'}\n",
+        "metadata must be a mapping, got a list",
+    ),
+    (
+        "apiVersion: v1\nkind: List\nitems: 5\n",
+        "a List's items must be a list of objects, got a number",
+    ),
+    (
+        SECRET_HEAD + "stringData: [1, 2]\n",
+        "Secret stringData must be a mapping of keys to strings, got a list",
+    ),
+    (SECRET_HEAD + "data: 5\n", "Secret data must be a mapping of keys to strings, got a number"),
+    (
+        SECRET_HEAD + "stringData: {signingSecret: [a]}\n",
+        "Secret stringData.signingSecret must be a string, got a list (quote it: a Secret's "
+        "values are text)",
+    ),
+    (
+        SECRET_HEAD + "data: {signingSecret: 5}\n",
+        "Secret data.signingSecret must be a string, got a number (quote it: a Secret's values "
+        "are text)",
+    ),
+    (ALIAS_BOMB, "more than 100000 YAML nodes once its aliases (*name) are expanded: refused"),
+    ("a: &a [*a]\n", "a YAML alias refers to a node that contains it"),
+]
+
+
+@pytest.mark.parametrize("command", ["targets apply", "worker --targets"])
+async def test_manifests_of_the_wrong_shape_are_one_line_naming_the_document(
+    command: str, db_url: str, queue: Queue, tmp_path: Path
+) -> None:
+    """These once answered "unexpected TypeError/AttributeError (a bug in Herald)", or
+    turned a Secret value into its Python text ("['a']"), or grew to 1 GiB (the bomb)."""
+    target = yaml.safe_dump(target_manifest("t", secretRef={"name": "s"}))
+    env = {"HERALD_HTTP_PORT": str(closed_port()), "HERALD_HTTP_HOST": "127.0.0.1"}
+    runs = []
+    for i, (text, _) in enumerate(WRONG_SHAPES):
+        path = tmp_path / f"m{i}.yaml"
+        path.write_text(target + "---\n" + text)
+        runs.append(herald(*command.split(), str(path), url=db_url, env=env, timeout=90))
+    done = await asyncio.gather(*runs)
+    for i, ((_, expected), run) in enumerate(zip(WRONG_SHAPES, done, strict=True)):
+        assert run.code == 1, run
+        assert run.error.startswith(f"herald: error: {tmp_path / f'm{i}.yaml'} (document 2"), run
+        assert expected in run.error, (expected, run.err)
+    assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 0
+
+
+def _capped(limit_mib: int) -> Callable[[], None]:
+    def cap() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit_mib << 20, limit_mib << 20))
+
+    return cap
+
+
+def test_an_alias_bomb_is_refused_within_bounded_memory(db_url: str, tmp_path: Path) -> None:
+    """Given the bomb, the command stays within 512 MiB of address space and ends with its
+    one line (before the fix it grew to 1 GiB in 30 s; capped, it died of MemoryError)."""
+    import subprocess
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    for command in (["targets", "apply"], ["worker", "--targets"]):
+        args = [sys.executable, "-m", "herald_cli.main", *command, str(path)]
+        try:
+            done = subprocess.run(
+                args,
+                env=cli_env(db_url, HERALD_HTTP_PORT=str(closed_port())),
+                preexec_fn=_capped(512),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"herald {' '.join(command)} {path}: not done in 120 s") from None
+        assert done.returncode == 1, done
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip() == (
+            f"herald: error: {path} (document 1): more than 100000 YAML nodes once its aliases "
+            "(*name) are expanded: refused (a manifest is a few dozen)"
+        ), done.stderr
+
+
+async def test_a_manifest_file_over_its_bound_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("# " + "x" * (3 * 1024 * 1024) + "\n")
+    run = await herald("targets", "apply", str(path), url=None)
+    assert run.error == (
+        f"herald: error: {path}: larger than 3 MiB, the most a manifest file may be (nothing "
+        "past that was read)"
+    )
+
+
+async def test_enqueue_reads_no_more_than_a_payload(db_url: str, queue: Queue) -> None:
+    """``--payload @/dev/zero`` read until killed; stdin under a strict locale with invalid
+    UTF-8 was "unexpected ... (a bug in Herald)"; a payload nested past the limit is refused
+    naming HERALD_MAX_PAYLOAD_DEPTH, from the flag and from stdin."""
+    await register(queue, "hook")
+    strict = {"LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": "", "PYTHONUTF8": ""}
+    line = json.dumps({"target": "hook", "payload": "x"}).encode()
+    await expect_errors(
+        [
+            (
+                "--payload: /dev/zero is larger than the payload limit of 1000 bytes "
+                "(HERALD_MAX_PAYLOAD_BYTES); nothing past it was read",
+                herald(
+                    "enqueue",
+                    "--target",
+                    "hook",
+                    "--payload",
+                    "@/dev/zero",
+                    url=db_url,
+                    env={"HERALD_MAX_PAYLOAD_BYTES": "1000"},
+                ),
+            ),
+            (
+                "stdin line 2: is not UTF-8 text (byte 0xff at offset 32): JSON lines are UTF-8",
+                herald(
+                    "enqueue",
+                    url=db_url,
+                    stdin=line + b"\n" + line[:-2] + b'\xff"}\n',
+                    env=strict,
+                ),
+            ),
+            (
+                "stdin line 1: is longer than 66536 bytes",
+                herald(
+                    "enqueue",
+                    url=db_url,
+                    stdin=b" " * 70_000 + line + b"\n",
+                    env={"HERALD_MAX_PAYLOAD_BYTES": "1000"},
+                ),
+            ),
+            (
+                "--payload: is nested 65 levels deep (arrays and objects), more than the limit "
+                "of 64 (HERALD_MAX_PAYLOAD_DEPTH)",
+                herald("enqueue", "--target", "hook", "--payload", deep(65), url=db_url),
+            ),
+            (
+                "line 1: payload: is nested 11 levels deep (arrays and objects), more than the "
+                "limit of 10 (HERALD_MAX_PAYLOAD_DEPTH)",
+                herald(
+                    "enqueue",
+                    url=db_url,
+                    stdin=json_lines([{"target": "hook", "payload": [[[[[[[[[[[]]]]]]]]]]]}]),
+                    env={"HERALD_MAX_PAYLOAD_DEPTH": "10"},
+                ),
+            ),
+        ]
+    )
+    assert await count_jobs(queue) == 0
+    await ok("enqueue", "--target", "hook", "--payload", deep(64), url=db_url)

@@ -4,11 +4,16 @@ the stdlib decoder and PostgreSQL refuse, with the stdlib's own messages."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
 from herald_queue.errors import InvalidRequest
+from herald_queue.json_depth import deeper_than, json_depth, shown_payload
 from herald_queue.requests import RawPayload, decode_submission, parse_job
+from herald_queue.spec import parse_target
+from herald_queue.target_types.base import InvalidPayload, RenderContext
+from tests.helpers import target_manifest
 
 BODIES = [
     '{"target": "hook", "payload": {"a": 1.0E2, "a": [ 1 ,2 ]}}',
@@ -84,3 +89,73 @@ def test_paired_surrogates_and_the_words_nan_and_infinity_in_strings_are_kept() 
         decode_submission(f'{{"target": "hook", "payload": {text}}}'), max_payload_bytes=200
     )
     assert job.payload_json == text
+
+
+DEPTHS = [
+    ("1", 0),
+    ('"[[{{"', 0),
+    ("[]", 1),
+    ('{"a": 1}', 1),
+    ("[[1], {}]", 2),
+    ('["a\\"]]]", "\\\\", [["}"]]]', 3),
+    ('{"k": {"[": ["\\\\\\"{"]}}', 3),
+    ("[" * 3000 + "]" * 3000, 3000),
+]
+
+
+@pytest.mark.parametrize(("text", "depth"), DEPTHS)
+def test_depth_is_read_from_the_text_ignoring_strings(text: str, depth: int) -> None:
+    assert json_depth(text) == depth
+    assert json_depth(text.encode()) == depth
+    assert deeper_than(text, depth) is None
+    if depth:
+        assert deeper_than(text, depth - 1) == deeper_than(text.encode(), depth - 1) == depth
+    if depth < 500:
+        assert depth == _decoded_depth(json.loads(text))
+
+
+def _decoded_depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_decoded_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_decoded_depth, value), default=0)
+    return 0
+
+
+def test_a_payload_past_the_depth_limit_is_refused_naming_it() -> None:
+    for make in (lambda n: "[" * n + "]" * n, lambda n: '{"a":' * n + "1" + "}" * n):
+        text = make(11)
+        body = decode_submission(f'{{"target": "hook", "payload": {text}}}')
+        with pytest.raises(InvalidRequest) as raised:
+            parse_job(body, max_payload_bytes=1000, max_payload_depth=10)
+        assert raised.value.field == "payload"
+        assert "nested 11 levels deep" in raised.value.problem
+        assert "limit of 10 (HERALD_MAX_PAYLOAD_DEPTH)" in raised.value.problem
+        ok = decode_submission(f'{{"target": "hook", "payload": {make(10)}}}')
+        assert parse_job(ok, max_payload_bytes=1000, max_payload_depth=10).payload_json
+
+
+def test_a_stored_payload_too_deep_is_shown_as_text() -> None:
+    assert shown_payload('{"a": [1]}') == {"payload": {"a": [1]}}
+    assert shown_payload(None) == {"payload": None}
+    deep = "[" * 5000 + "]" * 5000
+    shown = shown_payload(deep)
+    assert (shown["payload"], shown["payloadText"]) == (None, deep)
+    assert "5000" in shown["payloadNote"]
+    assert shown_payload("not json")["payloadText"] == "not json"
+
+
+def test_rendering_a_payload_too_deep_is_an_invalid_payload() -> None:
+    """Slack and PagerDuty decode the payload to render it: a row too deep to decode goes
+    to the dead-letter queue as a permanent failure, not a crash of the delivery."""
+    target = parse_target(target_manifest("t", type="slack", url="https://hooks.example/x"))
+    ctx = RenderContext(
+        job_id=uuid.uuid4(),
+        attempt=1,
+        payload_json="[" * 5000 + "]" * 5000,
+        target=target,
+        secrets={},
+        timestamp=0,
+    )
+    with pytest.raises(InvalidPayload, match="5000 levels deep"):
+        ctx.payload()

@@ -1236,3 +1236,101 @@ async def test_dead_letters_by_priority(api: Worker, rx: TrackingReceiver) -> No
     assert sorted(real["jobIds"]) == sorted(ids["low"])
     status, bad = await api.post("/v1/dead-letters/replay", json={"priority": 3})
     assert_error(status, bad, 400, "priority", "a priority that is not a string")
+
+
+# -- nesting depth ------------------------------------------------------------------------
+
+
+def nested(depth: int, inner: str = "1") -> str:
+    """JSON text of arrays ``depth`` deep (as text: json.dumps itself recurses)."""
+    return "[" * depth + inner + "]" * depth
+
+
+async def post_text(w: Worker, path: str, text: str) -> tuple[int, Any]:
+    return await w.post(path, data=text, headers={"Content-Type": "application/json"})
+
+
+async def test_a_payload_nested_past_the_limit_is_refused_naming_it(api: Worker) -> None:
+    """980 deep once answered 500 with an idempotency key (RecursionError hashing it) and was
+    accepted without one, breaking every read of it afterwards."""
+    limit = QueueSettings().max_payload_depth
+    for depth in (limit + 1, 980, 5000):
+        for key in ("", ', "idempotencyKey": "deep"'):
+            body = f'{{"target": "held", "payload": {nested(depth)}{key}}}'
+            status, answer = await post_text(api, "/v1/jobs", body)
+            field = "payload" if depth < 500 else "body"
+            assert_error(status, answer, 400, field, f"{depth} deep{key}")
+            assert "HERALD_MAX_PAYLOAD_DEPTH" in answer["error"]["message"], answer
+        status, answer = await post_text(
+            api,
+            "/v1/jobs",
+            f'[{{"target": "held", "payload": 1}}, {{"target": "held", '
+            f'"payload": {nested(depth)}}}]',
+        )
+        assert_error(status, answer, 400, None, f"{depth} deep in a list")
+        assert "HERALD_MAX_PAYLOAD_DEPTH" in answer["error"]["message"], answer
+    # Another field nested deep: still one 400, never a 500.
+    status, answer = await post_text(api, "/v1/jobs", f'{{"target": {nested(400)}, "payload": 1}}')
+    assert_error(status, answer, 400, "target", "target nested 400 deep")
+    assert await sql_value(api.queue, "SELECT count(*) FROM herald.jobs") == 0
+    # At the limit, accepted and kept byte for byte; brackets inside strings are not depth.
+    at_limit = nested(limit - 1, '{"s": "]]]\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}')
+    status, answer = await post_text(
+        api, "/v1/jobs", f'{{"target": "held", "payload": {at_limit}, "idempotencyKey": "ok"}}'
+    )
+    assert status == 201, answer
+    stored = await sql_value(
+        api.queue, "SELECT payload::text FROM herald.jobs WHERE id = %s", [answer["id"]]
+    )
+    assert stored == at_limit
+
+
+async def test_alertmanager_refuses_a_payload_nested_past_the_limit(api: Worker) -> None:
+    deep = alert("dd01")
+    body = json.dumps(alert_message(deep)).replace(
+        '"startsAt"', f'"extra": {nested(70)}, "startsAt"'
+    )
+    status, answer = await post_text(api, "/v1/alertmanager/held", body)
+    assert_error(status, answer, 400, "alerts[0]", "an alert nested 70 deep")
+    assert "HERALD_MAX_PAYLOAD_DEPTH" in answer["error"]["message"], answer
+
+
+async def test_a_stored_payload_too_deep_to_decode_never_breaks_a_read(api: Worker) -> None:
+    """A row from before the limit (nested 5000 deep, written with SQL): every read shows it,
+    its payload as text with a note, and every listing around it still answers 200."""
+    deep = nested(5000)
+    _, normal = await api.post("/v1/jobs", json={"target": "held", "payload": {"ok": 1}})
+    job_id = str(uuid.uuid4())
+    await sql_value(
+        api.queue,
+        "INSERT INTO herald.jobs (id, target_id, priority, payload, run_at, deadline) "
+        "SELECT %s, id, 'medium', %s::json, now(), now() FROM herald.targets "
+        "WHERE name = 'held' RETURNING 1",
+        [job_id, deep],
+    )
+    doc = await openapi(api)
+    problems: list[str] = []
+
+    def readable(path: str, status: int, body: Any) -> Any:
+        assert status == 200, f"{path}: {status} {body}"
+        problems.extend(schema_problems(doc, path, "GET", status, body))
+        return body
+
+    job = readable("/v1/jobs/{id}", *await api.get(f"/v1/jobs/{job_id}"))
+    assert job["payload"] is None
+    assert job["payloadText"] == deep
+    assert "5000" in job["payloadNote"]
+    for params in ({}, {"target": "held"}, {"state": "queued"}):
+        page = readable("/v1/jobs", *await api.get("/v1/jobs", params=params))
+        assert {i["id"] for i in page["items"]} >= {job_id, normal["id"]}, params
+    assert (await api.get(f"/v1/jobs/{normal['id']}"))[0] == 200
+
+    status, _ = await api.delete(f"/v1/jobs/{job_id}")  # now a dead letter too
+    assert status == 200
+    page = readable("/v1/dead-letters", *await api.get("/v1/dead-letters"))
+    [entry] = [i for i in page["items"] if i["jobId"] == job_id]
+    shown = readable("/v1/dead-letters/{id}", *await api.get(f"/v1/dead-letters/{entry['id']}"))
+    assert (shown["payload"], shown["payloadText"]) == (None, deep)
+    for params in ({"target": "held"}, {"errorClass": "permanent"}):
+        readable("/v1/dead-letters", *await api.get("/v1/dead-letters", params=params))
+    assert not problems, "answers the document does not describe:\n" + "\n".join(problems)

@@ -7,6 +7,7 @@ operator's /metrics server both."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 
@@ -78,3 +79,59 @@ async def test_the_operator_metrics_server_too(caplog: pytest.LogCaptureFixture)
         check_logged(caplog, [reason for _, reason in MALFORMED])
     finally:
         await server.stop()
+
+
+PROTOCOL_ERRORS = [
+    # (what, raw request, status)
+    ("a request line too long", f"POST /v1/alertmanager/{'a' * 10_000} HTTP/1.1\r\n\r\n", 400),
+    (
+        "a header too long",
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'b' * 10_000}\r\n\r\n",
+        400,
+    ),
+    ("a garbage request line", "HELLO THERE\r\n\r\n", 400),
+    ("a bad method", "G(T /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("not HTTP at all", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + "\x00" * 40, 400),
+    *((f"malformed ({i})", raw, 400) for i, (raw, _) in enumerate(MALFORMED)),
+]
+
+
+async def whole_answer(port: int, raw: str) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body of the one answer to ``raw`` (the server then closes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw.encode("latin-1"))
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+async def test_protocol_errors_are_answered_in_the_json_error_shape(
+    db_url: str, tmp_path: Path
+) -> None:
+    """aiohttp answered these itself in text/plain, quoting the raw bytes
+    (``bytearray(b'/v1/alertmanager/aaa...')``): now the API's JSON error, echoing nothing."""
+    async with TrackingReceiver() as rx:
+        path = write_manifests(tmp_path / "targets.yaml", [target_doc("hook", rx.url)])
+        async with worker(db_url, path) as w:
+            for what, raw, expected in PROTOCOL_ERRORS:
+                status, headers, body = await whole_answer(w.running.port, raw)
+                assert status == expected, f"{what}: {status} {body[:200]!r}"
+                assert headers.get("content-type", "").startswith("application/json"), (
+                    f"{what}: {headers} {body[:200]!r}"
+                )
+                answer = json.loads(body)
+                assert set(answer) == {"error"}, what
+                assert set(answer["error"]) == {"status", "field", "message"}, what
+                assert answer["error"]["status"] == status, what
+                message = answer["error"]["message"]
+                assert isinstance(message, str) and message, what
+                for echoed in ("bytearray", "aaaa", "bbbb", SECRET, "HELLO"):
+                    assert echoed not in message, f"{what}: {message}"
+            status, _ = await w.get("/healthz")
+            assert status == 200, "and it goes on serving"

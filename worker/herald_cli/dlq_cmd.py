@@ -128,7 +128,7 @@ async def run(args: argparse.Namespace) -> int:
                         d.row["error_type"],
                         d.row["reason"],
                         d.row["retry_count"],
-                        d.to_json()["failedAt"],
+                        d.to_json(with_payload=False)["failedAt"],
                         "yes" if d.row["replayed"] else "no",
                         d.row["error_message"][:50],
                     ]

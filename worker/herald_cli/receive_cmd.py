@@ -45,7 +45,7 @@ def describe(received: object, verified: bool | None) -> str:
 
     assert isinstance(received, Received)
     body = received.body.decode("utf-8", "replace")
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, RecursionError):  # else shown as received
         body = json.dumps(json.loads(body), ensure_ascii=False)
     if len(body) > 200:
         body = body[:199] + "…"

@@ -20,6 +20,7 @@ from herald_queue.errors import (
     InvalidRequest,
     TargetsMissing,
 )
+from herald_queue.json_depth import shown_payload
 from herald_queue.models import iso
 from herald_queue.settings import QueueSettings
 from herald_queue.states import ErrorClass, Priority
@@ -112,7 +113,7 @@ class DeadLetter:
             "runAt": iso(r["run_at"]),
         }
         if with_payload:
-            body["payload"] = r["payload"]
+            body |= shown_payload(r["payload"])
         if "target_config" in r:
             body["targetConfig"] = r["target_config"]
         return body

@@ -1,6 +1,10 @@
 """PublishingTarget and Secret manifests from files, as ``kubectl apply -f`` takes them:
 a file or a directory of ``.yaml``/``.yml``/``.json`` files, several documents per file,
-``kind: List`` wrappers allowed. Other kinds are reported and skipped."""
+``kind: List`` wrappers allowed. Other kinds are reported and skipped.
+
+The one loader of manifests (``herald targets apply``, ``herald worker --targets``): every
+file is read within bounds (its size, its YAML aliases expanded, its depth) and every
+document checked by shape, a problem being one line naming the file and the document."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import yaml
 
 from herald_queue.egress import EgressPolicy
 from herald_queue.errors import InvalidTarget
+from herald_queue.json_depth import deeper_than
 from herald_queue.secret_data import decode_secret_data
 from herald_queue.spec import API_VERSION, KIND, PublishingTarget, parse_target
 
@@ -38,36 +43,160 @@ def _files(path: Path, recursive: bool) -> list[Path]:
     raise InvalidTarget(f"{path}: no such file or directory")
 
 
-def _documents(file: Path) -> Iterator[tuple[str, Any]]:
+MAX_FILE_BYTES = 3 * 1024 * 1024
+"""The largest manifest file read (3 MiB, the Kubernetes API's largest request); a larger
+one is refused without reading past the bound."""
+MAX_NODES = 100_000
+"""The most YAML nodes a file may hold once its aliases are expanded: a few aliases can
+otherwise stand for billions of nodes (the "billion laughs")."""
+MAX_DEPTH = 64
+"""The deepest nesting of mappings and lists a manifest may have (a PublishingTarget is
+five levels deep)."""
+
+
+def _read(file: Path) -> str:
     try:
-        text = file.read_text("utf-8")
+        with file.open("rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise InvalidTarget(f"{file}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidTarget(
+            f"{file}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, the most a manifest "
+            "file may be (nothing past that was read)"
+        )
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidTarget(
             f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
             f"{exc.start}): manifests are UTF-8 YAML or JSON"
         ) from None
+
+
+def _expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """The nodes ``root`` stands for with every alias expanded, and its depth, counted over
+    the composed graph (an alias is a shared node) without expanding anything; both capped
+    just past their bounds. :class:`ValueError` for an alias inside itself."""
+    sizes: dict[int, tuple[int, int]] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children = _children(node)
+        if done:
+            open_.discard(id(node))
+            size = min(1 + sum(sizes[id(c)][0] for c in children), MAX_NODES + 1)
+            depth = min(1 + max((sizes[id(c)][1] for c in children), default=0), MAX_DEPTH + 1)
+            sizes[id(node)] = (size, depth)
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_:
+            raise ValueError("a YAML alias refers to a node that contains it")
+        open_.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_:
+                raise ValueError("a YAML alias refers to a node that contains it")
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _yaml_documents(file: Path, text: str) -> list[Any]:
+    """The documents of a YAML text, each checked before it is built: its nodes with aliases
+    expanded (at most MAX_NODES) and its depth (at most MAX_DEPTH)."""
+    loader = yaml.SafeLoader(text)
+    docs: list[Any] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:  # pragma: no cover - check_node said there is one
+                break
+            try:
+                size, depth = _expanded_size(node)
+            except ValueError as exc:
+                raise InvalidTarget(f"{file} (document {len(docs) + 1}): {exc}") from None
+            if size > MAX_NODES:
+                raise InvalidTarget(
+                    f"{file} (document {len(docs) + 1}): more than {MAX_NODES} YAML nodes once "
+                    "its aliases (*name) are expanded: refused (a manifest is a few dozen)"
+                )
+            if depth > MAX_DEPTH:
+                raise InvalidTarget(
+                    f"{file} (document {len(docs) + 1}): nested more than {MAX_DEPTH} levels "
+                    "deep (a manifest is a few levels deep)"
+                )
+            docs.append(loader.construct_document(node))
+    finally:
+        loader.dispose()
+    return docs
+
+
+def _too_deep(file: Path) -> InvalidTarget:
+    return InvalidTarget(f"{file}: nested too deeply to read (a manifest is a few levels deep)")
+
+
+def _json_document(file: Path, text: str) -> Any:
+    if deeper_than(text, MAX_DEPTH) is not None:  # before decoding: decoding recurses
+        raise _too_deep(file)
+    return json.loads(text)
+
+
+def _documents(file: Path) -> Iterator[tuple[str, Any]]:
+    text = _read(file)
     try:
         if file.suffix == ".json":
-            docs: list[Any] = [json.loads(text)]
+            docs: list[Any] = [_json_document(file, text)]
         else:
-            docs = list(yaml.safe_load_all(text))
+            docs = _yaml_documents(file, text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise InvalidTarget(f"{file}: not valid YAML/JSON: {_one_line(exc)}") from None
     except RecursionError:
-        raise InvalidTarget(
-            f"{file}: nested too deeply to read (a manifest is a few levels deep)"
-        ) from None
+        raise _too_deep(file) from None
     for index, doc in enumerate(docs):
         where = f"{file} (document {index + 1})"
         if doc is None:
             continue
         if isinstance(doc, Mapping) and doc.get("kind") == "List":
-            for item_index, item in enumerate(doc.get("items") or []):
+            items = doc.get("items")
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise InvalidTarget(
+                    f"{where}: a List's items must be a list of objects, got {_kind_of(items)}"
+                )
+            for item_index, item in enumerate(items):
                 yield f"{where} item {item_index + 1}", item
         else:
             yield where, doc
+
+
+def _kind_of(value: Any) -> str:
+    """A YAML/JSON value's kind, in the words of an error (never the value: it may be a
+    secret)."""
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
 
 
 def _one_line(exc: Exception) -> str:
@@ -79,15 +208,36 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
+def _string_map(where: str, doc: Mapping[str, Any], field: str) -> Mapping[str, Any]:
+    """A Secret's ``data`` or ``stringData``: a mapping of names to strings (as Kubernetes
+    has it; a value is never turned into text: ``['a']`` is refused, not ``"['a']"``).
+    The values are not shown in errors."""
+    value = doc.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidTarget(
+            f"{where}: Secret {field} must be a mapping of keys to strings, got {_kind_of(value)}"
+        )
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidTarget(f"{where}: Secret {field} has a key that is not a string")
+        if not isinstance(item, str):
+            raise InvalidTarget(
+                f"{where}: Secret {field}.{key} must be a string, got {_kind_of(item)} (quote "
+                "it: a Secret's values are text)"
+            )
+    return value
+
+
 def _secret_data(where: str, doc: Mapping[str, Any]) -> dict[str, str]:
-    data, undecodable = decode_secret_data(doc.get("data"))
+    data, undecodable = decode_secret_data(_string_map(where, doc, "data"))
     if undecodable:
         raise InvalidTarget(
             f"{where}: Secret data.{undecodable[0]} is not base64 of UTF-8 text (use "
             "stringData for plain text)"
         )
-    for key, value in (doc.get("stringData") or {}).items():
-        data[str(key)] = str(value)
+    data.update(_string_map(where, doc, "stringData"))
     return data
 
 
@@ -114,6 +264,9 @@ def load(
                 continue
             kind, api = doc.get("kind"), doc.get("apiVersion")
             meta = doc.get("metadata") or {}
+            if not isinstance(meta, Mapping):
+                problems.append(f"{where}: metadata must be a mapping, got {_kind_of(meta)}")
+                continue
             if kind == KIND and api == API_VERSION:
                 try:
                     target = parse_target(doc, default_namespace=default_namespace)
@@ -137,12 +290,16 @@ def load(
                     problems.append(f"{where}: Secret without metadata.name")
                     continue
                 namespace = meta.get("namespace") or default_namespace
+                if not isinstance(namespace, str):
+                    problems.append(f"{where}: Secret metadata.namespace must be a string")
+                    continue
                 try:
                     secrets[(namespace, name)] = _secret_data(where, doc)
                 except InvalidTarget as exc:
                     problems.append(str(exc))
             else:
-                skipped.append(f"{where}: {api}/{kind} {meta.get('name', '?')}")
+                name = meta.get("name")
+                skipped.append(f"{where}: {api}/{kind} {name if isinstance(name, str) else '?'}")
     for target in targets:
         secret = secrets.get((target.namespace, target.spec.secret_name or ""), {})
         if egress.url_problem((secret.get("url") or "").strip()):

@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any, NamedTuple
 
+from herald_queue.json_depth import shown_payload
 from herald_queue.states import CircuitState, ErrorClass, JobState, Priority
 
 
@@ -95,7 +96,8 @@ class JobRecord:
     target: str
     priority: Priority
     state: JobState
-    payload: Any
+    payload_json: str | None
+    """The payload's text as stored (shown through :func:`shown_payload`)."""
     idempotency_key: str | None
     ordering_key: str | None
     held: bool
@@ -116,7 +118,7 @@ class JobRecord:
             target=f"{row['namespace']}/{row['target_name']}",
             priority=Priority(row["priority"]),
             state=JobState(row["state"]),
-            payload=row["payload"],
+            payload_json=row["payload"],
             idempotency_key=row["idempotency_key"],
             ordering_key=row["ordering_key"],
             held=row["held"],
@@ -153,5 +155,5 @@ class JobRecord:
             "deadReason": self.dead_reason,
         }
         if with_payload:
-            body["payload"] = self.payload
+            body |= shown_payload(self.payload_json)
         return body

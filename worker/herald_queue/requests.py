@@ -37,6 +37,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from herald_queue.errors import InvalidRequest
+from herald_queue.json_depth import DEFAULT_MAX_DEPTH, deeper_than, too_deep
 from herald_queue.states import Priority
 from herald_queue.validation import hints, pattern, validate
 
@@ -199,15 +200,21 @@ def _serialise(payload: Any, field: str) -> str:
     return text
 
 
-def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> str:
+def encode_payload(
+    payload: Any, *, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH, field: str = "payload"
+) -> str:
     """The JSON text stored for ``payload``: a :class:`RawPayload`'s own text, untouched,
-    or compact JSON of a value; refuses what PostgreSQL cannot hold."""
+    or compact JSON of a value; refuses what PostgreSQL cannot hold, and payloads nested
+    deeper than ``max_depth`` (HERALD_MAX_PAYLOAD_DEPTH), which could not be hashed or
+    read back."""
     if isinstance(payload, RawPayload):
         text = payload.text
+        check_depth(text, max_depth, field)
         if _SUSPECT.search(text):
             _serialise(payload.value, field)
     else:
         text = _serialise(payload, field)
+        check_depth(text, max_depth, field)
     if "\\u0000" in text:
         raise InvalidRequest(field, "contains a NUL character (\\u0000), which cannot be stored")
     size = len(text.encode("utf-8"))
@@ -218,6 +225,14 @@ def encode_payload(payload: Any, *, max_bytes: int, field: str = "payload") -> s
             "(HERALD_MAX_PAYLOAD_BYTES)",
         )
     return text
+
+
+def check_depth(text: str | bytes, max_depth: int, field: str) -> None:
+    """:class:`InvalidRequest` naming HERALD_MAX_PAYLOAD_DEPTH when the JSON ``text`` nests
+    deeper than ``max_depth`` (read from the text; nothing is decoded)."""
+    depth = deeper_than(text, max_depth)
+    if depth is not None:
+        raise InvalidRequest(field, too_deep(depth, max_depth))
 
 
 def parse_time(value: Any, field: str) -> dt.datetime:
@@ -281,7 +296,8 @@ after its bounds)."""
 TargetRef = Annotated[StrictStr, StringConstraints(pattern=TARGET_PATTERN, max_length=317)]
 Key = Annotated[StrictStr, StringConstraints(min_length=1, max_length=KEY_MAX, pattern=NO_NUL)]
 PAYLOAD_SCHEMA: dict[str, Any] = {
-    "description": "Any JSON value (at most HERALD_MAX_PAYLOAD_BYTES), without NUL characters "
+    "description": "Any JSON value (at most HERALD_MAX_PAYLOAD_BYTES, nested at most "
+    "HERALD_MAX_PAYLOAD_DEPTH arrays and objects deep), without NUL characters "
     "(\\u0000) in its strings or keys: PostgreSQL cannot hold them.",
     "anyOf": [
         {"type": ["null", "boolean", "number"]},
@@ -301,9 +317,11 @@ PAYLOAD_REF = WithJsonSchema({PAYLOAD_MARK: True})
 
 
 def _encoded(value: Any, info: ValidationInfo) -> str:
-    limit = (info.context or {}).get("max_payload_bytes", 1 << 62)
+    context = info.context or {}
+    limit = context.get("max_payload_bytes", 1 << 62)
+    depth = context.get("max_payload_depth", DEFAULT_MAX_DEPTH)
     try:
-        return encode_payload(value, max_bytes=limit)
+        return encode_payload(value, max_bytes=limit, max_depth=depth)
     except InvalidRequest as exc:
         raise PydanticCustomError("payload", exc.problem) from None
 
@@ -371,14 +389,16 @@ _ONE: TypeAdapter[JobSubmission] = TypeAdapter(JobSubmission)
 _HINTS = hints(JobSubmission)
 
 
-def parse_jobs(body: object, *, max_payload_bytes: int) -> tuple[list[JobRequest], bool]:
+def parse_jobs(
+    body: object, *, max_payload_bytes: int, max_payload_depth: int = DEFAULT_MAX_DEPTH
+) -> tuple[list[JobRequest], bool]:
     """The jobs of a ``POST /v1/jobs`` body (decoded JSON), and whether it was a list: the
     one place a submission is read. What a job stores and delivers is its
     ``JobSubmission.payload_json``, made here (the ``_encoded`` validator)."""
     parsed = validate(
         SUBMISSION,
         body,
-        context={"max_payload_bytes": max_payload_bytes},
+        context={"max_payload_bytes": max_payload_bytes, "max_payload_depth": max_payload_depth},
         descriptions=_HINTS,
     )
     if isinstance(parsed, list):
@@ -386,12 +406,18 @@ def parse_jobs(body: object, *, max_payload_bytes: int) -> tuple[list[JobRequest
     return [parsed.to_request()], False
 
 
-def parse_job(body: Any, *, max_payload_bytes: int, prefix: str = "") -> JobRequest:
+def parse_job(
+    body: Any,
+    *,
+    max_payload_bytes: int,
+    max_payload_depth: int = DEFAULT_MAX_DEPTH,
+    prefix: str = "",
+) -> JobRequest:
     """A :class:`JobRequest` from one decoded JSON object; ``prefix`` names it in a list."""
     return validate(
         _ONE,
         body,
         prefix=prefix,
-        context={"max_payload_bytes": max_payload_bytes},
+        context={"max_payload_bytes": max_payload_bytes, "max_payload_depth": max_payload_depth},
         descriptions=_HINTS,
     ).to_request()

@@ -16,7 +16,9 @@ def decode_secret_data(data: Mapping[str, Any] | None) -> tuple[dict[str, str], 
     undecodable: list[str] = []
     for key, value in (data or {}).items():
         try:
-            decoded[str(key)] = base64.b64decode(str(value or ""), validate=True).decode("utf-8")
+            if not isinstance(value, str | None):
+                raise ValueError(key)  # never its Python text
+            decoded[str(key)] = base64.b64decode(value or "", validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             undecodable.append(str(key))
     return decoded, undecodable

@@ -48,6 +48,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
 from herald_queue.egress import EgressPolicy, parse_networks
+from herald_queue.json_depth import DEFAULT_MAX_DEPTH, MAX_DEPTH_CEILING
 from herald_queue.settings_base import (
     Count,
     Duration,
@@ -138,6 +139,13 @@ class QueueSettings(HeraldSettings):
     )
     max_payload_bytes: Count = Field(
         262_144, description="Largest job payload accepted (JSON bytes)."
+    )
+    max_payload_depth: Annotated[int, Field(ge=1, le=MAX_DEPTH_CEILING)] = Field(
+        DEFAULT_MAX_DEPTH,
+        description="Deepest nesting of arrays and objects accepted in a job payload (the API, "
+        "the Alertmanager receiver and herald enqueue refuse deeper ones), at most "
+        f"{MAX_DEPTH_CEILING}: JSON is decoded recursively, and a payload nested about a "
+        "thousand deep cannot be decoded or hashed at all.",
     )
     lease: PositiveDuration = Field(
         60.0,

@@ -510,6 +510,8 @@ def parse_target(
             f"{manifest.get('apiVersion')!r} {manifest.get('kind')!r}"
         )
     metadata = manifest.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidTarget("metadata: must be a mapping (name, namespace)")
     name = metadata.get("name")
     namespace = metadata.get("namespace") or default_namespace
     if not isinstance(name, str) or not is_object_name(name):

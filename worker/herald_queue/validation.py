@@ -36,8 +36,8 @@ def _shown(value: Any) -> str:
         return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
     try:
         text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__ if isinstance(value, list | dict) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

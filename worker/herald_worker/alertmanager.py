@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from herald_queue.errors import InvalidRequest
+from herald_queue.json_depth import DEFAULT_MAX_DEPTH
 from herald_queue.requests import JobRequest, encode_payload
 from herald_queue.states import Priority
 from herald_queue.validation import hints, validate
@@ -53,7 +54,9 @@ def fingerprint_of(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     return digest[:16]
 
 
-def jobs_from_message(body: Any, target: str, *, max_payload_bytes: int) -> list[JobRequest]:
+def jobs_from_message(
+    body: Any, target: str, *, max_payload_bytes: int, max_payload_depth: int = DEFAULT_MAX_DEPTH
+) -> list[JobRequest]:
     """One job per alert of ``body`` (decoded JSON), validated by
     :class:`~herald_worker.api.models.AlertmanagerMessage`; each payload keeps the alert's
     fields as given."""
@@ -79,7 +82,9 @@ def jobs_from_message(body: Any, target: str, *, max_payload_bytes: int) -> list
         jobs.append(
             JobRequest(
                 target=target,
-                payload_json=encode_payload(payload, max_bytes=max_payload_bytes, field=f"{where}"),
+                payload_json=encode_payload(
+                    payload, max_bytes=max_payload_bytes, max_depth=max_payload_depth, field=where
+                ),
                 priority=priority_of(status, labels),
                 idempotency_key=f"alertmanager:{fingerprint}:{status}:{starts_at}",
                 ordering_key=f"alert:{fingerprint}",

@@ -25,6 +25,7 @@ from herald_queue.queue import Queue
 from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
 from herald_worker.api.app import make_app
 from herald_worker.api.context import ApiContext
+from herald_worker.api.protocol import ApiRunner
 from herald_worker.delivery import Sender
 from herald_worker.directory import TargetDirectory
 from herald_worker.health import Health
@@ -147,7 +148,7 @@ async def start(
     context = ApiContext(
         settings=ws, metrics=metrics, tracker=tracker, health=health, capacity=capacity
     )
-    runner = web.AppRunner(
+    runner = ApiRunner(  # aiohttp's own errors (a request line too long...) in JSON too
         make_app(context),
         access_log=None,
         handle_signals=False,

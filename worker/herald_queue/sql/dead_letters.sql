@@ -24,9 +24,10 @@ AND (d.reason <> 'cancelled'
      OR %(ids)s::uuid[] IS NOT NULL OR %(job_ids)s::uuid[] IS NOT NULL)
 
 -- name: list_dead_letters
--- Newest first, keyset-paginated on (failed_at, id). Every filter is optional.
+-- Newest first, keyset-paginated on (failed_at, id). Every filter is optional. The payload
+-- as its stored text (herald_queue.json_depth.shown_payload decodes it where it is shown).
 SELECT d.id, d.job_id, d.fingerprint, d.target_namespace, d.target_name, d.target_type,
-       d.payload, d.error_message, d.error_type, d.reason, d.http_status, d.retry_count,
+       d.payload::text AS payload, d.error_message, d.error_type, d.reason, d.http_status, d.retry_count,
        d.last_retry_at, d.priority, d.idempotency_key, d.ordering_key, d.job_created_at,
        d.failed_at, d.replayed, d.replayed_at, d.replay_result, d.replayed_by, d.run_at
 FROM herald.dead_letters d
@@ -39,7 +40,7 @@ LIMIT %(limit)s;
 
 -- name: get_dead_letter
 SELECT d.id, d.job_id, d.fingerprint, d.target_namespace, d.target_name, d.target_type,
-       d.payload, d.error_message, d.error_type, d.reason, d.http_status, d.retry_count,
+       d.payload::text AS payload, d.error_message, d.error_type, d.reason, d.http_status, d.retry_count,
        d.last_retry_at, d.priority, d.idempotency_key, d.ordering_key, d.job_created_at,
        d.failed_at, d.replayed, d.replayed_at, d.replay_result, d.replayed_by, d.run_at,
        d.target_config

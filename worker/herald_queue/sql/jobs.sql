@@ -353,8 +353,10 @@ SELECT count(*) AS running FROM herald.jobs WHERE target_id = %(target_id)s
 
 -- name: job_record
 -- A fragment: a job as JobRecord reads it (a purged target's name shows as "(deleted)").
+-- The payload as its stored text: decoded, if it can be, only where it is shown.
 SELECT j.id, coalesce(t.namespace, '(deleted)') AS namespace,
-       coalesce(t.name, '(deleted)') AS target_name, j.priority, j.state, j.payload,
+       coalesce(t.name, '(deleted)') AS target_name, j.priority, j.state,
+       j.payload::text AS payload,
        j.idempotency_key, j.ordering_key, j.held, j.attempts, j.run_at, j.created_at,
        j.started_at, j.finished_at, j.last_error, j.last_error_class, j.last_http_status,
        j.dead_reason

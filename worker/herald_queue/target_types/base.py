@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from herald_queue.errors import HeraldError, InvalidTarget
+from herald_queue.json_depth import MAX_DEPTH_CEILING, json_depth
 from herald_queue.spec import RESERVED_HEADERS, PublishingTarget, TargetSpec, check_url
 
 try:
@@ -64,11 +65,20 @@ class RenderContext:
     """Unix seconds: the time of this attempt, for signatures."""
 
     def payload(self) -> Any:
-        """The payload parsed; :class:`InvalidPayload` if it is not JSON."""
+        """The payload parsed; :class:`InvalidPayload` if it is not JSON, or nested too deeply
+        to decode safely (a row stored before HERALD_MAX_PAYLOAD_DEPTH refused it)."""
+        depth = json_depth(self.payload_json)
+        if depth > MAX_DEPTH_CEILING:
+            raise InvalidPayload(
+                f"the job payload is nested {depth} levels deep, more than the "
+                f"{MAX_DEPTH_CEILING} a payload can be decoded at to render it"
+            )
         try:
             return json.loads(self.payload_json)
         except ValueError as exc:
             raise InvalidPayload(f"the job payload is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise InvalidPayload("the job payload is nested too deeply to decode") from None
 
 
 class InvalidPayload(HeraldError):

@@ -26,6 +26,7 @@ from herald_queue.errors import (
     TargetNotFound,
     TargetsMissing,
 )
+from herald_queue.json_depth import MAX_DEPTH_CEILING, deeper_than
 
 log = logging.getLogger("herald.api")
 
@@ -95,7 +96,14 @@ async def errors_middleware(
         return error_response(400, f"a value in the request cannot be stored: {exc}")
 
 
-async def read_json(request: web.Request, loads: Callable[[bytes], object] = json.loads) -> object:
+async def read_json(
+    request: web.Request,
+    loads: Callable[[bytes], object] = json.loads,
+    *,
+    max_depth: int = MAX_DEPTH_CEILING + 2,
+) -> object:
+    """The request's JSON body, decoded by ``loads``; refused (400) when it is not JSON or
+    nests deeper than ``max_depth``, checked on the bytes before anything is decoded."""
     if request.content_type not in ("application/json", "") and not request.content_type.endswith(
         "+json"
     ):
@@ -105,6 +113,13 @@ async def read_json(request: web.Request, loads: Callable[[bytes], object] = jso
     raw = await request.read()
     if not raw.strip():
         raise InvalidRequest("body", "is empty; expected a JSON document")
+    depth = deeper_than(raw, max_depth)
+    if depth is not None:
+        raise InvalidRequest(
+            "body",
+            f"is nested {depth} levels deep (arrays and objects), more than the {max_depth} any "
+            "request may (a job payload may nest at most HERALD_MAX_PAYLOAD_DEPTH levels)",
+        )
     try:
         return loads(raw)
     except json.JSONDecodeError as exc:

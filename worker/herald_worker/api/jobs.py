@@ -33,8 +33,12 @@ def need_queue(request: web.Request) -> Queue:
 async def submit(request: web.Request) -> web.Response:
     """One job (201, or 200 for a duplicate) or a list (201 if any was created)."""
     body = await read_json(request, decode_submission)  # payloads kept as sent
-    max_bytes = need_queue(request).settings.max_payload_bytes
-    jobs, many = parse_jobs(body, max_payload_bytes=max_bytes)
+    settings = need_queue(request).settings
+    jobs, many = parse_jobs(
+        body,
+        max_payload_bytes=settings.max_payload_bytes,
+        max_payload_depth=settings.max_payload_depth,
+    )
     results = await enqueue(request, jobs)
     if many:
         created = any(r["duplicate"] is False for r in results)

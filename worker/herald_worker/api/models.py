@@ -395,6 +395,14 @@ class AlertmanagerAccepted(Answer):
     duplicates: int
 
 
+PAYLOAD_TEXT = (
+    "Only for a stored payload that cannot be decoded safely (nested deeper than any read "
+    "decodes, stored before HERALD_MAX_PAYLOAD_DEPTH refused it): its JSON text as stored; "
+    "payload is then null."
+)
+PAYLOAD_NOTE = "Only with payloadText: why the payload is shown as its text."
+
+
 class Job(Answer):
     model_config = ConfigDict(extra="forbid")
 
@@ -418,6 +426,8 @@ class Job(Answer):
     payload: Annotated[Any, Field(description="The payload (lookups from the database only).")] = (
         None
     )
+    payload_text: str | None = Field(None, description=PAYLOAD_TEXT)
+    payload_note: str | None = Field(None, description=PAYLOAD_NOTE)
     source: Literal["tracker", "database"] | None = Field(
         None, description="Answered from the in-memory tracker or from PostgreSQL."
     )
@@ -483,6 +493,8 @@ class DeadLetter(Answer):
         "it while it is in the future.",
     )
     payload: Annotated[Any, PAYLOAD_REF] = None
+    payload_text: str | None = Field(None, description=PAYLOAD_TEXT)
+    payload_note: str | None = Field(None, description=PAYLOAD_NOTE)
     target_config: dict[str, Any] | None = None
 
 

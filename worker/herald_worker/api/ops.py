@@ -52,8 +52,13 @@ async def alertmanager_namespaced(
 
 async def _alertmanager(request: web.Request, target: str) -> web.Response:
     body = await read_json(request)
-    max_bytes = need_queue(request).settings.max_payload_bytes
-    jobs = alertmanager.jobs_from_message(body, target, max_payload_bytes=max_bytes)
+    settings = need_queue(request).settings
+    jobs = alertmanager.jobs_from_message(
+        body,
+        target,
+        max_payload_bytes=settings.max_payload_bytes,
+        max_payload_depth=settings.max_payload_depth,
+    )
     try:
         results = await enqueue(request, jobs)
     except QueueFull as exc:
