@@ -156,7 +156,7 @@ def expected_line(case: Case) -> str:
 
 
 def test_the_cases_cover_every_setting() -> None:
-    """A new setting needs its case here (and its line in the README's tables)."""
+    """A new setting needs its case here (and its line in docs/configuration.md)."""
     covered = {(c.cls, c.field) for c in CASES}
     assert covered == {(cls, name) for cls in (D, Q, E, L, W, OP) for name in cls.model_fields}
     assert {c.env for c in CASES if c.cls.secret(c.field)} == SECRETS

@@ -1,5 +1,5 @@
-"""The configuration tables of the README, generated from the settings classes (a test keeps
-the README in step: `python -m herald_cli.settings_doc` prints them)."""
+"""The configuration tables of docs/configuration.md, generated from the settings classes (a
+test keeps the page in step: `python -m herald_cli.settings_doc` prints them)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _default(value: Any, kind: str) -> str:
 def tables() -> str:
     parts = []
     for cls in CLASSES:
-        parts.append(f"#### {cls.section}\n")
+        parts.append(f"## {cls.section}\n")
         parts.append("| variable | type | default | meaning |")
         parts.append("|---|---|---|---|")
         for name, info in cls.model_fields.items():

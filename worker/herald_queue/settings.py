@@ -1,7 +1,7 @@
 """Settings of the database, the queue, egress and logging, shared by every Herald process.
 
 Every setting is one field of a pydantic-settings class (base and types in
-:mod:`herald_queue.settings_base`); the parser, the error lines and the README's tables
+:mod:`herald_queue.settings_base`); the parser, the error lines and the configuration tables
 all come from it. The classes: here, ``herald_worker.settings.WorkerSettings`` and
 ``herald_operator.settings.OperatorSettings``.
 
@@ -25,7 +25,7 @@ How to add a setting
 2. A rule over several fields is a ``@model_validator(mode="after")`` raising ValueError
    with a message that names the variables (see ``DatabaseSettings``).
 3. Run ``python -m herald_cli.settings_doc`` and paste its output between
-   ``<!-- settings:begin -->`` and ``<!-- settings:end -->`` in README.md.
+   ``<!-- settings:begin -->`` and ``<!-- settings:end -->`` in docs/configuration.md.
 4. Add its case (default, a valid value, a refused one and its line) to the table in
    tests/cli/test_settings.py: a test fails until every field has one.
 5. If the chart sets it, add it to the Deployment's env (tests/e2e/test_chart.py loads the

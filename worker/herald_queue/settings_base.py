@@ -5,7 +5,7 @@ bad variable. How to add a setting: see :mod:`herald_queue.settings`.
 A field's variable is ``HERALD_`` + its name in capitals, unless the field gives another
 with ``validation_alias`` (``HERALD_DATABASE_URL`` for ``DatabaseSettings.url``). The
 field's type says what is accepted; :func:`describe` turns it into the words of error lines
-and of the README's tables, so both always agree with the parser.
+and of the configuration tables (docs/configuration.md), so both always agree with the parser.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _SHOWN_CHARS = 60
 
 @dataclasses.dataclass(frozen=True)
 class Kind:
-    """What a field holds, in words: ``name`` for the README's type column, ``accepted``
+    """What a field holds, in words: ``name`` for the tables' type column, ``accepted``
     for error lines (``HERALD_LEASE=x: must be <accepted>``)."""
 
     name: str
@@ -124,7 +124,7 @@ class HeraldSettings(BaseSettings):
         extra="forbid",
     )
     section: ClassVar[str] = ""
-    """The README heading of the class's table."""
+    """The heading of the class's table in docs/configuration.md."""
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -42,7 +42,7 @@ class JobState(enum.StrEnum):
 class Priority(enum.StrEnum):
     """Delivery priority. Claims take the earliest *deadline*: the time the job became
     ready plus its priority's latency budget (high 0 s, medium and low configurable), so a
-    high job goes first while a low job still has a bounded wait (see README)."""
+    high job goes first while a low job still has a bounded wait (see docs/delivery.md)."""
 
     HIGH = "high"
     MEDIUM = "medium"

@@ -1,4 +1,4 @@
-"""What a delivery failure means: the one table of error classes (README, "Failure
+"""What a delivery failure means: the one table of error classes (docs/delivery.md, "Failure
 handling"). Transient failures are retried with backoff and count towards the target's
 circuit breaker; permanent ones go to the dead-letter queue at once; unknown ones are
 retried with a smaller budget; 410 Gone pauses the whole target."""
