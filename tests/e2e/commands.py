@@ -9,7 +9,6 @@ waits without a bound."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.cli.cli import Run as Result
 from tests.helpers import LOCAL_EGRESS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,17 +64,6 @@ def _argv(args: Sequence[str]) -> list[str]:
 def _kill_group(process: subprocess.Popen[Any]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-    args: tuple[str, ...]
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 def run(
