@@ -177,3 +177,23 @@ class Producer:
             "refused": len(self.refused),
             "errors": len(self.errors),
         }
+
+
+async def diagnostics(kubectl: Kubectl, receiver: Receiver | None = None) -> str:
+    """What a failed journey's message carries: the Pods, the last lines of the Herald
+    processes' logs and what the receiver got."""
+    lines = [(await kubectl("get", "pods,jobs", "-o", "wide", check=False)).out]
+    for component in ("worker", "operator", "migrations"):
+        logs = await kubectl(
+            "logs",
+            "-l",
+            f"app.kubernetes.io/component={component}",
+            "--tail=15",
+            "--prefix",
+            check=False,
+        )
+        lines.append(f"--- {component} logs:\n{logs.out}{logs.err}")
+    if receiver is not None:
+        for r in receiver.received[:5]:
+            lines.append(f"--- received {r.webhook_id}: {r.headers} {r.body[:200]!r}")
+    return "\n".join(lines)

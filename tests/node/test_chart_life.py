@@ -25,6 +25,7 @@ from tests.node.chart import (
     Helm,
     Producer,
     chart_values,
+    diagnostics,
     pods,
     receiver_on_bridge,
     service_url,
@@ -92,7 +93,9 @@ async def test_install_deliver_and_uninstall(
     assert "KUBECONFIG" not in operator_env
 
     async with receiver_on_bridge(key) as (receiver, hook_url):
-        await kubectl.apply(secret("hook", signingSecret=key), target("hook", hook_url))
+        await kubectl.apply(
+            secret("hook", signingSecret=key), target("hook", hook_url, secretRef={"name": "hook"})
+        )
         await wait_ready(kubectl, "publishingtarget", "hook", timeout=120)
         base = await service_url(kubectl)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -105,11 +108,14 @@ async def test_install_deliver_and_uninstall(
                 assert resp.status == 200, await resp.text()
                 alerts = await resp.json()
         expected = 1 + len(THREE["alerts"])
-        await wait_for(
-            lambda: len(receiver.delivered_ids()) >= expected,
-            timeout=120,
-            what=f"{expected} deliveries (receiver: {receiver.summary()})",
-        )
+        try:
+            await wait_for(
+                lambda: len(receiver.delivered_ids()) >= expected,
+                timeout=120,
+                what=f"{expected} deliveries",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await diagnostics(kubectl, receiver)}") from None
         assert job_id in receiver.delivered_ids()
         assert receiver.bad_signatures == 0
         assert all(r.signature_ok for r in receiver.received)
@@ -134,7 +140,9 @@ async def test_upgrade_and_rollback_while_workers_deliver(
     values, key = await install_and_target(node, helm, kubectl, pod_db_url)
     before = {p["metadata"]["name"] for p in await wait_ready_pods(kubectl, "worker", 2)}
     async with receiver_on_bridge(key) as (receiver, hook_url):
-        await kubectl.apply(secret("hook", signingSecret=key), target("hook", hook_url))
+        await kubectl.apply(
+            secret("hook", signingSecret=key), target("hook", hook_url, secretRef={"name": "hook"})
+        )
         await wait_ready(kubectl, "publishingtarget", "hook", timeout=120)
         producer = Producer(await service_url(kubectl), "hook")
         producer.start()
