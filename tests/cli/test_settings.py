@@ -67,6 +67,8 @@ CASES = [
     Case(D, "pool_min", "HERALD_DB_POOL_MIN", 1, "0", 0, "-1", "must be an integer of at least 0"),
     Case(D, "pool_max", "HERALD_DB_POOL_MAX", 10, "4", 4, "four", COUNT),
     Case(D, "connect_timeout", "HERALD_DB_CONNECT_TIMEOUT", 5.0, "1m", 60.0, "0", POSITIVE),
+    Case(D, "lock_timeout", "HERALD_DB_LOCK_TIMEOUT", 30.0, "2m", 120.0, "0", POSITIVE),
+    Case(D, "migration_wait", "HERALD_MIGRATION_WAIT", 300.0, "10m", 600.0, "-1s", POSITIVE),
     Case(Q, "budget_medium", "HERALD_PRIORITY_BUDGET_MEDIUM", 60.0, "0", 0.0, "-1", DURATION),
     Case(Q, "budget_low", "HERALD_PRIORITY_BUDGET_LOW", 300.0, "1h", 3600.0, "soon", DURATION),
     Case(Q, "max_payload_bytes", "HERALD_MAX_PAYLOAD_BYTES", 262_144, "1024", 1024, "0", COUNT),

@@ -811,6 +811,22 @@ def prometheus_rules() -> dict[str, Any]:
     return {"groups": rule["spec"]["groups"]}
 
 
+RUNBOOKS = "https://github.com/herald-dev/herald/blob/main/docs/troubleshooting.md"
+
+
+def test_every_alert_has_a_runbook_url() -> None:
+    """The runbook base URL is a value; each alert appends its section's anchor."""
+    base = "https://wiki.example/herald/troubleshooting.md"
+    for value_set, extra, expected in (
+        ("all-on", (), RUNBOOKS),
+        ("all-on", ("--set", f"metrics.prometheusRule.runbookBaseUrl={base}"), base),
+    ):
+        (rule,) = of_kind(render(value_set, *extra), "PrometheusRule")
+        for item in rule["spec"]["groups"][0]["rules"]:
+            anchor = item["alert"].lower()
+            assert item["annotations"]["runbook_url"] == f"{expected}#{anchor}"
+
+
 def test_prometheus_rules_pass_promtool(tmp_path: Path) -> None:
     promtool = need_binary("promtool", "Debian package prometheus: apt-get install prometheus")
     rules = tmp_path / "rules.yaml"
@@ -861,6 +877,7 @@ def test_prometheus_alerts_fire_as_documented(tmp_path: Path) -> None:
                 exp_alerts:
                   - exp_labels: {{{fired}, target: default/hook}}
                     exp_annotations:
+                      runbook_url: {RUNBOOKS}#heralddeadlettersgrowing
                       summary: Dead letters of default/hook are piling up
                       description: >-
                         15 more jobs of target default/hook are waiting in the dead-letter queue
@@ -871,6 +888,7 @@ def test_prometheus_alerts_fire_as_documented(tmp_path: Path) -> None:
                 exp_alerts:
                   - exp_labels: {{{fired}, target: default/hook}}
                     exp_annotations:
+                      runbook_url: {RUNBOOKS}#heraldcircuitopentoolong
                       summary: The circuit of default/hook has been open for 10m
                       description: >-
                         Deliveries to target default/hook keep failing, so its jobs wait in the
@@ -884,6 +902,7 @@ def test_prometheus_alerts_fire_as_documented(tmp_path: Path) -> None:
                 exp_alerts:
                   - exp_labels: {{{fired}, target: default/hook}}
                     exp_annotations:
+                      runbook_url: {RUNBOOKS}#heraldoldestreadyjobtooold
                       summary: Jobs of default/hook wait too long
                       description: >-
                         The oldest job ready for target default/hook has waited 12m 0s (more
@@ -894,6 +913,7 @@ def test_prometheus_alerts_fire_as_documented(tmp_path: Path) -> None:
                 exp_alerts:
                   - exp_labels: {{severity: critical, team: sre, namespace: {NAMESPACE}, pod: w1}}
                     exp_annotations:
+                      runbook_url: {RUNBOOKS}#heraldworkernotready
                       summary: Herald worker w1 is not ready
                       description: >-
                         Worker w1 has not been delivering for 5m: it does not reach PostgreSQL.
@@ -906,6 +926,7 @@ def test_prometheus_alerts_fire_as_documented(tmp_path: Path) -> None:
                 exp_alerts:
                   - exp_labels: {{{fired}}}
                     exp_annotations:
+                      runbook_url: {RUNBOOKS}#heraldreplayfailed
                       summary: A DeadLetterReplay failed
                       description: >-
                         DeadLetterReplays failed in the last 1h: 1. `kubectl get

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 
+from herald_queue import locks
 from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.queue import Queue
 from herald_queue.states import JobState
@@ -259,9 +260,13 @@ async def test_concurrent_enqueues_to_one_chain_never_run_two_at_once(
     key = "shared"
     hashes = await sql_rows(
         queue,
-        "SELECT k, hashtextextended(%(t)s::text || '/' || k, 7078) AS h "
+        "SELECT k, hashtextextended(%(t)s::text || '/' || k, %(seed)s) AS h "
         "FROM unnest(%(keys)s::text[]) AS k",
-        {"t": target_id, "keys": [key] + [f"blocker-{i}" for i in range(50)]},
+        {
+            "t": target_id,
+            "keys": [key] + [f"blocker-{i}" for i in range(50)],
+            "seed": locks.CHAIN_SEED,
+        },
     )
     shared_hash = hashes[0]["h"]
     blocker, blocker_hash = next((r["k"], r["h"]) for r in hashes[1:] if r["h"] < shared_hash)

@@ -72,6 +72,48 @@ def test_a_hard_limit_refuses_what_goes_beyond_and_counts_accepted_jobs() -> Non
     assert watch.refusal(["b/y"] * 100) is None, "other targets are not limited"
 
 
+HARD5 = {"a/x": CapacityPolicy(jobs=5, hardLimit=True)}
+
+
+def test_submissions_in_flight_hold_their_places() -> None:
+    """Two requests checked before either is written cannot both take the last place."""
+    watch = CapacityWatch()
+    watch.observe({"a/x": 4}, HARD5)
+    assert watch.reserve(["a/x"]) is None
+    refused = watch.reserve(["a/x"])
+    assert refused is not None and refused.waiting == 5, "the first is in flight"
+    watch.settle(["a/x"], created=[])  # the first failed (or was a duplicate): place freed
+    assert watch.reserve(["a/x"]) is None
+    watch.settle(["a/x"], created=["a/x"])
+    assert watch.waiting["a/x"] == 5 and watch.reserve(["a/x"]) is not None
+
+
+def test_a_job_accepted_while_a_count_runs_is_never_missed() -> None:
+    """The count began, then a job was accepted, then the count came back without it (or
+    with it): either way the next decision knows of the job."""
+    watch = CapacityWatch()
+    watch.observe({"a/x": 0}, HARD5)
+    for seen_by_count in (0, 1):
+        watch.observe({"a/x": 4}, HARD5)
+        since = watch.begin()
+        assert watch.reserve(["a/x"]) is None
+        watch.settle(["a/x"], created=["a/x"])
+        watch.observe({"a/x": 4 + seen_by_count}, HARD5, since)
+        # Not seen: counted once; seen: counted twice until the next count (full side).
+        assert watch.waiting["a/x"] == 5 + seen_by_count
+        assert watch.reserve(["a/x"]) is not None
+    # A count that began after the acceptance is exact again.
+    watch.observe({"a/x": 5}, HARD5, watch.begin())
+    assert watch.waiting["a/x"] == 5
+
+
+def test_nothing_is_decided_before_the_first_count() -> None:
+    watch = CapacityWatch()
+    assert not watch.counted.is_set()
+    watch.observe({}, HARD5)
+    assert watch.counted.is_set()
+
+
 def test_the_queue_wide_hard_limit() -> None:
     watch = CapacityWatch(capacity=10, hard_limit=True)
     watch.observe({"a/x": 9}, {})

@@ -6,6 +6,7 @@ The targets are paused, so their jobs wait: the fill only moves when the test en
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -75,7 +76,8 @@ async def test_warnings_once_per_crossing_and_never_a_refusal_by_default(
     assert full_crossings(samples, "soft") == 1
     assert capacity_logs(caplog, "default/soft") == ["queue at capacity"]
     [record] = [r for r in caplog.records if getattr(r, "target", None) == "default/soft"]
-    assert (record.levelname, getattr(record, "percent", None)) == ("WARNING", 200.0)
+    # The sampler runs beside the submissions: its crossing count saw 2, 3 or 4 of them.
+    assert record.levelname == "WARNING" and getattr(record, "percent", 0) >= 100.0
     assert metric(samples, "herald_jobs_refused_total", target="default/soft") == 0
     # A target without a capacity has no ratio series.
     assert not [
@@ -119,6 +121,26 @@ async def test_stats_carry_capacity_pct(capped: Worker) -> None:
         )
         == 1
     )
+
+
+async def test_a_hard_limit_is_exact_under_concurrent_submissions(capped: Worker) -> None:
+    """Twenty requests at once, each checked before any is written: exactly the capacity
+    (5) is accepted, whenever the worker's counts interleave with them."""
+    answers = await asyncio.gather(
+        *(capped.post("/v1/jobs", json={"target": "hard", "payload": {"n": n}}) for n in range(20))
+    )
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201] * 5 + [429] * 15, answers
+    count = await sql_value(
+        capped.queue,
+        "SELECT count(*) FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id "
+        "WHERE t.name = 'hard'",
+    )
+    assert count == 5
+    for _ in range(3):  # counts later, still full
+        await capped.running.maintenance.sample_once()
+        status, body = await capped.post("/v1/jobs", json={"target": "hard", "payload": 1})
+        assert status == 429, body
 
 
 async def test_a_hard_limit_answers_429_with_retry_after(capped: Worker) -> None:

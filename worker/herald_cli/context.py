@@ -46,4 +46,6 @@ async def _migrate_embedded(db: DatabaseSettings) -> None:
     from herald_queue import db as dbmod
     from herald_queue import migrate
 
-    await migrate.migrate_url(dbmod.resolve_url(db), timeout=db.connect_timeout)
+    await migrate.migrate_url(
+        dbmod.resolve_url(db), timeout=db.connect_timeout, wait=db.migration_wait
+    )

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
+from herald_queue import db
 from herald_queue.errors import HeraldError, SettingsError
 from herald_queue.settings import LOG_LEVELS, LogSettings
 from herald_queue.settings_base import check
@@ -185,6 +186,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except SettingsError as exc:
         return _refuse(exc)
     process = args.command in ("worker", "operator")
+    db.name_process(args.command)
     logs.configure(args.log_level, LogSettings.from_env(), process=process)
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.command)) as runner:
@@ -197,19 +199,16 @@ def _main(argv: Sequence[str] | None) -> int:
         for line in lines[1:]:
             print(f"  {line}", file=sys.stderr)
         return 1
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:  # lost mid-command
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    except psycopg.errors.LockNotAvailable:
         print(
-            f"herald: error: lost the connection to PostgreSQL: {reason}. Check "
-            "HERALD_DATABASE_URL and that the server is up.",
+            "herald: error: gave up waiting for a lock another session holds on Herald's "
+            "tables (HERALD_DB_LOCK_TIMEOUT); `herald migrate` or a long transaction may be "
+            "running: see pg_stat_activity, then try again",
             file=sys.stderr,
         )
         return 1
-    except psycopg.Error as exc:  # the server refused something no check above caught
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"herald: error: PostgreSQL refused it: {reason}", file=sys.stderr)
-        logging.getLogger("herald").debug("the database error", exc_info=True)
-        return 1
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        return _database_error(exc)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -225,6 +224,20 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     finally:
         logging.shutdown()
+
+
+def _database_error(exc: BaseException) -> int:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if db.is_connection_failure(exc):  # lost mid-command
+        print(
+            f"herald: error: lost the connection to PostgreSQL: {reason}. Check "
+            "HERALD_DATABASE_URL and that the server is up.",
+            file=sys.stderr,
+        )
+    else:  # the server refused something no check above caught
+        print(f"herald: error: PostgreSQL refused it: {reason}", file=sys.stderr)
+        logging.getLogger("herald").debug("the database error", exc_info=True)
+    return 1
 
 
 if __name__ == "__main__":

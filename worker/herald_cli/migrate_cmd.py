@@ -34,7 +34,7 @@ async def run(args: argparse.Namespace) -> int:
                     + ("up to date" if current == latest else "run `herald migrate`")
                 )
             return 0 if current == latest else 1
-        report = await migrate.migrate(conn)
+        report = await migrate.migrate(conn, wait=settings.migration_wait)
     finally:
         await conn.close()
     if args.json:

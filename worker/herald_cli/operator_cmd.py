@@ -48,7 +48,9 @@ async def run(args: argparse.Namespace) -> int:
     check_ports(Options(settings=settings))
     url = db.resolve_url(database, announce=database.url is None)
     if args.migrate or database.url is None:
-        report = await migrate.migrate_url(url, timeout=database.connect_timeout)
+        report = await migrate.migrate_url(
+            url, timeout=database.connect_timeout, wait=database.migration_wait
+        )
         if report.applied:
             log.info(
                 "migrated the database", extra={"action": "migrate", "applied": report.applied}

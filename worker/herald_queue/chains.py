@@ -10,17 +10,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from herald_queue import sql
+from herald_queue import locks, sql
 from herald_queue.db import AsyncConn
 
 J = sql.load("jobs")
 
 
-def _params(chains: Iterable[tuple[int, str | None]]) -> dict[str, list[Any]] | None:
+def _params(chains: Iterable[tuple[int, str | None]]) -> dict[str, Any] | None:
     unique = sorted({(t, k) for t, k in chains if k is not None})
     if not unique:
         return None
-    return {"target_ids": [t for t, _ in unique], "keys": [k for _, k in unique]}
+    return {
+        "target_ids": [t for t, _ in unique],
+        "keys": [k for _, k in unique],
+        "seed": locks.CHAIN_SEED,
+    }
 
 
 async def lock(conn: AsyncConn, chains: Iterable[tuple[int, str | None]]) -> None:

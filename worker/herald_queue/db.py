@@ -1,22 +1,58 @@
-"""Connections to PostgreSQL: the URL (given, or the embedded server's), the pool, and the
-translation of connection failures into errors that never show credentials."""
+"""Connections to PostgreSQL: the URL (given, or the embedded server's), the pool, each
+session's name and lock bound, the translation of connection failures into errors that
+never show credentials, and telling an outage from a conflict between transactions (which
+is retried, never reported as an outage)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+import random
+import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from herald_queue import embedded
+from herald_queue import embedded, sql
 from herald_queue.errors import DatabaseUnavailable
 from herald_queue.settings import DatabaseSettings
 
 AsyncConn = psycopg.AsyncConnection[tuple[object, ...]]
+log = logging.getLogger("herald.db")
+
+DEFAULT_LOCK_TIMEOUT = 30.0
+"""Seconds a statement waits for a lock before it fails (HERALD_DB_LOCK_TIMEOUT)."""
+_CONFIGURE = sql.load("locks")["configure_session"]
+_application_name = "herald"
+
+
+def name_process(role: str) -> None:
+    """Name this process's connections ``herald ROLE (HOST)``, as pg_stat_activity shows
+    them; HOST is the pod's name in Kubernetes. Called once, by the command that starts."""
+    global _application_name
+    _application_name = f"herald {role} ({socket.gethostname()})"[:63]
+
+
+def application_name() -> str:
+    return _application_name
+
+
+async def configure(conn: AsyncConn, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+    """Name the session and bound its lock waits (see ``configure_session``)."""
+    await conn.execute(
+        _CONFIGURE,
+        {
+            "application_name": _application_name,
+            "lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms",
+        },
+    )
 
 
 def describe(url: str) -> str:
@@ -55,6 +91,63 @@ def resolve_url(settings: DatabaseSettings, *, announce: bool = False) -> str:
     return url
 
 
+# SQLSTATEs that mean the server is going away or not accepting connections yet.
+_GOING_AWAY = {"57P01", "57P02", "57P03"}
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """True when ``exc`` means PostgreSQL cannot be reached (or the connection was lost);
+    False for an error the server answered: a deadlock, a lock timeout, a serialization
+    failure, a cancelled statement... which say nothing about the database being down."""
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        return state is None or state.startswith("08") or state in _GOING_AWAY
+    return isinstance(exc, DatabaseUnavailable | OSError | PoolTimeout)
+
+
+def what_happened(exc: BaseException) -> str:
+    """Words for a database error in a log line or a message: the server's reason and its
+    SQLSTATE name (``deadlock detected (DeadlockDetected)``), never a URL."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{reason} ({type(exc).__name__})"
+
+
+CONFLICT_ATTEMPTS = 5
+"""Tries of a transaction that PostgreSQL rolled back for a deadlock or a serialization
+failure, before the error is raised."""
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def retry_conflicts(
+    fn: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run a whole transaction again when PostgreSQL rolled it back because it conflicted
+    with another (deadlock detected, serialization failure): nothing of it was written, and
+    the next try usually goes through. Logged as what it is, never as an outage."""
+
+    @functools.wraps(fn)
+    async def retrying(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                return await fn(*args, **kwargs)
+            except psycopg.Error as exc:  # class 40: deadlock, serialization failure...
+                if not (exc.sqlstate or "").startswith("40") or attempt == CONFLICT_ATTEMPTS:
+                    raise
+                log.warning(
+                    "transaction rolled back by a conflict with another; trying again",
+                    extra={
+                        "action": fn.__name__.lstrip("_"),
+                        "attempt": attempt,
+                        "error": what_happened(exc),
+                    },
+                )
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return retrying
+
+
 def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     # libpq messages name host and port but never the password; still, strip the URL.
@@ -65,10 +158,15 @@ def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
-async def connect(url: str, *, timeout: float = 5.0) -> AsyncConn:
+async def connect(
+    url: str, *, timeout: float = 5.0, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+) -> AsyncConn:
     try:
-        return await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=max(1, round(timeout))
+        conn = await psycopg.AsyncConnection.connect(
+            url,
+            autocommit=True,
+            connect_timeout=max(1, round(timeout)),
+            application_name=_application_name,
         )
     except psycopg.OperationalError as exc:
         raise unavailable(url, exc) from None
@@ -77,6 +175,12 @@ async def connect(url: str, *, timeout: float = 5.0) -> AsyncConn:
             "the database URL is not a valid PostgreSQL URL; expected e.g. "
             "postgresql://user:password@host:5432/dbname"
         ) from None
+    try:
+        await configure(conn, lock_timeout=lock_timeout)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 async def open_pool(
@@ -85,11 +189,20 @@ async def open_pool(
     """Open a pool once the database answers (a clear error if it does not)."""
     probe = await connect(url, timeout=settings.connect_timeout)
     await probe.close()
+
+    async def configure_pooled(conn: AsyncConn) -> None:
+        await configure(conn, lock_timeout=settings.lock_timeout)
+
     pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
         url,
         min_size=settings.pool_min,
         max_size=settings.pool_max,
-        kwargs={"autocommit": True, "connect_timeout": max(1, round(settings.connect_timeout))},
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": max(1, round(settings.connect_timeout)),
+            "application_name": _application_name,
+        },
+        configure=configure_pooled,
         open=False,
         name=name,
         timeout=settings.connect_timeout * 2,

@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import chains, sql
-from herald_queue.db import AsyncConn
+from herald_queue.db import AsyncConn, retry_conflicts
 from herald_queue.errors import (
     AlreadyReplayed,
     DeadLetterNotFound,
@@ -291,6 +291,7 @@ class DeadLetterStore:
         row = await cur.fetchone()
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
+    @retry_conflicts
     async def replay_batch(
         self, where: DeadLetterFilter, *, limit: int, replayed_by: str
     ) -> ReplayResult:

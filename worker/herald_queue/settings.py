@@ -94,6 +94,20 @@ class DatabaseSettings(HeraldSettings):
         validation_alias="HERALD_DB_CONNECT_TIMEOUT",
         description="Time allowed to open a connection.",
     )
+    lock_timeout: PositiveDuration = Field(
+        30.0,
+        validation_alias="HERALD_DB_LOCK_TIMEOUT",
+        description="Longest a statement waits for a lock held by another session before it "
+        "fails with a message naming the wait (PostgreSQL's lock_timeout on every Herald "
+        "connection); no Herald process waits on a lock without this bound.",
+    )
+    migration_wait: PositiveDuration = Field(
+        300.0,
+        validation_alias="HERALD_MIGRATION_WAIT",
+        description="Longest `herald migrate` (and any process that migrates first) waits "
+        "for another migration or for the table locks its statements need, saying every 5 s "
+        "what it waits for and who holds it; then it fails naming the holder.",
+    )
 
     @model_validator(mode="after")
     def _pool_range(self) -> Self:

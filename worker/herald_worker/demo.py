@@ -322,9 +322,11 @@ async def _drive(
             "429s and an outage; no signature failed.\n"
         )
         out.write(
-            "Next, on this machine: `herald receive &`, then `HERALD_EGRESS_ALLOW_LOOPBACK=true "
-            "herald worker --targets examples/local/` and `herald enqueue --target local-hook "
-            '--payload \'{"hello": "world"}\'`; in a cluster, `helm install` (README).\n'
+            'Next, on this machine (README, "Try it on your machine"): `herald receive` in '
+            "one terminal, `HERALD_EGRESS_ALLOW_LOOPBACK=true herald worker --targets "
+            "examples/local/` in another, then `herald enqueue --target local-hook "
+            '--payload \'{"hello": "world"}\'`; in a cluster, `helm install` (README, '
+            '"Running in a cluster").\n'
         )
         return 0
     out.write(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from herald_queue import db
 from herald_queue.listener import Listener
 from herald_worker.metrics import Metrics
 
@@ -29,6 +30,15 @@ class Health:
         self._update()
 
     def database_error(self, exc: BaseException) -> None:
+        """A database operation failed. Only a connection failure pauses deliveries and
+        makes the worker unready; anything the server answered (a deadlock, a lock timeout,
+        a cancelled statement) is logged as what it is, and the operation is retried."""
+        if not db.is_connection_failure(exc):
+            log.warning(
+                "database operation failed; retrying",
+                extra={"action": "database", "error": db.what_happened(exc)},
+            )
+            return
         if self.database_up:
             log.error(
                 "database unreachable; deliveries paused until it is back",

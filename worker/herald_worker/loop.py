@@ -36,6 +36,7 @@ import psycopg
 import psycopg_pool
 import tenacity
 
+from herald_queue import db
 from herald_queue.errors import DatabaseUnavailable, InvalidTarget
 from herald_queue.listener import Listener
 from herald_queue.listener import wait as listener_wait
@@ -630,16 +631,18 @@ def _db_retry(
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        if exc is not None:
-            health.database_error(exc)
-        log.warning(
-            "database unavailable; retrying",
-            extra={
-                "action": action,
-                "attempt": state.attempt_number,
-                "error": type(exc).__name__ if exc else None,
-            },
-        )
+        if exc is None:
+            return
+        health.database_error(exc)  # says what happened unless PostgreSQL is away
+        if db.is_connection_failure(exc):
+            log.warning(
+                "database unavailable; retrying",
+                extra={
+                    "action": action,
+                    "attempt": state.attempt_number,
+                    "error": type(exc).__name__,
+                },
+            )
 
     limit = tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never
 

@@ -22,8 +22,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from herald_queue import stats
-from herald_queue.capacity import ALL, CapacityWatch, Level, percent
+from herald_queue import db, stats
+from herald_queue.capacity import ALL, CapacityWatch, CountStart, Level, percent
 from herald_queue.listener import Listener, wait
 from herald_queue.queue import Queue
 from herald_queue.registry import TargetRow
@@ -69,11 +69,12 @@ class Maintenance:
             try:
                 await step()
             except DB_ERRORS as exc:
-                self.health.database_error(exc)
-                log.warning(
-                    "database unavailable, will try again",
-                    extra={"action": name, "error": type(exc).__name__},
-                )
+                self.health.database_error(exc)  # says what happened unless PostgreSQL is away
+                if db.is_connection_failure(exc):
+                    log.warning(
+                        "database unavailable, will try again",
+                        extra={"action": name, "error": type(exc).__name__},
+                    )
             await asyncio.sleep(interval)
 
     async def rescuer(self, interval: float) -> None:
@@ -156,6 +157,7 @@ class Maintenance:
 
     async def sample_once(self) -> None:
         m = self.metrics
+        since = self.capacity.begin()  # before the count: jobs accepted from now are added
         rows = await stats.count_rows(self.queue.pool, live_only=True)
         dlq = await self.queue.dead_letters.stats()
         targets = await self.queue.registry.list()
@@ -185,10 +187,12 @@ class Maintenance:
             for circuit in CircuitState:
                 m.circuit.labels(t.ref, circuit.value).set(1 if t.circuit_state is circuit else 0)
             m.paused.labels(t.ref).set(1 if t.holding else 0)
-        self._sample_capacity(rows, targets)
+        self._sample_capacity(rows, targets, since)
         self.health.database_ok()
 
-    def _sample_capacity(self, rows: list[dict[str, Any]], targets: list[TargetRow]) -> None:
+    def _sample_capacity(
+        self, rows: list[dict[str, Any]], targets: list[TargetRow], since: CountStart
+    ) -> None:
         """Fill of each capacity into /metrics and the API's hard limits; one log line
         (and one count) per crossing of 80 % or 100 %, not per sample."""
         m = self.metrics
@@ -198,7 +202,7 @@ class Maintenance:
                 ref = f"{r['namespace']}/{r['name']}"
                 waiting[ref] = waiting.get(ref, 0) + int(r["n"])
         limits = {t.ref: t.spec.capacity for t in targets if t.spec.capacity is not None}
-        crossings = self.capacity.observe(waiting, limits)
+        crossings = self.capacity.observe(waiting, limits, since)
         m.capacity_ratio.clear()
         m.capacity_jobs.clear()
         for ref, policy in limits.items():

@@ -97,7 +97,9 @@ async def _open_queue(
     ):
         with attempt:
             if run_migrations:
-                report = await migrate.migrate_url(url, timeout=db_settings.connect_timeout)
+                report = await migrate.migrate_url(
+                    url, timeout=db_settings.connect_timeout, wait=db_settings.migration_wait
+                )
                 if report.applied:
                     log.info(
                         "migrated the database",

