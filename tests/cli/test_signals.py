@@ -15,14 +15,14 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from herald_queue import migrate
+from herald_queue.locks import SessionLock
 from tests.cli.cli import cli_env
 from tests.helpers import eventually, stop_process
 
@@ -90,7 +90,11 @@ async def _alive(process: asyncio.subprocess.Process) -> bool:
 async def stopped_by_sigterm(
     process: asyncio.subprocess.Process, pid: int, what: str
 ) -> tuple[int, str]:
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+        raise AssertionError(f"{what} ended before SIGTERM: {err.decode()}") from None
     try:
         _, err = await asyncio.wait_for(process.communicate(), 60)
     except TimeoutError:
@@ -98,21 +102,30 @@ async def stopped_by_sigterm(
     return process.returncode or 0, err.decode()
 
 
-async def waiting_for_lock(url: str) -> bool:
+async def connected(url: str, *others: int) -> bool:
+    """Another session than ours and ``others`` is connected to the database (herald's)."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND NOT pid = ANY(%s)",
+            [list(others)],
         )
         row = await cur.fetchone()
         return bool(row and row[0])
 
 
-async def test_a_migrate_waiting_for_its_lock_stops_on_sigterm_as_pid_1(db_url: str) -> None:
+async def test_a_migrate_waiting_for_its_lock_stops_on_sigterm_as_pid_1(
+    fresh_db: Callable[[str | None], Awaitable[str]],
+) -> None:
+    db_url = await fresh_db(None)  # empty: there is something to migrate
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as holder:
-        await holder.execute("SELECT pg_advisory_lock(%s)", [migrate.MIGRATION_LOCK_KEY])
-        async with as_pid_1(["migrate"], cli_env(db_url)) as (process, pid):
+        await holder.execute("SELECT pg_advisory_lock(%s)", [int(SessionLock.MIGRATION)])
+        env = cli_env(db_url, HERALD_MIGRATION_WAIT="600s")
+        async with as_pid_1(["migrate"], env) as (process, pid):
             await eventually(
-                lambda: waiting_for_lock(db_url), timeout=60, message="migrate waits for the lock"
+                lambda: connected(db_url, holder.info.backend_pid),
+                timeout=60,
+                message="migrate connected (and waiting for the lock)",
             )
             code, err = await stopped_by_sigterm(process, pid, "herald migrate")
     assert code == 143, err
