@@ -174,11 +174,17 @@ async def test_upgrade_and_rollback_while_workers_deliver(
                 return images == {node.image} and len(rolled_back) >= 2
 
             await wait_for(rolled, timeout=240, what="the workers back on the first image")
+            during_rollback = producer.figures()
+            # A voluntary deletion of a worker mid-delivery: it is replaced, its jobs are
+            # delivered, and the Service never refuses meanwhile.
+            victim = (await wait_ready_pods(kubectl, "worker", 2))[0]["metadata"]["name"]
+            await kubectl("delete", "pod", victim, "--wait=true", "--timeout=120s")
+            await wait_ready_pods(kubectl, "worker", 2)
             mark = len(producer.accepted)
             await wait_for(
                 lambda: len(producer.accepted) >= mark + 10,
                 timeout=120,
-                what="jobs accepted after the rollback",
+                what="jobs accepted after the deletion",
             )
         finally:
             await producer.stop()
@@ -199,7 +205,8 @@ async def test_upgrade_and_rollback_while_workers_deliver(
             **producer.figures(),
             "delivered": len(set(delivered)),
             "duplicates": len(delivered) - len(set(delivered)),
-            "during upgrade": during_upgrade,
+            "until upgraded": during_upgrade,
+            "until rolled back": during_rollback,
         }
         print(f"\nupgrade and rollback under load: {figures}")
         assert receiver.bad_signatures == 0
