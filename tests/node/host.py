@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -115,9 +116,13 @@ class Ledger:
     processes: dict[str, str] = dataclasses.field(default_factory=dict)
     # A text that names the node's containerd socket: its shims carry it on their command line.
     shim_marker: str = ""
+    # The run's scratch folder (configuration, logs, state), deleted last.
+    scratch: str = ""
 
     @classmethod
-    def record(cls, *, roots: list[Path], bridge: str, cgroup: str, shim_marker: str) -> Ledger:
+    def record(
+        cls, *, roots: list[Path], bridge: str, cgroup: str, shim_marker: str, scratch: Path
+    ) -> Ledger:
         netns = (
             sorted(p.name for p in Path("/run/netns").glob("*"))
             if Path("/run/netns").is_dir()
@@ -133,6 +138,7 @@ class Ledger:
             bridge=bridge,
             cgroup=cgroup,
             shim_marker=shim_marker,
+            scratch=str(scratch),
         )
         ledger.save()
         return ledger
@@ -177,6 +183,9 @@ class Ledger:
                 done.extend(step())
             except Exception as exc:  # one step's failure must not skip the others
                 done.append(f"{step.__name__} failed: {exc!r}")
+        if self.scratch and Path(self.scratch).is_dir():
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            done.append(f"deleted {self.scratch}")
         with contextlib.suppress(FileNotFoundError):
             LEDGER_FILE.unlink()
         return done

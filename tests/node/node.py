@@ -218,6 +218,7 @@ class Node:
             bridge=BRIDGE,
             cgroup=CGROUP,
             shim_marker=str(self.socket),
+            scratch=self.root,
         )
         self._network()
         self.plane = ControlPlane(
