@@ -29,6 +29,9 @@ STATE_DIR = Path("/run/herald-node")
 LEDGER_FILE = STATE_DIR / "ledger.json"
 LOCK_FILE = STATE_DIR / "lock"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# libcni's cache of results, where containerd 1.6 writes one file per sandbox network and
+# cannot be told to write elsewhere; the node's are deleted (the folder too if it is new).
+CNI_CACHE = Path("/var/lib/cni")
 
 SYSCTLS = (
     "vm.overcommit_memory",
@@ -92,6 +95,10 @@ def links() -> dict[str, dict[str, Any]]:
     return {item["ifname"]: item for item in json.loads(out or "[]")}
 
 
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
+
+
 def _start_time(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -118,6 +125,8 @@ class Ledger:
     shim_marker: str = ""
     # The run's scratch folder (configuration, logs, state), deleted last.
     scratch: str = ""
+    # Files under CNI_CACHE before the node; None: the folder did not exist.
+    cni_cache: list[str] | None = None
 
     @classmethod
     def record(
@@ -139,6 +148,7 @@ class Ledger:
             cgroup=cgroup,
             shim_marker=shim_marker,
             scratch=str(scratch),
+            cni_cache=_files(CNI_CACHE) if CNI_CACHE.is_dir() else None,
         )
         ledger.save()
         return ledger
@@ -178,6 +188,7 @@ class Ledger:
             self._restore_iptables,
             self._remove_cgroups,
             self._restore_sysctls,
+            self._clean_cni_cache,
         ):
             try:
                 done.extend(step())
@@ -311,6 +322,18 @@ class Ledger:
             for pid in (folder / "cgroup.procs").read_text().split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
+
+    def _clean_cni_cache(self) -> list[str]:
+        if not CNI_CACHE.is_dir():
+            return []
+        if self.cni_cache is None:
+            shutil.rmtree(CNI_CACHE, ignore_errors=True)
+            return [f"deleted {CNI_CACHE}"]
+        new = [f for f in _files(CNI_CACHE) if f not in self.cni_cache]
+        for name in new:
+            with contextlib.suppress(OSError):
+                (CNI_CACHE / name).unlink()
+        return [f"deleted {len(new)} files under {CNI_CACHE}"] if new else []
 
     def _restore_sysctls(self) -> list[str]:
         done = []
