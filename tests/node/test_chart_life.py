@@ -1,0 +1,216 @@
+"""The chart's whole life on a real node, with helm and kubectl as a user runs them:
+
+- ``helm install`` with the migration hook on: the Job migrates the empty database, the
+  operator and two workers become Ready through their probes, as uid 10001 with a read-only
+  root and no capabilities, the operator reaching the API with in-cluster configuration;
+  a PublishingTarget applied with kubectl delivers a signed job posted to the worker
+  Service, and an Alertmanager message; ``helm uninstall`` leaves no Pod, Job or lease.
+- ``helm upgrade`` (a changed value and a new image tag) and ``helm rollback`` while a
+  producer posts jobs to the Service: the migration Job completes, the Pods roll, no post is
+  refused, every accepted job is delivered, duplicates are counted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+from tests.cluster.herald import Kubectl, secret, signing_secret, target, wait_for, wait_ready
+from tests.node.chart import (
+    RELEASE,
+    Helm,
+    Producer,
+    chart_values,
+    diagnostics,
+    pods,
+    receiver_on_bridge,
+    service_url,
+    wait_ready_pods,
+)
+from tests.node.node import Node
+from tests.worker.test_alertmanager import THREE
+
+pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture()
+def helm(node: Node, helm_path: str, namespace: str, tmp_path: Path) -> Helm:
+    return Helm(helm_path, node, namespace, tmp_path)
+
+
+async def scalar(url: str, query: str) -> Any:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(query)  # type: ignore[arg-type]
+        row = await cur.fetchone()
+        return row[0] if row else None
+
+
+def check_security(pod: dict[str, Any]) -> None:
+    """The chart's security context as shipped, as the kubelet ran it."""
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["runAsUser"] == 10001
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["limits"]["memory"]
+    for status in pod["status"]["containerStatuses"]:
+        assert status["ready"] and status["restartCount"] == 0, status
+
+
+async def install_and_target(
+    node: Node, helm: Helm, kubectl: Kubectl, db: tuple[str, str], **values: Any
+) -> tuple[dict[str, Any], str]:
+    """helm install (hook Job on), two Ready workers, and the target "hook" Ready; returns
+    (the values, the signing secret)."""
+    url, pod_url = db
+    installed = chart_values(node, pod_url, **values)
+    await helm.deploy("install", installed)
+    # The hook Job ran `herald migrate` on the empty database (and was deleted on success).
+    assert await scalar(url, "SELECT count(*) FROM herald.jobs") == 0
+    assert await kubectl.get("job", f"{RELEASE}-migrate") is None
+    return installed, signing_secret()
+
+
+async def test_install_deliver_and_uninstall(
+    node: Node, helm: Helm, kubectl: Kubectl, pod_db_url: tuple[str, str]
+) -> None:
+    url, _ = pod_db_url
+    _, key = await install_and_target(node, helm, kubectl, pod_db_url)
+    # The operator scales the worker Deployment to the chart's minimum (two) with its
+    # in-cluster configuration: the ServiceAccount token and the kubernetes Service.
+    workers = await wait_ready_pods(kubectl, "worker", 2)
+    (operator,) = await wait_ready_pods(kubectl, "operator", 1)
+    for pod in [*workers, operator]:
+        check_security(pod)
+    operator_env = {e["name"] for e in operator["spec"]["containers"][0].get("env", [])}
+    assert "KUBECONFIG" not in operator_env
+
+    async with receiver_on_bridge(key) as (receiver, hook_url):
+        await kubectl.apply(
+            secret("hook", signingSecret=key), target("hook", hook_url, secretRef={"name": "hook"})
+        )
+        await wait_ready(kubectl, "publishingtarget", "hook", timeout=120)
+        base = await service_url(kubectl)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.post(
+                f"{base}/v1/jobs", json={"target": "hook", "payload": {"hello": "pod"}}
+            ) as resp:
+                assert resp.status in (200, 201, 202), await resp.text()
+                job_id = (await resp.json())["id"]
+            async with session.post(f"{base}/v1/alertmanager/hook", json=THREE) as resp:
+                assert resp.status == 200, await resp.text()
+                alerts = await resp.json()
+        expected = 1 + len(THREE["alerts"])
+        try:
+            await wait_for(
+                lambda: len(receiver.delivered_ids()) >= expected,
+                timeout=120,
+                what=f"{expected} deliveries",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await diagnostics(kubectl, receiver)}") from None
+        assert job_id in receiver.delivered_ids()
+        assert receiver.bad_signatures == 0
+        assert all(r.signature_ok for r in receiver.received)
+        first = next(r for r in receiver.received if r.webhook_id == job_id)
+        assert json.loads(first.body) == {"hello": "pod"}
+        assert alerts
+
+    await helm("uninstall", RELEASE, "--wait", "--timeout=3m")
+
+    async def nothing_left() -> bool:
+        left = await kubectl("get", "pods,jobs,deployments,leases", "-o", "name")
+        return not left.out.strip()
+
+    await wait_for(nothing_left, timeout=120, what="no Pod, Job, Deployment or Lease left")
+    assert await scalar(url, "SELECT count(*) FROM herald.jobs WHERE state = 'running'") == 0
+
+
+async def test_upgrade_and_rollback_while_workers_deliver(
+    node: Node, helm: Helm, kubectl: Kubectl, pod_db_url: tuple[str, str]
+) -> None:
+    url, _ = pod_db_url
+    values, key = await install_and_target(node, helm, kubectl, pod_db_url)
+    before = {p["metadata"]["name"] for p in await wait_ready_pods(kubectl, "worker", 2)}
+    async with receiver_on_bridge(key) as (receiver, hook_url):
+        await kubectl.apply(
+            secret("hook", signingSecret=key), target("hook", hook_url, secretRef={"name": "hook"})
+        )
+        await wait_ready(kubectl, "publishingtarget", "hook", timeout=120)
+        producer = Producer(await service_url(kubectl), "hook")
+        producer.start()
+        try:
+            await wait_for(
+                lambda: len(receiver.delivered_ids()) >= 10,
+                timeout=120,
+                what=f"deliveries before the upgrade ({producer.figures()})",
+            )
+            # A changed value and a new image tag (the same image under another name).
+            repository, _, tag = node.image.rpartition(":")
+            node.tag_image(f"{repository}:{tag}-next")
+            upgraded = dict(values)
+            upgraded["image"] = {**values["image"], "tag": f"{tag}-next"}
+            upgraded["logging"] = {"level": "DEBUG"}
+            await helm.deploy("upgrade", upgraded)
+            after = await wait_ready_pods(kubectl, "worker", 2)
+            assert not before & {p["metadata"]["name"] for p in after}, "the Pods rolled"
+            assert {p["spec"]["containers"][0]["image"] for p in after} == {
+                f"{repository}:{tag}-next"
+            }
+            during_upgrade = producer.figures()
+            await helm("rollback", RELEASE, "1", "--wait", "--timeout=6m")
+            rolled_back = await wait_ready_pods(kubectl, "worker", 2)
+
+            async def rolled() -> bool:
+                current = await pods(kubectl, "worker")
+                images = {p["spec"]["containers"][0]["image"] for p in current}
+                return images == {node.image} and len(rolled_back) >= 2
+
+            await wait_for(rolled, timeout=240, what="the workers back on the first image")
+            during_rollback = producer.figures()
+            # A voluntary deletion of a worker mid-delivery: it is replaced, its jobs are
+            # delivered, and the Service never refuses meanwhile.
+            victim = (await wait_ready_pods(kubectl, "worker", 2))[0]["metadata"]["name"]
+            await kubectl("delete", "pod", victim, "--wait=true", "--timeout=120s")
+            await wait_ready_pods(kubectl, "worker", 2)
+            mark = len(producer.accepted)
+            await wait_for(
+                lambda: len(producer.accepted) >= mark + 10,
+                timeout=120,
+                what="jobs accepted after the deletion",
+            )
+        finally:
+            await producer.stop()
+        accepted = set(producer.accepted)
+
+        async def all_delivered() -> bool:
+            return accepted <= set(receiver.delivered_ids())
+
+        await wait_for(
+            all_delivered,
+            timeout=240,
+            interval=0.5,
+            what=f"every accepted job delivered ({len(accepted - set(receiver.delivered_ids()))}"
+            " missing)",
+        )
+        delivered = receiver.delivered_ids()
+        figures = {
+            **producer.figures(),
+            "delivered": len(set(delivered)),
+            "duplicates": len(delivered) - len(set(delivered)),
+            "until upgraded": during_upgrade,
+            "until rolled back": during_rollback,
+        }
+        print(f"\nupgrade and rollback under load: {figures}")
+        assert receiver.bad_signatures == 0
+        assert producer.errors == [], producer.errors[:5]
+        assert producer.refused == [], f"{len(producer.refused)} refused: {producer.refused[:3]}"
+    assert await scalar(url, "SELECT count(*) FROM herald.jobs WHERE state = 'running'") == 0
+    await helm("uninstall", RELEASE, "--wait", "--timeout=3m")
