@@ -102,6 +102,7 @@ CASES = [
     Case(W, "claim_batch", "HERALD_CLAIM_BATCH", 50, "10", 10, "-5", COUNT),
     Case(W, "poll_interval", "HERALD_POLL_INTERVAL", 1.0, "500ms", 0.5, "0", POSITIVE),
     Case(W, "shutdown_grace", "HERALD_SHUTDOWN_GRACE", 20.0, "5s", 5.0, "5 s", POSITIVE),
+    Case(W, "shutdown_drain", "HERALD_SHUTDOWN_DRAIN", 0.0, "5s", 5.0, "-5s", DURATION),
     Case(W, "tracker_size", "HERALD_TRACKER_SIZE", 10_000, "100", 100, "lots", COUNT),
     Case(W, "retry_after_cap", "HERALD_RETRY_AFTER_CAP", 3600.0, "10m", 600.0, "-1h", POSITIVE),
     Case(W, "rescue_interval", "HERALD_RESCUE_INTERVAL", 5.0, "2", 2.0, "0ms", POSITIVE),

@@ -362,33 +362,26 @@ def test_database_secret_is_required() -> None:
     assert "database.existingSecret" in result.stderr and "database.url" in result.stderr
 
 
-def pre_stop_sleep(container: dict[str, Any]) -> int:
-    """Seconds of the container's preStop `sleep` (0 without one)."""
-    hook = (container.get("lifecycle") or {}).get("preStop")
-    if hook is None:
-        return 0
-    command = hook["exec"]["command"]
-    assert command[0] == "sleep" and len(command) == 2, command
-    return int(command[1])
-
-
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_worker_outlives_its_pre_stop_sleep_and_shutdown_grace(value_set: str) -> None:
+def test_worker_outlives_its_drain_and_shutdown_grace(value_set: str) -> None:
     spec = deployment(value_set, "worker")["spec"]["template"]["spec"]
-    container = spec["containers"][0]
-    grace = parse_duration(env_of(container)["HERALD_SHUTDOWN_GRACE"]["value"])
-    # The preStop hook runs inside the termination grace period, before SIGTERM.
-    assert spec["terminationGracePeriodSeconds"] > pre_stop_sleep(container) + grace
+    env = env_of(spec["containers"][0])
+    drain = parse_duration(env["HERALD_SHUTDOWN_DRAIN"]["value"])
+    grace = parse_duration(env["HERALD_SHUTDOWN_GRACE"]["value"])
+    # Both count from SIGTERM, one after the other, inside the termination grace period.
+    assert spec["terminationGracePeriodSeconds"] > drain + grace
 
 
 def test_terminating_workers_keep_serving_until_their_endpoint_is_gone() -> None:
-    """A preStop sleep by default: SIGTERM (after which the worker stops serving) comes only
-    once the endpoint has left the Service, so producers see no refusal during rollouts."""
+    """A drain by default: after SIGTERM the worker serves (unready, closing each
+    connection after its answer) until the endpoint has left the Service, so producers see
+    no refusal or reset during rollouts. No preStop hook: the worker drains itself."""
     (container,) = deployment("default", "worker")["spec"]["template"]["spec"]["containers"]
-    assert pre_stop_sleep(container) >= 5
-    off = render("default", "--set", "worker.preStopSleepSeconds=0")
-    worker = named(off, "Deployment", WORKER)
-    assert "lifecycle" not in worker["spec"]["template"]["spec"]["containers"][0]
+    assert parse_duration(env_of(container)["HERALD_SHUTDOWN_DRAIN"]["value"]) >= 5
+    assert "lifecycle" not in container
+    off = named(render("default", "--set", "worker.drainSeconds=0"), "Deployment", WORKER)
+    (container,) = off["spec"]["template"]["spec"]["containers"]
+    assert env_of(container)["HERALD_SHUTDOWN_DRAIN"]["value"] == "0s"
 
 
 def test_shutdown_grace_longer_than_termination_grace_is_refused() -> None:
@@ -396,17 +389,14 @@ def test_shutdown_grace_longer_than_termination_grace_is_refused() -> None:
         *template_args("default", "--set", "worker.terminationGracePeriodSeconds=24"), check=False
     )
     assert result.returncode != 0
-    assert (
-        "must exceed worker.preStopSleepSeconds + worker.shutdownGraceSeconds (5 + 20)"
-        in result.stderr
-    )
+    assert "must exceed worker.drainSeconds + worker.shutdownGraceSeconds (5 + 20)" in result.stderr
     result = helm(
         *template_args(
             "default",
             "--set",
             "worker.terminationGracePeriodSeconds=24",
             "--set",
-            "worker.preStopSleepSeconds=0",
+            "worker.drainSeconds=0",
         ),
         check=False,
     )

@@ -5,6 +5,8 @@
   remaining job at once (HERALD_LEASE is 300 s, so a job left leased would wait 5 min);
 - grace exceeded: a delivery still hanging when HERALD_SHUTDOWN_GRACE ends is cancelled
   and released (attempt not counted), exit status 0;
+- with HERALD_SHUTDOWN_DRAIN, SIGTERM first drains the API: unready, still answering,
+  each answer closing its connection, until the drain ends and the listener closes;
 - SIGKILL at any moment loses nothing: once the dead worker's leases expire, a new worker
   delivers every job (at least once).
 """
@@ -57,10 +59,10 @@ RUNNING_LEASES = "SELECT DISTINCT leased_by FROM herald.jobs WHERE state = 'runn
 
 @contextlib.asynccontextmanager
 async def worker_process(
-    db_url: str, manifest: Path, log: Path, **env: str
+    db_url: str, manifest: Path, log: Path, port: int = 0, **env: str
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """``herald worker --targets manifest`` as a subprocess, ready (its /readyz says so)."""
-    port = free_port()
+    port = port or free_port()
     environ = {
         **os.environ,
         "HERALD_DATABASE_URL": db_url,
@@ -128,6 +130,57 @@ def manifests(tmp_path: Path, url: str) -> Path:
     return write_manifests(
         tmp_path / "targets.yaml", [target_doc("hook", url, retry={"maxAttempts": 5, **FAST_RETRY})]
     )
+
+
+async def test_sigterm_drains_the_api_before_its_listener_closes(
+    db_url: str, tmp_path: Path
+) -> None:
+    """What a rolling update needs from a worker behind a Service: after SIGTERM it keeps
+    answering for HERALD_SHUTDOWN_DRAIN, unready (so the endpoint leaves the Service) and
+    with ``Connection: close`` on every answer (so a producer's kept-alive connection, which
+    kube-proxy keeps sending to this Pod, is not reused and its next request goes to a
+    connection the Service routes afresh), then it closes its listener and exits 0. Every
+    job accepted during the drain is in the queue."""
+    port = free_port()
+    drain = 12.0  # long beside the 3 s of posting below, so a loaded machine cannot blur them
+    log = tmp_path / "worker.log"
+    async with TrackingReceiver(always(Answer())) as rx:
+        path = manifests(tmp_path, rx.url)
+        env = {"HERALD_SHUTDOWN_DRAIN": f"{drain}s"}
+        async with (
+            worker_process(db_url, path, log, port, **env) as proc,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http,
+        ):
+            base = f"http://127.0.0.1:{port}"
+            body = {"target": "hook", "payload": {"n": 0}}
+            async with http.post(f"{base}/v1/jobs", json=body) as r:
+                assert r.status == 201, await r.text()
+                assert r.headers.get("Connection", "").lower() != "close"
+                accepted = [(await r.json())["id"]]
+            proc.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+
+            async def unready() -> bool:
+                async with http.get(f"{base}/readyz") as r:
+                    return r.status == 503 and "shutting down" in await r.text()
+
+            await eventually(unready, timeout=drain / 2, message="/readyz 503 after SIGTERM")
+            while time.monotonic() - sent < 3.0:
+                body = {"target": "hook", "payload": {"n": len(accepted)}}
+                async with http.post(f"{base}/v1/jobs", json=body) as r:
+                    assert r.status == 201, await r.text()
+                    assert r.headers["Connection"].lower() == "close", dict(r.headers)
+                    accepted.append((await r.json())["id"])
+                await asyncio.sleep(0.05)
+            assert proc.returncode is None, "the worker stopped before its drain ended"
+            assert await exit_status(proc, log, drain + 30) == 0
+        waited = time.monotonic() - sent
+        assert waited >= drain, f"exited {waited:.1f}s after SIGTERM, before the drain ended"
+        text = log.read_text()
+        assert '"action": "drain"' in text or "draining" in text, text[-2000:]
+        async with await open_queue(db_url) as q:
+            rows = await job_rows(q)
+        assert len(accepted) > 10 and set(accepted) <= set(rows), "an accepted job is missing"
 
 
 async def test_sigterm_drains_cleanly(db_url: str, tmp_path: Path) -> None:

@@ -49,6 +49,11 @@ class Health:
         self.last_error_at = time.time()
         self._update()
 
+    def stop(self) -> None:
+        """Shutting down: unready from now on (and answers close their connections)."""
+        self.stopping = True
+        self._update()
+
     @property
     def ready(self) -> bool:
         listening = self.listener is not None and self.listener.connected.is_set()

@@ -234,23 +234,43 @@ async def start(
         try:
             yield running, stop, task
         finally:
-            health.stopping = True
+            await _close_api(runner, health, ws.shutdown_drain, task)
             stop.set()
             await asyncio.gather(task, return_exceptions=True)
     finally:
         await sender.close()
         if queue is not None:
             await queue.close()
-        await runner.cleanup()
+        if runner.server is not None:
+            await runner.cleanup()
+
+
+async def _close_api(
+    runner: web.AppRunner, health: Health, drain: float, task: asyncio.Task[None]
+) -> None:
+    """Stop serving, first telling the Service and the producers: unready and answering
+    ``Connection: close`` for ``drain`` seconds (kube-proxy and load balancers take a few to
+    drop the endpoint), then the listener closes, requests in progress finish and idle
+    connections close. The API stops before the deliveries and the database pool, so no
+    request meets a closed pool."""
+    health.stop()
+    if drain > 0 and not task.done():
+        log.info(
+            "draining: unready, answering with Connection: close until the listener closes",
+            extra={"action": "drain", "seconds": drain},
+        )
+        await asyncio.wait({task}, timeout=drain)  # a worker that fails ends it early
+    await runner.cleanup()
 
 
 async def serve(options: Options) -> int:
     """Run until SIGTERM or SIGINT; 0 after a clean shutdown, 1 if the worker failed."""
     loop = asyncio.get_running_loop()
-    async with start(options) as (running, stop, task):
+    signalled = asyncio.Event()  # not the worker's stop: the API drains first (_close_api)
+    async with start(options) as (running, _, task):
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        stopper = asyncio.ensure_future(stop.wait())
+            loop.add_signal_handler(sig, signalled.set)
+        stopper = asyncio.ensure_future(signalled.wait())
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if task.done() and task.exception() is not None:
@@ -258,6 +278,5 @@ async def serve(options: Options) -> int:
             log.critical("worker failed", extra={"action": "stop", "error": repr(task.exception())})
             return 1
         log.info("stopping", extra={"action": "stop", "in_flight": running.worker.in_flight})
-        running.health.stopping = True
     log.info("stopped", extra={"action": "stop"})
     return 0

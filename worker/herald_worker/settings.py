@@ -52,6 +52,14 @@ class WorkerSettings(HeraldSettings):
         description="On SIGTERM, how long deliveries in flight may finish before they are "
         "released to other workers. Keep it below the pod's terminationGracePeriodSeconds.",
     )
+    shutdown_drain: Duration = Field(
+        0.0,
+        description="On SIGTERM, how long the HTTP API keeps serving before its listener "
+        "closes: /readyz fails at once and every answer carries `Connection: close`, so the "
+        "Service, kube-proxy and load balancers move producers to other workers first, and "
+        "none meets a refused or reset connection (the chart sets 5s). Deliveries go on "
+        "meanwhile; HERALD_SHUTDOWN_GRACE counts from its end.",
+    )
     tracker_size: Count = Field(
         10_000, description="Recent jobs kept in memory for fast lookups (LRU)."
     )

@@ -6,7 +6,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 
@@ -74,6 +74,18 @@ async def _metrics_middleware(request: web.Request, handler: Handler) -> web.Str
         metrics.api_duration.labels(name).observe(time.monotonic() - started)
 
 
+async def _close_when_stopping(request: web.Request, response: web.StreamResponse) -> None:
+    """A stopping worker answers with ``Connection: close``: a producer's kept-alive
+    connection (which kube-proxy keeps sending to this Pod after its endpoint has left the
+    Service) is not reused, so its next request opens a connection to another worker
+    instead of meeting this one's listener closing (HERALD_SHUTDOWN_DRAIN)."""
+    if request.app[CONTEXT].health.stopping:
+        response.force_close()
+        # The hook runs after aiohttp has written the headers' keep-alive decision: say it
+        # too, or the client reuses the connection the server is about to close.
+        response.headers[hdrs.CONNECTION] = "close"
+
+
 def make_app(context: ApiContext) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY,
@@ -84,6 +96,7 @@ def make_app(context: ApiContext) -> web.Application:
         ],
     )
     app[CONTEXT] = context
+    app.on_response_prepare.append(_close_when_stopping)
     for route in ROUTES:
         app.router.add_route(route.method, ROUTE_PATTERNS.get(route.path, route.path), route.bind())
     return app
