@@ -42,14 +42,14 @@ class WorkerAutoscaler:
                 "policy": str(self._rt.scaler.policy),
             },
         )
-        while True:
-            await asyncio.sleep(interval)
+        while True:  # a first pass at once: a fresh install's Deployment starts at one
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not end scaling for good; it is logged
                 log.exception("scaling tick failed", extra={"action": "scale"})
+            await asyncio.sleep(interval)
 
     async def tick(self) -> Decision | None:
         rt = self._rt

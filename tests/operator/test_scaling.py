@@ -92,6 +92,17 @@ async def test_brings_replicas_into_bounds(
     await eventually(lambda: replicas(k8s) == 2, message="raised to the minimum")
 
 
+async def test_the_first_pass_comes_at_start_not_an_interval_later(
+    k8s: Emulator, start_operator: StartOperator, queue: Queue
+) -> None:
+    """The chart sets no replica count when the operator scales (Helm and GitOps tools then
+    never fight it), so a fresh install's worker Deployment starts at one: the operator
+    raises it to the minimum as soon as it runs, not HERALD_SCALE_INTERVAL later."""
+    k8s.objects[DEPLOY, NS, WORKER] = deployment(replicas=1)
+    await start_operator(scaling=True, scale_min=2, scale_interval=3600)
+    await eventually(lambda: replicas(k8s) == 2, timeout=30, message="raised at start")
+
+
 async def test_scales_down_only_after_the_stabilization_window(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:
