@@ -114,6 +114,18 @@ def test_depth_is_read_from_the_text_ignoring_strings(text: str, depth: int) -> 
         assert depth == _decoded_depth(json.loads(text))
 
 
+@pytest.mark.timeout(30)  # the quadratic scan took hours on this text (23 s at 80 KB)
+def test_an_unterminated_string_runs_to_the_end_as_the_decoder_reads_it() -> None:
+    """Brackets after an unterminated quote are inside it for the decoder too (it fails on
+    the string before any of them), and the scan stays linear in the text's length: one
+    request of quotes and escapes must not hold the worker's event loop."""
+    text = "[" * 600 + '"' + '\\"' * 1_000_000 + "[" * 600
+    assert deeper_than(text, 514) == json_depth(text) == 600
+    assert json_depth('[[1, "]]]\\') == 2 and json_depth('{"a\\') == 1
+    with pytest.raises(ValueError, match="Unterminated string"):
+        json.loads('[[1, "[[[')
+
+
 def _decoded_depth(value: object) -> int:
     if isinstance(value, dict):
         return 1 + max(map(_decoded_depth, value.values()), default=0)

@@ -21,9 +21,11 @@ MAX_DEPTH_CEILING = 512
 """The largest HERALD_MAX_PAYLOAD_DEPTH, and the deepest stored payload a read decodes:
 well inside Python's recursion limit (1000 frames, shared with the server's own stack)."""
 
-# A JSON string, escapes included ("a\"]" is one string); unterminated ones are left to the
-# decoder to report.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A JSON string, escapes included ("a\"]" is one string). An unterminated one runs to the
+# end of the text, as the decoder reads it: so every quote starts a match and the scan
+# stays linear (a pattern that must find the closing quote retries from every quote of an
+# unterminated string: quadratic, seconds for a request of 40 KB).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
@@ -66,8 +68,8 @@ def shown_payload(text: str | None) -> dict[str, Any]:
     "payloadNote": why}``: the row is still shown, honestly, and never breaks a read."""
     if text is None:
         return {"payload": None}
-    depth = json_depth(text)
-    if depth > MAX_DEPTH_CEILING:
+    depth = deeper_than(text, MAX_DEPTH_CEILING)
+    if depth is not None:
         why = (
             f"the payload is nested {depth} levels deep, more than the {MAX_DEPTH_CEILING} "
             "a read decodes (it was stored before HERALD_MAX_PAYLOAD_DEPTH refused it): "

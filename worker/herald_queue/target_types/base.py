@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from herald_queue.errors import HeraldError, InvalidTarget
-from herald_queue.json_depth import MAX_DEPTH_CEILING, json_depth
+from herald_queue.json_depth import MAX_DEPTH_CEILING, deeper_than
 from herald_queue.spec import RESERVED_HEADERS, PublishingTarget, TargetSpec, check_url
 
 try:
@@ -67,8 +67,8 @@ class RenderContext:
     def payload(self) -> Any:
         """The payload parsed; :class:`InvalidPayload` if it is not JSON, or nested too deeply
         to decode safely (a row stored before HERALD_MAX_PAYLOAD_DEPTH refused it)."""
-        depth = json_depth(self.payload_json)
-        if depth > MAX_DEPTH_CEILING:
+        depth = deeper_than(self.payload_json, MAX_DEPTH_CEILING)
+        if depth is not None:
             raise InvalidPayload(
                 f"the job payload is nested {depth} levels deep, more than the "
                 f"{MAX_DEPTH_CEILING} a payload can be decoded at to render it"
