@@ -48,9 +48,15 @@ async def configure(conn: AsyncConn, *, lock_timeout: float) -> None:
         _CONFIGURE,
         {
             "application_name": _application_name,
-            "lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms",
+            "lock_timeout": milliseconds(lock_timeout),
         },
     )
+
+
+def milliseconds(seconds: float) -> str:
+    """A duration as PostgreSQL's timeout settings take it (``lock_timeout``): whole
+    milliseconds, at least 1 (0 would mean no timeout at all)."""
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def describe(url: str) -> str:

@@ -38,8 +38,11 @@ L = sql.load("locks")
 DEFAULT_WAIT = 300.0
 """Seconds ``herald migrate`` waits in all for the migration lock and table locks
 (HERALD_MIGRATION_WAIT)."""
-STATEMENT_LOCK_TIMEOUT = 5.0
+STATEMENT_LOCK_TIMEOUT = 2.0
 """Seconds one attempt of a migration waits for the table locks it needs."""
+RETRY_PAUSE = 1.0
+"""Seconds between two attempts of a migration whose table locks were not free: the
+sessions queued behind the attempt run meanwhile, so they are never held back to back."""
 PROGRESS_INTERVAL = 5.0
 """Seconds between two log lines saying what a waiting migration waits for."""
 POLL_INTERVAL = 0.25
@@ -168,8 +171,8 @@ async def _apply(
         try:
             async with conn.transaction():
                 await conn.execute(
-                    "SELECT set_config('lock_timeout', %s, true)",
-                    [f"{round(STATEMENT_LOCK_TIMEOUT * 1000)}ms"],
+                    L["local_lock_timeout"],
+                    {"lock_timeout": db.milliseconds(STATEMENT_LOCK_TIMEOUT)},
                 )
                 await conn.execute(text.encode())
                 for version, name, _ in versions:
@@ -187,6 +190,7 @@ async def _apply(
                 f"migration {label} waits for table locks held by {holders}; trying again",
                 extra={"action": "migrate", "waited_seconds": round(deadline.waited, 1)},
             )
+            await asyncio.sleep(min(RETRY_PAUSE, max(0.0, deadline.left)))
         except psycopg.Error as exc:
             raise MigrationError(
                 f"migration {label} failed: {exc}; nothing of it was applied (each migration "

@@ -38,3 +38,8 @@ LIMIT 5;
 -- and never waits for a lock longer than lock_timeout (milliseconds).
 SELECT set_config('application_name', %(application_name)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false);
+
+-- name: local_lock_timeout
+-- lock_timeout (milliseconds) for the rest of this transaction only: one attempt of a
+-- migration.
+SELECT set_config('lock_timeout', %(lock_timeout)s, true);
