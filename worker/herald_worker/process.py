@@ -234,9 +234,11 @@ async def start(
         try:
             yield running, stop, task
         finally:
-            await _close_api(runner, health, ws.shutdown_drain, task)
-            stop.set()
-            await asyncio.gather(task, return_exceptions=True)
+            try:
+                await _close_api(runner, health, ws.shutdown_drain, task)
+            finally:  # the deliveries stop and finish whatever became of the API
+                stop.set()
+                await asyncio.gather(task, return_exceptions=True)
     finally:
         await sender.close()
         if queue is not None:

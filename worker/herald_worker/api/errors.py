@@ -12,6 +12,7 @@ import psycopg
 import psycopg_pool
 from aiohttp import web
 
+from herald_queue import db
 from herald_queue.errors import (
     AlreadyReplayed,
     AmbiguousTarget,
@@ -58,6 +59,14 @@ def http_error(exc: BaseException) -> web.Response:
         return error_response(429, str(exc), "target", headers={"Retry-After": exc.retry_after})
     if isinstance(exc, AmbiguousTarget | InvalidTarget):
         return error_response(400, str(exc), "target")
+    if isinstance(exc, psycopg.OperationalError) and not db.is_connection_failure(exc):
+        # Answered by the server: a lock wait past HERALD_DB_LOCK_TIMEOUT, a conflict
+        # still there after its retries, a cancelled statement. Busy, not away.
+        return error_response(
+            503,
+            f"PostgreSQL is busy: {db.what_happened(exc)}; nothing was written. Try again shortly.",
+            headers={"Retry-After": "2"},
+        )
     if isinstance(
         exc,
         DatabaseUnavailable | SchemaOutOfDate | psycopg.OperationalError | psycopg_pool.PoolTimeout,
