@@ -50,7 +50,8 @@ class WorkerSettings(HeraldSettings):
     shutdown_grace: PositiveDuration = Field(
         20.0,
         description="On SIGTERM, how long deliveries in flight may finish before they are "
-        "released to other workers. Keep it below the pod's terminationGracePeriodSeconds.",
+        "released to other workers; it follows HERALD_SHUTDOWN_DRAIN, and the two together "
+        "must stay below the pod's terminationGracePeriodSeconds.",
     )
     shutdown_drain: Duration = Field(
         0.0,
