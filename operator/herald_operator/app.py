@@ -145,7 +145,12 @@ class _QuietRetries(logging.Filter):
 
 
 def _quiet_logs() -> None:
-    for name in ("kopf.objects", "kopf._cogs.clients.watching", "kopf._core.engines.peering"):
+    for name in (
+        "kopf.objects",
+        "kopf._cogs.clients.watching",
+        "kopf._core.engines.peering",
+        "kopf._core.engines.posting",  # the Events' poster
+    ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _QuietRetries) for f in logger.filters):
             logger.addFilter(_QuietRetries())

@@ -11,9 +11,9 @@ other either.
 
 Transaction locks on ordering-key chains and idempotency keys are keyed by
 ``hashtextextended(key, seed)`` in SQL (``jobs.sql``), one seed per kind (``CHAIN_SEED``,
-``IDEMPOTENCY_SEED``); those hashes are 64-bit, so meeting a fixed key is a 2^-64 chance,
-and meeting it would only make one transaction wait for a session lock that is itself
-always released.
+``IDEMPOTENCY_SEED``); those hashes are 64-bit, so meeting a fixed key is a 2^-64 chance
+(meeting the waker's, which a worker holds for its whole life, would hold that chain's
+submissions until the statement's lock_timeout, HERALD_DB_LOCK_TIMEOUT).
 
 Lock order, everywhere: chain locks, then idempotency-key locks, then rows. A transaction
 that changes jobs of a chain takes the chain's lock before it touches a job row, so it can

@@ -213,7 +213,7 @@ async def _relation_lock_holders(conn: AsyncConn) -> str:
 
 
 def _describe_session(row: dict[str, Any]) -> str:
-    """``'herald worker (pod-1)' (PostgreSQL pid 4242, idle in transaction for 12 s)``."""
+    """``'herald worker (pod-1)' (PostgreSQL pid 4242, idle, in a transaction for 12 s)``."""
     name = row.get("application_name") or "a session without application_name"
     parts = [f"PostgreSQL pid {row['pid']}"]
     if row.get("client_addr"):

@@ -10,9 +10,7 @@ SELECT pg_advisory_unlock(%(key)s);
 -- name: session_lock_holder
 -- Who holds a session advisory lock of a bigint key (classid: high 32 bits, objid: low 32
 -- bits, objsubid 1), in this database: what a waiting command tells its user.
-SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr,
-       extract(epoch FROM now() - a.backend_start)::float8 AS connected_seconds,
-       a.state
+SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr, a.state
 FROM pg_locks l
 JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
