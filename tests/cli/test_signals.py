@@ -173,3 +173,58 @@ async def test_the_worker_drains_and_exits_0_on_sigterm_as_pid_1(db_url: str) ->
         code, err = await stopped_by_sigterm(process, pid, "herald worker")
     assert code == 0, err
     assert '"stopped"' in err
+
+
+# A command whose cancellation is lost (as Python 3.11's asyncio.wait_for loses one that
+# lands as its inner wait completes): it goes on after the first cancel.
+STUBBORN = """
+import asyncio, sys
+from herald_cli import main
+
+async def stubborn_loop():
+    while True:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            pass
+
+def run():
+    with asyncio.Runner() as runner:
+        return runner.run(main._until_signalled(stubborn_loop(), []))
+
+print("running", flush=True)
+try:
+    sys.exit(run())
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_a_command_that_does_not_stop_exits_within_a_bound_saying_where(
+    sig: signal.Signals, status: int
+) -> None:
+    """Nothing hangs after Ctrl-C or SIGTERM: a command still running STOP_BOUND seconds
+    after the signal exits at once with its status, naming the coroutine it was in."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STUBBORN,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), 60) == b"running\n"
+        await asyncio.sleep(0.5)  # the handlers are installed once the loop runs
+        process.send_signal(sig)
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == status, err.decode()
+    line = err.decode().strip()
+    assert line.startswith(f"herald: {sig.name}: still stopping 10 s after it;"), line
+    assert "waiting in sleep (tasks.py:" in line and "← stubborn_loop (<string>:" in line, line

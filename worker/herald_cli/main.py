@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -134,37 +137,83 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated
 
 
-async def _until_sigterm(command: Any) -> int:
-    """Run ``command`` and cancel it on SIGTERM. A process that handles SIGTERM itself (the
-    worker, kopf's operator) replaces this handler with its own graceful stop.
+STOP_BOUND = 10.0
+"""Seconds a command may take to stop after SIGTERM or SIGINT; then it exits at once,
+saying where it was."""
+EXIT_STATUS = {signal.SIGTERM: 143, signal.SIGINT: 130}
+
+
+async def _until_signalled(command: Any, watchdogs: list[threading.Timer]) -> int:
+    """Run ``command`` and cancel it on SIGTERM (exit 143) or SIGINT (exit 130). A process
+    that handles them itself (the worker, kopf's operator, ``herald receive``) replaces
+    these handlers with its own graceful stop.
 
     Without a handler, SIGTERM to PID 1 (a container's main process, e.g. the chart's
     migration Job) is dropped by the kernel: a `herald migrate` waiting for its lock would
-    then ignore `kubectl delete` and Job deadlines until SIGKILL."""
+    then ignore `kubectl delete` and Job deadlines until SIGKILL. A command still running
+    STOP_BOUND seconds after the signal (a cancellation lost in a library), or given a
+    second one, exits at once with a line saying where it was: never a hang. The caller
+    cancels ``watchdogs`` once the event loop has closed."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    terminated = False
+    received: list[signal.Signals] = []
 
-    def on_sigterm() -> None:
-        nonlocal terminated
-        terminated = True
+    def on_signal(sig: signal.Signals) -> None:
+        if received:
+            _exit_now(sig, task, "a second signal")
+        received.append(sig)
         task.cancel()
+        watchdog = threading.Timer(
+            STOP_BOUND, _exit_now, (sig, task, f"still stopping {STOP_BOUND:g} s after it")
+        )
+        watchdog.daemon = True  # a thread: it fires even if the event loop is blocked
+        watchdogs.append(watchdog)
+        watchdog.start()
 
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    for sig in EXIT_STATUS:
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         return int(await command or 0)
     except asyncio.CancelledError:
-        if terminated:
+        if received and received[0] == signal.SIGTERM:
             raise Terminated from None
+        if received:
+            raise KeyboardInterrupt from None
         raise
     finally:
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(signal.SIGTERM)
+        for sig in EXIT_STATUS:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+
+def _exit_now(sig: signal.Signals, task: asyncio.Task[Any], why: str) -> None:
+    print(
+        f"herald: {sig.name}: {why}; exiting without cleaning up (it was {_where(task)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(EXIT_STATUS[sig])
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """The coroutines ``task`` waits in, innermost first: ``waiting in sleep (tasks.py:649)
+    ← watch (stats_cmd.py:109) ← …`` (four at most)."""
+    if task.done():
+        return "done, in the event loop's shutdown"
+    chain = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is not None:
+            name = Path(frame.f_code.co_filename).name
+            chain.append(f"{frame.f_code.co_name} ({name}:{frame.f_lineno})")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return "waiting in " + " ← ".join(reversed(chain[-4:])) if chain else "between steps"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Until the event loop takes over, SIGTERM ends the command too (see _until_sigterm).
+    # Until the event loop takes over, SIGTERM ends the command too (see _until_signalled).
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _main(argv)
@@ -188,9 +237,10 @@ def _main(argv: Sequence[str] | None) -> int:
     process = args.command in ("worker", "operator")
     db.name_process(args.command)
     logs.configure(args.log_level, LogSettings.from_env(), process=process)
+    watchdogs: list[threading.Timer] = []
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.command)) as runner:
-            return runner.run(_until_sigterm(module.run(args)))
+            return runner.run(_until_signalled(module.run(args), watchdogs))
     except SettingsError as exc:
         return _refuse(exc)
     except HeraldError as exc:
@@ -223,6 +273,8 @@ def _main(argv: Sequence[str] | None) -> int:
         logging.getLogger("herald").debug("the unexpected error", exc_info=True)
         return 1
     finally:
+        for watchdog in watchdogs:  # stopped in time
+            watchdog.cancel()
         logging.shutdown()
 
 

@@ -107,3 +107,12 @@ async def run(args: argparse.Namespace) -> int:
             if not args.watch:
                 return 0
             await asyncio.sleep(args.watch)
+            _stop_if_cancelled()
+
+
+def _stop_if_cancelled() -> None:
+    """Ctrl-C cancels the command; a library that swallows the cancellation (psycopg_pool
+    catches CancelledError while it returns a connection) must not keep the watch going."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
