@@ -1,0 +1,296 @@
+"""Worker Pods coming and going on a real node, as a user meets it, with a receiver on the
+bridge that answers slowly (so deliveries are in flight) and notes which Pod sent each job:
+
+- the operator scales the worker Deployment up from a backlog: the new Pods become Ready
+  and deliver jobs; once the backlog drains it scales back down to the minimum;
+- a worker Pod deleted with ``kubectl delete pod`` mid-delivery is replaced; with the
+  chart's defaults no post to the Service is refused or fails, every accepted job is
+  delivered, none twice;
+- a worker whose process stops answering (frozen from the host with SIGSTOP) fails its
+  liveness probe and the kubelet restarts its container; every job accepted before and
+  during is delivered (the frozen worker's leases expire and other workers take its jobs);
+- a worker driven over its memory limit is OOM-killed by the kernel and restarted; every
+  accepted job is delivered.
+
+Each test prints its figures (run with -s) and uninstalls the release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Any, NoReturn
+
+import pytest
+from tests.cluster.herald import Kubectl, wait_for
+from tests.node.chart import (
+    RELEASE,
+    WORKER,
+    Helm,
+    Pacer,
+    Producer,
+    apply_hook,
+    diagnostics,
+    install_and_target,
+    pods,
+    post_jobs,
+    ready,
+    receiver_on_bridge,
+    service_url,
+    wait_delivered,
+    wait_ready_pods,
+)
+from tests.node.node import Node
+
+from herald_worker.receiver import Receiver
+
+pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(900)]
+
+TARGETS_REFRESH = {"name": "HERALD_TARGETS_REFRESH", "value": "1s"}  # as chart_values sets
+
+
+def names(found: list[dict[str, Any]]) -> set[str]:
+    return {p["metadata"]["name"] for p in found}
+
+
+def addresses(found: list[dict[str, Any]]) -> dict[str, str]:
+    """Pod IP -> Pod name."""
+    return {p["status"]["podIP"]: p["metadata"]["name"] for p in found}
+
+
+async def worker_replicas(kubectl: Kubectl) -> int:
+    deployment = await kubectl.get("deployment", WORKER)
+    assert deployment is not None, "no worker Deployment"
+    return int(deployment["spec"].get("replicas") or 0)
+
+
+async def failing(kubectl: Kubectl, receiver: Receiver | None, exc: AssertionError) -> NoReturn:
+    raise AssertionError(f"{exc}\n{await diagnostics(kubectl, receiver)}") from None
+
+
+async def uninstall(helm: Helm) -> None:
+    await helm("uninstall", RELEASE, "--wait", "--timeout=3m")
+
+
+async def test_the_operator_scales_workers_and_new_pods_take_work(
+    node: Node, helm: Helm, kubectl: Kubectl, pod_db_url: tuple[str, str]
+) -> None:
+    # Four deliveries at once per worker against a receiver taking a second each: a backlog
+    # of 800 ready jobs lasts, and recommends ceil(800 / 20) -> the maximum, 4.
+    _, key = await install_and_target(
+        node,
+        helm,
+        kubectl,
+        pod_db_url,
+        worker={"concurrency": 4},
+        operator={
+            "scaling": {
+                "maxReplicas": 4,
+                "jobsPerReplica": 20,
+                "interval": "2s",
+                "cooldown": "5s",
+                "downStabilization": "20s",
+            }
+        },
+    )
+    first = names(await wait_ready_pods(kubectl, "worker", 2))
+    pacer = Pacer(delay=1.0)
+    seen_replicas = {await worker_replicas(kubectl)}
+    async with receiver_on_bridge(key, pacer) as (receiver, hook_url):
+        await apply_hook(kubectl, key, hook_url)
+        accepted = await post_jobs(await service_url(kubectl), "hook", 800)
+        try:
+
+            async def scaled_up() -> int | None:
+                replicas = await worker_replicas(kubectl)
+                seen_replicas.add(replicas)
+                return replicas if replicas > 2 else None
+
+            await wait_for(scaled_up, timeout=120, what="the operator to scale the workers above 2")
+            everyone = await wait_ready_pods(kubectl, "worker", 4, timeout=240)
+            new = {ip: name for ip, name in addresses(everyone).items() if name not in first}
+            assert len(new) >= 2, f"new Pods: {new}"
+
+            def new_pods_delivered() -> bool:
+                return all(len(pacer.jobs_from(ip)) >= 3 for ip in new)
+
+            await wait_for(
+                new_pods_delivered,
+                timeout=120,
+                what=f"deliveries from each new Pod {sorted(new.values())}",
+            )
+        except AssertionError as exc:
+            await failing(kubectl, receiver, exc)
+        by_new = {name: len(pacer.jobs_from(ip)) for ip, name in new.items()}
+        pacer.delay = 0.0  # the new Pods proved themselves: let the backlog drain
+        figures: dict[str, Any] = await wait_delivered(kubectl, receiver, accepted)
+
+        async def scaled_down() -> bool:
+            replicas = await worker_replicas(kubectl)
+            seen_replicas.add(replicas)
+            found = await pods(kubectl, "worker")
+            return replicas == 2 and len(found) == 2 and all(ready(p) for p in found)
+
+        try:
+            await wait_for(
+                scaled_down,
+                timeout=180,
+                interval=1,
+                what="the operator to scale the workers back to 2 once the backlog drained",
+            )
+        except AssertionError as exc:
+            await failing(kubectl, receiver, exc)
+    figures |= {
+        "accepted": len(accepted),
+        "replicas seen": sorted(seen_replicas),
+        "delivered by the new Pods (before the drain)": by_new,
+    }
+    print(f"\nscaling from a backlog: {figures}")
+    assert max(seen_replicas) == 4
+    assert receiver.bad_signatures == 0
+    await uninstall(helm)
+
+
+async def test_a_deleted_worker_pod_is_replaced_and_its_jobs_delivered(
+    node: Node, helm: Helm, kubectl: Kubectl, pod_db_url: tuple[str, str]
+) -> None:
+    _, key = await install_and_target(node, helm, kubectl, pod_db_url)  # the chart's defaults
+    await wait_ready_pods(kubectl, "worker", 2)
+    pacer = Pacer(delay=0.5)
+    async with receiver_on_bridge(key, pacer) as (receiver, hook_url):
+        await apply_hook(kubectl, key, hook_url)
+        producer = Producer(await service_url(kubectl), "hook")
+        producer.start()
+        try:
+            await wait_for(
+                lambda: len(receiver.delivered_ids()) >= 10,
+                timeout=120,
+                what=f"deliveries before the deletion ({producer.figures()})",
+            )
+            workers = await wait_ready_pods(kubectl, "worker", 2)
+            victim = workers[0]["metadata"]["name"]
+            ip = workers[0]["status"]["podIP"]
+            await wait_for(
+                lambda: pacer.in_flight_from(receiver, ip),
+                timeout=60,
+                interval=0.05,
+                what=f"a delivery in flight from {victim}",
+            )
+            in_flight = pacer.in_flight_from(receiver, ip)
+            await kubectl("delete", "pod", victim, "--wait=true", "--timeout=120s")
+            replaced = await wait_ready_pods(kubectl, "worker", 2)
+            assert victim not in names(replaced)
+            mark = len(producer.accepted)
+            await wait_for(
+                lambda: len(producer.accepted) >= mark + 10,
+                timeout=120,
+                what="jobs accepted after the deletion",
+            )
+        except AssertionError as exc:
+            await failing(kubectl, receiver, exc)
+        finally:
+            await producer.stop()
+        figures: dict[str, Any] = await wait_delivered(kubectl, receiver, producer.accepted)
+    figures |= {**producer.figures(), "in flight from the deleted Pod": in_flight}
+    print(f"\na worker Pod deleted mid-delivery: {figures}")
+    assert producer.refused == [], f"{len(producer.refused)} refused: {producer.refused[:3]}"
+    assert producer.errors == [], producer.errors[:5]
+    assert figures["duplicates"] == 0, "a graceful deletion finishes its deliveries"
+    await uninstall(helm)
+
+
+def container_pid(node: Node, pod: dict[str, Any]) -> int:
+    """The host PID of the Pod's worker process (the container's first process: the image's
+    entrypoint execs `herald worker`)."""
+    (status,) = pod["status"]["containerStatuses"]
+    container = status["containerID"].removeprefix("containerd://")
+    for line in node.ctr("tasks", "list", timeout=30).splitlines()[1:]:
+        task, pid, *_ = line.split()
+        if task == container:
+            return int(pid)
+    raise AssertionError(f"no containerd task for {container}")
+
+
+async def restarted(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
+    """The Pod once its container restarted and it is Ready again."""
+    pod = await kubectl.get("pod", name)
+    if pod is None or not ready(pod):
+        return None
+    (status,) = pod["status"]["containerStatuses"]
+    return pod if status["restartCount"] >= 1 else None
+
+
+async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
+    node: Node, helm: Helm, kubectl: Kubectl, pod_db_url: tuple[str, str]
+) -> None:
+    # A short lease, so the frozen worker's jobs come back quickly, and a short termination
+    # grace: a stopped process ignores SIGTERM until the kubelet's SIGKILL.
+    _, key = await install_and_target(
+        node,
+        helm,
+        kubectl,
+        pod_db_url,
+        worker={
+            "extraEnv": [TARGETS_REFRESH, {"name": "HERALD_LEASE", "value": "10s"}],
+            "drainSeconds": 1,
+            "shutdownGraceSeconds": 2,
+            "terminationGracePeriodSeconds": 5,
+        },
+    )
+    await wait_ready_pods(kubectl, "worker", 2)
+    pacer = Pacer(delay=0.5)
+    async with receiver_on_bridge(key, pacer) as (receiver, hook_url):
+        await apply_hook(kubectl, key, hook_url)
+        producer = Producer(await service_url(kubectl), "hook")
+        producer.start()
+        pid = 0
+        try:
+            await wait_for(
+                lambda: len(receiver.delivered_ids()) >= 10,
+                timeout=120,
+                what=f"deliveries before the freeze ({producer.figures()})",
+            )
+            frozen = (await wait_ready_pods(kubectl, "worker", 2))[0]
+            name, ip = frozen["metadata"]["name"], frozen["status"]["podIP"]
+            await wait_for(
+                lambda: pacer.in_flight_from(receiver, ip),
+                timeout=60,
+                interval=0.05,
+                what=f"a delivery in flight from {name}",
+            )
+            pid = container_pid(node, frozen)
+            os.kill(pid, signal.SIGSTOP)
+            in_flight = pacer.in_flight_from(receiver, ip)
+            pod = await wait_for(
+                lambda: restarted(kubectl, name),
+                timeout=240,
+                interval=1,
+                what=f"the kubelet to restart {name}'s container and the Pod to be Ready",
+            )
+            mark = len(producer.accepted)
+            await wait_for(
+                lambda: len(producer.accepted) >= mark + 10,
+                timeout=120,
+                what="jobs accepted after the restart",
+            )
+        except AssertionError as exc:
+            await failing(kubectl, receiver, exc)
+        finally:
+            await producer.stop()
+            if pid:  # a test that failed before the kubelet killed it: let it go on
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        figures: dict[str, Any] = await wait_delivered(kubectl, receiver, producer.accepted)
+    (status,) = pod["status"]["containerStatuses"]
+    figures |= {
+        **producer.figures(),
+        "in flight from the frozen Pod": in_flight,
+        "restarts": status["restartCount"],
+        "last state": status.get("lastState"),
+    }
+    print(f"\na worker frozen until its liveness probe restarts it: {figures}")
+    # Posts the Service sent to the frozen Pod before its readiness failed time out
+    # (errors); none is refused and every accepted one is delivered.
+    assert producer.refused == [], f"{len(producer.refused)} refused: {producer.refused[:3]}"
+    await uninstall(helm)
