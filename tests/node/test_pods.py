@@ -17,11 +17,15 @@ Each test prints its figures (run with -s) and uninstalls the release.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
+import json
 import os
 import signal
 from typing import Any, NoReturn
 
+import aiohttp
 import pytest
 from tests.cluster.herald import Kubectl, wait_for
 from tests.node.chart import (
@@ -41,7 +45,8 @@ from tests.node.chart import (
     wait_delivered,
     wait_ready_pods,
 )
-from tests.node.node import Node
+from tests.node.host import CGROUP_ROOT
+from tests.node.node import CGROUP, Node
 
 from herald_worker.receiver import Receiver
 
@@ -221,6 +226,14 @@ async def restarted(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
     return pod if status["restartCount"] >= 1 else None
 
 
+async def kubelet_events(kubectl: Kubectl, pod: str) -> list[str]:
+    """ "reason: message" of the Events about ``pod``."""
+    found = await kubectl(
+        "get", "events", "--field-selector", f"involvedObject.name={pod}", "-o", "json"
+    )
+    return [f"{e.get('reason')}: {e.get('message')}" for e in found.json()["items"]]
+
+
 async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
     node: Node, helm: Helm, kubectl: Kubectl, pod_db_url: tuple[str, str]
 ) -> None:
@@ -268,6 +281,14 @@ async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
                 interval=1,
                 what=f"the kubelet to restart {name}'s container and the Pod to be Ready",
             )
+
+            async def killed_for_liveness() -> list[str]:
+                events = await kubelet_events(kubectl, name)
+                return [e for e in events if "failed liveness probe" in e]
+
+            (killing,) = await wait_for(
+                killed_for_liveness, timeout=60, what=f"the kubelet's Event killing {name}"
+            )
             mark = len(producer.accepted)
             await wait_for(
                 lambda: len(producer.accepted) >= mark + 10,
@@ -285,12 +306,155 @@ async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
     (status,) = pod["status"]["containerStatuses"]
     figures |= {
         **producer.figures(),
+        "errors met": producer.errors[:3],
         "in flight from the frozen Pod": in_flight,
         "restarts": status["restartCount"],
+        "event": killing,
         "last state": status.get("lastState"),
     }
     print(f"\na worker frozen until its liveness probe restarts it: {figures}")
     # Posts the Service sent to the frozen Pod before its readiness failed time out
     # (errors); none is refused and every accepted one is delivered.
+    assert producer.refused == [], f"{len(producer.refused)} refused: {producer.refused[:3]}"
+    await uninstall(helm)
+
+
+MEMORY_LIMIT = "192Mi"
+FLOOD_JOBS = 60
+"""Jobs per flood request: 60 of 250 kB, just under the API's 16 MiB body limit."""
+FLOOD_REQUESTS = 12
+"""Flood requests at once: their bodies, decoded and encoded again, exceed MEMORY_LIMIT."""
+FLOOD_ROUNDS = 8
+
+
+def memory_usage(pod: dict[str, Any]) -> int | None:
+    """Bytes the Pod's container uses now (its memory cgroup on the host), None when not
+    found (a cgroup v2 host keeps it elsewhere)."""
+    (status,) = pod["status"]["containerStatuses"]
+    container = status["containerID"].removeprefix("containerd://")
+    for folder in (CGROUP_ROOT / "memory" / CGROUP).rglob(container):
+        return int((folder / "memory.usage_in_bytes").read_text())
+    return None
+
+
+async def flood(url: str, accepted: list[str]) -> list[str]:
+    """FLOOD_REQUESTS lists of large jobs posted at once to one worker Pod; the ids of the
+    jobs accepted go to ``accepted``; returns what the other posts met."""
+    filler = "x" * 250_000
+    body = json.dumps(
+        [{"target": "hook", "payload": {"n": i, "filler": filler}} for i in range(FLOOD_JOBS)]
+    ).encode()
+
+    async def post(session: aiohttp.ClientSession) -> str | None:
+        try:
+            async with session.post(
+                f"{url}/v1/jobs",
+                data=io.BytesIO(body),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
+                text = await resp.text()
+                if resp.status == 201:
+                    accepted.extend(job["id"] for job in json.loads(text)["jobs"])
+                    return None
+                return f"{resp.status}: {text[:200]}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return repr(exc)
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        results = await asyncio.gather(*(post(session) for _ in range(FLOOD_REQUESTS)))
+    return [r for r in results if r is not None]
+
+
+async def oom_killed(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
+    """The container's last termination, once it was an OOM kill."""
+    pod = await kubectl.get("pod", name)
+    (status,) = (pod or {}).get("status", {}).get("containerStatuses") or [{}]
+    terminated: dict[str, Any] = (status.get("lastState") or {}).get("terminated") or {}
+    return terminated if terminated.get("reason") == "OOMKilled" else None
+
+
+async def test_a_worker_over_its_memory_limit_is_oom_killed_and_loses_nothing(
+    node: Node, helm: Helm, kubectl: Kubectl, pod_db_url: tuple[str, str]
+) -> None:
+    _, key = await install_and_target(
+        node,
+        helm,
+        kubectl,
+        pod_db_url,
+        worker={
+            "extraEnv": [TARGETS_REFRESH, {"name": "HERALD_LEASE", "value": "10s"}],
+            "resources": {"limits": {"memory": MEMORY_LIMIT}},
+        },
+    )
+    await wait_ready_pods(kubectl, "worker", 2)
+    pacer = Pacer(delay=0.5)
+    flooded: list[str] = []
+    cut: list[str] = []
+    async with receiver_on_bridge(key, pacer) as (receiver, hook_url):
+        await apply_hook(kubectl, key, hook_url)
+        producer = Producer(await service_url(kubectl), "hook")
+        producer.start()
+        try:
+            await wait_for(
+                lambda: len(receiver.delivered_ids()) >= 10,
+                timeout=120,
+                what=f"deliveries before the flood ({producer.figures()})",
+            )
+            victim = (await wait_ready_pods(kubectl, "worker", 2))[0]
+            name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+            before = memory_usage(victim)
+            await wait_for(
+                lambda: pacer.in_flight_from(receiver, ip),
+                timeout=60,
+                interval=0.05,
+                what=f"a delivery in flight from {name}",
+            )
+            in_flight = pacer.in_flight_from(receiver, ip)
+            rounds = 0
+            while not cut and rounds < FLOOD_ROUNDS:  # until a post is cut: the worker died
+                rounds += 1
+                cut = await flood(f"http://{ip}:8080", flooded)
+            assert cut, (
+                f"{FLOOD_ROUNDS} floods of {FLOOD_REQUESTS} x {FLOOD_JOBS} jobs of 250 kB "
+                f"did not drive {name} over {MEMORY_LIMIT}"
+            )
+            killed = await wait_for(
+                lambda: oom_killed(kubectl, name),
+                timeout=60,
+                interval=1,
+                what=f"the kubelet to report {name}'s OOM kill (the flood met: {cut[:3]})",
+            )
+            pod = await wait_for(
+                lambda: restarted(kubectl, name),
+                timeout=180,
+                interval=1,
+                what=f"{name}'s container restarted and the Pod Ready",
+            )
+            mark = len(producer.accepted)
+            await wait_for(
+                lambda: len(producer.accepted) >= mark + 10,
+                timeout=120,
+                what="jobs accepted after the restart",
+            )
+        except AssertionError as exc:
+            await failing(kubectl, receiver, exc)
+        finally:
+            await producer.stop()
+        figures: dict[str, Any] = await wait_delivered(
+            kubectl, receiver, producer.accepted + flooded
+        )
+    (status,) = pod["status"]["containerStatuses"]
+    figures |= {
+        **producer.figures(),
+        "errors met": producer.errors[:3],
+        "memory before the flood (MiB)": before and before // 2**20,
+        "flood rounds": rounds,
+        "flood jobs accepted": len(flooded),
+        "flood posts cut": len(cut),
+        "in flight from the killed Pod": in_flight,
+        "restarts": status["restartCount"],
+        "last state": killed,
+    }
+    print(f"\na worker OOM-killed: {figures}")
     assert producer.refused == [], f"{len(producer.refused)} refused: {producer.refused[:3]}"
     await uninstall(helm)
