@@ -74,6 +74,17 @@ async def failing(kubectl: Kubectl, receiver: Receiver | None, exc: AssertionErr
     raise AssertionError(f"{exc}\n{await diagnostics(kubectl, receiver)}") from None
 
 
+async def events_about(kubectl: Kubectl, name: str) -> list[str]:
+    """The Events about the object named ``name``, oldest first, as "reason: message"."""
+    found = await kubectl(
+        "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json"
+    )
+    items = sorted(
+        found.json()["items"], key=lambda e: e.get("eventTime") or e.get("firstTimestamp") or ""
+    )
+    return [f"{e.get('reason')}: {e.get('message')}" for e in items]
+
+
 async def uninstall(helm: Helm) -> None:
     await helm("uninstall", RELEASE, "--wait", "--timeout=3m")
 
@@ -81,8 +92,9 @@ async def uninstall(helm: Helm) -> None:
 async def test_the_operator_scales_workers_and_new_pods_take_work(
     node: Node, helm: Helm, kubectl: Kubectl, pod_db_url: tuple[str, str]
 ) -> None:
-    # Four deliveries at once per worker against a receiver taking a second each: a backlog
-    # of 800 ready jobs lasts, and recommends ceil(800 / 20) -> the maximum, 4.
+    # Four deliveries at once per worker against a receiver taking two seconds each: a
+    # backlog of 800 ready jobs lasts minutes, and recommends ceil(800 / 20) -> the maximum, 4.
+    # Once the new Pods have delivered, the receiver answers at once and the backlog drains.
     _, key = await install_and_target(
         node,
         helm,
@@ -100,7 +112,7 @@ async def test_the_operator_scales_workers_and_new_pods_take_work(
         },
     )
     first = names(await wait_ready_pods(kubectl, "worker", 2))
-    pacer = Pacer(delay=1.0)
+    pacer = Pacer(delay=2.0)
     seen_replicas = {await worker_replicas(kubectl)}
     async with receiver_on_bridge(key, pacer) as (receiver, hook_url):
         await apply_hook(kubectl, key, hook_url)
@@ -146,13 +158,17 @@ async def test_the_operator_scales_workers_and_new_pods_take_work(
             )
         except AssertionError as exc:
             await failing(kubectl, receiver, exc)
+    # The operator says so on the Deployment (kubectl describe deployment herald-worker).
+    scalings = [e for e in await events_about(kubectl, WORKER) if e.startswith("WorkersScaled")]
     figures |= {
+        "scalings": scalings,
         "accepted": len(accepted),
         "replicas seen": sorted(seen_replicas),
         "delivered by the new Pods (before the drain)": by_new,
     }
     print(f"\nscaling from a backlog: {figures}")
     assert max(seen_replicas) == 4
+    assert {e.partition(":")[0] for e in scalings} == {"WorkersScaledUp", "WorkersScaledDown"}
     assert receiver.bad_signatures == 0
     await uninstall(helm)
 
@@ -226,14 +242,6 @@ async def restarted(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
     return pod if status["restartCount"] >= 1 else None
 
 
-async def kubelet_events(kubectl: Kubectl, pod: str) -> list[str]:
-    """ "reason: message" of the Events about ``pod``."""
-    found = await kubectl(
-        "get", "events", "--field-selector", f"involvedObject.name={pod}", "-o", "json"
-    )
-    return [f"{e.get('reason')}: {e.get('message')}" for e in found.json()["items"]]
-
-
 async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
     node: Node, helm: Helm, kubectl: Kubectl, pod_db_url: tuple[str, str]
 ) -> None:
@@ -283,12 +291,14 @@ async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
             )
 
             async def killed_for_liveness() -> list[str]:
-                events = await kubelet_events(kubectl, name)
+                events = await events_about(kubectl, name)
                 return [e for e in events if "failed liveness probe" in e]
 
-            (killing,) = await wait_for(
-                killed_for_liveness, timeout=60, what=f"the kubelet's Event killing {name}"
-            )
+            killing = (
+                await wait_for(
+                    killed_for_liveness, timeout=60, what=f"the kubelet's Event killing {name}"
+                )
+            )[0]
             mark = len(producer.accepted)
             await wait_for(
                 lambda: len(producer.accepted) >= mark + 10,
