@@ -85,6 +85,14 @@ async def events_about(kubectl: Kubectl, name: str) -> list[str]:
     return [f"{e.get('reason')}: {e.get('message')}" for e in items]
 
 
+async def restarts(kubectl: Kubectl) -> dict[str, int]:
+    """Container restarts of each worker Pod (a probe that killed a busy worker shows here)."""
+    return {
+        p["metadata"]["name"]: sum(c["restartCount"] for c in p["status"]["containerStatuses"])
+        for p in await pods(kubectl, "worker")
+    }
+
+
 async def uninstall(helm: Helm) -> None:
     await helm("uninstall", RELEASE, "--wait", "--timeout=3m")
 
@@ -160,7 +168,9 @@ async def test_the_operator_scales_workers_and_new_pods_take_work(
             await failing(kubectl, receiver, exc)
     # The operator says so on the Deployment (kubectl describe deployment herald-worker).
     scalings = [e for e in await events_about(kubectl, WORKER) if e.startswith("WorkersScaled")]
+    restarted_workers = await restarts(kubectl)
     figures |= {
+        "restarts": restarted_workers,
         "scalings": scalings,
         "accepted": len(accepted),
         "replicas seen": sorted(seen_replicas),
@@ -169,6 +179,7 @@ async def test_the_operator_scales_workers_and_new_pods_take_work(
     print(f"\nscaling from a backlog: {figures}")
     assert max(seen_replicas) == 4
     assert {e.partition(":")[0] for e in scalings} == {"WorkersScaledUp", "WorkersScaledDown"}
+    assert not any(restarted_workers.values()), "busy workers were never restarted"
     assert receiver.bad_signatures == 0
     await uninstall(helm)
 
@@ -213,11 +224,17 @@ async def test_a_deleted_worker_pod_is_replaced_and_its_jobs_delivered(
         finally:
             await producer.stop()
         figures: dict[str, Any] = await wait_delivered(kubectl, receiver, producer.accepted)
-    figures |= {**producer.figures(), "in flight from the deleted Pod": in_flight}
+    restarted_workers = await restarts(kubectl)
+    figures |= {
+        **producer.figures(),
+        "in flight from the deleted Pod": in_flight,
+        "restarts": restarted_workers,
+    }
     print(f"\na worker Pod deleted mid-delivery: {figures}")
     assert producer.refused == [], f"{len(producer.refused)} refused: {producer.refused[:3]}"
     assert producer.errors == [], producer.errors[:5]
     assert figures["duplicates"] == 0, "a graceful deletion finishes its deliveries"
+    assert not any(restarted_workers.values()), "busy workers were never restarted"
     await uninstall(helm)
 
 
