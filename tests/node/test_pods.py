@@ -9,8 +9,8 @@ bridge that answers slowly (so deliveries are in flight) and notes which Pod sen
 - a worker whose process stops answering (frozen from the host with SIGSTOP) fails its
   liveness probe and the kubelet restarts its container; every job accepted before and
   during is delivered (the frozen worker's leases expire and other workers take its jobs);
-- a worker driven over its memory limit is OOM-killed by the kernel and restarted; every
-  accepted job is delivered.
+- a worker driven over a low memory limit (concurrent lists of large jobs posted to its
+  Pod) is OOM-killed by the kernel and restarted; every accepted job is delivered.
 
 Each test prints its figures (run with -s) and uninstalls the release.
 """
