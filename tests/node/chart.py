@@ -14,11 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import yaml
-from tests.cluster.herald import CHART, Kubectl, Result, run, wait_for
+from aiohttp import web
+from tests.cluster.herald import (
+    CHART,
+    Kubectl,
+    Result,
+    run,
+    secret,
+    signing_secret,
+    target,
+    wait_for,
+    wait_ready,
+)
 from tests.node.node import GATEWAY, Node
 
-from herald_worker.receiver import Receiver
+from herald_worker.receiver import Answer, Receiver
 
 RELEASE = "herald"
 WORKER = f"{RELEASE}-worker"
@@ -74,6 +86,36 @@ def chart_values(node: Node, pod_db_url: str, **overrides: Any) -> dict[str, Any
     return merge(values, overrides)
 
 
+async def scalar(url: str, query: str) -> Any:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(query)
+        row = await cur.fetchone()
+        return row[0] if row else None
+
+
+async def install_and_target(
+    node: Node, helm: Helm, kubectl: Kubectl, db: tuple[str, str], **values: Any
+) -> tuple[dict[str, Any], str]:
+    """helm install (hook Job on) with ``values`` over :func:`chart_values`; returns (the
+    values, a signing secret for the target "hook" that :func:`apply_hook` registers)."""
+    url, pod_url = db
+    installed = chart_values(node, pod_url, **values)
+    await helm.deploy("install", installed)
+    # The hook Job ran `herald migrate` on the empty database (and was deleted on success).
+    assert await scalar(url, "SELECT count(*) FROM herald.jobs") == 0
+    assert await kubectl.get("job", f"{RELEASE}-migrate") is None
+    return installed, signing_secret()
+
+
+async def apply_hook(kubectl: Kubectl, key: str, hook_url: str, **spec: Any) -> None:
+    """The PublishingTarget "hook" (signed with ``key``) delivering to ``hook_url``, Ready."""
+    await kubectl.apply(
+        secret("hook", signingSecret=key),
+        target("hook", hook_url, secretRef={"name": "hook"}, **spec),
+    )
+    await wait_ready(kubectl, "publishingtarget", "hook", timeout=120)
+
+
 def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -99,7 +141,9 @@ def ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
-async def wait_ready_pods(kubectl: Kubectl, component: str, count: int, timeout: float = 240):
+async def wait_ready_pods(
+    kubectl: Kubectl, component: str, count: int, timeout: float = 240
+) -> list[dict[str, Any]]:
     async def check() -> list[dict[str, Any]] | None:
         found = [p for p in await pods(kubectl, component) if ready(p)]
         return found if len(found) >= count else None
@@ -117,10 +161,35 @@ async def service_url(kubectl: Kubectl) -> str:
     return f"http://{service['spec']['clusterIP']}:{port}"
 
 
+@dataclasses.dataclass
+class Pacer:
+    """A receiver's script: answers 200 after ``delay`` seconds (a test may change it while
+    deliveries run) and notes the address each request came from. Nothing on the bridge is
+    NATed, so that address is the delivering Pod's IP."""
+
+    delay: float = 0.0
+    started: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    """(Pod IP, webhook-id) of every request, in arrival order."""
+
+    def __call__(self, receiver: Receiver, request: web.Request, body: bytes) -> Answer:
+        self.started.append((request.remote or "", request.headers.get("webhook-id", "")))
+        return Answer(delay=self.delay)
+
+    def jobs_from(self, address: str) -> set[str]:
+        """The jobs the Pod at ``address`` sent (answered or not yet)."""
+        return {job for ip, job in self.started if ip == address}
+
+    def in_flight_from(self, receiver: Receiver, address: str) -> int:
+        """Requests from ``address`` the receiver has not answered yet."""
+        return len(self.jobs_from(address) - set(receiver.delivered_ids()))
+
+
 @contextlib.asynccontextmanager
-async def receiver_on_bridge(secret: str) -> AsyncIterator[tuple[Receiver, str]]:
+async def receiver_on_bridge(
+    secret: str, script: Pacer | None = None
+) -> AsyncIterator[tuple[Receiver, str]]:
     """A webhook receiver on the bridge's address; stopped when the block ends."""
-    receiver = Receiver(secret=secret)
+    receiver = Receiver(script, secret=secret)
     await receiver.start(host=GATEWAY)
     try:
         yield receiver, f"http://{GATEWAY}:{receiver.port}{receiver.path}"
@@ -177,6 +246,55 @@ class Producer:
             "refused": len(self.refused),
             "errors": len(self.errors),
         }
+
+
+async def post_jobs(
+    base: str, target: str, count: int, *, payload_bytes: int = 0, batch: int = 100
+) -> list[str]:
+    """``count`` jobs posted to the worker Service in lists of ``batch``; their ids. Each
+    payload carries ``payload_bytes`` of filler."""
+    ids: list[str] = []
+    filler = "x" * payload_bytes
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while len(ids) < count:
+            size = min(batch, count - len(ids))
+            body = [
+                {"target": target, "payload": {"n": len(ids) + i, "filler": filler}}
+                for i in range(size)
+            ]
+            async with session.post(f"{base}/v1/jobs", json=body) as resp:
+                text = await resp.text()
+                assert resp.status == 201, f"{resp.status}: {text[:300]}"
+                ids.extend(job["id"] for job in json.loads(text)["jobs"])
+    return ids
+
+
+async def wait_delivered(
+    kubectl: Kubectl, receiver: Receiver, accepted: list[str], timeout: float = 240
+) -> dict[str, int]:
+    """Waits until every accepted job reached the receiver; returns the delivered and
+    duplicate counts."""
+    wanted = set(accepted)
+
+    def missing() -> set[str]:
+        return wanted - set(receiver.delivered_ids())
+
+    try:
+        await wait_for(
+            lambda: not missing(),
+            timeout=timeout,
+            interval=0.5,
+            what=f"every one of {len(wanted)} accepted jobs delivered",
+        )
+    except AssertionError as exc:
+        lost = missing()
+        raise AssertionError(
+            f"{exc}: {len(lost)} missing, e.g. {sorted(lost)[:3]}\n"
+            f"{await diagnostics(kubectl, receiver)}"
+        ) from None
+    delivered = [job for job in receiver.delivered_ids() if job in wanted]
+    return {"delivered": len(set(delivered)), "duplicates": len(delivered) - len(set(delivered))}
 
 
 async def diagnostics(kubectl: Kubectl, receiver: Receiver | None = None) -> str:

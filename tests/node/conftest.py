@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from tests.cluster.controlplane import find_binaries
 from tests.cluster.herald import Kubectl, run, wait_default_account
 from tests.conftest import REQUIRE_ALL, need_binary
+from tests.node.chart import Helm
 from tests.node.node import GATEWAY, Node, image_archive, missing_prerequisites
 
 NODE_DIR = Path(__file__).resolve().parent
@@ -111,6 +112,11 @@ async def namespace(node: Node, kubectl_path: str) -> AsyncIterator[str]:
 @pytest.fixture()
 def kubectl(node: Node, kubectl_path: str, namespace: str) -> Kubectl:
     return Kubectl(kubectl_path, node.kubeconfig(), namespace)
+
+
+@pytest.fixture()
+def helm(node: Node, helm_path: str, namespace: str, tmp_path: Path) -> Helm:
+    return Helm(helm_path, node, namespace, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -13,21 +13,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
 import pytest
-from tests.cluster.herald import Kubectl, secret, signing_secret, target, wait_for, wait_ready
+from tests.cluster.herald import Kubectl, secret, target, wait_for, wait_ready
 from tests.node.chart import (
     RELEASE,
     Helm,
     Producer,
-    chart_values,
     diagnostics,
+    install_and_target,
     pods,
     receiver_on_bridge,
+    scalar,
     service_url,
     wait_ready_pods,
 )
@@ -35,18 +34,6 @@ from tests.node.node import Node
 from tests.worker.test_alertmanager import THREE
 
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-@pytest.fixture()
-def helm(node: Node, helm_path: str, namespace: str, tmp_path: Path) -> Helm:
-    return Helm(helm_path, node, namespace, tmp_path)
-
-
-async def scalar(url: str, query: str) -> Any:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cur = await conn.execute(query)  # type: ignore[arg-type]
-        row = await cur.fetchone()
-        return row[0] if row else None
 
 
 def check_security(pod: dict[str, Any]) -> None:
@@ -62,20 +49,6 @@ def check_security(pod: dict[str, Any]) -> None:
         assert container["resources"]["limits"]["memory"]
     for status in pod["status"]["containerStatuses"]:
         assert status["ready"] and status["restartCount"] == 0, status
-
-
-async def install_and_target(
-    node: Node, helm: Helm, kubectl: Kubectl, db: tuple[str, str], **values: Any
-) -> tuple[dict[str, Any], str]:
-    """helm install (hook Job on), two Ready workers, and the target "hook" Ready; returns
-    (the values, the signing secret)."""
-    url, pod_url = db
-    installed = chart_values(node, pod_url, **values)
-    await helm.deploy("install", installed)
-    # The hook Job ran `herald migrate` on the empty database (and was deleted on success).
-    assert await scalar(url, "SELECT count(*) FROM herald.jobs") == 0
-    assert await kubectl.get("job", f"{RELEASE}-migrate") is None
-    return installed, signing_secret()
 
 
 async def test_install_deliver_and_uninstall(
