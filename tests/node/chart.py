@@ -21,6 +21,7 @@ from tests.cluster.herald import (
     CHART,
     Kubectl,
     Result,
+    merge,
     run,
     secret,
     signing_secret,
@@ -114,16 +115,6 @@ async def apply_hook(kubectl: Kubectl, key: str, hook_url: str, **spec: Any) -> 
         target("hook", hook_url, secretRef={"name": "hook"}, **spec),
     )
     await wait_ready(kubectl, "publishingtarget", "hook", timeout=120)
-
-
-def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 async def pods(kubectl: Kubectl, component: str) -> list[dict[str, Any]]:
