@@ -10,7 +10,9 @@ bridge that answers slowly (so deliveries are in flight) and notes which Pod sen
   liveness probe and the kubelet restarts its container; every job accepted before and
   during is delivered (the frozen worker's leases expire and other workers take its jobs);
 - a worker driven over a low memory limit (concurrent lists of large jobs posted to its
-  Pod) is OOM-killed by the kernel and restarted; every accepted job is delivered.
+  Pod) is OOM-killed by the kernel and restarted; every accepted job is delivered (posts
+  that reach it between the kill and its endpoint's removal are refused: a crash gives no
+  warning, unlike a rollout).
 
 Each test prints its figures (run with -s) and uninstalls the release.
 """
@@ -483,5 +485,7 @@ async def test_a_worker_over_its_memory_limit_is_oom_killed_and_loses_nothing(
         "last state": killed,
     }
     print(f"\na worker OOM-killed: {figures}")
-    assert producer.refused == [], f"{len(producer.refused)} refused: {producer.refused[:3]}"
+    # A crash, unlike a rollout, gives no warning: posts reaching the killed Pod before the
+    # kubelet has marked it unready are refused (counted above; the producer knows they
+    # were not accepted). What is promised is that nothing accepted is lost.
     await uninstall(helm)
