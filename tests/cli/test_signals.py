@@ -182,6 +182,7 @@ import asyncio, sys
 from herald_cli import main
 
 async def stubborn_loop():
+    print("running", flush=True)  # the handlers are installed: _until_signalled runs us
     while True:
         try:
             await asyncio.sleep(0.05)
@@ -192,7 +193,6 @@ def run():
     with asyncio.Runner() as runner:
         return runner.run(main._until_signalled(stubborn_loop(), []))
 
-print("running", flush=True)
 try:
     sys.exit(run())
 except KeyboardInterrupt:
@@ -217,7 +217,6 @@ async def test_a_command_that_does_not_stop_exits_within_a_bound_saying_where(
     try:
         assert process.stdout is not None
         assert await asyncio.wait_for(process.stdout.readline(), 60) == b"running\n"
-        await asyncio.sleep(0.5)  # the handlers are installed once the loop runs
         process.send_signal(sig)
         _, err = await asyncio.wait_for(process.communicate(), 60)
     finally:
