@@ -8,7 +8,6 @@ that reason; CI (HERALD_TEST_REQUIRE_ALL=1) fails instead.
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -16,6 +15,7 @@ import pytest
 from tests.cluster.controlplane import ROOT, ControlPlane, control_plane, find_binaries
 from tests.cluster.herald import Kubectl, run, wait_default_account
 from tests.conftest import REQUIRE_ALL, need_binary
+from tests.e2e.commands import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -62,10 +62,7 @@ def crds(kube: ControlPlane, kubectl_path: str) -> None:
             conditions = (crd.get("status") or {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
-        deadline = time.monotonic() + 60
-        while not established():
-            assert time.monotonic() < deadline, f"CRD {name} not Established within 60 s"
-            time.sleep(0.1)
+        wait_until(established, timeout=60, what=f"CRD {name} Established")
 
 
 @pytest.fixture()

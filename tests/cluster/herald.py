@@ -309,9 +309,8 @@ class HeraldProcess:
         if not self.alive:
             return
         self.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.alive and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(self.popen.wait, timeout)
         if self.alive:
             self.kill()
             raise AssertionError(

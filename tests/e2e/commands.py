@@ -306,18 +306,15 @@ def start_worker(
     started.append(worker)
     line = worker.wait_for_line("err", _listen_port, timeout=timeout, what="its listen log line")
     base = f"http://127.0.0.1:{json.loads(line)['port']}"
-    deadline = time.monotonic() + timeout
-    while (status := http_get(f"{base}/readyz", timeout=5)[0]) != 200:
+
+    def ready() -> bool:
         if worker.process.poll() is not None:
             raise AssertionError(
                 f"{worker.name} exited {worker.process.returncode}:\n{worker.tail()}"
             )
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{worker.name}: /readyz did not answer 200 within {timeout:g} s "
-                f"(last {status}):\n{worker.tail()}"
-            )
-        time.sleep(0.2)
+        return http_get(f"{base}/readyz", timeout=5)[0] == 200
+
+    wait_until(ready, timeout=timeout, what=f"{worker.name}: /readyz answering 200", interval=0.2)
     return worker, base
 
 

@@ -509,7 +509,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 f"--secure-port={free_port()}",
             ],
         )
-        time.sleep(0)  # readiness shows as Pods being scheduled; nothing to poll here
         if process.popen.poll() is not None:
             raise NodeError(f"kube-scheduler exited: {process.tail()}")
 
