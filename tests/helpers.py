@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -249,3 +252,38 @@ def failure(
         http_status=http_status,
         retry_after=retry_after,
     )
+
+
+def _ephemeral_floor() -> int:
+    """The first port the kernel hands out for bind(0) and outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_FLOOR = _ephemeral_floor()
+_BELOW = range(max(1024, _FLOOR - 12000), _FLOOR)
+_CANDIDATES = itertools.cycle(
+    [*_BELOW[os.getpid() % max(1, len(_BELOW)) :], *_BELOW[: os.getpid() % max(1, len(_BELOW))]]
+)
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port on ``address`` that nobody listens on, for a server a test starts.
+
+    Taken below the kernel's ephemeral range, in turn, never twice in a run: a port from
+    bind(0) is also the kind the kernel gives outgoing connections (to PostgreSQL, the API
+    server...), so one could take it between this call and the server's own bind, and the
+    server would fail with "address already in use"."""
+    for _ in range(len(_BELOW)):
+        port = next(_CANDIDATES)
+        with socket.socket() as s:
+            try:
+                s.bind((address, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no room below the ephemeral range on this machine
+        s.bind((address, 0))
+        return int(s.getsockname()[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -14,13 +13,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.helpers import eventually
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import eventually, free_port
 
 
 @contextlib.asynccontextmanager

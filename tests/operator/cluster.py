@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import itertools
-import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from herald_operator.runtime import Options
 from herald_operator.settings import OperatorSettings
-from tests.helpers import eventually
+from tests.helpers import eventually, free_port
 from tests.unit import crd_schema
 
 NS = "default"
@@ -115,12 +114,6 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def deployment(replicas: int = 1, name: str = WORKER) -> dict[str, Any]:

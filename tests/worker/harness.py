@@ -13,7 +13,6 @@ import collections
 import contextlib
 import dataclasses
 import re
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -30,7 +29,17 @@ from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSetting
 from herald_worker.process import Options, Running, start
 from herald_worker.receiver import Answer, Receiver, Script
 from herald_worker.settings import WorkerSettings
-from tests.helpers import LOCAL_EGRESS, bounded, eventually, sql_rows, sql_value, target_manifest
+from tests.helpers import (
+    LOCAL_EGRESS,
+    bounded,
+    eventually,
+    sql_rows,
+    sql_value,
+    target_manifest,
+)
+from tests.helpers import (
+    free_port as free_port,  # the worker tests import it from here
+)
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -78,13 +87,6 @@ def secret_doc(name: str, namespace: str = "default", **data: str) -> dict[str, 
 def write_manifests(path: Path, docs: Iterable[dict[str, Any]]) -> Path:
     path.write_text(yaml.safe_dump_all(list(docs)))
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on (right now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- the receiver ------------------------------------------------------------------------
