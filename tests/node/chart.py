@@ -132,6 +132,10 @@ def ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
+def names(found: list[dict[str, Any]]) -> set[str]:
+    return {p["metadata"]["name"] for p in found}
+
+
 async def wait_ready_pods(
     kubectl: Kubectl, component: str, count: int, timeout: float = 240
 ) -> list[dict[str, Any]]:
@@ -173,6 +177,30 @@ class Pacer:
     def in_flight_from(self, receiver: Receiver, address: str) -> int:
         """Requests from ``address`` the receiver has not answered yet."""
         return len(self.jobs_from(address) - set(receiver.delivered_ids()))
+
+
+async def delivering_pod(
+    kubectl: Kubectl, receiver: Receiver, pacer: Pacer, count: int = 2
+) -> tuple[dict[str, Any], int]:
+    """A Ready worker Pod with a delivery in flight, and how many it has. A trickle of jobs
+    wakes only the waker (the listener holding SessionLock.WAKER), so one of the ``count``
+    workers may deliver nothing for a long while: the Pod is found, not chosen."""
+    workers = await wait_ready_pods(kubectl, "worker", count)
+
+    def busy() -> tuple[dict[str, Any], int] | None:
+        for pod in workers:
+            in_flight = pacer.in_flight_from(receiver, pod["status"]["podIP"])
+            if in_flight:
+                return pod, in_flight
+        return None
+
+    found: tuple[dict[str, Any], int] = await wait_for(
+        busy,
+        timeout=60,
+        interval=0.05,
+        what=f"a delivery in flight from one of {sorted(names(workers))}",
+    )
+    return found
 
 
 @contextlib.asynccontextmanager

@@ -37,8 +37,10 @@ from tests.node.chart import (
     Pacer,
     Producer,
     apply_hook,
+    delivering_pod,
     diagnostics,
     install_and_target,
+    names,
     pods,
     post_jobs,
     ready,
@@ -55,10 +57,6 @@ from herald_worker.receiver import Receiver
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(900)]
 
 TARGETS_REFRESH = {"name": "HERALD_TARGETS_REFRESH", "value": "1s"}  # as chart_values sets
-
-
-def names(found: list[dict[str, Any]]) -> set[str]:
-    return {p["metadata"]["name"] for p in found}
 
 
 def addresses(found: list[dict[str, Any]]) -> dict[str, str]:
@@ -202,16 +200,8 @@ async def test_a_deleted_worker_pod_is_replaced_and_its_jobs_delivered(
                 timeout=120,
                 what=f"deliveries before the deletion ({producer.figures()})",
             )
-            workers = await wait_ready_pods(kubectl, "worker", 2)
-            victim = workers[0]["metadata"]["name"]
-            ip = workers[0]["status"]["podIP"]
-            await wait_for(
-                lambda: pacer.in_flight_from(receiver, ip),
-                timeout=60,
-                interval=0.05,
-                what=f"a delivery in flight from {victim}",
-            )
-            in_flight = pacer.in_flight_from(receiver, ip)
+            busy, in_flight = await delivering_pod(kubectl, receiver, pacer)
+            victim = busy["metadata"]["name"]
             await kubectl("delete", "pod", victim, "--wait=true", "--timeout=120s")
             replaced = await wait_ready_pods(kubectl, "worker", 2)
             assert victim not in names(replaced)
@@ -291,14 +281,8 @@ async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
                 timeout=120,
                 what=f"deliveries before the freeze ({producer.figures()})",
             )
-            frozen = (await wait_ready_pods(kubectl, "worker", 2))[0]
+            frozen, _ = await delivering_pod(kubectl, receiver, pacer)
             name, ip = frozen["metadata"]["name"], frozen["status"]["podIP"]
-            await wait_for(
-                lambda: pacer.in_flight_from(receiver, ip),
-                timeout=60,
-                interval=0.05,
-                what=f"a delivery in flight from {name}",
-            )
             pid = container_pid(node, frozen)
             os.kill(pid, signal.SIGSTOP)
             in_flight = pacer.in_flight_from(receiver, ip)
@@ -429,16 +413,9 @@ async def test_a_worker_over_its_memory_limit_is_oom_killed_and_loses_nothing(
                 timeout=120,
                 what=f"deliveries before the flood ({producer.figures()})",
             )
-            victim = (await wait_ready_pods(kubectl, "worker", 2))[0]
+            victim, in_flight = await delivering_pod(kubectl, receiver, pacer)
             name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
             before = memory_usage(victim)
-            await wait_for(
-                lambda: pacer.in_flight_from(receiver, ip),
-                timeout=60,
-                interval=0.05,
-                what=f"a delivery in flight from {name}",
-            )
-            in_flight = pacer.in_flight_from(receiver, ip)
             rounds = 0
             while not cut and rounds < FLOOD_ROUNDS:  # until a post is cut: the worker died
                 rounds += 1
