@@ -47,6 +47,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY worker/ worker/
 COPY operator/ operator/
+COPY tools/ tools/
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
     && pip install --no-deps /tmp/dist/herald-*.whl \
     && pip check \

@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from herald_core.settings import HeraldSettings
+from herald_core.states import Priority
+from herald_delivery.settings import EgressSettings
+from herald_model.submission import JobRequest, encode_payload
+from herald_model.target_spec import parse_target
 from herald_queue.queue import Queue
-from herald_queue.requests import JobRequest, encode_payload
-from herald_queue.settings import EgressSettings
-from herald_queue.settings_base import HeraldSettings
-from herald_queue.spec import parse_target
-from herald_queue.states import Priority
 
 T = TypeVar("T")
 S = TypeVar("S", bound=HeraldSettings)
@@ -240,8 +240,8 @@ def failure(
     retry_after: float | None = None,
 ) -> Any:
     """A Failure of a claimed job (error_class: transient, permanent, unknown)."""
-    from herald_queue.models import Failure
-    from herald_queue.states import ErrorClass
+    from herald_core.states import ErrorClass
+    from herald_queue.records import Failure
 
     if http_status is None:
         http_status = {"transient": 503, "permanent": 400}.get(error_class)

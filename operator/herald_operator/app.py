@@ -19,14 +19,15 @@ from typing import Any
 import kopf
 import yaml
 
-from herald_operator import replays, targets
+from herald_core.errors import CannotListen, ConfigError, HeraldError, SchemaOutOfDate
+from herald_operator import replay_handlers as replays
+from herald_operator import targets
 from herald_operator.autoscaler import COMPONENT, WorkerAutoscaler
 from herald_operator.kube import KubeError
 from herald_operator.metrics import MetricsServer
 from herald_operator.runtime import DB_ERRORS, Options, Runtime, runtime_of
 from herald_operator.settings import OperatorSettings
 from herald_queue import migrate
-from herald_queue.errors import CannotListen, ConfigError, HeraldError, SchemaOutOfDate
 
 log = logging.getLogger("herald.operator")
 

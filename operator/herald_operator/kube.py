@@ -19,9 +19,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from herald_core.secret_data import decode_secret_data
 from herald_operator.conditions import timestamp
 from herald_operator.readiness import SecretOutcome, SecretRead
-from herald_queue.secret_data import decode_secret_data
 
 log = logging.getLogger("herald.operator.kube")
 T = TypeVar("T")

@@ -17,8 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from herald_queue.errors import CannotListen
-from herald_queue.httplog import ServerLog
+from herald_core.errors import CannotListen
+from herald_core.httplog import ServerLog
 
 READY_VALUES = ("True", "False", "Unknown")
 

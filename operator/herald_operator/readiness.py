@@ -30,12 +30,12 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from herald_core.errors import InvalidTarget
+from herald_delivery import target_types
+from herald_delivery.egress import EgressPolicy
+from herald_delivery.target_types.base import URL_KEY, TargetType, secret_value
+from herald_model.target_spec import PublishingTarget, TargetSpec, parse_spec, parse_target
 from herald_operator.conditions import FALSE, TRUE, UNKNOWN, Condition
-from herald_queue import target_types
-from herald_queue.egress import EgressPolicy
-from herald_queue.errors import InvalidTarget
-from herald_queue.spec import PublishingTarget, TargetSpec, parse_spec, parse_target
-from herald_queue.target_types.base import URL_KEY, TargetType, secret_value
 
 READY = "Ready"
 

@@ -17,6 +17,9 @@ import kopf
 import psycopg
 import psycopg_pool
 
+from herald_core.errors import DatabaseUnavailable
+from herald_delivery.egress import EgressPolicy
+from herald_delivery.settings import EgressSettings
 from herald_operator import peering
 from herald_operator.kube import KubeApi, KubeError
 from herald_operator.metrics import Metrics
@@ -24,11 +27,9 @@ from herald_operator.scaling import Scaler, ScalingPolicy
 from herald_operator.settings import OperatorSettings
 from herald_operator.status import DeadLetters, Depth, depth_by_target
 from herald_queue import sql, stats
-from herald_queue.egress import EgressPolicy
-from herald_queue.errors import DatabaseUnavailable
 from herald_queue.queue import Queue
 from herald_queue.registry import TargetRow
-from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
+from herald_queue.settings import DatabaseSettings, QueueSettings
 
 log = logging.getLogger("herald.operator")
 

@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from herald_queue.settings_base import (
+from herald_core.settings import (
     Count,
     Duration,
     HeraldSettings,

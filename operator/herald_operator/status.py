@@ -12,11 +12,11 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from herald_core.states import CircuitState, JobState, Priority
 from herald_operator.conditions import Condition
 from herald_queue.capacity import Level, level_of, percent
-from herald_queue.models import iso
+from herald_queue.records import iso
 from herald_queue.registry import TargetRow
-from herald_queue.states import CircuitState, JobState, Priority
 
 WAITING = (JobState.QUEUED.value, JobState.RETRYING.value)
 MAX_ERROR_MESSAGE = 1024

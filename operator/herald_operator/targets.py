@@ -21,13 +21,13 @@ from typing import Any
 
 import kopf
 
+from herald_core.errors import TargetNotFound
+from herald_delivery.target_types.webhook import signing_public_keys
 from herald_operator import disabling, readiness
 from herald_operator import status as target_status
 from herald_operator.conditions import Condition, find, set_condition, transitioned
 from herald_operator.runtime import DB_ERRORS, Runtime, counted, object_lock, runtime_of
-from herald_queue.errors import TargetNotFound
 from herald_queue.registry import TargetRow
-from herald_queue.target_types.webhook import signing_public_keys
 
 GROUP, VERSION, PLURAL = "herald.dev", "v1alpha1", "publishingtargets"
 KIND = "PublishingTarget"

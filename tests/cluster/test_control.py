@@ -26,7 +26,7 @@ from tests.cluster.herald import (
 from tests.helpers import job, open_queue, sql_exec
 
 from herald_queue.queue import Queue
-from herald_worker.receiver import Receiver
+from herald_tools.receiver import Receiver
 
 pytestmark = pytest.mark.cluster
 

@@ -28,7 +28,7 @@ from tests.cluster.herald import (
     wait_ready,
 )
 
-from herald_worker.receiver import Answer, Receiver, always
+from herald_tools.receiver import Answer, Receiver, always
 
 pytestmark = pytest.mark.cluster
 

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.cli.cli import Run as Result
 from tests.helpers import LOCAL_EGRESS_ENV
+from tests.integration.cli.cli import Run as Result
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -58,7 +58,7 @@ def env_for(url: str | None, data_dir: Path | None, **extra: str) -> dict[str, s
 
 
 def _argv(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "herald_cli.main", *args]
+    return [sys.executable, "-m", "herald_tools.cli.main", *args]
 
 
 def _kill_group(process: subprocess.Popen[Any]) -> None:

@@ -145,6 +145,7 @@ def test_every_copied_file_exists_and_is_in_the_build_context() -> None:
         "README.md",
         "worker/",
         "operator/",
+        "tools/",
         "deploy/image/requirements.txt",
         "deploy/image/build-requirements.txt",
     } <= set(sources)

@@ -70,7 +70,7 @@ CREATE TABLE herald.upgrade_probes (
 MIGRATE_WITH_NEXT_RELEASE = f"""\
 import sys
 from herald_queue import sql
-from herald_cli.main import main
+from herald_tools.cli.main import main
 
 released = sql.migrations
 sql.migrations = lambda: released() + [

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from herald_queue.settings import DatabaseSettings, QueueSettings
+from herald_tools.receiver import Receiver
 from herald_worker.process import Options, Running, start
-from herald_worker.receiver import Receiver
 from herald_worker.settings import WorkerSettings
 from tests.conftest import need_binary
 from tests.e2e.chart_helpers import WORKER_METRICS, series_names

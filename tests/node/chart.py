@@ -31,7 +31,7 @@ from tests.cluster.herald import (
 )
 from tests.node.node import GATEWAY, Node
 
-from herald_worker.receiver import Answer, Receiver
+from herald_tools.receiver import Answer, Receiver
 
 RELEASE = "herald"
 WORKER = f"{RELEASE}-worker"

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.cluster.herald import Kubectl, secret, target, wait_for, wait_ready
+from tests.integration.worker.test_alertmanager import THREE
 from tests.node.chart import (
     RELEASE,
     Helm,
@@ -31,7 +32,6 @@ from tests.node.chart import (
     wait_ready_pods,
 )
 from tests.node.node import Node
-from tests.worker.test_alertmanager import THREE
 
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -52,7 +52,7 @@ from tests.node.chart import (
 from tests.node.host import CGROUP_ROOT
 from tests.node.node import CGROUP, Node
 
-from herald_worker.receiver import Receiver
+from herald_tools.receiver import Receiver
 
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(900)]
 

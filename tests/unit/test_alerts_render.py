@@ -1,4 +1,4 @@
-"""Reading Alertmanager alerts out of job payloads (herald_queue.target_types.alerts)."""
+"""Reading Alertmanager alerts out of job payloads (herald_delivery.target_types.alerts)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from herald_queue.target_types import alerts
-from herald_queue.target_types.base import InvalidPayload
+from herald_delivery.target_types import alerts
+from herald_delivery.target_types.base import InvalidPayload
 
 
 def envelope(*items: dict[str, Any], **fields: Any) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from herald_queue.errors import InvalidRequest
-from herald_queue.requests import parse_jobs
-from herald_queue.validation import validate
+from herald_core.errors import InvalidRequest
+from herald_core.validation import validate
+from herald_model.submission import parse_jobs
 from herald_worker.api.inputs import adapter
 from herald_worker.api.models import ReplaySelector
 from herald_worker.api.openapi import build

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from herald_cli.settings_doc import tables
-from herald_worker.classify import PERMANENT_STATUSES, TRANSIENT_STATUSES
+from herald_delivery.failures import PERMANENT_STATUSES, TRANSIENT_STATUSES
+from herald_tools.cli.settings_doc import tables
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -19,7 +19,7 @@ DELIVERY = (ROOT / "docs" / "delivery.md").read_text()
 def test_configuration_tables_are_generated_from_the_settings() -> None:
     block = CONFIGURATION.split("<!-- settings:begin -->\n", 1)[1].split("<!-- settings:end -->")[0]
     assert block == tables(), (
-        "run: python -m herald_cli.settings_doc, paste into docs/configuration.md"
+        "run: python -m herald_tools.cli.settings_doc, paste into docs/configuration.md"
     )
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from herald_core.errors import DatabaseUnavailable
 from herald_queue import embedded
-from herald_queue.errors import DatabaseUnavailable
 
 
 def test_a_start_that_never_finishes_fails_with_a_message(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from herald_cli.logs import JsonFormatter, TextFormatter
+from herald_tools.cli.logs import JsonFormatter, TextFormatter
 
 
 def kopf_record() -> logging.LogRecord:

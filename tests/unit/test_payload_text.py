@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from herald_queue.errors import InvalidRequest
-from herald_queue.json_depth import deeper_than, json_depth, shown_payload
-from herald_queue.requests import RawPayload, decode_submission, parse_job
-from herald_queue.spec import parse_target
-from herald_queue.target_types.base import InvalidPayload, RenderContext
+from herald_core.errors import InvalidRequest
+from herald_core.json_depth import deeper_than, json_depth, shown_payload
+from herald_delivery.target_types.base import InvalidPayload, RenderContext
+from herald_model.submission import RawPayload, decode_submission, parse_job
+from herald_model.target_spec import parse_target
 from tests.helpers import target_manifest
 
 BODIES = [

@@ -1,5 +1,5 @@
 """Every alert of the chart's PrometheusRule links to its section of docs/troubleshooting.md
-(the annotation runbook_url), and that section exists. tests/e2e/test_chart.py checks the
+(the annotation runbook_url), and that section exists. tests/e2e/test_chart_render.py checks the
 rendered rule with helm and promtool."""
 
 from __future__ import annotations

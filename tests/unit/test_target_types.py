@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from herald_queue import spec as spec_module
-from herald_queue.errors import InvalidTarget
-from herald_queue.spec import PublishingTarget, SecretRef, TargetSpec, parse_spec
-from herald_queue.target_types import TYPES, InvalidPayload, RenderContext, get
-from herald_queue.target_types.base import USER_AGENT, OutgoingRequest
-from herald_queue.target_types.pagerduty import DEFAULT_URL
+from herald_core.errors import InvalidTarget
+from herald_delivery.target_types import TYPES, InvalidPayload, RenderContext, get
+from herald_delivery.target_types.base import USER_AGENT, OutgoingRequest
+from herald_delivery.target_types.pagerduty import DEFAULT_URL
+from herald_model import target_spec as spec_module
+from herald_model.target_spec import PublishingTarget, SecretRef, TargetSpec, parse_spec
 
 ROUTING_KEY = "R0abcdef0123456789ABCDEF01234567"
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX"

@@ -1,5 +1,6 @@
-"""Herald's PostgreSQL queue: schema, migrations, named SQL, job store, dead letters.
+"""Herald's PostgreSQL queue: schema, migrations, named SQL, the job store, the target
+registry, dead letters, LISTEN/NOTIFY, advisory locks and the embedded server.
 
-This package is shared by the worker and the operator and imports neither of them
-(nor kopf, nor aiohttp): an import-linter contract in ``pyproject.toml`` keeps it so.
+Shared by the worker and the operator; it imports neither of them (nor kopf, nor aiohttp,
+nor delivery): the import-linter contracts in ``pyproject.toml`` keep it so.
 """

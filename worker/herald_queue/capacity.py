@@ -31,7 +31,7 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 
-from herald_queue.spec import CapacityPolicy
+from herald_model.target_spec import CapacityPolicy
 
 WARNING_RATIO = 0.8
 ALL = ""

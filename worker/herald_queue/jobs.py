@@ -23,11 +23,14 @@ from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
+from herald_core.errors import IdempotencyKeyReused, InvalidRequest
+from herald_core.ids import parse_uuid, uuid7_ints
+from herald_core.states import CircuitState, ErrorClass, JobState, Priority
+from herald_model.submission import JobRequest
+from herald_model.target_spec import RetryPolicy
 from herald_queue import admission, chains, locks, sql
 from herald_queue.db import AsyncConn, retry_conflicts
-from herald_queue.errors import IdempotencyKeyReused, InvalidRequest
-from herald_queue.ids import parse_uuid, uuid7_ints
-from herald_queue.models import (
+from herald_queue.records import (
     ClaimedJob,
     CompleteOutcome,
     EnqueueResult,
@@ -36,11 +39,8 @@ from herald_queue.models import (
     JobRecord,
 )
 from herald_queue.registry import TargetRegistry
-from herald_queue.requests import JobRequest
 from herald_queue.retry import decide
 from herald_queue.settings import QueueSettings
-from herald_queue.spec import RetryPolicy
-from herald_queue.states import CircuitState, ErrorClass, JobState, Priority
 from herald_queue.waker import Waker
 
 J = sql.load("jobs")

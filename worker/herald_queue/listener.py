@@ -28,8 +28,8 @@ from typing import Any
 import psycopg
 import tenacity
 
+from herald_core.errors import DatabaseUnavailable
 from herald_queue import db, sql
-from herald_queue.errors import DatabaseUnavailable
 from herald_queue.locks import SessionLock
 
 log = logging.getLogger("herald.listener")

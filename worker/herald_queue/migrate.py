@@ -26,9 +26,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from herald_core.errors import MigrationError, SchemaOutOfDate
 from herald_queue import db, sql
 from herald_queue.db import AsyncConn
-from herald_queue.errors import MigrationError, SchemaOutOfDate
 from herald_queue.locks import SessionLock
 from herald_queue.settings import DatabaseSettings
 

@@ -13,12 +13,12 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from herald_core.errors import LISTED_TARGETS, AmbiguousTarget, TargetNotFound
+from herald_core.states import CircuitState
+from herald_model.target_spec import PublishingTarget, TargetSpec, parse_spec
 from herald_queue import sql
 from herald_queue.db import AsyncConn
-from herald_queue.errors import LISTED_TARGETS, AmbiguousTarget, TargetNotFound
-from herald_queue.models import iso
-from herald_queue.spec import PublishingTarget, TargetSpec, parse_spec
-from herald_queue.states import CircuitState
+from herald_queue.records import iso
 
 Q = sql.load("targets")
 J = sql.load("jobs")

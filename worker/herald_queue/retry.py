@@ -9,8 +9,8 @@ import datetime as dt
 import tenacity
 from tenacity.wait import wait_base
 
-from herald_queue.spec import RetryPolicy
-from herald_queue.states import ErrorClass
+from herald_core.states import ErrorClass
+from herald_model.target_spec import RetryPolicy
 
 # Failures nobody could classify are retried, but with a smaller budget: at most this
 # many attempts (or the target's maxAttempts, if lower).

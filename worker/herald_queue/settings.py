@@ -1,7 +1,7 @@
-"""Settings of the database, the queue, egress and logging, shared by every Herald process.
+"""Settings of the database and the queue, shared by every Herald process.
 
 Every setting is one field of a pydantic-settings class (base and types in
-:mod:`herald_queue.settings_base`); the parser, the error lines and the configuration tables
+:mod:`herald_core.settings`); the parser, the error lines and the configuration tables
 all come from it. The classes: here, ``herald_worker.settings.WorkerSettings`` and
 ``herald_operator.settings.OperatorSettings``.
 
@@ -24,11 +24,11 @@ How to add a setting
    logs; read it with ``.get_secret_value()``.
 2. A rule over several fields is a ``@model_validator(mode="after")`` raising ValueError
    with a message that names the variables (see ``DatabaseSettings``).
-3. Run ``python -m herald_cli.settings_doc`` and paste its output between
+3. Run ``python -m herald_tools.cli.settings_doc`` and paste its output between
    ``<!-- settings:begin -->`` and ``<!-- settings:end -->`` in docs/configuration.md.
 4. Add its case (default, a valid value, a refused one and its line) to the table in
-   tests/cli/test_settings.py: a test fails until every field has one.
-5. If the chart sets it, add it to the Deployment's env (tests/e2e/test_chart.py loads the
+   tests/integration/cli/test_settings.py: a test fails until every field has one.
+5. If the chart sets it, add it to the Deployment's env (tests/e2e/test_chart_render.py loads the
    chart's values with these classes).
 
 Commands read the settings with ``DatabaseSettings.from_env()``; a class constructed
@@ -36,27 +36,19 @@ directly (``QueueSettings(lease=1)``, in tests and ``herald demo``) is its defau
 arguments only. A bad value stops the process at start with one line per bad variable and
 exit status 2 (``HERALD_LOG_LEVEL=LOUD: must be one of debug, info, warning, error``): a
 command that reads a class checks it with the others it reads (``settings()`` in
-``herald_cli/worker_cmd.py``).
+``herald_tools/cli/worker_cmd.py``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Self
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-from herald_queue.egress import EgressPolicy, parse_networks
-from herald_queue.json_depth import DEFAULT_MAX_DEPTH, MAX_DEPTH_CEILING
-from herald_queue.settings_base import (
-    Count,
-    Duration,
-    HeraldSettings,
-    Kind,
-    Namespace,
-    PositiveDuration,
-)
+from herald_core.json_depth import DEFAULT_MAX_DEPTH, MAX_DEPTH_CEILING
+from herald_core.settings import Count, Duration, HeraldSettings, Namespace, PositiveDuration
 
 
 def _conninfo(value: SecretStr | None) -> SecretStr | None:
@@ -202,85 +194,3 @@ class QueueSettings(HeraldSettings):
 
     def budget(self, priority: str) -> float:
         return {"high": 0.0, "medium": self.budget_medium, "low": self.budget_low}[priority]
-
-
-def _networks(value: str | None) -> str | None:
-    parse_networks(value)  # its ValueError says which item is not a network
-    return value
-
-
-Networks = Annotated[
-    str | None,
-    Kind("CIDR list", "CIDRs separated by commas, such as 10.0.0.0/8, fd00::/8"),
-    AfterValidator(_networks),
-]
-
-
-class EgressSettings(HeraldSettings):
-    """Where the workers may deliver (herald_queue.egress). Read by the worker, which
-    enforces it on every address it connects to, and by whatever registers targets (the
-    operator, `herald targets apply`, `herald worker --targets`), which refuses a URL whose
-    literal address it forbids: give them the same values."""
-
-    section: ClassVar[str] = "Egress (`herald worker`, `herald operator`, `herald targets apply`)"
-
-    allow: Networks = Field(
-        None,
-        validation_alias="HERALD_EGRESS_ALLOW",
-        description="Networks (CIDRs, comma-separated) the workers may deliver to although a "
-        "built-in rule or HERALD_EGRESS_DENY refuses them: the most specific matching network "
-        "decides (e.g. 169.254.10.0/24 reaches that part of the link-local range, never "
-        "169.254.169.254, the metadata service, unless listed itself).",
-    )
-    deny: Networks = Field(
-        None,
-        validation_alias="HERALD_EGRESS_DENY",
-        description="Networks (CIDRs, comma-separated) the workers never deliver to, besides "
-        "the built-in ones: link-local (169.254.0.0/16, fe80::/10), the cloud metadata "
-        "services (169.254.169.254, fd00:ec2::254, 100.100.100.200, 192.0.0.192) and "
-        "loopback.",
-    )
-    allow_loopback: bool = Field(
-        False,
-        validation_alias="HERALD_EGRESS_ALLOW_LOOPBACK",
-        description="Deliver to loopback addresses (127.0.0.0/8, ::1, 0.0.0.0): the worker's "
-        "own host. For local runs and tests; `herald demo` sets it.",
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        self.policy()  # refuses a network both allowed and denied
-        return self
-
-    def policy(self) -> EgressPolicy:
-        return EgressPolicy(
-            allow=parse_networks(self.allow),
-            deny=parse_networks(self.deny),
-            allow_loopback=self.allow_loopback,
-        )
-
-
-LogLevel = Literal["debug", "info", "warning", "error"]
-LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
-
-
-def _lower(value: object) -> object:
-    return value.lower() if isinstance(value, str) else value
-
-
-BeforeLower = BeforeValidator(_lower)
-
-
-class LogSettings(HeraldSettings):
-    section: ClassVar[str] = "Logging (every process)"
-
-    log_level: Annotated[LogLevel | None, BeforeLower] = Field(
-        None,
-        description="Least level logged (any case). Default: info for `herald worker` and "
-        "`herald operator`, warning for commands; `--log-level` wins over it.",
-    )
-    log_format: Annotated[Literal["json", "text"] | None, BeforeLower] = Field(
-        None,
-        description="json (one object a line, for log collectors) or text. Default: json for "
-        "`herald worker` and `herald operator`, text for commands.",
-    )

@@ -12,10 +12,10 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from herald_core.states import JobState, Priority
 from herald_queue import sql
 from herald_queue.capacity import percent
 from herald_queue.db import AsyncConn
-from herald_queue.states import JobState, Priority
 
 S = sql.load("stats")
 

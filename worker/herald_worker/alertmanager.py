@@ -17,11 +17,11 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from herald_queue.errors import InvalidRequest
-from herald_queue.json_depth import DEFAULT_MAX_DEPTH
-from herald_queue.requests import JobRequest, encode_payload
-from herald_queue.states import Priority
-from herald_queue.validation import hints, validate
+from herald_core.errors import InvalidRequest
+from herald_core.json_depth import DEFAULT_MAX_DEPTH
+from herald_core.states import Priority
+from herald_core.validation import hints, validate
+from herald_model.submission import JobRequest, encode_payload
 from herald_worker.api.models import AlertmanagerMessage
 
 MAX_ALERTS = 1000

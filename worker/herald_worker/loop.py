@@ -36,19 +36,19 @@ import psycopg
 import psycopg_pool
 import tenacity
 
+from herald_core.errors import DatabaseUnavailable, InvalidTarget
+from herald_core.states import ErrorClass, JobState
+from herald_delivery.send import Result, Sender
+from herald_delivery.target_types.base import InvalidPayload, RenderContext
 from herald_queue import db
-from herald_queue.errors import DatabaseUnavailable, InvalidTarget
 from herald_queue.listener import Listener
 from herald_queue.listener import wait as listener_wait
-from herald_queue.models import ClaimedJob, Failure, FailureOutcome
 from herald_queue.queue import Queue
-from herald_queue.states import ErrorClass, JobState
-from herald_queue.target_types.base import InvalidPayload, RenderContext
-from herald_worker.delivery import Result, Sender
-from herald_worker.directory import RuntimeTarget, TargetDirectory
+from herald_queue.records import ClaimedJob, Failure, FailureOutcome
 from herald_worker.health import Health
 from herald_worker.metrics import Metrics
 from herald_worker.settings import WorkerSettings
+from herald_worker.target_cache import RuntimeTarget, TargetDirectory
 from herald_worker.tracker import Snapshot, Tracker
 
 log = logging.getLogger("herald.worker")

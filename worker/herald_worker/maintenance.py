@@ -22,16 +22,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from herald_core.states import CircuitState, JobState
 from herald_queue import db, stats
 from herald_queue.capacity import ALL, CapacityWatch, CountStart, Level, percent
 from herald_queue.listener import Listener, wait
 from herald_queue.queue import Queue
 from herald_queue.registry import TargetRow
-from herald_queue.states import CircuitState, JobState
-from herald_worker.directory import TargetDirectory
 from herald_worker.health import Health
 from herald_worker.loop import DB_ERRORS
 from herald_worker.metrics import DEAD_LETTER_SERIES, Metrics
+from herald_worker.target_cache import TargetDirectory
 
 log = logging.getLogger("herald.maintenance")
 # Tombstones of deleted targets outlive the job retention by this much.

@@ -16,24 +16,26 @@ import tenacity
 from aiohttp import web
 from pydantic import SecretStr
 
-from herald_queue import db, manifests, migrate
+from herald_core.errors import CannotListen
+from herald_core.httplog import ServerLog
+from herald_delivery.send import Sender
+from herald_delivery.settings import EgressSettings
+from herald_model import manifests
+from herald_queue import db, migrate
 from herald_queue.capacity import CapacityWatch
-from herald_queue.errors import CannotListen
-from herald_queue.httplog import ServerLog
 from herald_queue.listener import Listener
 from herald_queue.queue import Queue
-from herald_queue.settings import DatabaseSettings, EgressSettings, QueueSettings
+from herald_queue.settings import DatabaseSettings, QueueSettings
 from herald_worker.api.app import make_app
 from herald_worker.api.context import ApiContext
 from herald_worker.api.protocol import ApiRunner
-from herald_worker.delivery import Sender
-from herald_worker.directory import TargetDirectory
 from herald_worker.health import Health
 from herald_worker.loop import DB_ERRORS, Worker, supervise
 from herald_worker.maintenance import Maintenance
 from herald_worker.metrics import Metrics
 from herald_worker.secrets import KubernetesSecrets, SecretSource, StaticSecrets
 from herald_worker.settings import WorkerSettings
+from herald_worker.target_cache import TargetDirectory
 from herald_worker.tracker import Tracker
 
 log = logging.getLogger("herald.worker")

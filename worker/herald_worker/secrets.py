@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from herald_queue.secret_data import decode_secret_data
+from herald_core.secret_data import decode_secret_data
 
 log = logging.getLogger("herald.secrets")
 

@@ -7,13 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
-from herald_queue.settings_base import (
-    Count,
-    Duration,
-    HeraldSettings,
-    ListenPort,
-    PositiveDuration,
-)
+from herald_core.settings import Count, Duration, HeraldSettings, ListenPort, PositiveDuration
 
 
 class WorkerSettings(HeraldSettings):

@@ -15,8 +15,8 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from herald_queue.models import iso
-from herald_queue.states import JobState
+from herald_core.states import JobState
+from herald_queue.records import iso
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ AND (d.reason <> 'cancelled'
 
 -- name: list_dead_letters
 -- Newest first, keyset-paginated on (failed_at, id). Every filter is optional. The payload
--- as its stored text (herald_queue.json_depth.shown_payload decodes it where it is shown).
+-- as its stored text (herald_core.json_depth.shown_payload decodes it where it is shown).
 SELECT d.id, d.job_id, d.fingerprint, d.target_namespace, d.target_name, d.target_type,
        d.payload::text AS payload, d.error_message, d.error_type, d.reason, d.http_status, d.retry_count,
        d.last_retry_at, d.priority, d.idempotency_key, d.ordering_key, d.job_created_at,

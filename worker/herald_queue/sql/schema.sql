@@ -113,7 +113,7 @@ CREATE TABLE herald.jobs (
                      ('permanent-error', 'attempts-exhausted', 'target-deleted', 'cancelled')),
     -- With an idempotency key: a digest of what the submission asked for (payload, priority,
     -- ordering key, runAt), so a later one with the same key and other parameters is refused
-    -- (herald_queue.requests.JobRequest.request_hash). NULL without a key (and for jobs
+    -- (herald_model.submission.JobRequest.request_hash). NULL without a key (and for jobs
     -- submitted before migration 0002).
     request_hash     text,
     CONSTRAINT jobs_lease_check

@@ -8,10 +8,10 @@ from aiohttp import web
 
 from herald_queue.capacity import CapacityWatch
 from herald_queue.queue import Queue
-from herald_worker.directory import TargetDirectory
 from herald_worker.health import Health
 from herald_worker.metrics import Metrics
 from herald_worker.settings import WorkerSettings
+from herald_worker.target_cache import TargetDirectory
 from herald_worker.tracker import Tracker
 
 

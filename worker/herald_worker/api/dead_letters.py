@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from herald_core.errors import AlreadyReplayed, TargetsMissing
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
-from herald_queue.errors import AlreadyReplayed, TargetsMissing
 from herald_worker.api.context import ctx
 from herald_worker.api.jobs import need_queue
 from herald_worker.api.models import DeadLetterPath, DeadLettersQuery, PurgeQuery, ReplaySelector

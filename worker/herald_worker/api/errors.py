@@ -12,8 +12,7 @@ import psycopg
 import psycopg_pool
 from aiohttp import web
 
-from herald_queue import db
-from herald_queue.errors import (
+from herald_core.errors import (
     AlreadyReplayed,
     AmbiguousTarget,
     DatabaseUnavailable,
@@ -27,7 +26,8 @@ from herald_queue.errors import (
     TargetNotFound,
     TargetsMissing,
 )
-from herald_queue.json_depth import MAX_DEPTH_CEILING, deeper_than
+from herald_core.json_depth import MAX_DEPTH_CEILING, deeper_than
+from herald_queue import db
 
 log = logging.getLogger("herald.api")
 

@@ -1,5 +1,5 @@
 """A request's query, path and body read through their models (``models.py``): every
-problem reported with its field path, as :class:`~herald_queue.errors.InvalidRequest`."""
+problem reported with its field path, as :class:`~herald_core.errors.InvalidRequest`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
-from herald_queue.errors import InvalidRequest
-from herald_queue.validation import hints, validate
+from herald_core.errors import InvalidRequest
+from herald_core.validation import hints, validate
 from herald_worker.api.errors import read_json
 
 M = TypeVar("M", bound=BaseModel)

@@ -9,11 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
+from herald_core.errors import DatabaseUnavailable, QueueFull
+from herald_core.states import JobState
+from herald_model.submission import JobRequest, decode_submission, parse_jobs
 from herald_queue.capacity import CapacityWatch, retry_after
-from herald_queue.errors import DatabaseUnavailable, QueueFull
 from herald_queue.queue import Queue
-from herald_queue.requests import JobRequest, decode_submission, parse_jobs
-from herald_queue.states import JobState
 from herald_worker.api.context import ctx
 from herald_worker.api.errors import read_json
 from herald_worker.api.models import JobPath, JobsQuery

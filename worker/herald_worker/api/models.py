@@ -33,13 +33,13 @@ from pydantic.alias_generators import to_camel, to_snake
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
+from herald_core.durations import parse_duration
+from herald_core.errors import InvalidRequest
+from herald_core.ids import UUID_PATTERN, parse_uuid
+from herald_core.states import ErrorClass, JobState, Priority
+from herald_core.validation import pattern
+from herald_model.submission import JSON_INT, NO_NUL, PAYLOAD_REF, TargetRef, Timestamp
 from herald_queue.dead_letters import CURSOR_PATTERN, DeadLetterFilter
-from herald_queue.durations import parse_duration
-from herald_queue.errors import InvalidRequest
-from herald_queue.ids import UUID_PATTERN, parse_uuid
-from herald_queue.requests import JSON_INT, NO_NUL, PAYLOAD_REF, TargetRef, Timestamp
-from herald_queue.states import ErrorClass, JobState, Priority
-from herald_queue.validation import pattern
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from herald_queue.requests import PAYLOAD_MARK, PAYLOAD_SCHEMA
+from herald_model.submission import PAYLOAD_MARK, PAYLOAD_SCHEMA
 from herald_worker.api import models
 from herald_worker.api.routes import ROUTES, Route
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from herald_queue.errors import QueueFull
+from herald_core.errors import QueueFull
 from herald_worker import alertmanager
 from herald_worker.api.context import ctx
 from herald_worker.api.errors import error_response, read_json

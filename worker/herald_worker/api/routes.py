@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from herald_queue.requests import Submission
+from herald_model.submission import Submission
 from herald_worker.api import dead_letters, inputs, jobs, models, ops, signing_keys, tracker
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from herald_queue.target_types.webhook import signing_public_keys
+from herald_delivery.target_types.webhook import signing_public_keys
 from herald_worker.api.context import ctx
 from herald_worker.api.errors import error_response
 from herald_worker.api.models import SigningKeysPath

@@ -1,0 +1,68 @@
+"""``herald bench [--json] [--quick] [--deliver]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from herald_tools.cli.output import emit_json, table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Measure Herald on this machine. Starts a private embedded PostgreSQL (default "
+        "settings, synchronous_commit on) unless --database-url (or HERALD_DATABASE_URL) "
+        "names a server, where it creates and drops its own database."
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object with every figure")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a quick look)")
+    parser.add_argument(
+        "--deliver",
+        action="store_true",
+        help="measure end-to-end delivery through real HTTP to a local receiver (signed "
+        "webhooks) with 1, 2 and 4 worker processes (1 and 4 with --quick): throughput with "
+        "CPU per job of the workers, the receiver and PostgreSQL, latency at a paced 200 and "
+        "1,000 jobs/s, worker memory with a full tracker and a 100,000-job backlog, and a "
+        "quiet target's latency during that backlog; instead of the queue alone",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("HERALD_DATABASE_URL"),
+        help="a server where the benchmark may create a database",
+    )
+
+
+def _progress(quiet: bool) -> Any:
+    def report(message: str) -> None:
+        if not quiet:
+            print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    return report
+
+
+async def run(args: argparse.Namespace) -> int:
+    from herald_tools import scratch
+    from herald_tools.bench import queue_bench
+
+    report = _progress(False)
+    async with scratch.scratch_database(args.database_url, prefix="herald_tools.bench") as url:
+        environment = await scratch.describe_server(url)
+        report(
+            f"PostgreSQL {environment['postgresql']['server_version']}, "
+            f"synchronous_commit={environment['postgresql']['synchronous_commit']}"
+        )
+        if args.deliver:
+            from herald_tools.bench import deliver_bench
+
+            results = await deliver_bench.run(url, quick=args.quick, progress=report)
+        else:
+            results = await queue_bench.run(url, quick=args.quick, progress=report)
+    results["environment"] = environment
+    if args.json:
+        emit_json(results)
+    else:
+        rows = [[k, v] for k, v in results.items() if k != "environment"]
+        print(table(["figure", "value"], rows))
+    return 0
