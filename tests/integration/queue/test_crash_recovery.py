@@ -14,13 +14,13 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from herald_core.states import JobState
 from herald_queue.queue import Queue
 from tests.helpers import (
+    ROOT,
     claim_all,
     eventually,
     expire_leases,
@@ -34,8 +34,6 @@ from tests.helpers import (
     stop_process,
     target_row,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.asynccontextmanager
