@@ -567,22 +567,22 @@ def test_conditions_are_compared_with_the_status_as_read() -> None:
     again, without an Event."""
     import kopf
 
+    from herald_operator.condition_writer import ConditionWriter
     from herald_operator.conditions import Condition
-    from herald_operator.targets import Conditions
 
     memo: dict[str, Any] = {}
     ready = Condition("Ready", "True", "Ready", "registered")
     first = kopf.Patch()
-    assert Conditions({}, first, memo).set(ready, 1).news  # a first condition is news
+    assert ConditionWriter({}, first, memo).set(ready, 1).news  # a first condition is news
     written = first.status["conditions"]
     assert [c["status"] for c in written] == ["True"]
 
     stale = kopf.Patch()  # a tick right after, reading the object before the write landed
-    assert not Conditions({}, stale, memo).set(ready, 1).news
+    assert not ConditionWriter({}, stale, memo).set(ready, 1).news
     assert "conditions" not in stale.status
 
     landed = kopf.Patch()
-    assert not Conditions({"conditions": written}, landed, memo).set(ready, 1).news
+    assert not ConditionWriter({"conditions": written}, landed, memo).set(ready, 1).news
     assert "conditions" not in landed.status  # a quiet target costs no write
 
     overwritten = {
@@ -597,8 +597,8 @@ def test_conditions_are_compared_with_the_status_as_read() -> None:
         ]
     }
     repair = kopf.Patch()
-    assert not Conditions(overwritten, repair, memo).set(ready, 1).news  # no Event
+    assert not ConditionWriter(overwritten, repair, memo).set(ready, 1).news  # no Event
     assert [(c["status"], c["reason"]) for c in repair.status["conditions"]] == [("True", "Ready")]
     # After a restart (an empty memo) the status as read is what was announced.
     fresh: dict[str, Any] = {}
-    assert Conditions(overwritten, kopf.Patch(), fresh).set(ready, 1).news
+    assert ConditionWriter(overwritten, kopf.Patch(), fresh).set(ready, 1).news
