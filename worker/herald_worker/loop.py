@@ -9,9 +9,9 @@
   claimed, and what was claimed but not sent yet is given back without counting an
   attempt. So a failing target gets at most a threshold plus one wave of requests, not a
   wave per settle round.
-- A lost database pauses the loop (not ready), which resumes with backoff; settlements
-  wait in memory meanwhile and are written once it is back (a lease that expired meanwhile
-  means another worker may deliver again: at-least-once, never lost).
+- A lost database pauses the loop (not ready), which resumes with backoff (supervision.py);
+  settlements wait in memory meanwhile and are written once it is back (a lease that
+  expired meanwhile means another worker may deliver again: at-least-once, never lost).
 - stop(): no more claims; deliveries in flight get HERALD_SHUTDOWN_GRACE to finish; the
   rest are cancelled and released so another worker takes them at once.
 """
@@ -29,18 +29,11 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any
 
-import psycopg
-import psycopg_pool
-import tenacity
-
-from herald_core.errors import DatabaseUnavailable, InvalidTarget
+from herald_core.errors import InvalidTarget
 from herald_core.states import ErrorClass, JobState
 from herald_delivery.send import Result, Sender
 from herald_delivery.target_types.base import InvalidPayload, RenderContext
-from herald_queue import db
 from herald_queue.listener import Listener
 from herald_queue.listener import wait as listener_wait
 from herald_queue.queue import Queue
@@ -48,21 +41,16 @@ from herald_queue.records import ClaimedJob, Failure, FailureOutcome
 from herald_worker.health import Health
 from herald_worker.metrics import Metrics
 from herald_worker.settings import WorkerSettings
+from herald_worker.supervision import DB_ERRORS, db_retry
 from herald_worker.target_cache import RuntimeTarget, TargetDirectory
 from herald_worker.tracker import Snapshot, Tracker
 
 log = logging.getLogger("herald.worker")
 
-# Errors that mean "the database is not there right now": wait and try again.
-DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, DatabaseUnavailable, OSError)
 SETTLE_BATCH = 200
 MORE_INTERVAL = 0.05
 """Seconds between two wake-ups of the other workers by the waker (see _claim_once)."""
 SETTLE_LINGER = 0.005
-STOP_TIMEOUT = 10.0
-"""Seconds the side tasks get to end once cancelled at shutdown."""
-STOP_RECANCEL = 0.2
-"""Seconds between cancels of a side task that is still running (one swallowed a cancel)."""
 
 
 def worker_id() -> str:
@@ -136,7 +124,7 @@ class Worker:
         stopper = asyncio.create_task(self._stop_when(stop))
         # While PostgreSQL is away, a stop ends the retries (then the shutdown settles and
         # releases what it can; what it cannot is rescued after the lease).
-        retrying = _db_retry(self.health, "claim", give_up=lambda: self._stopping)
+        retrying = db_retry(self.health, "claim", give_up=lambda: self._stopping)
         try:
             while not self._stopping:
                 try:
@@ -386,7 +374,7 @@ class Worker:
         for s in delivered:
             target = s.job.target_id
             last_success[target] = max(last_success.get(target, 0.0), s.result.finished)
-        async for attempt in _db_retry(self.health, "settle"):
+        async for attempt in db_retry(self.health, "settle"):
             with attempt:
                 if delivered:
                     await self._complete(delivered)
@@ -589,7 +577,7 @@ class Worker:
         unsettled = list(self._held)
         if unsettled:
             released = 0
-            async for attempt in _db_retry(self.health, "release", attempts=5):
+            async for attempt in db_retry(self.health, "release", attempts=5):
                 with attempt:
                     released = await self.queue.jobs.release(self.id, unsettled)
             self.tracker.let_go(unsettled)
@@ -617,104 +605,3 @@ def _limited(jobs: list[ClaimedJob], want: int, limits: dict[int, int], cap: int
         return True
     taken = collections.Counter(j.target_id for j in jobs)
     return any(n >= limits.get(t, cap) for t, n in taken.items())
-
-
-def _db_retry(
-    health: Health,
-    action: str,
-    *,
-    attempts: int | None = None,
-    give_up: Callable[[], bool] | None = None,
-) -> tenacity.AsyncRetrying:
-    """Retry a database operation with backoff while PostgreSQL is away (at most
-    ``attempts`` times, and no more once ``give_up`` says so)."""
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is None:
-            return
-        health.database_error(exc)  # says what happened unless PostgreSQL is away
-        if db.is_connection_failure(exc):
-            log.warning(
-                "database unavailable; retrying",
-                extra={
-                    "action": action,
-                    "attempt": state.attempt_number,
-                    "error": type(exc).__name__,
-                },
-            )
-
-    limit = tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        return bool(limit(state)) or (give_up is not None and give_up())
-
-    return tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception_type(DB_ERRORS),
-        wait=tenacity.wait_exponential(multiplier=0.1, max=5) + tenacity.wait_random(0, 0.2),
-        stop=stop,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-
-
-async def supervise(
-    tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
-    main: Awaitable[None],
-    *,
-    stop_timeout: float = STOP_TIMEOUT,
-) -> None:
-    """Run ``main`` with side tasks; if a side task fails, the worker fails loudly. When
-    ``main`` ends, the side tasks are stopped (within ``stop_timeout``, see stop_tasks)."""
-    side: dict[asyncio.Task[None], str] = {
-        asyncio.create_task(factory(), name=name): name for name, factory in tasks.items()
-    }
-    main_task = asyncio.ensure_future(main)
-    try:
-        while True:
-            done, _ = await asyncio.wait({main_task, *side}, return_when=asyncio.FIRST_COMPLETED)
-            if main_task in done:
-                main_task.result()
-                return
-            for task in done:
-                name = side.pop(task)
-                exc = task.exception()
-                log.critical(
-                    "side task %s stopped; the worker stops too",
-                    name,
-                    extra={"action": "supervise", "task": name, "error": repr(exc)},
-                )
-                raise RuntimeError(f"worker side task {name!r} failed: {exc!r}") from exc
-    finally:
-        main_task.cancel()
-        with contextlib.suppress(BaseException):
-            await main_task
-        await stop_tasks(side, stop_timeout)
-
-
-async def stop_tasks(tasks: Mapping[asyncio.Task[Any], str], timeout: float) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again those that are still running
-    (a cancel can be swallowed: asyncio.wait_for on Python 3.11, in our code or in a
-    library's, returns instead of raising when what it waits for completes at the same
-    moment). After ``timeout`` the shutdown goes on without them, saying which they are and
-    where they are stuck, rather than hanging until the pod is killed."""
-    pending = {t for t in tasks if not t.done()}
-    deadline = time.monotonic() + timeout
-    while pending:
-        for task in pending:
-            task.cancel()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        _, pending = await asyncio.wait(pending, timeout=min(remaining, STOP_RECANCEL))
-    for task in pending:
-        frames = task.get_stack(limit=3)
-        where = "; ".join(f"{f.f_code.co_filename}:{f.f_lineno}" for f in frames) or "?"
-        log.error(
-            "side task %s did not stop within %gs of being cancelled; shutting down without it",
-            tasks[task],
-            timeout,
-            extra={"action": "supervise", "task": tasks[task], "where": where},
-        )
-    done = [t for t in tasks if t.done() and not t.cancelled()]
-    await asyncio.gather(*done, return_exceptions=True)
