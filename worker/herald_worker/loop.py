@@ -32,7 +32,8 @@ import uuid
 
 from herald_core.errors import InvalidTarget
 from herald_core.states import ErrorClass, JobState
-from herald_delivery.send import Result, Sender
+from herald_delivery.outcome import Outcome
+from herald_delivery.send import Sender
 from herald_delivery.target_types.base import InvalidPayload, RenderContext
 from herald_queue.listener import Listener
 from herald_queue.listener import wait as listener_wait
@@ -61,7 +62,7 @@ def worker_id() -> str:
 class _Settlement:
     job: ClaimedJob
     target: RuntimeTarget | None
-    result: Result
+    outcome: Outcome
     counted: bool = False
     """A failure this worker counted towards the target's local streak."""
 
@@ -230,47 +231,45 @@ class Worker:
                     await self.directory.refresh()
                     target = self.directory.get(job.target_id)
                 if job.target_id in self._held_back:
-                    result = Result(status=None, duration=0.0, withheld=True, message=WITHHELD)
+                    outcome = Outcome.held_back(WITHHELD)
                 else:
-                    result = await self._attempt(job, target)
+                    outcome = await self._attempt(job, target)
             except Exception as exc:  # a bug or a lost database: never leave the job held
                 log.error(
                     "delivery attempt failed inside the worker; the job is retried",
                     exc_info=True,
                     extra={"action": "deliver", "job": str(job.id), "error": type(exc).__name__},
                 )
-                result = Result(
-                    status=None,
-                    duration=0.0,
-                    error_class=ErrorClass.UNKNOWN,
-                    message=f"the worker failed before an answer ({type(exc).__name__})",
+                outcome = Outcome.not_sent(
+                    ErrorClass.UNKNOWN,
+                    f"the worker failed before an answer ({type(exc).__name__})",
                 )
-            if not result.withheld:
+            if not outcome.withheld:
                 ref = target.ref if target else str(job.target_id)
                 series = self.metrics.per_job(ref, job.priority.value)
                 series.attempts.inc()
-                duration = series.success if result.delivered else series.failure
-                duration.observe(result.duration)
-            counted = self._observe(job, target, result)
+                duration = series.success if outcome.delivered else series.failure
+                duration.observe(outcome.duration)
+            counted = self._observe(job, target, outcome)
             self._unsettled += 1
             self._settled.clear()
-            self._settlements.put_nowait(_Settlement(job, target, result, counted))
+            self._settlements.put_nowait(_Settlement(job, target, outcome, counted))
         finally:
             self._deliveries.pop(job.id, None)
             self._per_target[job.target_id] -= 1
             self._wake.set()
 
-    def _observe(self, job: ClaimedJob, target: RuntimeTarget | None, result: Result) -> bool:
+    def _observe(self, job: ClaimedJob, target: RuntimeTarget | None, outcome: Outcome) -> bool:
         """Keep the target's local streak; hold the target back once the streak reaches its
         failureThreshold (without waiting for the shared circuit to be written). True if
         this failure counted."""
         t = job.target_id
-        if result.withheld or result.gone or target is None:
+        if outcome.withheld or outcome.gone or target is None:
             return False
-        if result.delivered:
+        if outcome.delivered:
             self._streak[t] = 0
             return False
-        if result.error_class is ErrorClass.PERMANENT:  # the breaker does not count these
+        if outcome.error_class is ErrorClass.PERMANENT:  # the breaker does not count these
             return False
         self._streak[t] = self._streak.get(t, 0) + 1
         self._unwritten[t] = self._unwritten.get(t, 0) + 1
@@ -297,23 +296,15 @@ class Worker:
                     self._held_back.discard(t)
                     self._streak[t] = 0
 
-    async def _attempt(self, job: ClaimedJob, target: RuntimeTarget | None) -> Result:
+    async def _attempt(self, job: ClaimedJob, target: RuntimeTarget | None) -> Outcome:
         if target is None:
-            return Result(
-                status=None,
-                duration=0.0,
-                error_class=ErrorClass.TRANSIENT,
-                message="the target is not in the registry any more",
+            return Outcome.not_sent(
+                ErrorClass.TRANSIENT, "the target is not in the registry any more"
             )
         if target.problem:
             # A configuration problem (a missing Secret...) is ridden out like an outage:
             # the circuit opens and the jobs wait, without burning attempts, until fixed.
-            return Result(
-                status=None,
-                duration=0.0,
-                error_class=ErrorClass.TRANSIENT,
-                message=f"cannot deliver: {target.problem}",
-            )
+            return Outcome.not_sent(ErrorClass.TRANSIENT, f"cannot deliver: {target.problem}")
         try:
             request = target.kind.render(
                 RenderContext(
@@ -326,19 +317,11 @@ class Worker:
                 )
             )
         except InvalidPayload as exc:
-            return Result(
-                status=None,
-                duration=0.0,
-                error_class=ErrorClass.PERMANENT,
-                message=f"invalid payload for a {target.row.type} target: {exc}",
+            return Outcome.not_sent(
+                ErrorClass.PERMANENT, f"invalid payload for a {target.row.type} target: {exc}"
             )
         except InvalidTarget as exc:  # the target's fault, not the job's: ride it out
-            return Result(
-                status=None,
-                duration=0.0,
-                error_class=ErrorClass.TRANSIENT,
-                message=f"cannot deliver: {exc}",
-            )
+            return Outcome.not_sent(ErrorClass.TRANSIENT, f"cannot deliver: {exc}")
         return await self.sender.send(request, timeout=target.row.spec.timeout)
 
     # -- settling -----------------------------------------------------------------------
@@ -362,18 +345,18 @@ class Worker:
         return batch
 
     async def _settle_batch(self, batch: list[_Settlement]) -> None:
-        delivered = [s for s in batch if s.result.delivered]
-        gone = [s for s in batch if s.result.gone]
-        withheld = [s for s in batch if s.result.withheld]
+        delivered = [s for s in batch if s.outcome.delivered]
+        gone = [s for s in batch if s.outcome.gone]
+        withheld = [s for s in batch if s.outcome.withheld]
         failed = [
             s
             for s in batch
-            if not s.result.delivered and not s.result.gone and not s.result.withheld
+            if not s.outcome.delivered and not s.outcome.gone and not s.outcome.withheld
         ]
         last_success: dict[int, float] = {}
         for s in delivered:
             target = s.job.target_id
-            last_success[target] = max(last_success.get(target, 0.0), s.result.finished)
+            last_success[target] = max(last_success.get(target, 0.0), s.outcome.finished)
         async for attempt in db_retry(self.health, "settle"):
             with attempt:
                 if delivered:
@@ -399,8 +382,8 @@ class Worker:
             self._settled.set()
 
     async def _complete(self, done: list[_Settlement]) -> None:
-        outcome = await self.queue.jobs.complete(self.id, [s.job for s in done])
-        completed = set(outcome.completed)
+        written = await self.queue.jobs.complete(self.id, [s.job for s in done])
+        completed = set(written.completed)
         now = dt.datetime.now(dt.UTC)
         for s in done:
             ref = s.target.ref if s.target else str(s.job.target_id)
@@ -428,7 +411,7 @@ class Worker:
                     now,
                 )
             )
-        for ref in outcome.recovered:
+        for ref in written.recovered:
             self.metrics.recoveries.labels(ref).inc()
             log.info(
                 "circuit closed: a probe was delivered",
@@ -439,7 +422,7 @@ class Worker:
         for s in gone:
             ref = s.target.ref if s.target else str(s.job.target_id)
             reason = (
-                f"the receiver answered 410 Gone ({s.result.message}): the endpoint is "
+                f"the receiver answered 410 Gone ({s.outcome.message}): the endpoint is "
                 "gone. Jobs are held; change the target's spec (or run `herald targets "
                 "resume`) to deliver again."
             )
@@ -455,52 +438,42 @@ class Worker:
     async def _fail(self, failed: list[_Settlement], last_success: dict[int, float]) -> None:
         failures = []
         for s in failed:
-            assert s.result.error_class is not None
             # The breaker counts consecutive failures: a failure that came back before a
             # success of its target in this batch was followed by that success (which reset
             # the streak), so it does not count.
-            counts = s.result.finished > last_success.get(s.job.target_id, 0.0)
-            failures.append(
-                Failure(
-                    job=s.job,
-                    error_class=s.result.error_class,
-                    message=s.result.message,
-                    http_status=s.result.status,
-                    retry_after=s.result.retry_after,
-                    counts_for_breaker=counts,
-                )
-            )
-        outcomes = await self.queue.jobs.fail(self.id, failures)
+            counts = s.outcome.finished > last_success.get(s.job.target_id, 0.0)
+            failures.append(_failure(s, counts_for_breaker=counts))
+        written = await self.queue.jobs.fail(self.id, failures)
         by_id = {s.job.id: s for s in failed}
-        for outcome in outcomes:
-            self._record_failure(by_id[outcome.id], outcome)
+        for row in written:
+            self._record_failure(by_id[row.id], row)
         # A batch that opened a circuit says so on each of its jobs: one trip per target.
         for target, message in {
-            o.target: by_id[o.id].result.message for o in outcomes if o.tripped
+            o.target: by_id[o.id].outcome.message for o in written if o.tripped
         }.items():
             self.metrics.trips.labels(target).inc()
             log.warning(
                 "circuit opened: the target keeps failing; its jobs wait",
                 extra={"action": "circuit-open", "target": target, "error": message},
             )
-        lost = len(failed) - len(outcomes)
+        lost = len(failed) - len(written)
         if lost:
             self.metrics.lost_leases.inc(lost)
 
-    def _record_failure(self, s: _Settlement, outcome: FailureOutcome) -> None:
-        ref = outcome.target
-        error_class = s.result.error_class or ErrorClass.UNKNOWN
+    def _record_failure(self, s: _Settlement, written: FailureOutcome) -> None:
+        ref = written.target
+        error_class = s.outcome.error_class or ErrorClass.UNKNOWN
         self.metrics.failures.labels(ref, error_class.value).inc()
         context = {
             "job": str(s.job.id),
             "target": ref,
             "error_class": error_class.value,
-            "error": s.result.message,
-            "attempts": outcome.attempts,
+            "error": s.outcome.message,
+            "attempts": written.attempts,
         }
-        if outcome.refunded:
+        if written.refunded:
             self.metrics.refunds.labels(ref).inc()
-        if outcome.state is JobState.DEAD:
+        if written.state is JobState.DEAD:
             # Counted by PostgreSQL (herald_dead_letters_written_total), like every path.
             reason = (
                 "permanent-error" if error_class is ErrorClass.PERMANENT else "attempts-exhausted"
@@ -509,10 +482,10 @@ class Worker:
                 "job dead-lettered", extra={"action": "dead-letter", "reason": reason, **context}
             )
         else:
-            delay = max(0.0, (outcome.run_at - dt.datetime.now(dt.UTC)).total_seconds())
+            delay = max(0.0, (written.run_at - dt.datetime.now(dt.UTC)).total_seconds())
             self.metrics.retries.labels(ref, error_class.value).inc()
             self.metrics.backoff.labels(ref).observe(delay)
-            self.wake_at(outcome.run_at)
+            self.wake_at(written.run_at)
             log.info(
                 "delivery failed; will try again",
                 extra={"action": "retry", "delay_seconds": round(delay, 3), **context},
@@ -522,11 +495,11 @@ class Worker:
                 s.job.id,
                 ref,
                 s.job.priority.value,
-                outcome.state,
-                outcome.attempts,
+                written.state,
+                written.attempts,
                 s.job.created_at,
                 dt.datetime.now(dt.UTC),
-                last_error=s.result.message,
+                last_error=s.outcome.message,
             )
         )
 
@@ -597,6 +570,19 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._deliveries)
+
+
+def _failure(s: _Settlement, *, counts_for_breaker: bool) -> Failure:
+    """The queue's input for a failed attempt (the queue knows nothing of delivery)."""
+    assert s.outcome.error_class is not None
+    return Failure(
+        job=s.job,
+        error_class=s.outcome.error_class,
+        message=s.outcome.message,
+        http_status=s.outcome.status,
+        retry_after=s.outcome.retry_after,
+        counts_for_breaker=counts_for_breaker,
+    )
 
 
 def _limited(jobs: list[ClaimedJob], want: int, limits: dict[int, int], cap: int) -> bool:
