@@ -4,11 +4,7 @@
   and every HERALD_POLL_INTERVAL as the fallback.
 - Deliveries are bounded per worker (HERALD_CONCURRENCY) and per target
   (HERALD_TARGET_CONCURRENCY); outcomes are settled in batches (one statement per batch).
-- A target this worker has seen fail failureThreshold times in a row is held locally until
-  those failures are written (when the shared circuit opens): nothing more of it is
-  claimed, and what was claimed but not sent yet is given back without counting an
-  attempt. So a failing target gets at most a threshold plus one wave of requests, not a
-  wave per settle round.
+- A target failing here is held back locally until its failures are written (holdback.py).
 - A lost database pauses the loop (not ready), which resumes with backoff (supervision.py);
   settlements wait in memory meanwhile and are written once it is back (a lease that
   expired meanwhile means another worker may deliver again: at-least-once, never lost).
@@ -40,6 +36,7 @@ from herald_queue.listener import wait as listener_wait
 from herald_queue.queue import Queue
 from herald_queue.records import ClaimedJob, Failure, FailureOutcome
 from herald_worker.health import Health
+from herald_worker.holdback import WITHHELD, HoldBack
 from herald_worker.metrics import Metrics
 from herald_worker.settings import WorkerSettings
 from herald_worker.supervision import DB_ERRORS, db_retry
@@ -65,9 +62,6 @@ class _Settlement:
     outcome: Outcome
     counted: bool = False
     """A failure this worker counted towards the target's local streak."""
-
-
-WITHHELD = "not sent: this worker saw the target reach its failure threshold"
 
 
 class Worker:
@@ -107,14 +101,7 @@ class Worker:
         self._more_sent = -MORE_INTERVAL
         """When this worker last woke the others (time.monotonic)."""
         self._stopping = False
-        self._streak: dict[int, int] = {}
-        """Per target: failures in a row this worker saw (not permanent ones), since its
-        last success there."""
-        self._unwritten: dict[int, int] = {}
-        """Per target: failures counted in the streak whose outcome is not written yet."""
-        self._held_back: set[int] = set()
-        """Targets whose streak reached their failureThreshold, until those failures are
-        written: nothing of them is claimed or sent meanwhile (see _observe)."""
+        self._hold_back = HoldBack()
         # Read at scrape time, not set twice per job.
         metrics.in_flight.set_function(lambda: len(self._deliveries))
 
@@ -158,7 +145,7 @@ class Worker:
             return
         cap = self.settings.target_concurrency
         limits = {t: max(0, cap - n) for t, n in self._per_target.items() if n}
-        limits.update(dict.fromkeys(self._held_back, 0))
+        limits.update(dict.fromkeys(self._hold_back.targets, 0))
         want = min(self.settings.claim_batch, free)
         self.listener.jobs.clear()
         self._wake.clear()
@@ -230,7 +217,7 @@ class Worker:
                 if target is None:  # registered after our last refresh
                     await self.directory.refresh()
                     target = self.directory.get(job.target_id)
-                if job.target_id in self._held_back:
+                if job.target_id in self._hold_back:
                     outcome = Outcome.held_back(WITHHELD)
                 else:
                     outcome = await self._attempt(job, target)
@@ -250,7 +237,7 @@ class Worker:
                 series.attempts.inc()
                 duration = series.success if outcome.delivered else series.failure
                 duration.observe(outcome.duration)
-            counted = self._observe(job, target, outcome)
+            counted = self._hold_back.observe(job.target_id, target, outcome)
             self._unsettled += 1
             self._settled.clear()
             self._settlements.put_nowait(_Settlement(job, target, outcome, counted))
@@ -259,42 +246,9 @@ class Worker:
             self._per_target[job.target_id] -= 1
             self._wake.set()
 
-    def _observe(self, job: ClaimedJob, target: RuntimeTarget | None, outcome: Outcome) -> bool:
-        """Keep the target's local streak; hold the target back once the streak reaches its
-        failureThreshold (without waiting for the shared circuit to be written). True if
-        this failure counted."""
-        t = job.target_id
-        if outcome.withheld or outcome.gone or target is None:
-            return False
-        if outcome.delivered:
-            self._streak[t] = 0
-            return False
-        if outcome.error_class is ErrorClass.PERMANENT:  # the breaker does not count these
-            return False
-        self._streak[t] = self._streak.get(t, 0) + 1
-        self._unwritten[t] = self._unwritten.get(t, 0) + 1
-        threshold = target.row.spec.circuit_breaker.failure_threshold
-        if self._streak[t] >= threshold and t not in self._held_back:
-            self._held_back.add(t)
-            log.info(
-                "target failing: claiming and sending nothing more of it until its "
-                "failures are written",
-                extra={"action": "hold-back", "target": target.ref, "failures": self._streak[t]},
-            )
-        return True
-
     def _written(self, batch: list[_Settlement]) -> None:
         """Failures written: the shared circuit state has them, and decides from now on."""
-        for s in batch:
-            if not s.counted:
-                continue
-            t = s.job.target_id
-            self._unwritten[t] -= 1
-            if not self._unwritten[t]:
-                del self._unwritten[t]
-                if t in self._held_back:
-                    self._held_back.discard(t)
-                    self._streak[t] = 0
+        self._hold_back.written(s.job.target_id for s in batch if s.counted)
 
     async def _attempt(self, job: ClaimedJob, target: RuntimeTarget | None) -> Outcome:
         if target is None:
