@@ -1,13 +1,12 @@
-"""The delivery loop: claim, deliver concurrently, settle in batches, renew leases.
+"""The delivery loop: claim, deliver concurrently, hand the outcomes to the settler.
 
 - Claims wake on LISTEN/NOTIFY, on this worker's own retry timers, when capacity frees up,
   and every HERALD_POLL_INTERVAL as the fallback.
 - Deliveries are bounded per worker (HERALD_CONCURRENCY) and per target
-  (HERALD_TARGET_CONCURRENCY); outcomes are settled in batches (one statement per batch).
-- A target failing here is held back locally until its failures are written (holdback.py).
-- A lost database pauses the loop (not ready), which resumes with backoff (supervision.py);
-  settlements wait in memory meanwhile and are written once it is back (a lease that
-  expired meanwhile means another worker may deliver again: at-least-once, never lost).
+  (HERALD_TARGET_CONCURRENCY); outcomes are settled in batches (settle.py), leases renewed
+  meanwhile (leases.py), and a failing target held back locally (holdback.py).
+- A lost database pauses the loop (not ready), which resumes with backoff
+  (supervision.py).
 - stop(): no more claims; deliveries in flight get HERALD_SHUTDOWN_GRACE to finish; the
   rest are cancelled and released so another worker takes them at once.
 """
@@ -16,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -25,6 +22,7 @@ import secrets
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 
 from herald_core.errors import InvalidTarget
 from herald_core.states import ErrorClass, JobState
@@ -34,34 +32,25 @@ from herald_delivery.target_types.base import InvalidPayload, RenderContext
 from herald_queue.listener import Listener
 from herald_queue.listener import wait as listener_wait
 from herald_queue.queue import Queue
-from herald_queue.records import ClaimedJob, Failure, FailureOutcome
+from herald_queue.records import ClaimedJob
+from herald_worker import leases
 from herald_worker.health import Health
 from herald_worker.holdback import WITHHELD, HoldBack
 from herald_worker.metrics import Metrics
 from herald_worker.settings import WorkerSettings
+from herald_worker.settle import Settlement, Settler
 from herald_worker.supervision import DB_ERRORS, db_retry
 from herald_worker.target_cache import RuntimeTarget, TargetDirectory
 from herald_worker.tracker import Snapshot, Tracker
 
 log = logging.getLogger("herald.worker")
 
-SETTLE_BATCH = 200
 MORE_INTERVAL = 0.05
 """Seconds between two wake-ups of the other workers by the waker (see _claim_once)."""
-SETTLE_LINGER = 0.005
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-@dataclasses.dataclass
-class _Settlement:
-    job: ClaimedJob
-    target: RuntimeTarget | None
-    outcome: Outcome
-    counted: bool = False
-    """A failure this worker counted towards the target's local streak."""
 
 
 class Worker:
@@ -91,10 +80,6 @@ class Worker:
         self._per_target: dict[int, int] = {}
         self._held: dict[uuid.UUID, ClaimedJob] = {}
         """Every job this worker holds a lease on: delivering, or waiting to be settled."""
-        self._settlements: asyncio.Queue[_Settlement] = asyncio.Queue()
-        self._unsettled = 0
-        """Outcomes queued or being written."""
-        self._settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._refill = max(1, min(settings.claim_batch, settings.concurrency) // 2)
         """Free delivery slots that make a busy worker claim again."""
@@ -102,6 +87,9 @@ class Worker:
         """When this worker last woke the others (time.monotonic)."""
         self._stopping = False
         self._hold_back = HoldBack()
+        self.settler = Settler(
+            queue, self.id, self, metrics=metrics, tracker=tracker, health=health
+        )
         # Read at scrape time, not set twice per job.
         metrics.in_flight.set_function(lambda: len(self._deliveries))
 
@@ -238,17 +226,20 @@ class Worker:
                 duration = series.success if outcome.delivered else series.failure
                 duration.observe(outcome.duration)
             counted = self._hold_back.observe(job.target_id, target, outcome)
-            self._unsettled += 1
-            self._settled.clear()
-            self._settlements.put_nowait(_Settlement(job, target, outcome, counted))
+            self.settler.put(Settlement(job, target, outcome, counted))
         finally:
             self._deliveries.pop(job.id, None)
             self._per_target[job.target_id] -= 1
             self._wake.set()
 
-    def _written(self, batch: list[_Settlement]) -> None:
-        """Failures written: the shared circuit state has them, and decides from now on."""
+    def written(self, batch: Sequence[Settlement]) -> None:
+        """Outcomes written (the settler's :class:`~herald_worker.settle.ClaimSide`): the
+        failures counted are in the shared circuit state, which decides from now on, and
+        the jobs are not held any more."""
         self._hold_back.written(s.job.target_id for s in batch if s.counted)
+        for s in batch:
+            if self._held.get(s.job.id) is s.job:  # not a newer attempt claimed since
+                del self._held[s.job.id]
 
     async def _attempt(self, job: ClaimedJob, target: RuntimeTarget | None) -> Outcome:
         if target is None:
@@ -278,207 +269,26 @@ class Worker:
             return Outcome.not_sent(ErrorClass.TRANSIENT, f"cannot deliver: {exc}")
         return await self.sender.send(request, timeout=target.row.spec.timeout)
 
-    # -- settling -----------------------------------------------------------------------
-
-    async def settle_forever(self) -> None:
-        """Side task: write outcomes in batches until cancelled."""
-        while True:
-            await self._settle_batch(await self._next_batch())
-
-    async def _next_batch(self) -> list[_Settlement]:
-        batch = [await self._settlements.get()]
-        deadline = time.monotonic() + SETTLE_LINGER
-        while len(batch) < SETTLE_BATCH:
-            try:
-                batch.append(self._settlements.get_nowait())
-            except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                await asyncio.sleep(min(remaining, 0.001))
-        return batch
-
-    async def _settle_batch(self, batch: list[_Settlement]) -> None:
-        delivered = [s for s in batch if s.outcome.delivered]
-        gone = [s for s in batch if s.outcome.gone]
-        withheld = [s for s in batch if s.outcome.withheld]
-        failed = [
-            s
-            for s in batch
-            if not s.outcome.delivered and not s.outcome.gone and not s.outcome.withheld
-        ]
-        last_success: dict[int, float] = {}
-        for s in delivered:
-            target = s.job.target_id
-            last_success[target] = max(last_success.get(target, 0.0), s.outcome.finished)
-        async for attempt in db_retry(self.health, "settle"):
-            with attempt:
-                if delivered:
-                    await self._complete(delivered)
-                    delivered = []
-                if gone:
-                    await self._pause_gone(gone)
-                    gone = []
-                if failed:
-                    await self._fail(failed, last_success)
-                    failed = []
-                if withheld:  # after the failures, so the circuit they open holds them
-                    await self.queue.jobs.release(self.id, [s.job.id for s in withheld])
-                    withheld = []
-        self._written(batch)
-        for s in batch:
-            if self._held.get(s.job.id) is s.job:  # not a newer attempt claimed since
-                del self._held[s.job.id]
-        # Jobs settled without an outcome of ours (released after a 410, lease lost).
-        self.tracker.let_go(s.job.id for s in batch)
-        self._unsettled -= len(batch)
-        if not self._unsettled:
-            self._settled.set()
-
-    async def _complete(self, done: list[_Settlement]) -> None:
-        written = await self.queue.jobs.complete(self.id, [s.job for s in done])
-        completed = set(written.completed)
-        now = dt.datetime.now(dt.UTC)
-        for s in done:
-            ref = s.target.ref if s.target else str(s.job.target_id)
-            if s.job.id not in completed:
-                self.metrics.lost_leases.inc()
-                log.warning(
-                    "delivered, but the lease was lost first: another worker may "
-                    "deliver this job again",
-                    extra={"action": "complete", "job": str(s.job.id), "target": ref},
-                )
-                continue
-            series = self.metrics.per_job(ref, s.job.priority.value)
-            series.delivered.inc()
-            if s.job.attempts > 1:
-                self.metrics.retry_successes.labels(ref).inc()
-            series.latency.observe(max(0.0, (now - s.job.created_at).total_seconds()))
-            self.tracker.record(
-                Snapshot(
-                    s.job.id,
-                    ref,
-                    s.job.priority.value,
-                    JobState.SUCCEEDED,
-                    s.job.attempts,
-                    s.job.created_at,
-                    now,
-                )
-            )
-        for ref in written.recovered:
-            self.metrics.recoveries.labels(ref).inc()
-            log.info(
-                "circuit closed: a probe was delivered",
-                extra={"action": "circuit-close", "target": ref},
-            )
-
-    async def _pause_gone(self, gone: list[_Settlement]) -> None:
-        for s in gone:
-            ref = s.target.ref if s.target else str(s.job.target_id)
-            reason = (
-                f"the receiver answered 410 Gone ({s.outcome.message}): the endpoint is "
-                "gone. Jobs are held; change the target's spec (or run `herald targets "
-                "resume`) to deliver again."
-            )
-            if await self.queue.registry.auto_pause(s.job.target_id, reason):
-                self.metrics.gone.labels(ref).inc()
-                log.error(
-                    "target paused: its receiver says the endpoint is gone (410)",
-                    extra={"action": "auto-pause", "target": ref, "job": str(s.job.id)},
-                )
-        # Not the jobs' fault: back to the queue, attempt not counted, held by the pause.
-        await self.queue.jobs.release(self.id, [s.job.id for s in gone])
-
-    async def _fail(self, failed: list[_Settlement], last_success: dict[int, float]) -> None:
-        failures = []
-        for s in failed:
-            # The breaker counts consecutive failures: a failure that came back before a
-            # success of its target in this batch was followed by that success (which reset
-            # the streak), so it does not count.
-            counts = s.outcome.finished > last_success.get(s.job.target_id, 0.0)
-            failures.append(_failure(s, counts_for_breaker=counts))
-        written = await self.queue.jobs.fail(self.id, failures)
-        by_id = {s.job.id: s for s in failed}
-        for row in written:
-            self._record_failure(by_id[row.id], row)
-        # A batch that opened a circuit says so on each of its jobs: one trip per target.
-        for target, message in {
-            o.target: by_id[o.id].outcome.message for o in written if o.tripped
-        }.items():
-            self.metrics.trips.labels(target).inc()
-            log.warning(
-                "circuit opened: the target keeps failing; its jobs wait",
-                extra={"action": "circuit-open", "target": target, "error": message},
-            )
-        lost = len(failed) - len(written)
-        if lost:
-            self.metrics.lost_leases.inc(lost)
-
-    def _record_failure(self, s: _Settlement, written: FailureOutcome) -> None:
-        ref = written.target
-        error_class = s.outcome.error_class or ErrorClass.UNKNOWN
-        self.metrics.failures.labels(ref, error_class.value).inc()
-        context = {
-            "job": str(s.job.id),
-            "target": ref,
-            "error_class": error_class.value,
-            "error": s.outcome.message,
-            "attempts": written.attempts,
-        }
-        if written.refunded:
-            self.metrics.refunds.labels(ref).inc()
-        if written.state is JobState.DEAD:
-            # Counted by PostgreSQL (herald_dead_letters_written_total), like every path.
-            reason = (
-                "permanent-error" if error_class is ErrorClass.PERMANENT else "attempts-exhausted"
-            )
-            log.warning(
-                "job dead-lettered", extra={"action": "dead-letter", "reason": reason, **context}
-            )
-        else:
-            delay = max(0.0, (written.run_at - dt.datetime.now(dt.UTC)).total_seconds())
-            self.metrics.retries.labels(ref, error_class.value).inc()
-            self.metrics.backoff.labels(ref).observe(delay)
-            self.wake_at(written.run_at)
-            log.info(
-                "delivery failed; will try again",
-                extra={"action": "retry", "delay_seconds": round(delay, 3), **context},
-            )
-        self.tracker.record(
-            Snapshot(
-                s.job.id,
-                ref,
-                s.job.priority.value,
-                written.state,
-                written.attempts,
-                s.job.created_at,
-                dt.datetime.now(dt.UTC),
-                last_error=s.outcome.message,
-            )
-        )
-
-    # -- leases -------------------------------------------------------------------------
+    # -- leases and settling -----------------------------------------------------------
 
     async def renew_leases_forever(self) -> None:
         """Side task: extend the leases of jobs held, every third of the lease."""
-        interval = self.queue.settings.lease / 3
-        while True:
-            await asyncio.sleep(interval)
-            ids = list(self._held)
-            if not ids:
-                continue
-            try:
-                lost = await self.queue.jobs.heartbeat(self.id, ids)
-            except DB_ERRORS as exc:
-                self.health.database_error(exc)
-                continue
-            self.tracker.let_go(lost)
-            for job_id in lost:
-                if job_id in self._held and job_id in self._deliveries:
-                    log.warning(
-                        "lost the lease of a job in flight",
-                        extra={"action": "heartbeat", "job": str(job_id)},
-                    )
+        await leases.renew_forever(
+            self.queue,
+            self.id,
+            self._held,
+            self._deliveries,
+            tracker=self.tracker,
+            health=self.health,
+        )
+
+    async def settle_forever(self) -> None:
+        """Side task: write outcomes in batches until cancelled."""
+        await self.settler.settle_forever()
+
+    async def drain_settlements(self, timeout: float = 60.0) -> None:
+        """Wait until every outcome is written (the database may be back meanwhile)."""
+        await self.settler.drain(timeout)
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -514,29 +324,9 @@ class Worker:
             )
             self._held.clear()
 
-    async def drain_settlements(self, timeout: float = 60.0) -> None:
-        """Wait until every outcome is written (the database may be back meanwhile)."""
-        if self._unsettled:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):  # not wait_for: see listener.wait
-                    await self._settled.wait()
-
     @property
     def in_flight(self) -> int:
         return len(self._deliveries)
-
-
-def _failure(s: _Settlement, *, counts_for_breaker: bool) -> Failure:
-    """The queue's input for a failed attempt (the queue knows nothing of delivery)."""
-    assert s.outcome.error_class is not None
-    return Failure(
-        job=s.job,
-        error_class=s.outcome.error_class,
-        message=s.outcome.message,
-        http_status=s.outcome.status,
-        retry_after=s.outcome.retry_after,
-        counts_for_breaker=counts_for_breaker,
-    )
 
 
 def _limited(jobs: list[ClaimedJob], want: int, limits: dict[int, int], cap: int) -> bool:
