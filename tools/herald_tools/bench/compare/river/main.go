@@ -8,7 +8,7 @@
 //	bench-river insert-many URL -total N [-batch 5000] [-fast]
 //	bench-river insert-single URL -total N [-producers 10]
 //	bench-river drain URL -total N -workers W [-clients C] [-fetch-cooldown D]
-//	bench-river latency URL -rate R -seconds S [-fetch-cooldown D]
+//	bench-river latency URL -rate R -seconds S -workers W [-fetch-cooldown D]
 //
 // The payload (-payload, JSON text) is inserted as the job's args, as is.
 package main
@@ -114,12 +114,14 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// insertClient is a client that only inserts (no queues: it works nothing).
-func insertClient(pool *pgxpool.Pool) *river.Client[pgx.Tx] {
+// insertClient is a client that only inserts (no queues: it works nothing). Its
+// FetchCooldown also spaces the NOTIFY its inserts send, per queue (River's insert
+// notify limiter), so the latency producer's must match its consumer's.
+func insertClient(pool *pgxpool.Pool, cooldown time.Duration) *river.Client[pgx.Tx] {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &NoopWorker{})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Logger: quietLogger(), Workers: workers,
+		FetchCooldown: cooldown, Logger: quietLogger(), Workers: workers,
 	})
 	if err != nil {
 		fail(err)
@@ -158,7 +160,7 @@ func migrate(ctx context.Context, url string) {
 func insertMany(ctx context.Context, url string, payload json.RawMessage, total, batch int, fast bool) {
 	pool := openPool(ctx, url)
 	defer pool.Close()
-	client := insertClient(pool)
+	client := insertClient(pool, river.FetchCooldownDefault)
 	work := make([][]river.InsertManyParams, total/batch)
 	for i := range work {
 		work[i] = manyParams(payload, batch)
@@ -182,7 +184,7 @@ func insertMany(ctx context.Context, url string, payload json.RawMessage, total,
 func insertSingle(ctx context.Context, url string, payload json.RawMessage, total, producers int) {
 	pool := openPool(ctx, url)
 	defer pool.Close()
-	client := insertClient(pool)
+	client := insertClient(pool, river.FetchCooldownDefault)
 	per := total / producers
 	errs := make(chan error, producers)
 	var wg sync.WaitGroup
@@ -308,12 +310,13 @@ func drain(ctx context.Context, url string, total, maxWorkers, clients int, cool
 // waits for its "ready", inserts single jobs at rate for seconds with t0 (wall clock ns,
 // shared by both processes) taken just before each Insert, then sends the count and
 // prints the consumer's samples (ms), as common.latency_producer does.
-func latency(ctx context.Context, url string, rate float64, seconds float64, cooldown time.Duration) {
+func latency(ctx context.Context, url string, rate, seconds float64, maxWorkers int, cooldown time.Duration) {
 	self, err := os.Executable()
 	if err != nil {
 		fail(err)
 	}
-	cmd := exec.Command(self, "latency-consumer", "-fetch-cooldown", cooldown.String(), url)
+	cmd := exec.Command(self, "latency-consumer",
+		"-workers", strconv.Itoa(maxWorkers), "-fetch-cooldown", cooldown.String(), url)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -333,7 +336,7 @@ func latency(ctx context.Context, url string, rate float64, seconds float64, coo
 	}
 	pool := openPool(ctx, url)
 	defer pool.Close()
-	client := insertClient(pool)
+	client := insertClient(pool, cooldown)
 	count := int(rate * seconds)
 	interval := time.Duration(float64(time.Second) / rate)
 	start := time.Now()
@@ -360,12 +363,11 @@ func latency(ctx context.Context, url string, rate float64, seconds float64, coo
 	os.Stdout.Write(out)
 }
 
-func latencyConsumer(ctx context.Context, url string, cooldown time.Duration) {
+func latencyConsumer(ctx context.Context, url string, maxWorkers int, cooldown time.Duration) {
 	worker := &LatencyWorker{seen: make(chan struct{}, 1<<16)}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, worker)
-	// Herald's latency consumer claims up to 10 at a time: MaxWorkers 10.
-	client, pool := workClient(ctx, url, workers, 10, cooldown)
+	client, pool := workClient(ctx, url, workers, maxWorkers, cooldown)
 	defer pool.Close()
 	if err := client.Start(ctx); err != nil {
 		fail(err)
@@ -438,9 +440,9 @@ func main() {
 	case "drain":
 		drain(ctx, url, *total, *maxWorkers, *clients, *cooldown)
 	case "latency":
-		latency(ctx, url, *rate, *seconds, *cooldown)
+		latency(ctx, url, *rate, *seconds, *maxWorkers, *cooldown)
 	case "latency-consumer":
-		latencyConsumer(ctx, url, *cooldown)
+		latencyConsumer(ctx, url, *maxWorkers, *cooldown)
 	default:
 		fail(fmt.Errorf("unknown step %q", step))
 	}
