@@ -70,17 +70,6 @@ class River:
             raise RuntimeError(f"bench-river {name} failed ({proc.returncode})")
         return json.loads(out)
 
-    async def version(self) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            "go", "version", "-m", self.binary, stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await proc.communicate()
-        for line in out.decode().splitlines():
-            parts = line.split()
-            if parts[:2] == ["dep", "github.com/riverqueue/river"]:
-                return parts[2].lstrip("v")
-        return "unknown"
-
 
 async def enqueue_batch(url: str, river: River, total: int, *, fast: bool = False) -> float:
     await common.reset(url, TABLES, VACUUM)
@@ -160,7 +149,11 @@ async def run(
     scale = 4 if quick else 1
     migrated = await river.step("migrate")
     progress(f"rivermigrate up: versions {migrated['migrated']}")
-    results: dict[str, Any] = {"library": "river", "library_version": await river.version()}
+    results: dict[str, Any] = {
+        "library": "river",
+        "library_version": migrated["river"],
+        "go": migrated["go"],
+    }
 
     if "batch" in phases:
         progress("batch enqueue (InsertMany, 5,000 per call)")

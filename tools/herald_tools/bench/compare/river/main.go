@@ -24,6 +24,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,6 +139,18 @@ func manyParams(payload json.RawMessage, n int) []river.InsertManyParams {
 	return params
 }
 
+// riverVersion is the version of github.com/riverqueue/river this program was built with.
+func riverVersion() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range info.Deps {
+			if dep.Path == "github.com/riverqueue/river" {
+				return strings.TrimPrefix(dep.Version, "v")
+			}
+		}
+	}
+	return "unknown"
+}
+
 func migrate(ctx context.Context, url string) {
 	pool := openPool(ctx, url)
 	defer pool.Close()
@@ -152,7 +166,7 @@ func migrate(ctx context.Context, url string) {
 	for i, v := range res.Versions {
 		versions[i] = v.Version
 	}
-	emit(map[string]any{"migrated": versions})
+	emit(map[string]any{"migrated": versions, "river": riverVersion(), "go": runtime.Version()})
 }
 
 // insertMany: total jobs in calls of batch (InsertMany, or InsertManyFast with -fast);
