@@ -129,10 +129,12 @@ class Completions:
         self.last = 0.0
         self.finished = asyncio.Event()
 
-    def record(self, n: int) -> None:
+    def record(self, n: int, at: float | None = None) -> None:
+        """``n`` jobs completed now, or at ``at`` (seconds on any one clock: River's
+        harness replays the completions its Go program timed)."""
         if n <= 0:
             return
-        now = time.perf_counter()
+        now = time.perf_counter() if at is None else at
         self.last = now
         self.done += n
         if self.first is None:
