@@ -1,4 +1,5 @@
-"""Probes, /metrics, the OpenAPI document, and the Alertmanager receiver."""
+"""Probes, /metrics, and the Alertmanager receiver (the OpenAPI document is served by
+``routes.py``, which has the table it is built from)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,6 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(ctx(request).metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def openapi(request: web.Request) -> web.Response:
-    from herald_worker.api.openapi import document  # built from the route table, which names us
-
-    return web.json_response(document())
 
 
 async def alertmanager_receiver(request: web.Request, path: AlertmanagerPath) -> web.Response:
