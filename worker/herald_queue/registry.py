@@ -18,7 +18,6 @@ from herald_core.states import CircuitState
 from herald_model.target_spec import PublishingTarget, TargetSpec, parse_spec
 from herald_queue import sql
 from herald_queue.db import AsyncConn
-from herald_queue.records import iso
 
 Q = sql.load("targets")
 J = sql.load("jobs")
@@ -78,34 +77,6 @@ class TargetRow:
         values["spec"] = parse_spec(row["config"])
         values["circuit_state"] = CircuitState(row["circuit_state"])
         return cls(**values)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "name": self.name,
-            "type": self.type,
-            "url": self.spec.url,
-            "generation": self.generation,
-            "paused": self.paused,
-            "autoPausedReason": self.auto_paused_reason,
-            "disabled": self.disabled,
-            "failingSince": iso(self.failing_since),
-            "circuit": {
-                "state": self.circuit_state.value,
-                "consecutiveFailures": self.consecutive_failures,
-                "changedAt": iso(self.circuit_changed_at),
-                "openUntil": iso(self.circuit_open_until),
-                "trips": self.circuit_trips_total,
-                "recoveries": self.circuit_recoveries_total,
-            },
-            "delivered": self.delivered_total,
-            "failedAttempts": self.failed_attempts_total,
-            "deadLettered": self.dead_lettered_total,
-            "lastDeliveryAt": iso(self.last_delivery_at),
-            "lastError": self.last_error,
-            "lastErrorClass": self.last_error_class,
-            "lastErrorAt": iso(self.last_error_at),
-        }
 
 
 def _upsert_params(target: PublishingTarget) -> dict[str, Any]:

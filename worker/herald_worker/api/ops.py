@@ -8,10 +8,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from herald_core.errors import QueueFull
 from herald_worker import alertmanager
-from herald_worker.api.context import ctx
+from herald_worker.api.context import ctx, reply
 from herald_worker.api.errors import error_response, read_json
 from herald_worker.api.jobs import enqueue, need_queue
-from herald_worker.api.models import AlertmanagerNamespacedPath, AlertmanagerPath
+from herald_worker.api.models import (
+    AlertmanagerAccepted,
+    AlertmanagerNamespacedPath,
+    AlertmanagerPath,
+)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -59,7 +63,7 @@ async def _alertmanager(request: web.Request, target: str) -> web.Response:
     except QueueFull as exc:
         # 503, not 429: Alertmanager retries a notification on 5xx, not on every 4xx.
         return error_response(503, str(exc), "target", headers={"Retry-After": exc.retry_after})
-    created = sum(1 for r in results if not r["duplicate"])
-    return web.json_response(
-        {"jobs": results, "created": created, "duplicates": len(results) - created}
+    created = sum(1 for r in results if not r.duplicate)
+    return reply(
+        AlertmanagerAccepted.of(jobs=results, created=created, duplicates=len(results) - created)
     )

@@ -171,7 +171,7 @@ ROUTES: list[Route] = [
         dead_letters.purge,
         "purgeDeadLetters",
         "Purge dead letters older than a duration",
-        replies={200: Reply(models.Statistics, "What was (or would be) deleted.")},
+        replies={200: Reply(models.Purged, "What was (or would be) deleted.")},
         query=models.PurgeQuery,
     ),
     Route(
