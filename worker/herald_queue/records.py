@@ -211,3 +211,34 @@ class DeadLetterPage:
     items: list[DeadLetterRecord]
     next_cursor: str | None
     """The ``cursor`` of the next page; None on the last one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StateCount:
+    """Jobs of one target, priority and state (:func:`herald_queue.stats.count_rows`)."""
+
+    namespace: str
+    name: str
+    priority: Priority
+    state: JobState
+    n: int
+    ready: int
+    """Of them, ready to run (``sql/stats.sql``)."""
+    oldest_ready_age_seconds: float | None
+    """Seconds the oldest ready one has waited; None when none is ready."""
+
+    @property
+    def target(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StateCount:
+        return cls(
+            namespace=row["namespace"],
+            name=row["name"],
+            priority=Priority(row["priority"]),
+            state=JobState(row["state"]),
+            n=int(row["n"]),
+            ready=int(row["ready"] or 0),
+            oldest_ready_age_seconds=row["oldest_ready_age_seconds"],
+        )

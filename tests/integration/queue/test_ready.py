@@ -50,7 +50,7 @@ async def test_jobs_of_an_open_circuit_or_a_paused_target_are_not_ready(queue: Q
     assert s["byTarget"]["default/ok"]["oldestReadyAgeSeconds"] is not None
     assert await stats.ready_for_scaling(queue.pool) == s["ready"], "the scaler counts the same"
     rows = await stats.count_rows(queue.pool, live_only=True)  # what the metrics sampler reads
-    assert {f"{r['namespace']}/{r['name']}" for r in rows if r["ready"]} == {"default/ok"}
+    assert {r.target for r in rows if r.ready} == {"default/ok"}
 
     # The circuit closes and the pause ends: their jobs are ready again.
     await sql_exec(
