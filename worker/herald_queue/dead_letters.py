@@ -16,7 +16,7 @@ from herald_core.errors import AlreadyReplayed, DeadLetterNotFound, InvalidReque
 from herald_core.states import ErrorClass, Priority
 from herald_queue import chains, sql
 from herald_queue.db import AsyncConn, retry_conflicts
-from herald_queue.records import DeadLetterPage, DeadLetterRecord, iso
+from herald_queue.records import DeadLetterPage, DeadLetterRecord, DeadLetterStats
 from herald_queue.settings import QueueSettings
 
 D = sql.load("dead_letters")
@@ -355,7 +355,7 @@ class DeadLetterStore:
             replayed = {f"{r['namespace']}/{r['name']}": int(r["n"]) for r in await cur.fetchall()}
         return written, replayed
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> DeadLetterStats:
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(D["dead_letter_stats"])
             rows = await cur.fetchall()
@@ -377,13 +377,13 @@ class DeadLetterStore:
             by_priority[r["priority"]] = by_priority.get(r["priority"], 0) + n
             oldest = r["oldest"] if oldest is None else min(oldest, r["oldest"])
             newest = r["newest"] if newest is None else max(newest, r["newest"])
-        return {
-            "total": total,
-            "waiting": total - replayed,
-            "replayed": replayed,
-            "byTarget": by_target,
-            "byErrorClass": by_class,
-            "byPriority": by_priority,
-            "oldestFailedAt": iso(oldest),
-            "newestFailedAt": iso(newest),
-        }
+        return DeadLetterStats(
+            total=total,
+            waiting=total - replayed,
+            replayed=replayed,
+            by_target=by_target,
+            by_error_class=by_class,
+            by_priority=by_priority,
+            oldest_failed_at=oldest,
+            newest_failed_at=newest,
+        )

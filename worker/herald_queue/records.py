@@ -242,3 +242,59 @@ class StateCount:
             ready=int(row["ready"] or 0),
             oldest_ready_age_seconds=row["oldest_ready_age_seconds"],
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class StateTotals:
+    """Jobs per state."""
+
+    queued: int = 0
+    running: int = 0
+    retrying: int = 0
+    succeeded: int = 0
+    dead: int = 0
+
+    def count(self, state: JobState) -> int:
+        return int(getattr(self, state.value))
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorityStats(StateTotals):
+    ready: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetStats(StateTotals):
+    ready: int = 0
+    oldest_ready_age_seconds: float | None = None
+    by_priority: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Waiting jobs (queued or retrying) per priority."""
+    capacity_pct: float | None = None
+    """Fill of spec.capacity by waiting jobs; None without one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats(StateTotals):
+    """Totals per state, then per priority and per target
+    (:func:`herald_queue.stats.queue_stats`)."""
+
+    capacity_pct: float | None = None
+    """Fill of HERALD_QUEUE_CAPACITY by waiting jobs; None without one."""
+    ready: int = 0
+    oldest_ready_age_seconds: float | None = None
+    by_priority: dict[str, PriorityStats] = dataclasses.field(default_factory=dict)
+    by_target: dict[str, TargetStats] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterStats:
+    """Dead letters: totals, then the waiting ones by target, error class and priority."""
+
+    total: int
+    waiting: int
+    replayed: int
+    by_target: dict[str, int]
+    by_error_class: dict[str, int]
+    by_priority: dict[str, int]
+    oldest_failed_at: dt.datetime | None
+    newest_failed_at: dt.datetime | None

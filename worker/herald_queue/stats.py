@@ -16,7 +16,7 @@ from herald_core.states import JobState, Priority
 from herald_queue import sql
 from herald_queue.capacity import percent
 from herald_queue.db import AsyncConn
-from herald_queue.records import StateCount
+from herald_queue.records import PriorityStats, QueueStats, StateCount, TargetStats
 
 S = sql.load("stats")
 
@@ -46,14 +46,14 @@ async def target_capacities(pool: AsyncConnectionPool[AsyncConn]) -> dict[str, i
 
 async def queue_stats(
     pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False, capacity: int = 0
-) -> dict[str, Any]:
-    """``{"queued": n, "running": n, "retrying": n, "succeeded": n, "dead": n, "ready": n,
-    "oldestReadyAgeSeconds": s, "byPriority": {...}, "byTarget": {...}}``.
+) -> QueueStats:
+    """Totals per state, the ready jobs and the age of the oldest, then the same per
+    priority and per target.
 
     ``succeeded`` and ``dead`` count the finished jobs still kept (HERALD_JOB_RETENTION);
     with ``live_only`` they are not counted at all (cheaper, for samplers).
 
-    ``capacityPct`` is the fill of ``capacity`` (HERALD_QUEUE_CAPACITY) by waiting jobs, and
+    ``capacity_pct`` is the fill of ``capacity`` (HERALD_QUEUE_CAPACITY) by waiting jobs, and
     each target's of its spec.capacity (None without one; herald_queue.capacity).
     """
     rows = await count_rows(pool, live_only=live_only)
@@ -90,13 +90,23 @@ async def queue_stats(
     limits = await target_capacities(pool)
     for ref, entry in by_target.items():
         entry["capacityPct"] = percent(entry["queued"] + entry["retrying"], limits.get(ref))
-    return totals | {
-        "capacityPct": percent(totals["queued"] + totals["retrying"], capacity),
-        "ready": ready,
-        "oldestReadyAgeSeconds": oldest,
-        "byPriority": by_priority,
-        "byTarget": by_target,
-    }
+    return QueueStats(
+        **totals,
+        capacity_pct=percent(totals["queued"] + totals["retrying"], capacity),
+        ready=ready,
+        oldest_ready_age_seconds=oldest,
+        by_priority={p: PriorityStats(**counts) for p, counts in by_priority.items()},
+        by_target={
+            ref: TargetStats(
+                **{s.value: entry[s.value] for s in JobState},
+                ready=entry["ready"],
+                oldest_ready_age_seconds=entry["oldestReadyAgeSeconds"],
+                by_priority=entry["byPriority"],
+                capacity_pct=entry["capacityPct"],
+            )
+            for ref, entry in by_target.items()
+        },
+    )
 
 
 async def ready_for_scaling(pool: AsyncConnectionPool[AsyncConn]) -> int:

@@ -182,7 +182,7 @@ class Maintenance:
         m.paused.clear()
         for t in targets:
             m.oldest_ready.labels(t.ref).set(oldest.get(t.ref, 0.0))
-            m.dlq_size.labels(t.ref).set(dlq["byTarget"].get(t.ref, 0))
+            m.dlq_size.labels(t.ref).set(dlq.by_target.get(t.ref, 0))
             for circuit in CircuitState:
                 m.circuit.labels(t.ref, circuit.value).set(1 if t.circuit_state is circuit else 0)
             m.paused.labels(t.ref).set(1 if t.holding else 0)

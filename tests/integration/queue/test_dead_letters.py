@@ -392,8 +392,8 @@ async def test_stats_by_target_class_and_priority(queue: Queue) -> None:
     ids = await bury(queue, 12)
     await queue.dead_letters.replay(DeadLetterFilter(job_ids=(ids[0], ids[1])))
     stats = await queue.dead_letters.stats()
-    assert (stats["total"], stats["waiting"], stats["replayed"]) == (12, 10, 2)
-    assert stats["byTarget"] == {"default/alpha": 3, "default/beta": 3, "team/alpha": 4}
+    assert (stats.total, stats.waiting, stats.replayed) == (12, 10, 2)
+    assert stats.by_target == {"default/alpha": 3, "default/beta": 3, "team/alpha": 4}
     expected_class: dict[str, int] = {}
     expected_priority: dict[str, int] = {}
     for n in range(2, 12):
@@ -401,12 +401,14 @@ async def test_stats_by_target_class_and_priority(queue: Queue) -> None:
         expected_class[cls] = expected_class.get(cls, 0) + 1
         prio = "high" if n % 2 == 0 else "low"
         expected_priority[prio] = expected_priority.get(prio, 0) + 1
-    assert stats["byErrorClass"] == expected_class
-    assert stats["byPriority"] == expected_priority
+    assert stats.by_error_class == expected_class
+    assert stats.by_priority == expected_priority
     newest = await sql_value(
         queue, "SELECT max(failed_at) FROM herald.dead_letters d WHERE NOT replayed"
     )
-    assert stats["newestFailedAt"] == newest.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    assert stats.newest_failed_at == newest
+    shown = models.DeadLetterStats.from_record(stats).dump()["newestFailedAt"]
+    assert shown == newest.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def test_deleting_a_target_dead_letters_its_waiting_jobs(queue: Queue) -> None:

@@ -219,11 +219,11 @@ async def run(args: argparse.Namespace) -> int:
         else:
             stats = await store.stats()
             if args.json:
-                emit_json(stats)
+                emit_json(models.DeadLetterStats.from_record(stats).dump())
             else:
-                print(f"dead letters: {stats['waiting']} waiting, {stats['replayed']} replayed")
-                print_table(["target", "waiting"], sorted(stats["byTarget"].items()), empty="")
+                print(f"dead letters: {stats.waiting} waiting, {stats.replayed} replayed")
+                print_table(["target", "waiting"], sorted(stats.by_target.items()), empty="")
                 print_table(
-                    ["error class", "waiting"], sorted(stats["byErrorClass"].items()), empty=""
+                    ["error class", "waiting"], sorted(stats.by_error_class.items()), empty=""
                 )
     return 0

@@ -81,4 +81,4 @@ async def purge(request: web.Request, query: PurgeQuery) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     ctx(request).metrics.dead_letter_reads.labels("stats").inc()
-    return web.json_response(await need_queue(request).dead_letters.stats())
+    return reply(models.DeadLetterStats.from_record(await need_queue(request).dead_letters.stats()))

@@ -148,7 +148,7 @@ async def cancel_job(request: web.Request, path: JobPath) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response(await need_queue(request).stats())
+    return reply(models.QueueStats.from_record(await need_queue(request).stats()))
 
 
 async def targets(request: web.Request) -> web.Response:

@@ -563,14 +563,39 @@ class Cancelled(Answer):
     dead_reason: Literal["cancelled"]
 
 
-class QueueStats(Answer):
-    model_config = ConfigDict(extra="allow")
-
+class StateCounts(Answer):
     queued: int
     running: int
     retrying: int
     succeeded: int
     dead: int
+
+
+class PriorityStats(StateCounts):
+    ready: int
+
+
+class TargetStats(StateCounts):
+    ready: int
+    oldest_ready_age_seconds: float | None
+    by_priority: dict[str, int] = Field(description="Waiting jobs per priority.")
+    capacity_pct: float | None = Field(
+        description="Fill of spec.capacity by waiting jobs, in percent; null without one."
+    )
+
+
+class QueueStats(StateCounts):
+    capacity_pct: float | None = Field(
+        description="Fill of HERALD_QUEUE_CAPACITY by waiting jobs, in percent; null without one."
+    )
+    ready: int
+    oldest_ready_age_seconds: float | None
+    by_priority: dict[str, PriorityStats]
+    by_target: dict[str, TargetStats]
+
+    @classmethod
+    def from_record(cls, stats: records.QueueStats) -> QueueStats:
+        return cls.model_validate(stats, from_attributes=True, by_name=True)
 
 
 class TargetCircuit(Answer):
@@ -639,8 +664,19 @@ class Listing(Answer):
     items: list[Target]
 
 
-class Statistics(Answer):
-    model_config = ConfigDict(extra="allow")
+class DeadLetterStats(Answer):
+    total: int
+    waiting: int
+    replayed: int
+    by_target: dict[str, int] = Field(description="Waiting dead letters per target.")
+    by_error_class: dict[str, int]
+    by_priority: dict[str, int]
+    oldest_failed_at: Time | None
+    newest_failed_at: Time | None
+
+    @classmethod
+    def from_record(cls, stats: records.DeadLetterStats) -> DeadLetterStats:
+        return cls.model_validate(stats, from_attributes=True, by_name=True)
 
 
 class DeadLetter(Answer):

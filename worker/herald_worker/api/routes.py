@@ -180,7 +180,7 @@ ROUTES: list[Route] = [
         dead_letters.stats,
         "deadLetterStats",
         "Dead letters by target, error class and priority",
-        replies={200: Reply(models.Statistics, "Statistics.")},
+        replies={200: Reply(models.DeadLetterStats, "Statistics.")},
     ),
     Route(
         "POST",
