@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from herald_operator.conditions import FALSE, TRUE, Condition, find, parse_timestamp
-from herald_queue.registry import TargetRow
+from herald_queue.records import TargetRow
 
 DISABLED = "Disabled"
 ENABLE_ANNOTATION = "herald.dev/enabled-at"

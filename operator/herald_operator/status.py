@@ -15,8 +15,7 @@ from typing import Any
 from herald_core.states import CircuitState, JobState, Priority
 from herald_operator.conditions import Condition
 from herald_queue.capacity import Level, level_of, percent
-from herald_queue.records import StateCount, iso
-from herald_queue.registry import TargetRow
+from herald_queue.records import StateCount, TargetRow, iso
 
 WAITING = (JobState.QUEUED.value, JobState.RETRYING.value)
 MAX_ERROR_MESSAGE = 1024

@@ -27,7 +27,7 @@ from herald_operator import disabling, readiness
 from herald_operator import status as target_status
 from herald_operator.conditions import Condition, find, set_condition, transitioned
 from herald_operator.runtime import DB_ERRORS, Runtime, counted, object_lock, runtime_of
-from herald_queue.registry import TargetRow
+from herald_queue.records import TargetRow
 
 GROUP, VERSION, PLURAL = "herald.dev", "v1alpha1", "publishingtargets"
 KIND = "PublishingTarget"

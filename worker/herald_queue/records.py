@@ -11,6 +11,7 @@ import uuid
 from typing import Any, NamedTuple
 
 from herald_core.states import CircuitState, ErrorClass, JobState, Priority
+from herald_model.target_spec import TargetSpec, parse_spec
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -127,6 +128,65 @@ class JobRecord:
             last_http_status=row["last_http_status"],
             dead_reason=row["dead_reason"],
         )
+
+
+DISABLED_CAUSE = "failing"
+"""The ``auto_paused_cause`` of a target disabled after failing for its disable period."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetRow:
+    """A registered target with its shared live state."""
+
+    id: int
+    namespace: str
+    name: str
+    type: str
+    spec: TargetSpec
+    generation: int
+    paused: bool
+    auto_paused_reason: str | None
+    auto_paused_at: dt.datetime | None
+    circuit_state: CircuitState
+    consecutive_failures: int
+    circuit_changed_at: dt.datetime | None
+    circuit_open_until: dt.datetime | None
+    circuit_trips_total: int
+    circuit_recoveries_total: int
+    delivered_total: int
+    failed_attempts_total: int
+    dead_lettered_total: int
+    last_delivery_at: dt.datetime | None
+    last_error: str | None
+    last_error_class: str | None
+    last_error_at: dt.datetime | None
+    registered_at: dt.datetime
+    updated_at: dt.datetime
+    auto_paused_cause: str | None = None
+    """Why a worker holds the jobs: "gone" (410) or "failing" (disabled), else None."""
+    failing_since: dt.datetime | None = None
+    """First failed attempt of the current failure streak (None after a success)."""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def holding(self) -> bool:
+        """Jobs wait: paused by spec, or paused after the receiver answered 410 Gone."""
+        return self.paused or self.auto_paused_reason is not None
+
+    @property
+    def disabled(self) -> bool:
+        """Disabled after failing continuously for its disable period."""
+        return self.auto_paused_cause == DISABLED_CAUSE
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TargetRow:
+        values = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row}
+        values["spec"] = parse_spec(row["config"])
+        values["circuit_state"] = CircuitState(row["circuit_state"])
+        return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,8 +26,7 @@ from herald_queue import db, stats
 from herald_queue.capacity import ALL, CapacityWatch, CountStart, Level, percent
 from herald_queue.listener import Listener, wait
 from herald_queue.queue import Queue
-from herald_queue.records import StateCount
-from herald_queue.registry import TargetRow
+from herald_queue.records import StateCount, TargetRow
 from herald_worker.health import Health
 from herald_worker.loop import DB_ERRORS
 from herald_worker.metrics import DEAD_LETTER_SERIES, Metrics

@@ -16,8 +16,7 @@ from herald_operator import disabling, peering, readiness
 from herald_operator import status as target_status
 from herald_operator.conditions import Condition, find, set_condition, timestamp, transitioned
 from herald_operator.readiness import SecretOutcome, SecretRead
-from herald_queue.records import StateCount
-from herald_queue.registry import TargetRow
+from herald_queue.records import StateCount, TargetRow
 from tests.integration.operator.cluster import WEBHOOK_SECRET
 from tests.unit import crd_schema
 

@@ -7,8 +7,7 @@ import sys
 
 from herald_core.errors import HeraldError, InvalidTarget
 from herald_model import manifests
-from herald_queue.records import iso
-from herald_queue.registry import TargetRow
+from herald_queue.records import TargetRow, iso
 from herald_tools.cli.context import egress_policy, open_queue, queue_settings
 from herald_tools.cli.output import emit_json, print_table
 from herald_worker.api import models

@@ -43,7 +43,7 @@ from herald_model.submission import JSON_INT, NO_NUL, PAYLOAD_REF, TargetRef, Ti
 from herald_queue import dead_letters as dlq
 from herald_queue import records
 from herald_queue.dead_letters import CURSOR_PATTERN, DeadLetterFilter
-from herald_queue.registry import TargetRow
+from herald_queue.records import TargetRow
 from herald_worker.tracker import Snapshot
 
 T = TypeVar("T")
