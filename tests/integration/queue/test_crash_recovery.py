@@ -35,7 +35,7 @@ from tests.helpers import (
     target_row,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextlib.asynccontextmanager
