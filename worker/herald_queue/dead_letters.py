@@ -154,13 +154,6 @@ class DeadLetterStore:
             row = await cur.fetchone()
         return DeadLetterRecord.from_row(row) if row else None
 
-    async def latest_for_job(self, job_id: uuid.UUID) -> dict[str, Any] | None:
-        async with self._pool.connection() as conn:
-            cur = await conn.cursor(row_factory=dict_row).execute(
-                D["latest_dead_letter_for_job"], {"job_id": job_id}
-            )
-            return await cur.fetchone()
-
     async def replay(
         self,
         where: DeadLetterFilter,
