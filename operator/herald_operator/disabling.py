@@ -27,7 +27,7 @@ from herald_operator.conditions import (
     transitioned,
     warning,
 )
-from herald_queue.registry import TargetRow
+from herald_queue.records import TargetRow
 
 DISABLED = "Disabled"
 ENABLE_ANNOTATION = "herald.dev/enabled-at"

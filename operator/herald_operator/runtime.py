@@ -28,7 +28,7 @@ from herald_operator.settings import OperatorSettings
 from herald_operator.status import DeadLetters, Depth, depth_by_target
 from herald_queue import sql, stats
 from herald_queue.queue import Queue
-from herald_queue.registry import TargetRow
+from herald_queue.records import TargetRow
 from herald_queue.settings import DatabaseSettings, QueueSettings
 
 log = logging.getLogger("herald.operator")

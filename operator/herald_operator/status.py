@@ -16,8 +16,7 @@ from typing import Any
 from herald_core.states import CircuitState, JobState, Priority
 from herald_operator.conditions import Condition, Transition, warning
 from herald_queue.capacity import Level, level_of, percent
-from herald_queue.records import iso
-from herald_queue.registry import TargetRow
+from herald_queue.records import StateCount, TargetRow, iso
 
 WAITING = (JobState.QUEUED.value, JobState.RETRYING.value)
 MAX_ERROR_MESSAGE = 1024
@@ -74,17 +73,17 @@ class DeadLetters:
         }
 
 
-def depth_by_target(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Depth]:
-    """Depths keyed by (namespace, name), from ``herald_queue.stats.count_rows`` rows."""
+def depth_by_target(rows: Iterable[StateCount]) -> dict[tuple[str, str], Depth]:
+    """Depths keyed by (namespace, name), from ``herald_queue.stats.count_rows``."""
     counts: dict[tuple[str, str], dict[str, int]] = {}
     for row in rows:
-        if row["state"] not in WAITING:
+        if row.state not in WAITING:
             continue
         entry = counts.setdefault(
-            (row["namespace"], row["name"]), {p.value: 0 for p in Priority} | {"ready": 0}
+            (row.namespace, row.name), {p.value: 0 for p in Priority} | {"ready": 0}
         )
-        entry[row["priority"]] += int(row["n"])
-        entry["ready"] += int(row["ready"] or 0)
+        entry[row.priority.value] += row.n
+        entry["ready"] += row.ready
     return {key: Depth(**value) for key, value in counts.items()}
 
 

@@ -27,7 +27,7 @@ from herald_operator.condition_writer import ConditionWriter
 from herald_operator.conditions import Condition, Transition
 from herald_operator.context import ObjectContext
 from herald_operator.runtime import DB_ERRORS, QueueSnapshot, counted
-from herald_queue.registry import TargetRow
+from herald_queue.records import TargetRow
 
 GROUP, VERSION, PLURAL = "herald.dev", "v1alpha1", "publishingtargets"
 KIND = "PublishingTarget"

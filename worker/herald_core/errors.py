@@ -9,10 +9,23 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
+from typing import ClassVar
 
 
 class HeraldError(Exception):
-    """Base class of every error Herald raises on purpose."""
+    """Base class of every error Herald raises on purpose.
+
+    Each class says how the HTTP API answers it (``{"error": {"status", "field",
+    "message"}}``): its ``http_status``, the ``field`` at fault (if one), the message
+    (:meth:`http_message`) and, for a retry the client should wait for, ``retry_after``
+    (the Retry-After header's seconds)."""
+
+    http_status: ClassVar[int] = 400
+    field: str | None = None
+    retry_after: str | None = None
+
+    def http_message(self) -> str:
+        return str(self)
 
 
 class ConfigError(HeraldError):
@@ -32,13 +45,27 @@ class SettingsError(ConfigError):
 class InvalidRequest(HeraldError):
     """Bad input: names the field and the problem."""
 
+    field: str
+
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
 
 
+class PayloadTooLarge(InvalidRequest):
+    """A job payload larger than HERALD_MAX_PAYLOAD_BYTES (413)."""
+
+    http_status = 413
+    error_type: ClassVar[str] = "payload_too_large"
+    """The type of the pydantic error a validator turns it into (kept by
+    :func:`herald_core.validation.invalid`, which raises this class again)."""
+
+
 class TargetNotFound(HeraldError):
+    http_status = 404
+    field = "target"
+
     def __init__(self, ref: str, hint: str | None = None) -> None:
         self.ref = ref
         super().__init__(
@@ -57,6 +84,8 @@ resume), where applying the target first would be the wrong advice."""
 
 
 class AmbiguousTarget(HeraldError):
+    field = "target"
+
     def __init__(self, name: str, namespaces: Sequence[str]) -> None:
         self.name = name
         self.namespaces = list(namespaces)
@@ -71,19 +100,28 @@ class IdempotencyKeyReused(HeraldError):
     answers this with 409 too): the caller mixed up two requests, and returning the first
     job would silently drop the second."""
 
+    http_status = 409
+
     def __init__(self, key: str, job_id: str, *, index: int | None = None) -> None:
         self.key = key
         self.job_id = job_id
         self.index = index
         """Position of the offending job in a batch (None for a single job)."""
+        self.field = "idempotencyKey" if index is None else f"[{index}].idempotencyKey"
         super().__init__(
             f"idempotency key {key!r} was already used with different parameters (payload, "
             f"priority, orderingKey or runAt) for job {job_id}; send the same request to get "
             "that job again, or use a new key for a new job"
         )
 
+    def http_message(self) -> str:
+        return f"{self.field}: {self}"
+
 
 class DeadLetterNotFound(HeraldError):
+    http_status = 404
+    field = "ids"
+
     def __init__(self, names: Sequence[str]) -> None:
         self.names = list(names)
         super().__init__(f"no dead letter {', '.join(names)} (see `herald dlq list`)")
@@ -91,6 +129,9 @@ class DeadLetterNotFound(HeraldError):
 
 class AlreadyReplayed(HeraldError):
     """Every dead letter a replay named by id was replayed before (each is, once ever)."""
+
+    http_status = 409
+    field = "ids"
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = list(names)
@@ -103,6 +144,9 @@ class AlreadyReplayed(HeraldError):
 
 class TargetsMissing(HeraldError):
     """Every dead letter a replay named by id was skipped: their targets no longer exist."""
+
+    http_status = 409
+    field = "target"
 
     def __init__(self, targets: Sequence[str]) -> None:
         self.targets = list(targets)
@@ -118,6 +162,10 @@ class QueueFull(HeraldError):
     """A hard capacity limit refused a submission (herald_queue.capacity); the API answers
     429 with Retry-After."""
 
+    http_status = 429
+    field = "target"
+    retry_after: str
+
     def __init__(self, message: str, retry_after: str) -> None:
         self.retry_after = retry_after
         super().__init__(message)
@@ -126,9 +174,21 @@ class QueueFull(HeraldError):
 class InvalidTarget(HeraldError):
     """A PublishingTarget (or its Secret) that cannot be used as written."""
 
+    field = "target"
+
+
+DATABASE_AWAY = "PostgreSQL is not available right now; nothing was written. Try again shortly."
+"""What the API answers (503) while PostgreSQL cannot be used."""
+
 
 class DatabaseUnavailable(HeraldError):
     """PostgreSQL cannot be reached; the message never contains credentials."""
+
+    http_status = 503
+    retry_after = "2"
+
+    def http_message(self) -> str:
+        return DATABASE_AWAY
 
 
 class MigrationError(HeraldError):
@@ -136,6 +196,12 @@ class MigrationError(HeraldError):
 
 
 class SchemaOutOfDate(HeraldError):
+    http_status = 503
+    retry_after = "2"
+
+    def http_message(self) -> str:
+        return DATABASE_AWAY
+
     def __init__(self, current: int, expected: int) -> None:
         self.current = current
         self.expected = expected

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from herald_core.errors import InvalidRequest
+from herald_core.errors import InvalidRequest, PayloadTooLarge
 
 T = TypeVar("T")
 
@@ -122,14 +122,17 @@ def invalid(
     exc: ValidationError, *, prefix: str = "", descriptions: Mapping[str, str] | None = None
 ) -> InvalidRequest:
     """One :class:`InvalidRequest` naming the first problem's field, its message listing
-    every problem (``field: problem; field: problem``)."""
+    every problem (``field: problem; field: problem``); a :class:`PayloadTooLarge` when a
+    problem it lists is a payload over HERALD_MAX_PAYLOAD_BYTES."""
     errors = exc.errors(include_url=False)
     parts = [(field_path(e["loc"], prefix), problem(e, descriptions)) for e in errors[:MAX_LISTED]]
     field, first = parts[0]
     rest = [f"{f}: {p}" for f, p in parts[1:]]
     if len(errors) > MAX_LISTED:
         rest.append(f"and {len(errors) - MAX_LISTED} more problems")
-    return InvalidRequest(field, "; ".join([first, *rest]))
+    too_large = any(e["type"] == PayloadTooLarge.error_type for e in errors[:MAX_LISTED])
+    kind = PayloadTooLarge if too_large else InvalidRequest
+    return kind(field, "; ".join([first, *rest]))
 
 
 def validate(

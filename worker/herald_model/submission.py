@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from herald_core.errors import InvalidRequest
+from herald_core.errors import InvalidRequest, PayloadTooLarge
 from herald_core.json_depth import DEFAULT_MAX_DEPTH, deeper_than, too_deep
 from herald_core.states import Priority
 from herald_core.validation import hints, pattern, validate
@@ -219,7 +219,7 @@ def encode_payload(
         raise InvalidRequest(field, "contains a NUL character (\\u0000), which cannot be stored")
     size = len(text.encode("utf-8"))
     if size > max_bytes:
-        raise InvalidRequest(
+        raise PayloadTooLarge(
             field,
             f"is {size} bytes of JSON, more than the limit of {max_bytes} bytes "
             "(HERALD_MAX_PAYLOAD_BYTES)",
@@ -322,6 +322,8 @@ def _encoded(value: Any, info: ValidationInfo) -> str:
     depth = context.get("max_payload_depth", DEFAULT_MAX_DEPTH)
     try:
         return encode_payload(value, max_bytes=limit, max_depth=depth)
+    except PayloadTooLarge as exc:
+        raise PydanticCustomError(PayloadTooLarge.error_type, exc.problem) from None
     except InvalidRequest as exc:
         raise PydanticCustomError("payload", exc.problem) from None
 

@@ -13,11 +13,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from herald_core.errors import AlreadyReplayed, DeadLetterNotFound, InvalidRequest, TargetsMissing
-from herald_core.json_depth import shown_payload
 from herald_core.states import ErrorClass, Priority
 from herald_queue import chains, sql
 from herald_queue.db import AsyncConn, retry_conflicts
-from herald_queue.records import iso
+from herald_queue.records import DeadLetterPage, DeadLetterRecord, DeadLetterStats
 from herald_queue.settings import QueueSettings
 
 D = sql.load("dead_letters")
@@ -75,52 +74,6 @@ class DeadLetterFilter:
 
 
 @dataclasses.dataclass(frozen=True)
-class DeadLetter:
-    row: dict[str, Any]
-
-    @property
-    def id(self) -> uuid.UUID:
-        return uuid.UUID(str(self.row["id"]))
-
-    def to_json(self, *, with_payload: bool = True) -> dict[str, Any]:
-        r = self.row
-        body = {
-            "id": str(r["id"]),
-            "jobId": str(r["job_id"]),
-            "target": f"{r['target_namespace']}/{r['target_name']}",
-            "targetType": r["target_type"],
-            "fingerprint": r["fingerprint"],
-            "errorClass": r["error_type"],
-            "error": r["error_message"],
-            "reason": r["reason"],
-            "httpStatus": r["http_status"],
-            "attempts": r["retry_count"],
-            "lastAttemptAt": iso(r["last_retry_at"]),
-            "priority": r["priority"],
-            "idempotencyKey": r["idempotency_key"],
-            "orderingKey": r["ordering_key"],
-            "jobCreatedAt": iso(r["job_created_at"]),
-            "failedAt": iso(r["failed_at"]),
-            "replayed": r["replayed"],
-            "replayedAt": iso(r["replayed_at"]),
-            "replayResult": r["replay_result"],
-            "replayedBy": r["replayed_by"],
-            "runAt": iso(r["run_at"]),
-        }
-        if with_payload:
-            body |= shown_payload(r["payload"])
-        if "target_config" in r:
-            body["targetConfig"] = r["target_config"]
-        return body
-
-
-@dataclasses.dataclass(frozen=True)
-class Page:
-    items: list[DeadLetter]
-    next_cursor: str | None
-
-
-@dataclasses.dataclass(frozen=True)
 class ReplayResult:
     matched: int
     replayed: int
@@ -132,31 +85,14 @@ class ReplayResult:
     """Cancelled jobs the selector matched but a replay leaves out: only a replay that
     names them by id (dead-letter id or job id) puts them back."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "matched": self.matched,
-            "replayed": self.replayed,
-            "skipped": self.skipped,
-            "cancelledLeftOut": self.cancelled_left_out,
-            "dryRun": self.dry_run,
-            "jobIds": [str(i) for i in self.job_ids],
-        }
-
 
 @dataclasses.dataclass(frozen=True)
 class PurgeResult:
     matched: int
     deleted: int
     cutoff: dt.datetime
+    """Dead letters that failed before this were (or would be) deleted."""
     dry_run: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "matched": self.matched,
-            "deleted": self.deleted,
-            "olderThan": iso(self.cutoff),
-            "dryRun": self.dry_run,
-        }
 
 
 CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{32}$"
@@ -190,7 +126,7 @@ class DeadLetterStore:
         *,
         limit: int = 100,
         cursor: str | None = None,
-    ) -> Page:
+    ) -> DeadLetterPage:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest("limit", f"must be from 1 to {MAX_PAGE}, got {limit}")
         after_failed_at, after_id = decode_cursor(cursor) if cursor else (None, None)
@@ -203,27 +139,20 @@ class DeadLetterStore:
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(D["list_dead_letters"], params)
             rows = await cur.fetchall()
-        items = [DeadLetter(r) for r in rows[:limit]]
+        items = [DeadLetterRecord.from_row(r) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = encode_cursor(last["failed_at"], last["id"])
-        return Page(items=items, next_cursor=next_cursor)
+        return DeadLetterPage(items=items, next_cursor=next_cursor)
 
-    async def get(self, entry_id: uuid.UUID) -> DeadLetter | None:
+    async def get(self, entry_id: uuid.UUID) -> DeadLetterRecord | None:
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
                 D["get_dead_letter"], {"id": entry_id}
             )
             row = await cur.fetchone()
-        return DeadLetter(row) if row else None
-
-    async def latest_for_job(self, job_id: uuid.UUID) -> dict[str, Any] | None:
-        async with self._pool.connection() as conn:
-            cur = await conn.cursor(row_factory=dict_row).execute(
-                D["latest_dead_letter_for_job"], {"job_id": job_id}
-            )
-            return await cur.fetchone()
+        return DeadLetterRecord.from_row(row) if row else None
 
     async def replay(
         self,
@@ -335,12 +264,12 @@ class DeadLetterStore:
                 DeadLetterFilter(ids=tuple(ids) or None, job_ids=tuple(job_ids) or None),
                 limit=MAX_PAGE,
             )
-            missing = {d.to_json()["target"] for d in page.items}
+            missing = {d.target for d in page.items}
             raise TargetsMissing(sorted(missing))
         unknown = [str(i) for i in ids if await self.get(i) is None]
         if job_ids:
             page = await self.list(DeadLetterFilter(job_ids=tuple(job_ids)), limit=MAX_PAGE)
-            with_entries = {str(d.row["job_id"]) for d in page.items}
+            with_entries = {str(d.job_id) for d in page.items}
             unknown += [f"of job {i}" for i in job_ids if str(i) not in with_entries]
         if unknown:
             raise DeadLetterNotFound(unknown)
@@ -419,7 +348,7 @@ class DeadLetterStore:
             replayed = {f"{r['namespace']}/{r['name']}": int(r["n"]) for r in await cur.fetchall()}
         return written, replayed
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> DeadLetterStats:
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(D["dead_letter_stats"])
             rows = await cur.fetchall()
@@ -441,13 +370,13 @@ class DeadLetterStore:
             by_priority[r["priority"]] = by_priority.get(r["priority"], 0) + n
             oldest = r["oldest"] if oldest is None else min(oldest, r["oldest"])
             newest = r["newest"] if newest is None else max(newest, r["newest"])
-        return {
-            "total": total,
-            "waiting": total - replayed,
-            "replayed": replayed,
-            "byTarget": by_target,
-            "byErrorClass": by_class,
-            "byPriority": by_priority,
-            "oldestFailedAt": iso(oldest),
-            "newestFailedAt": iso(newest),
-        }
+        return DeadLetterStats(
+            total=total,
+            waiting=total - replayed,
+            replayed=replayed,
+            by_target=by_target,
+            by_error_class=by_class,
+            by_priority=by_priority,
+            oldest_failed_at=oldest,
+            newest_failed_at=newest,
+        )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import time
@@ -36,6 +35,7 @@ from herald_queue.records import (
     EnqueueResult,
     Failure,
     FailureOutcome,
+    JobPage,
     JobRecord,
 )
 from herald_queue.registry import TargetRegistry
@@ -653,13 +653,6 @@ class JobStore:
                 total += cur.rowcount
                 if cur.rowcount < batch:
                     return total
-
-
-@dataclasses.dataclass(frozen=True)
-class JobPage:
-    items: list[JobRecord]
-    next_cursor: str | None
-    """The ``cursor`` of the next page; None on the last one."""
 
 
 class Consumer:

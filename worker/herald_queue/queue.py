@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import db, migrate, stats
 from herald_queue.dead_letters import DeadLetterStore
 from herald_queue.jobs import JobStore
+from herald_queue.records import QueueStats
 from herald_queue.registry import TargetRegistry
 from herald_queue.settings import DatabaseSettings, QueueSettings
 
@@ -53,7 +52,7 @@ class Queue:
             raise
         return cls(pool, settings, url, retry_after_cap=retry_after_cap)
 
-    async def stats(self, *, live_only: bool = False) -> dict[str, Any]:
+    async def stats(self, *, live_only: bool = False) -> QueueStats:
         return await stats.queue_stats(
             self.pool, live_only=live_only, capacity=self.settings.capacity
         )

@@ -1,4 +1,6 @@
-"""Records the queue hands out. ``to_json`` gives the API's (camelCase) shape."""
+"""Records the queue hands out: typed and frozen, each built from its row here
+(``from_row``) and read by attribute. How they are shown is not theirs: the API's answer
+models (``herald_worker.api.models``) serialise them, for the API and the CLI alike."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ import json
 import uuid
 from typing import Any, NamedTuple
 
-from herald_core.json_depth import shown_payload
 from herald_core.states import CircuitState, ErrorClass, JobState, Priority
+from herald_model.target_spec import TargetSpec, parse_spec
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -23,14 +25,6 @@ class EnqueueResult(NamedTuple):
     state: JobState
     created: bool
     """False when an earlier job had the same idempotency key: this is that job."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "target": self.target,
-            "state": self.state.value,
-            "duplicate": not self.created,
-        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,25 +129,232 @@ class JobRecord:
             dead_reason=row["dead_reason"],
         )
 
-    def to_json(self, *, with_payload: bool = True) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": str(self.id),
-            "target": self.target,
-            "priority": self.priority.value,
-            "state": self.state.value,
-            "attempts": self.attempts,
-            "idempotencyKey": self.idempotency_key,
-            "orderingKey": self.ordering_key,
-            "waitingForOrderingKey": self.held,
-            "runAt": iso(self.run_at),
-            "createdAt": iso(self.created_at),
-            "startedAt": iso(self.started_at),
-            "finishedAt": iso(self.finished_at),
-            "lastError": self.last_error,
-            "lastErrorClass": self.last_error_class.value if self.last_error_class else None,
-            "lastHttpStatus": self.last_http_status,
-            "deadReason": self.dead_reason,
-        }
-        if with_payload:
-            body |= shown_payload(self.payload_json)
-        return body
+
+DISABLED_CAUSE = "failing"
+"""The ``auto_paused_cause`` of a target disabled after failing for its disable period."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetRow:
+    """A registered target with its shared live state."""
+
+    id: int
+    namespace: str
+    name: str
+    type: str
+    spec: TargetSpec
+    generation: int
+    paused: bool
+    auto_paused_reason: str | None
+    auto_paused_at: dt.datetime | None
+    circuit_state: CircuitState
+    consecutive_failures: int
+    circuit_changed_at: dt.datetime | None
+    circuit_open_until: dt.datetime | None
+    circuit_trips_total: int
+    circuit_recoveries_total: int
+    delivered_total: int
+    failed_attempts_total: int
+    dead_lettered_total: int
+    last_delivery_at: dt.datetime | None
+    last_error: str | None
+    last_error_class: str | None
+    last_error_at: dt.datetime | None
+    registered_at: dt.datetime
+    updated_at: dt.datetime
+    auto_paused_cause: str | None = None
+    """Why a worker holds the jobs: "gone" (410) or "failing" (disabled), else None."""
+    failing_since: dt.datetime | None = None
+    """First failed attempt of the current failure streak (None after a success)."""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def holding(self) -> bool:
+        """Jobs wait: paused by spec, or paused after the receiver answered 410 Gone."""
+        return self.paused or self.auto_paused_reason is not None
+
+    @property
+    def disabled(self) -> bool:
+        """Disabled after failing continuously for its disable period."""
+        return self.auto_paused_cause == DISABLED_CAUSE
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TargetRow:
+        values = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row}
+        values["spec"] = parse_spec(row["config"])
+        values["circuit_state"] = CircuitState(row["circuit_state"])
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPage:
+    items: list[JobRecord]
+    next_cursor: str | None
+    """The ``cursor`` of the next page; None on the last one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterRecord:
+    """One dead letter: a job that died, as it was then."""
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    target_namespace: str
+    target_name: str
+    target_type: str
+    fingerprint: str | None
+    error_class: ErrorClass
+    error: str
+    """The last error message."""
+    reason: str
+    """permanent-error, attempts-exhausted, target-deleted or cancelled."""
+    http_status: int | None
+    attempts: int
+    last_attempt_at: dt.datetime | None
+    priority: Priority
+    idempotency_key: str | None
+    ordering_key: str | None
+    job_created_at: dt.datetime
+    failed_at: dt.datetime
+    replayed: bool
+    replayed_at: dt.datetime | None
+    replay_result: str | None
+    """queued, or target-missing (the replay found no target)."""
+    replayed_by: str | None
+    run_at: dt.datetime | None
+    """The runAt of a job that died before its first attempt."""
+    payload_json: str | None
+    """The payload's text as stored (shown through :func:`shown_payload`)."""
+    target_config: dict[str, Any] | None = None
+    """The target's configuration when the job died: only read for one dead letter
+    (:meth:`DeadLetterStore.get`), None in a list."""
+
+    @property
+    def target(self) -> str:
+        return f"{self.target_namespace}/{self.target_name}"
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> DeadLetterRecord:
+        return cls(
+            id=uuid.UUID(str(row["id"])),
+            job_id=uuid.UUID(str(row["job_id"])),
+            target_namespace=row["target_namespace"],
+            target_name=row["target_name"],
+            target_type=row["target_type"],
+            fingerprint=row["fingerprint"],
+            error_class=ErrorClass(row["error_type"]),
+            error=row["error_message"],
+            reason=row["reason"],
+            http_status=row["http_status"],
+            attempts=row["retry_count"],
+            last_attempt_at=row["last_retry_at"],
+            priority=Priority(row["priority"]),
+            idempotency_key=row["idempotency_key"],
+            ordering_key=row["ordering_key"],
+            job_created_at=row["job_created_at"],
+            failed_at=row["failed_at"],
+            replayed=row["replayed"],
+            replayed_at=row["replayed_at"],
+            replay_result=row["replay_result"],
+            replayed_by=row["replayed_by"],
+            run_at=row["run_at"],
+            payload_json=row["payload"],
+            target_config=row.get("target_config"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterPage:
+    items: list[DeadLetterRecord]
+    next_cursor: str | None
+    """The ``cursor`` of the next page; None on the last one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StateCount:
+    """Jobs of one target, priority and state (:func:`herald_queue.stats.count_rows`)."""
+
+    namespace: str
+    name: str
+    priority: Priority
+    state: JobState
+    n: int
+    ready: int
+    """Of them, ready to run (``sql/stats.sql``)."""
+    oldest_ready_age_seconds: float | None
+    """Seconds the oldest ready one has waited; None when none is ready."""
+
+    @property
+    def target(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StateCount:
+        return cls(
+            namespace=row["namespace"],
+            name=row["name"],
+            priority=Priority(row["priority"]),
+            state=JobState(row["state"]),
+            n=int(row["n"]),
+            ready=int(row["ready"] or 0),
+            oldest_ready_age_seconds=row["oldest_ready_age_seconds"],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class StateTotals:
+    """Jobs per state."""
+
+    queued: int = 0
+    running: int = 0
+    retrying: int = 0
+    succeeded: int = 0
+    dead: int = 0
+
+    def count(self, state: JobState) -> int:
+        return int(getattr(self, state.value))
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorityStats(StateTotals):
+    ready: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetStats(StateTotals):
+    ready: int = 0
+    oldest_ready_age_seconds: float | None = None
+    by_priority: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Waiting jobs (queued or retrying) per priority."""
+    capacity_pct: float | None = None
+    """Fill of spec.capacity by waiting jobs; None without one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats(StateTotals):
+    """Totals per state, then per priority and per target
+    (:func:`herald_queue.stats.queue_stats`)."""
+
+    capacity_pct: float | None = None
+    """Fill of HERALD_QUEUE_CAPACITY by waiting jobs; None without one."""
+    ready: int = 0
+    oldest_ready_age_seconds: float | None = None
+    by_priority: dict[str, PriorityStats] = dataclasses.field(default_factory=dict)
+    by_target: dict[str, TargetStats] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterStats:
+    """Dead letters: totals, then the waiting ones by target, error class and priority."""
+
+    total: int
+    waiting: int
+    replayed: int
+    by_target: dict[str, int]
+    by_error_class: dict[str, int]
+    by_priority: dict[str, int]
+    oldest_failed_at: dt.datetime | None
+    newest_failed_at: dt.datetime | None

@@ -14,98 +14,13 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from herald_core.errors import LISTED_TARGETS, AmbiguousTarget, TargetNotFound
-from herald_core.states import CircuitState
-from herald_model.target_spec import PublishingTarget, TargetSpec, parse_spec
+from herald_model.target_spec import PublishingTarget
 from herald_queue import sql
 from herald_queue.db import AsyncConn
-from herald_queue.records import iso
+from herald_queue.records import TargetRow
 
 Q = sql.load("targets")
 J = sql.load("jobs")
-DISABLED_CAUSE = "failing"
-
-
-@dataclasses.dataclass(frozen=True)
-class TargetRow:
-    """A registered target with its shared live state."""
-
-    id: int
-    namespace: str
-    name: str
-    type: str
-    spec: TargetSpec
-    generation: int
-    paused: bool
-    auto_paused_reason: str | None
-    auto_paused_at: dt.datetime | None
-    circuit_state: CircuitState
-    consecutive_failures: int
-    circuit_changed_at: dt.datetime | None
-    circuit_open_until: dt.datetime | None
-    circuit_trips_total: int
-    circuit_recoveries_total: int
-    delivered_total: int
-    failed_attempts_total: int
-    dead_lettered_total: int
-    last_delivery_at: dt.datetime | None
-    last_error: str | None
-    last_error_class: str | None
-    last_error_at: dt.datetime | None
-    registered_at: dt.datetime
-    updated_at: dt.datetime
-    auto_paused_cause: str | None = None
-    """Why a worker holds the jobs: "gone" (410) or "failing" (disabled), else None."""
-    failing_since: dt.datetime | None = None
-    """First failed attempt of the current failure streak (None after a success)."""
-
-    @property
-    def ref(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def holding(self) -> bool:
-        """Jobs wait: paused by spec, or paused after the receiver answered 410 Gone."""
-        return self.paused or self.auto_paused_reason is not None
-
-    @property
-    def disabled(self) -> bool:
-        """Disabled after failing continuously for its disable period."""
-        return self.auto_paused_cause == DISABLED_CAUSE
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> TargetRow:
-        values = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row}
-        values["spec"] = parse_spec(row["config"])
-        values["circuit_state"] = CircuitState(row["circuit_state"])
-        return cls(**values)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "name": self.name,
-            "type": self.type,
-            "url": self.spec.url,
-            "generation": self.generation,
-            "paused": self.paused,
-            "autoPausedReason": self.auto_paused_reason,
-            "disabled": self.disabled,
-            "failingSince": iso(self.failing_since),
-            "circuit": {
-                "state": self.circuit_state.value,
-                "consecutiveFailures": self.consecutive_failures,
-                "changedAt": iso(self.circuit_changed_at),
-                "openUntil": iso(self.circuit_open_until),
-                "trips": self.circuit_trips_total,
-                "recoveries": self.circuit_recoveries_total,
-            },
-            "delivered": self.delivered_total,
-            "failedAttempts": self.failed_attempts_total,
-            "deadLettered": self.dead_lettered_total,
-            "lastDeliveryAt": iso(self.last_delivery_at),
-            "lastError": self.last_error,
-            "lastErrorClass": self.last_error_class,
-            "lastErrorAt": iso(self.last_error_at),
-        }
 
 
 def _upsert_params(target: PublishingTarget) -> dict[str, Any]:

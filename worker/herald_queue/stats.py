@@ -16,6 +16,7 @@ from herald_core.states import JobState, Priority
 from herald_queue import sql
 from herald_queue.capacity import percent
 from herald_queue.db import AsyncConn
+from herald_queue.records import PriorityStats, QueueStats, StateCount, TargetStats
 
 S = sql.load("stats")
 
@@ -26,14 +27,14 @@ def _zero() -> dict[str, int]:
 
 async def count_rows(
     pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False
-) -> list[dict[str, Any]]:
-    """One row per (namespace, name, priority, state) with ``n``, ``ready`` and
-    ``oldest_ready_age_seconds``."""
+) -> list[StateCount]:
+    """One count per (namespace, name, priority, state), with its ready jobs and the age of
+    the oldest."""
     async with pool.connection() as conn:
         cur = await conn.cursor(row_factory=dict_row).execute(
             S["job_counts"], {"live_only": live_only}
         )
-        return await cur.fetchall()
+        return [StateCount.from_row(row) for row in await cur.fetchall()]
 
 
 async def target_capacities(pool: AsyncConnectionPool[AsyncConn]) -> dict[str, int]:
@@ -45,14 +46,14 @@ async def target_capacities(pool: AsyncConnectionPool[AsyncConn]) -> dict[str, i
 
 async def queue_stats(
     pool: AsyncConnectionPool[AsyncConn], *, live_only: bool = False, capacity: int = 0
-) -> dict[str, Any]:
-    """``{"queued": n, "running": n, "retrying": n, "succeeded": n, "dead": n, "ready": n,
-    "oldestReadyAgeSeconds": s, "byPriority": {...}, "byTarget": {...}}``.
+) -> QueueStats:
+    """Totals per state, the ready jobs and the age of the oldest, then the same per
+    priority and per target.
 
     ``succeeded`` and ``dead`` count the finished jobs still kept (HERALD_JOB_RETENTION);
     with ``live_only`` they are not counted at all (cheaper, for samplers).
 
-    ``capacityPct`` is the fill of ``capacity`` (HERALD_QUEUE_CAPACITY) by waiting jobs, and
+    ``capacity_pct`` is the fill of ``capacity`` (HERALD_QUEUE_CAPACITY) by waiting jobs, and
     each target's of its spec.capacity (None without one; herald_queue.capacity).
     """
     rows = await count_rows(pool, live_only=live_only)
@@ -62,8 +63,8 @@ async def queue_stats(
     oldest: float | None = None
     ready = 0
     for r in rows:
-        n = int(r["n"])
-        target = f"{r['namespace']}/{r['name']}"
+        n = r.n
+        target = r.target
         entry = by_target.setdefault(
             target,
             _zero()
@@ -73,29 +74,39 @@ async def queue_stats(
                 "byPriority": {p.value: 0 for p in Priority},
             },
         )
-        totals[r["state"]] += n
-        entry[r["state"]] += n
-        by_priority[r["priority"]][r["state"]] += n
-        if r["state"] in (JobState.QUEUED, JobState.RETRYING):
-            entry["byPriority"][r["priority"]] += n
-        age = r["oldest_ready_age_seconds"]
+        totals[r.state.value] += n
+        entry[r.state.value] += n
+        by_priority[r.priority.value][r.state.value] += n
+        if r.state in (JobState.QUEUED, JobState.RETRYING):
+            entry["byPriority"][r.priority.value] += n
+        age = r.oldest_ready_age_seconds
         if age is not None:
-            ready += int(r["ready"])
-            entry["ready"] += int(r["ready"])
-            by_priority[r["priority"]]["ready"] += int(r["ready"])
+            ready += r.ready
+            entry["ready"] += r.ready
+            by_priority[r.priority.value]["ready"] += r.ready
             oldest = age if oldest is None else max(oldest, age)
             current = entry["oldestReadyAgeSeconds"]
             entry["oldestReadyAgeSeconds"] = age if current is None else max(current, age)
     limits = await target_capacities(pool)
     for ref, entry in by_target.items():
         entry["capacityPct"] = percent(entry["queued"] + entry["retrying"], limits.get(ref))
-    return totals | {
-        "capacityPct": percent(totals["queued"] + totals["retrying"], capacity),
-        "ready": ready,
-        "oldestReadyAgeSeconds": oldest,
-        "byPriority": by_priority,
-        "byTarget": by_target,
-    }
+    return QueueStats(
+        **totals,
+        capacity_pct=percent(totals["queued"] + totals["retrying"], capacity),
+        ready=ready,
+        oldest_ready_age_seconds=oldest,
+        by_priority={p: PriorityStats(**counts) for p, counts in by_priority.items()},
+        by_target={
+            ref: TargetStats(
+                **{s.value: entry[s.value] for s in JobState},
+                ready=entry["ready"],
+                oldest_ready_age_seconds=entry["oldestReadyAgeSeconds"],
+                by_priority=entry["byPriority"],
+                capacity_pct=entry["capacityPct"],
+            )
+            for ref, entry in by_target.items()
+        },
+    )
 
 
 async def ready_for_scaling(pool: AsyncConnectionPool[AsyncConn]) -> int:

@@ -20,14 +20,13 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from herald_core.states import CircuitState, JobState
 from herald_queue import db, stats
 from herald_queue.capacity import ALL, CapacityWatch, CountStart, Level, percent
 from herald_queue.listener import Listener, wait
 from herald_queue.queue import Queue
-from herald_queue.registry import TargetRow
+from herald_queue.records import StateCount, TargetRow
 from herald_worker.health import Health
 from herald_worker.metrics import DEAD_LETTER_SERIES, Metrics
 from herald_worker.supervision import DB_ERRORS
@@ -173,17 +172,16 @@ class Maintenance:
                 for priority in ("high", "medium", "low"):
                     m.depth.labels(t.ref, priority, state.value).set(0)
         for r in rows:
-            ref = f"{r['namespace']}/{r['name']}"
-            m.depth.labels(ref, r["priority"], r["state"]).set(r["n"])
-            if r["oldest_ready_age_seconds"] is not None:
-                oldest[ref] = max(oldest.get(ref, 0.0), r["oldest_ready_age_seconds"])
+            m.depth.labels(r.target, r.priority.value, r.state.value).set(r.n)
+            if r.oldest_ready_age_seconds is not None:
+                oldest[r.target] = max(oldest.get(r.target, 0.0), r.oldest_ready_age_seconds)
         m.oldest_ready.clear()
         m.dlq_size.clear()
         m.circuit.clear()
         m.paused.clear()
         for t in targets:
             m.oldest_ready.labels(t.ref).set(oldest.get(t.ref, 0.0))
-            m.dlq_size.labels(t.ref).set(dlq["byTarget"].get(t.ref, 0))
+            m.dlq_size.labels(t.ref).set(dlq.by_target.get(t.ref, 0))
             for circuit in CircuitState:
                 m.circuit.labels(t.ref, circuit.value).set(1 if t.circuit_state is circuit else 0)
             m.paused.labels(t.ref).set(1 if t.holding else 0)
@@ -191,16 +189,15 @@ class Maintenance:
         self.health.database_ok()
 
     def _sample_capacity(
-        self, rows: list[dict[str, Any]], targets: list[TargetRow], since: CountStart
+        self, rows: list[StateCount], targets: list[TargetRow], since: CountStart
     ) -> None:
         """Fill of each capacity into /metrics and the API's hard limits; one log line
         (and one count) per crossing of 80 % or 100 %, not per sample."""
         m = self.metrics
         waiting: dict[str, int] = {}
         for r in rows:
-            if r["state"] in (JobState.QUEUED, JobState.RETRYING):
-                ref = f"{r['namespace']}/{r['name']}"
-                waiting[ref] = waiting.get(ref, 0) + int(r["n"])
+            if r.state in (JobState.QUEUED, JobState.RETRYING):
+                waiting[r.target] = waiting.get(r.target, 0) + r.n
         limits = {t.ref: t.spec.capacity for t in targets if t.spec.capacity is not None}
         crossings = self.capacity.observe(waiting, limits, since)
         m.capacity_ratio.clear()

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from herald_delivery import target_types
 from herald_delivery.target_types.base import TargetType
 from herald_model.target_spec import PublishingTarget
-from herald_queue.registry import TargetRegistry, TargetRow
+from herald_queue.records import TargetRow
+from herald_queue.registry import TargetRegistry
 from herald_worker.secrets import SecretSource
 
 log = logging.getLogger("herald.targets")

@@ -11,12 +11,10 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 from cachetools import LRUCache
 
 from herald_core.states import JobState
-from herald_queue.records import iso
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,19 +29,6 @@ class Snapshot:
     last_error: str | None = None
     local: bool = False
     """This process is delivering it right now."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "target": self.target,
-            "priority": self.priority,
-            "state": self.state.value,
-            "attempts": self.attempts,
-            "createdAt": iso(self.created_at),
-            "updatedAt": iso(self.updated_at),
-            "lastError": self.last_error,
-            "source": "tracker",
-        }
 
 
 class Tracker:

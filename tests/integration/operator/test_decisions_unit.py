@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from herald_core.states import CircuitState
+from herald_core.states import CircuitState, JobState, Priority
 from herald_delivery.egress import EgressPolicy
 from herald_model.target_spec import parse_spec
 from herald_operator import disabling, peering, readiness
 from herald_operator import status as target_status
 from herald_operator.conditions import Condition, find, set_condition, timestamp, transitioned
 from herald_operator.readiness import SecretOutcome, SecretRead
-from herald_queue.registry import TargetRow
+from herald_queue.records import StateCount, TargetRow
 from tests.integration.operator.cluster import WEBHOOK_SECRET
 from tests.unit import crd_schema
 
@@ -296,38 +296,42 @@ def with_status(body: dict[str, Any]) -> dict[str, Any]:
 
 def test_depth_per_priority_counts_waiting_jobs_only() -> None:
     rows = [
-        {
-            "namespace": "team",
-            "name": "hook",
-            "priority": "high",
-            "state": "queued",
-            "n": 3,
-            "ready": 2,
-        },
-        {
-            "namespace": "team",
-            "name": "hook",
-            "priority": "low",
-            "state": "retrying",
-            "n": 1,
-            "ready": 0,
-        },
-        {
-            "namespace": "team",
-            "name": "hook",
-            "priority": "high",
-            "state": "running",
-            "n": 5,
-            "ready": 0,
-        },
-        {
-            "namespace": "other",
-            "name": "x",
-            "priority": "medium",
-            "state": "queued",
-            "n": 7,
-            "ready": 7,
-        },
+        StateCount(
+            "team",
+            "hook",
+            Priority.HIGH,
+            JobState.QUEUED,
+            n=3,
+            ready=2,
+            oldest_ready_age_seconds=1.0,
+        ),
+        StateCount(
+            "team",
+            "hook",
+            Priority.LOW,
+            JobState.RETRYING,
+            n=1,
+            ready=0,
+            oldest_ready_age_seconds=None,
+        ),
+        StateCount(
+            "team",
+            "hook",
+            Priority.HIGH,
+            JobState.RUNNING,
+            n=5,
+            ready=0,
+            oldest_ready_age_seconds=None,
+        ),
+        StateCount(
+            "other",
+            "x",
+            Priority.MEDIUM,
+            JobState.QUEUED,
+            n=7,
+            ready=7,
+            oldest_ready_age_seconds=2.0,
+        ),
     ]
     depth = target_status.depth_by_target(rows)
     assert depth[("team", "hook")].to_json() == {

@@ -13,8 +13,10 @@ import pytest
 
 from herald_core.errors import InvalidRequest, TargetNotFound
 from herald_core.states import ErrorClass, JobState, Priority
-from herald_queue.dead_letters import DeadLetter, DeadLetterFilter, one_off_tag
+from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.queue import Queue
+from herald_queue.records import DeadLetterRecord
+from herald_worker.api import models
 from tests.helpers import (
     failure,
     job,
@@ -70,14 +72,16 @@ async def bury(queue: Queue, n: int, *, spread: bool = True) -> list[uuid.UUID]:
     return ids
 
 
-async def all_entries(queue: Queue, where: DeadLetterFilter | None = None) -> list[DeadLetter]:
+async def all_entries(
+    queue: Queue, where: DeadLetterFilter | None = None
+) -> list[DeadLetterRecord]:
     page = await queue.dead_letters.list(where or DeadLetterFilter(), limit=1000)
     assert page.next_cursor is None
     return page.items
 
 
-def job_ids(items: list[DeadLetter]) -> list[uuid.UUID]:
-    return [uuid.UUID(str(e.row["job_id"])) for e in items]
+def job_ids(items: list[DeadLetterRecord]) -> list[uuid.UUID]:
+    return [e.job_id for e in items]
 
 
 async def test_list_newest_first_with_each_filter(queue: Queue) -> None:
@@ -85,7 +89,7 @@ async def test_list_newest_first_with_each_filter(queue: Queue) -> None:
     ids = await bury(queue, 30)
     everything = await all_entries(queue)
     assert job_ids(everything) == ids, "newest first"
-    failed = [e.row["failed_at"] for e in everything]
+    failed = [e.failed_at for e in everything]
     assert failed == sorted(failed, reverse=True)
 
     def expect(pred: Any) -> list[uuid.UUID]:
@@ -123,7 +127,7 @@ async def test_list_newest_first_with_each_filter(queue: Queue) -> None:
         DeadLetterFilter(failed_after=failed[0], failed_before=failed[1])
 
 
-async def pages(queue: Queue, where: DeadLetterFilter, limit: int) -> list[list[DeadLetter]]:
+async def pages(queue: Queue, where: DeadLetterFilter, limit: int) -> list[list[DeadLetterRecord]]:
     out, cursor = [], None
     while True:
         page = await queue.dead_letters.list(where, limit=limit, cursor=cursor)
@@ -163,7 +167,7 @@ async def test_get_one(queue: Queue) -> None:
     [entry] = (await queue.dead_letters.list(DeadLetterFilter(job_ids=(ids[1],)))).items
     got = await queue.dead_letters.get(entry.id)
     assert got is not None
-    body = got.to_json()
+    body = models.DeadLetter.from_record(got).dump()
     assert body["jobId"] == str(ids[1])
     assert body["target"] == "default/beta"
     assert (body["errorClass"], body["reason"], body["attempts"]) == (
@@ -194,12 +198,12 @@ async def test_replay_one_then_never_again(queue: Queue) -> None:
     assert row["last_error"] is None and row["payload"] == {"i": 0}
     got = await queue.dead_letters.get(entry.id)
     assert got is not None
-    assert (got.row["replayed"], got.row["replay_result"], got.row["replayed_by"]) == (
+    assert (got.replayed, got.replay_result, got.replayed_by) == (
         True,
         "queued",
         "alice",
     )
-    assert got.row["replayed_at"] is not None
+    assert got.replayed_at is not None
 
     again = await queue.dead_letters.replay(DeadLetterFilter(ids=(entry.id,)))
     assert (again.matched, again.replayed) == (0, 0)
@@ -318,9 +322,9 @@ async def test_replay_to_a_missing_target_is_skipped(queue: Queue) -> None:
     beta = {ids[1], ids[4]}
     assert set(result.job_ids) == set(ids) - beta
     entries = await all_entries(queue, DeadLetterFilter(target="beta"))
-    assert {(e.row["replayed"], e.row["replay_result"]) for e in entries} == {
-        (False, "target-missing")
-    }, "skipped, but still replayable later"
+    assert {(e.replayed, e.replay_result) for e in entries} == {(False, "target-missing")}, (
+        "skipped, but still replayable later"
+    )
     assert {r["state"] for r in await job_rows(queue, "id = ANY(%s)", [list(beta)])} <= {"dead"}, (
         "not requeued"
     )
@@ -388,8 +392,8 @@ async def test_stats_by_target_class_and_priority(queue: Queue) -> None:
     ids = await bury(queue, 12)
     await queue.dead_letters.replay(DeadLetterFilter(job_ids=(ids[0], ids[1])))
     stats = await queue.dead_letters.stats()
-    assert (stats["total"], stats["waiting"], stats["replayed"]) == (12, 10, 2)
-    assert stats["byTarget"] == {"default/alpha": 3, "default/beta": 3, "team/alpha": 4}
+    assert (stats.total, stats.waiting, stats.replayed) == (12, 10, 2)
+    assert stats.by_target == {"default/alpha": 3, "default/beta": 3, "team/alpha": 4}
     expected_class: dict[str, int] = {}
     expected_priority: dict[str, int] = {}
     for n in range(2, 12):
@@ -397,12 +401,14 @@ async def test_stats_by_target_class_and_priority(queue: Queue) -> None:
         expected_class[cls] = expected_class.get(cls, 0) + 1
         prio = "high" if n % 2 == 0 else "low"
         expected_priority[prio] = expected_priority.get(prio, 0) + 1
-    assert stats["byErrorClass"] == expected_class
-    assert stats["byPriority"] == expected_priority
+    assert stats.by_error_class == expected_class
+    assert stats.by_priority == expected_priority
     newest = await sql_value(
         queue, "SELECT max(failed_at) FROM herald.dead_letters d WHERE NOT replayed"
     )
-    assert stats["newestFailedAt"] == newest.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    assert stats.newest_failed_at == newest
+    shown = models.DeadLetterStats.from_record(stats).dump()["newestFailedAt"]
+    assert shown == newest.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def test_deleting_a_target_dead_letters_its_waiting_jobs(queue: Queue) -> None:
@@ -451,7 +457,7 @@ async def test_deleting_a_target_dead_letters_its_waiting_jobs(queue: Queue) -> 
     assert await queue.registry.sweep_deleted() == 0
 
     entries = await all_entries(queue, DeadLetterFilter(target="doomed"))
-    reasons = {uuid.UUID(str(e.row["job_id"])): e.row["reason"] for e in entries}
+    reasons = {e.job_id: e.reason for e in entries}
     assert reasons == {
         ids[1]: "target-deleted",
         ids[2]: "permanent-error",
@@ -459,7 +465,7 @@ async def test_deleting_a_target_dead_letters_its_waiting_jobs(queue: Queue) -> 
         ids[4]: "target-deleted",
         ids[5]: "target-deleted",
     }
-    assert {e.row["target_name"] for e in entries} == {"doomed"}
+    assert {e.target_name for e in entries} == {"doomed"}
 
     # Recreated (a new registration, the name being free), the target receives the
     # replayed jobs, under their old ids.
@@ -488,10 +494,8 @@ async def test_cancel_waiting_jobs(queue: Queue) -> None:
     assert rows[a]["state"] == "running", "a running job is not cancelled"
     assert {(rows[i]["state"], rows[i]["dead_reason"]) for i in (b, c)} == {("dead", "cancelled")}
     entries = await all_entries(queue)
-    assert {(e.row["reason"], e.row["error_message"]) for e in entries} == {
-        ("cancelled", "operator said so")
-    }
-    assert {e.row["retry_count"] for e in entries} == {0, 1}
+    assert {(e.reason, e.error) for e in entries} == {("cancelled", "operator said so")}
+    assert {e.attempts for e in entries} == {0, 1}
     assert await queue.jobs.cancel([b]) == [], "already dead"
 
 
@@ -513,7 +517,7 @@ async def test_a_replay_leaves_cancelled_jobs_out_unless_named_by_id(queue: Queu
     assert (dry.matched, dry.cancelled_left_out) == (1, 3)
     result = await queue.dead_letters.replay(everything)
     assert (result.job_ids, result.cancelled_left_out) == ([b], 3)
-    assert result.to_json()["cancelledLeftOut"] == 3
+    assert models.ReplayResult.from_record(result).dump()["cancelledLeftOut"] == 3
     by_filter = await queue.dead_letters.replay(DeadLetterFilter(target="hook"))
     assert (by_filter.matched, by_filter.cancelled_left_out) == (0, 3)
     rows = {r["id"]: r["state"] for r in await job_rows(queue)}
@@ -543,9 +547,9 @@ async def test_a_replay_keeps_a_future_run_at(queue: Queue) -> None:
     await queue.jobs.fail("w", [failure(c, "permanent")])
     assert set(await queue.jobs.cancel([scheduled.id, pruned.id])) == {scheduled.id, pruned.id}
     [entry] = await all_entries(queue, DeadLetterFilter(job_ids=(scheduled.id,)))
-    assert entry.to_json()["runAt"] == "2030-01-01T00:00:00Z"
+    assert models.DeadLetter.from_record(entry).dump()["runAt"] == "2030-01-01T00:00:00Z"
     [failed_entry] = await all_entries(queue, DeadLetterFilter(job_ids=(attempted.id,)))
-    assert failed_entry.to_json()["runAt"] is None
+    assert models.DeadLetter.from_record(failed_entry).dump()["runAt"] is None
     assert await sql_exec(queue, "DELETE FROM herald.jobs WHERE id = %s", [pruned.id]) == 1
 
     ids = (scheduled.id, pruned.id, attempted.id)

@@ -35,22 +35,22 @@ async def test_jobs_of_an_open_circuit_or_a_paused_target_are_not_ready(queue: Q
     )
 
     s = await queue.stats()
-    assert s["queued"] == 3 * 4 + 1 + 2, "every waiting job is queued"
-    assert s["ready"] == 3 + 1, "ready: only the due jobs of a target that can take them"
-    assert s["byPriority"]["high"]["ready"] == 3
-    assert s["byPriority"]["low"]["ready"] == 1
-    assert {t: v["ready"] for t, v in s["byTarget"].items()} == {
+    assert s.queued == 3 * 4 + 1 + 2, "every waiting job is queued"
+    assert s.ready == 3 + 1, "ready: only the due jobs of a target that can take them"
+    assert s.by_priority["high"].ready == 3
+    assert s.by_priority["low"].ready == 1
+    assert {t: v.ready for t, v in s.by_target.items()} == {
         "default/ok": 4,
         "default/open": 0,
         "default/paused": 0,
         "default/gone": 0,
     }
     for name in ("open", "paused", "gone"):
-        assert s["byTarget"][f"default/{name}"]["oldestReadyAgeSeconds"] is None, name
-    assert s["byTarget"]["default/ok"]["oldestReadyAgeSeconds"] is not None
-    assert await stats.ready_for_scaling(queue.pool) == s["ready"], "the scaler counts the same"
+        assert s.by_target[f"default/{name}"].oldest_ready_age_seconds is None, name
+    assert s.by_target["default/ok"].oldest_ready_age_seconds is not None
+    assert await stats.ready_for_scaling(queue.pool) == s.ready, "the scaler counts the same"
     rows = await stats.count_rows(queue.pool, live_only=True)  # what the metrics sampler reads
-    assert {f"{r['namespace']}/{r['name']}" for r in rows if r["ready"]} == {"default/ok"}
+    assert {r.target for r in rows if r.ready} == {"default/ok"}
 
     # The circuit closes and the pause ends: their jobs are ready again.
     await sql_exec(
@@ -59,5 +59,5 @@ async def test_jobs_of_an_open_circuit_or_a_paused_target_are_not_ready(queue: Q
         "paused = false, auto_paused_reason = NULL, auto_paused_at = NULL",
     )
     s = await queue.stats()
-    assert s["ready"] == 3 * 4 + 1
-    assert await stats.ready_for_scaling(queue.pool) == s["ready"]
+    assert s.ready == 3 * 4 + 1
+    assert await stats.ready_for_scaling(queue.pool) == s.ready

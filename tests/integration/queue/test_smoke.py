@@ -34,6 +34,6 @@ async def test_enqueue_claim_complete(queue: Queue) -> None:
     page = await queue.dead_letters.list()
     assert len(page.items) == 6
     stats = await queue.stats()
-    assert stats["succeeded"] == 30 and stats["dead"] == 6
+    assert stats.succeeded == 30 and stats.dead == 6
     rep = await queue.dead_letters.replay(DeadLetterFilter())
     assert rep.replayed == 6

@@ -11,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 
 from herald_tools.receiver import Answer, Receiver
+from herald_worker.api import models
 from tests.helpers import eventually
 from tests.integration.cli.cli import herald
 from tests.integration.worker.harness import (
@@ -46,7 +47,9 @@ class Clock:
 
 
 async def row(w: Worker, ref: str = "default/hook") -> dict[str, object]:
-    [found] = [t.to_json() for t in await w.queue.registry.list() if t.ref == ref]
+    [found] = [
+        models.Target.from_record(t).dump() for t in await w.queue.registry.list() if t.ref == ref
+    ]
     return found
 
 

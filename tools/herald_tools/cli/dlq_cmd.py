@@ -14,6 +14,7 @@ from herald_queue.records import iso
 from herald_tools.cli.context import open_queue
 from herald_tools.cli.jobs_cmd import job_id
 from herald_tools.cli.output import emit_json, next_page, plural, print_table, shown
+from herald_worker.api import models
 
 REPLAY_LIMIT = 1_000_000
 
@@ -115,22 +116,20 @@ async def run(args: argparse.Namespace) -> int:
         if args.action == "list":
             page = await store.list(_where(args), limit=args.limit, cursor=args.cursor)
             if args.json:
-                emit_json(
-                    {"items": [d.to_json() for d in page.items], "nextCursor": page.next_cursor}
-                )
+                emit_json(models.DeadLetterPage.from_record(page, with_payload=True).dump())
                 return 0
             print_table(
                 ["id", "target", "class", "reason", "attempts", "failed at", "replayed", "error"],
                 [
                     [
-                        d.row["id"],
-                        f"{d.row['target_namespace']}/{d.row['target_name']}",
-                        d.row["error_type"],
-                        d.row["reason"],
-                        d.row["retry_count"],
-                        d.to_json(with_payload=False)["failedAt"],
-                        "yes" if d.row["replayed"] else "no",
-                        d.row["error_message"][:50],
+                        d.id,
+                        d.target,
+                        d.error_class.value,
+                        d.reason,
+                        d.attempts,
+                        iso(d.failed_at),
+                        "yes" if d.replayed else "no",
+                        d.error[:50],
                     ]
                     for d in page.items
                 ],
@@ -152,7 +151,7 @@ async def run(args: argparse.Namespace) -> int:
             entry = await store.get(args.id)
             if entry is None:
                 raise InvalidRequest("id", f"no dead letter {args.id}")
-            body = entry.to_json()
+            body = models.DeadLetter.from_record(entry).dump()
             if args.json:
                 emit_json(body)
             else:
@@ -187,7 +186,7 @@ async def run(args: argparse.Namespace) -> int:
                 # As the API's 404/409: named by id, and none could be replayed.
                 await store.explain_nothing_replayed(args.ids or [], args.job_ids or [], result)
             if args.json:
-                emit_json(result.to_json())
+                emit_json(models.ReplayResult.from_record(result).dump())
             else:
                 if args.dry_run:
                     line = f"would replay {plural(result.replayed, 'dead letter')}"
@@ -206,7 +205,7 @@ async def run(args: argparse.Namespace) -> int:
         elif args.action == "purge":
             purged = await store.purge(args.older_than, target=args.target, dry_run=args.dry_run)
             if args.json:
-                emit_json(purged.to_json())
+                emit_json(models.Purged.from_record(purged).dump())
             elif args.dry_run:
                 print(
                     f"would delete {plural(purged.matched, 'dead letter')} that failed before "
@@ -220,11 +219,11 @@ async def run(args: argparse.Namespace) -> int:
         else:
             stats = await store.stats()
             if args.json:
-                emit_json(stats)
+                emit_json(models.DeadLetterStats.from_record(stats).dump())
             else:
-                print(f"dead letters: {stats['waiting']} waiting, {stats['replayed']} replayed")
-                print_table(["target", "waiting"], sorted(stats["byTarget"].items()), empty="")
+                print(f"dead letters: {stats.waiting} waiting, {stats.replayed} replayed")
+                print_table(["target", "waiting"], sorted(stats.by_target.items()), empty="")
                 print_table(
-                    ["error class", "waiting"], sorted(stats["byErrorClass"].items()), empty=""
+                    ["error class", "waiting"], sorted(stats.by_error_class.items()), empty=""
                 )
     return 0

@@ -21,6 +21,7 @@ from herald_model.submission import (
 )
 from herald_tools.cli.context import open_queue, queue_settings
 from herald_tools.cli.output import emit_json
+from herald_worker.api import models
 
 BATCH = 5000
 
@@ -174,11 +175,8 @@ async def run(args: argparse.Namespace) -> int:
         for start in range(0, len(requests), BATCH):
             results += await queue.jobs.enqueue_many(requests[start : start + BATCH])
     if args.json:
-        emit_json(
-            results[0].to_json()
-            if len(results) == 1 and args.payload
-            else [r.to_json() for r in results]
-        )
+        accepted = [models.JobAccepted.from_record(r).dump() for r in results]
+        emit_json(accepted[0] if len(results) == 1 and args.payload else accepted)
     elif len(results) == 1:
         r = results[0]
         print(f"{r.id} {r.state.value} -> {r.target}" + ("" if r.created else " (duplicate)"))

@@ -11,6 +11,7 @@ from herald_core.states import JobState
 from herald_model.submission import parse_priority
 from herald_tools.cli.context import open_queue
 from herald_tools.cli.output import emit_json, next_page, print_table, shown
+from herald_worker.api import models
 
 
 def job_id(value: str) -> uuid.UUID:
@@ -46,10 +47,11 @@ async def run(args: argparse.Namespace) -> int:
                     f"no job {args.id} (finished jobs are kept for "
                     "HERALD_JOB_RETENTION; see `herald dlq list`)",
                 )
+            body = models.Job.from_record(record).dump()
             if args.json:
-                emit_json(record.to_json())
+                emit_json(body)
             else:
-                for key, value in record.to_json().items():
+                for key, value in body.items():
                     print(f"{key:22} {shown(value)}")
         elif args.action == "list":
             priority = parse_priority(args.priority) if args.priority else None
@@ -61,12 +63,7 @@ async def run(args: argparse.Namespace) -> int:
                 limit=args.limit,
             )
             if args.json:
-                emit_json(
-                    {
-                        "items": [r.to_json(with_payload=False) for r in page.items],
-                        "nextCursor": page.next_cursor,
-                    }
-                )
+                emit_json(models.JobPage.from_record(page).dump())
             else:
                 now = dt.datetime.now(dt.UTC)
                 print_table(

@@ -6,11 +6,12 @@ import argparse
 import asyncio
 import math
 import sys
-from typing import Any
 
 from herald_core.states import JobState, Priority
+from herald_queue.records import QueueStats
 from herald_tools.cli.context import open_queue
 from herald_tools.cli.output import age, emit_json, shown, table
+from herald_worker.api import models
 
 STATES = [s.value for s in JobState]
 
@@ -44,12 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def render(stats: dict[str, Any]) -> str:
-    head = "  ".join(f"{s}: {stats[s]}" for s in STATES)
+def render(stats: QueueStats) -> str:
+    head = "  ".join(f"{s.value}: {stats.count(s)}" for s in JobState)
     lines = [
         head,
-        f"ready now: {stats['ready']}  oldest ready: {age(stats['oldestReadyAgeSeconds'])}"
-        + ("" if stats["capacityPct"] is None else f"  capacity: {stats['capacityPct']} %"),
+        f"ready now: {stats.ready}  oldest ready: {age(stats.oldest_ready_age_seconds)}"
+        + ("" if stats.capacity_pct is None else f"  capacity: {stats.capacity_pct} %"),
         "",
     ]
     lines.append(
@@ -58,16 +59,16 @@ def render(stats: dict[str, Any]) -> str:
             [
                 [
                     p.value,
-                    *(stats["byPriority"][p.value][s] for s in STATES),
-                    stats["byPriority"][p.value]["ready"],
+                    *(stats.by_priority[p.value].count(s) for s in JobState),
+                    stats.by_priority[p.value].ready,
                 ]
                 for p in Priority
             ],
         )
     )
-    if stats["byTarget"]:
+    if stats.by_target:
         # The capacity column only when a target has a spec.capacity.
-        pct = any(t["capacityPct"] is not None for t in stats["byTarget"].values())
+        pct = any(t.capacity_pct is not None for t in stats.by_target.values())
         lines.append("")
         lines.append(
             table(
@@ -75,12 +76,12 @@ def render(stats: dict[str, Any]) -> str:
                 [
                     [
                         name,
-                        *(t[s] for s in STATES),
-                        t["ready"],
-                        age(t["oldestReadyAgeSeconds"]),
-                        *([shown(t["capacityPct"])] if pct else []),
+                        *(t.count(s) for s in JobState),
+                        t.ready,
+                        age(t.oldest_ready_age_seconds),
+                        *([shown(t.capacity_pct)] if pct else []),
                     ]
-                    for name, t in sorted(stats["byTarget"].items())
+                    for name, t in sorted(stats.by_target.items())
                 ],
             )
         )
@@ -91,15 +92,16 @@ async def run(args: argparse.Namespace) -> int:
     async with open_queue() as queue:
         while True:
             stats = await queue.stats()
+            body = models.QueueStats.from_record(stats).dump()
             if args.json:
                 if args.watch:  # one line per refresh, with the time it was read
                     import datetime as dt
                     import json
 
                     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-                    print(json.dumps(stats | {"time": now.replace("+00:00", "Z")}), flush=True)
+                    print(json.dumps(body | {"time": now.replace("+00:00", "Z")}), flush=True)
                 else:
-                    emit_json(stats)
+                    emit_json(body)
             else:
                 if args.watch and sys.stdout.isatty():
                     print("\033[2J\033[H", end="")

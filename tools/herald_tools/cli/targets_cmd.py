@@ -7,10 +7,10 @@ import sys
 
 from herald_core.errors import HeraldError, InvalidTarget
 from herald_model import manifests
-from herald_queue.records import iso
-from herald_queue.registry import TargetRow
+from herald_queue.records import TargetRow, iso
 from herald_tools.cli.context import egress_policy, open_queue, queue_settings
 from herald_tools.cli.output import emit_json, print_table
+from herald_worker.api import models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ async def run(args: argparse.Namespace) -> int:
         if args.action == "list":
             targets = await queue.registry.list(namespace=args.namespace)
             if args.json:
-                emit_json([t.to_json() for t in targets])
+                emit_json([models.Target.from_record(t).dump() for t in targets])
             else:
                 print_table(
                     ["target", "type", "paused", "circuit", "delivered", "dead", "last error"],

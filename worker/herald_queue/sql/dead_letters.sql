@@ -47,13 +47,6 @@ SELECT d.id, d.job_id, d.fingerprint, d.target_namespace, d.target_name, d.targe
 FROM herald.dead_letters d
 WHERE d.id = %(id)s;
 
--- name: latest_dead_letter_for_job
-SELECT d.id, d.error_message, d.error_type, d.reason, d.failed_at, d.replayed
-FROM herald.dead_letters d
-WHERE d.job_id = %(job_id)s
-ORDER BY d.failed_at DESC
-LIMIT 1;
-
 -- name: replay_dead_letters
 -- Puts dead letters back on the queue, in one transaction, oldest first.
 -- picked: unreplayed entries matching the selector, locked so a concurrent replay skips

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from herald_queue.capacity import CapacityWatch
 from herald_queue.queue import Queue
+from herald_worker.api.models import Answer
 from herald_worker.health import Health
 from herald_worker.metrics import Metrics
 from herald_worker.settings import WorkerSettings
@@ -34,3 +35,8 @@ CONTEXT = web.AppKey("herald", ApiContext)
 
 def ctx(request: web.Request) -> ApiContext:
     return request.app[CONTEXT]
+
+
+def reply(answer: Answer, status: int = 200) -> web.Response:
+    """The response carrying ``answer`` (its model's JSON: what the document says)."""
+    return web.json_response(answer.dump(), status=status)

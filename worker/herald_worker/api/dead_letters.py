@@ -6,7 +6,8 @@ from aiohttp import web
 
 from herald_core.errors import AlreadyReplayed, TargetsMissing
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
-from herald_worker.api.context import ctx
+from herald_worker.api import models
+from herald_worker.api.context import ctx, reply
 from herald_worker.api.jobs import need_queue
 from herald_worker.api.models import DeadLetterPath, DeadLettersQuery, PurgeQuery, ReplaySelector
 
@@ -16,12 +17,7 @@ async def list_entries(request: web.Request, query: DeadLettersQuery) -> web.Res
     page = await need_queue(request).dead_letters.list(
         query.selector(), limit=query.limit, cursor=query.cursor
     )
-    return web.json_response(
-        {
-            "items": [d.to_json(with_payload=False) for d in page.items],
-            "nextCursor": page.next_cursor,
-        }
-    )
+    return reply(models.DeadLetterPage.from_record(page, with_payload=False))
 
 
 async def get_entry(request: web.Request, path: DeadLetterPath) -> web.Response:
@@ -33,7 +29,7 @@ async def get_entry(request: web.Request, path: DeadLetterPath) -> web.Response:
             {"error": {"status": 404, "field": "id", "message": f"no dead letter {entry_id}"}},
             status=404,
         )
-    return web.json_response(entry.to_json())
+    return reply(models.DeadLetter.from_record(entry))
 
 
 async def replay_one(request: web.Request, path: DeadLetterPath) -> web.Response:
@@ -60,8 +56,8 @@ async def replay_one(request: web.Request, path: DeadLetterPath) -> web.Response
             status=409,
         )
     if result.skipped:
-        raise TargetsMissing([entry.to_json()["target"]])
-    return web.json_response(result.to_json())
+        raise TargetsMissing([entry.target])
+    return reply(models.ReplayResult.from_record(result))
 
 
 async def replay_many(request: web.Request, body: ReplaySelector) -> web.Response:
@@ -73,16 +69,16 @@ async def replay_many(request: web.Request, body: ReplaySelector) -> web.Respons
     if not body.dry_run and result.replayed == 0 and (selector.ids or selector.job_ids):
         # Named by id and none replayed: 404 or 409, as for one (and as the CLI).
         await store.explain_nothing_replayed(selector.ids or (), selector.job_ids or (), result)
-    return web.json_response(result.to_json())
+    return reply(models.ReplayResult.from_record(result))
 
 
 async def purge(request: web.Request, query: PurgeQuery) -> web.Response:
     result = await need_queue(request).dead_letters.purge(
         query.seconds, target=query.target, dry_run=query.dry_run
     )
-    return web.json_response(result.to_json())
+    return reply(models.Purged.from_record(result))
 
 
 async def stats(request: web.Request) -> web.Response:
     ctx(request).metrics.dead_letter_reads.labels("stats").inc()
-    return web.json_response(await need_queue(request).dead_letters.stats())
+    return reply(models.DeadLetterStats.from_record(await need_queue(request).dead_letters.stats()))

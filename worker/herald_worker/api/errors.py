@@ -12,20 +12,7 @@ import psycopg
 import psycopg_pool
 from aiohttp import web
 
-from herald_core.errors import (
-    AlreadyReplayed,
-    AmbiguousTarget,
-    DatabaseUnavailable,
-    DeadLetterNotFound,
-    HeraldError,
-    IdempotencyKeyReused,
-    InvalidRequest,
-    InvalidTarget,
-    QueueFull,
-    SchemaOutOfDate,
-    TargetNotFound,
-    TargetsMissing,
-)
+from herald_core.errors import DATABASE_AWAY, HeraldError, InvalidRequest
 from herald_core.json_depth import MAX_DEPTH_CEILING, deeper_than
 from herald_queue import db
 
@@ -40,25 +27,12 @@ def error_response(
 
 
 def http_error(exc: BaseException) -> web.Response:
-    """The response for an exception a handler raised."""
-    if isinstance(exc, InvalidRequest):
-        status = 413 if "HERALD_MAX_PAYLOAD_BYTES" in exc.problem else 400
-        return error_response(status, f"{exc.field}: {exc.problem}", exc.field)
-    if isinstance(exc, IdempotencyKeyReused):
-        field = "idempotencyKey" if exc.index is None else f"[{exc.index}].idempotencyKey"
-        return error_response(409, f"{field}: {exc}", field)
-    if isinstance(exc, AlreadyReplayed):
-        return error_response(409, str(exc), "ids")
-    if isinstance(exc, TargetsMissing):
-        return error_response(409, str(exc), "target")
-    if isinstance(exc, DeadLetterNotFound):
-        return error_response(404, str(exc), "ids")
-    if isinstance(exc, TargetNotFound):
-        return error_response(404, str(exc), "target")
-    if isinstance(exc, QueueFull):
-        return error_response(429, str(exc), "target", headers={"Retry-After": exc.retry_after})
-    if isinstance(exc, AmbiguousTarget | InvalidTarget):
-        return error_response(400, str(exc), "target")
+    """The response for an exception a handler raised: a Herald error says its own status,
+    field, message and Retry-After (:class:`HeraldError`); PostgreSQL's own errors are
+    503."""
+    if isinstance(exc, HeraldError):
+        headers = None if exc.retry_after is None else {"Retry-After": exc.retry_after}
+        return error_response(exc.http_status, exc.http_message(), exc.field, headers=headers)
     if isinstance(exc, psycopg.OperationalError) and not db.is_connection_failure(exc):
         # Answered by the server: a lock wait past HERALD_DB_LOCK_TIMEOUT, a conflict
         # still there after its retries, a cancelled statement. Busy, not away.
@@ -67,17 +41,8 @@ def http_error(exc: BaseException) -> web.Response:
             f"PostgreSQL is busy: {db.what_happened(exc)}; nothing was written. Try again shortly.",
             headers={"Retry-After": "2"},
         )
-    if isinstance(
-        exc,
-        DatabaseUnavailable | SchemaOutOfDate | psycopg.OperationalError | psycopg_pool.PoolTimeout,
-    ):
-        return error_response(
-            503,
-            "PostgreSQL is not available right now; nothing was written. Try again shortly.",
-            headers={"Retry-After": "2"},
-        )
-    if isinstance(exc, HeraldError):
-        return error_response(400, str(exc))
+    if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+        return error_response(503, DATABASE_AWAY, headers={"Retry-After": "2"})
     raise exc
 
 

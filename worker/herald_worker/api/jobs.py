@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any
 
 from aiohttp import web
 
@@ -14,9 +13,10 @@ from herald_core.states import JobState
 from herald_model.submission import JobRequest, decode_submission, parse_jobs
 from herald_queue.capacity import CapacityWatch, retry_after
 from herald_queue.queue import Queue
-from herald_worker.api.context import ctx
+from herald_worker.api import models
+from herald_worker.api.context import ctx, reply
 from herald_worker.api.errors import read_json
-from herald_worker.api.models import JobPath, JobsQuery
+from herald_worker.api.models import JobAccepted, JobPath, JobsQuery
 from herald_worker.tracker import Snapshot
 
 COUNT_WAIT = 10.0
@@ -41,13 +41,13 @@ async def submit(request: web.Request) -> web.Response:
     )
     results = await enqueue(request, jobs)
     if many:
-        created = any(r["duplicate"] is False for r in results)
-        return web.json_response({"jobs": results}, status=201 if created else 200)
+        created = any(not r.duplicate for r in results)
+        return reply(models.JobsAccepted.of(jobs=results), status=201 if created else 200)
     [result] = results
-    return web.json_response(result, status=200 if result["duplicate"] else 201)
+    return reply(result, status=200 if result.duplicate else 201)
 
 
-async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[dict[str, Any]]:
+async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[JobAccepted]:
     c = ctx(request)
     queue = need_queue(request)
     # Hard capacity limits, against the last count (herald_queue.capacity): no row count.
@@ -75,7 +75,7 @@ async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[dict[str
             )
         else:
             c.metrics.duplicates.labels(result.target).inc()
-        out.append(result.to_json())
+        out.append(JobAccepted.from_record(result))
     return out
 
 
@@ -100,7 +100,7 @@ async def get_job(request: web.Request, path: JobPath) -> web.Response:
     snapshot = c.tracker.lookup(job_id)
     if snapshot is not None:
         c.metrics.tracker_lookups.labels("hit").inc()
-        return web.json_response(snapshot.to_json())
+        return reply(models.Job.from_snapshot(snapshot))
     c.metrics.tracker_lookups.labels("miss").inc()
     record = await need_queue(request).jobs.get(job_id)
     if record is None:
@@ -115,9 +115,7 @@ async def get_job(request: web.Request, path: JobPath) -> web.Response:
             },
             status=404,
         )
-    body = record.to_json()
-    body["source"] = "database"
-    return web.json_response(body)
+    return reply(models.Job.from_record(record, source="database"))
 
 
 async def list_jobs(request: web.Request, query: JobsQuery) -> web.Response:
@@ -128,12 +126,7 @@ async def list_jobs(request: web.Request, query: JobsQuery) -> web.Response:
         cursor=query.cursor,
         limit=query.limit,
     )
-    return web.json_response(
-        {
-            "items": [r.to_json(with_payload=False) for r in page.items],
-            "nextCursor": page.next_cursor,
-        }
-    )
+    return reply(models.JobPage.from_record(page))
 
 
 async def cancel_job(request: web.Request, path: JobPath) -> web.Response:
@@ -151,13 +144,13 @@ async def cancel_job(request: web.Request, path: JobPath) -> web.Response:
             },
             status=409,
         )
-    return web.json_response({"id": str(job_id), "state": "dead", "deadReason": "cancelled"})
+    return reply(models.Cancelled.of(id=job_id, state="dead", dead_reason="cancelled"))
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response(await need_queue(request).stats())
+    return reply(models.QueueStats.from_record(await need_queue(request).stats()))
 
 
 async def targets(request: web.Request) -> web.Response:
     rows = await need_queue(request).registry.list()
-    return web.json_response({"items": [t.to_json() for t in rows]})
+    return reply(models.Listing.of(items=[models.Target.from_record(t) for t in rows]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -36,10 +36,15 @@ from pydantic_core import CoreSchema, PydanticCustomError
 from herald_core.durations import parse_duration
 from herald_core.errors import InvalidRequest
 from herald_core.ids import UUID_PATTERN, parse_uuid
-from herald_core.states import ErrorClass, JobState, Priority
+from herald_core.json_depth import shown_payload
+from herald_core.states import CircuitState, ErrorClass, JobState, Priority
 from herald_core.validation import pattern
 from herald_model.submission import JSON_INT, NO_NUL, PAYLOAD_REF, TargetRef, Timestamp
+from herald_queue import dead_letters as dlq
+from herald_queue import records
 from herald_queue.dead_letters import CURSOR_PATTERN, DeadLetterFilter
+from herald_queue.records import TargetRow
+from herald_worker.tracker import Snapshot
 
 T = TypeVar("T")
 
@@ -153,9 +158,61 @@ class Body(BaseModel):
 
 
 class Answer(BaseModel):
-    """A JSON answer (documented; the tests validate real answers against it)."""
+    """A JSON answer: the handlers build it (``of``, or a model's ``from_record``) and send
+    its :meth:`dump`, so what the document says is what is answered (the tests validate
+    real answers against it too)."""
 
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=False, extra="forbid")
+
+    @classmethod
+    def of(cls, **values: Any) -> Self:
+        """The answer of ``values`` by Python name: exactly these fields are answered (a
+        None given is answered as null; a field not given is left out)."""
+        return cls.model_validate(values, by_name=True)
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON body: camelCase names, the fields it was built with (a field given as
+        None is null, one not given is left out)."""
+        body = self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude=_PAYLOADS)
+        if isinstance(items := getattr(self, "items", None), list):
+            body["items"] = [
+                _with_payload(item, shown) for item, shown in zip(items, body["items"], strict=True)
+            ]
+        return _with_payload(self, body)
+
+
+_PAYLOADS: Any = {"payload": True, "items": {"__all__": {"payload"}}}
+"""A payload is decoded JSON already, and may nest deeper (up to MAX_DEPTH_CEILING) than
+pydantic serialises (255 levels): :meth:`Answer.dump` leaves it to pydantic's care and puts
+it back in its place as it is (``_with_payload``)."""
+
+
+def _with_payload(model: Any, body: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(model, BaseModel) or "payload" not in model.model_fields_set:
+        return body
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        key = info.alias or name
+        if name == "payload":
+            out[key] = getattr(model, name)
+        elif key in body:
+            out[key] = body[key]
+    return out
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
+Time = Annotated[dt.datetime, AfterValidator(_utc)]
+"""A time as answered: in UTC, ``2030-01-01T00:00:00Z`` (microseconds when there are)."""
+
+
+def _shown_payload(text: str | None) -> dict[str, Any]:
+    """``payload`` (and ``payload_text``, ``payload_note`` when it cannot be decoded) of a
+    stored payload's text (:func:`herald_core.json_depth.shown_payload`)."""
+    names = {"payload": "payload", "payloadText": "payload_text", "payloadNote": "payload_note"}
+    return {names[key]: value for key, value in shown_payload(text).items()}
 
 
 CURSOR_DESCRIPTION = "The nextCursor of the previous page; omit it for the first page."
@@ -384,6 +441,12 @@ class JobAccepted(Answer):
         description="True when an existing job with the same idempotency key was returned."
     )
 
+    @classmethod
+    def from_record(cls, result: records.EnqueueResult) -> JobAccepted:
+        return cls.of(
+            id=result.id, target=result.target, state=result.state, duplicate=not result.created
+        )
+
 
 class JobsAccepted(Answer):
     jobs: list[JobAccepted]
@@ -414,11 +477,11 @@ class Job(Answer):
     idempotency_key: str | None = None
     ordering_key: str | None = None
     waiting_for_ordering_key: bool | None = None
-    run_at: dt.datetime | None = None
-    created_at: dt.datetime | None = None
-    started_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
-    updated_at: dt.datetime | None = None
+    run_at: Time | None = None
+    created_at: Time | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
+    updated_at: Time | None = None
     last_error: str | None = None
     last_error_class: ErrorClass | None = None
     last_http_status: int | None = None
@@ -432,10 +495,66 @@ class Job(Answer):
         None, description="Answered from the in-memory tracker or from PostgreSQL."
     )
 
+    @classmethod
+    def from_record(
+        cls,
+        job: records.JobRecord,
+        *,
+        with_payload: bool = True,
+        source: Literal["database"] | None = None,
+    ) -> Job:
+        """A job read from PostgreSQL: every column (null included), its payload unless
+        ``with_payload`` is false (pages), and ``source`` when given."""
+        values: dict[str, Any] = {
+            "id": job.id,
+            "target": job.target,
+            "priority": job.priority,
+            "state": job.state,
+            "attempts": job.attempts,
+            "idempotency_key": job.idempotency_key,
+            "ordering_key": job.ordering_key,
+            "waiting_for_ordering_key": job.held,
+            "run_at": job.run_at,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "last_error": job.last_error,
+            "last_error_class": job.last_error_class,
+            "last_http_status": job.last_http_status,
+            "dead_reason": job.dead_reason,
+        }
+        if with_payload:
+            values |= _shown_payload(job.payload_json)
+        if source is not None:
+            values["source"] = source
+        return cls.of(**values)
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> Job:
+        """A job as this worker process's tracker last saw it."""
+        return cls.of(
+            id=snapshot.id,
+            target=snapshot.target,
+            priority=snapshot.priority,
+            state=snapshot.state,
+            attempts=snapshot.attempts,
+            created_at=snapshot.created_at,
+            updated_at=snapshot.updated_at,
+            last_error=snapshot.last_error,
+            source="tracker",
+        )
+
 
 class JobPage(Answer):
     items: list[Job]
     next_cursor: NextCursor
+
+    @classmethod
+    def from_record(cls, page: records.JobPage) -> JobPage:
+        return cls.of(
+            items=[Job.from_record(job, with_payload=False) for job in page.items],
+            next_cursor=page.next_cursor,
+        )
 
 
 class Cancelled(Answer):
@@ -444,9 +563,7 @@ class Cancelled(Answer):
     dead_reason: Literal["cancelled"]
 
 
-class QueueStats(Answer):
-    model_config = ConfigDict(extra="allow")
-
+class StateCounts(Answer):
     queued: int
     running: int
     retrying: int
@@ -454,16 +571,112 @@ class QueueStats(Answer):
     dead: int
 
 
+class PriorityStats(StateCounts):
+    ready: int
+
+
+class TargetStats(StateCounts):
+    ready: int
+    oldest_ready_age_seconds: float | None
+    by_priority: dict[str, int] = Field(description="Waiting jobs per priority.")
+    capacity_pct: float | None = Field(
+        description="Fill of spec.capacity by waiting jobs, in percent; null without one."
+    )
+
+
+class QueueStats(StateCounts):
+    capacity_pct: float | None = Field(
+        description="Fill of HERALD_QUEUE_CAPACITY by waiting jobs, in percent; null without one."
+    )
+    ready: int
+    oldest_ready_age_seconds: float | None
+    by_priority: dict[str, PriorityStats]
+    by_target: dict[str, TargetStats]
+
+    @classmethod
+    def from_record(cls, stats: records.QueueStats) -> QueueStats:
+        return cls.model_validate(stats, from_attributes=True, by_name=True)
+
+
+class TargetCircuit(Answer):
+    state: CircuitState
+    consecutive_failures: int
+    changed_at: Time | None
+    open_until: Time | None
+    trips: int
+    recoveries: int
+
+
+class Target(Answer):
+    """A registered target with its circuit and counters."""
+
+    namespace: str
+    name: str
+    type: str
+    url: str | None
+    generation: int
+    paused: bool
+    auto_paused_reason: str | None
+    disabled: bool
+    failing_since: Time | None
+    circuit: TargetCircuit
+    delivered: int
+    failed_attempts: int
+    dead_lettered: int
+    last_delivery_at: Time | None
+    last_error: str | None
+    last_error_class: str | None
+    last_error_at: Time | None
+
+    @classmethod
+    def from_record(cls, target: TargetRow) -> Target:
+        return cls.of(
+            namespace=target.namespace,
+            name=target.name,
+            type=target.type,
+            url=target.spec.url,
+            generation=target.generation,
+            paused=target.paused,
+            auto_paused_reason=target.auto_paused_reason,
+            disabled=target.disabled,
+            failing_since=target.failing_since,
+            circuit=TargetCircuit.of(
+                state=target.circuit_state,
+                consecutive_failures=target.consecutive_failures,
+                changed_at=target.circuit_changed_at,
+                open_until=target.circuit_open_until,
+                trips=target.circuit_trips_total,
+                recoveries=target.circuit_recoveries_total,
+            ),
+            delivered=target.delivered_total,
+            failed_attempts=target.failed_attempts_total,
+            dead_lettered=target.dead_lettered_total,
+            last_delivery_at=target.last_delivery_at,
+            last_error=target.last_error,
+            last_error_class=target.last_error_class,
+            last_error_at=target.last_error_at,
+        )
+
+
 class Listing(Answer):
-    """Rows as the database reports them."""
+    """The registered targets."""
 
-    model_config = ConfigDict(extra="allow")
-
-    items: list[dict[str, Any]]
+    items: list[Target]
 
 
-class Statistics(Answer):
-    model_config = ConfigDict(extra="allow")
+class DeadLetterStats(Answer):
+    total: int
+    waiting: int
+    replayed: int
+    by_target: dict[str, int] = Field(description="Waiting dead letters per target.")
+    by_error_class: dict[str, int]
+    by_priority: dict[str, int]
+    oldest_failed_at: Time | None
+    newest_failed_at: Time | None
+
+    @classmethod
+    def from_record(cls, stats: records.DeadLetterStats) -> DeadLetterStats:
+        return cls.model_validate(stats, from_attributes=True, by_name=True)
 
 
 class DeadLetter(Answer):
@@ -477,17 +690,17 @@ class DeadLetter(Answer):
     reason: Literal["permanent-error", "attempts-exhausted", "target-deleted", "cancelled"]
     http_status: int | None = None
     attempts: int | None = None
-    last_attempt_at: dt.datetime | None = None
+    last_attempt_at: Time | None = None
     priority: Priority | None = None
     idempotency_key: str | None = None
     ordering_key: str | None = None
-    job_created_at: dt.datetime | None = None
-    failed_at: dt.datetime | None = None
+    job_created_at: Time | None = None
+    failed_at: Time | None = None
     replayed: bool | None = None
-    replayed_at: dt.datetime | None = None
+    replayed_at: Time | None = None
     replay_result: Literal["queued", "target-missing"] | None = None
     replayed_by: str | None = None
-    run_at: dt.datetime | None = Field(
+    run_at: Time | None = Field(
         None,
         description="The runAt of a job that died before its first attempt; a replay keeps "
         "it while it is in the future.",
@@ -497,10 +710,54 @@ class DeadLetter(Answer):
     payload_note: str | None = Field(None, description=PAYLOAD_NOTE)
     target_config: dict[str, Any] | None = None
 
+    @classmethod
+    def from_record(
+        cls, entry: records.DeadLetterRecord, *, with_payload: bool = True
+    ) -> DeadLetter:
+        """Every column (null included), the payload unless ``with_payload`` is false
+        (the API's pages), and the target's configuration when it was read (one entry)."""
+        values: dict[str, Any] = {
+            "id": entry.id,
+            "job_id": entry.job_id,
+            "target": entry.target,
+            "target_type": entry.target_type,
+            "fingerprint": entry.fingerprint,
+            "error_class": entry.error_class,
+            "error": entry.error,
+            "reason": entry.reason,
+            "http_status": entry.http_status,
+            "attempts": entry.attempts,
+            "last_attempt_at": entry.last_attempt_at,
+            "priority": entry.priority,
+            "idempotency_key": entry.idempotency_key,
+            "ordering_key": entry.ordering_key,
+            "job_created_at": entry.job_created_at,
+            "failed_at": entry.failed_at,
+            "replayed": entry.replayed,
+            "replayed_at": entry.replayed_at,
+            "replay_result": entry.replay_result,
+            "replayed_by": entry.replayed_by,
+            "run_at": entry.run_at,
+        }
+        if with_payload:
+            values |= _shown_payload(entry.payload_json)
+        if entry.target_config is not None:
+            values["target_config"] = entry.target_config
+        return cls.of(**values)
+
 
 class DeadLetterPage(Answer):
     items: list[DeadLetter]
     next_cursor: NextCursor
+
+    @classmethod
+    def from_record(
+        cls, page: records.DeadLetterPage, *, with_payload: bool = False
+    ) -> DeadLetterPage:
+        return cls.of(
+            items=[DeadLetter.from_record(d, with_payload=with_payload) for d in page.items],
+            next_cursor=page.next_cursor,
+        )
 
 
 class ReplayResult(Answer):
@@ -514,6 +771,33 @@ class ReplayResult(Answer):
     )
     dry_run: bool
     job_ids: list[str] | None = None
+
+    @classmethod
+    def from_record(cls, result: dlq.ReplayResult) -> ReplayResult:
+        return cls.of(
+            matched=result.matched,
+            replayed=result.replayed,
+            skipped=result.skipped,
+            cancelled_left_out=result.cancelled_left_out,
+            dry_run=result.dry_run,
+            job_ids=[str(i) for i in result.job_ids],
+        )
+
+
+class Purged(Answer):
+    matched: int = Field(description="Dead letters that failed before olderThan.")
+    deleted: int = Field(description="Of them, deleted (0 on a dry run).")
+    older_than: Time = Field(description="The cut-off: failed before this time.")
+    dry_run: bool
+
+    @classmethod
+    def from_record(cls, result: dlq.PurgeResult) -> Purged:
+        return cls.of(
+            matched=result.matched,
+            deleted=result.deleted,
+            older_than=result.cutoff,
+            dry_run=result.dry_run,
+        )
 
 
 class Health(Answer):
@@ -537,6 +821,10 @@ class TrackerPage(Answer):
     size: int = Field(description="Jobs this worker process tracks now.")
     capacity: int = Field(description="Jobs it tracks at most (HERALD_TRACKER_SIZE).")
     items: list[Job]
+
+    @classmethod
+    def from_snapshots(cls, snapshots: list[Snapshot], *, size: int, capacity: int) -> TrackerPage:
+        return cls.of(size=size, capacity=capacity, items=[Job.from_snapshot(s) for s in snapshots])
 
 
 class TrackerCleared(Answer):

@@ -1,10 +1,10 @@
 """The OpenAPI 3.1 document the worker serves at /openapi.json, generated from the route
-table (``routes.py``) and the models (``models.py``): nothing in it is written twice. A
+table it is given (``routes.py`` builds it from its own) and the models (``models.py``):
+nothing in it is written twice. A
 test keeps it valid (openapi-spec-validator) and in step with the routes the server has."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
@@ -14,7 +14,7 @@ from pydantic.json_schema import JsonSchemaMode
 
 from herald_model.submission import PAYLOAD_MARK, PAYLOAD_SCHEMA
 from herald_worker.api import models
-from herald_worker.api.routes import ROUTES, Route
+from herald_worker.api.route import Route
 
 REF = "#/components/schemas/{model}"
 
@@ -158,8 +158,3 @@ def build(routes: Iterable[Route]) -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
     }
-
-
-@functools.cache
-def document() -> dict[str, Any]:
-    return build(ROUTES)

@@ -1,4 +1,5 @@
-"""Probes, /metrics, the OpenAPI document, and the Alertmanager receiver."""
+"""Probes, /metrics, and the Alertmanager receiver (the OpenAPI document is served by
+``routes.py``, which has the table it is built from)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from herald_core.errors import QueueFull
 from herald_worker import alertmanager
-from herald_worker.api.context import ctx
+from herald_worker.api.context import ctx, reply
 from herald_worker.api.errors import error_response, read_json
 from herald_worker.api.jobs import enqueue, need_queue
-from herald_worker.api.models import AlertmanagerNamespacedPath, AlertmanagerPath
+from herald_worker.api.models import (
+    AlertmanagerAccepted,
+    AlertmanagerNamespacedPath,
+    AlertmanagerPath,
+)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -32,12 +37,6 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(ctx(request).metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def openapi(request: web.Request) -> web.Response:
-    from herald_worker.api.openapi import document  # built from the route table, which names us
-
-    return web.json_response(document())
 
 
 async def alertmanager_receiver(request: web.Request, path: AlertmanagerPath) -> web.Response:
@@ -64,7 +63,7 @@ async def _alertmanager(request: web.Request, target: str) -> web.Response:
     except QueueFull as exc:
         # 503, not 429: Alertmanager retries a notification on 5xx, not on every 4xx.
         return error_response(503, str(exc), "target", headers={"Retry-After": exc.retry_after})
-    created = sum(1 for r in results if not r["duplicate"])
-    return web.json_response(
-        {"jobs": results, "created": created, "duplicates": len(results) - created}
+    created = sum(1 for r in results if not r.duplicate)
+    return reply(
+        AlertmanagerAccepted.of(jobs=results, created=created, duplicates=len(results) - created)
     )

@@ -1,6 +1,6 @@
 """The route table: each endpoint once, with the models of its path, query and body and
 its answers. The application's routes (``app.py``) and the OpenAPI document
-(``openapi.py``) are both built from it.
+(``openapi.build``, served by :func:`openapi_document` below) are both built from it.
 
 A handler takes the request and, as keyword arguments, what its row declares: ``path``,
 ``query`` and ``body`` (each validated by its model before the handler runs). A row whose
@@ -12,73 +12,15 @@ as its inputs call for.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-from collections.abc import Awaitable, Callable, Mapping
+import functools
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from herald_model.submission import Submission
-from herald_worker.api import dead_letters, inputs, jobs, models, ops, signing_keys, tracker
-
-Handler = Callable[..., Awaitable[web.StreamResponse]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Reply:
-    """One documented answer: its model (None: no body schema) and what it means."""
-
-    model: Any
-    description: str
-    media: str = "application/json"
-    links: Mapping[str, Mapping[str, Any]] | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    operation_id: str
-    summary: str
-    replies: Mapping[int, Reply]
-    errors: Mapping[int, str] = dataclasses.field(default_factory=dict)
-    """Error answers particular to this route (the model is always ``Error``)."""
-    params: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    body: Any = None
-    reads_body: bool = False
-    public: bool = False
-    """Open without a token."""
-    description: str | None = None
-
-    def bind(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """The aiohttp handler: validates the declared inputs, then calls ours."""
-        declared = {
-            "path": self.params is not None,
-            "query": self.query is not None,
-            "body": self.body is not None and not self.reads_body,
-        }
-        accepted = set(inspect.signature(self.handler).parameters) - {"request"}
-        wanted = {name for name, given in declared.items() if given}
-        if accepted != wanted:
-            raise TypeError(f"{self.operation_id}: the handler takes {accepted}, the row {wanted}")
-        params, query, body, handler = self.params, self.query, self.body, self.handler
-
-        async def handle(request: web.Request) -> web.StreamResponse:
-            kwargs: dict[str, Any] = {}
-            if params is not None:
-                kwargs["path"] = inputs.path(request, params)
-            if query is not None:
-                kwargs["query"] = inputs.query(request, query)
-            if "body" in wanted:
-                kwargs["body"] = await inputs.body(request, body)
-            return await handler(request, **kwargs)
-
-        return handle
-
+from herald_worker.api import dead_letters, jobs, models, openapi, ops, signing_keys, tracker
+from herald_worker.api.route import Handler, Reply, Route
 
 NOT_FOUND = "No such object."
 UNREGISTERED = "The target is not registered."
@@ -116,6 +58,17 @@ DEAD_LETTER_LINKS = {
     for name in ("getDeadLetter", "replayDeadLetter")
 }
 ACCEPTED = models.JobAccepted | models.JobsAccepted
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document of :data:`ROUTES`."""
+    return openapi.build(ROUTES)
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
 
 ROUTES: list[Route] = [
     Route(
@@ -218,7 +171,7 @@ ROUTES: list[Route] = [
         dead_letters.purge,
         "purgeDeadLetters",
         "Purge dead letters older than a duration",
-        replies={200: Reply(models.Statistics, "What was (or would be) deleted.")},
+        replies={200: Reply(models.Purged, "What was (or would be) deleted.")},
         query=models.PurgeQuery,
     ),
     Route(
@@ -227,7 +180,7 @@ ROUTES: list[Route] = [
         dead_letters.stats,
         "deadLetterStats",
         "Dead letters by target, error class and priority",
-        replies={200: Reply(models.Statistics, "Statistics.")},
+        replies={200: Reply(models.DeadLetterStats, "Statistics.")},
     ),
     Route(
         "POST",
@@ -322,7 +275,7 @@ ROUTES: list[Route] = [
     Route(
         "GET",
         "/openapi.json",
-        ops.openapi,
+        openapi_document,
         "openapi",
         "This document",
         replies={200: Reply(dict[str, Any], "OpenAPI 3.1.")},

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from herald_worker.api.context import ctx
-from herald_worker.api.models import TrackerQuery
+from herald_worker.api.context import ctx, reply
+from herald_worker.api.models import TrackerPage, TrackerQuery
 
 
 async def list_recent(request: web.Request, query: TrackerQuery) -> web.Response:
     tracker = ctx(request).tracker
     items = tracker.recent(query.limit, state=query.state, target=query.target)
-    return web.json_response(
-        {
-            "size": len(tracker),
-            "capacity": tracker.maxsize,
-            "items": [s.to_json() for s in items],
-        }
-    )
+    return reply(TrackerPage.from_snapshots(items, size=len(tracker), capacity=tracker.maxsize))
 
 
 async def clear(request: web.Request) -> web.Response:
