@@ -14,12 +14,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from herald_core.errors import AlreadyReplayed, DeadLetterNotFound, InvalidRequest, TargetsMissing
 from herald_core.states import ErrorClass, Priority
-from herald_queue import chains, sql
+from herald_queue import ordering_keys, sql
 from herald_queue.db import AsyncConn, retry_conflicts
 from herald_queue.records import DeadLetterPage, DeadLetterRecord, DeadLetterStats
 from herald_queue.settings import QueueSettings
 
-D = sql.load("dead_letters")
+DEAD_LETTERS_SQL = sql.load("dead_letters")
 MAX_PAGE = 1000
 MAX_REPLAY_BATCH = 1000
 
@@ -137,7 +137,9 @@ class DeadLetterStore:
             "limit": limit + 1,
         }
         async with self._pool.connection() as conn:
-            cur = await conn.cursor(row_factory=dict_row).execute(D["list_dead_letters"], params)
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                DEAD_LETTERS_SQL["list_dead_letters"], params
+            )
             rows = await cur.fetchall()
         items = [DeadLetterRecord.from_row(r) for r in rows[:limit]]
         next_cursor = None
@@ -149,7 +151,7 @@ class DeadLetterStore:
     async def get(self, entry_id: uuid.UUID) -> DeadLetterRecord | None:
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
-                D["get_dead_letter"], {"id": entry_id}
+                DEAD_LETTERS_SQL["get_dead_letter"], {"id": entry_id}
             )
             row = await cur.fetchone()
         return DeadLetterRecord.from_row(row) if row else None
@@ -176,7 +178,9 @@ class DeadLetterStore:
         params = where.params()
         if dry_run:
             async with self._pool.connection() as conn:
-                cur = await conn.execute(D["count_replayable"], params | {"limit": limit})
+                cur = await conn.execute(
+                    DEAD_LETTERS_SQL["count_replayable"], params | {"limit": limit}
+                )
                 row = await cur.fetchone()
                 assert row is not None
                 matched, missing = int(row[0]), int(row[1])  # type: ignore[call-overload]
@@ -212,7 +216,7 @@ class DeadLetterStore:
         )
 
     async def _cancelled_left_out(self, conn: AsyncConn, params: dict[str, Any]) -> int:
-        cur = await conn.execute(D["count_cancelled_left_out"], params)
+        cur = await conn.execute(DEAD_LETTERS_SQL["count_cancelled_left_out"], params)
         row = await cur.fetchone()
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
@@ -228,9 +232,11 @@ class DeadLetterStore:
             "budget_low": self.settings.budget_low,
         }
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.cursor(row_factory=dict_row).execute(D["replay_dead_letters"], params)
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                DEAD_LETTERS_SQL["replay_dead_letters"], params
+            )
             rows = await cur.fetchall()
-            await chains.settle(
+            await ordering_keys.settle(
                 conn,
                 [
                     (r["target_id"], r["ordering_key"])
@@ -281,7 +287,9 @@ class DeadLetterStore:
     async def replay_counts(self, replayed_by: str) -> tuple[int, int]:
         """(replayed, skipped) so far by the replay named ``replayed_by``."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute(D["count_replayed_by"], {"replayed_by": replayed_by})
+            cur = await conn.execute(
+                DEAD_LETTERS_SQL["count_replayed_by"], {"replayed_by": replayed_by}
+            )
             row = await cur.fetchone()
         assert row is not None
         return int(row[0]), int(row[1])  # type: ignore[call-overload]
@@ -306,13 +314,15 @@ class DeadLetterStore:
             namespace = ns or None
         params = {"older_than": older_than, "namespace": namespace, "name": name, "now": now}
         async with self._pool.connection() as conn:
-            cur = await conn.execute(D["count_purgeable"], params)
+            cur = await conn.execute(DEAD_LETTERS_SQL["count_purgeable"], params)
             row = await cur.fetchone()
             matched = int(row[0]) if row else 0  # type: ignore[call-overload]
             deleted = 0
             if not dry_run:
                 while True:
-                    cur = await conn.execute(D["purge_dead_letters"], params | {"limit": batch})
+                    cur = await conn.execute(
+                        DEAD_LETTERS_SQL["purge_dead_letters"], params | {"limit": batch}
+                    )
                     deleted += cur.rowcount
                     if cur.rowcount < batch:
                         break
@@ -325,7 +335,7 @@ class DeadLetterStore:
         name), counted per error class."""
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
-                D["waiting_by_target"], {"namespace": namespace}
+                DEAD_LETTERS_SQL["waiting_by_target"], {"namespace": namespace}
             )
             rows = await cur.fetchall()
         out: dict[tuple[str, str], dict[str, int]] = {}
@@ -339,18 +349,24 @@ class DeadLetterStore:
         (namespace/name, error class, reason), and dead letters replayed per namespace/name
         (tombstones of deleted targets included)."""
         async with self._pool.connection() as conn:
-            cur = await conn.cursor(row_factory=dict_row).execute(D["dead_letter_counters"])
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                DEAD_LETTERS_SQL["dead_letter_counters"]
+            )
             written = {
                 (f"{r['namespace']}/{r['name']}", r["error_type"], r["reason"]): int(r["n"])
                 for r in await cur.fetchall()
             }
-            cur = await conn.cursor(row_factory=dict_row).execute(D["replay_counters"])
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                DEAD_LETTERS_SQL["replay_counters"]
+            )
             replayed = {f"{r['namespace']}/{r['name']}": int(r["n"]) for r in await cur.fetchall()}
         return written, replayed
 
     async def stats(self) -> DeadLetterStats:
         async with self._pool.connection() as conn:
-            cur = await conn.cursor(row_factory=dict_row).execute(D["dead_letter_stats"])
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                DEAD_LETTERS_SQL["dead_letter_stats"]
+            )
             rows = await cur.fetchall()
         total = replayed = 0
         by_target: dict[str, int] = {}

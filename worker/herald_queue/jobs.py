@@ -27,7 +27,7 @@ from herald_core.ids import parse_uuid, uuid7_ints
 from herald_core.states import CircuitState, ErrorClass, JobState, Priority
 from herald_model.submission import JobRequest
 from herald_model.target_spec import RetryPolicy
-from herald_queue import admission, chains, locks, sql
+from herald_queue import admission, locks, ordering_keys, sql
 from herald_queue.db import AsyncConn, retry_conflicts
 from herald_queue.records import (
     ClaimedJob,
@@ -43,8 +43,8 @@ from herald_queue.retry import decide
 from herald_queue.settings import QueueSettings
 from herald_queue.waker import Waker
 
-J = sql.load("jobs")
-T = sql.load("targets")
+JOBS_SQL = sql.load("jobs")
+TARGETS_SQL = sql.load("targets")
 log = logging.getLogger("herald.queue")
 
 # Batches at least this large, without idempotency or ordering keys, are written with COPY.
@@ -122,10 +122,10 @@ class JobStore:
         ):
             # Locks first, in sorted order: the chains (so seq follows the chain order) and,
             # for a batch, the idempotency keys (so overlapping batches never deadlock).
-            await chains.lock(conn, ordered)
+            await ordering_keys.lock(conn, ordered)
             if keyed and not single:
                 await conn.execute(
-                    J["lock_idempotency_keys"],
+                    JOBS_SQL["lock_idempotency_keys"],
                     {
                         "target_ids": [t for t, _ in keyed],
                         "keys": [k for _, k in keyed],
@@ -133,12 +133,12 @@ class JobStore:
                     },
                 )
             cur = await conn.execute(
-                J["enqueue_many"], {"batch": f"[{batch}]", "notify": self.waker.take()}
+                JOBS_SQL["enqueue_many"], {"batch": f"[{batch}]", "notify": self.waker.take()}
             )
             inserted = {row[0].int for row in await cur.fetchall()}  # type: ignore[attr-defined]
             if len(inserted) < len(requests) and keyed:
                 cur = await conn.execute(
-                    J["find_by_idempotency_keys"],
+                    JOBS_SQL["find_by_idempotency_keys"],
                     {"target_ids": [t for t, _ in keyed], "keys": [k for _, k in keyed]},
                 )
                 for job_id, target_id, key, state, digest in await cur.fetchall():
@@ -149,7 +149,7 @@ class JobStore:
                     )
                 # Raised inside the transaction: a batch with one reused key writes nothing.
                 _check_key_reuse(requests, resolved, ids, inserted, existing)
-            await chains.settle(conn, ordered)
+            await ordering_keys.settle(conn, ordered)
         results = []
         for job_id, r in zip(ids, requests, strict=True):
             target_id, ref = resolved[r.target]
@@ -169,7 +169,7 @@ class JobStore:
     ) -> list[EnqueueResult]:
         results: list[EnqueueResult] = []
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(J["transaction_time"])
+            cur = await conn.execute(JOBS_SQL["transaction_time"])
             row = await cur.fetchone()
             assert row is not None
             now: dt.datetime = row[0]  # type: ignore[assignment]
@@ -182,9 +182,9 @@ class JobStore:
             deadlines = {p: now + dt.timedelta(seconds=self.settings.budget(p)) for p in Priority}
             tails = {p: f"\t{now.isoformat()}\t{deadlines[p].isoformat()}\n" for p in Priority}
             if self.waker.take():
-                await conn.execute(J["notify_jobs"])
+                await conn.execute(JOBS_SQL["notify_jobs"])
             queued = JobState.QUEUED
-            async with conn.cursor() as copy_cur, copy_cur.copy(J["copy_jobs"]) as copy:
+            async with conn.cursor() as copy_cur, copy_cur.copy(JOBS_SQL["copy_jobs"]) as copy:
                 for start in range(0, len(requests), 1000):
                     chunk = list(
                         zip(ids[start : start + 1000], requests[start : start + 1000], strict=True)
@@ -276,7 +276,7 @@ class JobStore:
             )
 
     async def _read_quota_targets(self, conn: AsyncConn) -> None:
-        cur = await conn.execute(T["quota_targets"])
+        cur = await conn.execute(TARGETS_SQL["quota_targets"])
         self._quota_targets = [int(str(r[0])) for r in await cur.fetchall()]
         self._quota_checked = time.monotonic()
 
@@ -323,7 +323,7 @@ class JobStore:
             "with_quotas": with_quotas,
             "async_commit": not self.settings.durable_claims,
         }
-        await cur.execute(J[query], params | (extra or {}))
+        await cur.execute(JOBS_SQL[query], params | (extra or {}))
         return cur
 
     async def _claim_with_quotas(
@@ -335,9 +335,9 @@ class JobStore:
         caps: dict[int, int],
     ) -> list[ClaimedJob]:
         async with conn.transaction():
-            await conn.execute(T["lock_targets"], {"ids": target_ids})
+            await conn.execute(TARGETS_SQL["lock_targets"], {"ids": target_ids})
             cur = await conn.cursor(row_factory=dict_row).execute(
-                T["quota_state"], {"ids": target_ids}
+                TARGETS_SQL["quota_state"], {"ids": target_ids}
             )
             grants = {}
             for state in await cur.fetchall():
@@ -354,7 +354,7 @@ class JobStore:
                 taken[job.target_id] = taken.get(job.target_id, 0) + 1
             spent = {t: admission.spend(g, taken.get(t, 0)) for t, g in grants.items()}
             await conn.execute(
-                T["spend_quota"],
+                TARGETS_SQL["spend_quota"],
                 {
                     "ids": list(spent),
                     "probing": [probe for probe, _ in spent.values()],
@@ -380,11 +380,11 @@ class JobStore:
         async with self._pool.connection() as conn:
             if keyed:
                 async with conn.transaction():
-                    await chains.lock(conn, keyed)  # before any job row (see locks.py)
-                    row = await (await conn.execute(J["complete"], params)).fetchone()
-                    await chains.settle(conn, keyed)
+                    await ordering_keys.lock(conn, keyed)  # before any job row (see locks.py)
+                    row = await (await conn.execute(JOBS_SQL["complete"], params)).fetchone()
+                    await ordering_keys.settle(conn, keyed)
             else:
-                row = await (await conn.execute(J["complete"], params)).fetchone()
+                row = await (await conn.execute(JOBS_SQL["complete"], params)).fetchone()
         return _completed(jobs, row)
 
     async def complete_and_claim(
@@ -403,11 +403,11 @@ class JobStore:
         new jobs on that same connection, so the server process that delivers the wake-up
         runs the next claim, already awake."""
         async with self._pool.connection() as conn:
-            await conn.execute(J["listen_jobs"])
+            await conn.execute(JOBS_SQL["listen_jobs"])
             try:
                 yield Consumer(self, conn, worker)
             finally:
-                await conn.execute(J["unlisten_jobs"])
+                await conn.execute(JOBS_SQL["unlisten_jobs"])
 
     async def _complete_and_claim(
         self, conn: AsyncConn, worker: str, done: Sequence[ClaimedJob], limit: int
@@ -468,10 +468,10 @@ class JobStore:
         }
         keyed = [(f.job.target_id, f.job.ordering_key) for f in failures if f.job.ordering_key]
         async with self._pool.connection() as conn, conn.transaction():
-            await chains.lock(conn, keyed)  # before any job row (see locks.py)
-            cur = await conn.cursor(row_factory=dict_row).execute(J["fail"], params)
+            await ordering_keys.lock(conn, keyed)  # before any job row (see locks.py)
+            cur = await conn.cursor(row_factory=dict_row).execute(JOBS_SQL["fail"], params)
             rows = await cur.fetchall()
-            await chains.settle(conn, keyed)
+            await ordering_keys.settle(conn, keyed)
         return [
             FailureOutcome(
                 id=r["id"],
@@ -499,7 +499,7 @@ class JobStore:
             return []
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                J["heartbeat"],
+                JOBS_SQL["heartbeat"],
                 {"ids": list(ids), "worker": worker, "lease_seconds": self.settings.lease},
             )
             row = await cur.fetchone()
@@ -511,7 +511,7 @@ class JobStore:
         if not ids:
             return 0
         async with self._pool.connection() as conn:
-            cur = await conn.execute(J["release"], {"ids": list(ids), "worker": worker})
+            cur = await conn.execute(JOBS_SQL["release"], {"ids": list(ids), "worker": worker})
             row = await cur.fetchone()
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
@@ -521,7 +521,7 @@ class JobStore:
         attempts goes to the DLQ. It does not count against the target's circuit."""
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
-                J["expired_leases"], {"limit": limit}
+                JOBS_SQL["expired_leases"], {"limit": limit}
             )
             rows = await cur.fetchall()
         if not rows:
@@ -557,7 +557,7 @@ class JobStore:
     async def notify_more(self) -> None:
         """Wake the workers that are not the waker (see herald_queue/listener.py)."""
         async with self._pool.connection() as conn:
-            await conn.execute(J["notify_more"])
+            await conn.execute(JOBS_SQL["notify_more"])
 
     @retry_conflicts
     async def cancel(
@@ -568,18 +568,20 @@ class JobStore:
         async with self._pool.connection() as conn, conn.transaction():
             # The chains' locks before any job row (see locks.py): a job's ordering key
             # never changes, so reading them first is exact.
-            cur = await conn.execute(J["chains_of_jobs"], {"ids": list(ids)})
-            await chains.lock(conn, [(int(str(t)), str(k)) for t, k in await cur.fetchall()])
-            cur = await conn.execute(J["cancel"], {"ids": list(ids), "message": reason})
+            cur = await conn.execute(JOBS_SQL["chains_of_jobs"], {"ids": list(ids)})
+            await ordering_keys.lock(conn, [(int(str(t)), str(k)) for t, k in await cur.fetchall()])
+            cur = await conn.execute(JOBS_SQL["cancel"], {"ids": list(ids), "message": reason})
             rows = await cur.fetchall()
-            await chains.settle(conn, [(int(str(r[1])), str(r[2])) for r in rows if r[2]])
+            await ordering_keys.settle(conn, [(int(str(r[1])), str(r[2])) for r in rows if r[2]])
         return [r[0] for r in rows]  # type: ignore[misc]
 
     # -- read --------------------------------------------------------------------------
 
     async def get(self, job_id: uuid.UUID) -> JobRecord | None:
         async with self._pool.connection() as conn:
-            cur = await conn.cursor(row_factory=dict_row).execute(J["get_job"], {"id": job_id})
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                JOBS_SQL["get_job"], {"id": job_id}
+            )
             row = await cur.fetchone()
         return JobRecord.from_row(row) if row else None
 
@@ -608,7 +610,7 @@ class JobStore:
         target_id = (await self.registry.resolve(target))[0] if target else None
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
-                J["list_jobs"],
+                JOBS_SQL["list_jobs"],
                 {
                     "state": state.value if state else None,
                     "target_id": target_id,
@@ -649,7 +651,7 @@ class JobStore:
         total = 0
         async with self._pool.connection() as conn:
             while True:
-                cur = await conn.execute(J["prune_finished"], params)
+                cur = await conn.execute(JOBS_SQL["prune_finished"], params)
                 total += cur.rowcount
                 if cur.rowcount < batch:
                     return total

@@ -34,7 +34,7 @@ from herald_queue.settings import DatabaseSettings
 
 log = logging.getLogger("herald.migrate")
 
-L = sql.load("locks")
+LOCKS_SQL = sql.load("locks")
 DEFAULT_WAIT = 300.0
 """Seconds ``herald migrate`` waits in all for the migration lock and table locks
 (HERALD_MIGRATION_WAIT)."""
@@ -130,14 +130,14 @@ async def migrate(
                 applied.append(label)
         return MigrationReport(before=before, after=await current_version(conn), applied=applied)
     finally:
-        await conn.execute(L["release_session_lock"], {"key": SessionLock.MIGRATION})
+        await conn.execute(LOCKS_SQL["release_session_lock"], {"key": SessionLock.MIGRATION})
 
 
 async def _take_migration_lock(conn: AsyncConn, deadline: _Deadline) -> None:
     """Try the migration lock until it is ours or ``deadline`` passes."""
     while True:
         row = await (
-            await conn.execute(L["try_session_lock"], {"key": SessionLock.MIGRATION})
+            await conn.execute(LOCKS_SQL["try_session_lock"], {"key": SessionLock.MIGRATION})
         ).fetchone()
         if row and row[0]:
             return
@@ -171,7 +171,7 @@ async def _apply(
         try:
             async with conn.transaction():
                 await conn.execute(
-                    L["local_lock_timeout"],
+                    LOCKS_SQL["local_lock_timeout"],
                     {"lock_timeout": db.milliseconds(STATEMENT_LOCK_TIMEOUT)},
                 )
                 await conn.execute(text.encode())
@@ -200,14 +200,14 @@ async def _apply(
 
 async def _lock_holder(conn: AsyncConn) -> str:
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(L["session_lock_holder"], {"key": SessionLock.MIGRATION})
+    await cur.execute(LOCKS_SQL["session_lock_holder"], {"key": SessionLock.MIGRATION})
     row = await cur.fetchone()
     return _describe_session(row) if row else "a session that has just ended"
 
 
 async def _relation_lock_holders(conn: AsyncConn) -> str:
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(L["relation_lock_holders"])
+    await cur.execute(LOCKS_SQL["relation_lock_holders"])
     rows = await cur.fetchall()
     return ", ".join(_describe_session(r) for r in rows) or "sessions that have since let go"
 

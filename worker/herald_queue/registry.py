@@ -19,8 +19,8 @@ from herald_queue import sql
 from herald_queue.db import AsyncConn
 from herald_queue.records import TargetRow
 
-Q = sql.load("targets")
-J = sql.load("jobs")
+TARGETS_SQL = sql.load("targets")
+JOBS_SQL = sql.load("jobs")
 
 
 def _upsert_params(target: PublishingTarget) -> dict[str, Any]:
@@ -79,7 +79,7 @@ class TargetRegistry:
         async with self._pool.connection() as conn, conn.transaction():
             for target in targets:
                 cur = await conn.cursor(row_factory=dict_row).execute(
-                    Q["upsert_target"], _upsert_params(target)
+                    TARGETS_SQL["upsert_target"], _upsert_params(target)
                 )
                 row = await cur.fetchone()
                 assert row is not None
@@ -90,7 +90,7 @@ class TargetRegistry:
     async def list(self, namespace: str | None = None, name: str | None = None) -> list[TargetRow]:
         async with self._pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
-                Q["list_targets"], {"namespace": namespace, "name": name}
+                TARGETS_SQL["list_targets"], {"namespace": namespace, "name": name}
             )
             return [TargetRow.from_row(r) for r in await cur.fetchall()]
 
@@ -121,7 +121,7 @@ class TargetRegistry:
             return cached[1], cached[2]
         namespace, name = self.split(ref)
         async with self._pool.connection() as conn:
-            cur = await conn.execute(Q["find_target_namespaces"], {"name": name})
+            cur = await conn.execute(TARGETS_SQL["find_target_namespaces"], {"name": name})
             found = {str(ns): int(i) for i, ns in await cur.fetchall()}  # type: ignore[call-overload]
         if namespace is not None:
             chosen = namespace if namespace in found else None
@@ -155,11 +155,13 @@ class TargetRegistry:
         too, via the sweeper). The name is free for a new target at once."""
         target_id = await self._existing(ref)
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(Q["mark_target_deleted"], {"id": target_id})
+            cur = await conn.execute(TARGETS_SQL["mark_target_deleted"], {"id": target_id})
             deleted = await cur.fetchone() is not None
-            cur = await conn.execute(J["bury_deleted_targets_jobs"], {"target_id": target_id})
+            cur = await conn.execute(
+                JOBS_SQL["bury_deleted_targets_jobs"], {"target_id": target_id}
+            )
             buried = len(await cur.fetchall())
-            cur = await conn.execute(J["count_running_for_target"], {"target_id": target_id})
+            cur = await conn.execute(JOBS_SQL["count_running_for_target"], {"target_id": target_id})
             row = await cur.fetchone()
             running = int(row[0]) if row else 0  # type: ignore[call-overload]
         self.invalidate()
@@ -168,17 +170,21 @@ class TargetRegistry:
     async def sweep_deleted(self) -> int:
         """Move waiting jobs of deleted targets to the DLQ (the sweeper's job)."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute(J["bury_deleted_targets_jobs"], {"target_id": None})
+            cur = await conn.execute(JOBS_SQL["bury_deleted_targets_jobs"], {"target_id": None})
             return len(await cur.fetchall())
 
     async def purge_tombstones(self, older_than: float, *, now: dt.datetime | None = None) -> int:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(Q["purge_tombstones"], {"older_than": older_than, "now": now})
+            cur = await conn.execute(
+                TARGETS_SQL["purge_tombstones"], {"older_than": older_than, "now": now}
+            )
             return len(await cur.fetchall())
 
     async def auto_pause(self, target_id: int, reason: str) -> bool:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(Q["auto_pause_target"], {"id": target_id, "reason": reason})
+            cur = await conn.execute(
+                TARGETS_SQL["auto_pause_target"], {"id": target_id, "reason": reason}
+            )
             return await cur.fetchone() is not None
 
     async def disable_failing(
@@ -189,7 +195,8 @@ class TargetRegistry:
         disabled by this call."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                Q["disable_failing_targets"], {"now": now, "default_seconds": default_seconds}
+                TARGETS_SQL["disable_failing_targets"],
+                {"now": now, "default_seconds": default_seconds},
             )
             ids = [int(r[0]) for r in await cur.fetchall()]  # type: ignore[call-overload]
         return [t for t in await self.list() if t.id in ids] if ids else []
@@ -198,11 +205,11 @@ class TargetRegistry:
         """Bring back a target disabled after failing for days; False if it was not."""
         target_id = await self._existing(ref)
         async with self._pool.connection() as conn:
-            cur = await conn.execute(Q["enable_target"], {"id": target_id})
+            cur = await conn.execute(TARGETS_SQL["enable_target"], {"id": target_id})
             return await cur.fetchone() is not None
 
     async def resume(self, ref: str) -> None:
         """Clear a 410 auto-pause and close the circuit (an operator's explicit word)."""
         target_id = await self._existing(ref)
         async with self._pool.connection() as conn:
-            await conn.execute(Q["resume_target"], {"id": target_id})
+            await conn.execute(TARGETS_SQL["resume_target"], {"id": target_id})

@@ -18,7 +18,7 @@ from herald_queue.capacity import percent
 from herald_queue.db import AsyncConn
 from herald_queue.records import PriorityStats, QueueStats, StateCount, TargetStats
 
-S = sql.load("stats")
+STATS_SQL = sql.load("stats")
 
 
 def _zero() -> dict[str, int]:
@@ -32,7 +32,7 @@ async def count_rows(
     the oldest."""
     async with pool.connection() as conn:
         cur = await conn.cursor(row_factory=dict_row).execute(
-            S["job_counts"], {"live_only": live_only}
+            STATS_SQL["job_counts"], {"live_only": live_only}
         )
         return [StateCount.from_row(row) for row in await cur.fetchall()]
 
@@ -40,7 +40,7 @@ async def count_rows(
 async def target_capacities(pool: AsyncConnectionPool[AsyncConn]) -> dict[str, int]:
     """spec.capacity.jobs by namespace/name, of the live targets that have one."""
     async with pool.connection() as conn:
-        cur = await conn.cursor(row_factory=dict_row).execute(S["target_capacities"])
+        cur = await conn.cursor(row_factory=dict_row).execute(STATS_SQL["target_capacities"])
         return {f"{r['namespace']}/{r['name']}": int(r["jobs"]) for r in await cur.fetchall()}
 
 
@@ -111,6 +111,6 @@ async def queue_stats(
 
 async def ready_for_scaling(pool: AsyncConnectionPool[AsyncConn]) -> int:
     async with pool.connection() as conn:
-        cur = await conn.execute(S["ready_for_scaling"])
+        cur = await conn.execute(STATS_SQL["ready_for_scaling"])
         row = await cur.fetchone()
     return int(row[0]) if row else 0  # type: ignore[call-overload]

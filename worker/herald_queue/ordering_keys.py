@@ -13,7 +13,7 @@ from typing import Any
 from herald_queue import locks, sql
 from herald_queue.db import AsyncConn
 
-J = sql.load("jobs")
+JOBS_SQL = sql.load("jobs")
 
 
 def _params(chains: Iterable[tuple[int, str | None]]) -> dict[str, Any] | None:
@@ -32,7 +32,7 @@ async def lock(conn: AsyncConn, chains: Iterable[tuple[int, str | None]]) -> Non
     before inserting keeps a chain's seq in the order its jobs commit."""
     params = _params(chains)
     if params is not None:
-        await conn.execute(J["lock_chains"], params)
+        await conn.execute(JOBS_SQL["lock_chains"], params)
 
 
 async def settle(conn: AsyncConn, chains: Iterable[tuple[int, str | None]]) -> None:
@@ -41,5 +41,5 @@ async def settle(conn: AsyncConn, chains: Iterable[tuple[int, str | None]]) -> N
     params = _params(chains)
     if params is None:
         return
-    await conn.execute(J["lock_chains"], params)
-    await conn.execute(J["normalize_chains"], params)
+    await conn.execute(JOBS_SQL["lock_chains"], params)
+    await conn.execute(JOBS_SQL["normalize_chains"], params)
