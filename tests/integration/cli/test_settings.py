@@ -25,7 +25,7 @@ from herald_delivery.settings import EgressSettings
 from herald_operator.settings import OperatorSettings
 from herald_queue.settings import DatabaseSettings, QueueSettings
 from herald_worker.settings import WorkerSettings
-from tests.helpers import eventually, settings_from, stop_process
+from tests.helpers import settings_from, stop_process, wait_until
 from tests.integration.cli.cli import closed_port, herald
 
 COUNT = "must be an integer of at least 1"
@@ -272,7 +272,7 @@ async def test_the_worker_runs_with_every_setting_given(db_url: str, tmp_path: P
                 except aiohttp.ClientError:
                     return False
 
-            await eventually(ready, timeout=30, interval=0.1, message="worker ready")
+            await wait_until(ready, timeout=30, interval=0.1, what="worker ready")
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0, log.read_text()
     finally:

@@ -17,7 +17,6 @@ from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.queue import Queue
 from tests.helpers import (
     RETRY_LATER,
-    eventually,
     failure,
     job,
     job_rows,
@@ -26,6 +25,7 @@ from tests.helpers import (
     register,
     sql_rows,
     sql_value,
+    wait_until,
 )
 
 DOUBLE_RUNNING = """
@@ -281,13 +281,13 @@ async def test_concurrent_enqueues_to_one_chain_never_run_two_at_once(
                 ]
             )
         )
-        await eventually(
+        await wait_until(
             lambda: sql_value(
                 queue,
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             ),
-            message="B waits for the blocker's chain lock",
+            what="B waits for the blocker's chain lock",
         )
         first = await queue.jobs.enqueue(job(payload={"who": "A"}, ordering_key=key))
         [ja] = await queue.jobs.claim("w", 10)

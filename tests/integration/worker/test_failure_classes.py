@@ -24,7 +24,7 @@ from herald_delivery import http_client as http
 from herald_delivery.target_types.base import OutgoingRequest, RenderContext
 from herald_delivery.target_types.webhook import Webhook
 from herald_tools.receiver import Answer, always
-from tests.helpers import eventually
+from tests.helpers import wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     NO_BREAKER,
@@ -123,7 +123,7 @@ async def test_receiver_recovering_from_refused_gets_the_job(db_url: str, tmp_pa
         async def failed_twice() -> bool:
             return (await job(w.queue, submitted["id"]))["attempts"] >= 2
 
-        await eventually(failed_twice, timeout=10)
+        await wait_until(failed_twice, timeout=10)
         await rx.start(port)
         try:
             await wait_state(w.queue, "succeeded", 1)

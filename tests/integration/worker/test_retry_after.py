@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from herald_tools.receiver import Answer
-from tests.helpers import eventually, sql_rows
+from tests.helpers import sql_rows, wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     NO_BREAKER,
@@ -51,7 +51,7 @@ async def scheduled_delay(w: Any, job_id: str) -> dict[str, Any]:
             [job_id],
         )
 
-    [row] = await eventually(retrying, timeout=10, interval=0.01, message="job retrying")
+    [row] = await wait_until(retrying, timeout=10, interval=0.01, what="job retrying")
     return row
 
 
