@@ -20,8 +20,6 @@ from tests.helpers import job, open_queue, sql_exec, wait_until
 from herald_queue.queue import Queue
 from herald_tools.receiver import Receiver
 
-pytestmark = pytest.mark.cluster
-
 SCALING = {
     "enabled": True,
     "minReplicas": 1,

@@ -19,8 +19,6 @@ from tests.helpers import wait_until
 
 from herald_tools.receiver import Answer, Receiver
 
-pytestmark = pytest.mark.cluster
-
 
 @pytest.fixture()
 async def herald(

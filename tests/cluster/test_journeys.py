@@ -30,8 +30,6 @@ from tests.helpers import wait_until
 
 from herald_tools.receiver import Answer, Receiver, always
 
-pytestmark = pytest.mark.cluster
-
 
 @pytest.fixture()
 async def herald(

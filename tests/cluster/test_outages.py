@@ -40,8 +40,6 @@ from herald_operator.status import Depth, depth_by_target
 from herald_queue import stats
 from herald_queue.queue import Queue
 
-pytestmark = pytest.mark.cluster
-
 URL = "http://127.0.0.1:9/hook"  # no worker runs: nothing is delivered, depths stay exact
 OUTAGES = [int(s) for s in os.environ.get("HERALD_TEST_API_OUTAGES", "75").split(",") if s]
 NEVER = "Task exception was never retrieved"

@@ -32,8 +32,6 @@ from tests.unit.test_signing_keys import ed25519_key, verify_v1a
 
 from herald_tools.receiver import Answer, Receiver
 
-pytestmark = pytest.mark.cluster
-
 
 def verifies(key: str, body: bytes, headers: dict[str, str]) -> bool:
     try:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 
 from herald_queue.settings import DatabaseSettings, QueueSettings
@@ -24,7 +23,6 @@ from tests.e2e.chart_helpers import WORKER_METRICS, series_names
 from tests.e2e.observability import alertmanager, metric_names, post_alerts, prometheus, query
 from tests.helpers import LOCAL_EGRESS, wait_until
 
-pytestmark = pytest.mark.e2e
 TOKEN = "e2e-token"
 
 
