@@ -18,7 +18,7 @@ from herald_core.states import JobState
 from herald_queue.queue import Queue
 from tests.helpers import LOCAL_EGRESS_ENV, claim_all, failure, job, register, sql_value
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 ONE_SHOT: dict[str, Any] = {
     "retry": {"maxAttempts": 1},

@@ -19,7 +19,7 @@ from herald_core.states import Priority
 from herald_queue.queue import Queue
 from tests.helpers import job, open_queue, register, sql_rows
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TARGETS = ("alpha", "beta", "gamma")
 PRIORITIES = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
 

@@ -35,7 +35,7 @@ from tests.helpers import (
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextlib.asynccontextmanager
