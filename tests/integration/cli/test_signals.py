@@ -200,6 +200,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 async def test_a_command_that_does_not_stop_exits_within_a_bound_saying_where(
     sig: signal.Signals, status: int

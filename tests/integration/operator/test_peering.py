@@ -39,6 +39,7 @@ def peering(**peers: int) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
 async def test_without_the_peering_object_no_replica_acts_and_the_log_says_why(
     k8s: Emulator, start_operator: StartOperator, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -112,6 +112,7 @@ async def test_an_invalid_targets_overwritten_status_is_set_right(
     )
 
 
+@pytest.mark.slow
 async def test_status_writes_and_timers_outlive_an_api_outage(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:
@@ -168,6 +169,7 @@ async def test_status_writes_and_timers_outlive_an_api_outage(
     assert operator.thread.is_alive()
 
 
+@pytest.mark.slow
 async def test_a_change_during_an_api_outage_is_handled_once_it_is_back(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:
@@ -219,6 +221,7 @@ def flaky_tick(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield calls
 
 
+@pytest.mark.slow
 async def test_a_tick_that_raises_is_tried_again_and_the_timer_keeps_ticking(
     k8s: Emulator, flaky_tick: list[int], operator: RunningOperator, queue: Queue
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import kmock
+import pytest
 
 from herald_queue.queue import Queue
 from tests.helpers import failure, job, register, wait_until
@@ -58,6 +59,7 @@ async def enqueue(queue: Queue, target: str, n: int) -> None:
     await queue.jobs.enqueue_many([job(target, {"n": i}) for i in range(n)])
 
 
+@pytest.mark.slow
 async def test_scales_up_to_ready_jobs_and_tells_why(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:
@@ -103,6 +105,7 @@ async def test_the_first_pass_comes_at_start_not_an_interval_later(
     await wait_until(lambda: replicas(k8s) == 2, timeout=30, what="raised at start")
 
 
+@pytest.mark.slow
 async def test_scales_down_only_after_the_stabilization_window(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:
@@ -120,6 +123,7 @@ async def test_scales_down_only_after_the_stabilization_window(
     assert await wait_until(lambda: events(k8s, "WorkersScaledDown", WORKER))
 
 
+@pytest.mark.slow
 async def test_a_dip_within_the_window_keeps_the_workers(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:
@@ -136,6 +140,7 @@ async def test_a_dip_within_the_window_keeps_the_workers(
     assert len(scale_requests(k8s, "PATCH")) == 1
 
 
+@pytest.mark.slow
 async def test_no_workers_for_a_target_whose_circuit_is_open_or_that_is_paused(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:

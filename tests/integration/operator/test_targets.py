@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 
 from herald_core.states import Priority
 from herald_queue.queue import Queue
@@ -179,6 +180,7 @@ async def test_a_spec_change_is_registered_and_observed(
     valid(k8s, PT, "hook")
 
 
+@pytest.mark.slow
 async def test_status_follows_the_queue_and_the_circuit(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:
@@ -308,6 +310,7 @@ async def test_a_target_the_egress_policy_refuses_is_not_ready_nor_registered(
     assert (await wait_ready(k8s, "outside"))["reason"] == "Ready"
 
 
+@pytest.mark.slow
 async def test_capacity_pressure_condition_follows_the_fill(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:

@@ -102,6 +102,7 @@ async def kill(proc: asyncio.subprocess.Process) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 async def test_killed_claimer_jobs_are_rescued_and_completed_by_another(queue: Queue) -> None:
     await register(queue, retry={"maxAttempts": 5})
     enqueued = {
@@ -147,6 +148,7 @@ async def test_killed_claimer_jobs_are_rescued_and_completed_by_another(queue: Q
     assert await sql_rows(queue, "SELECT * FROM herald.dead_letters") == []
 
 
+@pytest.mark.slow
 async def test_short_lease_expires_by_itself(queue: Queue) -> None:
     """With a real (short) lease instead of SQL: the rescuer finds the jobs once it runs out."""
     await register(queue)

@@ -100,6 +100,7 @@ async def test_an_up_to_date_database_is_not_locked_at_all(
     assert report.applied == []
 
 
+@pytest.mark.slow
 async def test_the_migration_lock_is_waited_for_with_a_bound_that_names_its_holder(
     fresh_db: FreshDb, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,6 +124,7 @@ async def test_the_migration_lock_is_waited_for_with_a_bound_that_names_its_hold
     assert await version_of(url) == OLDER
 
 
+@pytest.mark.slow
 async def test_a_migration_waits_for_table_locks_a_bounded_time_then_applies(
     fresh_db: FreshDb, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,6 +158,7 @@ async def test_a_migration_waits_for_table_locks_a_bounded_time_then_applies(
     assert report.after == migrate.latest_version()
 
 
+@pytest.mark.slow
 async def test_a_migration_gives_up_naming_who_keeps_its_tables_locked(
     fresh_db: FreshDb, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -259,6 +262,7 @@ async def test_a_change_to_a_chain_takes_its_lock_before_any_job_row(
     await bounded(task, change, 30)
 
 
+@pytest.mark.slow
 async def test_duplicate_submissions_while_jobs_settle_never_deadlock(
     queue: Queue, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import psycopg
+import pytest
 
 from herald_core.states import JobState
 from herald_queue import locks
@@ -47,6 +48,7 @@ async def chain(queue: Queue, key: str, n: int, target: str = "hook") -> list[uu
     return [r.id for r in results]
 
 
+@pytest.mark.slow
 async def test_concurrent_claimers_keep_each_chain_in_order(db_url: str) -> None:
     keys = [f"k{n}" for n in range(6)]
     per_key = 20

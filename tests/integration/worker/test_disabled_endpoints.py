@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from herald_tools.receiver import Answer, Receiver
 from tests.helpers import wait_until
 from tests.integration.cli.cli import herald
@@ -50,6 +52,7 @@ async def row(w: Worker, ref: str = "default/hook") -> dict[str, object]:
     return found
 
 
+@pytest.mark.slow
 async def test_a_target_failing_for_days_is_disabled_and_one_command_enables_it(
     db_url: str, tmp_path: Path
 ) -> None:

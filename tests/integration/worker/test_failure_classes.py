@@ -133,6 +133,7 @@ async def test_receiver_recovering_from_refused_gets_the_job(db_url: str, tmp_pa
             await rx.stop()
 
 
+@pytest.mark.slow
 async def test_timeout_is_transient(db_url: str, tmp_path: Path) -> None:
     """The receiver answers the first attempt later than timeoutSeconds: retried, then
     delivered on the second attempt, which it answers at once. (A timeout of 1 s: the

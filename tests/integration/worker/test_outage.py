@@ -66,6 +66,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["503", "refused"])
 async def test_outage_opens_the_circuit_burns_nothing_and_recovers(
     db_url: str, tmp_path: Path, mode: str

@@ -55,6 +55,7 @@ async def scheduled_delay(w: Any, job_id: str) -> dict[str, Any]:
     return row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [429, 503])
 async def test_retry_after_seconds_is_obeyed(db_url: str, tmp_path: Path, status: int) -> None:
     wait = 1
@@ -75,6 +76,7 @@ async def test_retry_after_seconds_is_obeyed(db_url: str, tmp_path: Path, status
         assert rx.delivered_ids() == [submitted["id"]]
 
 
+@pytest.mark.slow
 async def test_retry_after_http_date_is_obeyed(db_url: str, tmp_path: Path) -> None:
     """An HTTP-date: the retry comes no earlier than that time (wall clock)."""
     not_before: list[float] = []

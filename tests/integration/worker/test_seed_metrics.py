@@ -101,6 +101,7 @@ async def test_retry_successes_and_dead_letter_reads(w: Worker) -> None:
     assert metric(samples, reads, operation="stats") == 1
 
 
+@pytest.mark.slow
 async def test_dead_letter_writes_and_replays_are_counted_on_every_path(
     w: Worker, db_url: str
 ) -> None:

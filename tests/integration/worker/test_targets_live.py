@@ -113,6 +113,7 @@ async def test_a_deleted_target_is_refused_at_once(db_url: str, tmp_path: Path) 
             assert row["target_id"] != old_id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume", ["cli", "spec-change"])
 async def test_gone_pauses_the_target_until_resumed(
     db_url: str, tmp_path: Path, resume: str
@@ -187,6 +188,7 @@ async def _paused_sampled(w: Any) -> bool:
     return metric(await w.metrics(), "herald_target_paused", target="default/hook") == 1
 
 
+@pytest.mark.slow
 async def test_missing_secret_key_rides_out_like_an_outage(db_url: str, tmp_path: Path) -> None:
     async with TrackingReceiver() as rx:
         spec = {
@@ -241,6 +243,7 @@ async def _opened(queue: Any) -> bool:
     return await circuit(queue, "pager") in ("open", "half_open")
 
 
+@pytest.mark.slow
 async def test_rate_limit_spaces_deliveries(db_url: str, tmp_path: Path) -> None:
     rate, burst, jobs = 20.0, 5, 60
     async with TrackingReceiver() as rx:

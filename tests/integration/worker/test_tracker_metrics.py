@@ -17,6 +17,8 @@ import re
 import uuid
 from pathlib import Path
 
+import pytest
+
 from herald_core.states import JobState
 from herald_tools.receiver import Answer, Receiver, always
 from herald_worker.tracker import Snapshot, Tracker
@@ -221,6 +223,7 @@ async def exercised_worker_metrics(db_url: str, tmp_path: Path) -> tuple[str, li
             return text, ids
 
 
+@pytest.mark.slow
 async def test_metrics_exposition(db_url: str, tmp_path: Path) -> None:
     text, _ = await exercised_worker_metrics(db_url, tmp_path)
     m = parse_metrics(text)
@@ -335,6 +338,7 @@ async def test_metric_labels_are_bounded(db_url: str, tmp_path: Path) -> None:
                 raise AssertionError(f"{name}: unexpected label {key}={label_value!r}")
 
 
+@pytest.mark.slow
 async def test_promtool_accepts_the_exposition(db_url: str, tmp_path: Path) -> None:
     promtool = need_binary("promtool", "checks the /metrics exposition")
     text, _ = await exercised_worker_metrics(db_url, tmp_path)
