@@ -76,6 +76,13 @@ def pg_admin_url() -> Iterator[str]:
     base = Path(tempfile.mkdtemp(prefix="herald-test-pg-"))
     base.chmod(0o755)
     url = embedded.start(base)
+    # A throwaway server that is never crashed: no fsync (each test's DROP DATABASE and
+    # every commit would wait on the disk). synchronous_commit keeps its default: a test
+    # reads it.
+    with psycopg.connect(url, autocommit=True) as conn:
+        for setting in ("fsync", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")  # type: ignore[arg-type]
+        conn.execute("SELECT pg_reload_conf()")
     try:
         yield url
     finally:
