@@ -390,6 +390,7 @@ async def test_stats_show_capacity_pct(db_url: str, queue: Queue) -> None:
     assert rows == {"default/sized": "75.0", "default/unsized": "-"}, text
 
 
+@pytest.mark.slow
 async def test_stats_watch_prints_until_interrupted(db_url: str, queue: Queue) -> None:
     await register(queue, "hook")
     process = await asyncio.create_subprocess_exec(

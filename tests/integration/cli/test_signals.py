@@ -114,6 +114,7 @@ async def connected(url: str, *others: int) -> bool:
         return bool(row and row[0])
 
 
+@pytest.mark.slow
 async def test_a_migrate_waiting_for_its_lock_stops_on_sigterm_as_pid_1(
     fresh_db: Callable[[str | None], Awaitable[str]],
 ) -> None:
@@ -138,6 +139,7 @@ async def _first_line(process: asyncio.subprocess.Process) -> bytes:
     return await asyncio.wait_for(process.stdout.readline(), 60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "expected", "started"),
     [
@@ -158,6 +160,7 @@ async def test_a_command_stops_on_sigterm_as_pid_1(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 async def test_the_worker_drains_and_exits_0_on_sigterm_as_pid_1(db_url: str) -> None:
     env = cli_env(db_url, HERALD_HTTP_PORT="0", HERALD_LOG_FORMAT="json")
     async with as_pid_1(["worker"], env) as (process, pid):
