@@ -4,6 +4,7 @@ every tier a registered marker that tests/conftest.py sets from the folder."""
 from __future__ import annotations
 
 import collections
+import re
 import tomllib
 
 from tests.conftest import TESTS, TIERS, tier_of
@@ -32,3 +33,16 @@ def test_every_tier_is_a_registered_marker() -> None:
     assert sorted(p.name for p in TESTS.iterdir() if p.is_dir() and p.name in TIERS) == sorted(
         TIERS
     )
+
+
+def test_the_documented_marker_expressions_use_registered_markers() -> None:
+    """The fast run and the others CONTRIBUTING.md shows select by markers that exist (an
+    unknown name in ``-m`` selects nothing, silently)."""
+    pyproject = tomllib.loads((TESTS.parent / "pyproject.toml").read_text())
+    registered = {m.split(":")[0] for m in pyproject["tool"]["pytest"]["ini_options"]["markers"]}
+    contributing = (TESTS.parent / "CONTRIBUTING.md").read_text()
+    expressions = re.findall(r'python -m pytest -m "([^"]+)"', contributing)
+    assert expressions, "CONTRIBUTING.md shows no marker expression"
+    for expression in expressions:
+        names = set(re.findall(r"\w+", expression)) - {"and", "or", "not"}
+        assert names <= registered, (expression, sorted(names - registered))
