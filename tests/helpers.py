@@ -24,6 +24,9 @@ from herald_queue.queue import Queue
 T = TypeVar("T")
 S = TypeVar("S", bound=HeraldSettings)
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository's root."""
+
 # A retry policy whose next attempt is an hour away: a job failed under it stays waiting
 # for the whole test however slow the machine is (a test that wants the retry moves its
 # run_at with make_ready).

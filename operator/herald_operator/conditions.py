@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -107,3 +108,29 @@ def set_condition(
 def transitioned(conditions: Sequence[Mapping[str, Any]] | None, new: Condition) -> bool:
     """Whether ``new`` changes the status of its type (a first condition counts)."""
     return status_of(conditions, new.type) != new.status
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """An Event to post: type (Normal or Warning), reason (CamelCase) and message; and the
+    line the operator logs with it (by default ``reason: message`` at INFO)."""
+
+    type: str
+    reason: str
+    message: str
+    log: str | None = None
+    level: int = logging.INFO
+
+    @property
+    def line(self) -> str:
+        return self.log if self.log is not None else f"{self.reason}: {self.message}"
+
+
+def normal(reason: str, message: str, log: str) -> Transition:
+    """A Normal Event, logged at INFO."""
+    return Transition("Normal", reason, message, log, logging.INFO)
+
+
+def warning(reason: str, message: str, log: str) -> Transition:
+    """A Warning Event, logged at WARNING."""
+    return Transition("Warning", reason, message, log, logging.WARNING)

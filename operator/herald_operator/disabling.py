@@ -16,7 +16,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from herald_operator.conditions import FALSE, TRUE, Condition, find, parse_timestamp
+from herald_operator.conditions import (
+    FALSE,
+    TRUE,
+    Condition,
+    Transition,
+    find,
+    normal,
+    parse_timestamp,
+    transitioned,
+    warning,
+)
 from herald_queue.registry import TargetRow
 
 DISABLED = "Disabled"
@@ -37,6 +47,16 @@ def condition(row: TargetRow, previous: Sequence[Mapping[str, Any]] | None) -> C
     if find(previous, DISABLED) is None:
         return None
     return Condition(DISABLED, FALSE, "Enabled", "deliveries are enabled")
+
+
+def notice(was: Mapping[str, Any] | None, now: Condition) -> Transition | None:
+    """The Event for a Disabled condition whose status changed from ``was`` (the one last
+    announced), or None."""
+    if not transitioned([was] if was else None, now):
+        return None
+    if now.status == TRUE:
+        return warning("Disabled", now.message, f"target disabled: {now.message}")
+    return normal("Enabled", "deliveries are enabled again", "target enabled again")
 
 
 def enable_requested(annotations: Mapping[str, str], row: TargetRow) -> bool:

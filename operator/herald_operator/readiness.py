@@ -35,7 +35,16 @@ from herald_delivery import target_types
 from herald_delivery.egress import EgressPolicy
 from herald_delivery.target_types.base import URL_KEY, TargetType, secret_value
 from herald_model.target_spec import PublishingTarget, TargetSpec, parse_spec, parse_target
-from herald_operator.conditions import FALSE, TRUE, UNKNOWN, Condition
+from herald_operator.conditions import (
+    FALSE,
+    TRUE,
+    UNKNOWN,
+    Condition,
+    Transition,
+    normal,
+    transitioned,
+    warning,
+)
 
 READY = "Ready"
 
@@ -214,4 +223,17 @@ def database_unavailable(error: str, retry_in: float) -> Condition:
         "DatabaseUnavailable",
         f"cannot register the target: PostgreSQL is unreachable ({error}); retrying in "
         f"{retry_in:g}s",
+    )
+
+
+def notice(was: Mapping[str, Any] | None, now: Condition) -> Transition | None:
+    """The Event for a Ready condition whose status changed from ``was`` (the one last
+    announced), or None."""
+    if not transitioned([was] if was else None, now):
+        return None
+    if now.status == TRUE:
+        return normal("Ready", now.message, f"target is ready: {now.message}")
+    lost = "no longer ready: " if was and was.get("status") == TRUE else ""
+    return warning(
+        now.reason, lost + now.message, f"target is not ready ({now.reason}): {now.message}"
     )

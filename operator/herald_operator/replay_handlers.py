@@ -19,9 +19,10 @@ import kopf
 
 from herald_operator import replay_decisions as replay
 from herald_operator.conditions import parse_timestamp
+from herald_operator.context import ObjectContext
 from herald_operator.kube import KubeError
 from herald_operator.replay_decisions import InvalidSelection, Phase, Progress, Selection
-from herald_operator.runtime import DB_ERRORS, Runtime, counted, runtime_of
+from herald_operator.runtime import DB_ERRORS, counted
 
 GROUP, VERSION, PLURAL = "herald.dev", "v1alpha1", "deadletterreplays"
 KIND = "DeadLetterReplay"
@@ -31,94 +32,76 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def _write(rt: Runtime, namespace: str, name: str, status: dict[str, Any]) -> bool:
+async def _write(ctx: ObjectContext, status: dict[str, Any]) -> bool:
     """Progress, written now (kopf writes a handler's patch only when it returns)."""
-    return await rt.kube.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
+    return await ctx.rt.kube.patch_status(GROUP, VERSION, PLURAL, ctx.namespace, ctx.name, status)
 
 
 @counted(KIND)
-async def run(
-    body: kopf.Body,
-    meta: kopf.Meta,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    name: str,
-    namespace: str | None,
-    uid: str,
-    patch: kopf.Patch,
-    logger: kopf.Logger,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    assert namespace is not None  # a namespaced resource
-    rt = runtime_of(memo)
+async def run(**kwargs: Any) -> None:
+    ctx = ObjectContext.of(**kwargs)
+    rt, status = ctx.rt, ctx.status
     phase = replay.phase_of(status)
     if phase is not None and phase.finished:
-        logger.info(f"replay is {phase.value}; a finished replay never runs again")
+        ctx.logger.info(f"replay is {phase.value}; a finished replay never runs again")
         return
-    generation = meta.get("generation")
     started_at = replay.started_at_of(status)
     try:
         if started_at is None:
             started_at = await rt.database_now()
         try:
-            selection = replay.select(spec, namespace, started_at)
+            selection = replay.select(ctx.spec, ctx.namespace, started_at)
         except InvalidSelection as exc:
-            _fail(rt, body, patch, status, "InvalidSelector", str(exc), started_at, generation)
+            _fail(ctx, "InvalidSelector", str(exc), started_at)
             return
-        if selection.target is not None:
-            rows = await rt.queue.registry.list(namespace, selection.target)
-            waited = _age(meta, started_at)
-            if not rows and phase is not Phase.RUNNING and waited < rt.settings.replay_target_wait:
-                # Created before its target (`kubectl apply -f dir/` goes by file name):
-                # wait for the target to be registered rather than fail for good.
-                wait = float(rt.settings.replay_target_wait)
-                message = (
-                    f"PublishingTarget {namespace}/{selection.target} does not exist yet; "
-                    f"waiting up to {wait:.0f} s for it (then the replay fails)"
-                )
-                patch.status.update(
-                    replay.waiting(status, message, now=_now(), generation=generation)
-                )
-                raise kopf.TemporaryError(message, delay=min(2.0, rt.options.retry_delay))
-            if not rows:
-                _fail(
-                    rt,
-                    body,
-                    patch,
-                    status,
-                    "TargetNotFound",
-                    f"PublishingTarget {namespace}/{selection.target} does not exist (it is not "
-                    "registered with Herald): nothing was replayed. Create the target, then "
-                    "create a new DeadLetterReplay.",
-                    started_at,
-                    generation,
-                    progress=_progress_of(status) if phase is Phase.RUNNING else None,
-                )
-                return
-        await _replay(
-            rt,
-            body,
-            spec,
-            status,
-            name,
-            namespace,
-            uid,
-            patch,
-            logger,
-            selection,
-            started_at,
-            generation,
-            resuming=phase is Phase.RUNNING,
-        )
+        if selection.target is not None and not await _target_found(
+            ctx, selection.target, phase, started_at
+        ):
+            return
+        await _replay(ctx, selection, started_at, resuming=phase is Phase.RUNNING)
     except DB_ERRORS as exc:
         message = f"waiting for PostgreSQL ({type(exc).__name__}); retrying"
-        patch.status.update(replay.waiting(status, message, now=_now(), generation=generation))
+        ctx.patch.status.update(
+            replay.waiting(status, message, now=_now(), generation=ctx.generation)
+        )
         raise kopf.TemporaryError(
             f"PostgreSQL is unreachable: {exc}", delay=rt.options.retry_delay
         ) from None
     except KubeError as exc:  # progress could not be written: resume from PostgreSQL later
         raise kopf.TemporaryError(str(exc), delay=rt.options.retry_delay) from None
+
+
+async def _target_found(
+    ctx: ObjectContext, target: str, phase: Phase | None, started_at: dt.datetime
+) -> bool:
+    """Whether the PublishingTarget the spec names is registered; a replay created before
+    its target waits for it a while (kopf.TemporaryError), then fails."""
+    rt, namespace = ctx.rt, ctx.namespace
+    if await rt.queue.registry.list(namespace, target):
+        return True
+    waited = _age(ctx.meta, started_at)
+    if phase is not Phase.RUNNING and waited < rt.settings.replay_target_wait:
+        # Created before its target (`kubectl apply -f dir/` goes by file name):
+        # wait for the target to be registered rather than fail for good.
+        wait = float(rt.settings.replay_target_wait)
+        message = (
+            f"PublishingTarget {namespace}/{target} does not exist yet; "
+            f"waiting up to {wait:.0f} s for it (then the replay fails)"
+        )
+        ctx.patch.status.update(
+            replay.waiting(ctx.status, message, now=_now(), generation=ctx.generation)
+        )
+        raise kopf.TemporaryError(message, delay=min(2.0, rt.options.retry_delay))
+    _fail(
+        ctx,
+        "TargetNotFound",
+        f"PublishingTarget {namespace}/{target} does not exist (it is not "
+        "registered with Herald): nothing was replayed. Create the target, then "
+        "create a new DeadLetterReplay.",
+        started_at,
+        progress=_progress_of(ctx.status) if phase is Phase.RUNNING else None,
+    )
+    return False
 
 
 def _age(meta: kopf.Meta, now: dt.datetime) -> float:
@@ -136,50 +119,34 @@ def _progress_of(status: Any) -> Progress:
 
 
 def _fail(
-    rt: Runtime,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    status: Any,
+    ctx: ObjectContext,
     reason: str,
     message: str,
     started_at: dt.datetime | None,
-    generation: int | None,
     *,
     progress: Progress | None = None,
 ) -> None:
-    patch.status.update(
+    ctx.patch.status.update(
         replay.failed(
-            status,
+            ctx.status,
             reason,
             message,
             now=_now(),
             started_at=started_at,
-            generation=generation,
+            generation=ctx.generation,
             progress=progress,
         )
     )
-    kopf.warn(body, reason="ReplayFailed", message=message)
-    rt.metrics.replays.labels(outcome="failed").inc()
+    kopf.warn(ctx.body, reason="ReplayFailed", message=message)
+    ctx.rt.metrics.replays.labels(outcome="failed").inc()
 
 
 async def _replay(
-    rt: Runtime,
-    body: kopf.Body,
-    spec: Any,
-    status: Any,
-    name: str,
-    namespace: str,
-    uid: str,
-    patch: kopf.Patch,
-    logger: kopf.Logger,
-    selection: Selection,
-    started_at: dt.datetime,
-    generation: int | None,
-    *,
-    resuming: bool,
+    ctx: ObjectContext, selection: Selection, started_at: dt.datetime, *, resuming: bool
 ) -> None:
+    rt, status, logger, generation = ctx.rt, ctx.status, ctx.logger, ctx.generation
     store = rt.queue.dead_letters
-    tag = replay.replayed_by(namespace, name, uid)
+    tag = replay.replayed_by(ctx.namespace, ctx.name, ctx.uid)
     missing = cancelled = 0
     if resuming:
         matched = int(status.get("matched") or 0)
@@ -200,9 +167,9 @@ async def _replay(
             target_missing=missing,
             cancelled_left_out=cancelled,
         )
-        patch.status.update(final)
+        ctx.patch.status.update(final)
         logger.info(final["message"])
-        kopf.info(body, reason="DryRunCompleted", message=final["message"])
+        kopf.info(ctx.body, reason="DryRunCompleted", message=final["message"])
         rt.metrics.replays.labels(outcome="dry_run").inc()
         return
     done_replayed, done_skipped = await store.replay_counts(tag)
@@ -211,7 +178,7 @@ async def _replay(
         logger.info(f"resuming: {progress.done} of {matched} dead letter(s) already handled")
     elif matched:
         kopf.info(
-            body,
+            ctx.body,
             reason="ReplayStarted",
             message=f"replaying {matched} dead letter(s): {selection.describe()}",
         )
@@ -219,11 +186,11 @@ async def _replay(
     state = dict(status)  # the status as last written (its conditions keep their times)
 
     async def write_progress() -> bool:
-        body = replay.running(
+        written = replay.running(
             state, progress, selection, now=_now(), started_at=started_at, generation=generation
         )
-        state.update(body)
-        return await _write(rt, namespace, name, body)
+        state.update(written)
+        return await _write(ctx, written)
 
     # startTime and matched are stored before anything is replayed: a resume needs both.
     if matched and not await write_progress():
@@ -252,7 +219,7 @@ async def _replay(
         generation=generation,
         cancelled_left_out=cancelled,
     )
-    patch.status.update(final)
+    ctx.patch.status.update(final)
     logger.info(final["message"])
-    kopf.info(body, reason="ReplaySucceeded", message=final["message"])
+    kopf.info(ctx.body, reason="ReplaySucceeded", message=final["message"])
     rt.metrics.replays.labels(outcome="succeeded").inc()

@@ -2,8 +2,9 @@
 
 :func:`render` turns the registry row (shared circuit state, counters, last outcomes) and
 the target's queue depth into the ``status`` fields the CRD declares, and nothing else: a
-real apiserver prunes unknown status fields. :func:`transitions` says which Events a
-change of status deserves.
+real apiserver prunes unknown status fields. :func:`circuit_transition`,
+:func:`dead_letter_event` and :func:`capacity_notice` say which Events a change of status
+deserves.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from herald_core.states import CircuitState, JobState, Priority
-from herald_operator.conditions import Condition
+from herald_operator.conditions import Condition, Transition, warning
 from herald_queue.capacity import Level, level_of, percent
 from herald_queue.records import iso
 from herald_queue.registry import TargetRow
@@ -157,6 +158,16 @@ def capacity_condition(row: TargetRow, depth: Depth) -> Condition | None:
     )
 
 
+def capacity_notice(was: Mapping[str, Any] | None, now: Condition) -> Transition | None:
+    """The Warning for a fill that rose a level (80 %, 100 %) from the CapacityPressure
+    condition ``was`` (the one last announced): one per crossing."""
+    reasons = list(CAPACITY_REASONS.values())
+    before = reasons.index(was["reason"]) if was and was.get("reason") in reasons else 0
+    if reasons.index(now.reason) > before:
+        return warning(now.reason, now.message, f"{now.reason}: {now.message}")
+    return None
+
+
 def changed(current: Mapping[str, Any], rendered: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of ``rendered`` that differ from the object's current status (so a quiet
     target costs no API write per refresh). The status is written as a JSON merge patch,
@@ -170,15 +181,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-@dataclasses.dataclass(frozen=True)
-class Transition:
-    """An Event to post: type (Normal or Warning), reason (CamelCase) and message."""
-
-    type: str
-    reason: str
-    message: str
 
 
 def circuit_transition(previous: Mapping[str, Any] | None, row: TargetRow) -> Transition | None:

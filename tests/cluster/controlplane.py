@@ -28,9 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import free_port
+from tests.helpers import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-kube.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-proxy", "pause")

@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.conftest import need_binary
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "herald"
 CI_VALUES = {
     path.name.removesuffix("-values.yaml"): path for path in sorted(CHART.glob("ci/*-values.yaml"))

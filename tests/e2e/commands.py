@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import LOCAL_EGRESS_ENV, wait_until
+from tests.helpers import LOCAL_EGRESS_ENV, ROOT, wait_until
 from tests.integration.cli.cli import Run as Result
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 COMMAND_TIMEOUT = 90.0

@@ -29,8 +29,8 @@ from packaging.utils import canonicalize_name
 from psycopg import sql
 
 from tests.conftest import with_dbname
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -35,7 +35,8 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+
 CRD_DIR = ROOT / "crds"
 EXAMPLES_DIR = ROOT / "examples"
 VERSION = "v1alpha1"

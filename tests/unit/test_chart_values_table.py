@@ -13,7 +13,8 @@ from types import ModuleType
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+
 CHART = ROOT / "deploy" / "helm" / "herald"
 
 

@@ -5,12 +5,11 @@ table (docs/delivery.md)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from herald_delivery.failures import PERMANENT_STATUSES, TRANSIENT_STATUSES
 from herald_tools.cli.settings_doc import tables
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 DELIVERY = (ROOT / "docs" / "delivery.md").read_text()

@@ -5,11 +5,11 @@ rendered rule with helm and promtool."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+
 CHART = ROOT / "deploy" / "helm" / "herald"
 RULE = (CHART / "templates" / "prometheusrule.yaml").read_text("utf-8")
 TROUBLESHOOTING = (ROOT / "docs" / "troubleshooting.md").read_text("utf-8")

@@ -16,7 +16,7 @@ import logging
 import pytest
 
 from herald_queue.listener import wait
-from herald_worker.loop import supervise
+from herald_worker.supervision import supervise
 
 
 async def test_a_cancelled_wait_is_not_swallowed_when_the_event_is_set_at_the_same_time() -> None:

@@ -3,32 +3,16 @@ server, or on a private embedded PostgreSQL that is stopped and removed afterwar
 
 from __future__ import annotations
 
-import platform
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import psycopg
 from psycopg.conninfo import make_conninfo
 
 from herald_queue import db, embedded, migrate
-
-SETTINGS = (
-    "server_version",
-    "synchronous_commit",
-    "fsync",
-    "wal_level",
-    "shared_buffers",
-    "max_connections",
-    "wal_sync_method",
-    "checkpoint_timeout",
-    "max_wal_size",
-)
 
 
 @asynccontextmanager
@@ -58,23 +42,3 @@ async def scratch_database(
         if tmp is not None:
             embedded.stop(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-async def describe_server(url: str) -> dict[str, Any]:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        settings = {}
-        for name in SETTINGS:
-            cur = await conn.execute(f"SHOW {name}".encode())
-            row = await cur.fetchone()
-            settings[name] = row[0] if row else None
-    return {
-        "postgresql": settings,
-        "python": sys.version.split()[0],
-        "machine": {"cpus": _cpus(), "platform": platform.platform()},
-    }
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,17 +1,12 @@
-"""The delivery loop: claim, deliver concurrently, settle in batches, renew leases.
+"""The delivery loop: claim, deliver concurrently, hand the outcomes to the settler.
 
 - Claims wake on LISTEN/NOTIFY, on this worker's own retry timers, when capacity frees up,
   and every HERALD_POLL_INTERVAL as the fallback.
 - Deliveries are bounded per worker (HERALD_CONCURRENCY) and per target
-  (HERALD_TARGET_CONCURRENCY); outcomes are settled in batches (one statement per batch).
-- A target this worker has seen fail failureThreshold times in a row is held locally until
-  those failures are written (when the shared circuit opens): nothing more of it is
-  claimed, and what was claimed but not sent yet is given back without counting an
-  attempt. So a failing target gets at most a threshold plus one wave of requests, not a
-  wave per settle round.
-- A lost database pauses the loop (not ready), which resumes with backoff; settlements
-  wait in memory meanwhile and are written once it is back (a lease that expired meanwhile
-  means another worker may deliver again: at-least-once, never lost).
+  (HERALD_TARGET_CONCURRENCY); outcomes are settled in batches (settle.py), leases renewed
+  meanwhile (leases.py), and a failing target held back locally (holdback.py).
+- A lost database pauses the loop (not ready), which resumes with backoff
+  (supervision.py).
 - stop(): no more claims; deliveries in flight get HERALD_SHUTDOWN_GRACE to finish; the
   rest are cancelled and released so another worker takes them at once.
 """
@@ -20,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -29,56 +22,35 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import Sequence
 
-import psycopg
-import psycopg_pool
-import tenacity
-
-from herald_core.errors import DatabaseUnavailable, InvalidTarget
+from herald_core.errors import InvalidTarget
 from herald_core.states import ErrorClass, JobState
-from herald_delivery.send import Result, Sender
+from herald_delivery.outcome import Outcome
+from herald_delivery.send import Sender
 from herald_delivery.target_types.base import InvalidPayload, RenderContext
-from herald_queue import db
 from herald_queue.listener import Listener
 from herald_queue.listener import wait as listener_wait
 from herald_queue.queue import Queue
-from herald_queue.records import ClaimedJob, Failure, FailureOutcome
+from herald_queue.records import ClaimedJob
+from herald_worker import leases
 from herald_worker.health import Health
+from herald_worker.holdback import WITHHELD, HoldBack
 from herald_worker.metrics import Metrics
 from herald_worker.settings import WorkerSettings
+from herald_worker.settle import Settlement, Settler
+from herald_worker.supervision import DB_ERRORS, db_retry
 from herald_worker.target_cache import RuntimeTarget, TargetDirectory
 from herald_worker.tracker import Snapshot, Tracker
 
 log = logging.getLogger("herald.worker")
 
-# Errors that mean "the database is not there right now": wait and try again.
-DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, DatabaseUnavailable, OSError)
-SETTLE_BATCH = 200
 MORE_INTERVAL = 0.05
 """Seconds between two wake-ups of the other workers by the waker (see _claim_once)."""
-SETTLE_LINGER = 0.005
-STOP_TIMEOUT = 10.0
-"""Seconds the side tasks get to end once cancelled at shutdown."""
-STOP_RECANCEL = 0.2
-"""Seconds between cancels of a side task that is still running (one swallowed a cancel)."""
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-@dataclasses.dataclass
-class _Settlement:
-    job: ClaimedJob
-    target: RuntimeTarget | None
-    result: Result
-    counted: bool = False
-    """A failure this worker counted towards the target's local streak."""
-
-
-WITHHELD = "not sent: this worker saw the target reach its failure threshold"
 
 
 class Worker:
@@ -108,24 +80,16 @@ class Worker:
         self._per_target: dict[int, int] = {}
         self._held: dict[uuid.UUID, ClaimedJob] = {}
         """Every job this worker holds a lease on: delivering, or waiting to be settled."""
-        self._settlements: asyncio.Queue[_Settlement] = asyncio.Queue()
-        self._unsettled = 0
-        """Outcomes queued or being written."""
-        self._settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._refill = max(1, min(settings.claim_batch, settings.concurrency) // 2)
         """Free delivery slots that make a busy worker claim again."""
         self._more_sent = -MORE_INTERVAL
         """When this worker last woke the others (time.monotonic)."""
         self._stopping = False
-        self._streak: dict[int, int] = {}
-        """Per target: failures in a row this worker saw (not permanent ones), since its
-        last success there."""
-        self._unwritten: dict[int, int] = {}
-        """Per target: failures counted in the streak whose outcome is not written yet."""
-        self._held_back: set[int] = set()
-        """Targets whose streak reached their failureThreshold, until those failures are
-        written: nothing of them is claimed or sent meanwhile (see _observe)."""
+        self._hold_back = HoldBack()
+        self.settler = Settler(
+            queue, self.id, self, metrics=metrics, tracker=tracker, health=health
+        )
         # Read at scrape time, not set twice per job.
         metrics.in_flight.set_function(lambda: len(self._deliveries))
 
@@ -136,7 +100,7 @@ class Worker:
         stopper = asyncio.create_task(self._stop_when(stop))
         # While PostgreSQL is away, a stop ends the retries (then the shutdown settles and
         # releases what it can; what it cannot is rescued after the lease).
-        retrying = _db_retry(self.health, "claim", give_up=lambda: self._stopping)
+        retrying = db_retry(self.health, "claim", give_up=lambda: self._stopping)
         try:
             while not self._stopping:
                 try:
@@ -169,7 +133,7 @@ class Worker:
             return
         cap = self.settings.target_concurrency
         limits = {t: max(0, cap - n) for t, n in self._per_target.items() if n}
-        limits.update(dict.fromkeys(self._held_back, 0))
+        limits.update(dict.fromkeys(self._hold_back.targets, 0))
         want = min(self.settings.claim_batch, free)
         self.listener.jobs.clear()
         self._wake.clear()
@@ -241,91 +205,51 @@ class Worker:
                 if target is None:  # registered after our last refresh
                     await self.directory.refresh()
                     target = self.directory.get(job.target_id)
-                if job.target_id in self._held_back:
-                    result = Result(status=None, duration=0.0, withheld=True, message=WITHHELD)
+                if job.target_id in self._hold_back:
+                    outcome = Outcome.held_back(WITHHELD)
                 else:
-                    result = await self._attempt(job, target)
+                    outcome = await self._attempt(job, target)
             except Exception as exc:  # a bug or a lost database: never leave the job held
                 log.error(
                     "delivery attempt failed inside the worker; the job is retried",
                     exc_info=True,
                     extra={"action": "deliver", "job": str(job.id), "error": type(exc).__name__},
                 )
-                result = Result(
-                    status=None,
-                    duration=0.0,
-                    error_class=ErrorClass.UNKNOWN,
-                    message=f"the worker failed before an answer ({type(exc).__name__})",
+                outcome = Outcome.not_sent(
+                    ErrorClass.UNKNOWN,
+                    f"the worker failed before an answer ({type(exc).__name__})",
                 )
-            if not result.withheld:
+            if not outcome.withheld:
                 ref = target.ref if target else str(job.target_id)
                 series = self.metrics.per_job(ref, job.priority.value)
                 series.attempts.inc()
-                duration = series.success if result.delivered else series.failure
-                duration.observe(result.duration)
-            counted = self._observe(job, target, result)
-            self._unsettled += 1
-            self._settled.clear()
-            self._settlements.put_nowait(_Settlement(job, target, result, counted))
+                duration = series.success if outcome.delivered else series.failure
+                duration.observe(outcome.duration)
+            counted = self._hold_back.observe(job.target_id, target, outcome)
+            self.settler.put(Settlement(job, target, outcome, counted))
         finally:
             self._deliveries.pop(job.id, None)
             self._per_target[job.target_id] -= 1
             self._wake.set()
 
-    def _observe(self, job: ClaimedJob, target: RuntimeTarget | None, result: Result) -> bool:
-        """Keep the target's local streak; hold the target back once the streak reaches its
-        failureThreshold (without waiting for the shared circuit to be written). True if
-        this failure counted."""
-        t = job.target_id
-        if result.withheld or result.gone or target is None:
-            return False
-        if result.delivered:
-            self._streak[t] = 0
-            return False
-        if result.error_class is ErrorClass.PERMANENT:  # the breaker does not count these
-            return False
-        self._streak[t] = self._streak.get(t, 0) + 1
-        self._unwritten[t] = self._unwritten.get(t, 0) + 1
-        threshold = target.row.spec.circuit_breaker.failure_threshold
-        if self._streak[t] >= threshold and t not in self._held_back:
-            self._held_back.add(t)
-            log.info(
-                "target failing: claiming and sending nothing more of it until its "
-                "failures are written",
-                extra={"action": "hold-back", "target": target.ref, "failures": self._streak[t]},
-            )
-        return True
-
-    def _written(self, batch: list[_Settlement]) -> None:
-        """Failures written: the shared circuit state has them, and decides from now on."""
+    def written(self, batch: Sequence[Settlement]) -> None:
+        """Outcomes written (the settler's :class:`~herald_worker.settle.ClaimSide`): the
+        failures counted are in the shared circuit state, which decides from now on, and
+        the jobs are not held any more."""
+        self._hold_back.written(s.job.target_id for s in batch if s.counted)
         for s in batch:
-            if not s.counted:
-                continue
-            t = s.job.target_id
-            self._unwritten[t] -= 1
-            if not self._unwritten[t]:
-                del self._unwritten[t]
-                if t in self._held_back:
-                    self._held_back.discard(t)
-                    self._streak[t] = 0
+            if self._held.get(s.job.id) is s.job:  # not a newer attempt claimed since
+                del self._held[s.job.id]
 
-    async def _attempt(self, job: ClaimedJob, target: RuntimeTarget | None) -> Result:
+    async def _attempt(self, job: ClaimedJob, target: RuntimeTarget | None) -> Outcome:
         if target is None:
-            return Result(
-                status=None,
-                duration=0.0,
-                error_class=ErrorClass.TRANSIENT,
-                message="the target is not in the registry any more",
+            return Outcome.not_sent(
+                ErrorClass.TRANSIENT, "the target is not in the registry any more"
             )
         if target.problem:
             # A configuration problem (a missing Secret...) is ridden out like an outage:
             # the circuit opens and the jobs wait, without burning attempts, until fixed.
-            return Result(
-                status=None,
-                duration=0.0,
-                error_class=ErrorClass.TRANSIENT,
-                message=f"cannot deliver: {target.problem}",
-            )
+            return Outcome.not_sent(ErrorClass.TRANSIENT, f"cannot deliver: {target.problem}")
         try:
             request = target.kind.render(
                 RenderContext(
@@ -338,232 +262,33 @@ class Worker:
                 )
             )
         except InvalidPayload as exc:
-            return Result(
-                status=None,
-                duration=0.0,
-                error_class=ErrorClass.PERMANENT,
-                message=f"invalid payload for a {target.row.type} target: {exc}",
+            return Outcome.not_sent(
+                ErrorClass.PERMANENT, f"invalid payload for a {target.row.type} target: {exc}"
             )
         except InvalidTarget as exc:  # the target's fault, not the job's: ride it out
-            return Result(
-                status=None,
-                duration=0.0,
-                error_class=ErrorClass.TRANSIENT,
-                message=f"cannot deliver: {exc}",
-            )
+            return Outcome.not_sent(ErrorClass.TRANSIENT, f"cannot deliver: {exc}")
         return await self.sender.send(request, timeout=target.row.spec.timeout)
 
-    # -- settling -----------------------------------------------------------------------
-
-    async def settle_forever(self) -> None:
-        """Side task: write outcomes in batches until cancelled."""
-        while True:
-            await self._settle_batch(await self._next_batch())
-
-    async def _next_batch(self) -> list[_Settlement]:
-        batch = [await self._settlements.get()]
-        deadline = time.monotonic() + SETTLE_LINGER
-        while len(batch) < SETTLE_BATCH:
-            try:
-                batch.append(self._settlements.get_nowait())
-            except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                await asyncio.sleep(min(remaining, 0.001))
-        return batch
-
-    async def _settle_batch(self, batch: list[_Settlement]) -> None:
-        delivered = [s for s in batch if s.result.delivered]
-        gone = [s for s in batch if s.result.gone]
-        withheld = [s for s in batch if s.result.withheld]
-        failed = [
-            s
-            for s in batch
-            if not s.result.delivered and not s.result.gone and not s.result.withheld
-        ]
-        last_success: dict[int, float] = {}
-        for s in delivered:
-            target = s.job.target_id
-            last_success[target] = max(last_success.get(target, 0.0), s.result.finished)
-        async for attempt in _db_retry(self.health, "settle"):
-            with attempt:
-                if delivered:
-                    await self._complete(delivered)
-                    delivered = []
-                if gone:
-                    await self._pause_gone(gone)
-                    gone = []
-                if failed:
-                    await self._fail(failed, last_success)
-                    failed = []
-                if withheld:  # after the failures, so the circuit they open holds them
-                    await self.queue.jobs.release(self.id, [s.job.id for s in withheld])
-                    withheld = []
-        self._written(batch)
-        for s in batch:
-            if self._held.get(s.job.id) is s.job:  # not a newer attempt claimed since
-                del self._held[s.job.id]
-        # Jobs settled without an outcome of ours (released after a 410, lease lost).
-        self.tracker.let_go(s.job.id for s in batch)
-        self._unsettled -= len(batch)
-        if not self._unsettled:
-            self._settled.set()
-
-    async def _complete(self, done: list[_Settlement]) -> None:
-        outcome = await self.queue.jobs.complete(self.id, [s.job for s in done])
-        completed = set(outcome.completed)
-        now = dt.datetime.now(dt.UTC)
-        for s in done:
-            ref = s.target.ref if s.target else str(s.job.target_id)
-            if s.job.id not in completed:
-                self.metrics.lost_leases.inc()
-                log.warning(
-                    "delivered, but the lease was lost first: another worker may "
-                    "deliver this job again",
-                    extra={"action": "complete", "job": str(s.job.id), "target": ref},
-                )
-                continue
-            series = self.metrics.per_job(ref, s.job.priority.value)
-            series.delivered.inc()
-            if s.job.attempts > 1:
-                self.metrics.retry_successes.labels(ref).inc()
-            series.latency.observe(max(0.0, (now - s.job.created_at).total_seconds()))
-            self.tracker.record(
-                Snapshot(
-                    s.job.id,
-                    ref,
-                    s.job.priority.value,
-                    JobState.SUCCEEDED,
-                    s.job.attempts,
-                    s.job.created_at,
-                    now,
-                )
-            )
-        for ref in outcome.recovered:
-            self.metrics.recoveries.labels(ref).inc()
-            log.info(
-                "circuit closed: a probe was delivered",
-                extra={"action": "circuit-close", "target": ref},
-            )
-
-    async def _pause_gone(self, gone: list[_Settlement]) -> None:
-        for s in gone:
-            ref = s.target.ref if s.target else str(s.job.target_id)
-            reason = (
-                f"the receiver answered 410 Gone ({s.result.message}): the endpoint is "
-                "gone. Jobs are held; change the target's spec (or run `herald targets "
-                "resume`) to deliver again."
-            )
-            if await self.queue.registry.auto_pause(s.job.target_id, reason):
-                self.metrics.gone.labels(ref).inc()
-                log.error(
-                    "target paused: its receiver says the endpoint is gone (410)",
-                    extra={"action": "auto-pause", "target": ref, "job": str(s.job.id)},
-                )
-        # Not the jobs' fault: back to the queue, attempt not counted, held by the pause.
-        await self.queue.jobs.release(self.id, [s.job.id for s in gone])
-
-    async def _fail(self, failed: list[_Settlement], last_success: dict[int, float]) -> None:
-        failures = []
-        for s in failed:
-            assert s.result.error_class is not None
-            # The breaker counts consecutive failures: a failure that came back before a
-            # success of its target in this batch was followed by that success (which reset
-            # the streak), so it does not count.
-            counts = s.result.finished > last_success.get(s.job.target_id, 0.0)
-            failures.append(
-                Failure(
-                    job=s.job,
-                    error_class=s.result.error_class,
-                    message=s.result.message,
-                    http_status=s.result.status,
-                    retry_after=s.result.retry_after,
-                    counts_for_breaker=counts,
-                )
-            )
-        outcomes = await self.queue.jobs.fail(self.id, failures)
-        by_id = {s.job.id: s for s in failed}
-        for outcome in outcomes:
-            self._record_failure(by_id[outcome.id], outcome)
-        # A batch that opened a circuit says so on each of its jobs: one trip per target.
-        for target, message in {
-            o.target: by_id[o.id].result.message for o in outcomes if o.tripped
-        }.items():
-            self.metrics.trips.labels(target).inc()
-            log.warning(
-                "circuit opened: the target keeps failing; its jobs wait",
-                extra={"action": "circuit-open", "target": target, "error": message},
-            )
-        lost = len(failed) - len(outcomes)
-        if lost:
-            self.metrics.lost_leases.inc(lost)
-
-    def _record_failure(self, s: _Settlement, outcome: FailureOutcome) -> None:
-        ref = outcome.target
-        error_class = s.result.error_class or ErrorClass.UNKNOWN
-        self.metrics.failures.labels(ref, error_class.value).inc()
-        context = {
-            "job": str(s.job.id),
-            "target": ref,
-            "error_class": error_class.value,
-            "error": s.result.message,
-            "attempts": outcome.attempts,
-        }
-        if outcome.refunded:
-            self.metrics.refunds.labels(ref).inc()
-        if outcome.state is JobState.DEAD:
-            # Counted by PostgreSQL (herald_dead_letters_written_total), like every path.
-            reason = (
-                "permanent-error" if error_class is ErrorClass.PERMANENT else "attempts-exhausted"
-            )
-            log.warning(
-                "job dead-lettered", extra={"action": "dead-letter", "reason": reason, **context}
-            )
-        else:
-            delay = max(0.0, (outcome.run_at - dt.datetime.now(dt.UTC)).total_seconds())
-            self.metrics.retries.labels(ref, error_class.value).inc()
-            self.metrics.backoff.labels(ref).observe(delay)
-            self.wake_at(outcome.run_at)
-            log.info(
-                "delivery failed; will try again",
-                extra={"action": "retry", "delay_seconds": round(delay, 3), **context},
-            )
-        self.tracker.record(
-            Snapshot(
-                s.job.id,
-                ref,
-                s.job.priority.value,
-                outcome.state,
-                outcome.attempts,
-                s.job.created_at,
-                dt.datetime.now(dt.UTC),
-                last_error=s.result.message,
-            )
-        )
-
-    # -- leases -------------------------------------------------------------------------
+    # -- leases and settling -----------------------------------------------------------
 
     async def renew_leases_forever(self) -> None:
         """Side task: extend the leases of jobs held, every third of the lease."""
-        interval = self.queue.settings.lease / 3
-        while True:
-            await asyncio.sleep(interval)
-            ids = list(self._held)
-            if not ids:
-                continue
-            try:
-                lost = await self.queue.jobs.heartbeat(self.id, ids)
-            except DB_ERRORS as exc:
-                self.health.database_error(exc)
-                continue
-            self.tracker.let_go(lost)
-            for job_id in lost:
-                if job_id in self._held and job_id in self._deliveries:
-                    log.warning(
-                        "lost the lease of a job in flight",
-                        extra={"action": "heartbeat", "job": str(job_id)},
-                    )
+        await leases.renew_forever(
+            self.queue,
+            self.id,
+            self._held,
+            self._deliveries,
+            tracker=self.tracker,
+            health=self.health,
+        )
+
+    async def settle_forever(self) -> None:
+        """Side task: write outcomes in batches until cancelled."""
+        await self.settler.settle_forever()
+
+    async def drain_settlements(self, timeout: float = 60.0) -> None:
+        """Wait until every outcome is written (the database may be back meanwhile)."""
+        await self.settler.drain(timeout)
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -589,7 +314,7 @@ class Worker:
         unsettled = list(self._held)
         if unsettled:
             released = 0
-            async for attempt in _db_retry(self.health, "release", attempts=5):
+            async for attempt in db_retry(self.health, "release", attempts=5):
                 with attempt:
                     released = await self.queue.jobs.release(self.id, unsettled)
             self.tracker.let_go(unsettled)
@@ -598,13 +323,6 @@ class Worker:
                 extra={"action": "shutdown", "released": released},
             )
             self._held.clear()
-
-    async def drain_settlements(self, timeout: float = 60.0) -> None:
-        """Wait until every outcome is written (the database may be back meanwhile)."""
-        if self._unsettled:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):  # not wait_for: see listener.wait
-                    await self._settled.wait()
 
     @property
     def in_flight(self) -> int:
@@ -617,104 +335,3 @@ def _limited(jobs: list[ClaimedJob], want: int, limits: dict[int, int], cap: int
         return True
     taken = collections.Counter(j.target_id for j in jobs)
     return any(n >= limits.get(t, cap) for t, n in taken.items())
-
-
-def _db_retry(
-    health: Health,
-    action: str,
-    *,
-    attempts: int | None = None,
-    give_up: Callable[[], bool] | None = None,
-) -> tenacity.AsyncRetrying:
-    """Retry a database operation with backoff while PostgreSQL is away (at most
-    ``attempts`` times, and no more once ``give_up`` says so)."""
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is None:
-            return
-        health.database_error(exc)  # says what happened unless PostgreSQL is away
-        if db.is_connection_failure(exc):
-            log.warning(
-                "database unavailable; retrying",
-                extra={
-                    "action": action,
-                    "attempt": state.attempt_number,
-                    "error": type(exc).__name__,
-                },
-            )
-
-    limit = tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        return bool(limit(state)) or (give_up is not None and give_up())
-
-    return tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception_type(DB_ERRORS),
-        wait=tenacity.wait_exponential(multiplier=0.1, max=5) + tenacity.wait_random(0, 0.2),
-        stop=stop,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-
-
-async def supervise(
-    tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
-    main: Awaitable[None],
-    *,
-    stop_timeout: float = STOP_TIMEOUT,
-) -> None:
-    """Run ``main`` with side tasks; if a side task fails, the worker fails loudly. When
-    ``main`` ends, the side tasks are stopped (within ``stop_timeout``, see stop_tasks)."""
-    side: dict[asyncio.Task[None], str] = {
-        asyncio.create_task(factory(), name=name): name for name, factory in tasks.items()
-    }
-    main_task = asyncio.ensure_future(main)
-    try:
-        while True:
-            done, _ = await asyncio.wait({main_task, *side}, return_when=asyncio.FIRST_COMPLETED)
-            if main_task in done:
-                main_task.result()
-                return
-            for task in done:
-                name = side.pop(task)
-                exc = task.exception()
-                log.critical(
-                    "side task %s stopped; the worker stops too",
-                    name,
-                    extra={"action": "supervise", "task": name, "error": repr(exc)},
-                )
-                raise RuntimeError(f"worker side task {name!r} failed: {exc!r}") from exc
-    finally:
-        main_task.cancel()
-        with contextlib.suppress(BaseException):
-            await main_task
-        await stop_tasks(side, stop_timeout)
-
-
-async def stop_tasks(tasks: Mapping[asyncio.Task[Any], str], timeout: float) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again those that are still running
-    (a cancel can be swallowed: asyncio.wait_for on Python 3.11, in our code or in a
-    library's, returns instead of raising when what it waits for completes at the same
-    moment). After ``timeout`` the shutdown goes on without them, saying which they are and
-    where they are stuck, rather than hanging until the pod is killed."""
-    pending = {t for t in tasks if not t.done()}
-    deadline = time.monotonic() + timeout
-    while pending:
-        for task in pending:
-            task.cancel()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        _, pending = await asyncio.wait(pending, timeout=min(remaining, STOP_RECANCEL))
-    for task in pending:
-        frames = task.get_stack(limit=3)
-        where = "; ".join(f"{f.f_code.co_filename}:{f.f_lineno}" for f in frames) or "?"
-        log.error(
-            "side task %s did not stop within %gs of being cancelled; shutting down without it",
-            tasks[task],
-            timeout,
-            extra={"action": "supervise", "task": tasks[task], "where": where},
-        )
-    done = [t for t in tasks if t.done() and not t.cancelled()]
-    await asyncio.gather(*done, return_exceptions=True)

@@ -29,8 +29,8 @@ from herald_queue.listener import Listener, wait
 from herald_queue.queue import Queue
 from herald_queue.registry import TargetRow
 from herald_worker.health import Health
-from herald_worker.loop import DB_ERRORS
 from herald_worker.metrics import DEAD_LETTER_SERIES, Metrics
+from herald_worker.supervision import DB_ERRORS
 from herald_worker.target_cache import TargetDirectory
 
 log = logging.getLogger("herald.maintenance")

@@ -30,11 +30,12 @@ from herald_worker.api.app import make_app
 from herald_worker.api.context import ApiContext
 from herald_worker.api.protocol import ApiRunner
 from herald_worker.health import Health
-from herald_worker.loop import DB_ERRORS, Worker, supervise
+from herald_worker.loop import Worker
 from herald_worker.maintenance import Maintenance
 from herald_worker.metrics import Metrics
 from herald_worker.secrets import KubernetesSecrets, SecretSource, StaticSecrets
 from herald_worker.settings import WorkerSettings
+from herald_worker.supervision import DB_ERRORS, supervise
 from herald_worker.target_cache import TargetDirectory
 from herald_worker.tracker import Tracker
 

@@ -11,14 +11,12 @@ import socket
 import sys
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from herald_core.states import JobState
 from herald_queue.queue import Queue
-from tests.helpers import LOCAL_EGRESS_ENV, claim_all, failure, job, register, sql_value
+from tests.helpers import LOCAL_EGRESS_ENV, ROOT, claim_all, failure, job, register, sql_value
 
-ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 ONE_SHOT: dict[str, Any] = {
     "retry": {"maxAttempts": 1},

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import need_binary
-from tests.helpers import wait_until
+from tests.helpers import ROOT, wait_until
 from tests.integration.operator.cluster import (
     PT_URL,
     Emulator,
@@ -22,7 +22,7 @@ from tests.integration.operator.cluster import (
 from tests.integration.worker.harness import metric, parse_metrics, worker
 from tests.promql import metric_names, promtool_check, without_grafana_variables
 
-DASHBOARD = Path(__file__).resolve().parents[3] / "deploy/helm/herald/files/dashboard.json"
+DASHBOARD = ROOT / "deploy/helm/herald/files/dashboard.json"
 
 
 def expressions() -> dict[str, list[str]]:

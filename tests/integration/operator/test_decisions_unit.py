@@ -567,22 +567,22 @@ def test_conditions_are_compared_with_the_status_as_read() -> None:
     again, without an Event."""
     import kopf
 
+    from herald_operator.condition_writer import ConditionWriter
     from herald_operator.conditions import Condition
-    from herald_operator.targets import Conditions
 
     memo: dict[str, Any] = {}
     ready = Condition("Ready", "True", "Ready", "registered")
     first = kopf.Patch()
-    assert Conditions({}, first, memo).set(ready, 1).news  # a first condition is news
+    assert ConditionWriter({}, first, memo).set(ready, 1).news  # a first condition is news
     written = first.status["conditions"]
     assert [c["status"] for c in written] == ["True"]
 
     stale = kopf.Patch()  # a tick right after, reading the object before the write landed
-    assert not Conditions({}, stale, memo).set(ready, 1).news
+    assert not ConditionWriter({}, stale, memo).set(ready, 1).news
     assert "conditions" not in stale.status
 
     landed = kopf.Patch()
-    assert not Conditions({"conditions": written}, landed, memo).set(ready, 1).news
+    assert not ConditionWriter({"conditions": written}, landed, memo).set(ready, 1).news
     assert "conditions" not in landed.status  # a quiet target costs no write
 
     overwritten = {
@@ -597,8 +597,88 @@ def test_conditions_are_compared_with_the_status_as_read() -> None:
         ]
     }
     repair = kopf.Patch()
-    assert not Conditions(overwritten, repair, memo).set(ready, 1).news  # no Event
+    assert not ConditionWriter(overwritten, repair, memo).set(ready, 1).news  # no Event
     assert [(c["status"], c["reason"]) for c in repair.status["conditions"]] == [("True", "Ready")]
     # After a restart (an empty memo) the status as read is what was announced.
     fresh: dict[str, Any] = {}
-    assert Conditions(overwritten, kopf.Patch(), fresh).set(ready, 1).news
+    assert ConditionWriter(overwritten, kopf.Patch(), fresh).set(ready, 1).news
+
+
+def test_each_condition_says_which_event_its_change_deserves() -> None:
+    """Ready and Disabled: one Event per change of status (what the log line says too);
+    CapacityPressure: one Warning per level the fill rises."""
+    import logging
+
+    ready = Condition("Ready", "True", "Ready", "registered")
+    missing = Condition("Ready", "False", "SecretNotFound", "no Secret")
+    first = readiness.notice(None, ready)
+    assert first is not None and (first.type, first.reason, first.message) == (
+        "Normal",
+        "Ready",
+        "registered",
+    )
+    assert (first.line, first.level) == ("target is ready: registered", logging.INFO)
+    assert readiness.notice({"type": "Ready", "status": "True"}, ready) is None
+    lost = readiness.notice({"type": "Ready", "status": "True"}, missing)
+    assert lost is not None and (lost.type, lost.reason) == ("Warning", "SecretNotFound")
+    assert lost.message == "no longer ready: no Secret"
+    assert (lost.line, lost.level) == (
+        "target is not ready (SecretNotFound): no Secret",
+        logging.WARNING,
+    )
+    never = readiness.notice(None, missing)
+    assert never is not None and never.message == "no Secret"
+
+    off = Condition("Disabled", "True", "FailingTooLong", "failing")
+    on = Condition("Disabled", "False", "Enabled", "deliveries are enabled")
+    disabled = disabling.notice({"type": "Disabled", "status": "False"}, off)
+    assert disabled is not None and (disabled.type, disabled.reason) == ("Warning", "Disabled")
+    assert disabled.line == "target disabled: failing"
+    enabled = disabling.notice({"type": "Disabled", "status": "True"}, on)
+    assert enabled is not None and (enabled.type, enabled.reason, enabled.message) == (
+        "Normal",
+        "Enabled",
+        "deliveries are enabled again",
+    )
+    assert enabled.line == "target enabled again"
+    assert disabling.notice({"type": "Disabled", "status": "True"}, off) is None
+
+    def pressure(reason: str) -> Condition:
+        return Condition(
+            "CapacityPressure", "False" if reason == "BelowCapacity" else "True", reason, "fill"
+        )
+
+    near = target_status.capacity_notice(None, pressure("NearCapacity"))
+    assert near is not None and (near.type, near.reason, near.line) == (
+        "Warning",
+        "NearCapacity",
+        "NearCapacity: fill",
+    )
+    assert target_status.capacity_notice({"reason": "NearCapacity"}, pressure("AtCapacity"))
+    assert not target_status.capacity_notice({"reason": "AtCapacity"}, pressure("NearCapacity"))
+    assert not target_status.capacity_notice(None, pressure("BelowCapacity"))
+
+
+def test_the_condition_writer_posts_an_event_once_per_transition() -> None:
+    import kopf
+
+    from herald_operator.condition_writer import ConditionWriter
+    from herald_operator.conditions import Transition
+
+    memo: dict[str, Any] = {}
+    posted: list[Transition] = []
+    ready = Condition("Ready", "True", "Ready", "registered")
+    first = kopf.Patch()
+    ConditionWriter({}, first, memo, posted.append).set(ready, 1, readiness.notice)
+    assert [e.reason for e in posted] == ["Ready"]
+    written = {"conditions": first.status["conditions"]}
+    again = kopf.Patch()
+    ConditionWriter(written, again, memo, posted.append).set(ready, 1, readiness.notice)
+    assert [e.reason for e in posted] == ["Ready"] and "conditions" not in again.status
+    gone = Condition("Ready", "False", "SecretNotFound", "no Secret")
+    lost = kopf.Patch()
+    ConditionWriter(written, lost, memo, posted.append).set(gone, 1, readiness.notice)
+    assert [e.message for e in posted] == ["registered", "no longer ready: no Secret"]
+    assert [(c["status"], c["observedGeneration"]) for c in lost.status["conditions"]] == [
+        ("False", 1)
+    ]

@@ -11,15 +11,13 @@ import asyncio
 import collections
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from herald_core.states import Priority
 from herald_queue.queue import Queue
-from tests.helpers import job, open_queue, register, sql_rows
+from tests.helpers import ROOT, job, open_queue, register, sql_rows
 
-ROOT = Path(__file__).resolve().parents[3]
 TARGETS = ("alpha", "beta", "gamma")
 PRIORITIES = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
 

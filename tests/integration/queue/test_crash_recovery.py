@@ -14,13 +14,13 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from herald_core.states import JobState
 from herald_queue.queue import Queue
 from tests.helpers import (
+    ROOT,
     claim_all,
     expire_leases,
     failure,
@@ -34,8 +34,6 @@ from tests.helpers import (
     target_row,
     wait_until,
 )
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextlib.asynccontextmanager

@@ -258,7 +258,8 @@ def test_classify_status(status: int, expected: ErrorClass | None) -> None:
 
 
 def test_gone_is_not_classified_as_permanent() -> None:
-    """410 pauses the target (delivery.py handles it apart): it must not dead-letter."""
+    """410 pauses the target (herald_delivery.outcome classifies it apart): it must not
+    dead-letter."""
     assert classify.GONE == 410
     assert 410 not in classify.PERMANENT_STATUSES
     assert 410 not in classify.TRANSIENT_STATUSES

@@ -42,7 +42,8 @@ from herald_model.submission import JobRequest, encode_payload
 from herald_model.target_spec import parse_target
 from herald_queue.queue import Queue
 from herald_tools.bench import procstat
-from herald_tools.bench.queue_bench import SAMPLE, TARGET, open_queue, reset
+from herald_tools.bench.queue_bench import TARGET, open_queue, reset
+from herald_tools.bench.shared import SAMPLE
 
 QUIET = "bench-quiet"
 # A fixed key for a local benchmark (32 bytes, base64): deliveries are signed as in use.

@@ -18,28 +18,9 @@ from herald_model.target_spec import parse_target
 from herald_queue import settings as qsettings
 from herald_queue.queue import Queue
 from herald_queue.records import ClaimedJob
+from herald_tools.bench.shared import SAMPLE
 
 TARGET = "bench"
-# What an Alertmanager alert turned into a job looks like (about 400 bytes of JSON).
-SAMPLE = {
-    "status": "firing",
-    "labels": {
-        "alertname": "HighRequestLatency",
-        "severity": "warning",
-        "service": "checkout",
-        "namespace": "shop",
-        "instance": "10.0.3.17:8080",
-        "job": "checkout",
-    },
-    "annotations": {
-        "summary": "p99 latency above 500ms for 10 minutes",
-        "runbook_url": "https://runbooks.example.com/checkout/latency",
-    },
-    "startsAt": "2026-11-20T10:00:00Z",
-    "endsAt": "0001-01-01T00:00:00Z",
-    "generatorURL": "http://prometheus.example.com/graph?g0.expr=latency",
-    "fingerprint": "c8a4d1b2e3f40516",
-}
 SAMPLE_JSON = encode_payload(SAMPLE, max_bytes=1 << 20)
 
 

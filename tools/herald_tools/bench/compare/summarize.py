@@ -22,7 +22,7 @@ KEYS = (
     "latency_p99_ms",
     "latency_max_ms",
 )
-ORDER = {"herald": 0, "pgqueuer": 1, "procrastinate": 2}
+ORDER = {"herald": 0, "pgqueuer": 1, "procrastinate": 2, "river": 3}
 
 
 def setting(value: object) -> str:
