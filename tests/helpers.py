@@ -102,8 +102,8 @@ async def wait_until(
     last value it returned.
 
     The one polling helper of the suites: a test waits on a condition through it, never on
-    a sleep. Sync code without an event loop (the e2e journeys, a session fixture) runs it
-    with ``asyncio.run(wait_until(...))``."""
+    a sleep. Sync code outside an event loop (a sync session fixture) runs it with
+    ``asyncio.run(wait_until(...))``."""
     deadline = time.monotonic() + timeout
     checks = 0
     while True:
@@ -112,7 +112,7 @@ async def wait_until(
             result = await result
         checks += 1
         if result:
-            return result  # type: ignore[return-value]
+            return result
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"{what or _described(check)} not met within {timeout:g} s "
