@@ -28,6 +28,28 @@ from herald_queue.settings import DatabaseSettings, QueueSettings
 REQUIRE_ALL = os.environ.get("HERALD_TEST_REQUIRE_ALL") == "1"
 
 
+TESTS = Path(__file__).resolve().parent
+# The tiers, one folder each: every test is marked with the one it is filed under, so that
+# ``-m`` selects tiers (``-m unit``, ``-m "not e2e and not cluster"``) with no mark to add.
+TIERS = ("unit", "integration", "e2e", "cluster", "node")
+
+
+def tier_of(path: Path) -> str | None:
+    """The tier of a test file: the folder under tests/ it is filed in (None outside)."""
+    try:
+        folder = path.resolve().relative_to(TESTS).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return folder if folder in TIERS else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 def need_binary(name: str, reason: str) -> str:
     """Path of ``name``; skips the test (fails it in CI, HERALD_TEST_REQUIRE_ALL=1) if absent."""
     path = shutil.which(name) or (
@@ -54,6 +76,13 @@ def pg_admin_url() -> Iterator[str]:
     base = Path(tempfile.mkdtemp(prefix="herald-test-pg-"))
     base.chmod(0o755)
     url = embedded.start(base)
+    # A throwaway server that is never crashed: no fsync (each test's DROP DATABASE and
+    # every commit would wait on the disk). synchronous_commit keeps its default: a test
+    # reads it.
+    with psycopg.connect(url, autocommit=True) as conn:
+        for setting in ("fsync", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")  # type: ignore[arg-type]
+        conn.execute("SELECT pg_reload_conf()")
     try:
         yield url
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import os
 import socket
@@ -88,26 +89,48 @@ def job(
     )
 
 
-async def eventually(
+async def wait_until(
     check: Callable[[], Awaitable[T] | T],
     *,
     timeout: float = 10.0,
     interval: float = 0.02,
-    message: str = "condition",
+    what: str | None = None,
 ) -> T:
-    """Poll ``check`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    """Call ``check`` (sync or async) every ``interval`` seconds until it returns something
+    truthy, and return that; after ``timeout`` seconds, fail naming ``what`` (the condition,
+    in words; the check's name or source without it), how often it was checked and the
+    last value it returned.
+
+    The one polling helper of the suites: a test waits on a condition through it, never on
+    a sleep. Sync code outside an event loop (a sync session fixture) runs it with
+    ``asyncio.run(wait_until(...))``."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    checks = 0
     while True:
         result = check()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result  # type: ignore[misc]
+        if inspect.isawaitable(result):
+            result = await result
+        checks += 1
         if result:
-            return result  # type: ignore[return-value]
-        last = result
+            return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not met within {timeout}s (last: {last!r})")
+            raise AssertionError(
+                f"{what or _described(check)} not met within {timeout:g} s "
+                f"({checks} checks, {interval:g} s apart; last: {result!r})"
+            )
         await asyncio.sleep(interval)
+
+
+def _described(check: Callable[..., Any]) -> str:
+    """A check without a ``what``, for a failure message: its name, or a lambda's source."""
+    name = getattr(check, "__name__", "")
+    if name and name != "<lambda>":
+        return f"{name}()"
+    try:
+        source = " ".join(inspect.getsource(check).split())
+    except (OSError, TypeError):
+        return repr(check)
+    return source if len(source) <= 200 else source[:197] + "..."
 
 
 def running_tasks(exclude: asyncio.Task[Any] | None = None) -> str:

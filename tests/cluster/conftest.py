@@ -7,6 +7,7 @@ that reason; CI (HERALD_TEST_REQUIRE_ALL=1) fails instead.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ import pytest
 from tests.cluster.controlplane import ROOT, ControlPlane, control_plane, find_binaries
 from tests.cluster.herald import Kubectl, run, wait_default_account
 from tests.conftest import REQUIRE_ALL, need_binary
-from tests.e2e.commands import wait_until
+from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +63,9 @@ def crds(kube: ControlPlane, kubectl_path: str) -> None:
             conditions = (crd.get("status") or {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
-        wait_until(established, timeout=60, what=f"CRD {name} Established")
+        asyncio.run(
+            wait_until(established, interval=0.1, timeout=60, what=f"CRD {name} Established")
+        )
 
 
 @pytest.fixture()

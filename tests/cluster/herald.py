@@ -14,7 +14,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from urllib.parse import quote, urlencode
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 from tests.cluster.controlplane import ROOT, ControlPlane, free_port
+from tests.helpers import wait_until
 
 CHART = ROOT / "deploy" / "helm" / "herald"
 RELEASE = "herald"
@@ -157,21 +157,9 @@ def condition(obj: Mapping[str, Any] | None, kind: str = "Ready") -> dict[str, A
     return {}
 
 
-async def wait_for(
-    check: Any, *, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"
-) -> Any:
-    """Await ``check()`` until it is truthy; fail after ``timeout`` with its last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
-        await asyncio.sleep(interval)
+# The polling helper is tests.helpers.wait_until; tools/herald_tools/bench/control_plane.py
+# (production code, which passes timeout, interval and what) still imports it from here
+# under its old name.
 
 
 async def wait_ready(
@@ -188,8 +176,8 @@ async def wait_ready(
         )
         return obj if ok else None
 
-    found: dict[str, Any] = await wait_for(
-        check, timeout=timeout, what=f"{kind} {name} Ready at generation {generation}"
+    found: dict[str, Any] = await wait_until(
+        check, interval=0.2, timeout=timeout, what=f"{kind} {name} Ready at generation {generation}"
     )
     return found
 
@@ -201,7 +189,9 @@ async def wait_default_account(kubectl: Kubectl) -> None:
     async def exists() -> bool:
         return (await kubectl("get", "serviceaccount", "default", check=False)).code == 0
 
-    await wait_for(exists, timeout=60, what=f"ServiceAccount {kubectl.namespace}/default")
+    await wait_until(
+        exists, interval=0.2, timeout=60, what=f"ServiceAccount {kubectl.namespace}/default"
+    )
 
 
 # -- the chart --------------------------------------------------------------------------
@@ -364,7 +354,9 @@ async def start_herald(
         return b" 200 " in line
 
     try:
-        await wait_for(ready, timeout=timeout, what=f"{process.name} answering {ready_path}")
+        await wait_until(
+            ready, interval=0.2, timeout=timeout, what=f"{process.name} answering {ready_path}"
+        )
     except BaseException:
         process.kill()
         raise

@@ -12,8 +12,6 @@ import yaml
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.herald import CHART, RELEASE, Kubectl, Release, chart_values
 
-pytestmark = pytest.mark.cluster
-
 MONITORING_CRDS = Path(__file__).with_name("manifests") / "monitoring-crds.yaml"
 VALUE_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
 

@@ -14,21 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.herald import (
-    RELEASE,
-    HeraldProcess,
-    Kubectl,
-    herald_release,
-    target,
-    wait_for,
-    wait_ready,
-)
-from tests.helpers import job, open_queue, sql_exec
+from tests.cluster.herald import RELEASE, HeraldProcess, Kubectl, herald_release, target, wait_ready
+from tests.helpers import job, open_queue, sql_exec, wait_until
 
 from herald_queue.queue import Queue
 from herald_tools.receiver import Receiver
-
-pytestmark = pytest.mark.cluster
 
 SCALING = {
     "enabled": True,
@@ -82,7 +72,7 @@ async def test_the_operator_scales_the_worker_deployment(
                 seen.append(now)
             return now == 6
 
-        await wait_for(grown, timeout=60, interval=0.1, what="the worker scaled to 6")
+        await wait_until(grown, timeout=60, interval=0.1, what="the worker scaled to 6")
         assert seen == sorted(seen), seen
         assert all(b - a <= 2 for a, b in itertools.pairwise(seen)), seen
 
@@ -90,7 +80,12 @@ async def test_the_operator_scales_the_worker_deployment(
             result = await kubectl("get", "replicasets", "-o", "json")
             return any(rs["spec"]["replicas"] == 6 for rs in result.json()["items"])
 
-        await wait_for(replica_set_follows, what="the ReplicaSet following spec.replicas")
+        await wait_until(
+            replica_set_follows,
+            timeout=30,
+            interval=0.2,
+            what="the ReplicaSet following spec.replicas",
+        )
 
         # An open circuit's jobs are not ready: the worker shrinks back to the minimum and
         # stays there (never scaled into an outage).
@@ -99,7 +94,9 @@ async def test_the_operator_scales_the_worker_deployment(
             "UPDATE herald.targets SET circuit_state = 'open', "
             "circuit_open_until = now() + interval '1 hour' WHERE name = 'hook'",
         )
-        await wait_for(lambda: _is(kubectl, 1), timeout=60, what="the worker back at 1")
+        await wait_until(
+            lambda: _is(kubectl, 1), interval=0.2, timeout=60, what="the worker back at 1"
+        )
         held = time.monotonic()
         while time.monotonic() - held < 3:  # three scaling intervals
             assert await replicas(kubectl) == 1
@@ -177,7 +174,9 @@ async def _peers(kubectl: Kubectl) -> dict[str, Any]:
         peers = {k: v for k, v in ((obj or {}).get("status") or {}).items() if isinstance(v, dict)}
         return peers if len(peers) == 2 else None
 
-    found: dict[str, Any] = await wait_for(two, timeout=30, what="two operators peering")
+    found: dict[str, Any] = await wait_until(
+        two, interval=0.2, timeout=30, what="two operators peering"
+    )
     return found
 
 
@@ -202,8 +201,9 @@ async def test_the_operator_rides_out_an_api_restart_and_an_expired_watch(
         for n in range(5):
             await kubectl("create", "configmap", f"churn-{n}", "--from-literal=n=1")
         kube.compact_etcd()
-        await wait_for(
+        await wait_until(
             lambda: operator.text().count("Restarting the watch-stream") > restarts,
+            interval=0.2,
             timeout=20,
             what="a watch resumed at an expired resourceVersion (410 Gone)",
         )

@@ -12,8 +12,6 @@ import yaml
 from tests.cluster.controlplane import ROOT, ControlPlane
 from tests.cluster.herald import Kubectl, target
 
-pytestmark = pytest.mark.cluster
-
 INVALID = sorted((ROOT / "tests" / "unit" / "invalid").glob("*.yaml"))
 _EXPECT_API = re.compile(r"^# expect-api: (.+)$", re.MULTILINE)
 

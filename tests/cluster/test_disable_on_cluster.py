@@ -14,19 +14,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.herald import (
-    Herald,
-    Kubectl,
-    condition,
-    herald_release,
-    target,
-    wait_for,
-    wait_ready,
-)
+from tests.cluster.herald import Herald, Kubectl, condition, herald_release, target, wait_ready
+from tests.helpers import wait_until
 
 from herald_tools.receiver import Answer, Receiver
-
-pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture()
@@ -80,7 +71,7 @@ async def test_a_failing_target_is_disabled_and_an_annotation_enables_it(
             obj = await kubectl.get("publishingtarget", "hook")
             return obj if condition(obj, "Disabled").get("status") == "True" else None
 
-        obj = await wait_for(disabled, what="Disabled=True")
+        obj = await wait_until(disabled, timeout=30, interval=0.2, what="Disabled=True")
         found = condition(obj, "Disabled")
         assert found["reason"] == "FailingTooLong"
         assert "deliveries have failed continuously since" in found["message"]
@@ -88,8 +79,11 @@ async def test_a_failing_target_is_disabled_and_an_annotation_enables_it(
         assert obj["status"]["paused"] is True
         assert obj["status"]["pausedReason"].startswith("deliveries have failed continuously")
         assert condition(obj)["status"] == "True", "Ready is about configuration, unchanged"
-        [event] = await wait_for(
-            lambda: events(kubectl, "hook", "Disabled"), what="a Disabled Event"
+        [event] = await wait_until(
+            lambda: events(kubectl, "hook", "Disabled"),
+            timeout=30,
+            interval=0.2,
+            what="a Disabled Event",
         )
         assert event["type"] == "Warning"
 
@@ -110,10 +104,17 @@ async def test_a_failing_target_is_disabled_and_an_annotation_enables_it(
             obj = await kubectl.get("publishingtarget", "hook")
             return obj if condition(obj, "Disabled").get("status") == "False" else None
 
-        back = await wait_for(enabled, what="Disabled=False")
+        back = await wait_until(enabled, timeout=30, interval=0.2, what="Disabled=False")
         assert condition(back, "Disabled")["reason"] == "Enabled"
-        await wait_for(
+        await wait_until(
             lambda: any(r.webhook_id == job and r.answer.status == 200 for r in receiver.received),
+            timeout=30,
+            interval=0.2,
             what="the held job delivered",
         )
-        await wait_for(lambda: events(kubectl, "hook", "Enabled"), what="an Enabled Event")
+        await wait_until(
+            lambda: events(kubectl, "hook", "Enabled"),
+            timeout=30,
+            interval=0.2,
+            what="an Enabled Event",
+        )

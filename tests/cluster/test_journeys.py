@@ -24,13 +24,11 @@ from tests.cluster.herald import (
     secret,
     signing_secret,
     target,
-    wait_for,
     wait_ready,
 )
+from tests.helpers import wait_until
 
 from herald_tools.receiver import Answer, Receiver, always
-
-pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture()
@@ -81,12 +79,16 @@ async def test_a_target_applied_with_kubectl_delivers(herald: Herald, kubectl: K
             row = (await kubectl("get", "publishingtarget", "hook", "--no-headers")).out.split()
             return row if len(row) == 7 else None
 
-        row = await wait_for(live_row, what="live columns in kubectl get publishingtargets")
+        row = await wait_until(
+            live_row, timeout=30, interval=0.2, what="live columns in kubectl get publishingtargets"
+        )
         assert row[:6] == ["hook", "webhook", "True", "closed", "0", "0"], row
 
         job = await submit(worker, "hook", {"summary": "disk full"})
-        arrived = await wait_for(
+        arrived = await wait_until(
             lambda: [r for r in receiver.received if r.webhook_id == job],
+            timeout=30,
+            interval=0.2,
             what="the job delivered to the receiver",
         )
         assert signed_with(arrived[0], first)
@@ -107,12 +109,15 @@ async def test_a_target_applied_with_kubectl_delivers(herald: Herald, kubectl: K
 
         async def signed_with_second() -> bool:
             job = await submit(worker, "hook", {"probe": uuid.uuid4().hex})
-            got = await wait_for(
-                lambda: [r for r in receiver.received if r.webhook_id == job], what="delivery"
+            got = await wait_until(
+                lambda: [r for r in receiver.received if r.webhook_id == job],
+                timeout=30,
+                interval=0.2,
+                what="delivery",
             )
             return signed_with(got[0], second)
 
-        await wait_for(signed_with_second, timeout=20, interval=0.3, what="the new signature")
+        await wait_until(signed_with_second, timeout=20, interval=0.3, what="the new signature")
         assert time.monotonic() - rotated < 20
 
         # Deleting the target: its finalizer dead-letters what still waits.
@@ -141,7 +146,9 @@ async def test_a_dead_letter_replay_applied_with_kubectl(herald: Herald, kubectl
         await kubectl.apply(target("hook", receiver.url))
         await wait_ready(kubectl, "publishingtarget", "hook")
         ids = [await submit(worker, "hook", {"n": n}) for n in range(5)]
-        await wait_for(lambda: len(receiver.received) >= 5, what="five 400s")
+        await wait_until(
+            lambda: len(receiver.received) >= 5, timeout=30, interval=0.2, what="five 400s"
+        )
         answer["status"] = 200
 
         # The on-call view: kubectl shows the dead letters, and one Event says so.
@@ -149,7 +156,9 @@ async def test_a_dead_letter_replay_applied_with_kubectl(herald: Herald, kubectl
             row = (await kubectl("get", "pt", "hook", "--no-headers")).out.split()
             return row if row[5:6] == ["5"] else None
 
-        await wait_for(dead_column, what="DEAD 5 in kubectl get publishingtargets")
+        await wait_until(
+            dead_column, timeout=30, interval=0.2, what="DEAD 5 in kubectl get publishingtargets"
+        )
         obj = await kubectl.get("publishingtarget", "hook")
         assert obj is not None
         assert obj["status"]["deadLetters"] == {
@@ -158,23 +167,36 @@ async def test_a_dead_letter_replay_applied_with_kubectl(herald: Herald, kubectl
             "permanent": 5,
             "unknown": 0,
         }
-        events = await wait_for(
-            lambda: _events(kubectl, "hook", "DeadLettered"), what="a DeadLettered Event"
+        events = await wait_until(
+            lambda: _events(kubectl, "hook", "DeadLettered"),
+            timeout=30,
+            interval=0.2,
+            what="a DeadLettered Event",
         )
         assert len(events) == 1 and events[0]["type"] == "Warning", events
         assert "went to the dead-letter queue" in events[0]["message"]
 
         await kubectl.apply(replay("count", target="hook", dryRun=True))
-        dry = await wait_for(
-            lambda: _finished(kubectl, "count"), timeout=30, what="the dry run finished"
+        dry = await wait_until(
+            lambda: _finished(kubectl, "count"),
+            interval=0.2,
+            timeout=30,
+            what="the dry run finished",
         )
         assert (dry["phase"], dry["matched"], dry.get("replayed", 0)) == ("Succeeded", 5, 0)
         assert receiver.delivered_ids() == []
 
         await kubectl.apply(replay("again", target="hook", errorClass="permanent"))
-        done = await wait_for(lambda: _finished(kubectl, "again"), timeout=30, what="replayed")
+        done = await wait_until(
+            lambda: _finished(kubectl, "again"), interval=0.2, timeout=30, what="replayed"
+        )
         assert (done["phase"], done["matched"], done["replayed"]) == ("Succeeded", 5, 5)
-        await wait_for(lambda: len(receiver.delivered_ids()) == 5, what="five deliveries")
+        await wait_until(
+            lambda: len(receiver.delivered_ids()) == 5,
+            timeout=30,
+            interval=0.2,
+            what="five deliveries",
+        )
         assert sorted(receiver.delivered_ids()) == sorted(ids)
         table = (await kubectl("get", "deadletterreplays", "again", "--no-headers")).out.split()
         assert table[1:5] == ["hook", "Succeeded", "5", "5"], table
@@ -184,8 +206,10 @@ async def test_a_dead_letter_replay_applied_with_kubectl(herald: Herald, kubectl
         await herald.stop_all()
         restarted = await herald.operator()
         await herald.worker()
-        await wait_for(
+        await wait_until(
             lambda: restarted.text().count("a finished replay never runs again") >= 2,
+            timeout=30,
+            interval=0.2,
             what="the restarted operator resuming both finished replays",
         )
         still = await _finished(kubectl, "again")
@@ -230,7 +254,9 @@ async def test_a_replay_resumes_without_duplicates_after_the_operator_is_killed(
                 batch = [{"target": "hook", "payload": {"n": n}} for n in range(start, start + 200)]
                 async with http.post(f"http://127.0.0.1:{worker.port}/v1/jobs", json=batch) as r:
                     assert r.status in (200, 201), await r.text()
-        await wait_for(lambda: len(receiver.received) >= total, timeout=60, what="600 400s")
+        await wait_until(
+            lambda: len(receiver.received) >= total, interval=0.2, timeout=60, what="600 400s"
+        )
         answer["status"] = 200
         await worker.stop()  # nothing is delivered while the replay runs: counts stay exact
 
@@ -241,18 +267,23 @@ async def test_a_replay_resumes_without_duplicates_after_the_operator_is_killed(
             status = (obj or {}).get("status") or {}
             return status.get("phase") == "Running" and 0 < status.get("replayed", 0) < total
 
-        await wait_for(part_done, timeout=60, interval=0.05, what="the replay half-way")
+        await wait_until(part_done, timeout=60, interval=0.05, what="the replay half-way")
         operator.popen.send_signal(signal.SIGKILL)
         operator.popen.wait(10)
         interrupted = ((await kubectl.get("deadletterreplay", "big")) or {})["status"]
         assert interrupted["phase"] == "Running" and interrupted["replayed"] < total
         await herald.operator()
-        done = await wait_for(lambda: _finished(kubectl, "big"), timeout=60, what="resumed")
+        done = await wait_until(
+            lambda: _finished(kubectl, "big"), interval=0.2, timeout=60, what="resumed"
+        )
         assert (done["phase"], done["matched"], done["replayed"]) == ("Succeeded", total, total)
         assert done["startTime"] == interrupted["startTime"]
         await herald.worker()
-        await wait_for(
-            lambda: len(receiver.delivered_ids()) >= total, timeout=60, what="every replay"
+        await wait_until(
+            lambda: len(receiver.delivered_ids()) >= total,
+            interval=0.2,
+            timeout=60,
+            what="every replay",
         )
         delivered = receiver.delivered_ids()
         assert len(delivered) == len(set(delivered)) == total
@@ -278,7 +309,9 @@ async def test_a_target_with_a_hard_capacity_pushes_back(herald: Herald, kubectl
                 for line in text.splitlines()
             )
 
-        await wait_for(sampled, what="the worker sampled the target's capacity")
+        await wait_until(
+            sampled, timeout=30, interval=0.2, what="the worker sampled the target's capacity"
+        )
         for n in range(2):
             await submit(worker, "cap", {"n": n})
         async with http.post(
@@ -287,8 +320,11 @@ async def test_a_target_with_a_hard_capacity_pushes_back(herald: Herald, kubectl
             body = await resp.json()
             assert resp.status == 429, body
             assert int(resp.headers["Retry-After"]) >= 1
-    full = await wait_for(
-        lambda: _capacity(kubectl, "cap", "AtCapacity"), what="CapacityPressure AtCapacity"
+    full = await wait_until(
+        lambda: _capacity(kubectl, "cap", "AtCapacity"),
+        timeout=30,
+        interval=0.2,
+        what="CapacityPressure AtCapacity",
     )
     assert full["status"] == "True" and "2 of 2 jobs waiting" in full["message"], full
     described = (await kubectl("describe", "publishingtarget", "cap")).out

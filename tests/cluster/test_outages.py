@@ -32,16 +32,13 @@ from tests.cluster.herald import (
     herald_release,
     replay,
     target,
-    wait_for,
     wait_ready,
 )
-from tests.helpers import claim_all, failure, job, open_queue, sql_value
+from tests.helpers import claim_all, failure, job, open_queue, sql_value, wait_until
 
 from herald_operator.status import Depth, depth_by_target
 from herald_queue import stats
 from herald_queue.queue import Queue
-
-pytestmark = pytest.mark.cluster
 
 URL = "http://127.0.0.1:9/hook"  # no worker runs: nothing is delivered, depths stay exact
 OUTAGES = [int(s) for s in os.environ.get("HERALD_TEST_API_OUTAGES", "75").split(",") if s]
@@ -177,7 +174,9 @@ async def test_an_overwritten_status_is_set_right_within_an_interval(
     await kubectl.apply(target("hook", URL))
     await wait_ready(kubectl, "publishingtarget", "hook", timeout=60)
     await queue.jobs.enqueue(job(f"{kubectl.namespace}/hook"))
-    await wait_for(lambda: _no(untrue(kubectl, queue, ["hook"])), timeout=60, what="live")
+    await wait_until(
+        lambda: _no(untrue(kubectl, queue, ["hook"])), interval=0.2, timeout=60, what="live"
+    )
     wrong = (
         '{"status":{"observedGeneration":42,"conditions":[{"type":"Ready","status":"False",'
         '"reason":"Restored","message":"from a backup",'
@@ -187,7 +186,7 @@ async def test_an_overwritten_status_is_set_right_within_an_interval(
     obj = await kubectl.get("publishingtarget", "hook")
     assert obj is not None and obj["status"]["observedGeneration"] == 42
     started = time.monotonic()
-    await wait_for(
+    await wait_until(
         lambda: _no(untrue(kubectl, queue, ["hook"])),
         timeout=60,
         interval=0.1,
@@ -217,7 +216,7 @@ async def test_an_api_outage_is_ridden_out(
     total = 1500
     await dead_letters(queue, f"{ns}/sink", total)
     await kubectl.apply(replay("during", target="sink", limit=total))
-    await wait_for(
+    await wait_until(
         lambda: replay_running(kubectl, "during", total),
         timeout=120,
         interval=0.05,
@@ -235,11 +234,12 @@ async def test_an_api_outage_is_ridden_out(
         await queue.jobs.enqueue(job(f"{ns}/sink"))
         # Said and still 200: /healthz is the chart's liveness probe, and a restart would
         # only put the operator in the kubelet's back-off when the API returns.
-        await wait_for(
+        await wait_until(
             lambda: _is(
                 healthz(health),
                 lambda answer: answer[0] == 200 and "unreachable" in answer[1].get("api", ""),
             ),
+            interval=0.2,
             timeout=min(outage, 60),
             what="/healthz saying the API is away",
         )
@@ -250,7 +250,7 @@ async def test_an_api_outage_is_ridden_out(
     back = time.monotonic()
 
     async def timed(check: Any, what: str, timeout: float, interval: float = 0.2) -> float:
-        await wait_for(check, timeout=timeout, interval=interval, what=what)
+        await wait_until(check, timeout=timeout, interval=interval, what=what)
         return time.monotonic() - back
 
     async def apply_the_rest() -> None:
@@ -307,7 +307,7 @@ async def test_the_operator_killed_again_and_again_while_200_targets_change(
         )
         try:
             # Kill it once it has started on the change, not before.
-            await wait_for(
+            await wait_until(
                 lambda g=generation: _observed(kubectl, names, g, at_least=5),
                 timeout=180,
                 interval=0.1,
@@ -319,8 +319,13 @@ async def test_the_operator_killed_again_and_again_while_200_targets_change(
         running.popen.wait(10)
         running, _ = await operator(herald, interval="2s")
     started = time.monotonic()
-    await wait_for(lambda: replay_done(kubectl, "killed"), timeout=300, what="the replay finished")
-    await wait_for(
+    await wait_until(
+        lambda: replay_done(kubectl, "killed"),
+        interval=0.2,
+        timeout=300,
+        what="the replay finished",
+    )
+    await wait_until(
         lambda: _no(untrue(kubectl, queue, ["sink", *names])),
         timeout=300,
         interval=1.0,

@@ -25,14 +25,12 @@ from tests.cluster.herald import (
     secret,
     signing_secret,
     target,
-    wait_for,
     wait_ready,
 )
+from tests.helpers import wait_until
 from tests.unit.test_signing_keys import ed25519_key, verify_v1a
 
 from herald_tools.receiver import Answer, Receiver
-
-pytestmark = pytest.mark.cluster
 
 
 def verifies(key: str, body: bytes, headers: dict[str, str]) -> bool:
@@ -84,7 +82,7 @@ class RotatingReceiver:
     async def wait_arrival(self, what: str, check: Any) -> Arrival:
         """The first delivery from now on that ``check`` accepts."""
         start = len(self.arrivals)
-        found: Arrival = await wait_for(
+        found: Arrival = await wait_until(
             lambda: next((a for a in self.arrivals[start:] if check(a)), None),
             timeout=30,
             interval=0.1,
@@ -178,7 +176,9 @@ async def test_rotation_without_downtime_then_v1a_with_the_published_key(
                 keys = ((obj or {}).get("status") or {}).get("signingPublicKeys")
                 return list(keys) if keys else None
 
-            assert await wait_for(status_keys, what="status.signingPublicKeys") == [public]
+            assert await wait_until(
+                status_keys, timeout=30, interval=0.2, what="status.signingPublicKeys"
+            ) == [public]
             url = f"http://127.0.0.1:{worker.port}/signing-keys/{kubectl.namespace}/hook"
 
             async def served_keys() -> dict[str, Any] | None:
@@ -186,7 +186,9 @@ async def test_rotation_without_downtime_then_v1a_with_the_published_key(
                 async with aiohttp.ClientSession() as http, http.get(url) as resp:
                     return dict(await resp.json()) if resp.status == 200 else None
 
-            served = await wait_for(served_keys, what="the worker's /signing-keys")
+            served = await wait_until(
+                served_keys, timeout=30, interval=0.2, what="the worker's /signing-keys"
+            )
             [fetched] = served["publicKeys"]
             assert fetched == public
             signed = await state.wait_arrival("a v1a signature", lambda a: "v1a" in a.versions)
@@ -200,8 +202,9 @@ async def test_rotation_without_downtime_then_v1a_with_the_published_key(
         submitted = list(ids)
 
         # Every job submitted during the whole procedure delivered, none refused.
-        await wait_for(
+        await wait_until(
             lambda: set(submitted) <= {a.webhook_id for a in state.arrivals if a.verified_with},
+            interval=0.2,
             timeout=60,
             what=f"all {len(submitted)} jobs delivered",
         )
@@ -215,4 +218,6 @@ async def test_rotation_without_downtime_then_v1a_with_the_published_key(
             obj = await kubectl.get("publishingtarget", "hook")
             return not ((obj or {}).get("status") or {}).get("signingPublicKeys")
 
-        await wait_for(status_cleared, what="status.signingPublicKeys emptied")
+        await wait_until(
+            status_cleared, timeout=30, interval=0.2, what="status.signingPublicKeys emptied"
+        )

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import LOCAL_EGRESS_ENV, ROOT
+from tests.helpers import LOCAL_EGRESS_ENV, ROOT, wait_until
 from tests.integration.cli.cli import Run as Result
 
 EXAMPLES = ROOT / "examples"
@@ -256,21 +256,6 @@ def http_post(url: str, body: Any, *, timeout: float = 30.0) -> tuple[int, Any]:
         return 0, str(exc)
 
 
-def wait_until(
-    check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout:g} s (last: {last!r})")
-        time.sleep(interval)
-
-
 _LISTENING = re.compile(r"listening on http://[\d.]+:(\d+)")
 
 
@@ -296,7 +281,7 @@ def _listen_port(line: str) -> bool:
     return isinstance(record, dict) and record.get("action") == "listen" and "port" in record
 
 
-def start_worker(
+async def start_worker(
     started: list[Process], env: dict[str, str], *args: str, timeout: float = START_TIMEOUT
 ) -> tuple[Process, str]:
     """``herald worker ARGS`` on any free port: the process and its API's base URL, once
@@ -313,7 +298,9 @@ def start_worker(
             )
         return http_get(f"{base}/readyz", timeout=5)[0] == 200
 
-    wait_until(ready, timeout=timeout, what=f"{worker.name}: /readyz answering 200", interval=0.2)
+    await wait_until(
+        ready, timeout=timeout, what=f"{worker.name}: /readyz answering 200", interval=0.2
+    )
     return worker, base
 
 

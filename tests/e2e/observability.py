@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.helpers import eventually, free_port
+from tests.helpers import free_port, wait_until
 
 
 @contextlib.asynccontextmanager
@@ -31,7 +31,7 @@ async def running(args: Sequence[str], ready_url: str, log: Path) -> AsyncIterat
                 except aiohttp.ClientError:
                     return False
 
-            await eventually(up, timeout=30, message=f"{args[0]} ready")
+            await wait_until(up, timeout=30, what=f"{args[0]} ready")
             yield
         finally:
             proc.terminate()

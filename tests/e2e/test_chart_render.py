@@ -54,8 +54,6 @@ from tests.e2e.chart_helpers import (
 )
 from tests.helpers import settings_from
 
-pytestmark = pytest.mark.e2e
-
 WORKER = f"{RELEASE}-worker"
 OPERATOR = f"{RELEASE}-operator"
 MINIMAL = "hq"  # ci/minimal-values.yaml sets fullnameOverride

@@ -36,8 +36,8 @@ from tests.e2e.commands import (
     run,
     start_receiver,
     start_worker,
-    wait_until,
 )
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -77,7 +77,7 @@ def api_state(base: str, job_id: str) -> str | None:
     return body.get("state") if status == 200 and isinstance(body, dict) else None
 
 
-def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
+async def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
     timings: dict[str, float] = {}
     began = time.monotonic()
     with processes() as started:
@@ -87,7 +87,7 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
             started, env, "--path", "/reject", "--status", "400", "--secret", ""
         )
         targets = local_examples(tmp / "local", port)
-        worker, base = start_worker(started, env, "--targets", str(targets))
+        worker, base = await start_worker(started, env, "--targets", str(targets))
         timings["started"] = time.monotonic() - began
 
         # 2. Enqueue with flags, and JSON lines on stdin.
@@ -106,8 +106,9 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         assert len(batch) == 3 and all(not b["duplicate"] for b in batch), batch
         accepted = [one["id"], plain_id, *(b["id"] for b in batch)]
         assert len(set(accepted)) == 5
-        wait_until(
+        await wait_until(
             lambda: all(delivered(receiver, i) for i in accepted),
+            interval=0.1,
             timeout=DELIVERY_TIMEOUT,
             what="the five jobs delivered to `herald receive`",
         )
@@ -118,8 +119,9 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         assert ok(["stats"], env).out.strip()
         watch = Process(["stats", "--watch", "0.2", "--json"], env)
         started.append(watch)
-        wait_until(
+        await wait_until(
             lambda: watch.count("out", lambda s: s.startswith("{")) >= 2,
+            interval=0.1,
             timeout=60,
             what="`herald stats --watch` printing twice",
         )
@@ -155,8 +157,9 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
             ["enqueue", "--target", "local-reject", "--payload", '{"reject": true}', "--json"],
             env,
         ).json()
-        wait_until(
+        await wait_until(
             lambda: api_state(base, doomed["id"]) == "dead",
+            interval=0.1,
             timeout=DELIVERY_TIMEOUT,
             what="the rejected job dead",
         )
@@ -170,13 +173,15 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         assert (detail["jobId"], detail["payload"]) == (doomed["id"], {"reject": True})
         replay = ok(["dlq", "replay", letter, "--json"], env).json()
         assert (replay["replayed"], replay["jobIds"]) == (1, [doomed["id"]]), replay
-        wait_until(
+        await wait_until(
             lambda: rejecter.count("out", lambda s: s.startswith(doomed["id"])) == 2,
+            interval=0.1,
             timeout=DELIVERY_TIMEOUT,
             what="the replayed job sent to the rejecting receiver again",
         )
-        wait_until(
+        await wait_until(
             lambda: api_state(base, doomed["id"]) == "dead",
+            interval=0.1,
             timeout=DELIVERY_TIMEOUT,
             what="the replayed job dead again",
         )
@@ -199,11 +204,12 @@ def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
         assert ok(["migrate", "--json"], env).json()["applied"] == []
 
         # 9. A second worker, then jobs for both; the second stopped on its own.
-        second, second_base = start_worker(started, env, "--targets", str(targets))
+        second, second_base = await start_worker(started, env, "--targets", str(targets))
         more = ok(["enqueue", "--json"], env, input=lines + lines).json()
         accepted += [m["id"] for m in more]
-        wait_until(
+        await wait_until(
             lambda: all(delivered(receiver, i) for i in accepted),
+            interval=0.1,
             timeout=DELIVERY_TIMEOUT,
             what="every accepted job delivered to `herald receive`",
         )
@@ -241,14 +247,14 @@ def test_the_demo_leads_to_the_local_journey_and_cleans_up_after_itself() -> Non
 
 
 @pytest.mark.slow
-def test_local_journey_on_the_embedded_postgresql() -> None:
+async def test_local_journey_on_the_embedded_postgresql() -> None:
     with embedded_data_dir() as data_dir:
-        journey(env_for(None, data_dir), data_dir, embedded=True)
+        await journey(env_for(None, data_dir), data_dir, embedded=True)
 
 
 @pytest.mark.slow
 async def test_local_journey_on_a_database_server(db_url: str, tmp_path: Path) -> None:
-    journey(env_for(db_url, None), tmp_path, embedded=False)
+    await journey(env_for(db_url, None), tmp_path, embedded=False)
 
 
 def test_a_command_that_does_not_return_fails_naming_it() -> None:

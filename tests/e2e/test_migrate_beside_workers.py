@@ -36,8 +36,8 @@ from tests.e2e.commands import (
     run,
     start_receiver,
     start_worker,
-    wait_until,
 )
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -159,12 +159,15 @@ async def test_migrate_completes_while_two_workers_deliver(
         bases = []
         workers = []
         for _ in range(2):
-            worker, base = start_worker(started, env, "--targets", str(tmp_path / "target.yaml"))
+            worker, base = await start_worker(
+                started, env, "--targets", str(tmp_path / "target.yaml")
+            )
             workers.append(worker)
             bases.append(base)
         with Producer(bases) as producer:
-            wait_until(
+            await wait_until(
                 lambda: len(delivered_ids(receiver)) >= 30,
+                interval=0.1,
                 timeout=DELIVERY_TIMEOUT,
                 what="30 deliveries before the migration",
             )
@@ -182,17 +185,19 @@ async def test_migrate_completes_while_two_workers_deliver(
             else:
                 assert report["applied"] == [], report
             # The workers go on accepting and delivering after it.
-            wait_until(
+            await wait_until(
                 lambda: (
                     len(delivered_ids(receiver)) >= delivered_at_migration + 30
                     and len(producer.accepted) >= accepted_at_migration + 30
                 ),
+                interval=0.1,
                 timeout=DELIVERY_TIMEOUT,
                 what="30 more jobs accepted and delivered after the migration",
             )
         accepted = set(producer.accepted)
-        wait_until(
+        await wait_until(
             lambda: accepted <= delivered_ids(receiver),
+            interval=0.1,
             timeout=DELIVERY_TIMEOUT,
             what=f"all {len(accepted)} accepted jobs delivered",
         )
@@ -248,7 +253,7 @@ async def test_every_command_returns_beside_a_worker_on_the_embedded_database(
         receiver, port = start_receiver(started, env, "--secret", "")
         target = tmp_path / "target.yaml"
         target.write_text(TARGET.format(port=port))
-        worker, _ = start_worker(started, env, "--targets", str(target))
+        worker, _ = await start_worker(started, env, "--targets", str(target))
         job = ok(
             ["enqueue", "--target", "steady", "--payload", '{"n": 1}', "--json"],
             env,
@@ -266,8 +271,9 @@ async def test_every_command_returns_beside_a_worker_on_the_embedded_database(
             ["migrate"],
         ):
             ok(args, env, timeout=60)
-        wait_until(
+        await wait_until(
             lambda: job["id"] in delivered_ids(receiver),
+            interval=0.1,
             timeout=DELIVERY_TIMEOUT,
             what="the job delivered",
         )
@@ -294,8 +300,9 @@ async def test_a_killed_migrate_leaves_no_session_on_the_server(fresh_db: FreshD
             assert probe.execute(sessions).fetchone() == (1,)
             waiting.process.kill()
             waiting.process.wait(timeout=30)
-            wait_until(
+            await wait_until(
                 lambda: probe.execute(sessions).fetchone() == (0,),
+                interval=0.1,
                 timeout=30,
                 what="the killed migrate's session to leave the server",
             )

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 
 from herald_queue.settings import DatabaseSettings, QueueSettings
@@ -22,9 +21,8 @@ from herald_worker.settings import WorkerSettings
 from tests.conftest import need_binary
 from tests.e2e.chart_helpers import WORKER_METRICS, series_names
 from tests.e2e.observability import alertmanager, metric_names, post_alerts, prometheus, query
-from tests.helpers import LOCAL_EGRESS, eventually
+from tests.helpers import LOCAL_EGRESS, wait_until
 
-pytestmark = pytest.mark.e2e
 TOKEN = "e2e-token"
 
 
@@ -79,7 +77,7 @@ async def test_prometheus_scrapes_the_worker(db_url: str, tmp_path: Path) -> Non
                     json={"target": "oncall", "payload": {"i": i}, "priority": "high"},
                 ) as r:
                     assert r.status == 201
-            await eventually(lambda: len(receiver.delivered_ids()) == 5)
+            await wait_until(lambda: len(receiver.delivered_ids()) == 5)
             async with http.get(f"{base}/metrics") as r:
                 exposition = await r.text()
         checked = subprocess.run(
@@ -98,7 +96,7 @@ async def test_prometheus_scrapes_the_worker(db_url: str, tmp_path: Path) -> Non
                     up and up[0]["value"][1] == "1" and ready and ready[0]["value"][1] == "1"
                 )
 
-            await eventually(scraped, timeout=30, message="Prometheus scraped the worker")
+            await wait_until(scraped, timeout=30, what="Prometheus scraped the worker")
             delivered = await query(
                 prom, 'sum(herald_jobs_delivered_total{target="default/oncall"})'
             )
@@ -108,7 +106,7 @@ async def test_prometheus_scrapes_the_worker(db_url: str, tmp_path: Path) -> Non
             async def all_scraped() -> bool:
                 return expected <= await metric_names(prom)
 
-            await eventually(all_scraped, timeout=20, message="every worker metric scraped")
+            await wait_until(all_scraped, timeout=20, what="every worker metric scraped")
 
 
 def _alert(status_end: dt.datetime | None = None) -> dict[str, Any]:
@@ -140,8 +138,8 @@ async def test_alertmanager_routes_alerts_to_the_worker(db_url: str, tmp_path: P
                         out.append(body)
                 return out
 
-            await eventually(
-                lambda: messages("firing"), timeout=30, message="the firing alert delivered"
+            await wait_until(
+                lambda: messages("firing"), timeout=30, what="the firing alert delivered"
             )
             [firing] = messages("firing")
             [alert] = firing["alerts"]
@@ -158,8 +156,8 @@ async def test_alertmanager_routes_alerts_to_the_worker(db_url: str, tmp_path: P
                     if s.name == "herald_jobs_duplicate_total"
                 )
 
-            await eventually(
-                lambda: duplicates() >= 1, timeout=30, message="Alertmanager re-sent the group"
+            await wait_until(
+                lambda: duplicates() >= 1, timeout=30, what="Alertmanager re-sent the group"
             )
             assert len(messages("firing")) == 1
 
@@ -169,8 +167,8 @@ async def test_alertmanager_routes_alerts_to_the_worker(db_url: str, tmp_path: P
             # The resolve follows, after the trigger (ordering key), at low priority.
             now = dt.datetime.now(dt.UTC)
             await post_alerts(am, [_alert(status_end=now - dt.timedelta(seconds=1))])
-            await eventually(
-                lambda: messages("resolved"), timeout=30, message="the resolved alert delivered"
+            await wait_until(
+                lambda: messages("resolved"), timeout=30, what="the resolved alert delivered"
             )
             order = [
                 json.loads(r.body)["status"]

@@ -26,9 +26,9 @@ from tests.cluster.herald import (
     secret,
     signing_secret,
     target,
-    wait_for,
     wait_ready,
 )
+from tests.helpers import wait_until
 from tests.node.node import GATEWAY, Node
 
 from herald_tools.receiver import Answer, Receiver
@@ -143,7 +143,7 @@ async def wait_ready_pods(
         found = [p for p in await pods(kubectl, component) if ready(p)]
         return found if len(found) >= count else None
 
-    found: list[dict[str, Any]] = await wait_for(
+    found: list[dict[str, Any]] = await wait_until(
         check, timeout=timeout, interval=0.5, what=f"{count} Ready {component} Pod(s)"
     )
     return found
@@ -194,7 +194,7 @@ async def delivering_pod(
                 return pod, in_flight
         return None
 
-    found: tuple[dict[str, Any], int] = await wait_for(
+    found: tuple[dict[str, Any], int] = await wait_until(
         busy,
         timeout=60,
         interval=0.05,
@@ -300,7 +300,7 @@ async def wait_delivered(
         return wanted - set(receiver.delivered_ids())
 
     try:
-        await wait_for(
+        await wait_until(
             lambda: not missing(),
             timeout=timeout,
             interval=0.5,

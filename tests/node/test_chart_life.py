@@ -17,7 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tests.cluster.herald import Kubectl, secret, target, wait_for, wait_ready
+from tests.cluster.herald import Kubectl, secret, target, wait_ready
+from tests.helpers import wait_until
 from tests.integration.worker.test_alertmanager import THREE
 from tests.node.chart import (
     RELEASE,
@@ -82,8 +83,9 @@ async def test_install_deliver_and_uninstall(
                 alerts = await resp.json()
         expected = 1 + len(THREE["alerts"])
         try:
-            await wait_for(
+            await wait_until(
                 lambda: len(receiver.delivered_ids()) >= expected,
+                interval=0.2,
                 timeout=120,
                 what=f"{expected} deliveries",
             )
@@ -102,7 +104,9 @@ async def test_install_deliver_and_uninstall(
         left = await kubectl("get", "pods,jobs,deployments,leases", "-o", "name")
         return not left.out.strip()
 
-    await wait_for(nothing_left, timeout=120, what="no Pod, Job, Deployment or Lease left")
+    await wait_until(
+        nothing_left, interval=0.2, timeout=120, what="no Pod, Job, Deployment or Lease left"
+    )
     assert await scalar(url, "SELECT count(*) FROM herald.jobs WHERE state = 'running'") == 0
 
 
@@ -120,8 +124,9 @@ async def test_upgrade_and_rollback_while_workers_deliver(
         producer = Producer(await service_url(kubectl), "hook")
         producer.start()
         try:
-            await wait_for(
+            await wait_until(
                 lambda: len(receiver.delivered_ids()) >= 10,
+                interval=0.2,
                 timeout=120,
                 what=f"deliveries before the upgrade ({producer.figures()})",
             )
@@ -146,7 +151,9 @@ async def test_upgrade_and_rollback_while_workers_deliver(
                 images = {p["spec"]["containers"][0]["image"] for p in current}
                 return images == {node.image} and len(rolled_back) >= 2
 
-            await wait_for(rolled, timeout=240, what="the workers back on the first image")
+            await wait_until(
+                rolled, interval=0.2, timeout=240, what="the workers back on the first image"
+            )
             during_rollback = producer.figures()
             # A voluntary deletion of a worker mid-delivery: it is replaced, its jobs are
             # delivered, and the Service never refuses meanwhile.
@@ -154,8 +161,9 @@ async def test_upgrade_and_rollback_while_workers_deliver(
             await kubectl("delete", "pod", victim, "--wait=true", "--timeout=120s")
             await wait_ready_pods(kubectl, "worker", 2)
             mark = len(producer.accepted)
-            await wait_for(
+            await wait_until(
                 lambda: len(producer.accepted) >= mark + 10,
+                interval=0.2,
                 timeout=120,
                 what="jobs accepted after the deletion",
             )
@@ -166,7 +174,7 @@ async def test_upgrade_and_rollback_while_workers_deliver(
         async def all_delivered() -> bool:
             return accepted <= set(receiver.delivered_ids())
 
-        await wait_for(
+        await wait_until(
             all_delivered,
             timeout=240,
             interval=0.5,

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.cluster.herald import Kubectl, wait_for
+from tests.cluster.herald import Kubectl
+from tests.helpers import wait_until
 from tests.node.node import NODE_NAME, Node
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(600)]
@@ -61,7 +62,7 @@ async def test_a_pod_of_the_herald_image_runs_as_the_chart_runs_it(
         phase = ((found or {}).get("status") or {}).get("phase")
         return phase if phase in ("Succeeded", "Failed") else None
 
-    phase = await wait_for(finished, timeout=180, what="the Pod to finish")
+    phase = await wait_until(finished, interval=0.2, timeout=180, what="the Pod to finish")
     logs = (await kubectl("logs", "version")).out
     assert phase == "Succeeded", logs
     answer = json.loads(logs.strip().splitlines()[-1])

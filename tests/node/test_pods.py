@@ -29,7 +29,8 @@ from typing import Any, NoReturn
 
 import aiohttp
 import pytest
-from tests.cluster.herald import Kubectl, wait_for
+from tests.cluster.herald import Kubectl
+from tests.helpers import wait_until
 from tests.node.chart import (
     RELEASE,
     WORKER,
@@ -132,7 +133,12 @@ async def test_the_operator_scales_workers_and_new_pods_take_work(
                 seen_replicas.add(replicas)
                 return replicas if replicas > 2 else None
 
-            await wait_for(scaled_up, timeout=120, what="the operator to scale the workers above 2")
+            await wait_until(
+                scaled_up,
+                interval=0.2,
+                timeout=120,
+                what="the operator to scale the workers above 2",
+            )
             everyone = await wait_ready_pods(kubectl, "worker", 4, timeout=240)
             new = {ip: name for ip, name in addresses(everyone).items() if name not in first}
             assert len(new) >= 2, f"new Pods: {new}"
@@ -140,8 +146,9 @@ async def test_the_operator_scales_workers_and_new_pods_take_work(
             def new_pods_delivered() -> bool:
                 return all(len(pacer.jobs_from(ip)) >= 3 for ip in new)
 
-            await wait_for(
+            await wait_until(
                 new_pods_delivered,
+                interval=0.2,
                 timeout=120,
                 what=f"deliveries from each new Pod {sorted(new.values())}",
             )
@@ -158,7 +165,7 @@ async def test_the_operator_scales_workers_and_new_pods_take_work(
             return replicas == 2 and len(found) == 2 and all(ready(p) for p in found)
 
         try:
-            await wait_for(
+            await wait_until(
                 scaled_down,
                 timeout=180,
                 interval=1,
@@ -195,8 +202,9 @@ async def test_a_deleted_worker_pod_is_replaced_and_its_jobs_delivered(
         producer = Producer(await service_url(kubectl), "hook")
         producer.start()
         try:
-            await wait_for(
+            await wait_until(
                 lambda: len(receiver.delivered_ids()) >= 10,
+                interval=0.2,
                 timeout=120,
                 what=f"deliveries before the deletion ({producer.figures()})",
             )
@@ -206,8 +214,9 @@ async def test_a_deleted_worker_pod_is_replaced_and_its_jobs_delivered(
             replaced = await wait_ready_pods(kubectl, "worker", 2)
             assert victim not in names(replaced)
             mark = len(producer.accepted)
-            await wait_for(
+            await wait_until(
                 lambda: len(producer.accepted) >= mark + 10,
+                interval=0.2,
                 timeout=120,
                 what="jobs accepted after the deletion",
             )
@@ -276,8 +285,9 @@ async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
         producer.start()
         pid = 0
         try:
-            await wait_for(
+            await wait_until(
                 lambda: len(receiver.delivered_ids()) >= 10,
+                interval=0.2,
                 timeout=120,
                 what=f"deliveries before the freeze ({producer.figures()})",
             )
@@ -286,7 +296,7 @@ async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
             pid = container_pid(node, frozen)
             os.kill(pid, signal.SIGSTOP)
             in_flight = pacer.in_flight_from(receiver, ip)
-            pod = await wait_for(
+            pod = await wait_until(
                 lambda: restarted(kubectl, name),
                 timeout=240,
                 interval=1,
@@ -298,13 +308,17 @@ async def test_a_frozen_worker_fails_its_liveness_probe_and_loses_nothing(
                 return [e for e in events if "failed liveness probe" in e]
 
             killing = (
-                await wait_for(
-                    killed_for_liveness, timeout=60, what=f"the kubelet's Event killing {name}"
+                await wait_until(
+                    killed_for_liveness,
+                    interval=0.2,
+                    timeout=60,
+                    what=f"the kubelet's Event killing {name}",
                 )
             )[0]
             mark = len(producer.accepted)
-            await wait_for(
+            await wait_until(
                 lambda: len(producer.accepted) >= mark + 10,
+                interval=0.2,
                 timeout=120,
                 what="jobs accepted after the restart",
             )
@@ -408,8 +422,9 @@ async def test_a_worker_over_its_memory_limit_is_oom_killed_and_loses_nothing(
         producer = Producer(await service_url(kubectl), "hook")
         producer.start()
         try:
-            await wait_for(
+            await wait_until(
                 lambda: len(receiver.delivered_ids()) >= 10,
+                interval=0.2,
                 timeout=120,
                 what=f"deliveries before the flood ({producer.figures()})",
             )
@@ -424,21 +439,22 @@ async def test_a_worker_over_its_memory_limit_is_oom_killed_and_loses_nothing(
                 f"{FLOOD_ROUNDS} floods of {FLOOD_REQUESTS} x {FLOOD_JOBS} jobs of 250 kB "
                 f"did not drive {name} over {MEMORY_LIMIT}"
             )
-            killed = await wait_for(
+            killed = await wait_until(
                 lambda: oom_killed(kubectl, name),
                 timeout=60,
                 interval=1,
                 what=f"the kubelet to report {name}'s OOM kill (the flood met: {cut[:3]})",
             )
-            pod = await wait_for(
+            pod = await wait_until(
                 lambda: restarted(kubectl, name),
                 timeout=180,
                 interval=1,
                 what=f"{name}'s container restarted and the Pod Ready",
             )
             mark = len(producer.accepted)
-            await wait_for(
+            await wait_until(
                 lambda: len(producer.accepted) >= mark + 10,
+                interval=0.2,
                 timeout=120,
                 what="jobs accepted after the restart",
             )

@@ -50,6 +50,7 @@ STATES = ["queued", "running", "retrying", "succeeded", "dead"]
 # -- migrate ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_migrate_is_idempotent_even_when_run_twice_at_once(
     fresh_db: Callable[[str | None], Any],
 ) -> None:
@@ -78,6 +79,7 @@ async def test_migrate_is_idempotent_even_when_run_twice_at_once(
 # -- targets ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_targets_apply_a_file_with_a_secret_and_the_examples_directory(
     db_url: str, queue: Queue
 ) -> None:
@@ -121,6 +123,7 @@ async def test_targets_apply_a_file_with_a_secret_and_the_examples_directory(
     ]
 
 
+@pytest.mark.slow
 async def test_targets_apply_multi_document_json_lists_and_recursive_directories(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -171,6 +174,7 @@ async def test_targets_apply_multi_document_json_lists_and_recursive_directories
 # -- enqueue ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_enqueue_one_job_from_flags_and_an_idempotency_key_returns_the_same_job(
     db_url: str, queue: Queue, tmp_path: Path
 ) -> None:
@@ -267,6 +271,7 @@ async def test_enqueue_one_job_from_flags_and_an_idempotency_key_returns_the_sam
     assert await count_jobs(queue, "idempotency_key = 'race'") == 1
 
 
+@pytest.mark.slow
 async def test_enqueue_json_lines_from_stdin_shaped_like_the_api_body(
     db_url: str, queue: Queue
 ) -> None:
@@ -345,6 +350,7 @@ async def jobs_in_every_state(queue: Queue) -> dict[str, uuid.UUID]:
     }
 
 
+@pytest.mark.slow
 async def test_stats_json_has_the_totals_first_then_breakdowns(db_url: str, queue: Queue) -> None:
     await jobs_in_every_state(queue)
     stats = (await ok("stats", "--json", url=db_url)).json()
@@ -364,6 +370,7 @@ async def test_stats_json_has_the_totals_first_then_breakdowns(db_url: str, queu
     assert any(line.split()[:6] == ["default/alpha", "1", "1", "1", "1", "0"] for line in text)
 
 
+@pytest.mark.slow
 async def test_stats_show_capacity_pct(db_url: str, queue: Queue) -> None:
     await register(queue, "sized", capacity={"jobs": 8})
     await register(queue, "unsized")
@@ -383,6 +390,7 @@ async def test_stats_show_capacity_pct(db_url: str, queue: Queue) -> None:
     assert rows == {"default/sized": "75.0", "default/unsized": "-"}, text
 
 
+@pytest.mark.slow
 async def test_stats_watch_prints_until_interrupted(db_url: str, queue: Queue) -> None:
     await register(queue, "hook")
     process = await asyncio.create_subprocess_exec(
@@ -419,6 +427,7 @@ async def test_stats_watch_prints_until_interrupted(db_url: str, queue: Queue) -
 # -- jobs -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_jobs_show_list_and_cancel(db_url: str, queue: Queue) -> None:
     ids = await jobs_in_every_state(queue)
     help_run, listed, dead, high, limited, table, empty, shown, text = await asyncio.gather(
@@ -520,6 +529,7 @@ def data_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.slow
 async def test_without_a_database_url_the_embedded_postgresql_is_used(data_dir: Path) -> None:
     env = {"HERALD_DATA_DIR": str(data_dir)}
     stopped_line = f"embedded PostgreSQL in {data_dir}: stopped (the next command starts it)\n"
@@ -550,6 +560,7 @@ async def test_without_a_database_url_the_embedded_postgresql_is_used(data_dir: 
 # -- the local example and herald receive -----------------------------------------------
 
 
+@pytest.mark.slow
 async def test_the_local_example_delivers_to_herald_receive(
     db_url: str, queue: Queue, tmp_path: Path
 ) -> None:

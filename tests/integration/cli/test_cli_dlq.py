@@ -7,6 +7,8 @@ import datetime as dt
 import re
 import uuid
 
+import pytest
+
 from herald_core.states import Priority
 from herald_queue.queue import Queue
 from tests.helpers import (
@@ -26,6 +28,7 @@ async def dead_letter_count(queue: Queue, where: str = "true") -> int:
     return int(await sql_value(queue, f"SELECT count(*) FROM herald.dead_letters WHERE {where}"))
 
 
+@pytest.mark.slow
 async def test_dlq_list_pages_filters_show_and_stats(db_url: str, queue: Queue) -> None:
     alpha = await bury(queue, "alpha", 3, "permanent")
     beta = await bury(queue, "beta", 2, "transient")
@@ -87,6 +90,7 @@ async def test_dlq_list_pages_filters_show_and_stats(db_url: str, queue: Queue) 
     assert missing.error == f"herald: error: id: no dead letter {alpha[0]}"
 
 
+@pytest.mark.slow
 async def test_dlq_replay_puts_each_dead_letter_back_once(db_url: str, queue: Queue) -> None:
     ids = await bury(queue, "alpha", 3)
     listed, refused, dry, dry_text = await asyncio.gather(
@@ -145,6 +149,7 @@ async def test_dlq_replay_puts_each_dead_letter_back_once(db_url: str, queue: Qu
     assert all(e["replayedBy"].startswith("cli") for e in replayed)
 
 
+@pytest.mark.slow
 async def test_dlq_purge_dry_run_deletes_nothing(db_url: str, queue: Queue) -> None:
     ids = await bury(queue, "alpha", 4)
     await sql_exec(
@@ -171,6 +176,7 @@ async def test_dlq_purge_dry_run_deletes_nothing(db_url: str, queue: Queue) -> N
     assert "argument --older-than: 'a while' is not a duration" in bad.error
 
 
+@pytest.mark.slow
 async def test_a_cancelled_job_stays_cancelled_and_keeps_its_run_at(
     db_url: str, queue: Queue
 ) -> None:
@@ -205,6 +211,7 @@ async def test_a_cancelled_job_stays_cancelled_and_keeps_its_run_at(
     assert (shown["state"], shown["runAt"]) == ("queued", "2030-01-01T00:00:00Z")
 
 
+@pytest.mark.slow
 async def test_replaying_dead_letters_of_a_deleted_target_by_id_is_an_error(
     db_url: str, queue: Queue
 ) -> None:
@@ -226,6 +233,7 @@ async def test_replaying_dead_letters_of_a_deleted_target_by_id_is_an_error(
     assert await count_jobs(queue, "state = 'queued'") == 0
 
 
+@pytest.mark.slow
 async def test_dlq_list_and_replay_by_priority(db_url: str, queue: Queue) -> None:
     await register(queue, "mixed", **ONE_SHOT)
     ids: dict[str, list[uuid.UUID]] = {}
@@ -249,6 +257,7 @@ async def test_dlq_list_and_replay_by_priority(db_url: str, queue: Queue) -> Non
     assert bad.code == 2 and "--priority" in bad.err, bad.err
 
 
+@pytest.mark.slow
 async def test_a_stored_payload_too_deep_to_decode_is_shown_as_text(
     db_url: str, queue: Queue
 ) -> None:

@@ -53,6 +53,7 @@ async def expect_errors(cases: list[tuple[str, Any]]) -> None:
         assert run.code == (2 if expected.startswith("argument ") else 1), run
 
 
+@pytest.mark.slow
 async def test_bad_flags_are_one_line_errors_and_store_nothing(
     db_url: str, queue: Queue, tmp_path: Path
 ) -> None:
@@ -119,6 +120,7 @@ async def test_bad_flags_are_one_line_errors_and_store_nothing(
     assert await count_jobs(queue) == 0
 
 
+@pytest.mark.slow
 async def test_a_bad_line_in_a_batch_stores_no_job_of_the_batch(db_url: str, queue: Queue) -> None:
     await register(queue, "hook")
     good = [{"target": "hook", "payload": {"n": i}, "idempotencyKey": f"k{i}"} for i in range(5)]
@@ -189,6 +191,7 @@ def test_a_payload_too_deep_to_encode_is_a_request_error() -> None:
         encode_payload(payload, max_bytes=1 << 20, field="line 3: payload")
 
 
+@pytest.mark.slow
 async def test_targets_apply_with_a_mistake_applies_nothing(
     db_url: str, queue: Queue, tmp_path: Path
 ) -> None:
@@ -234,6 +237,7 @@ async def test_targets_apply_with_a_mistake_applies_nothing(
     assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 0
 
 
+@pytest.mark.slow
 async def test_an_unreachable_database_is_one_line_naming_it() -> None:
     port = closed_port()
     url = f"postgresql://herald:s3cret-pw@127.0.0.1:{port}/herald"
@@ -264,6 +268,7 @@ async def test_an_unreachable_database_is_one_line_naming_it() -> None:
     )
 
 
+@pytest.mark.slow
 async def test_a_database_lost_during_a_command_is_one_line(
     fresh_db: Callable[[str | None], Any], template_db: str, pg_admin_url: str
 ) -> None:
@@ -305,6 +310,7 @@ HOSTILE_TARGETS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["targets apply", "worker --targets"])
 async def test_hostile_strings_in_a_manifest_are_one_line_errors(
     command: str, db_url: str, queue: Queue, tmp_path: Path
@@ -332,6 +338,7 @@ async def test_hostile_strings_in_a_manifest_are_one_line_errors(
     assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == 0
 
 
+@pytest.mark.slow
 async def test_targets_apply_refuses_a_url_the_egress_policy_forbids(
     db_url: str, queue: Queue, tmp_path: Path
 ) -> None:
@@ -361,6 +368,7 @@ async def test_targets_apply_refuses_a_url_the_egress_policy_forbids(
     assert await sql_value(queue, "SELECT count(*) FROM herald.targets") == len(urls)
 
 
+@pytest.mark.slow
 async def test_unreadable_and_too_deep_files_are_one_line(
     db_url: str, queue: Queue, tmp_path: Path
 ) -> None:
@@ -409,6 +417,7 @@ def occupied_port(host: str = "127.0.0.1") -> socket.socket:
     return s
 
 
+@pytest.mark.slow
 async def test_a_port_in_use_is_one_line_naming_it_and_the_setting(db_url: str) -> None:
     with occupied_port() as taken, occupied_port("0.0.0.0") as taken_any:
         port, any_port = taken.getsockname()[1], taken_any.getsockname()[1]
@@ -476,6 +485,7 @@ WRONG_SHAPES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["targets apply", "worker --targets"])
 async def test_manifests_of_the_wrong_shape_are_one_line_naming_the_document(
     command: str, db_url: str, queue: Queue, tmp_path: Path
@@ -506,6 +516,7 @@ def _capped(limit_mib: int) -> Callable[[], None]:
     return cap
 
 
+@pytest.mark.slow
 def test_an_alias_bomb_is_refused_within_bounded_memory(db_url: str, tmp_path: Path) -> None:
     """Given the bomb, the command stays within 512 MiB of address space and ends with its
     one line (before the fix it grew to 1 GiB in 30 s; capped, it died of MemoryError)."""
@@ -544,6 +555,7 @@ async def test_a_manifest_file_over_its_bound_is_not_read(tmp_path: Path) -> Non
     )
 
 
+@pytest.mark.slow
 async def test_enqueue_reads_no_more_than_a_payload(db_url: str, queue: Queue) -> None:
     """``--payload @/dev/zero`` read until killed; stdin under a strict locale with invalid
     UTF-8 was "unexpected ... (a bug in Herald)"; a payload nested past the limit is refused

@@ -238,6 +238,7 @@ def cases(
 
 # Some sixty interpreters, four at a time, each bounded (90 s): about 40 s on a quiet
 # machine, 160 s on a loaded 2-core one; the suite's 120 s default would cut it short.
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_no_command_lets_a_traceback_through(
     db_url: str, queue: Queue, hostile: dict[str, Path], occupied: int

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from importlib import metadata
 
+import pytest
+
 from herald_queue.queue import Queue
 from herald_tools.cli.main import build_parser
 from tests.helpers import register, sql_exec
@@ -43,6 +45,7 @@ def test_every_help_page_says_what_its_command_does() -> None:
     )
 
 
+@pytest.mark.slow
 async def test_targets_list_shows_the_latest_problem_with_its_time(
     db_url: str, queue: Queue
 ) -> None:
@@ -74,6 +77,7 @@ async def test_targets_list_shows_the_latest_problem_with_its_time(
     assert await last_error() == "", "recovered: a delivery succeeded since"
 
 
+@pytest.mark.slow
 async def test_deleting_or_resuming_an_unknown_target_does_not_advise_applying_it(
     db_url: str,
 ) -> None:

@@ -25,7 +25,7 @@ from herald_delivery.settings import EgressSettings
 from herald_operator.settings import OperatorSettings
 from herald_queue.settings import DatabaseSettings, QueueSettings
 from herald_worker.settings import WorkerSettings
-from tests.helpers import eventually, settings_from, stop_process
+from tests.helpers import settings_from, stop_process, wait_until
 from tests.integration.cli.cli import closed_port, herald
 
 COUNT = "must be an integer of at least 1"
@@ -178,6 +178,7 @@ def test_unset_is_the_documented_default_and_a_valid_value_parses(
         assert ["herald: error: " + line for line in caught.value.lines] == [expected_line(case)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "classes"), [("worker", WORKER), ("operator", OPERATOR)], ids=["worker", "operator"]
 )
@@ -194,6 +195,7 @@ async def test_every_bad_variable_is_one_line_and_the_process_never_starts(
     assert "embedded PostgreSQL" not in run.err, "refused before starting anything"
 
 
+@pytest.mark.slow
 async def test_one_bad_variable_of_a_command_is_one_line() -> None:
     level = await herald("stats", url=None, env={"HERALD_LOG_LEVEL": "LOUD"})
     assert (level.code, level.error) == (
@@ -205,6 +207,7 @@ async def test_one_bad_variable_of_a_command_is_one_line() -> None:
     assert "s3cret" not in lease.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "env", "line"),
     [
@@ -244,6 +247,7 @@ def valid_env(classes: tuple[type[HeraldSettings], ...], db_url: str) -> dict[st
     return env | {p: str(closed_port()) for p in ports} | {"HERALD_DATABASE_URL": db_url}
 
 
+@pytest.mark.slow
 async def test_the_worker_runs_with_every_setting_given(db_url: str, tmp_path: Path) -> None:
     """Not a default in sight: the worker starts, answers on the port it was given, and
     stops cleanly on SIGTERM."""
@@ -272,7 +276,7 @@ async def test_the_worker_runs_with_every_setting_given(db_url: str, tmp_path: P
                 except aiohttp.ClientError:
                     return False
 
-            await eventually(ready, timeout=30, interval=0.1, message="worker ready")
+            await wait_until(ready, timeout=30, interval=0.1, what="worker ready")
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0, log.read_text()
     finally:
@@ -281,6 +285,7 @@ async def test_the_worker_runs_with_every_setting_given(db_url: str, tmp_path: P
     assert "tok-s3cret" not in log.read_text() and "s3cret-pw" not in log.read_text()
 
 
+@pytest.mark.slow
 async def test_the_operator_accepts_every_setting_given(db_url: str, tmp_path: Path) -> None:
     """Every operator setting is accepted; what stops it then is the missing cluster."""
     env = valid_env(OPERATOR, db_url) | {"KUBECONFIG": str(tmp_path / "none")}

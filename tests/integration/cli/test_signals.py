@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from herald_queue.locks import SessionLock
-from tests.helpers import eventually, stop_process
+from tests.helpers import stop_process, wait_until
 from tests.integration.cli.cli import cli_env
 
 
@@ -69,8 +69,8 @@ async def as_pid_1(
     )
     try:
         try:
-            pid = await eventually(
-                lambda: _init_of(process.pid), timeout=30, message="herald started as PID 1"
+            pid = await wait_until(
+                lambda: _init_of(process.pid), timeout=30, what="herald started as PID 1"
             )
         except AssertionError:
             if process.returncode is not None or not await _alive(process):
@@ -114,6 +114,7 @@ async def connected(url: str, *others: int) -> bool:
         return bool(row and row[0])
 
 
+@pytest.mark.slow
 async def test_a_migrate_waiting_for_its_lock_stops_on_sigterm_as_pid_1(
     fresh_db: Callable[[str | None], Awaitable[str]],
 ) -> None:
@@ -122,10 +123,10 @@ async def test_a_migrate_waiting_for_its_lock_stops_on_sigterm_as_pid_1(
         await holder.execute("SELECT pg_advisory_lock(%s)", [int(SessionLock.MIGRATION)])
         env = cli_env(db_url, HERALD_MIGRATION_WAIT="600s")
         async with as_pid_1(["migrate"], env) as (process, pid):
-            await eventually(
+            await wait_until(
                 lambda: connected(db_url, holder.info.backend_pid),
                 timeout=60,
-                message="migrate connected (and waiting for the lock)",
+                what="migrate connected (and waiting for the lock)",
             )
             code, err = await stopped_by_sigterm(process, pid, "herald migrate")
     assert code == 143, err
@@ -138,6 +139,7 @@ async def _first_line(process: asyncio.subprocess.Process) -> bytes:
     return await asyncio.wait_for(process.stdout.readline(), 60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "expected", "started"),
     [
@@ -158,6 +160,7 @@ async def test_a_command_stops_on_sigterm_as_pid_1(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 async def test_the_worker_drains_and_exits_0_on_sigterm_as_pid_1(db_url: str) -> None:
     env = cli_env(db_url, HERALD_HTTP_PORT="0", HERALD_LOG_FORMAT="json")
     async with as_pid_1(["worker"], env) as (process, pid):
@@ -169,7 +172,7 @@ async def test_the_worker_drains_and_exits_0_on_sigterm_as_pid_1(db_url: str) ->
             assert line, "the worker exited before it started"
             return b"worker started" in line
 
-        await eventually(started, timeout=60, message="the worker started")
+        await wait_until(started, timeout=60, what="the worker started")
         code, err = await stopped_by_sigterm(process, pid, "herald worker")
     assert code == 0, err
     assert '"stopped"' in err
@@ -200,6 +203,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 async def test_a_command_that_does_not_stop_exits_within_a_bound_saying_where(
     sig: signal.Signals, status: int

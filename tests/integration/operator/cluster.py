@@ -26,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from herald_operator.runtime import Options
 from herald_operator.settings import OperatorSettings
-from tests.helpers import eventually, free_port
+from tests.helpers import free_port, wait_until
 from tests.unit import crd_schema
 
 NS = "default"
@@ -309,10 +309,10 @@ def put_secret(k8s: Emulator, name: str, **data: str) -> None:
 async def wait_ready(
     k8s: Emulator, name: str, expected: str = "True", timeout: float = 10
 ) -> dict[str, Any]:
-    found: dict[str, Any] = await eventually(
+    found: dict[str, Any] = await wait_until(
         lambda: (c := condition(k8s, PT, name)) and c.get("status") == expected and c,
         timeout=timeout,
-        message=f"Ready={expected} on PublishingTarget {name}",
+        what=f"Ready={expected} on PublishingTarget {name}",
     )
     return found
 

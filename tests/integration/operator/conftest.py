@@ -33,7 +33,7 @@ from herald_delivery.settings import EgressSettings
 from herald_operator import app
 from herald_operator.runtime import Options
 from herald_queue.settings import DatabaseSettings
-from tests.helpers import eventually
+from tests.helpers import wait_until
 from tests.integration.operator.cluster import (
     DEPLOY,
     GROUP_VERSION,
@@ -120,10 +120,10 @@ async def start_operator(k8s: Emulator, db_url: str) -> AsyncIterator[StartOpera
         # 'ready' fires before the watch streams are open: wait for both (stopping during
         # the initial listing costs kopf's 5 s grace).
         if wait_watching:
-            await eventually(
+            await wait_until(
                 lambda: watch_count(k8s) >= watches_before + 2,
                 timeout=10,
-                message="kopf watching PublishingTargets and DeadLetterReplays",
+                what="kopf watching PublishingTargets and DeadLetterReplays",
             )
         return running
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import need_binary
-from tests.helpers import ROOT, eventually
+from tests.helpers import ROOT, wait_until
 from tests.integration.operator.cluster import (
     PT_URL,
     Emulator,
@@ -56,7 +56,7 @@ async def test_dashboard_queries_use_exported_metric_names(
             found = metric(parse_metrics(text), "herald_queue_capacity_jobs", target="default/hook")
             return text if found == 100 else None
 
-        worker_text = await eventually(sampled, timeout=15, message="the worker sampled hook")
+        worker_text = await wait_until(sampled, timeout=15, what="the worker sampled hook")
         port = operator.settings.metrics_port
         async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
             assert r.status == 200

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 
@@ -34,6 +35,7 @@ def kubeconfig(path: Path, server: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_a_database_without_herald_schema_is_one_clear_error(
     fresh_db: Any, tmp_path: Path
 ) -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import need_binary
 from tests.e2e.chart_helpers import OPERATOR_METRICS, series_names
 from tests.e2e.observability import metric_names, prometheus, query
-from tests.helpers import eventually
+from tests.helpers import wait_until
 from tests.integration.operator.cluster import StartOperator
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ async def test_prometheus_scrapes_the_operator(
         async with aiohttp.ClientSession() as http, http.get(url) as r:
             return await r.text() if r.status == 200 else ""
 
-    text = await eventually(exposition, timeout=20, message="operator /metrics answering")
+    text = await wait_until(exposition, timeout=20, what="operator /metrics answering")
     checked = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True
     )
@@ -44,10 +44,10 @@ async def test_prometheus_scrapes_the_operator(
             result = await query(prom, 'up{job="herald-operator"}')
             return bool(result and result[0]["value"][1] == "1")
 
-        await eventually(up, timeout=30, message="Prometheus scraped the operator")
+        await wait_until(up, timeout=30, what="Prometheus scraped the operator")
         expected = series_names(OPERATOR_METRICS)
 
         async def all_scraped() -> bool:
             return expected <= await metric_names(prom)
 
-        await eventually(all_scraped, timeout=20, message="every operator metric scraped")
+        await wait_until(all_scraped, timeout=20, what="every operator metric scraped")

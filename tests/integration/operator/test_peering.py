@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from tests.helpers import eventually
+from tests.helpers import wait_until
 from tests.integration.operator.cluster import (
     NS,
     PT,
@@ -39,13 +39,14 @@ def peering(**peers: int) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
 async def test_without_the_peering_object_no_replica_acts_and_the_log_says_why(
     k8s: Emulator, start_operator: StartOperator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="herald.operator")
     await start_operator(peering="herald", wait_watching=False)
     await create(k8s, PT_URL, target("hook"))
-    record = await eventually(
+    record = await wait_until(
         lambda: next((r for r in caplog.records if "does not exist" in r.getMessage()), None)
     )
     assert "KopfPeering object herald" in record.getMessage()

@@ -12,7 +12,7 @@ import pytest
 
 from herald_core.states import Priority
 from herald_queue.queue import Queue
-from tests.helpers import claim_all, eventually, failure, job, sql_rows, sql_value
+from tests.helpers import claim_all, failure, job, sql_rows, sql_value, wait_until
 from tests.integration.operator.cluster import (
     DLR,
     DLR_URL,
@@ -55,8 +55,8 @@ def finished(k8s: Emulator, name: str) -> dict[str, Any]:
 
 
 async def wait_finished(k8s: Emulator, name: str, timeout: float = 10) -> dict[str, Any]:
-    found: dict[str, Any] = await eventually(
-        lambda: finished(k8s, name), timeout=timeout, message=f"DeadLetterReplay {name} finished"
+    found: dict[str, Any] = await wait_until(
+        lambda: finished(k8s, name), timeout=timeout, what=f"DeadLetterReplay {name} finished"
     )
     valid(k8s, DLR, name)
     return found
@@ -97,8 +97,8 @@ async def test_a_replay_puts_dead_letters_back_in_batches(
     ]
     assert [p["replayed"] for p in progress] == [0, 2, 4]
     assert all(p["matched"] == 5 for p in progress)
-    await eventually(lambda: events(k8s, "ReplayStarted", "after-outage"))
-    succeeded = await eventually(lambda: events(k8s, "ReplaySucceeded", "after-outage"))
+    await wait_until(lambda: events(k8s, "ReplayStarted", "after-outage"))
+    succeeded = await wait_until(lambda: events(k8s, "ReplaySucceeded", "after-outage"))
     assert "put 5 dead letter(s) back" in succeeded[0]["message"]
 
 
@@ -115,7 +115,7 @@ async def test_a_dry_run_only_counts(
     assert "3 would be put back" in done["message"]
     assert await queued_ids(queue) == set()
     assert await sql_value(queue, "SELECT count(*) FROM herald.dead_letters WHERE replayed") == 0
-    await eventually(lambda: events(k8s, "DryRunCompleted", "how-many"))
+    await wait_until(lambda: events(k8s, "DryRunCompleted", "how-many"))
 
 
 async def test_a_selector_that_matches_nothing_succeeds_with_zero_counts(
@@ -136,12 +136,12 @@ async def test_a_replay_created_before_its_target_waits_for_it(
 ) -> None:
     """`kubectl apply -f dir/` creates deadletterreplay.yaml before webhook-target.yaml."""
     await create(k8s, DLR_URL, replay_manifest("early", target="late"))
-    waiting = await eventually(
+    waiting = await wait_until(
         lambda: (
             status(k8s, DLR, "early").get("phase") == "Pending"
             and "does not exist yet" in status(k8s, DLR, "early").get("message", "")
         ),
-        message="the replay waiting for its target",
+        what="the replay waiting for its target",
     )
     assert waiting
     assert condition(k8s, DLR, "early", "Complete")["reason"] == "Waiting"
@@ -165,7 +165,7 @@ async def test_a_replay_of_a_target_that_does_not_exist_fails(
     assert (failed["status"], failed["reason"]) == ("True", "TargetNotFound")
     assert "PublishingTarget default/nope does not exist" in failed["message"]
     assert condition(k8s, DLR, "wrong", "Complete")["status"] == "False"
-    warned = await eventually(lambda: events(k8s, "ReplayFailed", "wrong"))
+    warned = await wait_until(lambda: events(k8s, "ReplayFailed", "wrong"))
     assert warned[0]["type"] == "Warning"
     assert await queued_ids(queue) == set()
 
@@ -211,7 +211,7 @@ async def test_dead_letters_of_a_deleted_target_replay_to_its_recreation(
     await ready_target(k8s, "phoenix")
     ids = [(await queue.jobs.enqueue(job("default/phoenix"))).id for _ in range(2)]
     await k8s.delete(f"{PT_URL}/phoenix")
-    await eventually(lambda: not obj(k8s, "herald.dev/v1alpha1/publishingtargets", "phoenix"))
+    await wait_until(lambda: not obj(k8s, "herald.dev/v1alpha1/publishingtargets", "phoenix"))
     await ready_target(k8s, "phoenix")
     await create(k8s, DLR_URL, replay_manifest("rise", target="phoenix"))
     done = await wait_finished(k8s, "rise")
@@ -239,9 +239,9 @@ async def test_a_finished_replay_never_runs_again(
 
     caplog.set_level(logging.INFO, logger="kopf.objects")
     await start_operator()
-    await eventually(
+    await wait_until(
         lambda: any("a finished replay never runs again" in r.getMessage() for r in caplog.records),
-        message="the resume was seen",
+        what="the resume was seen",
     )
     assert status(k8s, DLR, "once") == done
     assert not await queued_ids(queue) & set(later)
@@ -281,4 +281,4 @@ async def test_a_replay_counts_in_the_workers_metrics_with_its_target(
             found = metric(samples, "herald_dead_letters_replayed_total", target="default/hook")
             return found if found == 2 else None
 
-        assert await eventually(replayed, timeout=10) == 2
+        assert await wait_until(replayed, timeout=10) == 2

@@ -15,7 +15,7 @@ import pytest
 
 from herald_operator import targets
 from herald_queue.queue import Queue
-from tests.helpers import eventually, job
+from tests.helpers import job, wait_until
 from tests.integration.operator.cluster import (
     NS,
     PT,
@@ -52,8 +52,8 @@ async def test_an_overwritten_status_is_set_right_within_an_interval(
     await create(k8s, PT_URL, target("hook"))
     await wait_ready(k8s, "hook")
     await queue.jobs.enqueue(job("default/hook"))
-    await eventually(lambda: status(k8s, PT, "hook").get("depth", {}).get("total") == 1)
-    await eventually(lambda: events(k8s, "Ready", "hook"), message="the Ready Event")
+    await wait_until(lambda: status(k8s, PT, "hook").get("depth", {}).get("total") == 1)
+    await wait_until(lambda: events(k8s, "Ready", "hook"), what="the Ready Event")
     wrong = {
         "observedGeneration": 42,
         "conditions": [
@@ -83,7 +83,7 @@ async def test_an_overwritten_status_is_set_right_within_an_interval(
             and now.get("depth", {}).get("total") == 1
         )
 
-    await eventually(repaired, timeout=10, message="the status set right from the truth")
+    await wait_until(repaired, timeout=10, what="the status set right from the truth")
     ready = condition(k8s, PT, "hook")
     assert ready["reason"] == "Ready" and ready["observedGeneration"] == 1
     valid(k8s, PT, "hook")
@@ -103,15 +103,16 @@ async def test_an_invalid_targets_overwritten_status_is_set_right(
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert response.status == 200, await response.text()
-    await eventually(
+    await wait_until(
         lambda: (
             status(k8s, PT, "bad").get("observedGeneration") == 1
             and condition(k8s, PT, "bad").get("reason") == "InvalidSpec"
         ),
-        message="the invalid target's status set right",
+        what="the invalid target's status set right",
     )
 
 
+@pytest.mark.slow
 async def test_status_writes_and_timers_outlive_an_api_outage(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:
@@ -121,7 +122,7 @@ async def test_status_writes_and_timers_outlive_an_api_outage(
     answering 200: it is the liveness probe)."""
     await create(k8s, PT_URL, target("steady"))
     await wait_ready(k8s, "steady")
-    await eventually(lambda: status(k8s, PT, "steady").get("depth", {}).get("total") == 0)
+    await wait_until(lambda: status(k8s, PT, "steady").get("depth", {}).get("total") == 0)
     port = operator.settings.health_port
     assert (await _health(port))[0] == 200
     k8s.down = True
@@ -132,42 +133,43 @@ async def test_status_writes_and_timers_outlive_an_api_outage(
             return sum(1 for method, path in k8s.refused if path.endswith("/steady/status"))
 
         # Ten refused writes of one status: many times kopf's two retries.
-        await eventually(
+        await wait_until(
             lambda: status_writes_refused() >= 10,
             timeout=30,
-            message="the status write retried through the outage",
+            what="the status write retried through the outage",
         )
-        code, said = await eventually(
+        code, said = await wait_until(
             lambda: _with(_health(port), lambda answer: '"api": "ok"' not in answer[1]),
             timeout=20,
-            message="/healthz saying the API is away",
+            what="/healthz saying the API is away",
         )
         # Said, not failed: a liveness failure would restart the operator for nothing.
         assert code == 200 and "the Kubernetes API is unreachable" in said, said
         assert status(k8s, PT, "steady").get("depth", {}).get("total") == 0  # nothing landed
     finally:
         k8s.down = False
-    await eventually(
+    await wait_until(
         lambda: status(k8s, PT, "steady").get("depth", {}).get("total") == 1,
         timeout=10,
-        message="the status written once the API is back",
+        what="the status written once the API is back",
     )
     # The timer still ticks: a later change shows too.
     await queue.jobs.enqueue(job("default/steady"))
-    await eventually(
+    await wait_until(
         lambda: status(k8s, PT, "steady").get("depth", {}).get("total") == 2,
         timeout=10,
-        message="the status timer ticking after the outage",
+        what="the status timer ticking after the outage",
     )
-    await eventually(
+    await wait_until(
         lambda: _with(_health(port), lambda answer: '"api": "ok"' in answer[1]),
         timeout=20,
-        message="/healthz saying the API is back",
+        what="/healthz saying the API is back",
     )
     assert condition(k8s, PT, "steady")["status"] == "True"
     assert operator.thread.is_alive()
 
 
+@pytest.mark.slow
 async def test_a_change_during_an_api_outage_is_handled_once_it_is_back(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:
@@ -184,20 +186,20 @@ async def test_a_change_during_an_api_outage_is_handled_once_it_is_back(
     assert response.status == 200
     k8s.down = True
     try:
-        await eventually(
+        await wait_until(
             lambda: sum(1 for _, path in k8s.refused if "/edited" in path) >= 10,
             timeout=30,
-            message="the handler's writes retried through the outage",
+            what="the handler's writes retried through the outage",
         )
     finally:
         k8s.down = False
-    await eventually(
+    await wait_until(
         lambda: (
             status(k8s, PT, "edited").get("observedGeneration") == 2
             and condition(k8s, PT, "edited").get("status") == "True"
         ),
         timeout=10,
-        message="generation 2 observed once the API is back",
+        what="generation 2 observed once the API is back",
     )
     rows = await queue.registry.list(NS, "edited")
     assert rows and rows[0].generation == 2
@@ -219,19 +221,20 @@ def flaky_tick(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield calls
 
 
+@pytest.mark.slow
 async def test_a_tick_that_raises_is_tried_again_and_the_timer_keeps_ticking(
     k8s: Emulator, flaky_tick: list[int], operator: RunningOperator, queue: Queue
 ) -> None:
     await create(k8s, PT_URL, target("hook"))
     await wait_ready(k8s, "hook")
     await queue.jobs.enqueue(job("default/hook"))
-    await eventually(
+    await wait_until(
         lambda: status(k8s, PT, "hook").get("depth", {}).get("total") == 1,
-        message="the live status after three failed ticks",
+        what="the live status after three failed ticks",
     )
     assert len(flaky_tick) > 3
     await queue.jobs.enqueue(job("default/hook"))
-    await eventually(lambda: status(k8s, PT, "hook").get("depth", {}).get("total") == 2)
+    await wait_until(lambda: status(k8s, PT, "hook").get("depth", {}).get("total") == 2)
 
 
 async def test_a_target_created_while_postgresql_is_down_becomes_ready(
@@ -242,20 +245,20 @@ async def test_a_target_created_while_postgresql_is_down_becomes_ready(
     await start_operator(db_connect_timeout=1)
     async with database_outage(pg_admin_url, db_url):
         await create(k8s, PT_URL, target("early"))
-        down = await eventually(
+        down = await wait_until(
             lambda: (c := condition(k8s, PT, "early")).get("reason") == "DatabaseUnavailable" and c,
             timeout=20,
-            message="Ready=Unknown while PostgreSQL is down",
+            what="Ready=Unknown while PostgreSQL is down",
         )
         assert down["status"] == "Unknown"
     await wait_ready(k8s, "early", timeout=20)
     await queue.pool.check()  # the outage closed the test's own connections too
     assert await queue.registry.list(NS, "early")
     await queue.jobs.enqueue(job("default/early"))
-    await eventually(
+    await wait_until(
         lambda: status(k8s, PT, "early").get("depth", {}).get("total") == 1,
         timeout=10,
-        message="live status after the database outage",
+        what="live status after the database outage",
     )
     assert obj(k8s, PT, "early")["status"]["observedGeneration"] == 1
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import aiohttp
 import kmock
+import pytest
 
 from herald_queue.queue import Queue
-from tests.helpers import eventually, failure, job, register
+from tests.helpers import failure, job, register, wait_until
 from tests.integration.operator.cluster import (
     DEPLOY,
     NS,
@@ -47,10 +48,10 @@ def scale_requests(k8s: Emulator, method: str) -> list[Any]:
 async def ticks(k8s: Emulator, n: int) -> None:
     """Wait until the scaler has read the Deployment's scale ``n`` more times."""
     start = len(scale_requests(k8s, "GET"))
-    await eventually(
+    await wait_until(
         lambda: len(scale_requests(k8s, "GET")) >= start + n,
         timeout=10,
-        message=f"{n} scaling ticks",
+        what=f"{n} scaling ticks",
     )
 
 
@@ -58,17 +59,18 @@ async def enqueue(queue: Queue, target: str, n: int) -> None:
     await queue.jobs.enqueue_many([job(target, {"n": i}) for i in range(n)])
 
 
+@pytest.mark.slow
 async def test_scales_up_to_ready_jobs_and_tells_why(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:
     running = await start_operator(scaling=True, jobs_per_replica=10)
     await register(queue, "hook")
     await enqueue(queue, "default/hook", 35)
-    await eventually(lambda: replicas(k8s) == 4, message="4 replicas for 35 jobs")
+    await wait_until(lambda: replicas(k8s) == 4, what="4 replicas for 35 jobs")
     patches = scale_requests(k8s, "PATCH")
     assert [p.data["spec"] for p in patches] == [{"replicas": 4}]
     assert patches[0].headers["Content-Type"] == "application/merge-patch+json"
-    scaled = await eventually(lambda: events(k8s, "WorkersScaledUp", WORKER))
+    scaled = await wait_until(lambda: events(k8s, "WorkersScaledUp", WORKER))
     involved = scaled[0]["involvedObject"]
     assert (involved["kind"], involved["name"], involved["namespace"]) == ("Deployment", WORKER, NS)
     assert involved["uid"] == obj(k8s, DEPLOY, WORKER)["metadata"]["uid"]
@@ -89,7 +91,7 @@ async def test_brings_replicas_into_bounds(
 ) -> None:
     k8s.objects[DEPLOY, NS, WORKER] = deployment(replicas=0)
     await start_operator(scaling=True, scale_min=2, scale_down_stabilization=60)
-    await eventually(lambda: replicas(k8s) == 2, message="raised to the minimum")
+    await wait_until(lambda: replicas(k8s) == 2, what="raised to the minimum")
 
 
 async def test_the_first_pass_comes_at_start_not_an_interval_later(
@@ -100,9 +102,10 @@ async def test_the_first_pass_comes_at_start_not_an_interval_later(
     raises it to the minimum as soon as it runs, not HERALD_SCALE_INTERVAL later."""
     k8s.objects[DEPLOY, NS, WORKER] = deployment(replicas=1)
     await start_operator(scaling=True, scale_min=2, scale_interval=3600)
-    await eventually(lambda: replicas(k8s) == 2, timeout=30, message="raised at start")
+    await wait_until(lambda: replicas(k8s) == 2, timeout=30, what="raised at start")
 
 
+@pytest.mark.slow
 async def test_scales_down_only_after_the_stabilization_window(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:
@@ -114,12 +117,13 @@ async def test_scales_down_only_after_the_stabilization_window(
     # count of ticks in the window would depend on how fast the ticks come).
     started = time.monotonic()
     await start_operator(scaling=True, jobs_per_replica=10, scale_down_stabilization=window)
-    await eventually(lambda: replicas(k8s) == 3, message="down to 3 after the window")
+    await wait_until(lambda: replicas(k8s) == 3, what="down to 3 after the window")
     assert time.monotonic() - started >= window, "scaled down before a whole window"
     assert len(scale_requests(k8s, "PATCH")) == 1
-    assert await eventually(lambda: events(k8s, "WorkersScaledDown", WORKER))
+    assert await wait_until(lambda: events(k8s, "WorkersScaledDown", WORKER))
 
 
+@pytest.mark.slow
 async def test_a_dip_within_the_window_keeps_the_workers(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:
@@ -129,13 +133,14 @@ async def test_a_dip_within_the_window_keeps_the_workers(
         r.id
         for r in await queue.jobs.enqueue_many([job("default/hook", {"n": i}) for i in range(40)])
     ]
-    await eventually(lambda: replicas(k8s) == 4)
+    await wait_until(lambda: replicas(k8s) == 4)
     await queue.jobs.cancel(ids)  # the queue is empty now
     await ticks(k8s, 5)
     assert replicas(k8s) == 4
     assert len(scale_requests(k8s, "PATCH")) == 1
 
 
+@pytest.mark.slow
 async def test_no_workers_for_a_target_whose_circuit_is_open_or_that_is_paused(
     k8s: Emulator, start_operator: StartOperator, queue: Queue
 ) -> None:
@@ -154,7 +159,7 @@ async def test_no_workers_for_a_target_whose_circuit_is_open_or_that_is_paused(
 
     await register(queue, "fine")
     await enqueue(queue, "default/fine", 20)
-    await eventually(lambda: replicas(k8s) == 2, message="scaled for the healthy target only")
+    await wait_until(lambda: replicas(k8s) == 2, what="scaled for the healthy target only")
 
 
 async def test_scaling_can_be_switched_off(
@@ -165,7 +170,7 @@ async def test_scaling_can_be_switched_off(
     await start_operator(scaling=False, scale_interval=0.05)
     # A PublishingTarget's live status takes a status period (0.3 s): six scale periods.
     await create(k8s, PT_URL, target("hook"))
-    await eventually(lambda: status(k8s, PT, "hook").get("depth", {}).get("total") == 100)
+    await wait_until(lambda: status(k8s, PT, "hook").get("depth", {}).get("total") == 100)
     reads = [r for r in list(k8s) if r.action == kmock.action.FETCH]
     assert not [r for r in reads if r.resource is not None and r.resource.plural == "deployments"]
     assert replicas(k8s) == 1

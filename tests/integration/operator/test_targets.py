@@ -8,10 +8,11 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 
 from herald_core.states import Priority
 from herald_queue.queue import Queue
-from tests.helpers import claim_all, eventually, failure, job, sql_rows
+from tests.helpers import claim_all, failure, job, sql_rows, wait_until
 from tests.integration.operator.cluster import (
     NS,
     PT,
@@ -49,9 +50,9 @@ async def test_a_target_becomes_ready_and_is_registered(
     assert ready["observedGeneration"] == 1
     assert "herald.dev/finalizer" in body["metadata"]["finalizers"]
     assert not [k for k in body["metadata"].get("annotations", {}) if "kopf.zalando.org" in k]
-    await eventually(lambda: events(k8s, "Ready", "hook"), message="a Ready Event")
+    await wait_until(lambda: events(k8s, "Ready", "hook"), what="a Ready Event")
     # The live status appears within a timer period.
-    live = await eventually(lambda: status(k8s, PT, "hook").get("circuit"))
+    live = await wait_until(lambda: status(k8s, PT, "hook").get("circuit"))
     assert live["state"] == "closed"
     assert status(k8s, PT, "hook")["depth"] == {
         "high": 0,
@@ -93,7 +94,7 @@ async def test_metrics_and_liveness_are_served(k8s: Emulator, operator: RunningO
                 assert r.status == 200
                 return await r.text()
 
-        text = await eventually(
+        text = await wait_until(
             lambda: _with(metrics(), lambda t: 'herald_operator_targets{ready="True"} 1.0' in t)
         )
         assert (
@@ -122,11 +123,11 @@ async def test_a_missing_then_bad_secret_is_reported_and_the_fix_is_noticed(
     valid(k8s, PT, "signed")
     # Registered all the same: jobs are accepted and wait until the Secret is fixed.
     assert await queue.registry.list(NS, "signed")
-    await eventually(lambda: events(k8s, "SecretNotFound", "signed"))
+    await wait_until(lambda: events(k8s, "SecretNotFound", "signed"))
     assert events(k8s, "SecretNotFound", "signed")[0]["type"] == "Warning"
 
     put_secret(k8s, "signed-hook", signingSecret="not-a-standard-webhooks-secret")
-    invalid = await eventually(
+    invalid = await wait_until(
         lambda: (c := condition(k8s, PT, "signed")).get("reason") == "SecretInvalid" and c
     )
     assert invalid["status"] == "False"
@@ -138,7 +139,7 @@ async def test_a_missing_then_bad_secret_is_reported_and_the_fix_is_noticed(
     put_secret(k8s, "signed-hook", signingSecret=WEBHOOK_SECRET)
     ready = await wait_ready(k8s, "signed")
     assert ready["reason"] == "Ready"
-    await eventually(lambda: events(k8s, "Ready", "signed"), message="a Ready Event")
+    await wait_until(lambda: events(k8s, "Ready", "signed"), what="a Ready Event")
     assert len(events(k8s, "SecretNotFound", "signed")) == 1  # one Event per transition
 
 
@@ -168,17 +169,18 @@ async def test_a_spec_change_is_registered_and_observed(
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert response.status == 200
-    await eventually(lambda: status(k8s, PT, "hook").get("observedGeneration") == 2)
+    await wait_until(lambda: status(k8s, PT, "hook").get("observedGeneration") == 2)
     rows = await queue.registry.list(NS, "hook")
     assert rows[0].spec.url == "https://hooks.example.com/new"
     assert rows[0].paused and rows[0].generation == 2
     ready = condition(k8s, PT, "hook")
     assert ready["status"] == "True" and "paused" in ready["message"]
-    await eventually(lambda: status(k8s, PT, "hook").get("paused") is True)
+    await wait_until(lambda: status(k8s, PT, "hook").get("paused") is True)
     assert status(k8s, PT, "hook")["pausedReason"] == "spec.paused is true"
     valid(k8s, PT, "hook")
 
 
+@pytest.mark.slow
 async def test_status_follows_the_queue_and_the_circuit(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:
@@ -189,7 +191,7 @@ async def test_status_follows_the_queue_and_the_circuit(
     for priority, count in ((Priority.HIGH, 3), (Priority.MEDIUM, 2), (Priority.LOW, 1)):
         for _ in range(count):
             await queue.jobs.enqueue(job("default/hook", priority=priority))
-    depth = await eventually(
+    depth = await wait_until(
         lambda: (d := status(k8s, PT, "hook").get("depth")) and d["total"] == 6 and d
     )
     assert depth == {"high": 3, "medium": 2, "low": 1, "total": 6, "ready": 6}
@@ -198,7 +200,7 @@ async def test_status_follows_the_queue_and_the_circuit(
     claimed = await queue.jobs.claim("w", 2)
     await queue.jobs.complete("w", claimed[:1])
     await queue.jobs.fail("w", [failure(claimed[1], "transient", message="HTTP 503")])
-    circuit = await eventually(
+    circuit = await wait_until(
         lambda: (c := status(k8s, PT, "hook").get("circuit")) and c["state"] == "open" and c
     )
     assert circuit["trips"] == 1 and circuit["openUntil"]
@@ -209,14 +211,14 @@ async def test_status_follows_the_queue_and_the_circuit(
     assert current["lastDeliveryTime"]
     assert current["depth"]["total"] == 5
     valid(k8s, PT, "hook")
-    opened = await eventually(lambda: events(k8s, "CircuitOpened", "hook"))
+    opened = await wait_until(lambda: events(k8s, "CircuitOpened", "hook"))
     assert opened[0]["type"] == "Warning"
 
     # After openSeconds a probe goes through and succeeds: the circuit closes.
-    probes = await eventually(lambda: claim_all(queue, "w", 1), timeout=5)
+    probes = await wait_until(lambda: claim_all(queue, "w", 1), timeout=5)
     await queue.jobs.complete("w", probes[:1])
-    await eventually(lambda: status(k8s, PT, "hook").get("circuit", {}).get("state") == "closed")
-    closed = await eventually(lambda: events(k8s, "CircuitClosed", "hook"))
+    await wait_until(lambda: status(k8s, PT, "hook").get("circuit", {}).get("state") == "closed")
+    closed = await wait_until(lambda: events(k8s, "CircuitClosed", "hook"))
     assert closed[0]["type"] == "Normal"
     assert status(k8s, PT, "hook")["circuit"]["recoveries"] == 1
     assert len(events(k8s, "CircuitOpened", "hook")) == 1
@@ -232,14 +234,14 @@ async def test_deleting_a_target_dead_letters_its_waiting_jobs(
 
     response = await k8s.delete(f"{PT_URL}/doomed")
     assert response.status == 200
-    await eventually(lambda: not obj(k8s, PT, "doomed"), message="the finalizer released")
+    await wait_until(lambda: not obj(k8s, PT, "doomed"), what="the finalizer released")
     assert not await queue.registry.list(NS, "doomed")
     letters = await sql_rows(
         queue, "SELECT job_id, reason FROM herald.dead_letters WHERE target_name = 'doomed'"
     )
     assert {r["reason"] for r in letters} == {"target-deleted"}
     assert {r["job_id"] for r in letters} == set(ids) - {running[0].id}
-    unregistered = await eventually(lambda: events(k8s, "Unregistered", "doomed"))
+    unregistered = await wait_until(lambda: events(k8s, "Unregistered", "doomed"))
     message = unregistered[0]["message"]
     assert "moved 2 waiting job(s) to the dead-letter queue" in message
     assert "1 delivery(ies) in flight" in message
@@ -262,17 +264,17 @@ async def test_deletion_waits_while_postgresql_is_down(
     queued = (await queue.jobs.enqueue(job("default/held"))).id
     async with database_outage(pg_admin_url, db_url):
         await k8s.delete(f"{PT_URL}/held")
-        retried = await eventually(
+        retried = await wait_until(
             lambda: _retries(obj(k8s, PT, "held"), "delete") >= 1,
             timeout=15,
-            message="the delete handler retried",
+            what="the delete handler retried",
         )
         assert retried
         held = obj(k8s, PT, "held")
         assert held["metadata"]["deletionTimestamp"]
         assert "herald.dev/finalizer" in held["metadata"]["finalizers"]
-    await eventually(
-        lambda: not obj(k8s, PT, "held"), timeout=15, message="released once PostgreSQL is back"
+    await wait_until(
+        lambda: not obj(k8s, PT, "held"), timeout=15, what="released once PostgreSQL is back"
     )
     await queue.pool.check()  # the outage closed the test's own connections too
     rows = await sql_rows(queue, "SELECT job_id, reason FROM herald.dead_letters")
@@ -308,6 +310,7 @@ async def test_a_target_the_egress_policy_refuses_is_not_ready_nor_registered(
     assert (await wait_ready(k8s, "outside"))["reason"] == "Ready"
 
 
+@pytest.mark.slow
 async def test_capacity_pressure_condition_follows_the_fill(
     k8s: Emulator, operator: RunningOperator, queue: Queue
 ) -> None:
@@ -316,17 +319,17 @@ async def test_capacity_pressure_condition_follows_the_fill(
     when the spec drops the capacity."""
     await create(k8s, PT_URL, target("hook", capacity={"jobs": 5, "hardLimit": True}))
     await wait_ready(k8s, "hook")
-    below = await eventually(lambda: condition(k8s, PT, "hook", "CapacityPressure"))
+    below = await wait_until(lambda: condition(k8s, PT, "hook", "CapacityPressure"))
     assert (below["status"], below["reason"]) == ("False", "BelowCapacity")
     assert "0 of 5 jobs waiting (0.0 %)" in below["message"]
     for n in range(4):
         await queue.jobs.enqueue(job("default/hook", {"n": n}))
-    near = await eventually(
+    near = await wait_until(
         lambda: (c := condition(k8s, PT, "hook", "CapacityPressure"))["status"] == "True" and c
     )
     assert near["reason"] == "NearCapacity" and "4 of 5 jobs waiting (80.0 %)" in near["message"]
     await queue.jobs.enqueue(job("default/hook", {"n": 4}))
-    full = await eventually(
+    full = await wait_until(
         lambda: (
             (c := condition(k8s, PT, "hook", "CapacityPressure"))["reason"] == "AtCapacity" and c
         )
@@ -334,10 +337,10 @@ async def test_capacity_pressure_condition_follows_the_fill(
     assert "refuses new jobs" in full["message"], full
     assert full["lastTransitionTime"] == near["lastTransitionTime"], "status stayed True"
     valid(k8s, PT, "hook")
-    assert [e["type"] for e in await eventually(lambda: events(k8s, "NearCapacity", "hook"))] == [
+    assert [e["type"] for e in await wait_until(lambda: events(k8s, "NearCapacity", "hook"))] == [
         "Warning"
     ]
-    assert len(await eventually(lambda: events(k8s, "AtCapacity", "hook"))) == 1
+    assert len(await wait_until(lambda: events(k8s, "AtCapacity", "hook"))) == 1
     assert condition(k8s, PT, "hook")["status"] == "True", "Ready is kept beside it"
 
     response = await k8s.patch(
@@ -346,5 +349,5 @@ async def test_capacity_pressure_condition_follows_the_fill(
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert response.status == 200
-    await eventually(lambda: condition(k8s, PT, "hook", "CapacityPressure") == {})
+    await wait_until(lambda: condition(k8s, PT, "hook", "CapacityPressure") == {})
     assert len(events(k8s, "NearCapacity", "hook")) == 1

@@ -9,6 +9,7 @@ import sys
 import time
 
 import aiohttp
+import pytest
 
 from herald_queue.queue import Queue
 from herald_tools.bench import deliver_bench, queue_bench
@@ -17,6 +18,7 @@ from tests.helpers import sql_value
 COUNT_BY_STATE = "SELECT count(*) FROM herald.jobs WHERE state = %s"
 
 
+@pytest.mark.slow
 async def test_enqueue_phases_store_every_job(queue: Queue) -> None:
     await queue_bench.register_target(queue)
     assert await queue_bench.enqueue_batch(queue, 2_000, batch=500) > 0
@@ -32,6 +34,7 @@ async def test_drain_completes_every_job_once(queue: Queue) -> None:
     assert await sql_value(queue, "SELECT max(attempts) FROM herald.jobs") == 1
 
 
+@pytest.mark.slow
 async def test_latency_sees_every_job_and_the_floor_cleans_up(db_url: str, queue: Queue) -> None:
     await queue_bench.register_target(queue)
     lat = await queue_bench.latency(db_url, queue, rate=200, seconds=0.5)

@@ -22,7 +22,6 @@ from herald_queue.queue import Queue
 from tests.helpers import (
     ROOT,
     claim_all,
-    eventually,
     expire_leases,
     failure,
     job,
@@ -33,6 +32,7 @@ from tests.helpers import (
     sql_rows,
     stop_process,
     target_row,
+    wait_until,
 )
 
 
@@ -100,6 +100,7 @@ async def kill(proc: asyncio.subprocess.Process) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 async def test_killed_claimer_jobs_are_rescued_and_completed_by_another(queue: Queue) -> None:
     await register(queue, retry={"maxAttempts": 5})
     enqueued = {
@@ -145,6 +146,7 @@ async def test_killed_claimer_jobs_are_rescued_and_completed_by_another(queue: Q
     assert await sql_rows(queue, "SELECT * FROM herald.dead_letters") == []
 
 
+@pytest.mark.slow
 async def test_short_lease_expires_by_itself(queue: Queue) -> None:
     """With a real (short) lease instead of SQL: the rescuer finds the jobs once it runs out."""
     await register(queue)
@@ -155,8 +157,8 @@ async def test_short_lease_expires_by_itself(queue: Queue) -> None:
         queue, "SELECT min(lease_expires_at - started_at) AS lease FROM herald.jobs"
     )
     assert lease[0]["lease"].total_seconds() == pytest.approx(0.5, abs=0.01)
-    rescued = await eventually(
-        queue.jobs.rescue_expired, timeout=10, interval=0.05, message="expired leases rescued"
+    rescued = await wait_until(
+        queue.jobs.rescue_expired, timeout=10, interval=0.05, what="expired leases rescued"
     )
     more = await queue.jobs.rescue_expired()
     assert {o.id for o in rescued + more} == set(claimed)

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from herald_queue.listener import Listener, reconnect_backoff
-from tests.helpers import bounded, eventually, job, open_queue, register
+from tests.helpers import bounded, job, open_queue, register, wait_until
 
 BLIPS = 10
 
@@ -48,18 +48,18 @@ async def test_every_blip_reconnects_at_the_first_backoff_step(db_url: str) -> N
     listener = Listener(db_url, backoff=backoff)
     async with listening(listener):
         for blip in range(BLIPS):
-            pid = await eventually(
+            pid = await wait_until(
                 lambda: listener.connected.is_set() and listener.backend_pid,
                 timeout=10,
-                message=f"listening before blip {blip + 1}",
+                what=f"listening before blip {blip + 1}",
             )
             await terminate(db_url, pid)
-            await eventually(
+            await wait_until(
                 lambda old=pid: (
                     listener.connected.is_set() and listener.backend_pid not in (None, old)
                 ),
                 timeout=10,
-                message=f"listening again after blip {blip + 1} (backoff steps so far: {steps})",
+                what=f"listening again after blip {blip + 1} (backoff steps so far: {steps})",
             )
         assert steps == [1] * BLIPS, "each blip is a first failure"
         assert listener.reconnects == BLIPS
@@ -68,7 +68,7 @@ async def test_every_blip_reconnects_at_the_first_backoff_step(db_url: str) -> N
         listener.jobs.clear()
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
             await conn.execute("SELECT pg_notify('herald_jobs', '')")
-        await eventually(listener.jobs.is_set, timeout=10, message="the NOTIFY arrived")
+        await wait_until(listener.jobs.is_set, timeout=10, what="the NOTIFY arrived")
 
 
 async def test_the_backoff_grows_while_connecting_fails(db_url: str) -> None:
@@ -104,27 +104,27 @@ async def test_one_enqueue_wakes_one_listener_and_a_full_claim_wakes_the_others(
     async with await open_queue(db_url) as queue, contextlib.AsyncExitStack() as stack:
         await register(queue)  # before listening: its herald_targets note is not counted
         tasks = [await stack.enter_async_context(listening(li)) for li in listeners]
-        await eventually(lambda: all(li.connected.is_set() for li in listeners), timeout=10)
-        await eventually(lambda: sum(li.waker for li in listeners) == 1, timeout=10)
+        await wait_until(lambda: all(li.connected.is_set() for li in listeners), timeout=10)
+        await wait_until(lambda: sum(li.waker for li in listeners) == 1, timeout=10)
         [waker] = [li for li in listeners if li.waker]
         others = [li for li in listeners if not li.waker]
         for li in listeners:
             li.jobs.clear()
         before = [li.notifications for li in others]
         await queue.jobs.enqueue(job())
-        await eventually(waker.jobs.is_set, timeout=10)
+        await wait_until(waker.jobs.is_set, timeout=10)
         # The others never heard it: the next notification they get is notify_more's
         # (PostgreSQL delivers in commit order), and it is their first since.
         assert not any(li.jobs.is_set() for li in others)
         await queue.jobs.notify_more()
-        await eventually(lambda: all(li.jobs.is_set() for li in others), timeout=10)
+        await wait_until(lambda: all(li.jobs.is_set() for li in others), timeout=10)
         assert [li.notifications for li in others] == [n + 1 for n in before]
         assert sum(li.waker for li in listeners) == 1
 
         # The waker goes away: one of the others takes over and hears enqueues.
         tasks[listeners.index(waker)].cancel()
-        await eventually(lambda: sum(li.waker for li in others) == 1, timeout=10)
+        await wait_until(lambda: sum(li.waker for li in others) == 1, timeout=10)
         [heir] = [li for li in others if li.waker]
         heir.jobs.clear()
         await queue.jobs.enqueue(job())
-        await eventually(heir.jobs.is_set, timeout=10)
+        await wait_until(heir.jobs.is_set, timeout=10)

@@ -29,7 +29,7 @@ from herald_core.states import JobState
 from herald_queue import db, listener, locks, migrate, sql
 from herald_queue.queue import Queue
 from herald_queue.settings import DatabaseSettings
-from tests.helpers import RETRY_LATER, bounded, eventually, failure, job, register, sql_value
+from tests.helpers import RETRY_LATER, bounded, failure, job, register, sql_value, wait_until
 
 FreshDb = Callable[..., Any]
 OLDER = migrate.latest_version() - 1
@@ -76,7 +76,7 @@ async def test_migrate_runs_beside_a_running_waker(fresh_db: FreshDb) -> None:
     waker = listener.Listener(url, elect_interval=0.05)
     task = asyncio.create_task(waker.run())
     try:
-        await eventually(lambda: waker.waker, timeout=30, message="the listener is the waker")
+        await wait_until(lambda: waker.waker, timeout=30, what="the listener is the waker")
         async with await connect(url, "herald migrate (test)") as conn:
             report = await bounded(
                 migrate.migrate(conn, wait=60), "herald migrate beside the waker", 60
@@ -100,6 +100,7 @@ async def test_an_up_to_date_database_is_not_locked_at_all(
     assert report.applied == []
 
 
+@pytest.mark.slow
 async def test_the_migration_lock_is_waited_for_with_a_bound_that_names_its_holder(
     fresh_db: FreshDb, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,6 +124,7 @@ async def test_the_migration_lock_is_waited_for_with_a_bound_that_names_its_hold
     assert await version_of(url) == OLDER
 
 
+@pytest.mark.slow
 async def test_a_migration_waits_for_table_locks_a_bounded_time_then_applies(
     fresh_db: FreshDb, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,12 +140,12 @@ async def test_a_migration_waits_for_table_locks_a_bounded_time_then_applies(
         async with await connect(url) as conn:
             with caplog.at_level(logging.WARNING, logger="herald.migrate"):
                 task = asyncio.create_task(migrate.migrate(conn, wait=120))
-                await eventually(
+                await wait_until(
                     lambda: any(
                         "held by 'herald worker (pod-b)'" in r.getMessage() for r in caplog.records
                     ),
                     timeout=60,
-                    message="the migration says whose lock it waits for",
+                    what="the migration says whose lock it waits for",
                 )
                 async with await connect(url) as reader:  # not stuck behind the ALTER
                     await bounded(
@@ -156,6 +158,7 @@ async def test_a_migration_waits_for_table_locks_a_bounded_time_then_applies(
     assert report.after == migrate.latest_version()
 
 
+@pytest.mark.slow
 async def test_a_migration_gives_up_naming_who_keeps_its_tables_locked(
     fresh_db: FreshDb, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,19 +249,20 @@ async def test_a_change_to_a_chain_takes_its_lock_before_any_job_row(
         await gate.execute("BEGIN")
         await gate.execute("SELECT pg_advisory_xact_lock(%s)", [lock])
         task = asyncio.create_task(action())
-        await eventually(
+        await wait_until(
             lambda: sql_value(
                 queue,
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
             ),
             timeout=30,
-            message=f"{change} waits for the chain's lock",
+            what=f"{change} waits for the chain's lock",
         )
         assert await row_is_free(db_url, result.id), f"{change} locked the job row first"
         await gate.execute("COMMIT")
     await bounded(task, change, 30)
 
 
+@pytest.mark.slow
 async def test_duplicate_submissions_while_jobs_settle_never_deadlock(
     queue: Queue, caplog: pytest.LogCaptureFixture
 ) -> None:

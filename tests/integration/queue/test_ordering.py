@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import psycopg
+import pytest
 
 from herald_core.states import JobState
 from herald_queue import locks
@@ -17,7 +18,6 @@ from herald_queue.dead_letters import DeadLetterFilter
 from herald_queue.queue import Queue
 from tests.helpers import (
     RETRY_LATER,
-    eventually,
     failure,
     job,
     job_rows,
@@ -26,6 +26,7 @@ from tests.helpers import (
     register,
     sql_rows,
     sql_value,
+    wait_until,
 )
 
 DOUBLE_RUNNING = """
@@ -47,6 +48,7 @@ async def chain(queue: Queue, key: str, n: int, target: str = "hook") -> list[uu
     return [r.id for r in results]
 
 
+@pytest.mark.slow
 async def test_concurrent_claimers_keep_each_chain_in_order(db_url: str) -> None:
     keys = [f"k{n}" for n in range(6)]
     per_key = 20
@@ -281,13 +283,13 @@ async def test_concurrent_enqueues_to_one_chain_never_run_two_at_once(
                 ]
             )
         )
-        await eventually(
+        await wait_until(
             lambda: sql_value(
                 queue,
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             ),
-            message="B waits for the blocker's chain lock",
+            what="B waits for the blocker's chain lock",
         )
         first = await queue.jobs.enqueue(job(payload={"who": "A"}, ordering_key=key))
         [ja] = await queue.jobs.claim("w", 10)

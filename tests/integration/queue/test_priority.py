@@ -17,6 +17,8 @@ import datetime as dt
 import time
 import uuid
 
+import pytest
+
 from herald_core.states import Priority
 from herald_queue.records import ClaimedJob
 from tests.helpers import claim_all, job, open_queue, register, sql_exec, sql_value
@@ -100,6 +102,7 @@ async def test_deadline_rule_for_jobs_ready_at_different_times(db_url: str) -> N
         ]
 
 
+@pytest.mark.slow
 async def test_low_job_not_starved_by_a_flood_of_high_jobs(db_url: str) -> None:
     """A flood of high jobs outpaces the consumer (each step enqueues 40 and claims 20, so
     the backlog only grows); a low job enqueued mid-flood is claimed while the flood goes

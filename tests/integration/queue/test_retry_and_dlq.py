@@ -22,7 +22,6 @@ from herald_queue.queue import Queue
 from herald_queue.records import ClaimedJob
 from tests.helpers import (
     claim_all,
-    eventually,
     failure,
     job,
     job_rows,
@@ -33,6 +32,7 @@ from tests.helpers import (
     sql_rows,
     sql_value,
     target_row,
+    wait_until,
 )
 
 NO_BREAKER = {"failureThreshold": 1000}
@@ -294,8 +294,8 @@ async def end_open_period(queue: Queue) -> None:
 
 async def claim_probes(queue: Queue, limit: int = 10) -> list[ClaimedJob]:
     # A JobStore re-reads which targets need quota claims every 0.5 s: wait for it.
-    result: list[ClaimedJob] = await eventually(
-        lambda: queue.jobs.claim("w", limit), timeout=5, message="probe claimed"
+    result: list[ClaimedJob] = await wait_until(
+        lambda: queue.jobs.claim("w", limit), timeout=5, what="probe claimed"
     )
     return result
 
@@ -475,5 +475,5 @@ async def test_probes_and_tokens_are_not_starved_by_a_backlog(queue: Queue) -> N
         await queue.jobs.complete("w", [j for j in claimed if j.target_id != hook])
         return seen[hook] >= 1 and seen[limited] >= 3
 
-    await eventually(both_served, timeout=5, interval=0.01, message="probe and tokens served")
+    await wait_until(both_served, timeout=5, interval=0.01, what="probe and tokens served")
     assert seen[hook] == 1, "one probe, no more"

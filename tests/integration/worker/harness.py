@@ -30,14 +30,7 @@ from herald_queue.settings import DatabaseSettings, QueueSettings
 from herald_tools.receiver import Answer, Receiver, Script
 from herald_worker.process import Options, Running, start
 from herald_worker.settings import WorkerSettings
-from tests.helpers import (
-    LOCAL_EGRESS,
-    bounded,
-    eventually,
-    sql_rows,
-    sql_value,
-    target_manifest,
-)
+from tests.helpers import LOCAL_EGRESS, bounded, sql_rows, sql_value, target_manifest, wait_until
 from tests.helpers import (
     free_port as free_port,  # the worker tests import it from here
 )
@@ -257,7 +250,7 @@ async def worker(
     try:
         async with aiohttp.ClientSession() as http:
             w = Worker(running, stop, task, http, f"http://127.0.0.1:{running.port}")
-            await eventually(lambda: running.health.ready, timeout=10, message="worker ready")
+            await wait_until(lambda: running.health.ready, timeout=10, what="worker ready")
             yield w
             assert not task.done() or task.exception() is None, task.exception()
     finally:
@@ -306,7 +299,7 @@ async def wait_state(
         return await all_in_state(queue, state, n, target)
 
     try:
-        await eventually(check, timeout=timeout, interval=0.05, message=f"{n} jobs {state}")
+        await wait_until(check, timeout=timeout, interval=0.05, what=f"{n} jobs {state}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; states now: {await states(queue, target)}") from None
 

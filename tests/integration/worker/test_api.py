@@ -21,7 +21,7 @@ from herald_queue.settings import QueueSettings
 from herald_tools.receiver import Answer, Receiver
 from herald_worker.api.app import PUBLIC
 from herald_worker.api.routes import ROUTES
-from tests.helpers import eventually, sql_value
+from tests.helpers import sql_value, wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     NO_BREAKER,
@@ -153,7 +153,7 @@ async def test_submit_one_many_and_duplicates(api: Worker, rx: TrackingReceiver)
     status, bare = await api.post("/v1/jobs", json={"target": "elsewhere", "payload": 1})
     assert (status, bare["target"]) == (201, "team-b/elsewhere"), "a unique name resolves"
 
-    await eventually(lambda: one["id"] in rx.delivered_ids())
+    await wait_until(lambda: one["id"] in rx.delivered_ids())
 
 
 async def test_get_job_from_tracker_and_from_database(api: Worker) -> None:
@@ -318,7 +318,7 @@ async def test_dead_letter_endpoints(api: Worker, rx: TrackingReceiver) -> None:
     status, result = await api.post(f"/v1/dead-letters/{entry_id}/replay")
     assert status == 200, result
     assert (result["matched"], result["replayed"]) == (1, 1)
-    await eventually(lambda: rx.counts().get(result["jobIds"][0]) == 2)
+    await wait_until(lambda: rx.counts().get(result["jobIds"][0]) == 2)
     # the receiver refuses it again: dead again, with a new dead letter
     await wait_state(api.queue, "dead", 5, target="reject")
     status, page = await api.get("/v1/dead-letters", params={"target": "reject"})

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from herald_queue.settings import QueueSettings
-from tests.helpers import eventually, sql_value
+from tests.helpers import sql_value, wait_until
 from tests.integration.worker.harness import Worker, metric, target_doc, worker, write_manifests
 from tests.integration.worker.test_alertmanager import message, pod_alert
 
@@ -45,7 +45,7 @@ async def sampled(w: Worker, name: str, ratio: float) -> dict[Any, float]:
         found = metric(samples, "herald_queue_capacity_ratio", target=f"default/{name}")
         return samples if found == pytest.approx(ratio) else None
 
-    result: dict[Any, float] = await eventually(check, message=f"{name} sampled at {ratio}")
+    result: dict[Any, float] = await wait_until(check, what=f"{name} sampled at {ratio}")
     return result
 
 

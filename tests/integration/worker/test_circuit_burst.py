@@ -13,7 +13,7 @@ import collections
 from pathlib import Path
 
 from herald_tools.receiver import Answer, always
-from tests.helpers import RETRY_LATER, eventually, sql_rows
+from tests.helpers import RETRY_LATER, sql_rows, wait_until
 from tests.integration.worker.harness import (
     TrackingReceiver,
     circuit,
@@ -59,7 +59,7 @@ async def test_the_threshold_stops_the_batch_before_the_circuit_is_written(
                     and rx.in_flight == 0
                 )
 
-            await eventually(opened_and_settled, timeout=30, message="circuit open, settled")
+            await wait_until(opened_and_settled, timeout=30, what="circuit open, settled")
             assert rx.arrived <= THRESHOLD + TARGET_CONCURRENCY, (
                 f"{rx.arrived} requests before the circuit opened (threshold {THRESHOLD}, "
                 f"{TARGET_CONCURRENCY} at once per target)"

@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from herald_queue import embedded, migrate
 from herald_queue.settings import DatabaseSettings
 from herald_tools.receiver import Answer, always
-from tests.helpers import eventually, open_queue
+from tests.helpers import open_queue, wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     TrackingReceiver,
@@ -111,7 +111,7 @@ async def test_postgres_restart_loses_nothing(
             private_db, path, db_settings=dbs, concurrency=16, target_concurrency=16, claim_batch=16
         ) as w:
             ids = await w.submit_many("hook", [{"n": i} for i in range(JOBS)])
-            await eventually(
+            await wait_until(
                 lambda: len(rx.delivered_ids()) >= JOBS // 4, timeout=30, interval=0.005
             )
 
@@ -133,8 +133,8 @@ async def test_postgres_restart_loses_nothing(
                 reasons = body.get("reasons", []) if status == 503 else []
                 return body if any("PostgreSQL" in r for r in reasons) else None
 
-            body = await eventually(
-                not_ready, timeout=15, interval=0.05, message="/readyz reports the outage"
+            body = await wait_until(
+                not_ready, timeout=15, interval=0.05, what="/readyz reports the outage"
             )
             assert body["status"] == "not ready"
             status, _ = await w.get("/healthz")
@@ -148,7 +148,7 @@ async def test_postgres_restart_loses_nothing(
             async def ready() -> bool:
                 return (await w.get("/readyz"))[0] == 200
 
-            await eventually(ready, timeout=40, interval=0.1, message="/readyz back to 200")
+            await wait_until(ready, timeout=40, interval=0.1, what="/readyz back to 200")
             async with await open_queue(private_db) as q:
                 await wait_state(q, "succeeded", JOBS, timeout=60)
                 assert await states(q) == {"succeeded": JOBS}
@@ -177,7 +177,7 @@ async def test_stop_while_postgres_is_down_exits_promptly(
         async def not_ready() -> bool:
             return (await w.get("/readyz"))[0] == 503
 
-        await eventually(not_ready, timeout=15, interval=0.05, message="the outage is seen")
+        await wait_until(not_ready, timeout=15, interval=0.05, what="the outage is seen")
         w.stop.set()
         await asyncio.wait_for(asyncio.shield(w.task), timeout=20)
         await asyncio.to_thread(private_pg.start)  # so the fixtures can clean up

@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from herald_tools.receiver import Answer, Receiver
 from herald_worker.api import models
-from tests.helpers import eventually
+from tests.helpers import wait_until
 from tests.integration.cli.cli import herald
 from tests.integration.worker.harness import (
     FAST_RETRY,
@@ -43,7 +45,7 @@ class Clock:
     async def passes(self, n: int) -> None:
         """Until the rescuer has read the clock ``n`` more times."""
         start = self.reads
-        await eventually(lambda: self.reads >= start + n, timeout=10, message="rescuer passes")
+        await wait_until(lambda: self.reads >= start + n, timeout=10, what="rescuer passes")
 
 
 async def row(w: Worker, ref: str = "default/hook") -> dict[str, object]:
@@ -53,6 +55,7 @@ async def row(w: Worker, ref: str = "default/hook") -> dict[str, object]:
     return found
 
 
+@pytest.mark.slow
 async def test_a_target_failing_for_days_is_disabled_and_one_command_enables_it(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -87,8 +90,8 @@ async def test_a_target_failing_for_days_is_disabled_and_one_command_enables_it(
             w.running.maintenance.clock = clock
             job = (await w.submit("hook", {"n": 1}))["id"]
             await w.submit("never", {"n": 2})
-            await eventually(
-                lambda: rx.counts().get(job, 0) >= 3, timeout=20, message="three attempts"
+            await wait_until(
+                lambda: rx.counts().get(job, 0) >= 3, timeout=20, what="three attempts"
             )
             first = await row(w)
             assert first["failingSince"] is not None and first["disabled"] is False
@@ -104,14 +107,14 @@ async def test_a_target_failing_for_days_is_disabled_and_one_command_enables_it(
             async def disabled() -> bool:
                 return bool((await row(w))["disabled"])
 
-            await eventually(disabled, timeout=10, message="hook disabled")
+            await wait_until(disabled, timeout=10, what="hook disabled")
             assert (await row(w, "default/never"))["disabled"] is False
             reason = str((await row(w))["autoPausedReason"])
             assert reason.startswith("deliveries have failed continuously since ")
             assert "disabled after 432000 s; last error: HTTP 503" in reason
 
             # No deliveries any more; the job waits (not dead-lettered).
-            await eventually(lambda: job not in rx.in_flight_ids, message="nothing in flight")
+            await wait_until(lambda: job not in rx.in_flight_ids, what="nothing in flight")
             before = rx.counts().get(job, 0)
             later = (await w.submit("hook", {"n": 3}))["id"]
             await clock.passes(5)
@@ -130,8 +133,8 @@ async def test_a_target_failing_for_days_is_disabled_and_one_command_enables_it(
             enabled = await herald("targets", "enable", "hook", url=db_url)
             assert enabled.code == 0, enabled.err
             assert enabled.out.strip() == "enabled hook: its jobs are delivered again"
-            await eventually(
-                lambda: rx.counts().get(later, 0) >= 1, timeout=20, message="delivered again"
+            await wait_until(
+                lambda: rx.counts().get(later, 0) >= 1, timeout=20, what="delivered again"
             )
             after = await row(w)
             assert after["disabled"] is False and after["failingSince"] is None

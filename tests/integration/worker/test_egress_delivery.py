@@ -11,7 +11,7 @@ import pytest
 
 from herald_core.errors import InvalidTarget
 from herald_delivery.settings import EgressSettings
-from tests.helpers import eventually, register, sql_rows
+from tests.helpers import register, sql_rows, wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     TrackingReceiver,
@@ -41,9 +41,9 @@ async def test_a_host_resolving_to_loopback_is_refused_at_connect_time(
         async with worker(db_url, path, egress_settings=EgressSettings()) as w:
             await register(w.queue, "literal", url=rx.url, **RETRY)
             directory = w.running.maintenance.directory
-            await eventually(
+            await wait_until(
                 lambda: any(t.ref == "default/literal" for t in directory.all()),
-                message="the worker knows the new target",
+                what="the worker knows the new target",
             )
             by_name = (await w.submit("by-name", {"a": 1}))["id"]
             literal = (await w.submit("literal", {"a": 2}))["id"]

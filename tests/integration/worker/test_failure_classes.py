@@ -24,7 +24,7 @@ from herald_delivery import http_client as http
 from herald_delivery.target_types.base import OutgoingRequest, RenderContext
 from herald_delivery.target_types.webhook import Webhook
 from herald_tools.receiver import Answer, always
-from tests.helpers import eventually
+from tests.helpers import wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     NO_BREAKER,
@@ -123,7 +123,7 @@ async def test_receiver_recovering_from_refused_gets_the_job(db_url: str, tmp_pa
         async def failed_twice() -> bool:
             return (await job(w.queue, submitted["id"]))["attempts"] >= 2
 
-        await eventually(failed_twice, timeout=10)
+        await wait_until(failed_twice, timeout=10)
         await rx.start(port)
         try:
             await wait_state(w.queue, "succeeded", 1)
@@ -133,6 +133,7 @@ async def test_receiver_recovering_from_refused_gets_the_job(db_url: str, tmp_pa
             await rx.stop()
 
 
+@pytest.mark.slow
 async def test_timeout_is_transient(db_url: str, tmp_path: Path) -> None:
     """The receiver answers the first attempt later than timeoutSeconds: retried, then
     delivered on the second attempt, which it answers at once. (A timeout of 1 s: the

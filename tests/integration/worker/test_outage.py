@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 
 from herald_tools.receiver import Answer, Receiver
-from tests.helpers import eventually, sql_rows
+from tests.helpers import sql_rows, wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     TrackingReceiver,
@@ -66,6 +66,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["503", "refused"])
 async def test_outage_opens_the_circuit_burns_nothing_and_recovers(
     db_url: str, tmp_path: Path, mode: str
@@ -111,11 +112,11 @@ async def test_outage_opens_the_circuit_burns_nothing_and_recovers(
                     and (await states(q, "flaky")).get("running", 0) == 0
                 )
 
-            await eventually(
+            await wait_until(
                 opened_and_settled,
                 timeout=15,
                 interval=0.01,
-                message="circuit open, no delivery in flight",
+                what="circuit open, no delivery in flight",
             )
             opened_at = time.monotonic()
             at_open = {r["id"]: r["attempts"] for r in await flaky_jobs(q)}

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from herald_tools.receiver import Answer
-from tests.helpers import eventually, sql_rows
+from tests.helpers import sql_rows, wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     NO_BREAKER,
@@ -51,10 +51,11 @@ async def scheduled_delay(w: Any, job_id: str) -> dict[str, Any]:
             [job_id],
         )
 
-    [row] = await eventually(retrying, timeout=10, interval=0.01, message="job retrying")
+    [row] = await wait_until(retrying, timeout=10, interval=0.01, what="job retrying")
     return row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [429, 503])
 async def test_retry_after_seconds_is_obeyed(db_url: str, tmp_path: Path, status: int) -> None:
     wait = 1
@@ -75,6 +76,7 @@ async def test_retry_after_seconds_is_obeyed(db_url: str, tmp_path: Path, status
         assert rx.delivered_ids() == [submitted["id"]]
 
 
+@pytest.mark.slow
 async def test_retry_after_http_date_is_obeyed(db_url: str, tmp_path: Path) -> None:
     """An HTTP-date: the retry comes no earlier than that time (wall clock)."""
     not_before: list[float] = []

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from herald_tools.receiver import Answer, Receiver
-from tests.helpers import eventually, sql_exec
+from tests.helpers import sql_exec, wait_until
 from tests.integration.cli.cli import ok
 from tests.integration.worker.harness import (
     FAST_RETRY,
@@ -69,9 +69,7 @@ async def scraped(w: Worker, name: str, value: float, **labels: str) -> dict[Any
         samples = await w.metrics()
         return samples if metric(samples, name, **labels) == value else None
 
-    found: dict[Any, float] = await eventually(
-        check, timeout=10, message=f"{name}{labels} == {value}"
-    )
+    found: dict[Any, float] = await wait_until(check, timeout=10, what=f"{name}{labels} == {value}")
     return found
 
 
@@ -103,14 +101,15 @@ async def test_retry_successes_and_dead_letter_reads(w: Worker) -> None:
     assert metric(samples, reads, operation="stats") == 1
 
 
+@pytest.mark.slow
 async def test_dead_letter_writes_and_replays_are_counted_on_every_path(
     w: Worker, db_url: str
 ) -> None:
     # Every live target shows its series at zero, from the first sample on.
     zero = (WRITTEN, (("error_class", "permanent"), ("reason", "permanent-error"),
                       ("target", "default/ok")))  # fmt: skip
-    samples = await eventually(
-        lambda: _with(w.metrics(), lambda s: zero in s), message="the first sample"
+    samples = await wait_until(
+        lambda: _with(w.metrics(), lambda s: zero in s), what="the first sample"
     )
     assert samples[zero] == 0
     assert samples[(REPLAYED, (("target", "default/held"),))] == 0

@@ -32,12 +32,12 @@ from herald_queue.settings import QueueSettings
 from herald_tools.receiver import Answer, always
 from tests.helpers import (
     LOCAL_EGRESS_ENV,
-    eventually,
     expire_leases,
     job,
     open_queue,
     sql_rows,
     stop_process,
+    wait_until,
 )
 from tests.integration.worker.harness import (
     FAST_RETRY,
@@ -103,7 +103,7 @@ async def worker_process(
                     except aiohttp.ClientError:
                         return False
 
-                await eventually(ready, timeout=30, interval=0.1, message="worker ready")
+                await wait_until(ready, timeout=30, interval=0.1, what="worker ready")
             yield proc
         finally:
             await stop_process(proc, "herald worker", 30)
@@ -164,7 +164,7 @@ async def test_sigterm_drains_the_api_before_its_listener_closes(
                 async with http.get(f"{base}/readyz") as r:
                     return r.status == 503 and "shutting down" in await r.text()
 
-            await eventually(unready, timeout=drain / 2, message="/readyz 503 after SIGTERM")
+            await wait_until(unready, timeout=drain / 2, what="/readyz 503 after SIGTERM")
             for n in range(1, 11):
                 body = {"target": "hook", "payload": {"n": n}}
                 async with http.post(f"{base}/v1/jobs", json=body) as r:
@@ -190,7 +190,7 @@ async def test_sigterm_drains_cleanly(db_url: str, tmp_path: Path) -> None:
         async with worker_process(db_url, path, log, HERALD_SHUTDOWN_GRACE="10") as proc:
             ids = await _enqueue(q, jobs)
             # Mid-run: two rounds delivered, a third in flight.
-            await eventually(
+            await wait_until(
                 lambda: (
                     len(rx.delivered_ids()) >= 2 * CONCURRENCY and rx.in_flight >= CONCURRENCY // 2
                 ),
@@ -235,7 +235,7 @@ async def test_grace_exceeded_cancels_and_releases(db_url: str, tmp_path: Path) 
         log = tmp_path / "worker.log"
         async with worker_process(db_url, path, log, HERALD_SHUTDOWN_GRACE="0.5") as proc:
             ids = await _enqueue(q, jobs)
-            await eventually(lambda: rx.in_flight == CONCURRENCY, timeout=30)
+            await wait_until(lambda: rx.in_flight == CONCURRENCY, timeout=30)
             hanging = set(rx.in_flight_ids)
             assert len(hanging) == CONCURRENCY
             stopped = time.monotonic()
@@ -264,7 +264,7 @@ async def test_sigkill_loses_nothing(db_url: str, tmp_path: Path, kill_after: in
         log = tmp_path / "worker.log"
         async with worker_process(db_url, path, log) as proc:
             ids = await _enqueue(q, jobs)
-            await eventually(
+            await wait_until(
                 lambda: len(rx.delivered_ids()) >= kill_after and rx.in_flight > 0,
                 timeout=30,
                 interval=0.005,
@@ -285,7 +285,7 @@ async def test_sigkill_loses_nothing(db_url: str, tmp_path: Path, kill_after: in
             return await all_in_state(q, "succeeded", jobs)
 
         async with worker(db_url, path):
-            await eventually(all_delivered, timeout=30, message="every job delivered")
+            await wait_until(all_delivered, timeout=30, what="every job delivered")
         delivered = collections.Counter(rx.delivered_ids())
         assert set(delivered) == set(ids), "every job delivered at least once"
         assert await states(q) == {"succeeded": jobs}

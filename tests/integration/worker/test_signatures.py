@@ -121,6 +121,7 @@ ODD_TEXTS = [
 ]
 
 
+@pytest.mark.slow
 async def test_odd_payload_texts_arrive_byte_identical_and_verify(
     db_url: str, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ from herald_queue.settings import DatabaseSettings, QueueSettings
 from herald_tools.receiver import Receiver
 from herald_worker.process import Options, start
 from herald_worker.settings import WorkerSettings
-from tests.helpers import LOCAL_EGRESS, eventually
+from tests.helpers import LOCAL_EGRESS, wait_until
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -54,12 +54,12 @@ async def test_worker_delivers_signed_webhooks(db_url: str, tmp_path: Path) -> N
                 r = await http.post(f"{base}/v1/jobs", json={"target": "hook", "payload": {"a": 1}})
                 assert r.status == 201, await r.text()
                 job = await r.json()
-                await eventually(lambda: receiver.delivered_ids() == [job["id"]])
+                await wait_until(lambda: receiver.delivered_ids() == [job["id"]])
                 assert receiver.received[0].signature_ok
                 r = await http.get(f"{base}/v1/jobs/{job['id']}")
                 body = await r.json()
                 assert body["state"] in ("succeeded", "running"), body
-                await eventually(lambda: running.health.ready)
+                await wait_until(lambda: running.health.ready)
                 r = await http.get(f"{base}/readyz")
                 assert r.status == 200, await r.text()
                 r = await http.get(f"{base}/metrics")

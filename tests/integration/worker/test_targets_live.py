@@ -23,7 +23,7 @@ import pytest
 
 from herald_model.target_spec import parse_target
 from herald_tools.receiver import Answer, Receiver
-from tests.helpers import eventually, open_queue, sql_rows
+from tests.helpers import open_queue, sql_rows, wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     NO_BREAKER,
@@ -67,10 +67,10 @@ async def test_a_new_url_applies_without_restart(db_url: str, tmp_path: Path) ->
             await operator.registry.apply(
                 parse_target(target_doc("hook", new.url, retry=RETRY, headers={"X-Version": "2"}))
             )
-            await eventually(
+            await wait_until(
                 lambda: [t.row.spec.url for t in w.running.worker.directory.all()] == [new.url],
                 timeout=5,
-                message="the worker sees the new spec",
+                what="the worker sees the new spec",
             )
             second = await w.submit("hook", {"to": "new"})
             await wait_state(w.queue, "succeeded", 2)
@@ -92,18 +92,18 @@ async def test_a_deleted_target_is_refused_at_once(db_url: str, tmp_path: Path) 
             await w.submit("hook", {"n": 1})  # the name is now in the worker's cache
             old_id = (await target(w.queue))["id"]
             await operator.registry.delete("hook")
-            await eventually(
+            await wait_until(
                 lambda: w.running.worker.directory.all() == [],
                 timeout=5,
-                message="the worker hears of the deletion",
+                what="the worker hears of the deletion",
             )
             status, body = await w.post("/v1/jobs", json={"target": "hook", "payload": 2})
             assert status == 404, body
             await operator.registry.apply(parse_target(target_doc("hook", rx.url)))
-            await eventually(
+            await wait_until(
                 lambda: len(w.running.worker.directory.all()) == 1,
                 timeout=5,
-                message="the worker hears of the new target",
+                what="the worker hears of the new target",
             )
             status, body = await w.post("/v1/jobs", json={"target": "hook", "payload": 3})
             assert status == 201, body
@@ -113,6 +113,7 @@ async def test_a_deleted_target_is_refused_at_once(db_url: str, tmp_path: Path) 
             assert row["target_id"] != old_id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume", ["cli", "spec-change"])
 async def test_gone_pauses_the_target_until_resumed(
     db_url: str, tmp_path: Path, resume: str
@@ -134,7 +135,7 @@ async def test_gone_pauses_the_target_until_resumed(
                     and (await states(w.queue)).get("running", 0) == 0
                 )
 
-            await eventually(paused_and_settled, timeout=10, message="auto-paused")
+            await wait_until(paused_and_settled, timeout=10, what="auto-paused")
             row = await target(w.queue)
             assert "410" in row["auto_paused_reason"], row["auto_paused_reason"]
             assert row["circuit_state"] == "closed", "not an outage: a pause"
@@ -153,7 +154,7 @@ async def test_gone_pauses_the_target_until_resumed(
             assert "410" in targets["items"][0]["autoPausedReason"]
             samples = await w.metrics()
             assert metric(samples, "herald_targets_auto_paused_total", target="default/hook") == 1
-            await eventually(lambda: _paused_sampled(w), timeout=5)
+            await wait_until(lambda: _paused_sampled(w), timeout=5)
             assert len(rx.received) == requests_when_paused, "held while paused"
 
             gone = False
@@ -187,6 +188,7 @@ async def _paused_sampled(w: Any) -> bool:
     return metric(await w.metrics(), "herald_target_paused", target="default/hook") == 1
 
 
+@pytest.mark.slow
 async def test_missing_secret_key_rides_out_like_an_outage(db_url: str, tmp_path: Path) -> None:
     async with TrackingReceiver() as rx:
         spec = {
@@ -209,7 +211,7 @@ async def test_missing_secret_key_rides_out_like_an_outage(db_url: str, tmp_path
                 "pager",
                 [{"summary": f"s{i}", "severity": "error", "source": "db-1"} for i in range(10)],
             )
-            await eventually(lambda: _opened(w.queue), timeout=10, message="circuit open")
+            await wait_until(lambda: _opened(w.queue), timeout=10, what="circuit open")
             row = await target(w.queue, "pager")
             assert row["last_error_class"] == "transient"
             assert "routingKey" in row["last_error"], row["last_error"]
@@ -241,6 +243,7 @@ async def _opened(queue: Any) -> bool:
     return await circuit(queue, "pager") in ("open", "half_open")
 
 
+@pytest.mark.slow
 async def test_rate_limit_spaces_deliveries(db_url: str, tmp_path: Path) -> None:
     rate, burst, jobs = 20.0, 5, 60
     async with TrackingReceiver() as rx:
@@ -291,7 +294,7 @@ async def test_target_concurrency_bounds_deliveries_in_flight(db_url: str, tmp_p
         ) as w:
             try:
                 await w.submit_many("hook", [{"n": i} for i in range(20)])
-                await eventually(lambda: rx.in_flight >= 4, timeout=10)
+                await wait_until(lambda: rx.in_flight >= 4, timeout=10)
                 for _ in range(10):  # watch a few claim rounds (poll interval 0.05 s)
                     running = (await states(w.queue)).get("running", 0)
                     assert running <= 4, f"{running} jobs of one target running at once"

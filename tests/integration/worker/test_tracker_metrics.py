@@ -17,11 +17,13 @@ import re
 import uuid
 from pathlib import Path
 
+import pytest
+
 from herald_core.states import JobState
 from herald_tools.receiver import Answer, Receiver, always
 from herald_worker.tracker import Snapshot, Tracker
 from tests.conftest import need_binary
-from tests.helpers import eventually
+from tests.helpers import wait_until
 from tests.integration.worker.harness import (
     FAST_RETRY,
     NO_BREAKER,
@@ -140,7 +142,7 @@ async def test_a_job_being_delivered_here_is_answered_from_the_tracker(
         path = write_manifests(tmp_path / "targets.yaml", [target_doc("hook", rx.url)])
         async with worker(db_url, path) as w:
             submitted = await w.submit("hook")
-            await eventually(lambda: rx.in_flight == 1)
+            await wait_until(lambda: rx.in_flight == 1)
             status, body = await w.get(f"/v1/jobs/{submitted['id']}")
             assert status == 200, body
             assert (body["source"], body["state"], body["attempts"]) == ("tracker", "running", 1)
@@ -215,12 +217,13 @@ async def exercised_worker_metrics(db_url: str, tmp_path: Path) -> tuple[str, li
                 )
                 return text if ready else None
 
-            text = await eventually(
-                sampled, timeout=10, interval=0.1, message="the sampler ran after the traffic"
+            text = await wait_until(
+                sampled, timeout=10, interval=0.1, what="the sampler ran after the traffic"
             )
             return text, ids
 
 
+@pytest.mark.slow
 async def test_metrics_exposition(db_url: str, tmp_path: Path) -> None:
     text, _ = await exercised_worker_metrics(db_url, tmp_path)
     m = parse_metrics(text)
@@ -335,6 +338,7 @@ async def test_metric_labels_are_bounded(db_url: str, tmp_path: Path) -> None:
                 raise AssertionError(f"{name}: unexpected label {key}={label_value!r}")
 
 
+@pytest.mark.slow
 async def test_promtool_accepts_the_exposition(db_url: str, tmp_path: Path) -> None:
     promtool = need_binary("promtool", "checks the /metrics exposition")
     text, _ = await exercised_worker_metrics(db_url, tmp_path)

@@ -12,6 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from herald_core.states import JobState
 from herald_worker.tracker import Snapshot, Tracker
 from tests.integration.cli.cli import herald
@@ -71,6 +73,7 @@ def assert_well_formed(body: dict[str, Any], limit: int) -> None:
     assert all(i["source"] == "tracker" for i in items)
 
 
+@pytest.mark.slow
 async def test_list_and_clear_while_deliveries_record(db_url: str, tmp_path: Path) -> None:
     n = 400
     async with TrackingReceiver() as rx:

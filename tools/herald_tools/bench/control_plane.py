@@ -33,7 +33,8 @@ from typing import Any
 import psycopg
 import yaml
 from tests.cluster.controlplane import control_plane, find_binaries
-from tests.cluster.herald import Kubectl, herald_release, run, wait_default_account, wait_for
+from tests.cluster.herald import Kubectl, herald_release, run, wait_default_account
+from tests.helpers import wait_until
 
 from herald_queue import embedded, migrate
 
@@ -120,7 +121,7 @@ async def measure(n: int, idle: float, kubectl_path: str, helm_path: str) -> dic
                         first_ready = time.monotonic() - started
                     return ready == n
 
-                await wait_for(all_ready, timeout=1800, interval=1.0, what=f"{n} targets Ready")
+                await wait_until(all_ready, timeout=1800, interval=1.0, what=f"{n} targets Ready")
                 all_ready_s = time.monotonic() - started
                 # Idle: nothing changes; count the operator's requests over a window.
                 await asyncio.sleep(STATUS_INTERVAL * 1.5)  # the first refreshes settle
@@ -149,7 +150,7 @@ async def measure(n: int, idle: float, kubectl_path: str, helm_path: str) -> dic
                         " now() + interval '1 hour' WHERE name = 't00000'"
                     )
                 changed = time.monotonic()
-                await wait_for(
+                await wait_until(
                     lambda: _circuit(kubectl, "t00000", "open"),
                     timeout=120,
                     interval=0.2,
