@@ -157,11 +157,6 @@ def condition(obj: Mapping[str, Any] | None, kind: str = "Ready") -> dict[str, A
     return {}
 
 
-# The polling helper is tests.helpers.wait_until; tools/herald_tools/bench/control_plane.py
-# (production code, which passes timeout, interval and what) still imports it from here
-# under its old name.
-
-
 async def wait_ready(
     kubectl: Kubectl, kind: str, name: str, generation: int = 1, timeout: float = 30.0
 ) -> dict[str, Any]:
