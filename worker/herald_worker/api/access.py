@@ -63,14 +63,13 @@ ACCESS: dict[str, Needs] = {
 }
 
 AUTH = web.AppKey("herald.kubeauth", KubernetesAuth)
-IDENTITY = "herald.identity"
+IDENTITY = web.RequestKey("herald.identity", Identity)
 """The request key of the caller's :class:`Identity` (set by the authentication middleware
 in Kubernetes mode)."""
 
 
 def identity(request: web.Request) -> Identity | None:
-    found = request.get(IDENTITY)
-    return found if isinstance(found, Identity) else None
+    return request.get(IDENTITY)
 
 
 async def authorize_publish(request: web.Request, targets: Iterable[str]) -> None:
