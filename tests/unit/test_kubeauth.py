@@ -5,6 +5,7 @@ what is asked (TokenReview, SubjectAccessReview bodies), what is cached and for 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -213,6 +214,19 @@ async def test_caches_are_bounded() -> None:
         with pytest.raises(Forbidden):
             await auth.authorize(Identity.of(f"u{n}"), "create", "ns", "x")
     assert len(auth._decisions) == 3
+
+
+async def test_a_burst_waits_for_one_review() -> None:
+    api, clock = FakeApi(), Clock()
+    auth = make(api, clock)
+    identities = await asyncio.gather(*(auth.authenticate(TOKEN) for _ in range(20)))
+    assert len(set(identities)) == 1
+    assert reviews(api, "TokenReview") == 1
+    await asyncio.gather(
+        *(auth.authorize(identities[0], "create", "team-a", "hook") for _ in range(20))
+    )
+    assert reviews(api, "SubjectAccessReview") == 1
+    assert not auth._asking
 
 
 @pytest.mark.parametrize(

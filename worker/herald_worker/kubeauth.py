@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, ClassVar
 
 from cachetools import TLRUCache
@@ -161,6 +161,25 @@ class KubernetesAuth:
         self._call = call
         self._identities: TLRUCache[str, _Entry] = TLRUCache(size, ttu=_ttl, timer=clock)
         self._decisions: TLRUCache[tuple[Any, ...], _Entry] = TLRUCache(size, ttu=_ttl, timer=clock)
+        self._asking: dict[tuple[Any, ...], asyncio.Task[_Entry]] = {}
+        """Reviews under way: a burst of requests with one token (or one question) waits
+        for one review instead of sending one each."""
+
+    async def _once(
+        self, key: tuple[Any, ...], review: Callable[[], Coroutine[Any, Any, _Entry]]
+    ) -> _Entry:
+        task = self._asking.get(key)
+        if task is None:
+            task = asyncio.ensure_future(review())
+            self._asking[key] = task
+
+            def done(finished: asyncio.Task[_Entry]) -> None:
+                self._asking.pop(key, None)
+                if not finished.cancelled():
+                    finished.exception()  # retrieved even if every waiter went away
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
 
     # -- the API server
 
@@ -201,7 +220,7 @@ class KubernetesAuth:
         key = token_key(token)
         cached = self._identities.get(key)
         if cached is None:
-            cached = await self._token_review(token)
+            cached = await self._once(("token", key), lambda: self._token_review(token))
             self._identities[key] = cached
         if isinstance(cached.value, Identity):
             return cached.value
@@ -244,7 +263,7 @@ class KubernetesAuth:
         key = (identity, permission)
         cached = self._decisions.get(key)
         if cached is None:
-            cached = await self._access_review(identity, permission)
+            cached = await self._once(key, lambda: self._access_review(identity, permission))
             self._decisions[key] = cached
         if cached.value is not True:
             raise Forbidden(str(cached.value))
