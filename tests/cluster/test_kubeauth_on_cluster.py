@@ -245,6 +245,7 @@ async def test_teams_publish_to_their_own_targets_only(
                 assert status == 201, body
         finally:
             await kubectl("delete", "clusterrolebinding", reader_binding, check=False)
+    assert "API callers authorised by Kubernetes" in worker.text()
     assert "Bearer" not in worker.text()
     assert token_a not in worker.text() and token_b not in worker.text()
     assert not herald.forbidden(), herald.forbidden()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -18,6 +19,7 @@ from herald_worker.kubeauth import KubernetesAuth, Unauthenticated
 from herald_worker.settings import WorkerSettings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("herald.api")
 
 # Open without a token (route templates): probes, metrics, the API description and the
 # public keys receivers verify v1a signatures with.
@@ -108,6 +110,21 @@ def kubernetes_auth(settings: WorkerSettings) -> KubernetesAuth:
         audience=settings.api_auth_audience,
     )
     auth.load()
+    log.info(
+        "API callers authorised by Kubernetes (TokenReview, SubjectAccessReview)",
+        extra={
+            "action": "listen",
+            "cache_ttl": settings.api_auth_cache_ttl,
+            "denied_ttl": auth.denied_ttl,
+            "audience": settings.api_auth_audience or None,
+        },
+    )
+    if settings.api_token is not None:
+        log.warning(
+            "HERALD_API_TOKEN is set but not used: HERALD_API_AUTH=kubernetes takes Kubernetes "
+            "tokens only",
+            extra={"action": "listen"},
+        )
     return auth
 
 
