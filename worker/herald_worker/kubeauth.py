@@ -159,6 +159,8 @@ class KubernetesAuth:
         self.timeout = timeout
         self.audience = audience
         self._call = call
+        self.observe: Callable[[str, str], None] = lambda review, result: None
+        """Told each review and its result (allowed, denied, error): the worker counts them."""
         self._identities: TLRUCache[str, _Entry] = TLRUCache(size, ttu=_ttl, timer=clock)
         self._decisions: TLRUCache[tuple[Any, ...], _Entry] = TLRUCache(size, ttu=_ttl, timer=clock)
         self._asking: dict[tuple[Any, ...], asyncio.Task[_Entry]] = {}
@@ -204,6 +206,7 @@ class KubernetesAuth:
             reason = _reason(exc)
         else:
             return status
+        self.observe(what, "error")
         log.warning(
             "a review by the Kubernetes API failed",
             extra={"action": "authenticate", "review": what, "error": reason},
@@ -231,6 +234,7 @@ class KubernetesAuth:
         if self.audience:
             spec["audiences"] = [self.audience]
         status = await self._review("TokenReview", {"spec": spec})
+        self.observe("TokenReview", "allowed" if status.get("authenticated") else "denied")
         if not status.get("authenticated"):
             problem = "the bearer token is not a valid Kubernetes token"
             if self.audience:
@@ -280,7 +284,9 @@ class KubernetesAuth:
             spec["extra"] = {k: list(v) for k, v in identity.extra}
         status = await self._review("SubjectAccessReview", {"spec": spec})
         if status.get("allowed") and not status.get("denied"):
+            self.observe("SubjectAccessReview", "allowed")
             return _Entry(True, self.ttl)
+        self.observe("SubjectAccessReview", "denied")
         where = (
             f"a RoleBinding in namespace {permission.namespace!r}"
             if permission.namespace

@@ -149,3 +149,11 @@ async def test_an_api_server_that_fails_is_503_never_a_201(api: Worker, fake_api
     assert headers["Retry-After"]
     assert "did not answer the TokenReview" in body["error"]["message"]
     assert "never-seen" not in body["error"]["message"]
+    registry = api.running.metrics.registry
+    counted = {
+        result: registry.get_sample_value(
+            "herald_api_auth_reviews_total", {"review": "TokenReview", "result": result}
+        )
+        for result in ("error", "allowed")
+    }
+    assert counted == {"error": 1.0, "allowed": 0.0}

@@ -177,6 +177,8 @@ def make_app(context: ApiContext, auth: KubernetesAuth | None = None) -> web.App
     app[CONTEXT] = context
     if auth is not None:
         app[AUTH] = auth
+        reviews = context.metrics.api_auth_reviews
+        auth.observe = lambda review, result: reviews.labels(review, result).inc()
     app.on_response_prepare.append(_close_when_stopping)
     for route in ROUTES:
         app.router.add_route(route.method, ROUTE_PATTERNS.get(route.path, route.path), route.bind())
