@@ -115,11 +115,21 @@ class Filter:
     def matches(self, event: Mapping[str, Any]) -> bool:
         """Whether ``event`` (id, type, namespace, priority, payload) passes the filter. An
         evaluation error or a non-boolean result is False."""
+        return self.matches_cel(to_cel(event))
+
+    def matches_cel(self, event: Any) -> bool:
+        """:meth:`matches` for an event already converted by :func:`to_cel` (convert once,
+        evaluate every filter)."""
         try:
-            result = self._program.evaluate({VARIABLE: json_to_cel(dict(event))})
+            result = self._program.evaluate({VARIABLE: event})
         except (celpy.evaluation.CELEvalError, RecursionError, ValueError, TypeError):
             return False
         return isinstance(result, celpy.celtypes.BoolType) and bool(result)
+
+
+def to_cel(event: Mapping[str, Any]) -> Any:
+    """``event`` as CEL values."""
+    return json_to_cel(dict(event))
 
 
 _ENV = celpy.Environment()
