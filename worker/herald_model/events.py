@@ -249,9 +249,10 @@ def _macro_variable(node: Tree[Token]) -> str | None:
     return None
 
 
-MATCH_BUDGET = 20_000
-"""The most an event's filters may cost (:func:`cost`): about five seconds of one core
-with cel-python, spent in a thread beside the API's event loop."""
+MATCH_BUDGET = 10_000
+"""The most an event's filters may cost (:func:`cost`): at most about two seconds of one
+core with cel-python (one comprehension over 5,000 values), spent in a thread beside the
+API's event loop."""
 
 
 def payload_values(payload: Any, limit: int) -> int:
