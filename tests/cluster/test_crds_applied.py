@@ -85,11 +85,26 @@ async def test_defaults_and_printer_columns(crds: None, kubectl: Kubectl) -> Non
         "CIRCUIT",
         "DEPTH",
         "DEAD",
+        "EVENTS",
         "AGE",
     ]
     wide = await kubectl("get", "pt", "-o", "wide")
-    assert wide.out.split("\n")[0].split()[-2:] == ["URL", "PAUSED"]
+    assert wide.out.split("\n")[0].split()[-3:] == ["URL", "PAUSED", "FILTER"]
     assert "https://hooks.example.com/h" in wide.out
+    # What a target subscribes to is in the table (docs/events.md).
+    subscribed = target("subscribed", "https://hooks.example.com/s")
+    subscribed["spec"]["subscriptions"] = {
+        "eventTypes": ["incident.*", "deploy.finished"],
+        "filter": 'event.priority == "high"',
+    }
+    await kubectl.apply(subscribed)
+    row = next(
+        line
+        for line in (await kubectl("get", "pt", "-o", "wide")).out.split("\n")
+        if line.startswith("subscribed ")
+    )
+    assert '["incident.*","deploy.finished"]' in row
+    assert 'event.priority == "high"' in row
     herald = await kubectl("get", "herald")  # the category holds both kinds
     assert "publishingtarget.herald.dev/bare" in herald.out
 

@@ -334,3 +334,68 @@ async def test_a_target_with_a_hard_capacity_pushes_back(herald: Herald, kubectl
 async def _capacity(kubectl: Kubectl, name: str, reason: str) -> dict[str, Any] | None:
     found = condition(await kubectl.get("publishingtarget", name), "CapacityPressure")
     return found if found.get("reason") == reason else None
+
+
+async def test_an_event_fans_out_to_the_targets_subscribed_with_kubectl(
+    herald: Herald, kubectl: Kubectl
+) -> None:
+    """spec.subscriptions on the real API: kubectl shows what each target subscribes to, a
+    filter that does not compile is Ready=False with the compiler's message, and an event
+    POSTed once reaches each subscribed receiver once, however often it is sent."""
+    async with Receiver(always(Answer())) as slack, Receiver(always(Answer())) as pager:
+        await herald.operator()
+        worker = await herald.worker()
+        await kubectl.apply(
+            target("slack", slack.url, subscriptions={"eventTypes": ["incident.*"]}),
+            target(
+                "pager",
+                pager.url,
+                subscriptions={
+                    "eventTypes": ["incident.opened"],
+                    "filter": 'event.payload.severity == "critical"',
+                },
+            ),
+            target(
+                "broken",
+                "http://127.0.0.1:9/",
+                subscriptions={"eventTypes": ["*"], "filter": "event.payload.severity =="},
+            ),
+        )
+        await wait_ready(kubectl, "publishingtarget", "slack")
+        await wait_ready(kubectl, "publishingtarget", "pager")
+
+        async def refused() -> dict[str, Any] | None:
+            found = condition(await kubectl.get("publishingtarget", "broken"))
+            return found if found.get("status") == "False" else None
+
+        problem = await wait_until(refused, timeout=30, interval=0.2, what="broken Ready=False")
+        assert problem["reason"] == "InvalidSpec", problem
+        assert "spec.subscriptions.filter: is not valid CEL: unexpected end" in problem["message"]
+        table = (await kubectl("get", "pt", "slack", "pager", "--no-headers")).out
+        assert '["incident.*"]' in table and '["incident.opened"]' in table, table
+
+        event = {"id": "inc-1", "type": "incident.opened", "payload": {"severity": "critical"}}
+        async with aiohttp.ClientSession() as http:
+            for expected in (202, 200):  # sent, then sent again
+                async with http.post(
+                    f"http://127.0.0.1:{worker.port}/v1/events", json=event
+                ) as resp:
+                    body = await resp.json()
+                    assert resp.status == expected, body
+                ns = body["namespace"]  # the worker's HERALD_NAMESPACE: the test's namespace
+                jobs = {j["target"]: j["id"] for j in body["jobs"]}
+                assert sorted(jobs) == [f"{ns}/pager", f"{ns}/slack"], body
+        for receiver, name in ((slack, f"{ns}/slack"), (pager, f"{ns}/pager")):
+            await wait_until(
+                lambda r=receiver, n=name: [x for x in r.received if x.webhook_id == jobs[n]],
+                timeout=30,
+                interval=0.2,
+                what=f"the event delivered to {name}",
+            )
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{worker.port}/v1/queue/stats") as resp,
+        ):
+            stats = await resp.json()
+        assert (stats["succeeded"], stats["queued"], stats["running"]) == (2, 0, 0), stats
+        assert len(slack.received) == 1 and len(pager.received) == 1

@@ -171,6 +171,14 @@ class QueueFull(HeraldError):
         super().__init__(message)
 
 
+class Overloaded(HeraldError):
+    """The worker could not finish the work a request needs in time (an event's filters);
+    nothing was written. The API answers 503 with Retry-After."""
+
+    http_status = 503
+    retry_after = "5"
+
+
 class InvalidTarget(HeraldError):
     """A PublishingTarget (or its Secret) that cannot be used as written."""
 

@@ -40,6 +40,7 @@ from herald_core.errors import InvalidRequest, PayloadTooLarge
 from herald_core.json_depth import DEFAULT_MAX_DEPTH, deeper_than, too_deep
 from herald_core.states import Priority
 from herald_core.validation import hints, pattern, validate
+from herald_model import events
 
 TARGET_PATTERN = pattern(
     r"^(?:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
@@ -422,4 +423,110 @@ def parse_job(
         prefix=prefix,
         context={"max_payload_bytes": max_payload_bytes, "max_payload_depth": max_payload_depth},
         descriptions=_HINTS,
+    ).to_request()
+
+
+# -- events (POST /v1/events) --------------------------------------------------------------
+
+NAMESPACE_PATTERN = pattern(
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", "is not a namespace name (a DNS-1123 label)"
+)
+EVENT_TYPE = pattern(
+    events.EVENT_TYPE_PATTERN,
+    "is not an event type (dot-separated: letters, digits, '_' and '-' between the dots)",
+)
+EventType = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=events.EVENT_TYPE_MAX, pattern=EVENT_TYPE)
+]
+Namespace = Annotated[StrictStr, StringConstraints(max_length=63, pattern=NAMESPACE_PATTERN)]
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRequest:
+    """An event to fan out: one job per subscribed target of its namespace."""
+
+    id: str | None
+    type: str
+    namespace: str | None
+    payload_json: str
+    priority: Priority = Priority.MEDIUM
+    ordering_key: str | None = None
+    run_at: dt.datetime | None = None
+    key_reuse_checked: bool = True
+    """Refuse a resent id with other parameters (409); False for ids Herald derives itself
+    (the Alertmanager fan-out's), as :attr:`JobRequest.key_reuse_checked`."""
+
+    def job(self, event_id: str, target: str) -> JobRequest:
+        """The job of this event for ``target`` (namespace/name): its idempotency key is the
+        event id, so one event id gives one job per target however often it is sent."""
+        return JobRequest(
+            target=target,
+            payload_json=self.payload_json,
+            priority=self.priority,
+            idempotency_key=f"event:{event_id}",
+            ordering_key=self.ordering_key,
+            run_at=self.run_at,
+            key_reuse_checked=self.key_reuse_checked,
+        )
+
+
+class EventSubmission(ApiModel):
+    """One event, fanned out to every PublishingTarget of its namespace that subscribes to
+    its type (spec.subscriptions) and whose filter it passes."""
+
+    id: Key | None = Field(
+        None,
+        description="The event's id, chosen by the producer (at most 256 characters). Sending "
+        "the same id again gives the same jobs (one per target, never two); with another "
+        "payload, priority, orderingKey or runAt it is refused (409). Absent: Herald makes "
+        "one (then a resend is a new event).",
+    )
+    type: EventType = Field(
+        description="The event type, dot-separated (incident.opened), matched against each "
+        "target's spec.subscriptions.eventTypes.",
+        examples=["incident.opened"],
+    )
+    namespace: Namespace | None = Field(
+        None,
+        description="The namespace whose targets receive the event (default: the worker's "
+        "HERALD_NAMESPACE).",
+    )
+    payload_json: Annotated[str, BeforeValidator(_encoded), PAYLOAD_REF] = Field(
+        alias="payload",
+        description="any JSON value: each job's payload, delivered as sent",
+    )
+    priority: Priority = Field(Priority.MEDIUM, description="high, medium or low.")
+    ordering_key: Key | None = Field(
+        None,
+        description="Each target's jobs sharing it are delivered one at a time, in order.",
+    )
+    run_at: Timestamp | None = Field(None, description="Not delivered before this time.")
+
+    def to_request(self) -> EventRequest:
+        return EventRequest(
+            id=self.id,
+            type=self.type,
+            namespace=self.namespace,
+            payload_json=self.payload_json,
+            priority=self.priority,
+            ordering_key=self.ordering_key,
+            run_at=self.run_at,
+        )
+
+
+_EVENT: TypeAdapter[EventSubmission] = TypeAdapter(EventSubmission)
+_EVENT_HINTS = hints(EventSubmission)
+
+
+def parse_event(
+    body: object, *, max_payload_bytes: int, max_payload_depth: int = DEFAULT_MAX_DEPTH
+) -> EventRequest:
+    """The event of a ``POST /v1/events`` body (decoded JSON, payload kept as sent)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object (one event)")
+    return validate(
+        _EVENT,
+        body,
+        context={"max_payload_bytes": max_payload_bytes, "max_payload_depth": max_payload_depth},
+        descriptions=_EVENT_HINTS,
     ).to_request()

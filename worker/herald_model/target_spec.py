@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from herald_core.errors import InvalidTarget
+from herald_model import events
 from herald_model.spec_base import (
     SpecError,
     SpecModel,
@@ -359,6 +360,71 @@ class CapacityPolicy(SpecModel):
     )
 
 
+def _event_pattern(value: object) -> object:
+    if isinstance(value, str) and (why := events.pattern_problem(value)) is not None:
+        raise problem(why)
+    return value
+
+
+def _event_filter(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            events.compile_filter(value)
+        except events.FilterError as exc:
+            raise problem(str(exc)) from None
+    return value
+
+
+EventPattern = Annotated[
+    str,
+    Field(
+        max_length=events.EVENT_TYPE_MAX,
+        pattern=events.EVENT_PATTERN_PATTERN,
+        description="An event type (incident.opened), '*' (every type), or a prefix followed "
+        "by '.*' (incident.* matches incident.opened and incident.sla.breached).",
+    ),
+    BeforeValidator(_event_pattern),
+]
+
+
+class Subscriptions(SpecModel):
+    """The events this target receives from POST /v1/events (and the Alertmanager fan-out
+    route): each event whose type matches one of eventTypes, and which passes filter when
+    one is given, becomes one job for this target. Absent: the target receives only jobs
+    addressed to it by name."""
+
+    event_types: tuple[EventPattern, ...] = Field(
+        alias="eventTypes",
+        strict=False,  # a list in the manifest, a tuple here
+        min_length=1,
+        max_length=events.MAX_EVENT_TYPES,
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+        description="Event types to receive: exact types, '*', or prefixes followed by '.*'.",
+    )
+    filter: (
+        Annotated[str, Field(max_length=events.FILTER_MAX_LENGTH), BeforeValidator(_event_filter)]
+        | None
+    ) = Field(
+        default=None,
+        description=(
+            "A CEL expression over the event (event.type, event.id, event.namespace, "
+            "event.priority, event.payload) that must be true for the event to be "
+            'delivered here, e.g. event.payload.severity == "critical". Compiled when the '
+            "target is applied: a bad expression makes Ready=False with the compiler's "
+            "message. At most 1024 characters and 1000 syntax-tree nodes, no comprehension "
+            "nested in another; an evaluation error (a missing field: guard with has()) does "
+            "not match."
+        ),
+    )
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """Whether ``event`` (see :func:`herald_model.events.event_view`) is for this
+        target."""
+        if not events.any_type_matches(self.event_types, str(event.get("type", ""))):
+            return False
+        return self.filter is None or events.compile_filter(self.filter).matches(event)
+
+
 URL_REQUIRED = (
     "is required unless the Secret named by secretRef holds it (key url) or type is pagerduty"
 )
@@ -449,6 +515,7 @@ class TargetSpec(SpecModel):
     )
     rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
     capacity: CapacityPolicy | None = None
+    subscriptions: Subscriptions | None = None
     paused: bool = Field(
         default=False,
         description=(

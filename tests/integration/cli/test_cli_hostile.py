@@ -157,6 +157,28 @@ def cases(
             db,
         ),
         ("enqueue: unreachable", ("enqueue", "--target", "hook", "--payload", "1"), unreachable),
+        # events
+        ("events send: bad type", ("events", "send", "--type", "a..*", "--payload", "1"), db),
+        (
+            "events send: @file not UTF-8",
+            ("events", "send", "--type", "a", "--payload", f"@{files['latin1']}"),
+            db,
+        ),
+        (
+            "events send: deep payload",
+            ("events", "send", "--type", "a", "--payload", deep_list()),
+            db,
+        ),
+        (
+            "events send: id too long",
+            ("events", "send", "--type", "a", "--payload", "1", "--id", "x" * 300),
+            db,
+        ),
+        (
+            "events send: unreachable",
+            ("events", "send", "--type", "a", "--payload", "1"),
+            unreachable,
+        ),
         # jobs
         ("jobs show: not an id", ("jobs", "show", "../../etc/passwd"), db),
         ("jobs show: no such job", ("jobs", "show", nobody), db),

@@ -36,6 +36,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("migrate", "migrate_cmd", "create or upgrade Herald's tables (idempotent, safe in parallel)"),
     ("targets", "targets_cmd", "register PublishingTarget manifests and list targets"),
     ("enqueue", "enqueue_cmd", "submit one job, or JSON lines of jobs from stdin"),
+    ("events", "events_cmd", "publish an event to every target subscribed to its type"),
     ("jobs", "jobs_cmd", "show or list jobs"),
     ("tracker", "tracker_cmd", "list or clear a running worker's LRU tracker of recent jobs"),
     ("stats", "stats_cmd", "queue depth per state, priority and target"),

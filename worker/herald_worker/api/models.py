@@ -39,7 +39,14 @@ from herald_core.ids import UUID_PATTERN, parse_uuid
 from herald_core.json_depth import shown_payload
 from herald_core.states import CircuitState, ErrorClass, JobState, Priority
 from herald_core.validation import pattern
-from herald_model.submission import JSON_INT, NO_NUL, PAYLOAD_REF, TargetRef, Timestamp
+from herald_model.submission import (
+    JSON_INT,
+    NO_NUL,
+    PAYLOAD_MARK,
+    PAYLOAD_REF,
+    TargetRef,
+    Timestamp,
+)
 from herald_queue import dead_letters as dlq
 from herald_queue import records
 from herald_queue.dead_letters import CURSOR_PATTERN, DeadLetterFilter
@@ -244,6 +251,12 @@ class AlertmanagerNamespacedPath(BaseModel):
     )
 
 
+class AlertmanagerEventsPath(BaseModel):
+    namespace: Annotated[str, StringConstraints(pattern=NAMESPACE_PATTERN)] = Field(
+        description="The namespace whose subscribed targets receive the alerts."
+    )
+
+
 # -- queries -------------------------------------------------------------------------------
 
 
@@ -385,7 +398,12 @@ class Alert(BaseModel):
     """One alert; other fields are kept in the job's payload as given."""
 
     model_config = ConfigDict(
-        extra="allow", json_schema_extra={"propertyNames": {"pattern": NO_NUL}}
+        extra="allow",
+        json_schema_extra={
+            "propertyNames": {"pattern": NO_NUL},
+            # Other fields are kept in the payload: JSON PostgreSQL can hold (no NUL).
+            "additionalProperties": {PAYLOAD_MARK: True},
+        },
     )
 
     status: Literal["firing", "resolved"]
@@ -454,6 +472,23 @@ class JobsAccepted(Answer):
 
 class AlertmanagerAccepted(Answer):
     jobs: list[JobAccepted]
+    created: int
+    duplicates: int
+
+
+class EventAccepted(Answer):
+    id: str = Field(description="The event's id (given, or made by Herald).")
+    type: str
+    namespace: str = Field(description="The namespace whose targets were matched.")
+    jobs: list[JobAccepted] = Field(
+        description="One job per target the event is for (empty when none subscribes)."
+    )
+    created: int
+    duplicates: int = Field(description="Jobs an earlier send of the same event id created.")
+
+
+class AlertmanagerEventsAccepted(Answer):
+    events: list[EventAccepted] = Field(description="One event per alert.")
     created: int
     duplicates: int
 

@@ -18,8 +18,17 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from herald_model.submission import Submission
-from herald_worker.api import dead_letters, jobs, models, openapi, ops, signing_keys, tracker
+from herald_model.submission import EventSubmission, Submission
+from herald_worker.api import (
+    dead_letters,
+    events,
+    jobs,
+    models,
+    openapi,
+    ops,
+    signing_keys,
+    tracker,
+)
 from herald_worker.api.route import Handler, Reply, Route
 
 NOT_FOUND = "No such object."
@@ -90,6 +99,35 @@ ROUTES: list[Route] = [
             "written. Retry after the Retry-After header's seconds.",
         },
         body=Submission,
+        reads_body=True,
+    ),
+    Route(
+        "POST",
+        "/v1/events",
+        events.publish,
+        "publishEvent",
+        "Publish an event: one job per target of its namespace subscribed to its type",
+        description="Targets subscribe with spec.subscriptions (event types with wildcards, "
+        "an optional CEL filter); the jobs are written in one transaction, all or none, under "
+        "the capacity rules of POST /v1/jobs. The same event id gives the same jobs, one per "
+        "target (docs/events.md).",
+        replies={
+            202: Reply(models.EventAccepted, "Accepted: at least one job was created."),
+            200: Reply(
+                models.EventAccepted,
+                "Nothing new was written: no target subscribes (jobs is empty), or the event "
+                "id was sent before (the existing jobs).",
+            ),
+        },
+        errors={
+            409: "The event id was sent before with other parameters (payload, priority, "
+            "orderingKey or runAt); nothing was written.",
+            429: "A matching target's (or the queue's) capacity is full and has a hard limit; "
+            "nothing was written for any target. Retry after the Retry-After header's seconds.",
+            503: "PostgreSQL is not reachable, or the filters did not finish in time; nothing "
+            "was written.",
+        },
+        body=EventSubmission,
         reads_body=True,
     ),
     Route(
@@ -228,6 +266,31 @@ ROUTES: list[Route] = [
         ops.alertmanager_namespaced,
         "alertmanagerWebhookNamespaced",
         models.AlertmanagerNamespacedPath,
+    ),
+    Route(
+        "POST",
+        "/v1/events/alertmanager/{namespace}",
+        events.alertmanager_events,
+        "alertmanagerEvents",
+        "Alertmanager webhook receiver, fanned out: one event per alert",
+        description="Each alert becomes an event of type alertmanager.alert.firing or "
+        "alertmanager.alert.resolved in the namespace, delivered to every target subscribed "
+        "to it (spec.subscriptions). Priority, idempotency and ordering as the per-target "
+        "receiver.",
+        replies={
+            202: Reply(models.AlertmanagerEventsAccepted, "At least one job was created."),
+            200: Reply(
+                models.AlertmanagerEventsAccepted,
+                "Nothing new: no target subscribes, or every job existed.",
+            ),
+        },
+        errors={
+            503: "PostgreSQL is not reachable, or a capacity with a hard limit is full (503, "
+            "not 429: Alertmanager retries on 5xx). Retry-After says when.",
+        },
+        params=models.AlertmanagerEventsPath,
+        body=models.AlertmanagerMessage,
+        reads_body=True,
     ),
     Route(
         "GET",
