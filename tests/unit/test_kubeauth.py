@@ -303,6 +303,8 @@ def test_the_mapping() -> None:
                 "submitJobs",
                 "alertmanagerWebhook",
                 "alertmanagerWebhookNamespaced",
+                "publishEvent",
+                "alertmanagerEvents",
             }
         elif method == "GET":
             assert needs == READ, operation

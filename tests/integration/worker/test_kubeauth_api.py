@@ -20,12 +20,15 @@ from herald_worker.api.app import PUBLIC
 from herald_worker.api.routes import ROUTES
 from herald_worker.kubeauth import KubernetesAuth
 from herald_worker.settings import WorkerSettings
+from tests.helpers import wait_until
 from tests.integration.worker.harness import Worker, target_doc, worker, write_manifests
 from tests.integration.worker.test_api import UNKNOWN_ID, assert_error, concrete
 from tests.unit.test_kubeauth import TOKEN, USER, FakeApi
 
 PUBLISH = "publishingtargets/publish"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+SUBSCRIBED = {"eventTypes": ["order.*", "alertmanager.alert.*"]}
+EVENT = {"type": "order.created", "payload": {"id": 1}}
 
 
 @pytest.fixture()
@@ -46,8 +49,19 @@ async def api(
     manifests = write_manifests(
         tmp_path / "targets.yaml",
         [
-            target_doc("hook", "https://hooks.example.com/a", paused=True),
-            target_doc("elsewhere", "https://hooks.example.com/b", namespace="team-b", paused=True),
+            target_doc(
+                "hook", "https://hooks.example.com/a", paused=True, subscriptions=SUBSCRIBED
+            ),
+            target_doc(
+                "elsewhere",
+                "https://hooks.example.com/b",
+                namespace="team-b",
+                paused=True,
+                subscriptions=SUBSCRIBED,
+            ),
+            target_doc(
+                "other", "https://hooks.example.com/c", paused=True, subscriptions=SUBSCRIBED
+            ),
         ],
     )
     async with worker(db_url, manifests, api_auth="kubernetes") as w:
@@ -89,6 +103,8 @@ async def test_every_route_is_refused_without_its_permission(
         kw: dict[str, Any] = {"headers": HEADERS}
         if route.operation_id == "submitJobs":
             kw["json"] = {"target": "default/hook", "payload": {}}
+        elif route.operation_id == "publishEvent":
+            kw["json"] = EVENT
         elif needs.per_target:  # the Alertmanager receivers: the path names the target
             from tests.integration.worker.test_alertmanager import message, pod_alert
 
@@ -134,6 +150,32 @@ async def test_publishing_is_authorised_per_target(api: Worker, fake_api: FakeAp
     assert_error(status, body, 403, "Authorization", "a batch with one refused target")
     _, after, _ = await call(api, "GET", "/v1/queue/stats", headers=HEADERS)
     assert after["queued"] == before["queued"] == 1, (before, after)
+
+
+async def test_an_event_needs_every_target_it_fans_out_to(api: Worker, fake_api: FakeApi) -> None:
+    """An event is refused whole unless the caller may publish to each subscribed target of
+    its namespace (default: hook and other; only hook is granted), nothing written."""
+    fake_api.grants.add((USER, "get", "publishingtargets/queue", "", ""))
+    status, body, _ = await call(api, "POST", "/v1/events", json=EVENT, headers=HEADERS)
+    assert_error(status, body, 403, "Authorization", "an event to a target not granted")
+    assert "'other' in namespace 'default'" in body["error"]["message"]
+    _, stats, _ = await call(api, "GET", "/v1/queue/stats", headers=HEADERS)
+    assert stats["queued"] == 0, stats
+    fake_api.grants.add((USER, "create", PUBLISH, "default", "other"))
+
+    async def accepted() -> Any:
+        status, body, _ = await call(api, "POST", "/v1/events", json=EVENT, headers=HEADERS)
+        assert status in (202, 403), body
+        return body if status == 202 else None
+
+    body = await wait_until(accepted, timeout=10, interval=0.05, what="the grant to act")
+    assert sorted(j["target"] for j in body["jobs"]) == ["default/hook", "default/other"]
+    # Another namespace's subscribers: refused.
+    status, body, _ = await call(
+        api, "POST", "/v1/events", json={**EVENT, "namespace": "team-b"}, headers=HEADERS
+    )
+    assert_error(status, body, 403, "Authorization", "an event to another namespace")
+    assert "'elsewhere' in namespace 'team-b'" in body["error"]["message"]
 
 
 async def test_an_api_server_that_fails_is_503_never_a_201(api: Worker, fake_api: FakeApi) -> None:

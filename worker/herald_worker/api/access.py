@@ -1,10 +1,12 @@
 """What each route of the API needs when callers are authorised by Kubernetes
 (``HERALD_API_AUTH=kubernetes``): the one table of RBAC permissions, by operationId.
 
-- Publishing (``submitJobs``, the Alertmanager receivers) needs ``create`` on
-  ``publishingtargets/publish`` for *each target* published to, in the target's namespace,
-  named after it. The handler checks it (:func:`authorize_publish`) once it knows the
-  targets; a route that publishes to several targets (a fan-out) calls it with all of them.
+- Publishing (``submitJobs``, the Alertmanager receivers, the event fan-outs) needs
+  ``create`` on ``publishingtargets/publish`` for *each target* published to, in the
+  target's namespace, named after it. ``jobs.enqueue``, which every publishing route goes
+  through, checks it (:func:`authorize_publish`) once it knows the targets: an event is
+  refused whole (403, nothing written) unless the caller may publish to every target it
+  fans out to.
 - Reading the queue (jobs, statistics, targets, dead letters, the tracker) needs ``get`` on
   ``publishingtargets/queue`` in all namespaces: these answers span namespaces.
 - Changing it (cancel, replay, purge, clearing the tracker) needs ``update`` on
@@ -47,6 +49,8 @@ ACCESS: dict[str, Needs] = {
     "submitJobs": PER_TARGET,
     "alertmanagerWebhook": PER_TARGET,
     "alertmanagerWebhookNamespaced": PER_TARGET,
+    "publishEvent": PER_TARGET,
+    "alertmanagerEvents": PER_TARGET,
     "listJobs": READ,
     "getJob": READ,
     "queueStats": READ,
