@@ -502,6 +502,11 @@ CR_RULES = (
 )
 PEERING_VERBS = ("get", "list", "watch", "patch")
 SCALING_RULES = {("apps", "deployments/scale", verb) for verb in ("get", "patch")}
+# HERALD_API_AUTH=kubernetes: the worker asks the API server who a token is and what it may do.
+REVIEW_RULES = {
+    ("ClusterRole", "authentication.k8s.io", "tokenreviews", "create"),
+    ("ClusterRole", "authorization.k8s.io", "subjectaccessreviews", "create"),
+}
 
 
 def expected_grants(value_set: str) -> dict[str, set[tuple[str, str, str, str]]]:
@@ -520,6 +525,8 @@ def expected_grants(value_set: str) -> dict[str, set[tuple[str, str, str, str]]]
     worker: set[tuple[str, str, str, str]] = set()
     if worker_env["HERALD_KUBERNETES_SECRETS"]["value"] == "true":
         worker = {(watch_scope, "", "secrets", "get")}
+    if worker_env.get("HERALD_API_AUTH", {}).get("value") == "kubernetes":
+        worker |= REVIEW_RULES
     worker_sa = pod_of(value_set, "worker")["serviceAccountName"]
     operator_sa = pod_of(value_set, "operator")["serviceAccountName"]
     return {sa: grants for sa, grants in ((worker_sa, worker), (operator_sa, operator)) if grants}
@@ -540,6 +547,7 @@ def test_rbac_covers_every_switch() -> None:
         ("ClusterRole", "herald.dev", "publishingtargets", "watch"),
         ("Role", "herald.dev", "deadletterreplays/status", "patch"),
         ("ClusterRole", "", "secrets", "get"),
+        ("ClusterRole", "authorization.k8s.io", "subjectaccessreviews", "create"),
     } <= seen
     assert not of_kind(render("default"), "ClusterRole")
     assert not of_kind(render("default"), "ClusterRoleBinding")
@@ -567,8 +575,40 @@ def test_rbac_has_no_wildcards_and_names_the_deployment(value_set: str) -> None:
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_worker_can_only_read(value_set: str) -> None:
     worker_sa = deployment(value_set, "worker")["spec"]["template"]["spec"]["serviceAccountName"]
-    for _, group, resource, verb in rbac_grants(render(value_set)).get(worker_sa, set()):
-        assert verb == "get" and (group, resource) == ("", "secrets")
+    for grant in rbac_grants(render(value_set)).get(worker_sa, set()):
+        _, group, resource, verb = grant
+        # The reviews create nothing: they are questions to the API server.
+        assert (verb == "get" and (group, resource) == ("", "secrets")) or grant in REVIEW_RULES
+
+
+def test_kubernetes_api_auth_ships_the_roles_namespaces_bind() -> None:
+    """apiAuth.mode=kubernetes (ci/cluster-wide-values.yaml): the worker is told so, gets its
+    ServiceAccount token, and the chart ships the ClusterRoles of docs/authentication.md,
+    bound to nobody (namespaces bind them to their producers)."""
+    objects = render("cluster-wide")
+    env = env_of(container("cluster-wide", "worker"))
+    assert env["HERALD_API_AUTH"]["value"] == "kubernetes"
+    assert env["HERALD_API_AUTH_AUDIENCE"]["value"] == "herald"
+    assert "HERALD_API_TOKEN" not in env
+    assert pod_of("cluster-wide", "worker")["automountServiceAccountToken"] is True
+    roles = {
+        r["metadata"]["name"]: [
+            (tuple(x["apiGroups"]), tuple(x["resources"]), tuple(x["verbs"])) for x in r["rules"]
+        ]
+        for r in of_kind(objects, "ClusterRole")
+    }
+    prefix = f"{NAMESPACE}-{RELEASE}"
+    group = ("herald.dev",)
+    assert roles[f"{prefix}-publisher"] == [(group, ("publishingtargets/publish",), ("create",))]
+    assert roles[f"{prefix}-queue-reader"] == [(group, ("publishingtargets/queue",), ("get",))]
+    assert roles[f"{prefix}-queue-operator"] == [
+        (group, ("publishingtargets/queue",), ("get", "update"))
+    ]
+    bound = {b["roleRef"]["name"] for b in objects if b["kind"].endswith("RoleBinding")}
+    assert not bound & {f"{prefix}-publisher", f"{prefix}-queue-reader", f"{prefix}-queue-operator"}
+    default = render("default")
+    assert "HERALD_API_AUTH" not in env_of(container("default", "worker"))
+    assert not [r for r in of_kind(default, "ClusterRole") if "publisher" in r["metadata"]["name"]]
 
 
 def test_service_accounts_and_tokens() -> None:

@@ -301,8 +301,19 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.api_auth_reviews = Counter(
+            "herald_api_auth_reviews",
+            "Reviews asked of the Kubernetes API (HERALD_API_AUTH=kubernetes), by review "
+            "(TokenReview, SubjectAccessReview) and result (allowed, denied, error: no answer "
+            "in time, the request got 503); cached answers are not counted.",
+            ("review", "result"),
+            registry=r,
+        )
         for result in ("hit", "miss"):
             self.tracker_lookups.labels(result)
+        for review in ("TokenReview", "SubjectAccessReview"):
+            for result in ("allowed", "denied", "error"):
+                self.api_auth_reviews.labels(review, result)
         for level in ("warning", "full"):
             self.total_capacity_crossings.labels(level)
         for operation in ("list", "show", "stats"):

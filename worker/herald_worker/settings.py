@@ -3,7 +3,7 @@ one: see :mod:`herald_queue.settings`."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
@@ -26,6 +26,42 @@ class WorkerSettings(HeraldSettings):
         None,
         description="Bearer token the API requires (every endpoint but /healthz, /readyz, "
         "/metrics, /openapi.json and /signing-keys/...). Unset: no authentication.",
+    )
+    api_auth: Literal["token", "kubernetes"] = Field(
+        "token",
+        description="How API callers are authenticated. `token`: HERALD_API_TOKEN (if set). "
+        "`kubernetes`: the bearer token is a Kubernetes token (a ServiceAccount's), checked "
+        "with a TokenReview, and each request authorised with a SubjectAccessReview (to "
+        "publish: `create` on `publishingtargets/publish` in the target's namespace; see "
+        "docs/authentication.md); HERALD_API_TOKEN is then not used.",
+    )
+    api_auth_cache_ttl: PositiveDuration = Field(
+        30.0,
+        description="With HERALD_API_AUTH=kubernetes, how long an accepted token and a granted "
+        "permission are remembered: a removed RoleBinding or a deleted ServiceAccount takes "
+        "effect within this long.",
+    )
+    api_auth_denied_ttl: PositiveDuration = Field(
+        5.0,
+        description="With HERALD_API_AUTH=kubernetes, how long a refused token or permission "
+        "is remembered (at most HERALD_API_AUTH_CACHE_TTL): a new RoleBinding takes effect "
+        "within this long.",
+    )
+    api_auth_cache_size: Count = Field(
+        10_000,
+        description="With HERALD_API_AUTH=kubernetes, most tokens, and most decisions, "
+        "remembered (each cache; least recently used first out).",
+    )
+    api_auth_timeout: PositiveDuration = Field(
+        5.0,
+        description="With HERALD_API_AUTH=kubernetes, how long a TokenReview or "
+        "SubjectAccessReview may take; a Kubernetes API that does not answer in time makes the "
+        "request fail with 503 (nothing is let through).",
+    )
+    api_auth_audience: str = Field(
+        "",
+        description="With HERALD_API_AUTH=kubernetes, the audience tokens must be issued for "
+        "(a projected token's `audience`). Empty: the API server's own audiences.",
     )
     concurrency: Count = Field(
         64, description="Deliveries in flight at once in one worker process."

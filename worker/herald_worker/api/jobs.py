@@ -14,6 +14,7 @@ from herald_model.submission import JobRequest, decode_submission, parse_jobs
 from herald_queue.capacity import CapacityWatch, retry_after
 from herald_queue.queue import Queue
 from herald_worker.api import models
+from herald_worker.api.access import authorize_publish
 from herald_worker.api.context import ctx, reply
 from herald_worker.api.errors import read_json
 from herald_worker.api.models import JobAccepted, JobPath, JobsQuery
@@ -50,8 +51,14 @@ async def submit(request: web.Request) -> web.Response:
 async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[JobAccepted]:
     c = ctx(request)
     queue = need_queue(request)
+    # Kubernetes mode: a target named with its namespace is authorised before it is looked
+    # up (no 404 tells a caller who may not publish there whether it exists), one named
+    # alone once its namespace is known.
+    named = {j.target for j in jobs}
+    await authorize_publish(request, [t for t in named if queue.registry.split(t)[0] is not None])
+    resolved = {t: (await queue.registry.resolve(t))[1] for t in named}
+    await authorize_publish(request, resolved.values())
     # Hard capacity limits, against the last count (herald_queue.capacity): no row count.
-    resolved = {t: (await queue.registry.resolve(t))[1] for t in {j.target for j in jobs}}
     refs = [resolved[j.target] for j in jobs]
     await _counted(c.capacity, c.settings.sample_interval)
     refused = c.capacity.reserve(refs)

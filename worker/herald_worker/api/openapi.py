@@ -86,9 +86,13 @@ COMMON_ERRORS = {
     400: "The request is malformed; the error names the field and the problem. Rules a "
     "schema cannot state are in the descriptions (a time window's failedBefore after its "
     "failedAfter).",
-    401: "HERALD_API_TOKEN is set and the bearer token is missing or wrong.",
+    401: "HERALD_API_TOKEN is set and the bearer token is missing or wrong; or, with "
+    "HERALD_API_AUTH=kubernetes, the token is missing or the Kubernetes API does not accept it.",
+    403: "HERALD_API_AUTH=kubernetes and the caller lacks the RBAC permission this operation "
+    "needs (the message names it; docs/authentication.md lists them).",
     413: "The request body (16 MiB) or a payload (HERALD_MAX_PAYLOAD_BYTES) is too large.",
-    503: "PostgreSQL is not reachable; nothing was written. Retry later.",
+    503: "PostgreSQL is not reachable, or (HERALD_API_AUTH=kubernetes) the Kubernetes API did "
+    "not answer a review in time; nothing was written. Retry later.",
 }
 
 
@@ -119,6 +123,7 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
         op["security"] = []
     else:
         errors.setdefault(401, COMMON_ERRORS[401])
+        errors.setdefault(403, COMMON_ERRORS[403])
         errors.setdefault(503, COMMON_ERRORS[503])
     error = schemas.of(models.Error, "serialization")
     for status, description in sorted(errors.items()):
