@@ -30,6 +30,8 @@ from herald_model.target_spec import RetryPolicy
 from herald_queue import admission, locks, ordering_keys, sql
 from herald_queue.db import AsyncConn, retry_conflicts
 from herald_queue.records import (
+    NO_NOTE,
+    AttemptNote,
     ClaimedJob,
     CompleteOutcome,
     EnqueueResult,
@@ -366,16 +368,22 @@ class JobStore:
     # -- settle ------------------------------------------------------------------------
 
     @retry_conflicts
-    async def complete(self, worker: str, jobs: Sequence[ClaimedJob]) -> CompleteOutcome:
+    async def complete(
+        self,
+        worker: str,
+        jobs: Sequence[ClaimedJob],
+        notes: Sequence[AttemptNote] | None = None,
+    ) -> CompleteOutcome:
         """Mark delivered jobs succeeded, in one statement (one transaction when some
-        carry an ordering key, whose chains then move on)."""
+        carry an ordering key, whose chains then move on), recording each attempt (with its
+        ``notes``, in the order of ``jobs``)."""
         if not jobs:
             return CompleteOutcome(completed=[], lost=[], recovered=[])
         params = {
             "ids": [j.id for j in jobs],
             "attempts": [j.attempts for j in jobs],
             "worker": worker,
-        }
+        } | _note_params(jobs, notes)
         keyed = [(j.target_id, j.ordering_key) for j in jobs if j.ordering_key]
         async with self._pool.connection() as conn:
             if keyed:
@@ -422,7 +430,8 @@ class JobStore:
             {},
             with_quotas=False,
             query="complete_and_claim",
-            extra={"ids": [j.id for j in done], "attempts": [j.attempts for j in done]},
+            extra={"ids": [j.id for j in done], "attempts": [j.attempts for j in done]}
+            | _note_params(done, None),
         )
         return [_claimed(row) for row in await cur.fetchall()]
 
@@ -463,6 +472,11 @@ class JobStore:
             "exhausted": exhausted,
             "counts": [f.counts_for_breaker for f in failures],
             "rescue": [rescue] * len(failures),
+            "target_ids": [f.job.target_id for f in failures],
+            "started": [f.note.started_at for f in failures],
+            "durations": [f.note.duration for f in failures],
+            "responses": [f.note.response for f in failures],
+            "retry_afters": [f.retry_after for f in failures],
             "budget_medium": self.settings.budget_medium,
             "budget_low": self.settings.budget_low,
         }
@@ -505,13 +519,36 @@ class JobStore:
             row = await cur.fetchone()
         return list(row[0]) if row else []  # type: ignore[call-overload]
 
-    async def release(self, worker: str, ids: Sequence[uuid.UUID]) -> int:
+    async def release(
+        self,
+        worker: str,
+        ids: Sequence[uuid.UUID],
+        *,
+        noted: Sequence[tuple[ClaimedJob, AttemptNote]] = (),
+        decision: str = "withheld",
+    ) -> int:
         """Give back claimed jobs not started (shutdown): not counted as attempts, and
-        claimable at once by other workers, in the place they had."""
+        claimable at once by other workers, in the place they had. The jobs of ``noted``
+        are given back for a reason (``decision``: withheld, target-paused), which the
+        attempt record keeps."""
         if not ids:
             return 0
+        notes = [n for _, n in noted]
+        params = {
+            "ids": list(ids),
+            "worker": worker,
+            "note_ids": [j.id for j, _ in noted],
+            "note_attempts": [j.attempts for j, _ in noted],
+            "note_target_ids": [j.target_id for j, _ in noted],
+            "started": [n.started_at for n in notes],
+            "durations": [n.duration for n in notes],
+            "statuses": [n.http_status for n in notes],
+            "messages": [n.message for n in notes],
+            "responses": [n.response for n in notes],
+            "decisions": [decision] * len(noted),
+        }
         async with self._pool.connection() as conn:
-            cur = await conn.execute(JOBS_SQL["release"], {"ids": list(ids), "worker": worker})
+            cur = await conn.execute(JOBS_SQL["release"], params)
             row = await cur.fetchone()
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
@@ -695,6 +732,20 @@ def _check_key_reuse(
             raise IdempotencyKeyReused(
                 r.idempotency_key, str(found[0]), index=index if len(requests) > 1 else None
             )
+
+
+def _note_params(
+    jobs: Sequence[ClaimedJob], notes: Sequence[AttemptNote] | None
+) -> dict[str, list[Any]]:
+    """The attempt record's columns of delivered jobs (``complete``, ``complete_and_claim``)."""
+    shown = list(notes) if notes is not None else [NO_NOTE] * len(jobs)
+    return {
+        "target_ids": [j.target_id for j in jobs],
+        "started": [n.started_at for n in shown],
+        "durations": [n.duration for n in shown],
+        "statuses": [n.http_status for n in shown],
+        "responses": [n.response for n in shown],
+    }
 
 
 def _completed(jobs: Sequence[ClaimedJob], row: Any) -> CompleteOutcome:
