@@ -33,7 +33,8 @@ the cleaner."""
 MAX_DROPS = 10
 """Most day partitions one pass of the cleaner drops (the rest go on its next pass)."""
 MAX_PAGE = 1000
-CURSOR_PATTERN = r"^[0-9]{1,19}$"
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+"""An attempts page's cursor: the seq of the last attempt shown."""
 _CURSOR = re.compile(CURSOR_PATTERN)
 
 
@@ -56,7 +57,7 @@ class AttemptStore:
         nor a dead letter, nor any attempt on record)."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest("limit", f"must be from 1 to {MAX_PAGE}, got {limit}")
-        if cursor is not None and (not _CURSOR.match(cursor) or int(cursor) >= 2**63):
+        if cursor is not None and not _CURSOR.match(cursor):
             raise InvalidRequest(
                 "cursor", "is not a cursor this server gave out (use nextCursor from a page)"
             )
