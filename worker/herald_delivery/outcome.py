@@ -4,7 +4,6 @@ its absence) to the settle statement."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import time
 
 from herald_core.states import ErrorClass
@@ -34,11 +33,6 @@ class Outcome:
     """When the attempt ended (the wall clock), for the attempt record."""
     response: str | None = None
     """The first characters of the receiver's answer (None without one)."""
-
-    @property
-    def started_at(self) -> dt.datetime:
-        """When the attempt started (the wall clock)."""
-        return dt.datetime.fromtimestamp(self.ended_at - self.duration, dt.UTC)
 
     @property
     def delivered(self) -> bool:

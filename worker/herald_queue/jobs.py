@@ -11,6 +11,7 @@ import asyncio
 import builtins
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 import uuid
@@ -472,11 +473,8 @@ class JobStore:
             "exhausted": exhausted,
             "counts": [f.counts_for_breaker for f in failures],
             "rescue": [rescue] * len(failures),
-            "target_ids": [f.job.target_id for f in failures],
-            "started": [f.note.started_at for f in failures],
-            "durations": [f.note.duration for f in failures],
-            "responses": [f.note.response for f in failures],
             "retry_afters": [f.retry_after for f in failures],
+            "notes": _notes_json([f.job for f in failures], [f.note for f in failures]),
             "budget_medium": self.settings.budget_medium,
             "budget_low": self.settings.budget_low,
         }
@@ -533,19 +531,11 @@ class JobStore:
         attempt record keeps."""
         if not ids:
             return 0
-        notes = [n for _, n in noted]
         params = {
             "ids": list(ids),
             "worker": worker,
-            "note_ids": [j.id for j, _ in noted],
-            "note_attempts": [j.attempts for j, _ in noted],
-            "note_target_ids": [j.target_id for j, _ in noted],
-            "started": [n.started_at for n in notes],
-            "durations": [n.duration for n in notes],
-            "statuses": [n.http_status for n in notes],
-            "messages": [n.message for n in notes],
-            "responses": [n.response for n in notes],
-            "decisions": [decision] * len(noted),
+            "notes": _notes_json([j for j, _ in noted], [n for _, n in noted]),
+            "decision": decision,
         }
         async with self._pool.connection() as conn:
             cur = await conn.execute(JOBS_SQL["release"], params)
@@ -734,18 +724,29 @@ def _check_key_reuse(
             )
 
 
-def _note_params(
-    jobs: Sequence[ClaimedJob], notes: Sequence[AttemptNote] | None
-) -> dict[str, list[Any]]:
-    """The attempt record's columns of delivered jobs (``complete``, ``complete_and_claim``)."""
-    shown = list(notes) if notes is not None else [NO_NOTE] * len(jobs)
-    return {
-        "target_ids": [j.target_id for j in jobs],
-        "started": [n.started_at for n in shown],
-        "durations": [n.duration for n in shown],
-        "statuses": [n.http_status for n in shown],
-        "responses": [n.response for n in shown],
-    }
+def _note_params(jobs: Sequence[ClaimedJob], notes: Sequence[AttemptNote] | None) -> dict[str, str]:
+    """The attempt record's notes of delivered jobs (``complete``, ``complete_and_claim``)."""
+    return {"notes": _notes_json(jobs, notes)}
+
+
+def _notes_json(jobs: Sequence[ClaimedJob], notes: Sequence[AttemptNote] | None) -> str:
+    """The ``attempt_notes`` document of jobs and their notes (in the same order)."""
+    shown = notes if notes is not None else [NO_NOTE] * len(jobs)
+    return json.dumps(
+        [
+            {
+                "id": str(j.id),
+                "attempt": j.attempts,
+                "target_id": j.target_id,
+                "started": n.started,
+                "duration": n.duration,
+                "http_status": n.http_status,
+                "response": n.response,
+                "message": n.message,
+            }
+            for j, n in zip(jobs, shown, strict=True)
+        ]
+    )
 
 
 def _completed(jobs: Sequence[ClaimedJob], row: Any) -> CompleteOutcome:
@@ -775,8 +776,6 @@ def _claimed(row: dict[str, Any]) -> ClaimedJob:
 
 
 def _json_str(value: str | None) -> str:
-    import json
-
     return "null" if value is None else json.dumps(value)
 
 

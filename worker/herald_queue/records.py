@@ -52,8 +52,8 @@ class AttemptNote:
     """What the attempt record (herald.attempts) keeps of one attempt beyond its decision:
     written with the statement that settles it."""
 
-    started_at: dt.datetime | None = None
-    """The worker's clock when the request went out."""
+    started: float | None = None
+    """When the request went out: the worker's clock, seconds since the epoch."""
     duration: float | None = None
     """Seconds until the answer (or the failure)."""
     http_status: int | None = None

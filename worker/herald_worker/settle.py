@@ -299,7 +299,7 @@ def _note(outcome: Outcome) -> AttemptNote:
     """What the attempt record keeps of an outcome beyond its decision."""
     sent = not outcome.withheld
     return AttemptNote(
-        started_at=outcome.started_at if sent else None,
+        started=outcome.ended_at - outcome.duration if sent else None,
         duration=outcome.duration if sent else None,
         http_status=outcome.status,
         response=outcome.response,
