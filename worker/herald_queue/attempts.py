@@ -17,6 +17,7 @@ import datetime as dt
 import re
 import uuid
 
+import psycopg
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -141,8 +142,18 @@ class AttemptStore:
 async def create_partitions(
     conn: AsyncConn, *, now: dt.datetime | None = None, days: int = DAYS_AHEAD
 ) -> int:
-    """See :meth:`AttemptStore.create_partitions` (also run by ``herald migrate``)."""
-    async with conn.transaction():
-        cur = await conn.execute(ATTEMPTS_SQL["create_partitions"], {"now": now, "days": days})
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0  # type: ignore[call-overload]
+    """See :meth:`AttemptStore.create_partitions` (also run by ``herald migrate``). Two
+    processes making the same day at once (commands run at the same time after midnight):
+    the one that loses finds the day made when it tries again."""
+    for tries_left in (1, 0):
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    ATTEMPTS_SQL["create_partitions"], {"now": now, "days": days}
+                )
+                row = await cur.fetchone()
+            return int(row[0]) if row else 0  # type: ignore[call-overload]
+        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable")

@@ -6,15 +6,17 @@ Time is explicit: the cleaner takes ``now``; partitions are named by their UTC d
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import uuid
 
+import psycopg
 import pytest
 
 from herald_core.errors import InvalidRequest
 from herald_core.states import JobState
-from herald_queue.attempts import DAYS_AHEAD
+from herald_queue.attempts import DAYS_AHEAD, create_partitions
 from herald_queue.queue import Queue
 from herald_queue.records import AttemptNote
 from tests.helpers import (
@@ -271,3 +273,18 @@ async def test_default_partition_takes_a_day_without_one(queue: Queue) -> None:
     )
     rotation = await queue.attempts.rotate(DAY, now=old + dt.timedelta(days=3))
     assert rotation.default_pruned == 1
+
+
+async def test_processes_making_the_same_days_at_once(queue: Queue) -> None:
+    """Commands run together after midnight all make the new day: none of them fails."""
+    far = dt.datetime(2033, 6, 1, tzinfo=dt.UTC)
+    conns = [await psycopg.AsyncConnection.connect(queue.url, autocommit=True) for _ in range(4)]
+    try:
+        made = await asyncio.gather(*(create_partitions(c, now=far, days=3) for c in conns))
+    finally:
+        for c in conns:
+            await c.close()
+    assert sum(made) == 3
+    assert {part(far.date() + dt.timedelta(days=i)) for i in range(3)} <= set(
+        await partitions(queue)
+    )
