@@ -257,8 +257,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
-        status = self._parser.get_status_code()
-        self._keep_body = not 200 <= status < 300
+        self._keep_body = True  # the first bytes of every answer: the attempt record
 
     def on_body(self, body: bytes) -> None:
         self._body_seen += len(body)

@@ -10,7 +10,7 @@ from herald_core.states import ErrorClass
 from herald_delivery.failures import GONE, classify_status, parse_retry_after
 from herald_delivery.http_client import Response
 
-# How much of an error response is kept for the job's last error.
+# How much of a response is kept for the job's last error and the attempt record.
 BODY_SNIPPET = 200
 
 
@@ -29,6 +29,10 @@ class Outcome:
     """Not sent (the worker held the target back): given back, no attempt counted."""
     finished: float = dataclasses.field(default_factory=time.monotonic)
     """When the attempt ended (monotonic), to order the outcomes settled in one batch."""
+    ended_at: float = dataclasses.field(default_factory=time.time)
+    """When the attempt ended (the wall clock), for the attempt record."""
+    response: str | None = None
+    """The first characters of the receiver's answer (None without one)."""
 
     @property
     def delivered(self) -> bool:
@@ -54,9 +58,9 @@ class Outcome:
     def answered(cls, response: Response, *, duration: float) -> Outcome:
         """What the receiver's HTTP answer means (failures.py has the table)."""
         status = response.status
-        if 200 <= status < 300:
-            return cls(status=status, duration=duration)
         snippet = _snippet(response.snippet)
+        if 200 <= status < 300:
+            return cls(status=status, duration=duration, response=snippet)
         reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
         if status == GONE:
             return cls(
@@ -64,6 +68,7 @@ class Outcome:
                 duration=duration,
                 error_class=ErrorClass.PERMANENT,
                 message=reason,
+                response=snippet,
                 gone=True,
             )
         if 300 <= status < 400:
@@ -74,6 +79,7 @@ class Outcome:
             duration=duration,
             error_class=classify_status(status) or ErrorClass.UNKNOWN,
             message=reason,
+            response=snippet,
             retry_after=parse_retry_after(response.retry_after),
         )
 

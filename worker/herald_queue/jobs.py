@@ -11,6 +11,7 @@ import asyncio
 import builtins
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 import uuid
@@ -30,6 +31,8 @@ from herald_model.target_spec import RetryPolicy
 from herald_queue import admission, locks, ordering_keys, sql
 from herald_queue.db import AsyncConn, retry_conflicts
 from herald_queue.records import (
+    NO_NOTE,
+    AttemptNote,
     ClaimedJob,
     CompleteOutcome,
     EnqueueResult,
@@ -366,16 +369,22 @@ class JobStore:
     # -- settle ------------------------------------------------------------------------
 
     @retry_conflicts
-    async def complete(self, worker: str, jobs: Sequence[ClaimedJob]) -> CompleteOutcome:
+    async def complete(
+        self,
+        worker: str,
+        jobs: Sequence[ClaimedJob],
+        notes: Sequence[AttemptNote] | None = None,
+    ) -> CompleteOutcome:
         """Mark delivered jobs succeeded, in one statement (one transaction when some
-        carry an ordering key, whose chains then move on)."""
+        carry an ordering key, whose chains then move on), recording each attempt (with its
+        ``notes``, in the order of ``jobs``)."""
         if not jobs:
             return CompleteOutcome(completed=[], lost=[], recovered=[])
         params = {
             "ids": [j.id for j in jobs],
             "attempts": [j.attempts for j in jobs],
             "worker": worker,
-        }
+        } | _note_params(jobs, notes)
         keyed = [(j.target_id, j.ordering_key) for j in jobs if j.ordering_key]
         async with self._pool.connection() as conn:
             if keyed:
@@ -422,7 +431,8 @@ class JobStore:
             {},
             with_quotas=False,
             query="complete_and_claim",
-            extra={"ids": [j.id for j in done], "attempts": [j.attempts for j in done]},
+            extra={"ids": [j.id for j in done], "attempts": [j.attempts for j in done]}
+            | _note_params(done, None),
         )
         return [_claimed(row) for row in await cur.fetchall()]
 
@@ -463,6 +473,8 @@ class JobStore:
             "exhausted": exhausted,
             "counts": [f.counts_for_breaker for f in failures],
             "rescue": [rescue] * len(failures),
+            "retry_afters": [f.retry_after for f in failures],
+            "notes": _notes_json([f.job for f in failures], [f.note for f in failures]),
             "budget_medium": self.settings.budget_medium,
             "budget_low": self.settings.budget_low,
         }
@@ -505,13 +517,28 @@ class JobStore:
             row = await cur.fetchone()
         return list(row[0]) if row else []  # type: ignore[call-overload]
 
-    async def release(self, worker: str, ids: Sequence[uuid.UUID]) -> int:
+    async def release(
+        self,
+        worker: str,
+        ids: Sequence[uuid.UUID],
+        *,
+        noted: Sequence[tuple[ClaimedJob, AttemptNote]] = (),
+        decision: str = "withheld",
+    ) -> int:
         """Give back claimed jobs not started (shutdown): not counted as attempts, and
-        claimable at once by other workers, in the place they had."""
+        claimable at once by other workers, in the place they had. The jobs of ``noted``
+        are given back for a reason (``decision``: withheld, target-paused), which the
+        attempt record keeps."""
         if not ids:
             return 0
+        params = {
+            "ids": list(ids),
+            "worker": worker,
+            "notes": _notes_json([j for j, _ in noted], [n for _, n in noted]),
+            "decision": decision,
+        }
         async with self._pool.connection() as conn:
-            cur = await conn.execute(JOBS_SQL["release"], {"ids": list(ids), "worker": worker})
+            cur = await conn.execute(JOBS_SQL["release"], params)
             row = await cur.fetchone()
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
@@ -697,6 +724,31 @@ def _check_key_reuse(
             )
 
 
+def _note_params(jobs: Sequence[ClaimedJob], notes: Sequence[AttemptNote] | None) -> dict[str, str]:
+    """The attempt record's notes of delivered jobs (``complete``, ``complete_and_claim``)."""
+    return {"notes": _notes_json(jobs, notes)}
+
+
+def _notes_json(jobs: Sequence[ClaimedJob], notes: Sequence[AttemptNote] | None) -> str:
+    """The ``attempt_notes`` document of jobs and their notes (in the same order)."""
+    shown = notes if notes is not None else [NO_NOTE] * len(jobs)
+    return json.dumps(
+        [
+            {
+                "id": str(j.id),
+                "attempt": j.attempts,
+                "target_id": j.target_id,
+                "started": n.started,
+                "duration": n.duration,
+                "http_status": n.http_status,
+                "response": n.response,
+                "message": n.message,
+            }
+            for j, n in zip(jobs, shown, strict=True)
+        ]
+    )
+
+
 def _completed(jobs: Sequence[ClaimedJob], row: Any) -> CompleteOutcome:
     assert row is not None
     completed: list[uuid.UUID] = list(row[0])
@@ -724,8 +776,6 @@ def _claimed(row: dict[str, Any]) -> ClaimedJob:
 
 
 def _json_str(value: str | None) -> str:
-    import json
-
     return "null" if value is None else json.dumps(value)
 
 

@@ -27,7 +27,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from herald_core.errors import MigrationError, SchemaOutOfDate
-from herald_queue import db, sql
+from herald_queue import attempts, db, sql
 from herald_queue.db import AsyncConn
 from herald_queue.locks import SessionLock
 from herald_queue.settings import DatabaseSettings
@@ -110,6 +110,7 @@ async def migrate(
     seconds for another migration or for the locks of its statements (see the module)."""
     before = await current_version(conn)
     if before == latest_version():  # the common case takes no lock at all
+        await attempts.create_partitions(conn)  # the coming days' (see attempts.py)
         return MigrationReport(before=before, after=before, applied=[])
     deadline = _Deadline(wait, clock)
     await _take_migration_lock(conn, deadline)
@@ -128,6 +129,7 @@ async def migrate(
                 label = f"{version:04d}_{name}"
                 await _apply(conn, deadline, label, text, [(version, name, text)])
                 applied.append(label)
+        await attempts.create_partitions(conn)
         return MigrationReport(before=before, after=await current_version(conn), applied=applied)
     finally:
         await conn.execute(LOCKS_SQL["release_session_lock"], {"key": SessionLock.MIGRATION})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from psycopg_pool import AsyncConnectionPool
 
 from herald_queue import db, migrate, stats
+from herald_queue.attempts import AttemptStore
 from herald_queue.dead_letters import DeadLetterStore
 from herald_queue.jobs import JobStore
 from herald_queue.records import QueueStats
@@ -27,6 +28,7 @@ class Queue:
         self.registry = TargetRegistry(pool, default_namespace=settings.default_namespace)
         self.jobs = JobStore(pool, self.registry, settings, retry_after_cap=retry_after_cap)
         self.dead_letters = DeadLetterStore(pool, settings)
+        self.attempts = AttemptStore(pool)
 
     @classmethod
     async def open(

@@ -48,6 +48,25 @@ class ClaimedJob:
 
 
 @dataclasses.dataclass(frozen=True)
+class AttemptNote:
+    """What the attempt record (herald.attempts) keeps of one attempt beyond its decision:
+    written with the statement that settles it."""
+
+    started: float | None = None
+    """When the request went out: the worker's clock, seconds since the epoch."""
+    duration: float | None = None
+    """Seconds until the answer (or the failure)."""
+    http_status: int | None = None
+    response: str | None = None
+    """The first characters of the receiver's answer."""
+    message: str | None = None
+    """Why it failed, or was given back (failures carry theirs in :class:`Failure`)."""
+
+
+NO_NOTE = AttemptNote()
+
+
+@dataclasses.dataclass(frozen=True)
 class Failure:
     """A failed delivery attempt of a claimed job."""
 
@@ -58,6 +77,8 @@ class Failure:
     retry_after: float | None = None
     """Seconds the receiver asked to wait (Retry-After), if it did."""
     counts_for_breaker: bool = True
+    note: AttemptNote = NO_NOTE
+    """When it was sent, how long it took and the answer's first characters."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,3 +379,52 @@ class DeadLetterStats:
     by_priority: dict[str, int]
     oldest_failed_at: dt.datetime | None
     newest_failed_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptRecord:
+    """One delivery attempt of a job, as recorded (herald.attempts)."""
+
+    seq: int
+    job_id: uuid.UUID
+    attempt: int
+    recorded_at: dt.datetime
+    target: str | None
+    worker: str | None
+    started_at: dt.datetime | None
+    duration: float | None
+    http_status: int | None
+    error_class: ErrorClass | None
+    message: str | None
+    response: str | None
+    retry_after: float | None
+    decision: str
+    """succeeded, retry, dead, circuit-open, withheld, target-paused or lease-lost."""
+    retry_at: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AttemptRecord:
+        return cls(
+            seq=row["seq"],
+            job_id=row["job_id"],
+            attempt=row["attempt"],
+            recorded_at=row["recorded_at"],
+            target=row["target"],
+            worker=row["worker"],
+            started_at=row["started_at"],
+            duration=row["duration_seconds"],
+            http_status=row["http_status"],
+            error_class=None if row["error_class"] is None else ErrorClass(row["error_class"]),
+            message=row["message"],
+            response=row["response"],
+            retry_after=row["retry_after_seconds"],
+            decision=row["decision"],
+            retry_at=row["retry_at"],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptPage:
+    items: list[AttemptRecord]
+    next_cursor: str | None
+    """The ``cursor`` of the next page; None on the last one."""

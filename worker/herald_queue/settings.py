@@ -161,6 +161,13 @@ class QueueSettings(HeraldSettings):
         30 * 86_400.0,
         description="How long dead letters are kept before the retention cleaner purges them.",
     )
+    attempt_retention: PositiveDuration = Field(
+        7 * 86_400.0,
+        description="How long delivery attempts stay on record (GET /v1/jobs/{id}/attempts, "
+        "`herald jobs show`): the retention cleaner drops whole days (UTC) once they are past "
+        "it, except a day a dead letter still kept may have attempts on (a dead letter's "
+        "attempts stay as long as it does).",
+    )
     default_namespace: Namespace = Field(
         "default",
         validation_alias="HERALD_NAMESPACE",

@@ -4,7 +4,9 @@
   died), sweeps waiting jobs of deleted targets to the DLQ and disables the targets that
   failed continuously for their disable period (HERALD_DISABLE_AFTER), as of ``clock()``;
 - cleaner (HERALD_CLEANUP_INTERVAL): retention of finished jobs (HERALD_JOB_RETENTION),
-  of dead letters (HERALD_DEAD_LETTER_RETENTION) and of deleted targets' tombstones;
+  of dead letters (HERALD_DEAD_LETTER_RETENTION), of deleted targets' tombstones, and of
+  the attempt record (HERALD_ATTEMPT_RETENTION: the coming days' partitions made ahead,
+  whole past days dropped);
 - sampler (HERALD_SAMPLE_INTERVAL): queue depth, oldest ready job, DLQ size and circuit
   states into /metrics;
 - refresher (HERALD_TARGETS_REFRESH, and at once on a registry notification): target
@@ -136,13 +138,24 @@ class Maintenance:
         """One pass of retention, as of ``now`` (by default the database's clock): finished
         jobs after HERALD_JOB_RETENTION, dead letters after HERALD_DEAD_LETTER_RETENTION,
         tombstones of deleted targets a day after the job retention once no job of theirs
-        is unfinished."""
+        is unfinished, and whole days of attempts (herald_queue/attempts.py)."""
         settings = self.queue.settings
         jobs = await self.queue.jobs.prune(now=now)
         purged = await self.queue.dead_letters.purge(settings.dead_letter_retention, now=now)
         tombstones = await self.queue.registry.purge_tombstones(
             settings.job_retention + TOMBSTONE_MARGIN, now=now
         )
+        rotation = await self.queue.attempts.rotate(settings.attempt_retention, now=now)
+        if rotation.dropped or rotation.default_pruned:
+            log.info(
+                "attempt retention: dropped whole days of attempts",
+                extra={
+                    "action": "cleanup",
+                    "partitions": rotation.dropped,
+                    "kept_for_dead_letters": rotation.kept_for_dead_letters,
+                    "default_rows": rotation.default_pruned,
+                },
+            )
         if jobs or purged.deleted or tombstones:
             log.info(
                 "retention",

@@ -24,7 +24,7 @@ from typing import Protocol
 from herald_core.states import ErrorClass, JobState
 from herald_delivery.outcome import Outcome
 from herald_queue.queue import Queue
-from herald_queue.records import ClaimedJob, Failure, FailureOutcome
+from herald_queue.records import AttemptNote, ClaimedJob, Failure, FailureOutcome
 from herald_worker.health import Health
 from herald_worker.metrics import Metrics
 from herald_worker.supervision import db_retry
@@ -137,7 +137,12 @@ class Settler:
                     await self._fail(failed, last_success)
                     failed = []
                 if withheld:  # after the failures, so the circuit they open holds them
-                    await self.queue.jobs.release(self.id, [s.job.id for s in withheld])
+                    await self.queue.jobs.release(
+                        self.id,
+                        [s.job.id for s in withheld],
+                        noted=[(s.job, _note(s.outcome)) for s in withheld],
+                        decision="withheld",
+                    )
                     withheld = []
         self.claim_side.written(batch)
         # Jobs settled without an outcome of ours (released after a 410, lease lost).
@@ -147,7 +152,9 @@ class Settler:
             self._settled.set()
 
     async def _complete(self, done: list[Settlement]) -> None:
-        written = await self.queue.jobs.complete(self.id, [s.job for s in done])
+        written = await self.queue.jobs.complete(
+            self.id, [s.job for s in done], [_note(s.outcome) for s in done]
+        )
         completed = set(written.completed)
         now = dt.datetime.now(dt.UTC)
         for s in done:
@@ -198,7 +205,12 @@ class Settler:
                     extra={"action": "auto-pause", "target": ref, "job": str(s.job.id)},
                 )
         # Not the jobs' fault: back to the queue, attempt not counted, held by the pause.
-        await self.queue.jobs.release(self.id, [s.job.id for s in gone])
+        await self.queue.jobs.release(
+            self.id,
+            [s.job.id for s in gone],
+            noted=[(s.job, _note(s.outcome)) for s in gone],
+            decision="target-paused",
+        )
 
     async def _fail(self, failed: list[Settlement], last_success: dict[int, float]) -> None:
         failures = []
@@ -279,4 +291,17 @@ def _failure(s: Settlement, *, counts_for_breaker: bool) -> Failure:
         http_status=s.outcome.status,
         retry_after=s.outcome.retry_after,
         counts_for_breaker=counts_for_breaker,
+        note=_note(s.outcome),
+    )
+
+
+def _note(outcome: Outcome) -> AttemptNote:
+    """What the attempt record keeps of an outcome beyond its decision."""
+    sent = not outcome.withheld
+    return AttemptNote(
+        started=outcome.ended_at - outcome.duration if sent else None,
+        duration=outcome.duration if sent else None,
+        http_status=outcome.status,
+        response=outcome.response,
+        message=outcome.message or None,
     )

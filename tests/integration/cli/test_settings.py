@@ -86,6 +86,7 @@ CASES = [
     Case(Q, "lease", "HERALD_LEASE", 60.0, "90", 90.0, "0s", POSITIVE),
     Case(Q, "durable_claims", "HERALD_DURABLE_CLAIMS", False, "yes", True, "always", BOOL),
     Case(Q, "job_retention", "HERALD_JOB_RETENTION", 86_400.0, "2d", 172_800.0, "36526d", POSITIVE),
+    Case(Q, "attempt_retention", "HERALD_ATTEMPT_RETENTION", 604_800.0, "3d", 259_200.0, "0", POSITIVE),
     Case(Q, "dead_letter_retention", "HERALD_DEAD_LETTER_RETENTION", 2_592_000.0, "1h30m", 5400.0, "30 days", POSITIVE),
     Case(Q, "default_namespace", "HERALD_NAMESPACE", "default", "team-a", "team-a", "Team_A", NAMESPACE),
     Case(Q, "capacity", "HERALD_QUEUE_CAPACITY", 0, "5000", 5000, "-1", "must be an integer of at least 0"),

@@ -12,9 +12,10 @@ from herald_model.submission import parse_time
 from herald_queue.dead_letters import DeadLetterFilter, one_off_tag
 from herald_queue.records import iso
 from herald_tools.cli.context import open_queue
-from herald_tools.cli.jobs_cmd import job_id
+from herald_tools.cli.jobs_cmd import job_id, print_attempts
 from herald_tools.cli.output import emit_json, next_page, plural, print_table, shown
 from herald_worker.api import models
+from herald_worker.api.dead_letters import HISTORY_PAGE
 
 REPLAY_LIMIT = 1_000_000
 
@@ -151,12 +152,15 @@ async def run(args: argparse.Namespace) -> int:
             entry = await store.get(args.id)
             if entry is None:
                 raise InvalidRequest("id", f"no dead letter {args.id}")
-            body = models.DeadLetter.from_record(entry).dump()
+            history = await queue.attempts.page(entry.job_id, limit=HISTORY_PAGE)
+            body = models.DeadLetter.from_record(entry, history=history).dump()
             if args.json:
                 emit_json(body)
             else:
                 for key, value in body.items():
-                    print(f"{key:16} {shown(value)}")
+                    if key != "attemptHistory":
+                        print(f"{key:16} {shown(value)}")
+                print_attempts(history)
         elif args.action == "replay":
             where = _where(args, ids=args.ids)
             selected = any(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import uuid
+from typing import Any
 
 from herald_core.errors import InvalidRequest
 from herald_core.states import JobState
 from herald_model.submission import parse_priority
+from herald_queue.records import AttemptPage, iso
 from herald_tools.cli.context import open_queue
 from herald_tools.cli.output import emit_json, next_page, print_table, shown
 from herald_worker.api import models
@@ -23,8 +25,15 @@ def job_id(value: str) -> uuid.UUID:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    show = sub.add_parser("show", help="one job, with its payload")
+    show = sub.add_parser("show", help="one job, with its payload and its attempts")
     show.add_argument("id", type=job_id)
+    show.add_argument(
+        "--attempts",
+        type=int,
+        default=100,
+        metavar="N",
+        help="attempts shown, oldest first (1-1000; default 100)",
+    )
     show.add_argument("--json", action="store_true", help="machine-readable output")
     listing = sub.add_parser("list", help="recent jobs, newest first")
     listing.add_argument("--state", choices=[s.value for s in JobState])
@@ -38,21 +47,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.action == "show" and not 1 <= args.attempts <= 1000:
+        raise InvalidRequest("attempts", f"must be from 1 to 1000, got {args.attempts}")
     async with open_queue() as queue:
         if args.action == "show":
             record = await queue.jobs.get(args.id)
-            if record is None:
+            history = await queue.attempts.page(args.id, limit=args.attempts)
+            if record is None and history is None:
                 raise InvalidRequest(
                     "id",
                     f"no job {args.id} (finished jobs are kept for "
-                    "HERALD_JOB_RETENTION; see `herald dlq list`)",
+                    "HERALD_JOB_RETENTION, their attempts for HERALD_ATTEMPT_RETENTION; see "
+                    "`herald dlq list`)",
                 )
-            body = models.Job.from_record(record).dump()
+            body: dict[str, Any] = (
+                models.Job.from_record(record).dump() if record else {"id": str(args.id)}
+            )
+            if history is not None:
+                body["attemptHistory"] = models.AttemptPage.from_record(args.id, history).dump()
             if args.json:
                 emit_json(body)
             else:
+                if record is None:
+                    print(f"job {args.id}: past HERALD_JOB_RETENTION; its attempts on record:")
                 for key, value in body.items():
-                    print(f"{key:22} {shown(value)}")
+                    if key != "attemptHistory":
+                        print(f"{key:22} {shown(value)}")
+                print_attempts(history)
         elif args.action == "list":
             priority = parse_priority(args.priority) if args.priority else None
             page = await queue.jobs.page(
@@ -105,3 +126,34 @@ async def run(args: argparse.Namespace) -> int:
                     "cancelled: " + ", ".join(map(str, sorted(missing))),
                 )
     return 0
+
+
+def print_attempts(history: AttemptPage | None) -> None:
+    """A job's attempts as a table (``herald jobs show``, ``herald dlq show``)."""
+    print("\nattempts")
+    if history is None:
+        print("none on record")
+        return
+    print_table(
+        ["#", "decision", "recorded at", "worker", "status", "took", "error / answer", "retry at"],
+        [
+            [
+                a.attempt,
+                a.decision,
+                iso(a.recorded_at),
+                a.worker or "-",
+                a.http_status if a.http_status is not None else "-",
+                "-" if a.duration is None else f"{a.duration * 1000:.0f}ms",
+                ((a.message or a.response or "-").replace("\n", " "))[:60],
+                iso(a.retry_at) or "-",
+            ]
+            for a in history.items
+        ],
+        empty="none on record",
+    )
+    if history.next_cursor:
+        print(
+            "more: GET /v1/jobs/{id}/attempts?cursor="
+            + history.next_cursor
+            + " (or a larger --attempts)"
+        )

@@ -150,6 +150,13 @@ WHERE j.id = ANY (ARRAY(
 RETURNING j.id, j.target_id, j.priority, j.payload, j.attempts, j.idempotency_key,
           j.ordering_key, j.created_at, j.run_at, j.lease_expires_at;
 
+-- name: attempt_notes
+-- A fragment: the attempt record's notes of a batch (herald_queue.jobs._notes_json), one
+-- JSON document (cheaper to send than an array per column); started in epoch seconds.
+json_to_recordset(%(notes)s::json) AS n (
+    id uuid, attempt integer, target_id integer, started double precision,
+    duration double precision, http_status integer, response text, message text)
+
 -- name: record_successes
 -- A fragment (CTEs), included by complete and complete_and_claim: marks delivered jobs
 -- succeeded (only the attempts this worker still holds: an outcome that comes late never
@@ -180,6 +187,16 @@ done AS (
     FROM per_target p
     WHERE t.id = p.target_id
     RETURNING t.id
+), noted_successes AS (
+    -- Every attempt on record (herald.attempts), in the same statement: a delivery whose
+    -- lease this worker lost first is recorded as lease-lost.
+    INSERT INTO herald.attempts (job_id, attempt, target_id, worker, started_at,
+                                 duration_seconds, http_status, response, decision)
+    SELECT n.id, n.attempt, n.target_id, %(worker)s, to_timestamp(n.started), n.duration,
+           n.http_status, n.response,
+           CASE WHEN d.id IS NULL THEN 'lease-lost' ELSE 'succeeded' END
+    FROM {{attempt_notes}}
+    LEFT JOIN done d ON d.id = n.id
 )
 
 -- name: complete
@@ -213,9 +230,10 @@ WITH f AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(leased_by)s::text[],
                          %(classes)s::text[], %(messages)s::text[], %(statuses)s::integer[],
                          %(delays)s::double precision[], %(exhausted)s::boolean[],
-                         %(counts)s::boolean[], %(rescue)s::boolean[])
+                         %(counts)s::boolean[], %(rescue)s::boolean[],
+                         %(retry_afters)s::double precision[])
         AS f (id, attempt, leased_by, error_class, message, http_status, delay, exhausted,
-              counts, rescue)
+              counts, rescue, retry_after)
 ), owned AS (
     SELECT f.*, j.target_id, j.attempts, j.priority
     FROM f JOIN herald.jobs j ON j.id = f.id
@@ -286,6 +304,24 @@ WITH f AS (
     FROM outcome o
     WHERE j.id = o.id AND j.state = 'running' AND j.leased_by = o.leased_by
     RETURNING j.id, j.state, j.attempts, j.run_at, j.ordering_key, j.target_id, o.refund
+), noted AS (
+    -- Every attempt on record (herald.attempts) with what was decided, in this statement.
+    -- A failure whose lease was lost first is recorded as lease-lost (not by the rescuer,
+    -- which only speaks for leases still expired).
+    INSERT INTO herald.attempts (job_id, attempt, target_id, worker, started_at,
+                                 duration_seconds, http_status, error_class, message,
+                                 response, retry_after_seconds, decision, retry_at)
+    SELECT f.id, f.attempt, coalesce(u.target_id, n.target_id), f.leased_by,
+           to_timestamp(n.started), n.duration, f.http_status, f.error_class, f.message,
+           n.response, f.retry_after,
+           CASE WHEN u.id IS NULL THEN 'lease-lost'
+                WHEN u.state = 'dead' THEN 'dead'
+                WHEN u.refund THEN 'circuit-open'
+                ELSE 'retry' END,
+           CASE WHEN u.id IS NOT NULL AND u.state <> 'dead' THEN u.run_at END
+    FROM f LEFT JOIN updated u ON u.id = f.id
+    LEFT JOIN {{attempt_notes}} ON n.id = f.id
+    WHERE u.id IS NOT NULL OR NOT f.rescue
 )
 SELECT u.id, u.state, u.attempts, u.run_at, u.ordering_key, u.target_id, u.refund,
        b.namespace || '/' || b.name AS target, b.trips, b.before AS circuit_before,
@@ -313,6 +349,15 @@ WITH released AS (
         lease_expires_at = NULL
     WHERE id = ANY (%(ids)s::uuid[]) AND state = 'running' AND leased_by = %(worker)s
     RETURNING id
+), noted AS (
+    -- Attempts given back with a reason (withheld by the worker, target-paused after a
+    -- 410) are on record too (herald.attempts); a plain release (shutdown) records none.
+    INSERT INTO herald.attempts (job_id, attempt, target_id, worker, started_at,
+                                 duration_seconds, http_status, message, response, decision)
+    SELECT n.id, n.attempt, n.target_id, %(worker)s, to_timestamp(n.started), n.duration,
+           n.http_status, n.message, n.response, %(decision)s
+    FROM {{attempt_notes}}
+    WHERE n.id IN (SELECT id FROM released)
 )
 SELECT count(*) AS released, pg_notify('herald_jobs', '') IS NULL AS notified FROM released;
 

@@ -11,6 +11,9 @@ from herald_worker.api.context import ctx, reply
 from herald_worker.api.jobs import need_queue
 from herald_worker.api.models import DeadLetterPath, DeadLettersQuery, PurgeQuery, ReplaySelector
 
+HISTORY_PAGE = 100
+"""Attempts shown with one dead letter (the first page of its job's attempts)."""
+
 
 async def list_entries(request: web.Request, query: DeadLettersQuery) -> web.Response:
     ctx(request).metrics.dead_letter_reads.labels("list").inc()
@@ -29,7 +32,8 @@ async def get_entry(request: web.Request, path: DeadLetterPath) -> web.Response:
             {"error": {"status": 404, "field": "id", "message": f"no dead letter {entry_id}"}},
             status=404,
         )
-    return reply(models.DeadLetter.from_record(entry))
+    history = await need_queue(request).attempts.page(entry.job_id, limit=HISTORY_PAGE)
+    return reply(models.DeadLetter.from_record(entry, history=history))
 
 
 async def replay_one(request: web.Request, path: DeadLetterPath) -> web.Response:

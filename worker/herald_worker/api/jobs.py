@@ -17,7 +17,7 @@ from herald_worker.api import models
 from herald_worker.api.access import authorize_publish
 from herald_worker.api.context import ctx, reply
 from herald_worker.api.errors import read_json
-from herald_worker.api.models import JobAccepted, JobPath, JobsQuery
+from herald_worker.api.models import AttemptsQuery, JobAccepted, JobPath, JobsQuery
 from herald_worker.tracker import Snapshot
 
 COUNT_WAIT = 10.0
@@ -123,6 +123,23 @@ async def get_job(request: web.Request, path: JobPath) -> web.Response:
             status=404,
         )
     return reply(models.Job.from_record(record, source="database"))
+
+
+async def job_attempts(request: web.Request, path: JobPath, query: AttemptsQuery) -> web.Response:
+    page = await need_queue(request).attempts.page(path.id, cursor=query.cursor, limit=query.limit)
+    if page is None:
+        return web.json_response(
+            {
+                "error": {
+                    "status": 404,
+                    "field": "id",
+                    "message": f"no job {path.id}: unknown, or its job, dead letter and "
+                    "attempts are past their retention",
+                }
+            },
+            status=404,
+        )
+    return reply(models.AttemptPage.from_record(path.id, page))
 
 
 async def list_jobs(request: web.Request, query: JobsQuery) -> web.Response:

@@ -49,6 +49,7 @@ from herald_model.submission import (
 )
 from herald_queue import dead_letters as dlq
 from herald_queue import records
+from herald_queue.attempts import CURSOR_PATTERN as ATTEMPTS_CURSOR
 from herald_queue.dead_letters import CURSOR_PATTERN, DeadLetterFilter
 from herald_queue.records import TargetRow
 from herald_worker.tracker import Snapshot
@@ -64,6 +65,7 @@ DURATION_PATTERN = pattern(
 bounded so that every match is within the 100 years any duration may be."""
 pattern(UUID_PATTERN, "is not a UUID (8-4-4-4-12 hexadecimal digits)")
 pattern(CURSOR_PATTERN, "is not a cursor this server gave out (use nextCursor from a page)")
+pattern(ATTEMPTS_CURSOR, "is not a cursor this server gave out (use nextCursor from a page)")
 NAME_PATTERN = pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", "is not a target name")
 NAMESPACE_PATTERN = pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", "is not a namespace")
 
@@ -269,6 +271,15 @@ class JobsQuery(Query):
     )
     cursor: Annotated[str, StringConstraints(pattern=UUID_PATTERN)] | None = Field(
         None, description=CURSOR_DESCRIPTION, json_schema_extra={"format": "uuid"}
+    )
+
+
+class AttemptsQuery(Query):
+    limit: Annotated[int, Field(ge=1, le=1000), BeforeValidator(_digits)] = Field(
+        100, description="Page size."
+    )
+    cursor: Annotated[str, StringConstraints(pattern=ATTEMPTS_CURSOR)] | None = Field(
+        None, description=CURSOR_DESCRIPTION
     )
 
 
@@ -592,6 +603,69 @@ class JobPage(Answer):
         )
 
 
+class Attempt(Answer):
+    """One delivery attempt of a job, as recorded when it was settled."""
+
+    attempt: int = Field(
+        description="The attempt's number (1 for the first delivery; an attempt given back, "
+        "withheld or target-paused, keeps its number for the next one)."
+    )
+    decision: Literal[
+        "succeeded", "retry", "dead", "circuit-open", "withheld", "target-paused", "lease-lost"
+    ] = Field(
+        description="What became of it: succeeded; retry (at retryAt); dead (to the "
+        "dead-letter queue); circuit-open (the target's circuit is open: given back, the "
+        "job waits, not counted); withheld (not sent: the worker held the target back); "
+        "target-paused (410 Gone: the target is paused, the job held); lease-lost (the "
+        "worker's lease had expired first: another attempt may have been made)."
+    )
+    recorded_at: Time = Field(description="When it was settled (the database's clock).")
+    started_at: Time | None = Field(None, description="When the request went out (worker).")
+    duration_seconds: float | None = Field(None, description="Until the answer or failure.")
+    worker: str | None = None
+    target: str | None = Field(None, description="namespace/name; null once purged.")
+    http_status: int | None = None
+    error_class: ErrorClass | None = None
+    message: str | None = None
+    response: str | None = Field(None, description="The answer's first 200 characters.")
+    retry_after_seconds: float | None = Field(
+        None, description="The Retry-After the receiver asked for (honoured by retryAt)."
+    )
+    retry_at: Time | None = Field(None, description="When the job is tried again.")
+
+    @classmethod
+    def from_record(cls, a: records.AttemptRecord) -> Attempt:
+        return cls.of(
+            attempt=a.attempt,
+            decision=a.decision,
+            recorded_at=a.recorded_at,
+            started_at=a.started_at,
+            duration_seconds=a.duration,
+            worker=a.worker,
+            target=a.target,
+            http_status=a.http_status,
+            error_class=a.error_class,
+            message=a.message,
+            response=a.response,
+            retry_after_seconds=a.retry_after,
+            retry_at=a.retry_at,
+        )
+
+
+class AttemptPage(Answer):
+    job_id: uuid.UUID
+    items: list[Attempt] = Field(description="Oldest first.")
+    next_cursor: NextCursor
+
+    @classmethod
+    def from_record(cls, job_id: uuid.UUID, page: records.AttemptPage) -> AttemptPage:
+        return cls.of(
+            job_id=job_id,
+            items=[Attempt.from_record(a) for a in page.items],
+            next_cursor=page.next_cursor,
+        )
+
+
 class Cancelled(Answer):
     id: uuid.UUID
     state: Literal["dead"]
@@ -744,10 +818,19 @@ class DeadLetter(Answer):
     payload_text: str | None = Field(None, description=PAYLOAD_TEXT)
     payload_note: str | None = Field(None, description=PAYLOAD_NOTE)
     target_config: dict[str, Any] | None = None
+    attempt_history: AttemptPage | None = Field(
+        None,
+        description="One dead letter only: its job's attempts on record, oldest first (a "
+        "first page: GET /v1/jobs/{jobId}/attempts pages through all of them).",
+    )
 
     @classmethod
     def from_record(
-        cls, entry: records.DeadLetterRecord, *, with_payload: bool = True
+        cls,
+        entry: records.DeadLetterRecord,
+        *,
+        with_payload: bool = True,
+        history: records.AttemptPage | None = None,
     ) -> DeadLetter:
         """Every column (null included), the payload unless ``with_payload`` is false
         (the API's pages), and the target's configuration when it was read (one entry)."""
@@ -778,6 +861,8 @@ class DeadLetter(Answer):
             values |= _shown_payload(entry.payload_json)
         if entry.target_config is not None:
             values["target_config"] = entry.target_config
+        if history is not None:
+            values["attempt_history"] = AttemptPage.from_record(entry.job_id, history)
         return cls.of(**values)
 
 

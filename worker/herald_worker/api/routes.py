@@ -151,6 +151,17 @@ ROUTES: list[Route] = [
         params=models.JobPath,
     ),
     Route(
+        "GET",
+        "/v1/jobs/{id}/attempts",
+        jobs.job_attempts,
+        "listJobAttempts",
+        "A job's delivery attempts on record, oldest first",
+        replies={200: Reply(models.AttemptPage, "A page of attempts.")},
+        errors={404: NOT_FOUND},
+        params=models.JobPath,
+        query=models.AttemptsQuery,
+    ),
+    Route(
         "DELETE",
         "/v1/jobs/{id}",
         jobs.cancel_job,
