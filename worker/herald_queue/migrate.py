@@ -57,7 +57,7 @@ class MigrationReport:
 
 
 def latest_version() -> int:
-    return len(sql.migrations())
+    return max((v for v, _, _ in sql.migrations()), default=0)
 
 
 async def current_version(conn: AsyncConn) -> int:
@@ -116,15 +116,15 @@ async def migrate(
     try:
         before = await current_version(conn)
         migrations = sql.migrations()
-        if before > len(migrations):
-            raise SchemaOutOfDate(before, len(migrations))
+        if before > latest_version():
+            raise SchemaOutOfDate(before, latest_version())
         applied: list[str] = []
         if before == 0:
             await _refuse_partial_install(conn)
             await _apply(conn, deadline, "schema.sql", sql.schema(), migrations)
             applied = [f"{v:04d}_{n} (schema.sql)" for v, n, _ in migrations]
         else:
-            for version, name, text in migrations[before:]:
+            for version, name, text in [m for m in migrations if m[0] > before]:
                 label = f"{version:04d}_{name}"
                 await _apply(conn, deadline, label, text, [(version, name, text)])
                 applied.append(label)

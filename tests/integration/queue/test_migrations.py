@@ -96,7 +96,7 @@ async def test_migrate_twice_is_idempotent(fresh_db: FreshDb) -> None:
     async with await connect(url) as conn:
         first = await migrate.migrate(conn)
         assert (first.before, first.after) == (0, migrate.latest_version())
-        assert len(first.applied) == migrate.latest_version()
+        assert len(first.applied) == len(sql.migrations())
         second = await migrate.migrate(conn)
         assert (second.before, second.after, second.applied) == (
             migrate.latest_version(),

@@ -67,6 +67,8 @@ def migrations() -> list[tuple[int, str, str]]:
             found.append((int(match[1]), match[2], entry.read_text("utf-8")))
     found.sort()
     versions = [v for v, _, _ in found]
-    if versions != list(range(1, len(versions) + 1)):
-        raise ValueError(f"migrations must be numbered 0001, 0002, ... without gaps: {versions}")
+    # Numbers are handed out per change in flight, so one may land before a lower one:
+    # each number once, from 0001 up (a database records every version it has).
+    if len(set(versions)) != len(versions) or (versions and versions[0] < 1):
+        raise ValueError(f"migrations must be numbered 0001, 0002, ..., each once: {versions}")
     return found

@@ -116,6 +116,11 @@ CREATE TABLE herald.jobs (
     -- (herald_model.submission.JobRequest.request_hash). NULL without a key (and for jobs
     -- submitted before migration 0002).
     request_hash     text,
+    -- The producer's W3C trace context (its traceparent and tracestate headers, validated
+    -- by herald_core.trace_context): each attempt's span continues that trace and the
+    -- receiver gets it on. NULL without one (and for jobs submitted before migration 0009).
+    traceparent      text CHECK (length(traceparent) = 55),
+    tracestate       text CHECK (length(tracestate) <= 512),
     CONSTRAINT jobs_lease_check
         CHECK ((state = 'running') = (leased_by IS NOT NULL AND lease_expires_at IS NOT NULL)),
     CONSTRAINT jobs_finished_check

@@ -4,12 +4,14 @@ registered targets."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 
 from aiohttp import web
 
 from herald_core.errors import DatabaseUnavailable, QueueFull
 from herald_core.states import JobState
+from herald_core.trace_context import from_headers
 from herald_model.submission import JobRequest, decode_submission, parse_jobs
 from herald_queue.capacity import CapacityWatch, retry_after
 from herald_queue.queue import Queue
@@ -50,6 +52,11 @@ async def submit(request: web.Request) -> web.Response:
 async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[JobAccepted]:
     c = ctx(request)
     queue = need_queue(request)
+    # The producer's trace context (W3C traceparent/tracestate; an invalid one is ignored)
+    # goes with every job the request creates: their attempts continue that trace.
+    trace = from_headers(request.headers)
+    if trace is not None:
+        jobs = [dataclasses.replace(j, trace=trace) for j in jobs]
     # Hard capacity limits, against the last count (herald_queue.capacity): no row count.
     resolved = {t: (await queue.registry.resolve(t))[1] for t in {j.target for j in jobs}}
     refs = [resolved[j.target] for j in jobs]
