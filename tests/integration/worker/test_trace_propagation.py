@@ -229,3 +229,33 @@ def test_without_export_configured_no_opentelemetry_module_is_imported(
         pytest.fail("python -c CHECK_IMPORTS (importing the worker) did not finish in 60 s")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[-2] == expected, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("pruned", [False, True], ids=["job-kept", "job-pruned"])
+async def test_a_dead_letter_keeps_the_context_and_a_replay_continues_the_trace(
+    db_url: str, tmp_path: Path, pruned: bool
+) -> None:
+    """400 first (dead at once), 200 after the replay: the replayed attempt carries the
+    producer's context, whether the dead job's row was still there or retention had
+    removed it (the replay then makes the job again from its dead letter)."""
+    answers = iter([Answer(400)])
+    async with TrackingReceiver(lambda rx, req, body: next(answers, Answer())) as rx:
+        async with worker(db_url, manifests(tmp_path, rx.url)) as w:
+            status, body = await w.post(
+                "/v1/jobs", json={"target": "hook", "payload": {}}, headers=HEADERS
+            )
+            assert status == 201, body
+            await wait_state(w.queue, "dead", 1)
+            rows = await sql_rows(
+                w.queue, "SELECT id, traceparent, tracestate FROM herald.dead_letters"
+            )
+            assert [(r["traceparent"], r["tracestate"]) for r in rows] == [
+                (TRACEPARENT, TRACESTATE)
+            ]
+            if pruned:
+                await sql_rows(w.queue, "DELETE FROM herald.jobs RETURNING id")
+            status, result = await w.post(f"/v1/dead-letters/{rows[0]['id']}/replay")
+            assert status == 200, result
+            await wait_state(w.queue, "succeeded", 1)
+            assert await trace_columns(w) == [(TRACEPARENT, TRACESTATE)]
+        assert [r.headers["traceparent"] for r in rx.received] == [TRACEPARENT] * 2
