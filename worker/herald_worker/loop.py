@@ -252,6 +252,8 @@ class Worker:
         """An attempt in its own span (a child of the producer's), which the receiver's
         ``traceparent`` names as its parent."""
         span = tracer.start(job, target.ref if target else str(job.target_id))
+        if span is None:  # tracing failed: the delivery goes on without a span
+            return await self._attempt(job, target, tracing.propagated(job))
         try:
             outcome = await self._attempt(job, target, span.headers)
         except BaseException as exc:
@@ -292,7 +294,7 @@ class Worker:
         except InvalidTarget as exc:  # the target's fault, not the job's: ride it out
             return Outcome.not_sent(ErrorClass.TRANSIENT, f"cannot deliver: {exc}")
         if trace_headers is not None:  # W3C trace context: the receiver's trace continues
-            request.headers.update(trace_headers)
+            tracing.set_headers(request.headers, trace_headers)
         return await self.sender.send(request, timeout=target.row.spec.timeout)
 
     # -- leases and settling -----------------------------------------------------------

@@ -43,6 +43,8 @@ OTEL_RESOURCE_ATTRIBUTES) says otherwise."""
 FLUSH_TIMEOUT = 5.0
 """Seconds the worker's shutdown waits for the spans still queued to be exported."""
 SPAN_NAME = "herald deliver"
+_ACTION = {"action": "tracing"}
+TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
@@ -65,6 +67,14 @@ def propagated(job: ClaimedJob) -> dict[str, str] | None:
     return {"traceparent": job.traceparent, "tracestate": job.tracestate}
 
 
+def set_headers(headers: dict[str, str], trace: dict[str, str]) -> None:
+    """Put ``trace`` into a request's ``headers``, replacing a target's own ``traceparent``
+    or ``tracestate`` (whatever their case): the job's context wins."""
+    for name in [k for k in headers if k.lower() in TRACE_HEADERS]:
+        del headers[name]
+    headers.update(trace)
+
+
 class AttemptSpan:
     """One attempt's span, and the headers that continue it at the receiver."""
 
@@ -82,6 +92,12 @@ class AttemptSpan:
             self.headers["tracestate"] = tracestate
 
     def finish(self, outcome: Outcome) -> None:
+        try:
+            self._finish(outcome)
+        except Exception:  # tracing never fails a delivery
+            log.warning("could not end an attempt's span", exc_info=True, extra=_ACTION)
+
+    def _finish(self, outcome: Outcome) -> None:
         from opentelemetry.trace import Status, StatusCode
 
         span = self._span
@@ -101,9 +117,12 @@ class AttemptSpan:
         """The attempt ended in an exception inside the worker (a bug, a cancellation)."""
         from opentelemetry.trace import Status, StatusCode
 
-        self._span.set_attribute("error.type", type(exc).__name__)
-        self._span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-        self._span.end()
+        try:
+            self._span.set_attribute("error.type", type(exc).__name__)
+            self._span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            self._span.end()
+        except Exception:  # tracing never fails a delivery
+            log.warning("could not end an attempt's span", exc_info=True, extra=_ACTION)
 
 
 class AttemptTracer:
@@ -113,7 +132,19 @@ class AttemptTracer:
         self.provider = provider
         self._tracer: Tracer = provider.get_tracer("herald.worker")
 
-    def start(self, job: ClaimedJob, target: str) -> AttemptSpan:
+    def start(self, job: ClaimedJob, target: str) -> AttemptSpan | None:
+        """The attempt's span, or None (logged) if tracing fails: never the delivery."""
+        try:
+            return self._start(job, target)
+        except Exception:
+            log.warning(
+                "could not start an attempt's span; delivering without one",
+                exc_info=True,
+                extra=_ACTION | {"job": str(job.id)},
+            )
+            return None
+
+    def _start(self, job: ClaimedJob, target: str) -> AttemptSpan:
         from opentelemetry.context import Context
         from opentelemetry.trace import (
             NonRecordingSpan,
