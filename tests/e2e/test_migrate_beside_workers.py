@@ -74,7 +74,7 @@ from herald_tools.cli.main import main
 
 released = sql.migrations
 sql.migrations = lambda: released() + [
-    (len(released()) + 1, "upgrade_probe", {NEXT_MIGRATION!r})
+    (released()[-1][0] + 1, "upgrade_probe", {NEXT_MIGRATION!r})
 ]
 sys.exit(main(["migrate", "--json"]))
 """
