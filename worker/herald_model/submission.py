@@ -39,6 +39,7 @@ from pydantic_core import PydanticCustomError
 from herald_core.errors import InvalidRequest, PayloadTooLarge
 from herald_core.json_depth import DEFAULT_MAX_DEPTH, deeper_than, too_deep
 from herald_core.states import Priority
+from herald_core.trace_context import TraceContext
 from herald_core.validation import hints, pattern, validate
 from herald_model import events
 
@@ -71,6 +72,10 @@ class JobRequest:
     parameters (:class:`~herald_core.errors.IdempotencyKeyReused`). False for keys Herald
     derives itself (the Alertmanager receiver's), where a re-sent notification with
     changed details is still the same event, a duplicate."""
+    trace: TraceContext | None = None
+    """The producer's W3C trace context (its request's ``traceparent`` and ``tracestate``
+    headers), kept with the job so its delivery attempts continue that trace. Not part of
+    :attr:`request_hash`: a producer's retry is the same job whatever trace it is in."""
 
     @property
     def payload(self) -> Any:

@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from herald_core.errors import IdempotencyKeyReused, InvalidRequest
 from herald_core.ids import parse_uuid, uuid7_ints
 from herald_core.states import CircuitState, ErrorClass, JobState, Priority
+from herald_core.trace_context import TraceContext
 from herald_model.submission import JobRequest
 from herald_model.target_spec import RetryPolicy
 from herald_queue import admission, locks, ordering_keys, sql
@@ -99,7 +100,9 @@ class JobStore:
             return []
         resolved = {t: await self.registry.resolve(t) for t in {r.target for r in requests}}
         ids = uuid7_ints(len(requests))
-        plain = not any(r.idempotency_key or r.ordering_key or r.run_at for r in requests)
+        plain = not any(
+            r.idempotency_key or r.ordering_key or r.run_at or r.trace for r in requests
+        )
         if plain and len(requests) >= COPY_THRESHOLD:
             return await self._copy(requests, resolved, ids)
         return await self._insert(requests, resolved, ids)
@@ -772,6 +775,8 @@ def _claimed(row: dict[str, Any]) -> ClaimedJob:
         created_at=row["created_at"],
         run_at=row["run_at"],
         lease_expires_at=row["lease_expires_at"],
+        traceparent=row["traceparent"],
+        tracestate=row["tracestate"],
     )
 
 
@@ -785,8 +790,14 @@ def _record_json(job_id: int, target_id: int, r: JobRequest, budget: float) -> s
         f'{{"id":"{job_id:032x}","target_id":{target_id},"priority":"{r.priority.value}",'
         f'"payload":{r.payload_json},"idempotency_key":{_json_str(r.idempotency_key)},'
         f'"ordering_key":{_json_str(r.ordering_key)},"run_at":{run_at},"budget":{budget},'
-        f'"request_hash":{_json_str(r.request_hash)}}}'
+        f'"request_hash":{_json_str(r.request_hash)}{_trace_json(r.trace)}}}'
     )
+
+
+def _trace_json(trace: TraceContext | None) -> str:
+    if trace is None:
+        return ""
+    return f',"traceparent":"{trace.traceparent}","tracestate":{_json_str(trace.tracestate)}'
 
 
 def _clip(message: str, limit: int = 2000) -> str:

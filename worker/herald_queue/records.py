@@ -41,6 +41,9 @@ class ClaimedJob:
     created_at: dt.datetime
     run_at: dt.datetime
     lease_expires_at: dt.datetime
+    traceparent: str | None = None
+    """The producer's W3C trace context (herald_core.trace_context), None without one."""
+    tracestate: str | None = None
 
     @property
     def payload(self) -> Any:

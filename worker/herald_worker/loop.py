@@ -33,7 +33,7 @@ from herald_queue.listener import Listener
 from herald_queue.listener import wait as listener_wait
 from herald_queue.queue import Queue
 from herald_queue.records import ClaimedJob
-from herald_worker import leases
+from herald_worker import leases, tracing
 from herald_worker.health import Health
 from herald_worker.holdback import WITHHELD, HoldBack
 from herald_worker.metrics import Metrics
@@ -66,6 +66,7 @@ class Worker:
         health: Health,
         listener: Listener,
         name: str | None = None,
+        tracer: tracing.AttemptTracer | None = None,
     ) -> None:
         self.queue = queue
         self.directory = directory
@@ -75,6 +76,8 @@ class Worker:
         self.metrics = metrics
         self.health = health
         self.listener = listener
+        self.tracer = tracer
+        """Spans per attempt while trace export is configured (herald_worker.tracing)."""
         self.id = name or worker_id()
         self._deliveries: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._per_target: dict[int, int] = {}
@@ -207,8 +210,10 @@ class Worker:
                     target = self.directory.get(job.target_id)
                 if job.target_id in self._hold_back:
                     outcome = Outcome.held_back(WITHHELD)
+                elif self.tracer is None:  # a stored trace context goes on unchanged
+                    outcome = await self._attempt(job, target, tracing.propagated(job))
                 else:
-                    outcome = await self._attempt(job, target)
+                    outcome = await self._traced(job, target, self.tracer)
             except Exception as exc:  # a bug or a lost database: never leave the job held
                 log.error(
                     "delivery attempt failed inside the worker; the job is retried",
@@ -241,7 +246,28 @@ class Worker:
             if self._held.get(s.job.id) is s.job:  # not a newer attempt claimed since
                 del self._held[s.job.id]
 
-    async def _attempt(self, job: ClaimedJob, target: RuntimeTarget | None) -> Outcome:
+    async def _traced(
+        self, job: ClaimedJob, target: RuntimeTarget | None, tracer: tracing.AttemptTracer
+    ) -> Outcome:
+        """An attempt in its own span (a child of the producer's), which the receiver's
+        ``traceparent`` names as its parent."""
+        span = tracer.start(job, target.ref if target else str(job.target_id))
+        if span is None:  # tracing failed: the delivery goes on without a span
+            return await self._attempt(job, target, tracing.propagated(job))
+        try:
+            outcome = await self._attempt(job, target, span.headers)
+        except BaseException as exc:
+            span.fail(exc)
+            raise
+        span.finish(outcome)
+        return outcome
+
+    async def _attempt(
+        self,
+        job: ClaimedJob,
+        target: RuntimeTarget | None,
+        trace_headers: dict[str, str] | None = None,
+    ) -> Outcome:
         if target is None:
             return Outcome.not_sent(
                 ErrorClass.TRANSIENT, "the target is not in the registry any more"
@@ -267,6 +293,8 @@ class Worker:
             )
         except InvalidTarget as exc:  # the target's fault, not the job's: ride it out
             return Outcome.not_sent(ErrorClass.TRANSIENT, f"cannot deliver: {exc}")
+        if trace_headers is not None:  # W3C trace context: the receiver's trace continues
+            tracing.set_headers(request.headers, trace_headers)
         return await self.sender.send(request, timeout=target.row.spec.timeout)
 
     # -- leases and settling -----------------------------------------------------------

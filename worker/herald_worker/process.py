@@ -26,6 +26,7 @@ from herald_queue.capacity import CapacityWatch
 from herald_queue.listener import Listener
 from herald_queue.queue import Queue
 from herald_queue.settings import DatabaseSettings, QueueSettings
+from herald_worker import tracing
 from herald_worker.api.app import make_app
 from herald_worker.api.context import ApiContext
 from herald_worker.api.protocol import ApiRunner
@@ -176,6 +177,7 @@ async def start(
     log.info("HTTP API listening", extra={"action": "listen", "host": ws.http_host, "port": port})
     log.info("egress policy", extra={"action": "egress", "policy": egress.describe()})
     sender = Sender(concurrency=ws.concurrency, egress=egress)
+    tracer = tracing.start()  # None (and no OpenTelemetry import) unless OTEL_* configure it
     queue: Queue | None = None
     try:
         queue = await _open_queue(dbs, qs, ws, options, health)
@@ -206,6 +208,7 @@ async def start(
             health=health,
             listener=listener,
             name=options.name,
+            tracer=tracer,
         )
         maintenance = Maintenance(
             queue, directory, metrics, health, listener, capacity, disable_after=ws.disable_after
@@ -244,6 +247,7 @@ async def start(
                 await asyncio.gather(task, return_exceptions=True)
     finally:
         await sender.close()
+        await tracing.stop(tracer)
         if queue is not None:
             await queue.close()
         if runner.server is not None:

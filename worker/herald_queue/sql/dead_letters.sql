@@ -84,10 +84,11 @@ WITH picked AS (
     WHERE d.id = p.id
     RETURNING d.id, d.job_id, t.id AS target_id, d.priority, d.payload, d.idempotency_key,
               d.ordering_key, d.job_created_at, d.replay_result,
-              greatest(now(), d.run_at) AS run_at
+              greatest(now(), d.run_at) AS run_at, d.traceparent, d.tracestate
 ), requeued AS (
     INSERT INTO herald.jobs AS j (id, target_id, priority, payload, idempotency_key,
-                                  ordering_key, held, run_at, deadline, created_at)
+                                  ordering_key, held, run_at, deadline, created_at,
+                                  traceparent, tracestate)
     SELECT m.job_id, m.target_id, m.priority, m.payload,
            CASE WHEN EXISTS (SELECT 1 FROM herald.jobs o
                              WHERE o.target_id = m.target_id
@@ -99,7 +100,7 @@ WITH picked AS (
                                              WHEN 'high' THEN 0
                                              WHEN 'medium' THEN %(budget_medium)s
                                              ELSE %(budget_low)s END),
-           m.job_created_at
+           m.job_created_at, m.traceparent, m.tracestate
     FROM marked m
     WHERE m.target_id IS NOT NULL
     ON CONFLICT (id) DO UPDATE

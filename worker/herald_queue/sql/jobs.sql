@@ -7,17 +7,18 @@
 -- the existing job. Jobs with an ordering key start held; normalize_chains picks the head.
 -- With notify, the commit wakes idle workers (see herald_queue.waker for when).
 INSERT INTO herald.jobs (id, target_id, priority, payload, idempotency_key, ordering_key,
-                         held, run_at, deadline, request_hash)
+                         held, run_at, deadline, request_hash, traceparent, tracestate)
 SELECT b.id, b.target_id, b.priority,
        coalesce(b.payload, 'null'::json),  -- a JSON null payload comes out of the record as NULL
        b.idempotency_key, b.ordering_key,
        b.ordering_key IS NOT NULL,
        greatest(b.run_at, now()),
        greatest(b.run_at, now()) + make_interval(secs => b.budget),
-       b.request_hash
+       b.request_hash, b.traceparent, b.tracestate
 FROM json_to_recordset(%(batch)s::json) AS b(
     id uuid, target_id integer, priority text, payload json, idempotency_key text,
-    ordering_key text, run_at timestamptz, budget double precision, request_hash text)
+    ordering_key text, run_at timestamptz, budget double precision, request_hash text,
+    traceparent text, tracestate text)
 ON CONFLICT (target_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, CASE WHEN %(notify)s THEN pg_notify('herald_jobs', '') END AS notified;
 
@@ -148,7 +149,8 @@ WHERE j.id = ANY (ARRAY(
   AND (SELECT CASE WHEN %(async_commit)s THEN set_config('synchronous_commit', 'off', true)
                    ELSE 'unchanged' END) IS NOT NULL
 RETURNING j.id, j.target_id, j.priority, j.payload, j.attempts, j.idempotency_key,
-          j.ordering_key, j.created_at, j.run_at, j.lease_expires_at;
+          j.ordering_key, j.created_at, j.run_at, j.lease_expires_at, j.traceparent,
+          j.tracestate;
 
 -- name: attempt_notes
 -- A fragment: the attempt record's notes of a batch (herald_queue.jobs._notes_json), one

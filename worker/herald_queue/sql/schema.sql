@@ -116,6 +116,11 @@ CREATE TABLE herald.jobs (
     -- (herald_model.submission.JobRequest.request_hash). NULL without a key (and for jobs
     -- submitted before migration 0002).
     request_hash     text,
+    -- The producer's W3C trace context (its traceparent and tracestate headers, validated
+    -- by herald_core.trace_context): each attempt's span continues that trace and the
+    -- receiver gets it on. NULL without one (and for jobs submitted before migration 0008).
+    traceparent      text CHECK (length(traceparent) = 55),
+    tracestate       text CHECK (length(tracestate) <= 512),
     CONSTRAINT jobs_lease_check
         CHECK ((state = 'running') = (leased_by IS NOT NULL AND lease_expires_at IS NOT NULL)),
     CONSTRAINT jobs_finished_check
@@ -174,6 +179,9 @@ CREATE TABLE herald.dead_letters (
     -- The runAt of a job that died before its first attempt (cancelled, or its target
     -- deleted, while it waited for its time); a replay keeps it if it is still ahead.
     run_at           timestamptz,
+    -- The job's W3C trace context (see herald.jobs), given back to it by a replay.
+    traceparent      text CHECK (length(traceparent) = 55),
+    tracestate       text CHECK (length(tracestate) <= 512),
     -- replayed: back on the queue. A replay that found no target marks the entry
     -- target-missing and leaves it unreplayed, for a later replay.
     CONSTRAINT dead_letters_replay_check
@@ -301,3 +309,19 @@ BEGIN
     RETURN made;
 END
 $$;
+
+-- A dead letter keeps its job's trace context (herald_core.trace_context), and a replay
+-- gives it back to the job: the replayed attempts join the producer's trace.
+CREATE FUNCTION herald.keep_dead_letter_trace() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT j.traceparent, j.tracestate INTO NEW.traceparent, NEW.tracestate
+    FROM herald.jobs j
+    WHERE j.id = NEW.job_id;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER dead_letters_keep_trace
+    BEFORE INSERT ON herald.dead_letters
+    FOR EACH ROW EXECUTE FUNCTION herald.keep_dead_letter_trace();

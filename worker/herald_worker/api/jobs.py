@@ -4,12 +4,14 @@ registered targets."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 
 from aiohttp import web
 
 from herald_core.errors import DatabaseUnavailable, QueueFull
 from herald_core.states import JobState
+from herald_core.trace_context import from_headers
 from herald_model.submission import JobRequest, decode_submission, parse_jobs
 from herald_queue.capacity import CapacityWatch, retry_after
 from herald_queue.queue import Queue
@@ -58,6 +60,11 @@ async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[JobAccep
     await authorize_publish(request, [t for t in named if queue.registry.split(t)[0] is not None])
     resolved = {t: (await queue.registry.resolve(t))[1] for t in named}
     await authorize_publish(request, resolved.values())
+    # The producer's trace context (W3C traceparent/tracestate; an invalid one is ignored)
+    # goes with every job the request creates: their attempts continue that trace.
+    trace = from_headers(request.headers)
+    if trace is not None:
+        jobs = [dataclasses.replace(j, trace=trace) for j in jobs]
     # Hard capacity limits, against the last count (herald_queue.capacity): no row count.
     refs = [resolved[j.target] for j in jobs]
     await _counted(c.capacity, c.settings.sample_interval)

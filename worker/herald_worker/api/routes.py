@@ -33,6 +33,10 @@ from herald_worker.api.route import Handler, Reply, Route
 
 NOT_FOUND = "No such object."
 UNREGISTERED = "The target is not registered."
+TRACE_CONTEXT = (
+    "A W3C trace context (traceparent and tracestate headers) is kept with the jobs and sent "
+    "on with their deliveries; an invalid one is ignored (docs/tracing.md)."
+)
 
 
 def _alertmanager(path: str, handler: Handler, operation_id: str, params: type[BaseModel]) -> Route:
@@ -45,7 +49,7 @@ def _alertmanager(path: str, handler: Handler, operation_id: str, params: type[B
         description="Priority: critical and firing -> high; resolved or severity info -> low; "
         "otherwise medium. Idempotency key from fingerprint, status and startsAt (a re-sent "
         "group does not duplicate); ordering key from the fingerprint (a resolve never "
-        "overtakes its trigger).",
+        "overtakes its trigger). " + TRACE_CONTEXT,
         replies={200: Reply(models.AlertmanagerAccepted, "The jobs (created or duplicates).")},
         errors={
             404: UNREGISTERED,
@@ -86,6 +90,7 @@ ROUTES: list[Route] = [
         jobs.submit,
         "submitJobs",
         "Submit one job, or a list of up to 1000 jobs",
+        description=TRACE_CONTEXT,
         replies={
             201: Reply(ACCEPTED, "Accepted (durably stored)."),
             200: Reply(ACCEPTED, "Every job was a duplicate (idempotency key): the existing ones."),
