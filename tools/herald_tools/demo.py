@@ -173,6 +173,46 @@ async def _paced(
     return submitted
 
 
+def _retried(receiver: Receiver) -> str | None:
+    """A job the receiver refused at least once before it took it (the story worth telling)."""
+    refused: set[str] = set()
+    for received in receiver.received:
+        if 200 <= received.answer.status < 300:
+            if received.webhook_id in refused:
+                return received.webhook_id
+        else:
+            refused.add(received.webhook_id)
+    return None
+
+
+async def _story(base: str, receiver: Receiver, out: TextIO) -> None:
+    """Every attempt on record of one job that was retried, as ``herald jobs show`` has them."""
+    job_id = _retried(receiver)
+    if job_id is None:
+        return
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.get(f"{base}/v1/jobs/{job_id}/attempts") as r,
+    ):
+        if r.status != 200:
+            out.write(f"herald demo: attempts of {job_id}: HTTP {r.status} {await r.text()}\n")
+            return
+        page = await r.json()
+    out.write(
+        f"\nherald demo: one job's attempts on record (GET /v1/jobs/{job_id}/attempts, "
+        "what `herald jobs show ID` prints)\n"
+    )
+    for a in page["items"]:
+        status = a.get("httpStatus") or "-"
+        took = a.get("durationSeconds")
+        line = f"  attempt {a['attempt']}  HTTP {status}  {a['decision']}"
+        if took is not None:
+            line += f"  in {took * 1000:.0f} ms"
+        if a.get("retryAt"):
+            line += f"  (again at {a['retryAt']})"
+        out.write(line + "\n")
+
+
 async def _metric(running: Running, name: str) -> float:
     total = 0.0
     for family in running.metrics.registry.collect():
@@ -306,6 +346,7 @@ async def _drive(
     out.write("\nherald demo: summary\n")
     for name, value in rows:
         out.write(f"  {name.ljust(width)}  {value}\n")
+    await _story(f"http://127.0.0.1:{running.port}", receiver, out)
     ok = (
         not missing
         and receiver.bad_signatures == 0

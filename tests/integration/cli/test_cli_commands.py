@@ -515,6 +515,10 @@ async def test_demo_delivers_or_dead_letters_every_job(pg_admin_url: str) -> Non
     assert summary["bad signatures"] == "0"
     assert summary["duplicate deliveries"] == "0"
     assert "Every job was delivered or dead-lettered" in run.out
+    # One retried job's story, from its attempts on record: refused, then delivered.
+    story = run.out.split("one job's attempts on record", 1)[1].split("\n\n", 1)[0]
+    decisions = re.findall(r"^  attempt \d+  HTTP \S+  (\S+)", story, re.M)
+    assert decisions[-1] == "succeeded" and len(decisions) >= 2, story
 
 
 @pytest.fixture()
