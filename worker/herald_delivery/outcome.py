@@ -34,6 +34,14 @@ class Outcome:
     response: str | None = None
     """The first characters of the receiver's answer (None without one)."""
 
+    def __post_init__(self) -> None:
+        # The settle statement stores both as text, which PostgreSQL refuses with a NUL (a
+        # binary answer, an error quoting one): kept as U+FFFD, never a failed batch.
+        for name in ("message", "response"):
+            value = getattr(self, name)
+            if value is not None and "\x00" in value:
+                object.__setattr__(self, name, value.replace("\x00", "\ufffd"))
+
     @property
     def delivered(self) -> bool:
         return self.error_class is None and not self.gone and not self.withheld

@@ -30,16 +30,17 @@ UNKNOWN_ID = "0190a5b2-0000-7000-8000-000000000000"
 @pytest.fixture()
 async def rx() -> AsyncIterator[TrackingReceiver]:
     """?flaky: 503 (Retry-After: 0) on the first request of each job, then 200 "thanks";
-    ?reject: 400 "no thanks"."""
+    ?reject: 400 "no thanks"; ?binary: as ?flaky, with NUL bytes in each answer."""
     seen: collections.Counter[str] = collections.Counter()
 
     def script(receiver: Receiver, request: Any, body: bytes) -> Answer:
         if request.query.get("reject"):
             return Answer(400, body="no thanks")
+        nul = "\x00\x01" if request.query.get("binary") else ""
         seen[request.headers.get("webhook-id", "")] += 1
         if seen[request.headers.get("webhook-id", "")] == 1:
-            return Answer(503, headers={"Retry-After": "0"}, body="busy")
-        return Answer(body="thanks")
+            return Answer(503, headers={"Retry-After": "0"}, body=f"busy{nul}")
+        return Answer(body=f"{nul}thanks")
 
     async with TrackingReceiver(script) as receiver:
         yield receiver
@@ -53,6 +54,7 @@ async def api(db_url: str, tmp_path: Path, rx: TrackingReceiver) -> AsyncIterato
         [
             target_doc("flaky", rx.url + "?flaky=1", **retry),
             target_doc("reject", rx.url + "?reject=1", **retry),
+            target_doc("binary", rx.url + "?binary=1", **retry),
         ],
     )
     async with worker(db_url, manifests) as w:
@@ -137,3 +139,19 @@ async def test_a_dead_letter_shows_its_attempts(api: Worker) -> None:
         "permanent",
     )
     assert attempt["response"] == "no thanks"
+
+
+async def test_answers_with_nul_bytes_are_recorded(api: Worker) -> None:
+    """A binary answer (NUL bytes, which PostgreSQL's text refuses) is kept as its printable
+    part; the settle batch is never refused, so the job is settled once and the worker goes
+    on delivering."""
+    _, job = await api.post("/v1/jobs", json={"target": "binary", "payload": {"a": 1}})
+    await wait_state(api.queue, "succeeded", 1, target="binary")
+    status, body = await api.get(f"/v1/jobs/{job['id']}/attempts")
+    assert status == 200, body
+    first, second = body["items"]
+    assert (first["decision"], first["httpStatus"]) == ("retry", 503)
+    assert first["response"] == "busy\ufffd\x01" and "busy\ufffd" in first["message"]
+    assert (second["decision"], second["response"]) == ("succeeded", "\ufffd\x01thanks")
+    _, after = await api.post("/v1/jobs", json={"target": "flaky", "payload": {"b": 2}})
+    await wait_state(api.queue, "succeeded", 1, target="flaky")

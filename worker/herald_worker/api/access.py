@@ -53,6 +53,7 @@ ACCESS: dict[str, Needs] = {
     "alertmanagerEvents": PER_TARGET,
     "listJobs": READ,
     "getJob": READ,
+    "listJobAttempts": READ,
     "queueStats": READ,
     "listTargets": READ,
     "listTracked": READ,
