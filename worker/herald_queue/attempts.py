@@ -33,6 +33,10 @@ DAYS_AHEAD = 3
 the cleaner."""
 MAX_DROPS = 10
 """Most day partitions one pass of the cleaner drops (the rest go on its next pass)."""
+DROP_LOCK_TIMEOUT_MS = 1000
+"""How long dropping a day waits for its lock on herald.attempts (milliseconds). Settles
+queue behind a waiting DROP, so it waits briefly and the day goes on a later pass."""
+LOCKS_SQL = sql.load("locks")
 MAX_PAGE = 1000
 CURSOR_PATTERN = r"^[0-9]{1,18}$"
 """An attempts page's cursor: the seq of the last attempt shown."""
@@ -45,6 +49,8 @@ class Rotation:
     dropped: list[str]
     kept_for_dead_letters: list[str]
     default_pruned: int
+    busy: list[str] = dataclasses.field(default_factory=list)
+    """Days due to go whose lock was not had within DROP_LOCK_TIMEOUT_MS: a later pass."""
 
 
 class AttemptStore:
@@ -111,6 +117,7 @@ class AttemptStore:
             parts = await listing.fetchall()
             dropped: list[str] = []
             kept: list[str] = []
+            busy: list[str] = []
             for part in parts:
                 day: dt.date = part["day"]
                 end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
@@ -122,12 +129,20 @@ class AttemptStore:
                 if needed and needed[0]:
                     kept.append(part["name"])
                     continue
-                async with conn.transaction():
-                    await conn.execute(
-                        pgsql.SQL("DROP TABLE IF EXISTS herald.{}").format(
-                            pgsql.Identifier(part["name"])
+                try:
+                    async with conn.transaction():
+                        await conn.execute(
+                            LOCKS_SQL["local_lock_timeout"],
+                            {"lock_timeout": str(DROP_LOCK_TIMEOUT_MS)},
                         )
-                    )
+                        await conn.execute(
+                            pgsql.SQL("DROP TABLE IF EXISTS herald.{}").format(
+                                pgsql.Identifier(part["name"])
+                            )
+                        )
+                except psycopg.errors.LockNotAvailable:
+                    busy.append(part["name"])
+                    continue
                 dropped.append(part["name"])
             pruned = 0
             params = {"now": now, "older_than": retention, "limit": batch}
@@ -136,7 +151,7 @@ class AttemptStore:
                 pruned += cur.rowcount
                 if cur.rowcount < batch:
                     break
-        return Rotation(created, dropped, kept, pruned)
+        return Rotation(created, dropped, kept, pruned, busy)
 
 
 async def create_partitions(

@@ -156,6 +156,12 @@ class Maintenance:
                     "default_rows": rotation.default_pruned,
                 },
             )
+        if rotation.busy:
+            log.info(
+                "attempt retention: days not dropped this pass, their lock was busy "
+                "(tried again on the next pass)",
+                extra={"action": "cleanup", "partitions": rotation.busy},
+            )
         if jobs or purged.deleted or tombstones:
             log.info(
                 "retention",

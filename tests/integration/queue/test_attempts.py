@@ -216,6 +216,27 @@ async def test_partitions_made_ahead_and_dropped_whole(queue: Queue) -> None:
     )
 
 
+async def test_a_day_whose_lock_is_busy_waits_for_a_later_pass(queue: Queue) -> None:
+    """Settles queue behind a waiting DROP: the cleaner waits for the lock briefly, leaves
+    the day for its next pass, and never holds the settles up longer than that."""
+    now = dt.datetime(2031, 4, 10, 12, tzinfo=dt.UTC)
+    await queue.attempts.rotate(DAY, now=now)
+    await register(queue)
+    result = await queue.jobs.enqueue(job())
+    later = now + dt.timedelta(days=2)
+    async with queue.pool.connection() as holder, holder.transaction():
+        # An open transaction that wrote an attempt (as a settle in progress does).
+        await holder.execute(
+            "INSERT INTO herald.attempts (job_id, attempt, decision, recorded_at) "
+            "VALUES (%s, 1, 'retry', %s)",
+            [result.id, later],
+        )
+        rotation = await queue.attempts.rotate(DAY, now=later)
+        assert part(now.date()) in rotation.busy and not rotation.dropped
+    rotation = await queue.attempts.rotate(DAY, now=later)
+    assert part(now.date()) in rotation.dropped and not rotation.busy
+
+
 async def test_a_kept_dead_letter_keeps_its_days(queue: Queue) -> None:
     now = dt.datetime(2031, 5, 1, 12, tzinfo=dt.UTC)
     await queue.attempts.rotate(DAY, now=now)

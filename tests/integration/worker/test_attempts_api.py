@@ -153,5 +153,6 @@ async def test_answers_with_nul_bytes_are_recorded(api: Worker) -> None:
     assert (first["decision"], first["httpStatus"]) == ("retry", 503)
     assert first["response"] == "busy\ufffd\x01" and "busy\ufffd" in first["message"]
     assert (second["decision"], second["response"]) == ("succeeded", "\ufffd\x01thanks")
-    _, after = await api.post("/v1/jobs", json={"target": "flaky", "payload": {"b": 2}})
+    status, _ = await api.post("/v1/jobs", json={"target": "flaky", "payload": {"b": 2}})
+    assert status == 201
     await wait_state(api.queue, "succeeded", 1, target="flaky")
