@@ -167,6 +167,15 @@ async def test_a_list_or_garbage_is_refused(fanout: Worker) -> None:
     assert status == 400
 
 
+async def test_an_integer_a_filter_cannot_read_is_a_clear_400(fanout: Worker) -> None:
+    """CEL's integers are 64-bit: a larger one is refused with what to do, never a 500."""
+    body = {"type": "incident.opened", "payload": {"severity": "critical", "n": 2**64}}
+    status, answer = await fanout.post("/v1/events", json=body)
+    assert status == 400, answer
+    assert answer["error"]["field"] == "payload"
+    assert "64-bit" in answer["error"]["message"]
+
+
 async def test_filters_over_a_payload_too_costly_are_refused(db_url: str, tmp_path: Path) -> None:
     docs = [subscribed("scan", "big", filter="event.payload.exists(i, i == -1)")]
     async with worker(db_url, write_manifests(tmp_path / "t.yaml", docs)) as w:

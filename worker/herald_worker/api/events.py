@@ -13,13 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
-from herald_core.errors import Overloaded, PayloadTooLarge, QueueFull
+from herald_core.errors import InvalidRequest, Overloaded, PayloadTooLarge, QueueFull
 from herald_core.ids import uuid7
 from herald_model import events
 from herald_model.submission import EventRequest, decode_submission, parse_event
 from herald_queue.records import TargetRow
 from herald_worker import alertmanager
 from herald_worker.api import models
+from herald_worker.api.access import authorize_publish
 from herald_worker.api.context import reply
 from herald_worker.api.errors import error_response, read_json
 from herald_worker.api.jobs import enqueue, need_queue
@@ -46,9 +47,12 @@ async def fan_out(request: web.Request, event: EventRequest) -> models.EventAcce
     queue = need_queue(request)
     event_id = event.id or str(uuid7())
     namespace = event.namespace or queue.registry.default_namespace
-    targets = await matching(
-        await queue.registry.list(namespace), event, event_id=event_id, namespace=namespace
-    )
+    rows = subscribed(await queue.registry.list(namespace), event.type)
+    # In Kubernetes mode the caller must be allowed to publish to every target subscribed
+    # to the type, checked before any filter runs: a caller who may not publish here spends
+    # no filter's CPU, and learns nothing from which targets a filter would pick.
+    await authorize_publish(request, [row.ref for row in rows])
+    targets = await matching(rows, event, event_id=event_id, namespace=namespace)
     jobs = [event.job(event_id, t.ref) for t in targets]
     results = await enqueue(request, jobs) if jobs else []
     created = sum(1 for r in results if not r.duplicate)
@@ -67,12 +71,7 @@ async def matching(
 ) -> list[TargetRow]:
     """The targets of ``rows`` the event is for: its type subscribed to, its filter passed.
     Filters run in a thread (the API keeps answering), within a bounded cost."""
-    by_type = [
-        row
-        for row in rows
-        if row.spec.subscriptions is not None
-        and events.any_type_matches(row.spec.subscriptions.event_types, event.type)
-    ]
+    by_type = subscribed(rows, event.type)
     filtered = [row for row in by_type if _filter_of(row) is not None]
     if not filtered:
         return by_type
@@ -108,6 +107,16 @@ async def matching(
     return [row for row in by_type if _filter_of(row) is None or row.id in passed]
 
 
+def subscribed(rows: Sequence[TargetRow], event_type: str) -> list[TargetRow]:
+    """The targets of ``rows`` that subscribe to ``event_type`` (before their filters)."""
+    return [
+        row
+        for row in rows
+        if row.spec.subscriptions is not None
+        and events.any_type_matches(row.spec.subscriptions.event_types, event_type)
+    ]
+
+
 def _filter_of(row: TargetRow) -> events.Filter | None:
     subscriptions = row.spec.subscriptions
     if subscriptions is None or subscriptions.filter is None:
@@ -116,7 +125,14 @@ def _filter_of(row: TargetRow) -> events.Filter | None:
 
 
 def _passing(rows: Sequence[TargetRow], view: dict[str, Any]) -> set[int]:
-    converted = events.to_cel(view)  # once for all the filters
+    try:
+        converted = events.to_cel(view)  # once for all the filters
+    except ValueError:  # cel-python's integers are 64-bit
+        raise InvalidRequest(
+            "payload",
+            "holds an integer outside CEL's 64-bit range, which the filters of the subscribed "
+            "targets cannot read: send it as a string",
+        ) from None
     return {
         row.id for row in rows if (f := _filter_of(row)) is not None and f.matches_cel(converted)
     }
