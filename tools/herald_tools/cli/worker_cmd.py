@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 
 from herald_core.settings import HeraldSettings
@@ -39,4 +40,10 @@ def settings() -> tuple[type[HeraldSettings], ...]:
 async def run(args: argparse.Namespace) -> int:
     from herald_worker.process import Options, serve
 
+    # What start-up made (modules, the CEL grammar, settings) lives as long as the process:
+    # frozen, the collector never scans it again. Unfrozen, every full collection walked
+    # those objects under the deliveries' churn (4 workers: 109 -> 156 µs of worker CPU
+    # per job once the CEL library was imported).
+    gc.collect()
+    gc.freeze()
     return await serve(Options(targets=args.targets, migrate=args.migrate, name=args.name))
