@@ -3,6 +3,8 @@ matching an event (herald_model.events, herald_model.target_spec)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -170,3 +172,22 @@ def test_the_crd_describes_the_bounds() -> None:
     assert node["required"] == ["eventTypes"]
     assert node["properties"]["filter"]["maxLength"] == events.FILTER_MAX_LENGTH
     assert node["properties"]["eventTypes"]["maxItems"] == events.MAX_EVENT_TYPES
+
+
+def test_the_cel_library_loads_only_when_a_filter_is_compiled() -> None:
+    """A worker whose targets have no filter never imports cel-python: its objects made each
+    full garbage collection of a busy worker slower (issue 22's delivery benchmark)."""
+    probe = (
+        "import sys, herald_worker.process, herald_tools.cli.main\n"
+        "from herald_model.target_spec import parse_spec\n"
+        "parse_spec({'type': 'webhook', 'url': 'https://example.test/',"
+        " 'subscriptions': {'eventTypes': ['incident.*']}})\n"
+        "assert 'celpy' not in sys.modules and 'lark' not in sys.modules, 'loaded too early'\n"
+        "parse_spec({'type': 'webhook', 'url': 'https://example.test/',"
+        " 'subscriptions': {'eventTypes': ['a'], 'filter': 'event.priority == \"high\"'}})\n"
+        "assert 'celpy' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -24,6 +24,9 @@ from herald_worker.api.access import authorize_publish
 from herald_worker.api.context import reply
 from herald_worker.api.errors import error_response, read_json
 from herald_worker.api.jobs import enqueue, need_queue
+
+if TYPE_CHECKING:
+    from herald_model.event_filter import Filter
 
 MATCH_TIMEOUT = 30.0
 """Seconds the filters of one event may take (their cost is bounded: events.MATCH_BUDGET)."""
@@ -117,7 +120,7 @@ def subscribed(rows: Sequence[TargetRow], event_type: str) -> list[TargetRow]:
     ]
 
 
-def _filter_of(row: TargetRow) -> events.Filter | None:
+def _filter_of(row: TargetRow) -> Filter | None:
     subscriptions = row.spec.subscriptions
     if subscriptions is None or subscriptions.filter is None:
         return None
