@@ -115,3 +115,30 @@ async def test_an_event_reaches_each_subscribed_receiver_once(db_url: str, tmp_p
         assert (stats["succeeded"], stats["queued"], stats["running"]) == (2, 0, 0), stats
         assert alpha.count("out", lambda x: "->" in x) == 1
         assert beta.count("out", lambda x: "->" in x) == 1
+
+        # A target applied while the worker runs (from another process) receives the next
+        # event: the worker's cached list of the namespace's targets follows the registry.
+        later = tmp_path / "later.yaml"
+        later.write_text(
+            yaml.safe_dump(
+                target_manifest(
+                    "delta",
+                    url=f"http://127.0.0.1:{alpha_port}/alpha",
+                    subscriptions={"eventTypes": ["incident.*"]},
+                )
+            )
+        )
+        ok(["targets", "apply", str(later)], env)
+        follow_up = {"id": "inc-2042", "type": "incident.closed", "payload": {}}
+
+        def reaches_delta() -> bool:  # a resend is idempotent: same jobs, plus delta's
+            status, answer = http_post(f"{base}/v1/events", follow_up)
+            assert status in (200, 202), answer
+            return "default/delta" in {j["target"] for j in answer["jobs"]}
+
+        await wait_until(
+            reaches_delta,
+            timeout=DELIVERY_TIMEOUT,
+            interval=0.2,
+            what="an event for the target applied while the worker runs",
+        )

@@ -11,18 +11,10 @@ from typing import Any
 
 import pytest
 
-from herald_core.errors import ConfigError
+from herald_core.errors import AuthUnavailable, ConfigError, Forbidden, Unauthenticated
 from herald_worker.api.access import ACCESS, OPERATE, PER_TARGET, READ
 from herald_worker.api.routes import ROUTES
-from herald_worker.kubeauth import (
-    AuthUnavailable,
-    Forbidden,
-    Identity,
-    KubernetesAuth,
-    Permission,
-    Unauthenticated,
-    token_key,
-)
+from herald_worker.kubeauth import Identity, KubernetesAuth, Permission, token_key
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.team-a-producer-token.sig"
 USER = "system:serviceaccount:team-a:producer"

@@ -185,6 +185,27 @@ class InvalidTarget(HeraldError):
     field = "target"
 
 
+class Unauthenticated(HeraldError):
+    """The bearer token is missing, or the API server does not accept it (401)."""
+
+    http_status = 401
+    field = "Authorization"
+
+
+class Forbidden(HeraldError):
+    """The identity lacks the RBAC permission the request needs (403); the message names it."""
+
+    http_status = 403
+    field = "Authorization"
+
+
+class AuthUnavailable(HeraldError):
+    """The Kubernetes API could not answer a review in time (503): nothing was done."""
+
+    http_status = 503
+    retry_after = "2"
+
+
 DATABASE_AWAY = "PostgreSQL is not available right now; nothing was written. Try again shortly."
 """What the API answers (503) while PostgreSQL cannot be used."""
 

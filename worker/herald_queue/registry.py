@@ -69,6 +69,7 @@ class TargetRegistry:
         self.default_namespace = default_namespace
         self._cache_seconds = cache_seconds
         self._ids: dict[str, tuple[float, int, str]] = {}
+        self._namespaces: dict[str, tuple[float, Sequence[TargetRow]]] = {}
 
     async def apply(self, target: PublishingTarget) -> ApplyResult:
         return (await self.apply_many([target]))[0]
@@ -93,6 +94,18 @@ class TargetRegistry:
                 TARGETS_SQL["list_targets"], {"namespace": namespace, "name": name}
             )
             return [TargetRow.from_row(r) for r in await cur.fetchall()]
+
+    async def in_namespace(self, namespace: str) -> Sequence[TargetRow]:
+        """The targets of ``namespace``, cached for a few seconds as :meth:`resolve`'s
+        answers are, and dropped at once when a target changes (:meth:`invalidate`, which the
+        worker calls on the registry's notification). An event fans out over them."""
+        cached = self._namespaces.get(namespace)
+        now = time.monotonic()
+        if cached and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        rows = await self.list(namespace)
+        self._namespaces[namespace] = (now, rows)
+        return rows
 
     def split(self, ref: str) -> tuple[str | None, str]:
         namespace, _, name = ref.rpartition("/")
@@ -147,6 +160,7 @@ class TargetRegistry:
 
     def invalidate(self) -> None:
         self._ids.clear()
+        self._namespaces.clear()
 
     async def delete(self, ref: str) -> DeleteResult:
         """Delete a target. Its waiting jobs go to the dead-letter queue (reason

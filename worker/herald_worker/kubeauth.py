@@ -28,33 +28,18 @@ from typing import Any, ClassVar
 
 from cachetools import TLRUCache
 
-from herald_core.errors import ConfigError, HeraldError
+from herald_core.errors import (
+    AuthUnavailable,
+    ConfigError,
+    Forbidden,
+    HeraldError,
+    Unauthenticated,
+)
 
 log = logging.getLogger("herald.api.auth")
 
 GROUP = "herald.dev"
 """The API group of the resources the reviews name (Herald's custom resources)."""
-
-
-class Unauthenticated(HeraldError):
-    """The bearer token is missing, or the API server does not accept it (401)."""
-
-    http_status = 401
-    field = "Authorization"
-
-
-class Forbidden(HeraldError):
-    """The identity lacks the RBAC permission the request needs (403); the message names it."""
-
-    http_status = 403
-    field = "Authorization"
-
-
-class AuthUnavailable(HeraldError):
-    """The Kubernetes API could not answer a review in time (503): nothing was done."""
-
-    http_status = 503
-    retry_after = "2"
 
 
 @dataclasses.dataclass(frozen=True)

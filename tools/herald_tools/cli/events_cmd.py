@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from herald_worker.api import models
-    from herald_worker.api.events import matching
+    from herald_worker.api.events import matching, subscribed
 
     settings = queue_settings()
     max_bytes, max_depth = settings.max_payload_bytes, settings.max_payload_depth
@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace) -> int:
     event_id = event.id or str(uuid7())
     async with open_queue() as queue:
         namespace = event.namespace or queue.registry.default_namespace
-        rows = await queue.registry.list(namespace)
+        rows = subscribed(await queue.registry.list(namespace), event.type)
         targets = await matching(rows, event, event_id=event_id, namespace=namespace)
         jobs = [event.job(event_id, t.ref) for t in targets]
         results = await queue.jobs.enqueue_many(jobs)

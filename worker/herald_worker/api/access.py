@@ -25,7 +25,8 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from herald_worker.kubeauth import Identity, KubernetesAuth, Unauthenticated
+from herald_core.errors import Unauthenticated
+from herald_worker.kubeauth import Identity, KubernetesAuth
 
 PUBLISH = "publishingtargets/publish"
 QUEUE = "publishingtargets/queue"

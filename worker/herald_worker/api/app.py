@@ -11,11 +11,12 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 
+from herald_core.errors import Unauthenticated
 from herald_worker.api.access import ACCESS, AUTH, IDENTITY, OPERATE
 from herald_worker.api.context import CONTEXT, ApiContext
 from herald_worker.api.errors import error_response, errors_middleware
 from herald_worker.api.routes import ROUTES
-from herald_worker.kubeauth import KubernetesAuth, Unauthenticated
+from herald_worker.kubeauth import KubernetesAuth
 from herald_worker.settings import WorkerSettings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -50,7 +50,7 @@ async def fan_out(request: web.Request, event: EventRequest) -> models.EventAcce
     queue = need_queue(request)
     event_id = event.id or str(uuid7())
     namespace = event.namespace or queue.registry.default_namespace
-    rows = subscribed(await queue.registry.list(namespace), event.type)
+    rows = subscribed(await queue.registry.in_namespace(namespace), event.type)
     # In Kubernetes mode the caller must be allowed to publish to every target subscribed
     # to the type, checked before any filter runs: a caller who may not publish here spends
     # no filter's CPU, and learns nothing from which targets a filter would pick.
@@ -72,16 +72,15 @@ async def fan_out(request: web.Request, event: EventRequest) -> models.EventAcce
 async def matching(
     rows: Sequence[TargetRow], event: EventRequest, *, event_id: str, namespace: str
 ) -> list[TargetRow]:
-    """The targets of ``rows`` the event is for: its type subscribed to, its filter passed.
-    Filters run in a thread (the API keeps answering), within a bounded cost."""
-    by_type = subscribed(rows, event.type)
-    filtered = [row for row in by_type if _filter_of(row) is not None]
-    if not filtered:
-        return by_type
+    """The targets of ``rows`` (those :func:`subscribed` to the event's type) whose filters
+    the event passes. Filters run in a thread (the API keeps answering), within a bounded
+    cost."""
+    filters = {row.id: f for row in rows if (f := _filter_of(row)) is not None}
+    if not filters:
+        return list(rows)
     payload = json.loads(event.payload_json)
     values = events.payload_values(payload, events.MATCH_BUDGET)
-    filters = [f for row in filtered if (f := _filter_of(row)) is not None]
-    cost = events.cost(filters, values)
+    cost = events.cost(filters.values(), values)
     if cost > events.MATCH_BUDGET:
         held = str(values) if values <= events.MATCH_BUDGET else f"more than {values - 1}"
         raise PayloadTooLarge(
@@ -101,13 +100,13 @@ async def matching(
     )
     try:
         async with asyncio.timeout(MATCH_TIMEOUT):
-            passed = await asyncio.to_thread(_passing, filtered, view)
+            passed = await asyncio.to_thread(_passing, filters, view)
     except TimeoutError:
         raise Overloaded(
             f"the filters of the targets subscribed to {event.type!r} did not finish within "
             f"{MATCH_TIMEOUT:g} s (the worker is overloaded); nothing was written"
         ) from None
-    return [row for row in by_type if _filter_of(row) is None or row.id in passed]
+    return [row for row in rows if row.id not in filters or row.id in passed]
 
 
 def subscribed(rows: Sequence[TargetRow], event_type: str) -> list[TargetRow]:
@@ -127,7 +126,8 @@ def _filter_of(row: TargetRow) -> Filter | None:
     return events.compile_filter(subscriptions.filter)
 
 
-def _passing(rows: Sequence[TargetRow], view: dict[str, Any]) -> set[int]:
+def _passing(filters: Mapping[int, Filter], view: dict[str, Any]) -> set[int]:
+    """The ids of ``filters`` (target id to filter) that ``view`` passes."""
     try:
         converted = events.to_cel(view)  # once for all the filters
     except ValueError:  # cel-python's integers are 64-bit
@@ -136,9 +136,7 @@ def _passing(rows: Sequence[TargetRow], view: dict[str, Any]) -> set[int]:
             "holds an integer outside CEL's 64-bit range, which the filters of the subscribed "
             "targets cannot read: send it as a string",
         ) from None
-    return {
-        row.id for row in rows if (f := _filter_of(row)) is not None and f.matches_cel(converted)
-    }
+    return {target_id for target_id, f in filters.items() if f.matches_cel(converted)}
 
 
 async def alertmanager_events(
