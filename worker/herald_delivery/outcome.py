@@ -36,11 +36,12 @@ class Outcome:
 
     def __post_init__(self) -> None:
         # The settle statement stores both as text, which PostgreSQL refuses with a NUL (a
-        # binary answer, an error quoting one): kept as U+FFFD, never a failed batch.
+        # binary answer, an error quoting one) or a lone surrogate (text decoded with
+        # surrogateescape): kept as U+FFFD and '?', never a failed settle batch.
         for name in ("message", "response"):
             value = getattr(self, name)
-            if value is not None and "\x00" in value:
-                object.__setattr__(self, name, value.replace("\x00", "\ufffd"))
+            if value is not None and ("\x00" in value or not value.isascii()):
+                object.__setattr__(self, name, storable(value))
 
     @property
     def delivered(self) -> bool:
@@ -90,6 +91,16 @@ class Outcome:
             response=snippet,
             retry_after=parse_retry_after(response.retry_after),
         )
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL's text takes it: NUL as U+FFFD, a lone surrogate as '?'."""
+    text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _snippet(raw: bytes) -> str:

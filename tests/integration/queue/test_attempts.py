@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from herald_core.errors import InvalidRequest
-from herald_core.states import JobState
+from herald_core.states import ErrorClass, JobState
+from herald_delivery.outcome import Outcome
 from herald_queue.attempts import DAYS_AHEAD, create_partitions
 from herald_queue.queue import Queue
 from herald_queue.records import AttemptNote
@@ -309,3 +310,22 @@ async def test_processes_making_the_same_days_at_once(queue: Queue) -> None:
     assert {part(far.date() + dt.timedelta(days=i)) for i in range(3)} <= set(
         await partitions(queue)
     )
+
+
+async def test_text_postgresql_refuses_is_stored_printable(queue: Queue) -> None:
+    """A NUL or a lone surrogate (an error quoting binary, text decoded with
+    surrogateescape) in an outcome's message or answer would make PostgreSQL refuse the
+    whole settle batch: the outcome keeps them as U+FFFD and '?', and the batch settles."""
+    await register(queue, circuitBreaker=NO_BREAKER)
+    result = await queue.jobs.enqueue(job())
+    [claimed] = await claim_all(queue)
+    dirty = "busy \x00 \udc80 é"
+    outcome = Outcome(
+        status=503, duration=0.01, error_class=ErrorClass.TRANSIENT, message=dirty, response=dirty
+    )
+    f = failure(claimed, message=outcome.message)
+    f = dataclasses.replace(f, note=AttemptNote(response=outcome.response))
+    await queue.jobs.fail("w", [f])
+    [row] = await attempts(queue, result.id)
+    assert row["message"] == row["response"] == "busy \ufffd ? é"
+    assert await sql_value(queue, "SELECT last_error FROM herald.jobs") == "busy \ufffd ? é"
