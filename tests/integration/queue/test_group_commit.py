@@ -5,8 +5,8 @@ its own job is committed."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -151,13 +151,12 @@ async def test_close_writes_what_it_holds_then_refuses(db_url: str) -> None:
 
 
 async def test_close_gives_up_on_a_stuck_group_after_its_bound(db_url: str) -> None:
-    async with grouping(db_url) as q:
-        async with chain_held(q, "hold"):
-            stuck = asyncio.ensure_future(q.jobs.enqueue(job(ordering_key="hold")))
-            await wait_until(lambda: q.jobs.group_commit._in_flight == 1)
-            behind = asyncio.ensure_future(q.jobs.enqueue(job()))
-            await wait_until(lambda: len(q.jobs.group_commit._pending) == 1)
-            await bounded(q.jobs.group_commit.close(timeout=0.2), "closing", 30)
-            for task in (stuck, behind):
-                with pytest.raises(IngestClosed):
-                    await bounded(task, "a request failed by close", 5)
+    async with grouping(db_url) as q, chain_held(q, "hold"):
+        stuck = asyncio.ensure_future(q.jobs.enqueue(job(ordering_key="hold")))
+        await wait_until(lambda: q.jobs.group_commit._in_flight == 1)
+        behind = asyncio.ensure_future(q.jobs.enqueue(job()))
+        await wait_until(lambda: len(q.jobs.group_commit._pending) == 1)
+        await bounded(q.jobs.group_commit.close(timeout=0.2), "closing", 30)
+        for task in (stuck, behind):
+            with pytest.raises(IngestClosed):
+                await bounded(task, "a request failed by close", 5)
