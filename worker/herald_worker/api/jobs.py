@@ -89,7 +89,7 @@ async def enqueue(
     for job, result in zip(jobs, results, strict=True):
         if result.created:
             c.metrics.enqueued.labels(result.target, job.priority.value).inc()
-            c.tracker.record(
+            c.tracker.record_new(
                 Snapshot(result.id, result.target, job.priority.value, JobState.QUEUED, 0, now, now)
             )
         else:
