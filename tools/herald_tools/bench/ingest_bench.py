@@ -210,6 +210,11 @@ async def pgbench(
         proc.kill()
         await proc.wait()
         raise RuntimeError(f"pgbench with {clients} clients did not finish in time") from None
+    except BaseException:  # cancelled (Ctrl-C): never left running
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
     if proc.returncode != 0:
         raise RuntimeError(f"pgbench failed: {err.decode(errors='replace').strip()[-500:]}")
     latencies: list[float] = []
