@@ -44,6 +44,13 @@ def installed() -> bool:
     return folder is not None and (folder / "pginstall").is_dir()
 
 
+def binary(name: str) -> Path | None:
+    """A program of the embedded PostgreSQL build (``pgbench``, ``psql``), if installed."""
+    folder = _package_dir()
+    path = folder / "pginstall" / "bin" / name if folder is not None else None
+    return path if path is not None and path.is_file() else None
+
+
 def _module() -> Any:
     if not installed():
         raise DatabaseUnavailable(NOT_INSTALLED)

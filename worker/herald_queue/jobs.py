@@ -31,6 +31,7 @@ from herald_model.submission import JobRequest
 from herald_model.target_spec import RetryPolicy
 from herald_queue import admission, locks, ordering_keys, sql
 from herald_queue.db import AsyncConn, retry_conflicts
+from herald_queue.group_commit import GroupCommit
 from herald_queue.records import (
     NO_NOTE,
     AttemptNote,
@@ -87,11 +88,21 @@ class JobStore:
         self._quota_refresh: asyncio.Task[None] | None = None
         self._quota_first_at = 0.0
         self.waker = Waker(pool)
+        self.group_commit = GroupCommit(
+            self.enqueue_many,
+            max_group=settings.ingest_max_group,
+            linger=settings.ingest_linger,
+            in_flight=settings.ingest_groups_in_flight,
+        )
 
     # -- enqueue -----------------------------------------------------------------------
 
     async def enqueue(self, request: JobRequest) -> EnqueueResult:
-        return (await self.enqueue_many([request]))[0]
+        """Enqueue one job; concurrent calls share transactions (herald_queue.group_commit)
+        unless HERALD_INGEST_MAX_GROUP is 1. Returns once the job is committed."""
+        if self.settings.ingest_max_group <= 1:
+            return (await self.enqueue_many([request]))[0]
+        return await self.group_commit.submit(request)
 
     async def enqueue_many(self, requests: Sequence[JobRequest]) -> list[EnqueueResult]:
         """Enqueue in one transaction; results in the order given. A request whose

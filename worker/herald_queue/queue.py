@@ -60,6 +60,7 @@ class Queue:
         )
 
     async def close(self) -> None:
+        await self.jobs.group_commit.close()
         await self.jobs.waker.flush()
         await self.pool.close()
 

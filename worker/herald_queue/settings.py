@@ -48,7 +48,14 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from herald_core.json_depth import DEFAULT_MAX_DEPTH, MAX_DEPTH_CEILING
-from herald_core.settings import Count, Duration, HeraldSettings, Namespace, PositiveDuration
+from herald_core.settings import (
+    Count,
+    Duration,
+    HeraldSettings,
+    Kind,
+    Namespace,
+    PositiveDuration,
+)
 
 
 def _conninfo(value: SecretStr | None) -> SecretStr | None:
@@ -187,6 +194,27 @@ class QueueSettings(HeraldSettings):
         validation_alias="HERALD_QUEUE_CAPACITY_HARD_LIMIT",
         description="Refuse jobs beyond HERALD_QUEUE_CAPACITY: the API answers 429 with "
         "Retry-After (the Alertmanager receiver 503). Default: warn only, never refuse.",
+    )
+
+    ingest_max_group: Annotated[int, Field(ge=1, le=1000)] = Field(
+        64,
+        description="Most single-job enqueues (POST /v1/jobs of one job, "
+        "`queue.jobs.enqueue`) written together in one transaction (group commit: those "
+        "that arrive while earlier ones commit share the next commit). 1: every job is its "
+        "own transaction (no grouping). Batches a caller sends are written as sent.",
+    )
+    ingest_linger: Annotated[
+        float, Kind("seconds", "a number of seconds from 0 to 0.1"), Field(ge=0, le=0.1)
+    ] = Field(
+        0.0,
+        description="Seconds (at most 0.1) a group of single-job enqueues waits for more "
+        "before it commits, unless it is full. 0: a group commits as soon as a slot is free, "
+        "so a lone request waits for nothing.",
+    )
+    ingest_groups_in_flight: Annotated[int, Field(ge=1, le=64)] = Field(
+        4,
+        description="Most groups of single-job enqueues committing at once in a process "
+        "(each holds one database connection: keep it below HERALD_DB_POOL_MAX).",
     )
 
     @model_validator(mode="after")

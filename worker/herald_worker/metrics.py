@@ -103,6 +103,13 @@ class Metrics:
             ("target", "priority"),
             registry=r,
         )
+        self.ingest_group_size = Histogram(
+            "herald_ingest_group_size",
+            "Single-job enqueues written together in one transaction (group commit, "
+            "HERALD_INGEST_MAX_GROUP).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
+            registry=r,
+        )
         self.duplicates = Counter(
             "herald_jobs_duplicate",
             "Submissions answered with an existing job (idempotency key).",

@@ -182,6 +182,7 @@ async def start(
     try:
         queue = await _open_queue(dbs, qs, ws, options, health)
         context.queue = queue
+        queue.jobs.group_commit.on_group = metrics.ingest_group_size.observe
         if found is not None:
             for line in found.skipped:
                 log.info(

@@ -42,6 +42,13 @@ class Tracker:
         with self._lock:
             self._cache[snapshot.id] = snapshot
 
+    def record_new(self, snapshot: Snapshot) -> None:
+        """Record a job just accepted, unless this process already has a later word on it
+        (its delivery may start before the API's answer is written)."""
+        with self._lock:
+            if snapshot.id not in self._cache:
+                self._cache[snapshot.id] = snapshot
+
     def let_go(self, job_ids: Iterable[uuid.UUID]) -> None:
         """This process no longer holds these jobs: a snapshot still marked local (no
         outcome of its own replaced it: released, or the lease was lost) stops being

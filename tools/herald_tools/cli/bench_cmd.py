@@ -1,4 +1,4 @@
-"""``herald bench [--json] [--quick] [--deliver]``."""
+"""``herald bench [--json] [--quick] [--deliver | --ingest]``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "quiet target's latency during that backlog; instead of the queue alone",
     )
     parser.add_argument(
+        "--ingest",
+        action="store_true",
+        help="measure single-job POST /v1/jobs over HTTP to a `herald worker` from 10 and 100 "
+        "clients (jobs/s, acknowledgement p50/p99) against pgbench's one-row INSERT of the "
+        "same payload (the ceiling of one commit per job) and its 1-client latency (the "
+        "durable commit floor), then acknowledgements at a paced 200/s; instead of the "
+        "queue alone (the worker inherits HERALD_INGEST_*)",
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("HERALD_DATABASE_URL"),
         help="a server where the benchmark may create a database",
@@ -53,7 +62,12 @@ async def run(args: argparse.Namespace) -> int:
             f"PostgreSQL {environment['postgresql']['server_version']}, "
             f"synchronous_commit={environment['postgresql']['synchronous_commit']}"
         )
-        if args.deliver:
+        if args.ingest:
+            from herald_tools.bench import ingest_bench
+
+            results = await ingest_bench.run(url, quick=args.quick, progress=report)
+            report(ingest_bench.describe(results))
+        elif args.deliver:
             from herald_tools.bench import deliver_bench
 
             results = await deliver_bench.run(url, quick=args.quick, progress=report)

@@ -42,7 +42,7 @@ async def submit(request: web.Request) -> web.Response:
         max_payload_bytes=settings.max_payload_bytes,
         max_payload_depth=settings.max_payload_depth,
     )
-    results = await enqueue(request, jobs)
+    results = await enqueue(request, jobs, many=many)
     if many:
         created = any(not r.duplicate for r in results)
         return reply(models.JobsAccepted.of(jobs=results), status=201 if created else 200)
@@ -50,7 +50,9 @@ async def submit(request: web.Request) -> web.Response:
     return reply(result, status=200 if result.duplicate else 201)
 
 
-async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[JobAccepted]:
+async def enqueue(
+    request: web.Request, jobs: list[JobRequest], *, many: bool = True
+) -> list[JobAccepted]:
     c = ctx(request)
     queue = need_queue(request)
     # Kubernetes mode: a target named with its namespace is authorised before it is looked
@@ -75,7 +77,10 @@ async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[JobAccep
         raise QueueFull(refused.message(), retry_after(c.settings.sample_interval))
     created: list[str] = []
     try:
-        results = await queue.jobs.enqueue_many(jobs)
+        if many:
+            results = await queue.jobs.enqueue_many(jobs)
+        else:  # one job: shares a transaction with those sent at the same time
+            results = [await queue.jobs.enqueue(jobs[0])]
         created = [r.target for r in results if r.created]
     finally:
         c.capacity.settle(refs, created)
@@ -84,7 +89,7 @@ async def enqueue(request: web.Request, jobs: list[JobRequest]) -> list[JobAccep
     for job, result in zip(jobs, results, strict=True):
         if result.created:
             c.metrics.enqueued.labels(result.target, job.priority.value).inc()
-            c.tracker.record(
+            c.tracker.record_new(
                 Snapshot(result.id, result.target, job.priority.value, JobState.QUEUED, 0, now, now)
             )
         else:
