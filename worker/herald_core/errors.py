@@ -206,6 +206,19 @@ class AuthUnavailable(HeraldError):
     retry_after = "2"
 
 
+class IngestClosed(HeraldError):
+    """The queue is closing (the process is shutting down) before the job was written."""
+
+    http_status = 503
+    retry_after = "1"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the worker is shutting down and did not write the job in time; send it again "
+            "(to another worker; with an idempotency key it cannot be written twice)"
+        )
+
+
 DATABASE_AWAY = "PostgreSQL is not available right now; nothing was written. Try again shortly."
 """What the API answers (503) while PostgreSQL cannot be used."""
 

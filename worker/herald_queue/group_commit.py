@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import psycopg
 import psycopg_pool
 
-from herald_core.errors import DatabaseUnavailable, HeraldError
+from herald_core.errors import DatabaseUnavailable, IngestClosed
 from herald_model.submission import JobRequest
 from herald_queue.records import EnqueueResult
 
@@ -53,19 +53,6 @@ SHARED_FAILURES: tuple[type[BaseException], ...] = (
     psycopg_pool.PoolClosed,
     OSError,
 )
-
-
-class IngestClosed(HeraldError):
-    """The queue is closing (the process is shutting down) before the job was written."""
-
-    http_status = 503
-    retry_after = "1"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "the worker is shutting down and did not write the job in time; send it again "
-            "(to another worker; with an idempotency key it cannot be written twice)"
-        )
 
 
 @dataclass(eq=False)

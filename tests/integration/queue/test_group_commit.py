@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
-from herald_core.errors import IdempotencyKeyReused, TargetNotFound
+from herald_core.errors import IdempotencyKeyReused, IngestClosed, TargetNotFound
 from herald_queue import ordering_keys
-from herald_queue.group_commit import IngestClosed
 from herald_queue.queue import Queue
 from tests.helpers import bounded, job, open_queue, register, sql_value, wait_until
 
