@@ -32,11 +32,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import psycopg
 import psycopg_pool
 
-from herald_core.errors import DatabaseUnavailable, IngestClosed
+from herald_core.errors import IngestClosed
 from herald_model.submission import JobRequest
+from herald_queue.db import is_connection_failure
 from herald_queue.records import EnqueueResult
 
 log = logging.getLogger("herald.queue")
@@ -44,15 +44,14 @@ log = logging.getLogger("herald.queue")
 CLOSE_WAIT = 10.0
 """Seconds ``close`` waits for the groups in flight and gathered before failing them."""
 
-# Failures of the database itself, not of a row: every request of the group shares them.
-SHARED_FAILURES: tuple[type[BaseException], ...] = (
-    DatabaseUnavailable,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg_pool.PoolTimeout,
-    psycopg_pool.PoolClosed,
-    OSError,
-)
+
+def _shared(exc: BaseException) -> bool:
+    """A failure of the database itself (unreachable, connection lost, pool exhausted or
+    closed), which every request of the group shares. Anything the server answered about
+    the statement (a lock timeout, a cancelled statement, a refused value, a conflict still
+    there after its retries) may concern one row: the group is then written request by
+    request."""
+    return is_connection_failure(exc) or isinstance(exc, psycopg_pool.PoolClosed)
 
 
 @dataclass(eq=False)
@@ -138,9 +137,14 @@ class GroupCommit:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.linger):
                     await self._full.wait()
-        finally:
+        except BaseException:  # cancelled by close(): the gathered requests stay pending
             self._gathering = False
-        await self._commit(self._take())
+            self._in_flight -= 1
+            raise
+        group = self._take()
+        self._gathering = False
+        self._kick()  # the slots left start the next groups at once
+        await self._commit(group)
 
     async def _commit(self, group: list[_Entry]) -> None:
         try:
@@ -157,19 +161,21 @@ class GroupCommit:
         except asyncio.CancelledError:
             _fail(group, IngestClosed())
             raise
-        except SHARED_FAILURES as exc:
-            _fail(group, exc)
-            return
         except Exception as exc:
-            if len(group) == 1:
+            if len(group) == 1 or _shared(exc):
                 _fail(group, exc)
                 return
             log.info(
                 "a group of enqueues failed; writing its requests one by one",
                 extra={"action": "enqueue", "jobs": len(group), "error": type(exc).__name__},
             )
-            for entry in group:
-                await self._write_group([entry])
+            try:
+                for entry in group:
+                    if not entry.future.done():  # its caller may have gone meanwhile
+                        await self._write_group([entry])
+            except BaseException:
+                _fail(group, IngestClosed())  # cancelled by close(): none left waiting
+                raise
             return
         self._count(len(group))
         for entry, result in zip(group, results, strict=True):

@@ -62,10 +62,16 @@ QUOTA_REFRESH_SECONDS = 0.5
 QUOTA_FIRST_SECONDS = 0.05
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 def _copy_escape(text: str) -> str:
-    # COPY's text format: backslash is the escape character. Compact JSON has no raw
-    # tabs or newlines (json.dumps escapes control characters).
-    return text.replace("\\", "\\\\") if "\\" in text else text
+    """``text`` as a column of COPY's text format: a backslash escapes, and a raw newline,
+    carriage return or tab (JSON's whitespace, kept as the producer sent it) would end the
+    row or the column."""
+    if "\\" in text or "\n" in text or "\r" in text or "\t" in text:
+        return text.translate(_COPY_ESCAPES)
+    return text
 
 
 class JobStore:
@@ -92,15 +98,17 @@ class JobStore:
             self.enqueue_many,
             max_group=settings.ingest_max_group,
             linger=settings.ingest_linger,
-            in_flight=settings.ingest_groups_in_flight,
+            in_flight=max(1, min(settings.ingest_groups_in_flight, pool.max_size - 1)),
         )
 
     # -- enqueue -----------------------------------------------------------------------
 
     async def enqueue(self, request: JobRequest) -> EnqueueResult:
         """Enqueue one job; concurrent calls share transactions (herald_queue.group_commit)
-        unless HERALD_INGEST_MAX_GROUP is 1. Returns once the job is committed."""
-        if self.settings.ingest_max_group <= 1:
+        unless HERALD_INGEST_MAX_GROUP is 1. Returns once the job is committed. A job with an
+        ordering key is written alone: its chain's lock may be held a while (a settle, a
+        replay of the chain), and no other request should wait for it."""
+        if self.settings.ingest_max_group <= 1 or request.ordering_key:
             return (await self.enqueue_many([request]))[0]
         return await self.group_commit.submit(request)
 

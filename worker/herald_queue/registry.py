@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from cachetools import TTLCache
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +21,9 @@ from herald_queue.db import AsyncConn
 from herald_queue.records import TargetRow
 
 TARGETS_SQL = sql.load("targets")
+NAMESPACES_CACHED = 256
+"""Namespaces whose target lists :meth:`TargetRegistry.in_namespace` keeps (the least
+recently used go first): a caller naming ever new namespaces cannot grow it."""
 JOBS_SQL = sql.load("jobs")
 
 
@@ -69,7 +73,11 @@ class TargetRegistry:
         self.default_namespace = default_namespace
         self._cache_seconds = cache_seconds
         self._ids: dict[str, tuple[float, int, str]] = {}
-        self._namespaces: dict[str, tuple[float, Sequence[TargetRow]]] = {}
+        self._namespaces: TTLCache[str, Sequence[TargetRow]] = TTLCache(
+            maxsize=NAMESPACES_CACHED, ttl=cache_seconds
+        )
+        self._generation = 0
+        """Bumped by :meth:`invalidate`: a list read before it is not kept."""
 
     async def apply(self, target: PublishingTarget) -> ApplyResult:
         return (await self.apply_many([target]))[0]
@@ -100,11 +108,12 @@ class TargetRegistry:
         answers are, and dropped at once when a target changes (:meth:`invalidate`, which the
         worker calls on the registry's notification). An event fans out over them."""
         cached = self._namespaces.get(namespace)
-        now = time.monotonic()
-        if cached and now - cached[0] < self._cache_seconds:
-            return cached[1]
+        if cached is not None:
+            return cached
+        generation = self._generation
         rows = await self.list(namespace)
-        self._namespaces[namespace] = (now, rows)
+        if generation == self._generation:  # no change announced while it was read
+            self._namespaces[namespace] = rows
         return rows
 
     def split(self, ref: str) -> tuple[str | None, str]:
@@ -161,6 +170,7 @@ class TargetRegistry:
     def invalidate(self) -> None:
         self._ids.clear()
         self._namespaces.clear()
+        self._generation += 1
 
     async def delete(self, ref: str) -> DeleteResult:
         """Delete a target. Its waiting jobs go to the dead-letter queue (reason

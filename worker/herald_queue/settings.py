@@ -214,7 +214,8 @@ class QueueSettings(HeraldSettings):
     ingest_groups_in_flight: Annotated[int, Field(ge=1, le=64)] = Field(
         4,
         description="Most groups of single-job enqueues committing at once in a process "
-        "(each holds one database connection: keep it below HERALD_DB_POOL_MAX).",
+        "(each holds one database connection; never more than HERALD_DB_POOL_MAX - 1, so "
+        "claims and settles always find one).",
     )
 
     @model_validator(mode="after")

@@ -27,13 +27,16 @@ async def grouping(db_url: str, **settings: object) -> AsyncIterator[Queue]:
 
 
 @contextlib.asynccontextmanager
-async def chain_held(queue: Queue, key: str) -> AsyncIterator[None]:
-    """Hold the advisory lock of the chain (hook, ``key``): an enqueue with that ordering
-    key waits for it, keeping its group in flight."""
-    target_id = (await queue.registry.resolve("hook"))[0]
+async def jobs_locked(queue: Queue) -> AsyncIterator[None]:
+    """Hold a lock on herald.jobs that every INSERT waits for, keeping the group in flight
+    waiting."""
     async with queue.pool.connection() as conn, conn.transaction():
-        await ordering_keys.lock(conn, [(target_id, key)])
+        await conn.execute("LOCK TABLE herald.jobs IN SHARE MODE")
         yield
+
+
+FIRST = {"first": True}
+"""The payload of the request whose group waits for the lock."""
 
 
 async def count(queue: Queue, where: str = "true") -> int:
@@ -94,8 +97,8 @@ async def test_a_failed_group_answers_each_request_for_itself(db_url: str) -> No
 
 async def test_idempotency_inside_one_group(db_url: str) -> None:
     async with grouping(db_url) as q:
-        async with chain_held(q, "hold"):
-            held = asyncio.ensure_future(q.jobs.enqueue(job(ordering_key="hold")))
+        async with jobs_locked(q):
+            held = asyncio.ensure_future(q.jobs.enqueue(job(payload=FIRST)))
             await wait_until(lambda: q.jobs.group_commit._in_flight == 1)
             same = [q.jobs.enqueue(job(payload={"v": 1}, idempotency_key="k")) for _ in range(2)]
             other = q.jobs.enqueue(job(payload={"v": 2}, idempotency_key="k"))
@@ -112,8 +115,8 @@ async def test_idempotency_inside_one_group(db_url: str) -> None:
 
 async def test_a_cancelled_caller_neither_loses_nor_duplicates(db_url: str) -> None:
     async with grouping(db_url) as q:
-        async with chain_held(q, "hold"):
-            in_flight = asyncio.ensure_future(q.jobs.enqueue(job(ordering_key="hold")))
+        async with jobs_locked(q):
+            in_flight = asyncio.ensure_future(q.jobs.enqueue(job(payload=FIRST)))
             await wait_until(lambda: q.jobs.group_commit._in_flight == 1)
             # The group in flight waits for the lock; these gather behind it.
             waiting = [
@@ -129,7 +132,7 @@ async def test_a_cancelled_caller_neither_loses_nor_duplicates(db_url: str) -> N
         )
         assert all(r.created for r in others)
         await wait_until(lambda: q.jobs.group_commit._in_flight == 0)
-        assert await count(q, "ordering_key = 'hold'") == 1
+        assert await count(q, "payload->>'first' = 'true'") == 1
         assert await count(q, "payload->>'n' = '2'") == 0
         assert await count(q) == 5
 
@@ -150,8 +153,8 @@ async def test_close_writes_what_it_holds_then_refuses(db_url: str) -> None:
 
 
 async def test_close_gives_up_on_a_stuck_group_after_its_bound(db_url: str) -> None:
-    async with grouping(db_url) as q, chain_held(q, "hold"):
-        stuck = asyncio.ensure_future(q.jobs.enqueue(job(ordering_key="hold")))
+    async with grouping(db_url) as q, jobs_locked(q):
+        stuck = asyncio.ensure_future(q.jobs.enqueue(job(payload=FIRST)))
         await wait_until(lambda: q.jobs.group_commit._in_flight == 1)
         behind = asyncio.ensure_future(q.jobs.enqueue(job()))
         await wait_until(lambda: len(q.jobs.group_commit._pending) == 1)
@@ -159,3 +162,33 @@ async def test_close_gives_up_on_a_stuck_group_after_its_bound(db_url: str) -> N
         for task in (stuck, behind):
             with pytest.raises(IngestClosed):
                 await bounded(task, "a request failed by close", 5)
+
+
+async def test_a_job_with_an_ordering_key_waits_alone_for_its_chain(db_url: str) -> None:
+    """Its chain's lock may be held a while (a settle, a replay of the chain): the single
+    requests sent beside it are not in its transaction and do not wait for it."""
+    async with grouping(db_url) as q:
+        target_id = (await q.registry.resolve("hook"))[0]
+        async with q.pool.connection() as conn, conn.transaction():
+            await ordering_keys.lock(conn, [(target_id, "hold")])
+            ordered = asyncio.ensure_future(q.jobs.enqueue(job(ordering_key="hold")))
+            others = await bounded(
+                asyncio.gather(*(q.jobs.enqueue(job(payload={"n": n})) for n in range(5))),
+                "single enqueues beside a job waiting for its chain",
+                30,
+            )
+            assert all(r.created for r in others) and not ordered.done()
+        assert (await bounded(ordered, "the ordered enqueue", 30)).created
+        assert await count(q) == 6
+
+
+async def test_payloads_sent_with_line_breaks_and_tabs_in_a_large_group(db_url: str) -> None:
+    """A group (or a batch) large enough to be copied keeps JSON's whitespace as sent: a
+    raw newline or tab would end COPY's row or column."""
+    async with grouping(db_url) as q:
+        pretty = '{\n\t"a": "x\\\\y",\r\n\t"n": 1\n}'
+        sent = [dataclasses.replace(job(), payload_json=pretty) for _ in range(40)]
+        results = await bounded(q.jobs.enqueue_many(sent), "a batch of 40 pretty payloads", 30)
+        assert all(r.created for r in results)
+        stored = await sql_value(q, "SELECT DISTINCT payload::text FROM herald.jobs")
+        assert stored == pretty and await count(q) == 40, "stored as sent"
