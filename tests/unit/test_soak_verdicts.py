@@ -24,7 +24,9 @@ def test_a_size_plateaus_when_the_last_window_is_no_larger() -> None:
     sawtooth = [100.0 + (i % 3) for i in range(20)]  # vacuumed and refilled: a plateau
     assert soak.plateaued(sawtooth) is True
     assert soak.plateaued([float(i) for i in range(24)]) is False  # steady growth
-    assert soak.plateaued([1.0] * 19 + [1.5]) is False  # one page more at the end
+    assert soak.plateaued([1.0] * 19 + [1.5]) is False  # half as large again at the end
+    assert soak.plateaued([100.0] * 19 + [100.5]) is True  # vacuum's sawtooth, within 1 %
+    assert soak.plateaued([100.0] * 19 + [101.5]) is False
     assert soak.plateaued([1.0, 2.0]) is None
 
 
