@@ -73,10 +73,10 @@ CREATE TABLE herald.targets (
 );
 
 -- A few rows updated by every batch of completions: vacuumed once ten dead row versions
--- are counted whatever the table's size (the default, 50 + 20 %, is never reached while
--- page pruning counts them down, and only VACUUM records the space pruning frees, so the
--- table grew for ever), with half of each page left free for same-page (HOT) updates
--- (migration 0010; `herald bench --soak`).
+-- are counted whatever the table's size (only VACUUM records the space page pruning
+-- frees, and with the default, 50 + 20 %, the table grew sevenfold before its first
+-- autovacuum), with half of each page left free for same-page (HOT) updates (migration
+-- 0010; `herald bench --soak`).
 ALTER TABLE herald.targets SET (
     fillfactor = 50,
     autovacuum_vacuum_threshold = 10,
