@@ -37,7 +37,8 @@ CATALOG_QUERIES = {
           AND a.attnum > 0 AND NOT a.attisdropped
         ORDER BY 1, 3""",
     "relations": """
-        SELECT c.relname AS name, c.relkind AS kind, c.relpersistence AS persistence
+        SELECT c.relname AS name, c.relkind AS kind, c.relpersistence AS persistence,
+               c.reloptions AS options
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'herald' ORDER BY 1""",
     "indexes": """

@@ -3,7 +3,7 @@ records, per request, now minus the ``t0`` (CLOCK_MONOTONIC ns, shared by every 
 the machine) the producer put in the payload. ``GET /stats`` returns the count, how many
 came signed, the first and last arrival times and the latencies, all together and per path
 (``/hook`` and ``/quiet``, the fair-share phase's second target); ``POST /reset`` clears
-them.
+them, ``GET /stats?reset=1`` returns and clears them at once.
 
 It stands in for the receivers Herald delivers to, which run on other machines: here it
 shares the benchmark's two cores with the workers and PostgreSQL, so it is a minimal
@@ -110,12 +110,15 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         assert self.transport is not None
-        method, path = self.parser.get_method(), self.url.decode("latin-1").split("?")[0]
+        method = self.parser.get_method()
+        path, _, query = self.url.decode("latin-1").partition("?")
         if method == b"POST" and path in ("/hook", "/quiet"):
             self.sink.hook(path, self.webhook_id, self.signed, b"".join(self.body))
             answer = OK
         elif method == b"GET" and path == "/stats":
             body = self.sink.stats()
+            if query == "reset=1":  # taken and cleared at once (the soak's intervals)
+                self.sink.reset()
             answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             answer += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         elif method == b"POST" and path == "/reset":
