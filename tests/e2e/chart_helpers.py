@@ -66,6 +66,7 @@ WORKER_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "herald_tracker_capacity_jobs": ("gauge", ()),
     "herald_api_requests_total": ("counter", ("route", "method", "status")),
     "herald_api_request_duration_seconds": ("histogram", ("route",)),
+    "herald_ingest_group_size": ("histogram", ()),
     "herald_api_auth_reviews_total": ("counter", ("review", "result")),
     "herald_dead_letters_replayed_total": ("counter", ("target",)),
     "herald_retry_successes_total": ("counter", ("target",)),
