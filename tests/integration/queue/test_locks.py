@@ -32,9 +32,11 @@ from herald_queue.settings import DatabaseSettings
 from tests.helpers import RETRY_LATER, bounded, failure, job, register, sql_value, wait_until
 
 FreshDb = Callable[..., Any]
-OLDER = max(v for v, _, text in sql.migrations() if "ALTER TABLE herald.targets" in text) - 1
+OLDER = max(v for v, _, text in sql.migrations() if "ALTER TABLE herald.targets ADD" in text) - 1
 """A schema behind (what a database has when ``helm upgrade`` starts), before the last
-migration that alters herald.targets: the table these tests hold locks on."""
+migration that adds to herald.targets, the table these tests hold locks on: an ADD takes a
+lock that waits for readers. (0010 only sets storage parameters, under a lock that does
+not.)"""
 
 
 async def connect(url: str, application_name: str = "herald test") -> psycopg.AsyncConnection[Any]:
