@@ -360,7 +360,7 @@ class Bench:
             finally:
                 sampling = False
                 await sampler
-            waiting = await _count(self.queue, "state IN ('queued', 'retrying')")
+            waiting = await count_jobs(self.queue, "state IN ('queued', 'retrying')")
         stats = await sink_stats(self.base)
         await reset(self.queue)
         await sink_reset(self.base)
@@ -385,6 +385,36 @@ def _percentiles(prefix: str, samples: list[float]) -> dict[str, float]:
     }
 
 
+async def postmaster(queue: Queue) -> int:
+    """The pid of the PostgreSQL server ``queue`` talks to (its backends are its children,
+    whose CPU a benchmark charges to PostgreSQL)."""
+    async with queue.pool.connection() as conn:
+        cur = await conn.execute("SELECT pg_backend_pid()")
+        row: Any = await cur.fetchone()
+    assert row is not None
+    return procstat.parent_of(int(row[0]))
+
+
+@contextlib.asynccontextmanager
+async def bench_on(
+    url: str, base: str, sink_pid: int, plan: Plan, progress: Callable[[str], None]
+) -> AsyncIterator[Bench]:
+    """A :class:`Bench` delivering to the receiver at ``base``: the queue open, the target
+    registered from a manifest in a temporary folder, the queue emptied."""
+    queue = await open_queue(url)
+    try:
+        with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
+            manifest = _manifest(Path(tmp), base)
+            await _register(queue, manifest)
+            bench = Bench(
+                url, queue, base, manifest, sink_pid, await postmaster(queue), plan, progress
+            )
+            await reset(queue)
+            yield bench
+    finally:
+        await queue.close()
+
+
 async def run(url: str, *, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     plan = QUICK if quick else FULL
     results: dict[str, Any] = {}
@@ -400,23 +430,9 @@ async def run(url: str, *, quick: bool, progress: Callable[[str], None]) -> dict
         )
         used = procstat.cpu_seconds([sink.pid]) - before
         results["deliver_receiver_alone_cpu_us_per_request"] = round(used / requests * 1e6, 1)
-        queue = await open_queue(url)
-        try:
-            async with queue.pool.connection() as conn:
-                cur = await conn.execute("SELECT pg_backend_pid()")
-                row: Any = await cur.fetchone()
-            assert row is not None
-            with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
-                manifest = _manifest(Path(tmp), base)
-                await _register(queue, manifest)
-                bench = Bench(
-                    url, queue, base, manifest, sink.pid, procstat.parent_of(row[0]), plan, progress
-                )
-                await reset(queue)
-                await sink_reset(base)
-                results |= await _sessions(bench)
-        finally:
-            await queue.close()
+        async with bench_on(url, base, sink.pid, plan, progress) as bench:
+            await sink_reset(base)
+            results |= await _sessions(bench)
     return results
 
 
@@ -448,7 +464,7 @@ async def _sessions(bench: Bench) -> dict[str, Any]:
     return results
 
 
-async def _count(queue: Queue, where: str, target: str | None = None) -> int:
+async def count_jobs(queue: Queue, where: str, target: str | None = None) -> int:
     query = "SELECT count(*) FROM herald.jobs j JOIN herald.targets t ON t.id = j.target_id"
     query += f" WHERE {where}" + (" AND t.name = %s" if target else "")
     async with queue.pool.connection() as conn:
@@ -464,7 +480,7 @@ async def _wait_drained(
     jobs' own timestamps and the receiver's clock, so this polls gently)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await _count(queue, "state = 'succeeded'", target) >= expected:
+        if await count_jobs(queue, "state = 'succeeded'", target) >= expected:
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{expected} jobs were not delivered within {timeout}s")

