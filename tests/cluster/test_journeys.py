@@ -392,10 +392,16 @@ async def test_an_event_fans_out_to_the_targets_subscribed_with_kubectl(
                 interval=0.2,
                 what=f"the event delivered to {name}",
             )
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{worker.port}/v1/queue/stats") as resp,
-        ):
-            stats = await resp.json()
-        assert (stats["succeeded"], stats["queued"], stats["running"]) == (2, 0, 0), stats
+
+        # A receiver answers before the worker settles the job: wait for both settles.
+        async def settled() -> dict[str, Any] | None:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{worker.port}/v1/queue/stats") as resp,
+            ):
+                stats: dict[str, Any] = await resp.json()
+            return stats if stats["succeeded"] == 2 else None
+
+        stats = await wait_until(settled, timeout=30, interval=0.2, what="both jobs settled")
+        assert (stats["queued"], stats["running"]) == (0, 0), stats
         assert len(slack.received) == 1 and len(pager.received) == 1

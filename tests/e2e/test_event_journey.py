@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -110,9 +111,19 @@ async def test_an_event_reaches_each_subscribed_receiver_once(db_url: str, tmp_p
             env,
         ).json()
         assert (sent["created"], sent["duplicates"]) == (0, 2)
-        status, stats = http_get(f"{base}/v1/queue/stats")
-        assert status == 200
-        assert (stats["succeeded"], stats["queued"], stats["running"]) == (2, 0, 0), stats
+
+        # A receiver answers before the worker settles the job: wait for both settles.
+        def settled() -> dict[str, Any] | None:
+            stats: dict[str, Any] = http_get(f"{base}/v1/queue/stats")[1]
+            return stats if stats["succeeded"] == 2 else None
+
+        stats = await wait_until(
+            settled,
+            timeout=DELIVERY_TIMEOUT,
+            interval=0.1,
+            what="both jobs settled",
+        )
+        assert (stats["queued"], stats["running"]) == (0, 0), stats
         assert alpha.count("out", lambda x: "->" in x) == 1
         assert beta.count("out", lambda x: "->" in x) == 1
 
