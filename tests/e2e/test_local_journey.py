@@ -22,6 +22,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,9 +114,13 @@ async def journey(env: dict[str, str], tmp: Path, *, embedded: bool) -> None:
             what="the five jobs delivered to `herald receive`",
         )
 
-        # 3. Stats, once and watched (stopped with Ctrl-C after two refreshes).
-        stats = ok(["stats", "--json"], env).json()
-        assert stats["succeeded"] >= len(accepted), stats
+        # 3. Stats, once and watched (stopped with Ctrl-C after two refreshes). A receiver
+        # answers before the worker settles its job, so the count may lag the deliveries.
+        def settled() -> dict[str, Any] | None:
+            stats: dict[str, Any] = ok(["stats", "--json"], env).json()
+            return stats if stats["succeeded"] >= len(accepted) else None
+
+        await wait_until(settled, interval=0.1, timeout=60, what="`herald stats` counting five")
         assert ok(["stats"], env).out.strip()
         watch = Process(["stats", "--watch", "0.2", "--json"], env)
         started.append(watch)
