@@ -98,6 +98,7 @@ async def test_bench_ingest_quick_reports_every_figure(pg_admin_url: str) -> Non
         "ingest_max_group",
         "floor_latency_p50_ms",
         "floor_latency_p99_ms",
+        "floor_insert_c1_latency_p99_ms",
         "herald_single_c10_per_s",
         "herald_single_c10_ack_p50_ms",
         "herald_single_c10_ack_p99_ms",
