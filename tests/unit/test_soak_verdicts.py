@@ -51,7 +51,7 @@ def test_p99_ratio_pools_the_first_and_the_last_window() -> None:
     assert soak.p99_ratio([[], [], []]) is None  # no samples
 
 
-def _interval(k: int, jobs: int, attempts: int, rss: float) -> dict[str, Any]:
+def _interval(k: int, jobs: int, attempts: int, rss: float, backlog: int = 0) -> dict[str, Any]:
     def table(size: int) -> dict[str, int]:
         return {"table_bytes": size, "index_bytes": size // 2}
 
@@ -59,25 +59,41 @@ def _interval(k: int, jobs: int, attempts: int, rss: float) -> dict[str, Any]:
         "interval": k,
         "end_s": 60.0 * k,
         "rss_mib": rss,
+        "backlog": backlog,
         "tables": {"jobs": table(jobs), "attempts_p20261207": table(attempts)},
     }
 
 
-def test_verdicts_judge_all_three_and_leave_the_attempts_partitions_out() -> None:
+def test_verdicts_judge_all_four_and_leave_the_attempts_partitions_out() -> None:
     intervals = [_interval(k, min(k, 5) * 8192, k * 8192, 80.0) for k in range(1, 21)]
     latencies = [[10.0, 20.0, 30.0]] * 20
-    v = soak.verdicts(intervals, latencies)
+    v = soak.verdicts(intervals, latencies, rate=100)
     assert v["sizes_plateau"]["pass"] is True and v["sizes_plateau"]["grew"] == {}
     assert v["sizes_plateau"]["attempts_bytes_per_hour"] > 0
     assert v["p99_stable"]["pass"] is True and v["p99_stable"]["ratio"] == 1.0
     assert v["rss_flat"]["pass"] is True
+    assert v["kept_up"]["pass"] is True
 
-    bloating = [_interval(k, k * 8192, 0, 80.0 + 5 * k) for k in range(1, 21)]
+    bloating = [_interval(k, k * 8192, 0, 80.0 + 5 * k, backlog=k * 1000) for k in range(1, 21)]
     slower = [[10.0, 20.0]] * 10 + [[30.0, 40.0]] * 10
-    v = soak.verdicts(bloating, slower)
+    v = soak.verdicts(bloating, slower, rate=100)
     assert v["sizes_plateau"]["pass"] is False and list(v["sizes_plateau"]["grew"]) == ["jobs"]
     assert v["p99_stable"]["pass"] is False
     assert v["rss_flat"]["pass"] is False
+    assert v["kept_up"]["pass"] is False
+    assert (v["kept_up"]["before_max_backlog"], v["kept_up"]["last_max_backlog"]) == (10000, 20000)
 
-    v = soak.verdicts(intervals[:2], latencies[:2])
-    assert [x["pass"] for x in v.values()] == [None, None, None]
+    v = soak.verdicts(intervals[:2], latencies[:2], rate=100)
+    assert [x["pass"] for x in v.values()] == [None, None, None, None]
+
+
+def test_a_backlog_that_holds_keeps_up_and_one_that_grows_does_not() -> None:
+    def judged(backlogs: list[int], rate: float) -> bool | None:
+        intervals = [_interval(k, 8192, 0, 80.0, backlog=b) for k, b in enumerate(backlogs, 1)]
+        return soak.verdicts(intervals, [[1.0, 2.0]] * len(backlogs), rate=rate)["kept_up"]["pass"]
+
+    assert judged([3] * 20, rate=1000) is True  # the few jobs of the last moment
+    assert judged([40_000] * 20, rate=1000) is True  # behind by a constant, not falling back
+    assert judged([0] * 10 + [4_999] * 10, rate=1000) is True  # within 5 s of the rate
+    assert judged([0] * 10 + [5_001] * 10, rate=1000) is False
+    assert judged([k * 77_000 for k in range(20)], rate=2784) is False  # the overloaded soak

@@ -54,7 +54,7 @@ async def test_a_tiny_soak_reports_every_interval_and_the_verdicts(pg_admin_url:
         for table in interval["tables"].values():
             assert set(table) == TABLE_KEYS
     verdicts = report["soak_verdicts"]
-    assert set(verdicts) == {"sizes_plateau", "p99_stable", "rss_flat"}
+    assert set(verdicts) == {"sizes_plateau", "p99_stable", "rss_flat", "kept_up"}
     for verdict in verdicts.values():
         assert verdict["pass"] in (True, False, None) and verdict["rule"]
     assert report["environment"]["postgresql"]["server_version"]

@@ -22,7 +22,11 @@ the workers and PostgreSQL used. At the end it judges (:func:`verdicts`):
 - p99 stable: the p99 of every delivery in the last ten intervals is within 1.5x of that
   of the first ten (with fewer: the last third against the first third);
 - RSS flat: the workers' resident memory, at its largest in the last ten intervals, is
-  within 10 % of its largest in the ten before them (the same windows as the sizes).
+  within 10 % of its largest in the ten before them (the same windows as the sizes);
+- kept up: the backlog, at its largest in the last ten intervals, is no larger than at its
+  largest in the ten before them plus five seconds of the rate. Workers that fall behind
+  make every other verdict judge an overload, not a steady state: the run says so as soon
+  as the backlog passes ten seconds of the rate (choose a lower ``--rate``).
 
 So that the job table reaches its steady size within the soak, the workers keep finished
 jobs for ``2 x interval`` (HERALD_JOB_RETENTION) and prune every ``interval / 2``
@@ -66,6 +70,12 @@ minute depends on when vacuum last passed (0.2 % of the job table in a 20-minute
 SIZE_SLACK = 64 * 1024
 """Bytes a table may move besides ``SIZE_TOLERANCE``: a few pages, which a table of a few
 rows (herald.targets, some 100 KiB) gains or loses with each vacuum."""
+KEEP_UP_SECONDS = 5.0
+"""Seconds of the rate the backlog may gain from one window to the next (jobs enqueued
+just before an interval ends wait for the next claim)."""
+BEHIND_SECONDS = 10.0
+"""A backlog of this many seconds of the rate is reported at once: the workers fall
+behind."""
 ATTEMPTS = "attempts"
 """The partitioned table whose partitions (attempts_*) are dropped by day, not vacuumed."""
 
@@ -147,9 +157,9 @@ def p99_ratio(per_interval: Sequence[Sequence[float]]) -> tuple[float, float, fl
 
 
 def verdicts(
-    intervals: Sequence[dict[str, Any]], latencies: Sequence[Sequence[float]]
+    intervals: Sequence[dict[str, Any]], latencies: Sequence[Sequence[float]], *, rate: float
 ) -> dict[str, dict[str, Any]]:
-    """The soak's three targets, each with its rule, the figures it compared and ``pass``
+    """The soak's four targets, each with its rule, the figures it compared and ``pass``
     (True, False, or None when there were too few intervals to judge)."""
     n = len(intervals)
     names = sorted({t for i in intervals for t in i["tables"]})
@@ -201,7 +211,19 @@ def verdicts(
             "before_max_mib": round(max(rss_series[windows[0]]), 1),
             "last_max_mib": round(max(rss_series[windows[1]]), 1),
         }
-    return {"sizes_plateau": sizes, "p99_stable": latency, "rss_flat": rss}
+    backlogs = [float(i["backlog"]) for i in intervals]
+    kept: dict[str, Any] = {
+        "rule": f"the backlog: its largest in the last 10 intervals is no larger than its "
+        f"largest in the 10 before them plus {KEEP_UP_SECONDS:g} s of the rate (with fewer "
+        "than 20 intervals: the last third against the third before it)",
+        "pass": flat(backlogs, 0.0, rate * KEEP_UP_SECONDS),
+    }
+    if windows is not None:
+        kept |= {
+            "before_max_backlog": round(max(backlogs[windows[0]])),
+            "last_max_backlog": round(max(backlogs[windows[1]])),
+        }
+    return {"sizes_plateau": sizes, "p99_stable": latency, "rss_flat": rss, "kept_up": kept}
 
 
 def _bytes(table: dict[str, Any] | None) -> int:
@@ -282,7 +304,7 @@ async def run(
         "soak_job_retention_s": retention,
         "soak_cleanup_interval_s": interval / 2,
         "soak_intervals": intervals,
-        "soak_verdicts": verdicts(intervals, latencies),
+        "soak_verdicts": verdicts(intervals, latencies, rate=rate),
     }
 
 
@@ -295,6 +317,7 @@ async def _soak(
     intervals: list[dict[str, Any]] = []
     latencies: list[list[float]] = []
     cpu, mark = bench.cpu(pids), started
+    behind = False
     try:
         for k in range(1, count + 1):
             delay = started + k * interval - time.monotonic()
@@ -329,6 +352,13 @@ async def _soak(
             latencies.append(lat)
             cpu, mark = used, now
             bench.progress(_line(record))
+            if not behind and record["backlog"] > rate * BEHIND_SECONDS:
+                behind = True
+                bench.progress(
+                    f"the workers fall behind: {record['backlog']} jobs wait, "
+                    f"{record['backlog'] / rate:.0f} s of {rate:.0f} jobs/s; the verdicts will "
+                    "judge an overload, not a steady state (choose a lower --rate)"
+                )
     finally:
         if not producer.done():
             producer.cancel()
