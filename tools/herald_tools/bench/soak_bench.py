@@ -207,10 +207,7 @@ def verdicts(
         "pass": flat(rss_series),
     }
     if windows is not None:
-        rss |= {
-            "before_max_mib": round(max(rss_series[windows[0]]), 1),
-            "last_max_mib": round(max(rss_series[windows[1]]), 1),
-        }
+        rss |= _maxima(rss_series, windows, "mib", 1)
     backlogs = [float(i["backlog"]) for i in intervals]
     kept: dict[str, Any] = {
         "rule": f"the backlog: its largest in the last 10 intervals is no larger than its "
@@ -219,11 +216,17 @@ def verdicts(
         "pass": flat(backlogs, 0.0, rate * KEEP_UP_SECONDS),
     }
     if windows is not None:
-        kept |= {
-            "before_max_backlog": round(max(backlogs[windows[0]])),
-            "last_max_backlog": round(max(backlogs[windows[1]])),
-        }
+        kept |= _maxima(backlogs, windows, "backlog")
     return {"sizes_plateau": sizes, "p99_stable": latency, "rss_flat": rss, "kept_up": kept}
+
+
+def _maxima(
+    series: Sequence[float], windows: tuple[slice, slice], unit: str, digits: int | None = None
+) -> dict[str, float]:
+    """The largest value of the window before and of the last window, as a verdict
+    reports them (``before_max_<unit>``, ``last_max_<unit>``)."""
+    before, last = (max(series[w]) for w in windows)
+    return {f"before_max_{unit}": round(before, digits), f"last_max_{unit}": round(last, digits)}
 
 
 def _bytes(table: dict[str, Any] | None) -> int:
