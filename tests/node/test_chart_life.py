@@ -193,5 +193,12 @@ async def test_upgrade_and_rollback_while_workers_deliver(
         assert receiver.bad_signatures == 0
         assert producer.errors == [], producer.errors[:5]
         assert producer.refused == [], f"{len(producer.refused)} refused: {producer.refused[:3]}"
-    assert await scalar(url, "SELECT count(*) FROM herald.jobs WHERE state = 'running'") == 0
+    # A receiver answers before its worker settles the job, and a job whose worker was
+    # replaced mid-delivery settles when its lease expires: wait for both.
+    await wait_until(
+        lambda: scalar(url, "SELECT count(*) = 0 FROM herald.jobs WHERE state = 'running'"),
+        timeout=180,
+        interval=0.5,
+        what="no job left running after the last delivery",
+    )
     await helm("uninstall", RELEASE, "--wait", "--timeout=3m")
